@@ -1,0 +1,158 @@
+package keys
+
+import (
+	"context"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+// IdempotencyTTL is how long an idempotent result is kept.
+const IdempotencyTTL = 24 * time.Hour
+
+// idempotency keeps create results for retries. A replay must return the
+// same response, secret included, yet the library never keeps a key in
+// plain text. So the stored response is sealed with XChaCha20-Poly1305 under
+// a key derived (HKDF-SHA-256) from the Manager's idempotency secret and the
+// idempotency key, which is itself stored only as part of a digest: opening
+// an entry needs the server secret and the client's idempotency key, and a
+// dump of the store has neither. The entry and its ciphertext go when the
+// entry expires.
+type idempotency struct {
+	secret []byte
+	ttl    time.Duration
+}
+
+// scopeMaterial binds an idempotency key to the caller and the endpoint, with
+// lengths so that no two different triples give the same bytes.
+func scopeMaterial(endpoint string, p Principal, idempotencyKey string) []byte {
+	var b []byte
+	for _, s := range []string{endpoint, p.AccountID, p.Subject, idempotencyKey} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+// fingerprint identifies a request by its validated form, so a retry that
+// differs only in whitespace, field order or duplicate permissions is the
+// same request.
+func fingerprint(s keySpec) Digest {
+	ips := make([]string, len(s.allowedIPs))
+	for i, p := range s.allowedIPs {
+		ips[i] = formatPrefix(p)
+	}
+	b, _ := json.Marshal(struct {
+		Name        string
+		Environment Environment
+		Permissions []string
+		AllowedIPs  []string
+		RateLimit   int
+		ExpiresAt   time.Time
+	}{s.name, s.environment, s.permissions, ips, s.rateLimit, s.expiresAt})
+	return sha256.Sum256(b)
+}
+
+func deriveKey(secret []byte, info string, salt []byte) ([]byte, error) {
+	return hkdf.Key(sha256.New, secret, salt, info, chacha20poly1305.KeySize)
+}
+
+func (i idempotency) aead(material []byte) (cipher.AEAD, error) {
+	k, err := deriveKey(i.secret, "txcloud-keys idempotency seal v1", material)
+	if err != nil {
+		return nil, err
+	}
+	return chacha20poly1305.NewX(k)
+}
+
+func (i idempotency) seal(material []byte, aad Digest, plaintext []byte) ([]byte, error) {
+	a, err := i.aead(material)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, a.NonceSize(), a.NonceSize()+len(plaintext)+a.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("keys: reading randomness: %w", err)
+	}
+	return a.Seal(nonce, nonce, plaintext, aad[:]), nil
+}
+
+func (i idempotency) open(material []byte, aad Digest, sealed []byte) ([]byte, error) {
+	a, err := i.aead(material)
+	if err != nil {
+		return nil, err
+	}
+	if len(sealed) < a.NonceSize() {
+		return nil, errors.New("keys: idempotency entry is truncated")
+	}
+	return a.Open(nil, sealed[:a.NonceSize()], sealed[a.NonceSize():], aad[:])
+}
+
+const createEndpoint = "POST /developers/keys"
+
+func (m *Manager) createIdempotent(ctx context.Context, p Principal, s keySpec, idempotencyKey string, now time.Time) (*APIKeyCreated, error) {
+	material := scopeMaterial(createEndpoint, p, idempotencyKey)
+	scope := Digest(sha256.Sum256(material))
+	fp := fingerprint(s)
+	// Two rounds at most: if a concurrent request with the same idempotency
+	// key wins the insert, the second round replays its result.
+	for range 2 {
+		prev, err := m.store.LookupIdempotency(ctx, scope, now)
+		switch {
+		case err == nil:
+			return m.replay(prev, fp, material)
+		case !errors.Is(err, ErrNotFound):
+			return nil, fmt.Errorf("keys: looking up idempotency key: %w", err)
+		}
+		created, rec, err := m.newKey(s, p.AccountID)
+		if err != nil {
+			return nil, err
+		}
+		body, err := json.Marshal(created)
+		if err != nil {
+			return nil, err
+		}
+		sealed, err := m.idem.seal(material, scope, body)
+		if err != nil {
+			return nil, err
+		}
+		entry := &IdempotencyRecord{
+			Scope: scope, Fingerprint: fp, KeyID: rec.ID, Sealed: sealed,
+			CreatedAt: storedTime(now), ExpiresAt: storedTime(now.Add(m.idem.ttl)),
+		}
+		err = m.store.Create(ctx, rec, entry)
+		if err == nil {
+			return created, nil
+		}
+		if !errors.Is(err, ErrIdempotencyKeyExists) {
+			return nil, fmt.Errorf("keys: storing key: %w", err)
+		}
+	}
+	return nil, errors.New("keys: idempotency entry changed during the request; retry")
+}
+
+func (m *Manager) replay(prev *IdempotencyRecord, fp Digest, material []byte) (*APIKeyCreated, error) {
+	if prev.Fingerprint != fp {
+		return nil, ErrIdempotencyConflict
+	}
+	body, err := m.idem.open(material, prev.Scope, prev.Sealed)
+	if err != nil {
+		// A different idempotency secret on another instance, or a damaged
+		// entry: a server fault, not the client's.
+		return nil, errors.New("keys: cannot open the stored idempotent result (do all instances share one idempotency secret?)")
+	}
+	var created APIKeyCreated
+	if err := json.Unmarshal(body, &created); err != nil {
+		return nil, fmt.Errorf("keys: decoding stored idempotent result: %w", err)
+	}
+	created.Replayed = true
+	return &created, nil
+}

@@ -1,0 +1,428 @@
+// Package keystest is the conformance suite for keys.Store implementations.
+// A store's tests call Run with a constructor; every case gets a fresh
+// store, so stores backed by a server should give each one its own schema
+// or database.
+//
+//	func TestConformance(t *testing.T) {
+//		keystest.Run(t, func(t *testing.T) keys.Store { return memstore.New() })
+//	}
+package keystest
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/txcloud/keys"
+)
+
+// Run checks that the stores newStore returns keep every promise of the
+// keys.Store interface.
+func Run(t *testing.T, newStore func(t *testing.T) keys.Store) {
+	cases := []struct {
+		name string
+		fn   func(*testing.T, keys.Store)
+	}{
+		{"CreateThenGetAndLookup", testCreateGetLookup},
+		{"NotFound", testNotFound},
+		{"DuplicateID", testDuplicateID},
+		{"DuplicateHash", testDuplicateHash},
+		{"LookupIgnoresState", testLookupIgnoresState},
+		{"GetReturnsCopy", testGetReturnsCopy},
+		{"IdempotencyRoundTrip", testIdempotencyRoundTrip},
+		{"IdempotencyExistsStoresNothing", testIdempotencyExists},
+		{"IdempotencyExpiredIsReplaced", testIdempotencyExpired},
+		{"DuplicateKeyStoresNoIdempotency", testDuplicateWithIdempotency},
+		{"TouchLastUsed", testTouchLastUsed},
+		{"Concurrent", testConcurrent},
+		{"CloseIsIdempotent", testClose},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := newStore(t)
+			t.Cleanup(func() { _ = s.Close(context.Background()) })
+			c.fn(t, s)
+		})
+	}
+}
+
+var base = time.Date(2031, 5, 6, 7, 8, 9, 123456000, time.UTC)
+
+// NewRecord returns a record with every field set and a random ID and hash.
+func NewRecord(t testing.TB) *keys.Record {
+	t.Helper()
+	var h keys.Digest
+	if _, err := rand.Read(h[:]); err != nil {
+		t.Fatal(err)
+	}
+	return &keys.Record{
+		ID:          "key_" + rand.Text(),
+		AccountID:   "acct_" + rand.Text()[:8],
+		Name:        "conformance ✓",
+		Prefix:      "txc_test_abcd",
+		Environment: keys.Test,
+		Permissions: []string{"identity:read", "developers:write"},
+		AllowedIPs:  []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::1/128")},
+		RateLimit:   120,
+		Hash:        h,
+		CreatedAt:   base,
+		ExpiresAt:   base.Add(30 * 24 * time.Hour),
+	}
+}
+
+// Equal reports how two records differ, or "" if they do not. Times are
+// compared as instants.
+func Equal(got, want *keys.Record) string {
+	switch {
+	case got.ID != want.ID:
+		return fmt.Sprintf("ID %q, want %q", got.ID, want.ID)
+	case got.AccountID != want.AccountID:
+		return fmt.Sprintf("AccountID %q, want %q", got.AccountID, want.AccountID)
+	case got.Name != want.Name:
+		return fmt.Sprintf("Name %q, want %q", got.Name, want.Name)
+	case got.Prefix != want.Prefix:
+		return fmt.Sprintf("Prefix %q, want %q", got.Prefix, want.Prefix)
+	case got.Environment != want.Environment:
+		return fmt.Sprintf("Environment %q, want %q", got.Environment, want.Environment)
+	case !slices.Equal(got.Permissions, want.Permissions):
+		return fmt.Sprintf("Permissions %q, want %q", got.Permissions, want.Permissions)
+	case !slices.Equal(got.AllowedIPs, want.AllowedIPs):
+		return fmt.Sprintf("AllowedIPs %v, want %v", got.AllowedIPs, want.AllowedIPs)
+	case got.RateLimit != want.RateLimit:
+		return fmt.Sprintf("RateLimit %d, want %d", got.RateLimit, want.RateLimit)
+	case got.Hash != want.Hash:
+		return "Hash differs"
+	case !got.CreatedAt.Equal(want.CreatedAt):
+		return fmt.Sprintf("CreatedAt %v, want %v", got.CreatedAt, want.CreatedAt)
+	case !got.ExpiresAt.Equal(want.ExpiresAt):
+		return fmt.Sprintf("ExpiresAt %v, want %v", got.ExpiresAt, want.ExpiresAt)
+	case !got.RevokedAt.Equal(want.RevokedAt):
+		return fmt.Sprintf("RevokedAt %v, want %v", got.RevokedAt, want.RevokedAt)
+	case !got.LastUsed.Equal(want.LastUsed):
+		return fmt.Sprintf("LastUsed %v, want %v", got.LastUsed, want.LastUsed)
+	}
+	return ""
+}
+
+func mustCreate(t *testing.T, s keys.Store, r *keys.Record, idem *keys.IdempotencyRecord) {
+	t.Helper()
+	if err := s.Create(context.Background(), r, idem); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+}
+
+func testCreateGetLookup(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	r := NewRecord(t)
+	want := r.Clone()
+	mustCreate(t, s, r, nil)
+	got, err := s.Get(ctx, want.ID)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if d := Equal(got, want); d != "" {
+		t.Fatalf("Get: %s", d)
+	}
+	got, err = s.LookupHash(ctx, want.Hash)
+	if err != nil {
+		t.Fatalf("LookupHash: %v", err)
+	}
+	if d := Equal(got, want); d != "" {
+		t.Fatalf("LookupHash: %s", d)
+	}
+	// Zero optional fields read back as zero.
+	bare := NewRecord(t)
+	bare.Permissions, bare.AllowedIPs, bare.RateLimit, bare.ExpiresAt = nil, nil, 0, time.Time{}
+	wantBare := bare.Clone()
+	mustCreate(t, s, bare, nil)
+	got, err = s.Get(ctx, wantBare.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Permissions) != 0 || len(got.AllowedIPs) != 0 || got.RateLimit != 0 || !got.ExpiresAt.IsZero() || !got.RevokedAt.IsZero() || !got.LastUsed.IsZero() {
+		t.Fatalf("a record with no optional fields read back with some: %+v", got)
+	}
+}
+
+func testNotFound(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, NewRecord(t), nil)
+	if _, err := s.Get(ctx, "key_missing"); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("Get(missing) = %v, want ErrNotFound", err)
+	}
+	if _, err := s.LookupHash(ctx, keys.Digest{1, 2, 3}); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("LookupHash(missing) = %v, want ErrNotFound", err)
+	}
+	if _, err := s.LookupIdempotency(ctx, keys.Digest{4, 5, 6}, base); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("LookupIdempotency(missing) = %v, want ErrNotFound", err)
+	}
+}
+
+func testDuplicateID(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	first := NewRecord(t)
+	id := first.ID
+	mustCreate(t, s, first, nil)
+	second := NewRecord(t)
+	second.ID = id
+	h := second.Hash
+	if err := s.Create(ctx, second, nil); !errors.Is(err, keys.ErrDuplicate) {
+		t.Fatalf("Create(same ID) = %v, want ErrDuplicate", err)
+	}
+	if _, err := s.LookupHash(ctx, h); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("the refused record is findable: %v", err)
+	}
+}
+
+func testDuplicateHash(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	first := NewRecord(t)
+	mustCreate(t, s, first, nil)
+	second := NewRecord(t)
+	second.Hash = first.Hash
+	id := second.ID
+	if err := s.Create(ctx, second, nil); !errors.Is(err, keys.ErrDuplicate) {
+		t.Fatalf("Create(same hash) = %v, want ErrDuplicate", err)
+	}
+	if _, err := s.Get(ctx, id); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("the refused record is findable: %v", err)
+	}
+}
+
+func testLookupIgnoresState(t *testing.T, s keys.Store) {
+	r := NewRecord(t)
+	r.ExpiresAt = base.Add(-time.Hour)
+	r.RevokedAt = base.Add(-time.Minute)
+	want := r.Clone()
+	mustCreate(t, s, r, nil)
+	got, err := s.LookupHash(context.Background(), want.Hash)
+	if err != nil {
+		t.Fatalf("a revoked, expired record must still be found (the Manager decides): %v", err)
+	}
+	if d := Equal(got, want); d != "" {
+		t.Fatal(d)
+	}
+}
+
+func testGetReturnsCopy(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	r := NewRecord(t)
+	want := r.Clone()
+	mustCreate(t, s, r, nil)
+	got, err := s.Get(ctx, want.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Permissions[0] = "changed:by-caller"
+	got.AllowedIPs[0] = netip.MustParsePrefix("10.0.0.0/8")
+	got.Name = "changed"
+	again, err := s.Get(ctx, want.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Equal(again, want); d != "" {
+		t.Fatalf("changing a record returned by Get changed the store: %s", d)
+	}
+}
+
+func newIdem(t *testing.T, keyID string, created time.Time) *keys.IdempotencyRecord {
+	t.Helper()
+	e := &keys.IdempotencyRecord{KeyID: keyID, Sealed: []byte("sealed\x00bytes"), CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
+	if _, err := rand.Read(e.Scope[:]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rand.Read(e.Fingerprint[:]); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func testIdempotencyRoundTrip(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	r := NewRecord(t)
+	e := newIdem(t, r.ID, base)
+	want := *e
+	want.Sealed = slices.Clone(e.Sealed)
+	mustCreate(t, s, r, e)
+	got, err := s.LookupIdempotency(ctx, want.Scope, base.Add(time.Hour))
+	if err != nil {
+		t.Fatalf("LookupIdempotency: %v", err)
+	}
+	if got.Scope != want.Scope || got.Fingerprint != want.Fingerprint || got.KeyID != want.KeyID ||
+		string(got.Sealed) != string(want.Sealed) || !got.CreatedAt.Equal(want.CreatedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) {
+		t.Fatalf("entry read back as %+v, want %+v", got, want)
+	}
+	if _, err := s.LookupIdempotency(ctx, want.Scope, want.ExpiresAt.Add(-time.Microsecond)); err != nil {
+		t.Fatalf("entry missing just before it expires: %v", err)
+	}
+	if _, err := s.LookupIdempotency(ctx, want.Scope, want.ExpiresAt); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("entry found at its expiry: %v", err)
+	}
+	if _, err := s.Get(ctx, r.ID); err != nil {
+		t.Fatalf("record created with an idempotency entry is missing: %v", err)
+	}
+}
+
+func testIdempotencyExists(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	first := NewRecord(t)
+	e := newIdem(t, first.ID, base)
+	scope := e.Scope
+	mustCreate(t, s, first, e)
+	second := NewRecord(t)
+	id := second.ID
+	e2 := newIdem(t, id, base.Add(time.Hour))
+	e2.Scope = scope
+	if err := s.Create(ctx, second, e2); !errors.Is(err, keys.ErrIdempotencyKeyExists) {
+		t.Fatalf("Create(same scope) = %v, want ErrIdempotencyKeyExists", err)
+	}
+	if _, err := s.Get(ctx, id); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("the record of a refused idempotent create was stored: %v", err)
+	}
+	got, err := s.LookupIdempotency(ctx, scope, base.Add(time.Hour))
+	if err != nil || got.KeyID != first.ID {
+		t.Fatalf("the first entry was replaced: %v", err)
+	}
+}
+
+func testIdempotencyExpired(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	first := NewRecord(t)
+	e := newIdem(t, first.ID, base)
+	scope := e.Scope
+	mustCreate(t, s, first, e)
+	later := base.Add(25 * time.Hour)
+	second := NewRecord(t)
+	id := second.ID
+	e2 := newIdem(t, id, later)
+	e2.Scope = scope
+	if err := s.Create(ctx, second, e2); err != nil {
+		t.Fatalf("an expired entry blocked its scope: %v", err)
+	}
+	got, err := s.LookupIdempotency(ctx, scope, later)
+	if err != nil || got.KeyID != id {
+		t.Fatalf("the expired entry was not replaced: %v", err)
+	}
+}
+
+func testDuplicateWithIdempotency(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	first := NewRecord(t)
+	mustCreate(t, s, first, nil)
+	dup := NewRecord(t)
+	dup.ID = first.ID
+	e := newIdem(t, dup.ID, base)
+	scope := e.Scope
+	if err := s.Create(ctx, dup, e); !errors.Is(err, keys.ErrDuplicate) {
+		t.Fatalf("Create = %v, want ErrDuplicate", err)
+	}
+	if _, err := s.LookupIdempotency(ctx, scope, base); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("the idempotency entry of a refused create was stored: %v", err)
+	}
+}
+
+func testTouchLastUsed(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	a, b := NewRecord(t), NewRecord(t)
+	aID, bID := a.ID, b.ID
+	mustCreate(t, s, a, nil)
+	mustCreate(t, s, b, nil)
+	t1 := base.Add(time.Minute)
+	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: aID, At: t1}, {ID: "key_unknown", At: t1}}); err != nil {
+		t.Fatalf("TouchLastUsed: %v", err)
+	}
+	check := func(id string, want time.Time) {
+		t.Helper()
+		got, err := s.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.LastUsed.Equal(want) {
+			t.Fatalf("LastUsed of %s = %v, want %v", id, got.LastUsed, want)
+		}
+		byHash, err := s.LookupHash(ctx, got.Hash)
+		if err != nil || !byHash.LastUsed.Equal(want) {
+			t.Fatalf("LookupHash sees LastUsed %v, want %v (%v)", byHash.LastUsed, want, err)
+		}
+	}
+	check(aID, t1)
+	check(bID, time.Time{})
+	// Never backwards.
+	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: aID, At: base}, {ID: bID, At: t1}}); err != nil {
+		t.Fatal(err)
+	}
+	check(aID, t1)
+	check(bID, t1)
+	if err := s.TouchLastUsed(ctx, nil); err != nil {
+		t.Fatalf("empty batch: %v", err)
+	}
+	// A large batch in one call.
+	var batch []keys.LastUsed
+	var ids []string
+	for range 300 {
+		r := NewRecord(t)
+		ids = append(ids, r.ID)
+		mustCreate(t, s, r, nil)
+		batch = append(batch, keys.LastUsed{ID: r.ID, At: t1})
+	}
+	if err := s.TouchLastUsed(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		check(id, t1)
+	}
+}
+
+func testConcurrent(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	const workers, each = 8, 25
+	var wg sync.WaitGroup
+	hashes := make([][]keys.Digest, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				r := NewRecord(t)
+				h, id := r.Hash, r.ID
+				if err := s.Create(ctx, r, nil); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := s.LookupHash(ctx, h); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: id, At: base}}); err != nil {
+					t.Error(err)
+					return
+				}
+				hashes[w] = append(hashes[w], h)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, hs := range hashes {
+		for _, h := range hs {
+			if _, err := s.LookupHash(ctx, h); err != nil {
+				t.Fatalf("record lost: %v", err)
+			}
+		}
+	}
+}
+
+func testClose(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}

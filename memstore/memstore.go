@@ -1,0 +1,167 @@
+// Package memstore is the in-memory keys.Store: for tests, demos and a
+// single-instance host. Everything is lost when the process ends.
+//
+// Records are held by digest in 256 shards, each behind its own RWMutex, so
+// verifying different keys from many goroutines does not contend on one
+// lock. Lookups return the stored *keys.Record without copying: the store
+// never changes a record in place, it replaces it.
+package memstore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/txcloud/keys"
+)
+
+// Store is an in-memory keys.Store. Use New.
+type Store struct {
+	shards [shardCount]shard
+
+	// byID and idem are off the hot path, behind one lock that Create also
+	// takes so that a key and its idempotency entry appear together.
+	mu        sync.RWMutex
+	byID      map[string]*keys.Record
+	idem      map[keys.Digest]*keys.IdempotencyRecord
+	lastSweep time.Time
+	closed    atomic.Bool
+}
+
+const shardCount = 256
+
+type shard struct {
+	mu     sync.RWMutex
+	byHash map[keys.Digest]*keys.Record
+	_      [32]byte // keep shards on separate cache lines
+}
+
+var _ keys.Store = (*Store)(nil)
+
+// New returns an empty store.
+func New() *Store {
+	s := &Store{
+		byID: make(map[string]*keys.Record),
+		idem: make(map[keys.Digest]*keys.IdempotencyRecord),
+	}
+	for i := range s.shards {
+		s.shards[i].byHash = make(map[keys.Digest]*keys.Record)
+	}
+	return s
+}
+
+func (s *Store) shardOf(h keys.Digest) *shard { return &s.shards[h[0]] }
+
+// Create implements keys.Store.
+func (s *Store) Create(_ context.Context, rec *keys.Record, idem *keys.IdempotencyRecord) error {
+	if s.closed.Load() {
+		return keys.ErrClosed
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if idem != nil {
+		if prev, ok := s.idem[idem.Scope]; ok && prev.ExpiresAt.After(idem.CreatedAt) {
+			return keys.ErrIdempotencyKeyExists
+		}
+	}
+	if _, ok := s.byID[rec.ID]; ok {
+		return fmt.Errorf("memstore: id %s: %w", rec.ID, keys.ErrDuplicate)
+	}
+	sh := s.shardOf(rec.Hash)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.byHash[rec.Hash]; ok {
+		return fmt.Errorf("memstore: hash: %w", keys.ErrDuplicate)
+	}
+	sh.byHash[rec.Hash] = rec
+	s.byID[rec.ID] = rec
+	if idem != nil {
+		s.idem[idem.Scope] = idem
+		s.sweepIdempotency(idem.CreatedAt)
+	}
+	return nil
+}
+
+// sweepIdempotency drops expired entries, at most once a minute, so that the
+// map does not grow without bound and no goroutine is needed. s.mu is held.
+func (s *Store) sweepIdempotency(now time.Time) {
+	if now.Sub(s.lastSweep) < time.Minute {
+		return
+	}
+	for k, e := range s.idem {
+		if !e.ExpiresAt.After(now) {
+			delete(s.idem, k)
+		}
+	}
+	s.lastSweep = now
+}
+
+// LookupHash implements keys.Store. It returns the stored record itself;
+// the caller must not modify it.
+func (s *Store) LookupHash(_ context.Context, h keys.Digest) (*keys.Record, error) {
+	sh := s.shardOf(h)
+	sh.mu.RLock()
+	rec := sh.byHash[h]
+	sh.mu.RUnlock()
+	if rec == nil {
+		return nil, keys.ErrNotFound
+	}
+	return rec, nil
+}
+
+// Get implements keys.Store.
+func (s *Store) Get(_ context.Context, id string) (*keys.Record, error) {
+	s.mu.RLock()
+	rec := s.byID[id]
+	s.mu.RUnlock()
+	if rec == nil {
+		return nil, keys.ErrNotFound
+	}
+	return rec.Clone(), nil
+}
+
+// LookupIdempotency implements keys.Store.
+func (s *Store) LookupIdempotency(_ context.Context, scope keys.Digest, now time.Time) (*keys.IdempotencyRecord, error) {
+	s.mu.RLock()
+	e := s.idem[scope]
+	s.mu.RUnlock()
+	if e == nil || !e.ExpiresAt.After(now) {
+		return nil, keys.ErrNotFound
+	}
+	c := *e
+	c.Sealed = append([]byte(nil), e.Sealed...)
+	return &c, nil
+}
+
+// TouchLastUsed implements keys.Store. It replaces each touched record with
+// an updated copy, never changing one a reader may hold.
+func (s *Store) TouchLastUsed(_ context.Context, batch []keys.LastUsed) error {
+	if s.closed.Load() {
+		return keys.ErrClosed
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range batch {
+		old := s.byID[e.ID]
+		if old == nil || !e.At.After(old.LastUsed) {
+			continue
+		}
+		rec := old.Clone()
+		rec.LastUsed = e.At.UTC().Truncate(time.Microsecond)
+		s.byID[rec.ID] = rec
+		sh := s.shardOf(rec.Hash)
+		sh.mu.Lock()
+		sh.byHash[rec.Hash] = rec
+		sh.mu.Unlock()
+	}
+	return nil
+}
+
+// Close implements keys.Store. The data stays readable; writes fail with
+// keys.ErrClosed.
+func (s *Store) Close(context.Context) error {
+	s.closed.Store(true)
+	return nil
+}

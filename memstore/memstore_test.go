@@ -1,0 +1,66 @@
+package memstore_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/keystest"
+	"github.com/txcloud/keys/memstore"
+)
+
+func TestConformance(t *testing.T) {
+	keystest.Run(t, func(*testing.T) keys.Store { return memstore.New() })
+}
+
+func TestWritesAfterClose(t *testing.T) {
+	s := memstore.New()
+	r := keystest.NewRecord(t)
+	h := r.Hash
+	if err := s.Create(context.Background(), r, nil); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close(context.Background())
+	if err := s.Create(context.Background(), keystest.NewRecord(t), nil); err != keys.ErrClosed {
+		t.Fatalf("Create after Close: %v", err)
+	}
+	if _, err := s.LookupHash(context.Background(), h); err != nil {
+		t.Fatalf("reads after Close: %v", err)
+	}
+}
+
+func BenchmarkLookupHash(b *testing.B) {
+	s := memstore.New()
+	var hs []keys.Digest
+	for range 100_000 {
+		r := keystest.NewRecord(b)
+		hs = append(hs, r.Hash)
+		if err := s.Create(context.Background(), r, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, err := s.LookupHash(ctx, hs[i%len(hs)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				if _, err := s.LookupHash(ctx, hs[i%len(hs)]); err != nil {
+					b.Error(err)
+					return
+				}
+				i += 7
+			}
+		})
+	})
+}

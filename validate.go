@@ -1,0 +1,242 @@
+package keys
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	// MaxNameLen is the longest name, in characters, after trimming.
+	MaxNameLen = 200
+	// MaxRateLimit bounds rate_limit (requests per minute). It keeps the GCRA
+	// emission interval (one minute / limit) at microseconds or more; a key
+	// that needs more than this needs no limit.
+	MaxRateLimit = 10_000_000
+	// DefaultMaxAllowedIPs is how many allowed_ips entries a key may have
+	// unless WithMaxAllowedIPs says otherwise.
+	DefaultMaxAllowedIPs = 100
+)
+
+// DefaultPermissions is the TXCloud vocabulary: seven resources, each with
+// read and write.
+var DefaultPermissions = []string{
+	"identity:read", "identity:write",
+	"fraud:read", "fraud:write",
+	"transactions:read", "transactions:write",
+	"lending:read", "lending:write",
+	"kyb:read", "kyb:write",
+	"watchlist:read", "watchlist:write",
+	"developers:read", "developers:write",
+}
+
+// keySpec is a validated, normalised create request: exactly what becomes a
+// Record.
+type keySpec struct {
+	name        string
+	environment Environment
+	permissions []string
+	allowedIPs  []netip.Prefix
+	rateLimit   int
+	expiresAt   time.Time
+}
+
+// validateCreate is the one place the create rules live. It returns the first
+// problem found, in field order, as a *ValidationError.
+func (m *Manager) validateCreate(req *APIKeyCreate, now time.Time) (keySpec, error) {
+	var s keySpec
+	var err error
+	if s.name, err = validateName(req.Name); err != nil {
+		return s, err
+	}
+	if s.environment, err = validateEnvironment(req.Environment); err != nil {
+		return s, err
+	}
+	if s.permissions, err = m.validatePermissions(req.Permissions); err != nil {
+		return s, err
+	}
+	if s.allowedIPs, err = m.validateAllowedIPs(req.AllowedIPs); err != nil {
+		return s, err
+	}
+	s.rateLimit = m.defaultRateLimit
+	if req.RateLimit != nil {
+		if s.rateLimit, err = validateRateLimit(*req.RateLimit); err != nil {
+			return s, err
+		}
+	}
+	if req.ExpiresAt != nil {
+		if s.expiresAt, err = validateExpiresAt(*req.ExpiresAt, now); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+func validateName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return "", missing("name")
+	}
+	if !utf8.ValidString(name) {
+		return "", invalid("name", "name must be valid UTF-8")
+	}
+	if n := utf8.RuneCountInString(name); n > MaxNameLen {
+		return "", invalid("name", "name must be at most %d characters, got %d", MaxNameLen, n)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) || isBidiControl(r) {
+			return "", invalid("name", "name must not contain control or bidirectional-formatting characters (U+%04X)", r)
+		}
+	}
+	return name, nil
+}
+
+// isBidiControl reports the invisible characters that reorder text
+// ("Trojan Source", CVE-2021-42574): a key name shown in a dashboard must
+// read as what it is.
+func isBidiControl(r rune) bool {
+	switch {
+	case r == 0x061C, r == 0x200E, r == 0x200F:
+		return true
+	case r >= 0x202A && r <= 0x202E:
+		return true
+	case r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
+}
+
+func validateEnvironment(env Environment) (Environment, error) {
+	switch env {
+	case Live, Test:
+		return env, nil
+	case "":
+		return "", missing("environment")
+	}
+	return "", invalid("environment", "environment must be %q or %q", Live, Test)
+}
+
+func (m *Manager) validatePermissions(perms []string) ([]string, error) {
+	out := make([]string, 0, len(perms))
+	for i, p := range perms {
+		if _, ok := m.vocabulary[p]; !ok {
+			return nil, invalid(fmt.Sprintf("permissions[%d]", i), "unknown permission %q: permissions are resource:action from %s", truncate(p, 64), strings.Join(m.vocabularyList, ", "))
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func (m *Manager) validateAllowedIPs(ips []string) ([]netip.Prefix, error) {
+	if len(ips) > m.maxAllowedIPs {
+		return nil, invalid("allowed_ips", "at most %d entries, got %d", m.maxAllowedIPs, len(ips))
+	}
+	out := make([]netip.Prefix, 0, len(ips))
+	for i, s := range ips {
+		p, err := ParseAllowedIP(s)
+		if err != nil {
+			return nil, invalid(fmt.Sprintf("allowed_ips[%d]", i), "%v", err)
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// ParseAllowedIP parses one allowed_ips entry: an IPv4 or IPv6 address, or a
+// CIDR prefix. It returns the prefix masked (10.1.2.3/8 becomes 10.0.0.0/8),
+// an address as a full-length prefix, and an IPv4-mapped IPv6 address or
+// prefix as plain IPv4, so that one allowlist entry matches however the
+// client's address arrives. It refuses zones (fe80::1%eth0: meaningless off
+// the host) and /0 prefixes (they allow every address: omit allowed_ips
+// instead).
+func ParseAllowedIP(s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, fmt.Errorf("empty address")
+	}
+	if len(s) > 64 { // longer than any IPv6 prefix text
+		return netip.Prefix{}, fmt.Errorf("not an IP address or CIDR prefix")
+	}
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return netip.Prefix{}, fmt.Errorf("not an IP address or CIDR prefix: %q", s)
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("not an IP address or CIDR prefix: %q", s)
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("IPv6 zones are not allowed: %q", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	if p.Bits() == 0 {
+		return netip.Prefix{}, fmt.Errorf("a /0 prefix allows every address; omit allowed_ips instead")
+	}
+	return p.Masked(), nil
+}
+
+// formatPrefix is the stored form of an allowlist entry: a bare address for
+// a full-length prefix, CIDR otherwise.
+func formatPrefix(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
+func validateRateLimit(n int) (int, error) {
+	if n < 1 || n > MaxRateLimit {
+		return 0, invalid("rate_limit", "rate_limit is requests per minute, from 1 to %d", MaxRateLimit)
+	}
+	return n, nil
+}
+
+func validateExpiresAt(t, now time.Time) (time.Time, error) {
+	t = storedTime(t)
+	if !t.After(now) {
+		return time.Time{}, invalid("expires_at", "expires_at must be in the future")
+	}
+	return t, nil
+}
+
+// storedTime is the one precision and zone every store keeps (PostgreSQL's
+// timestamptz holds microseconds), so a record reads back as it was written.
+func storedTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// ValidateIdempotencyKey checks an Idempotency-Key: 10 to 255 letters,
+// digits, '-' and '_'.
+func ValidateIdempotencyKey(k string) error {
+	if len(k) < 10 || len(k) > 255 {
+		return invalid("Idempotency-Key", "Idempotency-Key must be 10 to 255 characters, got %d", len(k))
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(isBase62(c) || c == '-' || c == '_') {
+			return invalid("Idempotency-Key", "Idempotency-Key may hold only letters, digits, '-' and '_'")
+		}
+	}
+	return nil
+}
+
+// truncate keeps an echoed value short, so an error message cannot be used
+// to amplify a request.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

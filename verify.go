@@ -1,0 +1,171 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// VerifyOption adds a check to Verify. Options are plain values, not
+// closures, so that passing them allocates nothing.
+type VerifyOption struct {
+	ip    netip.Addr
+	perms []string
+	env   Environment
+}
+
+// FromIP gives the client's address, checked against the key's allowed_ips.
+// A key with an allowlist fails with ErrIPNotAllowed when no address is
+// given: a restriction the caller forgot to feed is not lifted.
+func FromIP(ip netip.Addr) VerifyOption { return VerifyOption{ip: ip} }
+
+// Require fails verification with ErrPermissionDenied unless the key holds
+// every one of perms.
+func Require(perms ...string) VerifyOption { return VerifyOption{perms: perms} }
+
+// InEnvironment fails verification with ErrWrongEnvironment unless the key
+// belongs to env.
+func InEnvironment(env Environment) VerifyOption { return VerifyOption{env: env} }
+
+// Verified is a key that passed Verify.
+type Verified struct {
+	// Key is the stored record. It is shared with the store's cache: read
+	// it, do not modify it (Clone it to get a copy of your own).
+	Key *Record
+	// RateLimit is the key's rate-limit state after this request; its
+	// Limit is 0 when the key has no limit.
+	RateLimit RateLimit
+}
+
+// Principal is who the verified key acts as.
+func (v *Verified) Principal() Principal { return PrincipalFor(v.Key) }
+
+// Verify checks a presented key and the request's circumstances, cheapest
+// check first:
+//
+//  1. format and checksum: a malformed or made-up key is ErrInvalidKey
+//     before any hashing or store access;
+//  2. digest, then one lookup by digest: unknown is ErrInvalidKey;
+//  3. revoked (ErrKeyRevoked), expired (ErrKeyExpired), environment
+//     (ErrWrongEnvironment), IP allowlist (ErrIPNotAllowed), permissions
+//     (ErrPermissionDenied);
+//  4. the key's rate limit (a *RateLimitError matching ErrRateLimited);
+//  5. last-used time, noted in memory and flushed in batches.
+//
+// Any other error is the store or limiter failing; it matches none of the
+// sentinels. On failures after the lookup, the returned Verified still
+// carries the record so the caller can log which key failed.
+//
+// The store is searched by digest, never by a prefix of the key, so the
+// time Verify takes depends on the digest of what was presented, which an
+// attacker cannot steer toward a stored key. The final digest comparison is
+// constant-time.
+func (m *Manager) Verify(ctx context.Context, key string, opts ...VerifyOption) (Verified, error) {
+	if m.closed.Load() {
+		return Verified{}, ErrClosed
+	}
+	var buf [maxKeyLen]byte
+	if _, ok := m.format.parse(key, &buf); !ok {
+		return Verified{}, ErrInvalidKey
+	}
+	digest := m.hash.sum(buf[:len(key)])
+	rec, err := m.store.LookupHash(ctx, digest)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return Verified{}, ErrInvalidKey
+		}
+		return Verified{}, fmt.Errorf("keys: looking up key: %w", err)
+	}
+	if !rec.Hash.equal(&digest) {
+		return Verified{}, ErrInvalidKey
+	}
+	v := Verified{Key: rec}
+	now := m.now()
+	if !rec.RevokedAt.IsZero() && !now.Before(rec.RevokedAt) {
+		return v, ErrKeyRevoked
+	}
+	if !rec.ExpiresAt.IsZero() && !now.Before(rec.ExpiresAt) {
+		return v, ErrKeyExpired
+	}
+	if err := checkOptions(rec, opts); err != nil {
+		return v, err
+	}
+	if rec.RateLimit > 0 {
+		rl, allowed, err := m.limiter.Allow(ctx, rec.ID, rec.RateLimit, now)
+		if err != nil {
+			return v, fmt.Errorf("keys: rate limiter: %w", err)
+		}
+		v.RateLimit = rl
+		if !allowed {
+			return v, &RateLimitError{RateLimit: rl}
+		}
+	}
+	m.usage.note(rec, digest[0], now)
+	return v, nil
+}
+
+func checkOptions(rec *Record, opts []VerifyOption) error {
+	for i := range opts {
+		if env := opts[i].env; env != "" && env != rec.Environment {
+			return ErrWrongEnvironment
+		}
+	}
+	if len(rec.AllowedIPs) > 0 {
+		var ip netip.Addr
+		for i := range opts {
+			if opts[i].ip.IsValid() {
+				ip = opts[i].ip
+			}
+		}
+		if !ipAllowed(rec.AllowedIPs, ip) {
+			return ErrIPNotAllowed
+		}
+	}
+	for i := range opts {
+		for _, p := range opts[i].perms {
+			if !rec.HasPermission(p) {
+				return &PermissionError{Message: fmt.Sprintf("the key lacks %q", p)}
+			}
+		}
+	}
+	return nil
+}
+
+// ipAllowed matches ip against an allowlist. An IPv4-mapped IPv6 address is
+// matched as the IPv4 address it carries (the allowlist stores those as
+// IPv4 too), and a zone is ignored.
+func ipAllowed(allowed []netip.Prefix, ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	ip = ip.Unmap().WithZone("")
+	for _, p := range allowed {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+type verifiedKey struct{}
+
+// NewContext returns ctx carrying v, as the HTTP middleware does for the
+// handlers behind it.
+func NewContext(ctx context.Context, v *Verified) context.Context {
+	return context.WithValue(ctx, verifiedKey{}, v)
+}
+
+// FromContext returns the verified key that NewContext stored in ctx.
+func FromContext(ctx context.Context) (*Verified, bool) {
+	v, ok := ctx.Value(verifiedKey{}).(*Verified)
+	return v, ok
+}
+
+// FlushLastUsed writes the last-used times noted so far to the store now,
+// instead of at the next interval.
+func (m *Manager) FlushLastUsed(ctx context.Context) error { return m.usage.flush(ctx) }
+
+// window is the rate-limit window: TXCloud limits are per minute.
+const window = time.Minute

@@ -1,0 +1,297 @@
+package keys_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/txcloud/keys"
+)
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func TestVerify(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	now := f.clock.Now()
+	plain := f.create(t, keys.APIKeyCreate{Name: "plain", Environment: keys.Live, Permissions: []string{"identity:read", "fraud:read"}})
+	testKey := f.create(t, keys.APIKeyCreate{Name: "test", Environment: keys.Test})
+	ipKey := f.create(t, keys.APIKeyCreate{Name: "ip", Environment: keys.Live, AllowedIPs: []string{"192.0.2.0/24", "2001:db8::/32", "198.51.100.7"}})
+	expiring := f.create(t, keys.APIKeyCreate{Name: "exp", Environment: keys.Live, ExpiresAt: ptr(now.Add(time.Minute))})
+	f.store.onCreate = func(r *keys.Record) { r.RevokedAt = now }
+	revoked := f.create(t, keys.APIKeyCreate{Name: "rev", Environment: keys.Live})
+	f.store.onCreate = func(r *keys.Record) { r.RevokedAt = now.Add(time.Hour) }
+	revokedLater := f.create(t, keys.APIKeyCreate{Name: "rev later", Environment: keys.Live})
+	f.store.onCreate = nil
+	f.clock.Advance(2 * time.Minute)
+
+	unknown := []byte(plain.Key.Reveal())
+	unknown[20] ^= 0x01 // flip a bit, then repair the checksum: well-formed, unknown
+	unknownKey := keys.WithValidChecksum(string(unknown))
+
+	tests := []struct {
+		name string
+		key  string
+		opts []keys.VerifyOption
+		want error
+	}{
+		{"valid", plain.Key.Reveal(), nil, nil},
+		{"valid with permissions", plain.Key.Reveal(), []keys.VerifyOption{keys.Require("identity:read", "fraud:read")}, nil},
+		{"missing permission", plain.Key.Reveal(), []keys.VerifyOption{keys.Require("identity:read", "fraud:write")}, keys.ErrPermissionDenied},
+		{"permission across options", plain.Key.Reveal(), []keys.VerifyOption{keys.Require("identity:read"), keys.Require("kyb:read")}, keys.ErrPermissionDenied},
+		{"right environment", plain.Key.Reveal(), []keys.VerifyOption{keys.InEnvironment(keys.Live)}, nil},
+		{"wrong environment", testKey.Key.Reveal(), []keys.VerifyOption{keys.InEnvironment(keys.Live)}, keys.ErrWrongEnvironment},
+		{"empty", "", nil, keys.ErrInvalidKey},
+		{"malformed", "txc_live_nope", nil, keys.ErrInvalidKey},
+		{"bad checksum", plain.Key.Reveal()[:len(plain.Key)-1] + "x", nil, keys.ErrInvalidKey},
+		{"unknown well-formed", unknownKey, nil, keys.ErrInvalidKey},
+		{"trailing newline", plain.Key.Reveal() + "\n", nil, keys.ErrInvalidKey},
+		{"revoked", revoked.Key.Reveal(), nil, keys.ErrKeyRevoked},
+		{"revocation in the future", revokedLater.Key.Reveal(), nil, nil},
+		{"expired", expiring.Key.Reveal(), nil, keys.ErrKeyExpired},
+		{"ip in cidr", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("192.0.2.200"))}, nil},
+		{"ip exact", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("198.51.100.7"))}, nil},
+		{"ip exact neighbour", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("198.51.100.8"))}, keys.ErrIPNotAllowed},
+		{"ipv6 in cidr", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("2001:db8:1::5"))}, nil},
+		{"ipv6 zone ignored", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("2001:db8::1%eth0"))}, nil},
+		{"ipv4-mapped matches v4", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("::ffff:192.0.2.9"))}, nil},
+		{"ip outside", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("203.0.113.1"))}, keys.ErrIPNotAllowed},
+		{"no ip given", ipKey.Key.Reveal(), nil, keys.ErrIPNotAllowed},
+		{"no allowlist, any ip", plain.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("203.0.113.1"))}, nil},
+		{"revoked beats everything", revoked.Key.Reveal(), []keys.VerifyOption{keys.Require("kyb:write"), keys.FromIP(mustAddr("203.0.113.1"))}, keys.ErrKeyRevoked},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, err := f.m.Verify(ctx, tt.key, tt.opts...)
+			if tt.want == nil {
+				if err != nil || v.Key == nil {
+					t.Fatalf("err = %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if strings.Contains(err.Error(), tt.key) && tt.key != "" {
+				t.Fatal("the error echoes the presented key")
+			}
+		})
+	}
+}
+
+func TestMalformedKeysNeverReachTheStore(t *testing.T) {
+	f := newFixture(t)
+	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test})
+	k := c.Key.Reveal()
+	for _, bad := range []string{"", "x", "Bearer " + k, k + " ", " " + k, k[:len(k)-1], strings.ToUpper(k), k[:20] + "!" + k[21:], strings.Repeat("a", 8192)} {
+		if _, err := f.m.Verify(context.Background(), bad); !errors.Is(err, keys.ErrInvalidKey) {
+			t.Fatalf("err = %v", err)
+		}
+	}
+	if n := f.store.lookups.Load(); n != 0 {
+		t.Fatalf("%d malformed keys reached the store", n)
+	}
+}
+
+func TestStoreFailureIsNotInvalidKey(t *testing.T) {
+	f := newFixture(t)
+	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test})
+	down := errors.New("connection refused")
+	f.store.failWith = down
+	_, err := f.m.Verify(context.Background(), c.Key.Reveal())
+	if !errors.Is(err, down) || errors.Is(err, keys.ErrInvalidKey) {
+		t.Fatalf("err = %v: a store outage must not read as a bad key", err)
+	}
+}
+
+func TestRateLimitBoundary(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	const n = 5
+	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test, RateLimit: intp(n)})
+	start := f.clock.Now()
+	for i := range n {
+		v, err := f.m.Verify(ctx, c.Key.Reveal())
+		if err != nil {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+		rl := v.RateLimit
+		if rl.Limit != n || rl.Remaining != n-1-i || rl.Window != time.Minute {
+			t.Fatalf("request %d: %+v", i+1, rl)
+		}
+		if want := start.Add(time.Duration(i+1) * time.Minute / n); !rl.Reset.Equal(want) {
+			t.Fatalf("request %d: reset %v, want %v", i+1, rl.Reset, want)
+		}
+	}
+	v, err := f.m.Verify(ctx, c.Key.Reveal())
+	var rle *keys.RateLimitError
+	if !errors.As(err, &rle) || !errors.Is(err, keys.ErrRateLimited) {
+		t.Fatalf("request %d: err = %v, want rate limited", n+1, err)
+	}
+	if rle.RetryAfter() != time.Minute/n || v.RateLimit.Remaining != 0 || v.Key == nil {
+		t.Fatalf("retry after %v, state %+v", rle.RetryAfter(), v.RateLimit)
+	}
+	// One interval later, exactly one more request passes.
+	f.clock.Advance(time.Minute/n - time.Nanosecond)
+	if _, err := f.m.Verify(ctx, c.Key.Reveal()); !errors.Is(err, keys.ErrRateLimited) {
+		t.Fatalf("passed a nanosecond early: %v", err)
+	}
+	f.clock.Advance(time.Nanosecond)
+	if _, err := f.m.Verify(ctx, c.Key.Reveal()); err != nil {
+		t.Fatalf("refused after the interval: %v", err)
+	}
+	if _, err := f.m.Verify(ctx, c.Key.Reveal()); !errors.Is(err, keys.ErrRateLimited) {
+		t.Fatalf("second request in one interval passed: %v", err)
+	}
+	// After a whole window of quiet the full burst is back.
+	f.clock.Advance(time.Minute)
+	for i := range n {
+		if _, err := f.m.Verify(ctx, c.Key.Reveal()); err != nil {
+			t.Fatalf("after the window, request %d: %v", i+1, err)
+		}
+	}
+	// A refused request is not counted against the next one.
+	if _, err := f.m.Verify(ctx, c.Key.Reveal()); !errors.Is(err, keys.ErrRateLimited) {
+		t.Fatal("burst exceeded")
+	}
+	// Keys are limited separately.
+	other := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test, RateLimit: intp(1)})
+	if _, err := f.m.Verify(ctx, other.Key.Reveal()); err != nil {
+		t.Fatalf("another key was limited: %v", err)
+	}
+}
+
+func TestPermissionFailureDoesNotSpendRateLimit(t *testing.T) {
+	f := newFixture(t)
+	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test, RateLimit: intp(1)})
+	for range 3 {
+		if _, err := f.m.Verify(context.Background(), c.Key.Reveal(), keys.Require("kyb:write")); !errors.Is(err, keys.ErrPermissionDenied) {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.m.Verify(context.Background(), c.Key.Reveal()); err != nil {
+		t.Fatalf("forbidden requests used up the limit: %v", err)
+	}
+}
+
+func TestLastUsed(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, keys.WithLastUsedFlushInterval(time.Hour))
+	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test})
+	idle := f.create(t, keys.APIKeyCreate{Name: "idle", Environment: keys.Test})
+	f.clock.Advance(time.Minute)
+	for range 100 {
+		if _, err := f.m.Verify(ctx, c.Key.Reveal()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rec, _ := f.store.Get(ctx, c.ID); !rec.LastUsed.IsZero() || f.store.touches.Load() != 0 {
+		t.Fatal("Verify wrote to the store")
+	}
+	used := f.clock.Now()
+	if err := f.m.FlushLastUsed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f.store.touches.Load() != 1 {
+		t.Fatalf("%d batches for one flush", f.store.touches.Load())
+	}
+	if rec, _ := f.store.Get(ctx, c.ID); !rec.LastUsed.Equal(used) {
+		t.Fatalf("last used %v, want %v", rec.LastUsed, used)
+	}
+	if rec, _ := f.store.Get(ctx, idle.ID); !rec.LastUsed.IsZero() {
+		t.Fatal("an unused key got a last-used time")
+	}
+	// Nothing pending: no write.
+	if err := f.m.FlushLastUsed(ctx); err != nil || f.store.touches.Load() != 1 {
+		t.Fatal("an empty flush wrote")
+	}
+	// A use more than a second later is noted again, and Close flushes it.
+	f.clock.Advance(2 * time.Second)
+	if _, err := f.m.Verify(ctx, c.Key.Reveal()); err != nil {
+		t.Fatal(err)
+	}
+	later := f.clock.Now()
+	if err := f.m.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := f.store.Get(ctx, c.ID); !rec.LastUsed.Equal(later) {
+		t.Fatalf("Close did not flush: %v, want %v", rec.LastUsed, later)
+	}
+}
+
+func TestLastUsedBackgroundFlush(t *testing.T) {
+	f := newFixture(t, keys.WithLastUsedFlushInterval(10*time.Millisecond))
+	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test})
+	if _, err := f.m.Verify(context.Background(), c.Key.Reveal()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if rec, _ := f.store.Get(context.Background(), c.ID); !rec.LastUsed.IsZero() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("the background flusher never wrote last_used")
+}
+
+// TestConcurrentUse runs verification (with rate limits), creation and
+// last-used flushes at once; run with -race.
+func TestConcurrentUse(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, keys.WithLastUsedFlushInterval(time.Millisecond))
+	const limit = 50
+	var ks []string
+	for range 8 {
+		ks = append(ks, f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test, RateLimit: intp(limit)}).Key.Reveal())
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	passed := map[string]int{}
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				k := ks[(g+i)%len(ks)]
+				_, err := f.m.Verify(ctx, k)
+				switch {
+				case err == nil:
+					mu.Lock()
+					passed[k]++
+					mu.Unlock()
+				case !errors.Is(err, keys.ErrRateLimited):
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				if _, err := f.m.Create(ctx, keys.APIKeyCreate{Name: "n", Environment: keys.Test}); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := f.m.FlushLastUsed(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// The clock stood still, so each key passed exactly its burst.
+	for k, n := range passed {
+		if n != limit {
+			t.Fatalf("key %s… passed %d requests, limit %d", k[:13], n, limit)
+		}
+	}
+}
