@@ -44,6 +44,10 @@ var (
 	// ErrIdempotencyKeyExists: a Store refused an insert because an unexpired
 	// idempotency entry with the same scope already exists.
 	ErrIdempotencyKeyExists = errors.New("keys: idempotency entry exists")
+	// ErrUnavailable: the store or the rate limiter failed (a database
+	// down, say). It wraps the underlying error. It is the server's fault,
+	// never the key's: the HTTP adapter answers it with 503, not 401.
+	ErrUnavailable = errors.New("keys: store or limiter unavailable")
 	// ErrClosed: the Manager (or Store) has been closed.
 	ErrClosed = errors.New("keys: closed")
 )

@@ -110,7 +110,7 @@ func (m *Manager) createIdempotent(ctx context.Context, p Principal, s keySpec, 
 		case err == nil:
 			return m.replay(prev, fp, material)
 		case !errors.Is(err, ErrNotFound):
-			return nil, fmt.Errorf("keys: looking up idempotency key: %w", err)
+			return nil, fmt.Errorf("%w: looking up idempotency key: %w", ErrUnavailable, err)
 		}
 		created, rec, err := m.newKey(s, p.AccountID)
 		if err != nil {
@@ -133,7 +133,7 @@ func (m *Manager) createIdempotent(ctx context.Context, p Principal, s keySpec, 
 			return created, nil
 		}
 		if !errors.Is(err, ErrIdempotencyKeyExists) {
-			return nil, fmt.Errorf("keys: storing key: %w", err)
+			return nil, fmt.Errorf("%w: storing key: %w", ErrUnavailable, err)
 		}
 	}
 	return nil, errors.New("keys: idempotency entry changed during the request; retry")

@@ -408,7 +408,7 @@ func (m *Manager) issue(ctx context.Context, s keySpec, accountID string) (*APIK
 		return nil, err
 	}
 	if err := m.store.Create(ctx, rec, nil); err != nil {
-		return nil, fmt.Errorf("keys: storing key: %w", err)
+		return nil, fmt.Errorf("%w: storing key: %w", ErrUnavailable, err)
 	}
 	return created, nil
 }

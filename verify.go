@@ -76,7 +76,7 @@ func (m *Manager) Verify(ctx context.Context, key string, opts ...VerifyOption) 
 		if errors.Is(err, ErrNotFound) {
 			return Verified{}, ErrInvalidKey
 		}
-		return Verified{}, fmt.Errorf("keys: looking up key: %w", err)
+		return Verified{}, fmt.Errorf("%w: looking up key: %w", ErrUnavailable, err)
 	}
 	if !rec.Hash.equal(&digest) {
 		return Verified{}, ErrInvalidKey
@@ -95,7 +95,7 @@ func (m *Manager) Verify(ctx context.Context, key string, opts ...VerifyOption) 
 	if rec.RateLimit > 0 {
 		rl, allowed, err := m.limiter.Allow(ctx, rec.ID, rec.RateLimit, now)
 		if err != nil {
-			return v, fmt.Errorf("keys: rate limiter: %w", err)
+			return v, fmt.Errorf("%w: rate limiter: %w", ErrUnavailable, err)
 		}
 		v.RateLimit = rl
 		if !allowed {

@@ -103,7 +103,7 @@ func TestStoreFailureIsNotInvalidKey(t *testing.T) {
 	down := errors.New("connection refused")
 	f.store.failWith = down
 	_, err := f.m.Verify(context.Background(), c.Key.Reveal())
-	if !errors.Is(err, down) || errors.Is(err, keys.ErrInvalidKey) {
+	if !errors.Is(err, down) || !errors.Is(err, keys.ErrUnavailable) || errors.Is(err, keys.ErrInvalidKey) {
 		t.Fatalf("err = %v: a store outage must not read as a bad key", err)
 	}
 }

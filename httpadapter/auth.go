@@ -1,0 +1,153 @@
+package httpadapter
+
+import (
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/txcloud/keys"
+)
+
+// maxTokenLen: anything longer is no key of ours, and is refused before any
+// work is spent on it.
+const maxTokenLen = 256
+
+// BearerToken returns the token of the request's one Authorization header,
+// "Bearer <token>" (scheme case-insensitive, RFC 7235). A missing header,
+// two headers, another scheme, or a token that is empty, too long or has
+// characters outside RFC 6750's b64token is an error. Keys are never read
+// from the URL: query strings end up in logs and browser history.
+func BearerToken(r *http.Request) (string, error) {
+	vals := r.Header.Values("Authorization")
+	switch len(vals) {
+	case 0:
+		return "", errNoCredentials
+	case 1:
+	default:
+		return "", errBadAuthHeader
+	}
+	return parseBearer(vals[0])
+}
+
+func parseBearer(v string) (string, error) {
+	scheme, token, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", errBadAuthHeader
+	}
+	token = strings.TrimLeft(token, " ")
+	if token == "" || len(token) > maxTokenLen {
+		return "", errBadAuthHeader
+	}
+	for i := 0; i < len(token); i++ {
+		if !isB64Token(token[i]) {
+			return "", errBadAuthHeader
+		}
+	}
+	return token, nil
+}
+
+// isB64Token: ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" / "=".
+func isB64Token(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-._~+/=", c) >= 0
+}
+
+// clientIP is the address a request comes from: the peer, unless the peer
+// is a trusted proxy, in which case the forwarding header is walked from
+// the right (the entries a trusted proxy appended) to the first address
+// that is not a trusted proxy. Entries left of that are the client's own
+// claims and are never read. An unparsable entry reached on that walk gives
+// no address at all, so an allowlist then fails closed.
+func (c *config) clientIP(r *http.Request) netip.Addr {
+	peer := parseHostPort(r.RemoteAddr)
+	if !peer.IsValid() || !c.isTrusted(peer) {
+		return peer
+	}
+	var chain []string
+	if c.forwardedHeader {
+		chain = forwardedFor(r.Header.Values("Forwarded"))
+	} else {
+		for _, v := range r.Header.Values("X-Forwarded-For") {
+			for _, part := range strings.Split(v, ",") {
+				chain = append(chain, strings.TrimSpace(part))
+			}
+		}
+	}
+	addr := peer
+	for i := len(chain) - 1; i >= 0; i-- {
+		a := parseHostPort(chain[i])
+		if !a.IsValid() {
+			return netip.Addr{}
+		}
+		addr = a
+		if !c.isTrusted(a) {
+			break
+		}
+	}
+	return addr
+}
+
+func (c *config) isTrusted(a netip.Addr) bool {
+	for _, p := range c.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseHostPort accepts "1.2.3.4", "1.2.3.4:80", "::1", "[::1]:80" and
+// "[::1]", and returns the address unmapped and without a zone.
+func parseHostPort(s string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap().WithZone("")
+	}
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap().WithZone("")
+	}
+	return netip.Addr{}
+}
+
+// forwardedFor lists the for= values of RFC 7239 Forwarded headers, in
+// order. An element without for= yields "" (unparsable), so it cannot be
+// skipped over.
+func forwardedFor(headers []string) []string {
+	var out []string
+	for _, h := range headers {
+		for _, elem := range strings.Split(h, ",") {
+			val := ""
+			for _, pair := range strings.Split(elem, ";") {
+				k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
+				if ok && strings.EqualFold(k, "for") {
+					val = strings.Trim(v, `"`)
+				}
+			}
+			out = append(out, val)
+		}
+	}
+	return out
+}
+
+// verify authenticates a request with the Manager's keys: bearer token,
+// client IP, then keys.Verify. Rate-limit headers are set whatever the
+// outcome, so a 429 carries them too.
+func (c *config) verify(w http.ResponseWriter, r *http.Request, m *keys.Manager, extra ...keys.VerifyOption) (*keys.Verified, error) {
+	token, err := BearerToken(r)
+	if err != nil {
+		return nil, err
+	}
+	opts := make([]keys.VerifyOption, 0, 1+len(c.require)+len(extra))
+	opts = append(opts, keys.FromIP(c.clientIP(r)))
+	opts = append(opts, c.require...)
+	opts = append(opts, extra...)
+	v, err := m.Verify(r.Context(), token, opts...)
+	setRateLimitHeaders(w.Header(), v.RateLimit)
+	if err != nil {
+		return nil, err
+	}
+	return &v, nil
+}

@@ -1,0 +1,153 @@
+package httpadapter
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/txcloud/keys"
+)
+
+// ErrorBody is the TXCloud error envelope.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the object inside the envelope. Param is omitted when no
+// single field is at fault; RetryAfter only accompanies a 429.
+type ErrorDetail struct {
+	Type       string `json:"type"`
+	Code       string `json:"code"`
+	Message    string `json:"message"`
+	Param      string `json:"param,omitempty"`
+	RequestID  string `json:"request_id"`
+	RetryAfter *int   `json:"retry_after,omitempty"`
+}
+
+// Error types, one per status class of the envelope.
+const (
+	TypeValidation     = "validation_error"
+	TypeAuthentication = "authentication_error"
+	TypeAuthorization  = "authorization_error"
+	TypeNotFound       = "not_found_error"
+	TypeIdempotency    = "idempotency_error"
+	TypeRateLimit      = "rate_limit_error"
+	TypeAPI            = "api_error"
+)
+
+// httpError is a failure the adapter itself detects (a bad header, a
+// malformed body), already in envelope terms.
+type httpError struct {
+	status  int
+	typ     string
+	code    string
+	param   string
+	message string
+}
+
+func (e *httpError) Error() string { return e.message }
+
+func badRequest(status int, param, message string) *httpError {
+	return &httpError{status: status, typ: TypeValidation, code: keys.CodeInvalidRequest, param: param, message: message}
+}
+
+var (
+	errNoCredentials = errors.New("missing API key: send Authorization: Bearer <key>")
+	errBadAuthHeader = errors.New("malformed Authorization header: send Authorization: Bearer <key>")
+	errNoPrincipal   = errors.New("no authenticated key in the request context")
+)
+
+// describe maps an error to the envelope: the one place statuses, types and
+// codes are decided. Messages are fixed strings or come from the library's
+// own errors, which never hold a key.
+func describe(err error) (status int, d ErrorDetail) {
+	var he *httpError
+	var ve *keys.ValidationError
+	var pe *keys.PermissionError
+	var rle *keys.RateLimitError
+	switch {
+	case errors.As(err, &he):
+		return he.status, ErrorDetail{Type: he.typ, Code: he.code, Param: he.param, Message: he.message}
+	case errors.As(err, &ve):
+		return http.StatusBadRequest, ErrorDetail{Type: TypeValidation, Code: ve.Code, Param: ve.Param, Message: ve.Message}
+	case errors.Is(err, errNoCredentials), errors.Is(err, errBadAuthHeader), errors.Is(err, errNoPrincipal):
+		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "unauthorized", Message: err.Error()}
+	case errors.Is(err, keys.ErrInvalidKey):
+		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "unauthorized", Message: "invalid API key"}
+	case errors.Is(err, keys.ErrKeyExpired):
+		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "unauthorized", Message: "API key expired"}
+	case errors.Is(err, keys.ErrWrongEnvironment):
+		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "unauthorized", Message: "API key is for another environment"}
+	case errors.Is(err, keys.ErrKeyRevoked):
+		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "key_revoked", Message: "API key revoked"}
+	case errors.Is(err, keys.ErrIPNotAllowed):
+		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "ip_not_allowed", Message: "API key may not be used from this IP address"}
+	case errors.As(err, &pe):
+		return http.StatusForbidden, ErrorDetail{Type: TypeAuthorization, Code: "forbidden", Param: pe.Param, Message: pe.Message}
+	case errors.Is(err, keys.ErrPermissionDenied):
+		return http.StatusForbidden, ErrorDetail{Type: TypeAuthorization, Code: "forbidden", Message: "permission denied"}
+	case errors.As(err, &rle):
+		secs := retryAfterSeconds(rle.RetryAfter())
+		return http.StatusTooManyRequests, ErrorDetail{Type: TypeRateLimit, Code: "rate_limit_exceeded", Message: "rate limit exceeded; retry after " + strconv.Itoa(secs) + "s", RetryAfter: &secs}
+	case errors.Is(err, keys.ErrIdempotencyConflict):
+		return http.StatusConflict, ErrorDetail{Type: TypeIdempotency, Code: "idempotency_key_reused", Param: "Idempotency-Key", Message: "this Idempotency-Key was used with a different request"}
+	case errors.Is(err, keys.ErrNotFound):
+		return http.StatusNotFound, ErrorDetail{Type: TypeNotFound, Code: "not_found", Message: "not found"}
+	case errors.Is(err, keys.ErrUnavailable), errors.Is(err, keys.ErrClosed):
+		return http.StatusServiceUnavailable, ErrorDetail{Type: TypeAPI, Code: "service_unavailable", Message: "the service is temporarily unavailable; retry later"}
+	}
+	return http.StatusInternalServerError, ErrorDetail{Type: TypeAPI, Code: "internal_error", Message: "internal error"}
+}
+
+// retryAfterSeconds rounds up: a client that waits the advertised seconds
+// must succeed.
+func retryAfterSeconds(d time.Duration) int {
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// writeError answers err in the envelope. Server faults are logged with the
+// request ID, so an operator can match a client's report to the cause.
+func (c *config) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, d := describe(err)
+	d.RequestID = c.requestID(r)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Request-Id", d.RequestID)
+	if status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Bearer realm="api"`)
+	}
+	if d.RetryAfter != nil {
+		h.Set("Retry-After", strconv.Itoa(*d.RetryAfter))
+	}
+	if status >= 500 {
+		c.logger.LogAttrs(r.Context(), slog.LevelError, "keys: request failed", slog.String("request_id", d.RequestID), slog.Int("status", status), slog.Any("err", err))
+	}
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(ErrorBody{Error: d})
+}
+
+// setRateLimitHeaders describes the key's limit on every response to a
+// rate-limited key, successes included.
+func setRateLimitHeaders(h http.Header, rl keys.RateLimit) {
+	if rl.Limit <= 0 {
+		return
+	}
+	h.Set("X-RateLimit-Limit", strconv.Itoa(rl.Limit))
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(rl.Remaining))
+	h.Set("X-RateLimit-Reset", strconv.FormatInt(ceilUnix(rl.Reset), 10))
+	h.Set("X-RateLimit-Window", strconv.Itoa(int(rl.Window/time.Second)))
+}
+
+func ceilUnix(t time.Time) int64 {
+	s := t.Unix()
+	if t.Nanosecond() > 0 {
+		s++
+	}
+	return s
+}

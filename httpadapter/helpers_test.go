@@ -1,0 +1,172 @@
+package httpadapter_test
+
+import (
+	"context"
+	"encoding/json"
+	"hash/crc32"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/memstore"
+)
+
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+// countingStore counts creates and can alter records on their way in.
+type countingStore struct {
+	keys.Store
+	creates  atomic.Int64
+	onCreate func(*keys.Record)
+	down     atomic.Bool
+}
+
+func (s *countingStore) Create(ctx context.Context, r *keys.Record, e *keys.IdempotencyRecord) error {
+	if s.down.Load() {
+		return io.ErrUnexpectedEOF
+	}
+	s.creates.Add(1)
+	if s.onCreate != nil {
+		s.onCreate(r)
+	}
+	return s.Store.Create(ctx, r, e)
+}
+
+func (s *countingStore) LookupHash(ctx context.Context, h keys.Digest) (*keys.Record, error) {
+	if s.down.Load() {
+		return nil, io.ErrUnexpectedEOF
+	}
+	return s.Store.LookupHash(ctx, h)
+}
+
+type env struct {
+	m     *keys.Manager
+	store *countingStore
+	clock *clock
+	// admin is a test key with every permission; others as named.
+	admin, live, readOnly, narrow, revoked, ipBound, limited string
+	created                                                  int64 // creates made by setup
+}
+
+func newEnv(t *testing.T, opts ...keys.Option) *env {
+	t.Helper()
+	e := &env{store: &countingStore{Store: memstore.New()}, clock: &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	m, err := keys.New(e.store, append([]keys.Option{keys.WithClock(e.clock.Now)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	e.m = m
+	mk := func(req keys.APIKeyCreate) string {
+		t.Helper()
+		if req.AccountID == "" {
+			req.AccountID = "acct_a"
+		}
+		c, err := m.Create(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Key.Reveal()
+	}
+	e.admin = mk(keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: keys.DefaultPermissions})
+	e.live = mk(keys.APIKeyCreate{Name: "live admin", Environment: keys.Live, Permissions: keys.DefaultPermissions})
+	e.readOnly = mk(keys.APIKeyCreate{Name: "reader", Environment: keys.Test, Permissions: []string{"developers:read", "identity:read"}})
+	e.narrow = mk(keys.APIKeyCreate{Name: "narrow", Environment: keys.Test, Permissions: []string{"developers:write", "identity:read"}})
+	e.ipBound = mk(keys.APIKeyCreate{Name: "office", Environment: keys.Test, Permissions: keys.DefaultPermissions, AllowedIPs: []string{"203.0.113.0/24"}})
+	e.limited = mk(keys.APIKeyCreate{Name: "limited", Environment: keys.Test, Permissions: keys.DefaultPermissions, RateLimit: intp(3)})
+	e.store.onCreate = func(r *keys.Record) { r.RevokedAt = e.clock.Now() }
+	e.revoked = mk(keys.APIKeyCreate{Name: "revoked", Environment: keys.Test, Permissions: keys.DefaultPermissions})
+	e.store.onCreate = nil
+	e.created = e.store.creates.Load()
+	return e
+}
+
+func intp(n int) *int { return &n }
+
+type request struct {
+	method  string
+	path    string
+	headers map[string][]string
+	body    string
+	remote  string
+}
+
+func serve(h http.Handler, r request) *httptest.ResponseRecorder {
+	if r.method == "" {
+		r.method = http.MethodPost
+	}
+	if r.path == "" {
+		r.path = "/developers/keys"
+	}
+	req := httptest.NewRequest(r.method, r.path, strings.NewReader(r.body))
+	if r.remote != "" {
+		req.RemoteAddr = r.remote
+	}
+	for k, vs := range r.headers {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func bearer(key string) []string { return []string{"Bearer " + key} }
+
+func jsonHeaders(key string) map[string][]string {
+	return map[string][]string{"Authorization": bearer(key), "Content-Type": {"application/json"}}
+}
+
+// envelope decodes an error body and checks the fields every error has.
+func envelope(t *testing.T, rec *httptest.ResponseRecorder) httpadapter.ErrorDetail {
+	t.Helper()
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("error Content-Type %q", ct)
+	}
+	var body map[string]json.RawMessage
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || len(body) != 1 || body["error"] == nil {
+		t.Fatalf("not an error envelope: %s", rec.Body)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body["error"])))
+	dec.DisallowUnknownFields()
+	var d httpadapter.ErrorDetail
+	if err := dec.Decode(&d); err != nil {
+		t.Fatalf("error object: %v: %s", err, rec.Body)
+	}
+	if d.Type == "" || d.Code == "" || d.Message == "" || !strings.HasPrefix(d.RequestID, "req_") {
+		t.Fatalf("incomplete error: %s", rec.Body)
+	}
+	if rec.Header().Get("Request-Id") != d.RequestID {
+		t.Fatal("Request-Id header differs from request_id")
+	}
+	return d
+}
+
+func memstoreNew() keys.Store { return memstore.New() }
+
+// forgeKey makes a well-formed key that was never issued: the checksum is
+// public (CRC-32 in base62), so anyone can.
+func forgeKey(prefixAndBody string) string {
+	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	c := crc32.ChecksumIEEE([]byte(prefixAndBody))
+	var d [6]byte
+	for i := 5; i >= 0; i-- {
+		d[i] = alphabet[c%62]
+		c /= 62
+	}
+	return prefixAndBody + string(d[:])
+}
