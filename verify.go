@@ -149,18 +149,35 @@ func ipAllowed(allowed []netip.Prefix, ip netip.Addr) bool {
 	return false
 }
 
+// verifiedContext carries a Verified by value: one allocation, where
+// context.WithValue and a pointer would take two on every request.
+type verifiedContext struct {
+	context.Context
+	v Verified
+}
+
 type verifiedKey struct{}
+
+func (c *verifiedContext) Value(key any) any {
+	if key == (verifiedKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
 
 // NewContext returns ctx carrying v, as the HTTP middleware does for the
 // handlers behind it.
-func NewContext(ctx context.Context, v *Verified) context.Context {
-	return context.WithValue(ctx, verifiedKey{}, v)
+func NewContext(ctx context.Context, v Verified) context.Context {
+	return &verifiedContext{Context: ctx, v: v}
 }
 
 // FromContext returns the verified key that NewContext stored in ctx.
 func FromContext(ctx context.Context) (*Verified, bool) {
-	v, ok := ctx.Value(verifiedKey{}).(*Verified)
-	return v, ok
+	c, ok := ctx.Value(verifiedKey{}).(*verifiedContext)
+	if !ok {
+		return nil, false
+	}
+	return &c.v, true
 }
 
 // FlushLastUsed writes the last-used times noted so far to the store now,

@@ -39,21 +39,21 @@ func parseBearer(v string) (string, error) {
 		return "", errBadAuthHeader
 	}
 	for i := 0; i < len(token); i++ {
-		if !isB64Token(token[i]) {
+		if !b64Token[token[i]] {
 			return "", errBadAuthHeader
 		}
 	}
 	return token, nil
 }
 
-// isB64Token: ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" / "=".
-func isB64Token(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
+// b64Token marks RFC 6750's token characters: ALPHA / DIGIT / "-" / "." /
+// "_" / "~" / "+" / "/" / "=".
+var b64Token = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/=", byte(c)) >= 0
 	}
-	return strings.IndexByte("-._~+/=", c) >= 0
-}
+	return t
+}()
 
 // clientIP is the address a request comes from: the peer, unless the peer
 // is a trusted proxy, in which case the forwarding header is walked from
@@ -135,19 +135,14 @@ func forwardedFor(headers []string) []string {
 // verify authenticates a request with the Manager's keys: bearer token,
 // client IP, then keys.Verify. Rate-limit headers are set whatever the
 // outcome, so a 429 carries them too.
-func (c *config) verify(w http.ResponseWriter, r *http.Request, m *keys.Manager, extra ...keys.VerifyOption) (*keys.Verified, error) {
+func (c *config) verify(w http.ResponseWriter, r *http.Request, m *keys.Manager) (keys.Verified, error) {
 	token, err := BearerToken(r)
 	if err != nil {
-		return nil, err
+		return keys.Verified{}, err
 	}
-	opts := make([]keys.VerifyOption, 0, 1+len(c.require)+len(extra))
-	opts = append(opts, keys.FromIP(c.clientIP(r)))
-	opts = append(opts, c.require...)
-	opts = append(opts, extra...)
+	var buf [4]keys.VerifyOption // on the stack for the usual few options
+	opts := append(append(buf[:0], keys.FromIP(c.clientIP(r))), c.require...)
 	v, err := m.Verify(r.Context(), token, opts...)
 	setRateLimitHeaders(w.Header(), v.RateLimit)
-	if err != nil {
-		return nil, err
-	}
-	return &v, nil
+	return v, err
 }
