@@ -135,13 +135,13 @@ func forwardedFor(headers []string) []string {
 // verify authenticates a request with the Manager's keys: bearer token,
 // client IP, then keys.Verify. Rate-limit headers are set whatever the
 // outcome, so a 429 carries them too.
-func (c *config) verify(w http.ResponseWriter, r *http.Request, m *keys.Manager) (keys.Verified, error) {
+func (c *config) verify(w http.ResponseWriter, r *http.Request, m *keys.Manager, extra ...keys.VerifyOption) (keys.Verified, error) {
 	token, err := BearerToken(r)
 	if err != nil {
 		return keys.Verified{}, err
 	}
 	var buf [4]keys.VerifyOption // on the stack for the usual few options
-	opts := append(append(buf[:0], keys.FromIP(c.clientIP(r))), c.require...)
+	opts := append(append(append(buf[:0], keys.FromIP(c.clientIP(r))), c.require...), extra...)
 	v, err := m.Verify(r.Context(), token, opts...)
 	setRateLimitHeaders(w.Header(), v.RateLimit)
 	return v, err

@@ -52,7 +52,9 @@ func (h *handler) principal(w http.ResponseWriter, r *http.Request) (keys.Princi
 		}
 		return p, nil
 	}
-	v, err := h.c.verify(w, r, h.m)
+	// Requiring the permission inside Verify refuses a key without it
+	// before the key's rate limit is spent.
+	v, err := h.c.verify(w, r, h.m, keys.Require(PermissionManageKeys))
 	if err != nil {
 		return keys.Principal{}, err
 	}

@@ -312,3 +312,21 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// A key without developers:write is refused before its rate limit is spent.
+func TestForbiddenCreateDoesNotSpendRateLimit(t *testing.T) {
+	e := newEnv(t)
+	c, err := e.m.Create(context.Background(), keys.APIKeyCreate{Name: "r", Environment: keys.Test, AccountID: "acct_a", Permissions: []string{"identity:read"}, RateLimit: intp(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httpadapter.New(e.m)
+	for i := range 3 {
+		if rec := serve(h, request{headers: jsonHeaders(c.Key.Reveal()), body: okBody}); rec.Code != http.StatusForbidden {
+			t.Fatalf("attempt %d: %d", i+1, rec.Code)
+		}
+	}
+	if _, err := e.m.Verify(context.Background(), c.Key.Reveal()); err != nil {
+		t.Fatalf("refused creates spent the limit: %v", err)
+	}
+}
