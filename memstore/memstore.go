@@ -1,14 +1,20 @@
 // Package memstore is the in-memory keys.Store: for tests, demos and a
 // single-instance host. Everything is lost when the process ends.
 //
-// Records are held by digest in 256 shards, each behind its own RWMutex, so
-// verifying different keys from many goroutines does not contend on one
-// lock. Lookups return the stored *keys.Record without copying: the store
-// never changes a record in place, it replaces it.
+// Records are held by digest in 256 shards. Each shard is an
+// open-addressing table that readers search without any lock (one atomic
+// load per probe), while writers take the shard's mutex and publish with
+// atomic stores; growing copies the table and swaps it in. A digest is a
+// uniformly random 256-bit value, so its own bytes serve as the hash: no
+// hashing on lookup, and no one can flood a probe chain, since only
+// server-generated keys are ever inserted. Lookups return the stored
+// *keys.Record without copying: the store never changes a record in place,
+// it replaces it.
 package memstore
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -33,9 +39,63 @@ type Store struct {
 const shardCount = 256
 
 type shard struct {
-	mu     sync.RWMutex
-	byHash map[keys.Digest]*keys.Record
-	_      [32]byte // keep shards on separate cache lines
+	mu    sync.Mutex // writers only
+	table atomic.Pointer[table]
+	count int      // records in the table; under mu
+	_     [40]byte // keep shards on separate cache lines
+}
+
+// table is an open-addressing hash table with linear probing, kept at most
+// half full. Slots are only ever filled or replaced, never emptied.
+type table struct {
+	slots []atomic.Pointer[keys.Record]
+	mask  uint64
+}
+
+func newTable(size int) *table {
+	return &table{slots: make([]atomic.Pointer[keys.Record], size), mask: uint64(size - 1)}
+}
+
+// home is where a digest's probe starts: bytes the shard index (byte 0)
+// does not use.
+func home(h *keys.Digest) uint64 { return binary.LittleEndian.Uint64(h[8:16]) }
+
+func (t *table) find(h *keys.Digest) (*atomic.Pointer[keys.Record], *keys.Record) {
+	for i := home(h) & t.mask; ; i = (i + 1) & t.mask {
+		slot := &t.slots[i]
+		r := slot.Load()
+		if r == nil || r.Hash == *h {
+			return slot, r
+		}
+	}
+}
+
+// put inserts or replaces r; sh.mu is held.
+func (sh *shard) put(r *keys.Record) {
+	t := sh.table.Load()
+	slot, old := t.find(&r.Hash)
+	if old != nil {
+		slot.Store(r)
+		return
+	}
+	if 2*(sh.count+1) > len(t.slots) {
+		bigger := newTable(2 * len(t.slots))
+		for i := range t.slots {
+			if rec := t.slots[i].Load(); rec != nil {
+				s, _ := bigger.find(&rec.Hash)
+				s.Store(rec)
+			}
+		}
+		sh.table.Store(bigger)
+		slot, _ = bigger.find(&r.Hash)
+	}
+	slot.Store(r)
+	sh.count++
+}
+
+func (sh *shard) get(h *keys.Digest) *keys.Record {
+	_, r := sh.table.Load().find(h)
+	return r
 }
 
 var _ keys.Store = (*Store)(nil)
@@ -47,7 +107,7 @@ func New() *Store {
 		idem: make(map[keys.Digest]*keys.IdempotencyRecord),
 	}
 	for i := range s.shards {
-		s.shards[i].byHash = make(map[keys.Digest]*keys.Record)
+		s.shards[i].table.Store(newTable(8))
 	}
 	return s
 }
@@ -72,10 +132,10 @@ func (s *Store) Create(_ context.Context, rec *keys.Record, idem *keys.Idempoten
 	sh := s.shardOf(rec.Hash)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, ok := sh.byHash[rec.Hash]; ok {
+	if sh.get(&rec.Hash) != nil {
 		return fmt.Errorf("memstore: hash: %w", keys.ErrDuplicate)
 	}
-	sh.byHash[rec.Hash] = rec
+	sh.put(rec)
 	s.byID[rec.ID] = rec
 	if idem != nil {
 		s.idem[idem.Scope] = idem
@@ -101,10 +161,7 @@ func (s *Store) sweepIdempotency(now time.Time) {
 // LookupHash implements keys.Store. It returns the stored record itself;
 // the caller must not modify it.
 func (s *Store) LookupHash(_ context.Context, h keys.Digest) (*keys.Record, error) {
-	sh := s.shardOf(h)
-	sh.mu.RLock()
-	rec := sh.byHash[h]
-	sh.mu.RUnlock()
+	rec := s.shardOf(h).get(&h)
 	if rec == nil {
 		return nil, keys.ErrNotFound
 	}
@@ -153,7 +210,7 @@ func (s *Store) TouchLastUsed(_ context.Context, batch []keys.LastUsed) error {
 		s.byID[rec.ID] = rec
 		sh := s.shardOf(rec.Hash)
 		sh.mu.Lock()
-		sh.byHash[rec.Hash] = rec
+		sh.put(rec)
 		sh.mu.Unlock()
 	}
 	return nil

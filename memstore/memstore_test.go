@@ -64,3 +64,46 @@ func BenchmarkLookupHash(b *testing.B) {
 		})
 	})
 }
+
+// Tables grow by doubling while readers search them without locks: every
+// record stays findable, and absent digests end their probe.
+func TestGrowthUnderConcurrentReads(t *testing.T) {
+	s := memstore.New()
+	ctx := context.Background()
+	var hs []keys.Digest
+	for range 100 {
+		r := keystest.NewRecord(t)
+		hs = append(hs, r.Hash)
+		if err := s.Create(ctx, r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 20_000 {
+			if _, err := s.LookupHash(ctx, hs[i%len(hs)]); err != nil {
+				t.Error("a record went missing while the table grew")
+				return
+			}
+		}
+	}()
+	for range 5_000 {
+		r := keystest.NewRecord(t)
+		h := r.Hash
+		if err := s.Create(ctx, r, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.LookupHash(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+	var absent keys.Digest
+	for i := range 1000 {
+		absent[0], absent[8], absent[9] = byte(i), byte(i>>8), 0xAA
+		if _, err := s.LookupHash(ctx, absent); err != keys.ErrNotFound {
+			t.Fatalf("absent digest: %v", err)
+		}
+	}
+}

@@ -1,0 +1,41 @@
+// Package keys issues, stores and verifies API keys for a Go service, and
+// with its httpadapter package serves the TXCloud DevEx endpoint
+// POST /developers/keys from the service's own HTTP server.
+//
+// # Keys
+//
+// A key looks like txc_live_<32 random base62 characters><6-character
+// checksum> (txc_test_… for the test environment). The random part comes
+// from crypto/rand (about 190 bits). The checksum (CRC-32, as in GitHub's
+// tokens) lets Verify reject a mistyped or made-up key without hashing it or
+// asking the store.
+//
+// The store keeps only a digest of each key: SHA-256, or HMAC-SHA-256 under
+// a server-side pepper (WithPepper), so a copy of the store does not let
+// anyone use the keys. The plaintext is returned once, by Create, as a
+// Secret, which prints redacted through fmt and log/slog.
+//
+// # Verifying
+//
+// Manager.Verify is the hot path of every request a host serves. It checks
+// the format and checksum, hashes the key once, looks the digest up once,
+// then checks revocation, expiry, environment, IP allowlist, permissions and
+// the key's rate limit, in that order, each failure its own sentinel error
+// (ErrInvalidKey, ErrKeyRevoked, ...). It allocates nothing, takes no
+// global lock and, on the in-memory store, costs about 1.3 times one
+// SHA-256 plus one map lookup. Last-used times are kept in memory and
+// written in batches.
+//
+// # Stores
+//
+// A Store persists key records (package memstore is the in-memory one; its
+// contract is written into the Store interface and checked by package
+// keystest). A Limiter counts requests per key (MemoryLimiter by default).
+//
+// # Idempotency
+//
+// CreateAs accepts an Idempotency-Key: a retry with the same key and
+// request returns the first result for 24 hours. The stored result is
+// sealed (XChaCha20-Poly1305 under a key derived from a server secret and
+// the idempotency key), so no plaintext key is ever kept at rest.
+package keys
