@@ -81,9 +81,10 @@ type Principal struct {
 // Has reports whether the principal holds perm.
 func (p Principal) Has(perm string) bool { return slices.Contains(p.Permissions, perm) }
 
-// PrincipalFor is the principal an authenticated key acts as.
+// PrincipalFor is the principal an authenticated key acts as. Its
+// Permissions are a copy: r may be a store's shared record.
 func PrincipalFor(r *Record) Principal {
-	return Principal{AccountID: r.AccountID, Subject: r.ID, Environment: r.Environment, Permissions: r.Permissions}
+	return Principal{AccountID: r.AccountID, Subject: r.ID, Environment: r.Environment, Permissions: slices.Clone(r.Permissions)}
 }
 
 // mayGrant is the no-escalation rule: a principal grants only permissions it

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/txcloud/keys"
@@ -24,13 +25,11 @@ func checkJSON(r *http.Request) error {
 	if err != nil || mt != "application/json" {
 		return badRequest(http.StatusUnsupportedMediaType, "", "Content-Type must be application/json")
 	}
-	if cs, ok := params["charset"]; ok && !equalFoldASCII(cs, "utf-8") {
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
 		return badRequest(http.StatusUnsupportedMediaType, "", "JSON bodies must be UTF-8")
 	}
 	return nil
 }
-
-func equalFoldASCII(a, b string) bool { return bytes.EqualFold([]byte(a), []byte(b)) }
 
 // readBody reads at most limit bytes; more is a 413.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
