@@ -41,6 +41,9 @@ var (
 	// ErrDuplicate: a Store refused to insert a record whose ID or hash already
 	// exists.
 	ErrDuplicate = errors.New("keys: duplicate record")
+	// ErrStale: a Store refused an Update made against an older version of
+	// the record (someone else changed it first). The Manager retries.
+	ErrStale = errors.New("keys: record changed concurrently")
 	// ErrIdempotencyKeyExists: a Store refused an insert because an unexpired
 	// idempotency entry with the same scope already exists.
 	ErrIdempotencyKeyExists = errors.New("keys: idempotency entry exists")

@@ -52,6 +52,8 @@ type APIKey struct {
 	ExpiresAt   *time.Time  `json:"expires_at,omitempty"`
 	LastUsed    *time.Time  `json:"last_used,omitempty"`
 	CreatedAt   time.Time   `json:"created_at"`
+	// RevokedAt is when the key was (or, after a roll, will be) revoked.
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 }
 
 // APIKeyCreated is the 201 response of a create: the key plus its secret,
@@ -435,6 +437,7 @@ func (m *Manager) newKey(s keySpec, accountID string) (*APIKeyCreated, *Record, 
 		Hash:        m.hash.sum(buf[:n]),
 		CreatedAt:   storedTime(now),
 		ExpiresAt:   s.expiresAt,
+		Version:     1,
 	}
 	created := &APIKeyCreated{APIKey: rec.APIKey(), Key: secret}
 	return created, rec, nil

@@ -27,8 +27,12 @@ type Record struct {
 	Hash        Digest
 	CreatedAt   time.Time
 	ExpiresAt   time.Time // zero: never expires
-	RevokedAt   time.Time // zero: not revoked
+	RevokedAt   time.Time // zero: not revoked; in the future: revocation scheduled (a rolled key's grace period)
 	LastUsed    time.Time // zero: never used (as flushed; may lag by the flush interval)
+	// Version counts the record's updates, from 1 at creation; Update
+	// succeeds only against the version it read, so two concurrent changes
+	// cannot undo each other (an update cannot un-revoke a key).
+	Version int64
 
 	// noted is when a Manager last noted a use of this record in memory
 	// (Unix ns). It lets Verify skip the pending-use map, and its lock, for
@@ -53,6 +57,7 @@ func (r *Record) Clone() *Record {
 		ExpiresAt:   r.ExpiresAt,
 		RevokedAt:   r.RevokedAt,
 		LastUsed:    r.LastUsed,
+		Version:     r.Version,
 	}
 }
 
@@ -88,6 +93,10 @@ func (r *Record) APIKey() APIKey {
 		t := r.LastUsed
 		k.LastUsed = &t
 	}
+	if !r.RevokedAt.IsZero() {
+		t := r.RevokedAt
+		k.RevokedAt = &t
+	}
 	return k
 }
 
@@ -104,6 +113,27 @@ type IdempotencyRecord struct {
 	Sealed      []byte
 	CreatedAt   time.Time
 	ExpiresAt   time.Time
+}
+
+// ListQuery selects records for Store.List.
+type ListQuery struct {
+	AccountID   string      // required: only this account's records
+	Environment Environment // "": both
+	// Revoked filters on RevokedAt being set (revoked, or scheduled to be
+	// by a roll): nil for all records.
+	Revoked *bool
+	// After, if not nil, is the position of the last record of the
+	// previous page: only records strictly after it in the order are
+	// returned.
+	After *ListPosition
+	Limit int // at least 1
+}
+
+// ListPosition is a place in List's order: newest first, by CreatedAt
+// descending, then ID descending.
+type ListPosition struct {
+	CreatedAt time.Time
+	ID        string
 }
 
 // LastUsed is one entry of a last-used batch.
@@ -146,6 +176,24 @@ type Store interface {
 	// exists and its ExpiresAt is after now; otherwise an error matching
 	// ErrNotFound. The caller owns the returned entry.
 	LookupIdempotency(ctx context.Context, scope Digest, now time.Time) (*IdempotencyRecord, error)
+
+	// Update replaces the stored record that has rec.ID with rec, if the
+	// stored Version is rec.Version-1; otherwise it returns an error
+	// matching ErrStale, or ErrNotFound if there is no such record. The
+	// stored LastUsed is kept when it is later than rec's, and Hash never
+	// changes (a key's secret is fixed; Roll makes a successor instead).
+	// When successor is not nil it is inserted in the same atomic step, on
+	// Create's terms (ErrDuplicate): both changes happen or neither does.
+	// The store takes ownership of rec and successor.
+	Update(ctx context.Context, rec *Record, successor *Record) error
+
+	// List returns at most q.Limit records of q.AccountID matching the
+	// filters, newest first (CreatedAt descending, then ID descending),
+	// strictly after q.After when it is set. Paging with After visits
+	// every record that existed when paging began exactly once, whatever is
+	// inserted meanwhile (new records sort first). The caller owns the
+	// returned records.
+	List(ctx context.Context, q ListQuery) ([]*Record, error)
 
 	// TouchLastUsed sets, for each entry, the record's LastUsed to At unless
 	// it already holds a later time (it never moves backwards). Entries for

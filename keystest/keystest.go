@@ -40,6 +40,12 @@ func Run(t *testing.T, newStore func(t *testing.T) keys.Store) {
 		{"IdempotencyExpiredIsReplaced", testIdempotencyExpired},
 		{"DuplicateKeyStoresNoIdempotency", testDuplicateWithIdempotency},
 		{"TouchLastUsed", testTouchLastUsed},
+		{"UpdateReplaces", testUpdateReplaces},
+		{"UpdateStaleChangesNothing", testUpdateStale},
+		{"UpdateKeepsLaterLastUsed", testUpdateKeepsLastUsed},
+		{"UpdateWithSuccessor", testUpdateWithSuccessor},
+		{"ListOrderAndFilters", testListOrderAndFilters},
+		{"ListPagesEachRecordOnce", testListPaging},
 		{"Concurrent", testConcurrent},
 		{"CloseIsIdempotent", testClose},
 	}
@@ -73,6 +79,7 @@ func NewRecord(t testing.TB) *keys.Record {
 		Hash:        h,
 		CreatedAt:   base,
 		ExpiresAt:   base.Add(30 * 24 * time.Hour),
+		Version:     1,
 	}
 }
 
@@ -106,6 +113,8 @@ func Equal(got, want *keys.Record) string {
 		return fmt.Sprintf("RevokedAt %v, want %v", got.RevokedAt, want.RevokedAt)
 	case !got.LastUsed.Equal(want.LastUsed):
 		return fmt.Sprintf("LastUsed %v, want %v", got.LastUsed, want.LastUsed)
+	case got.Version != want.Version:
+		return fmt.Sprintf("Version %d, want %d", got.Version, want.Version)
 	}
 	return ""
 }
@@ -424,5 +433,244 @@ func testClose(t *testing.T, s keys.Store) {
 	}
 	if err := s.Close(ctx); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func mustGet(t *testing.T, s keys.Store, id string) *keys.Record {
+	t.Helper()
+	r, err := s.Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", id, err)
+	}
+	return r
+}
+
+func testUpdateReplaces(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	r := NewRecord(t)
+	mustCreate(t, s, r, nil)
+	next := mustGet(t, s, r.ID)
+	next.Name = "renamed"
+	next.Permissions = []string{"kyb:read"}
+	next.AllowedIPs = nil
+	next.RateLimit = 0
+	next.ExpiresAt = time.Time{}
+	next.RevokedAt = base.Add(time.Hour)
+	next.Version = 2
+	want := next.Clone()
+	if err := s.Update(ctx, next, nil); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	if d := Equal(mustGet(t, s, want.ID), want); d != "" {
+		t.Fatalf("Get after Update: %s", d)
+	}
+	byHash, err := s.LookupHash(ctx, want.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Equal(byHash, want); d != "" {
+		t.Fatalf("LookupHash after Update: %s", d)
+	}
+	missing := NewRecord(t)
+	missing.Version = 2
+	if err := s.Update(ctx, missing, nil); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("Update(unknown) = %v, want ErrNotFound", err)
+	}
+}
+
+func testUpdateStale(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	r := NewRecord(t)
+	want := r.Clone()
+	mustCreate(t, s, r, nil)
+	for _, v := range []int64{1, 3, 0} {
+		stale := mustGet(t, s, want.ID)
+		stale.Name = "lost update"
+		stale.Version = v
+		if err := s.Update(ctx, stale, nil); !errors.Is(err, keys.ErrStale) {
+			t.Fatalf("Update at version %d over 1 = %v, want ErrStale", v, err)
+		}
+	}
+	if d := Equal(mustGet(t, s, want.ID), want); d != "" {
+		t.Fatalf("a stale Update changed the record: %s", d)
+	}
+	// Two writers read version 1; only the first may write.
+	a, b := mustGet(t, s, want.ID), mustGet(t, s, want.ID)
+	a.RevokedAt, a.Version = base, 2
+	b.Name, b.Version = "b", 2
+	if err := s.Update(ctx, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(ctx, b, nil); !errors.Is(err, keys.ErrStale) {
+		t.Fatalf("second writer: %v, want ErrStale", err)
+	}
+	if got := mustGet(t, s, want.ID); got.RevokedAt.IsZero() {
+		t.Fatal("a concurrent update undid a revocation")
+	}
+}
+
+func testUpdateKeepsLastUsed(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	r := NewRecord(t)
+	id := r.ID
+	mustCreate(t, s, r, nil)
+	next := mustGet(t, s, id) // LastUsed zero
+	used := base.Add(time.Hour)
+	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: id, At: used}}); err != nil {
+		t.Fatal(err)
+	}
+	next.Name, next.Version = "renamed", 2
+	if err := s.Update(ctx, next, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, s, id); !got.LastUsed.Equal(used) || got.Name != "renamed" {
+		t.Fatalf("LastUsed %v (want %v), name %q", got.LastUsed, used, got.Name)
+	}
+}
+
+func testUpdateWithSuccessor(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	r := NewRecord(t)
+	mustCreate(t, s, r, nil)
+	old := mustGet(t, s, r.ID)
+	old.RevokedAt, old.Version = base.Add(time.Hour), 2
+	succ := NewRecord(t)
+	wantOld, wantSucc := old.Clone(), succ.Clone()
+	if err := s.Update(ctx, old, succ); err != nil {
+		t.Fatalf("Update with successor: %v", err)
+	}
+	if d := Equal(mustGet(t, s, wantOld.ID), wantOld); d != "" {
+		t.Fatal(d)
+	}
+	got, err := s.LookupHash(ctx, wantSucc.Hash)
+	if err != nil {
+		t.Fatalf("successor not findable: %v", err)
+	}
+	if d := Equal(got, wantSucc); d != "" {
+		t.Fatal(d)
+	}
+	// A successor that collides stores nothing, the update included.
+	again := mustGet(t, s, wantOld.ID)
+	again.Name, again.Version = "should not stick", 3
+	dup := NewRecord(t)
+	dup.Hash = wantSucc.Hash
+	dupID := dup.ID
+	if err := s.Update(ctx, again, dup); !errors.Is(err, keys.ErrDuplicate) {
+		t.Fatalf("colliding successor: %v, want ErrDuplicate", err)
+	}
+	if d := Equal(mustGet(t, s, wantOld.ID), wantOld); d != "" {
+		t.Fatalf("the update of a refused pair was stored: %s", d)
+	}
+	if _, err := s.Get(ctx, dupID); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatal("the refused successor was stored")
+	}
+}
+
+func testListOrderAndFilters(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	acct := "acct_list_" + rand.Text()[:6]
+	var want []string // newest first
+	for i := range 6 {
+		r := NewRecord(t)
+		r.AccountID = acct
+		r.CreatedAt = base.Add(time.Duration(i/2) * time.Minute) // pairs share a time: ID breaks the tie
+		if i%3 == 0 {
+			r.Environment = keys.Live
+		}
+		if i == 4 {
+			r.RevokedAt = base
+		}
+		want = append(want, r.ID)
+		mustCreate(t, s, r, nil)
+	}
+	other := NewRecord(t)
+	other.AccountID = "acct_other_" + rand.Text()[:6]
+	mustCreate(t, s, other, nil)
+
+	got, err := s.List(ctx, keys.ListQuery{AccountID: acct, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 6 {
+		t.Fatalf("listed %d records of 6 (another account's must not appear)", len(got))
+	}
+	for i := 1; i < len(got); i++ {
+		a, b := got[i-1], got[i]
+		if a.CreatedAt.Before(b.CreatedAt) || (a.CreatedAt.Equal(b.CreatedAt) && a.ID < b.ID) {
+			t.Fatalf("not newest first at %d", i)
+		}
+	}
+	count := func(q keys.ListQuery) int {
+		t.Helper()
+		q.AccountID, q.Limit = acct, 100
+		rs, err := s.List(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(rs)
+	}
+	yes, no := true, false
+	if n := count(keys.ListQuery{Environment: keys.Live}); n != 2 {
+		t.Fatalf("live: %d, want 2", n)
+	}
+	if n := count(keys.ListQuery{Revoked: &yes}); n != 1 {
+		t.Fatalf("revoked: %d, want 1", n)
+	}
+	if n := count(keys.ListQuery{Revoked: &no, Environment: keys.Test}); n != 3 {
+		t.Fatalf("unrevoked test keys: %d, want 3", n)
+	}
+	page, err := s.List(ctx, keys.ListQuery{AccountID: acct, Limit: 2})
+	if err != nil || len(page) != 2 || page[0].ID != got[0].ID || page[1].ID != got[1].ID {
+		t.Fatalf("limit 2: %d records, %v", len(page), err)
+	}
+	page[0].Name = "changed by caller"
+	if mustGet(t, s, got[0].ID).Name == "changed by caller" {
+		t.Fatal("List returned the store's own record")
+	}
+}
+
+func testListPaging(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	acct := "acct_page_" + rand.Text()[:6]
+	existing := map[string]bool{}
+	for i := range 250 {
+		r := NewRecord(t)
+		r.AccountID = acct
+		r.CreatedAt = base.Add(time.Duration(i%50) * time.Second) // many ties
+		existing[r.ID] = true
+		mustCreate(t, s, r, nil)
+	}
+	seen := map[string]int{}
+	var after *keys.ListPosition
+	for page := 0; ; page++ {
+		rs, err := s.List(ctx, keys.ListQuery{AccountID: acct, Limit: 7, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Keys created while paging are newer than every page so far.
+		for range 3 {
+			r := NewRecord(t)
+			r.AccountID = acct
+			r.CreatedAt = base.Add(time.Hour + time.Duration(page)*time.Second)
+			mustCreate(t, s, r, nil)
+		}
+		for _, r := range rs {
+			seen[r.ID]++
+		}
+		if len(rs) < 7 {
+			break
+		}
+		last := rs[len(rs)-1]
+		after = &keys.ListPosition{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
+	for id := range existing {
+		if seen[id] != 1 {
+			t.Fatalf("record seen %d times while paging", seen[id])
+		}
+	}
+	for id, n := range seen {
+		if !existing[id] || n != 1 {
+			t.Fatal("paging returned a record created after it began, or one twice")
+		}
 	}
 }

@@ -15,7 +15,10 @@ package memstore
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -190,6 +193,87 @@ func (s *Store) LookupIdempotency(_ context.Context, scope keys.Digest, now time
 	c := *e
 	c.Sealed = append([]byte(nil), e.Sealed...)
 	return &c, nil
+}
+
+// Update implements keys.Store. A successor is published before the
+// updated record, so a reader never sees the old key revoked without its
+// successor in place.
+func (s *Store) Update(_ context.Context, rec, successor *keys.Record) error {
+	if s.closed.Load() {
+		return keys.ErrClosed
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.byID[rec.ID]
+	switch {
+	case old == nil:
+		return keys.ErrNotFound
+	case old.Version != rec.Version-1:
+		return fmt.Errorf("memstore: %s is at version %d, not %d: %w", rec.ID, old.Version, rec.Version-1, keys.ErrStale)
+	case old.Hash != rec.Hash:
+		return errors.New("memstore: Update may not change a record's hash")
+	}
+	if successor != nil {
+		if _, ok := s.byID[successor.ID]; ok {
+			return fmt.Errorf("memstore: id %s: %w", successor.ID, keys.ErrDuplicate)
+		}
+		sh := s.shardOf(successor.Hash)
+		sh.mu.Lock()
+		if sh.get(&successor.Hash) != nil {
+			sh.mu.Unlock()
+			return fmt.Errorf("memstore: hash: %w", keys.ErrDuplicate)
+		}
+		sh.put(successor)
+		sh.mu.Unlock()
+		s.byID[successor.ID] = successor
+	}
+	if old.LastUsed.After(rec.LastUsed) {
+		rec.LastUsed = old.LastUsed
+	}
+	s.byID[rec.ID] = rec
+	sh := s.shardOf(rec.Hash)
+	sh.mu.Lock()
+	sh.put(rec)
+	sh.mu.Unlock()
+	return nil
+}
+
+// List implements keys.Store. It scans every record: fine in memory, and
+// the reason a shared store indexes (account, created_at, id).
+func (s *Store) List(_ context.Context, q keys.ListQuery) ([]*keys.Record, error) {
+	s.mu.RLock()
+	var out []*keys.Record
+	for _, r := range s.byID {
+		if r.AccountID != q.AccountID ||
+			(q.Environment != "" && r.Environment != q.Environment) ||
+			(q.Revoked != nil && *q.Revoked == r.RevokedAt.IsZero()) ||
+			(q.After != nil && !after(r, q.After)) {
+			continue
+		}
+		out = append(out, r)
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b *keys.Record) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(b.ID, a.ID)
+	})
+	if len(out) > q.Limit {
+		out = out[:q.Limit]
+	}
+	for i, r := range out {
+		out[i] = r.Clone()
+	}
+	return out, nil
+}
+
+// after reports whether r comes after p in List's order (newest first).
+func after(r *keys.Record, p *keys.ListPosition) bool {
+	if c := r.CreatedAt.Compare(p.CreatedAt); c != 0 {
+		return c < 0
+	}
+	return r.ID < p.ID
 }
 
 // TouchLastUsed implements keys.Store. It replaces each touched record with
