@@ -96,7 +96,11 @@ func (p Principal) mayGrant(s keySpec) error {
 	if p.Environment == Test && s.environment == Live {
 		return &PermissionError{Param: "environment", Message: "a test key cannot create or change live keys"}
 	}
-	for i, perm := range s.permissions {
+	return p.mayGrantPermissions(s.permissions)
+}
+
+func (p Principal) mayGrantPermissions(perms []string) error {
+	for i, perm := range perms {
 		if !p.Has(perm) {
 			return &PermissionError{Param: fmt.Sprintf("permissions[%d]", i), Message: fmt.Sprintf("cannot grant %q, which the caller does not hold", perm)}
 		}
@@ -116,6 +120,7 @@ type Manager struct {
 	maxAllowedIPs    int
 	defaultRateLimit int
 	limiter          Limiter
+	onEvent          func(context.Context, Event)
 	idem             idempotency
 	usage            *usageRecorder
 	logger           *slog.Logger
@@ -136,6 +141,7 @@ type config struct {
 	limiter          Limiter
 	flushInterval    time.Duration
 	logger           *slog.Logger
+	onEvent          func(context.Context, Event)
 }
 
 // WithClock replaces time.Now, for tests.
@@ -335,6 +341,7 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		maxAllowedIPs:    c.maxAllowedIPs,
 		defaultRateLimit: c.defaultRateLimit,
 		limiter:          c.limiter,
+		onEvent:          c.onEvent,
 		idem:             idempotency{secret: idemSecret, ttl: IdempotencyTTL},
 		logger:           c.logger,
 	}
@@ -371,7 +378,11 @@ func (m *Manager) Create(ctx context.Context, req APIKeyCreate) (*APIKeyCreated,
 	if err != nil {
 		return nil, err
 	}
-	return m.issue(ctx, spec, req.AccountID)
+	created, err := m.issue(ctx, spec, req.AccountID)
+	if err == nil {
+		m.emit(ctx, EventKeyCreated, created.APIKey, "", "")
+	}
+	return created, err
 }
 
 // CreateAs issues a key on behalf of p, as the HTTP endpoint does: the key
@@ -398,10 +409,16 @@ func (m *Manager) CreateAs(ctx context.Context, p Principal, req APIKeyCreate, i
 	if err := p.mayGrant(spec); err != nil {
 		return nil, err
 	}
+	var created *APIKeyCreated
 	if idempotencyKey == "" {
-		return m.issue(ctx, spec, p.AccountID)
+		created, err = m.issue(ctx, spec, p.AccountID)
+	} else {
+		created, err = m.createIdempotent(ctx, p, spec, idempotencyKey, now)
 	}
-	return m.createIdempotent(ctx, p, spec, idempotencyKey, now)
+	if err == nil && !created.Replayed {
+		m.emit(ctx, EventKeyCreated, created.APIKey, "", p.Subject)
+	}
+	return created, err
 }
 
 // issue creates and stores a key without idempotency.

@@ -1,0 +1,393 @@
+package keys
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The lifecycle methods act for a Principal, like CreateAs. They see and
+// change only keys of the principal's account, and a test principal only
+// test keys (so it can never touch a live one): any other key is
+// ErrNotFound, exactly as if it did not exist.
+// They do not check that the principal may manage keys at all
+// (developers:read, developers:write): that is the endpoint's decision,
+// which the HTTP adapter makes.
+
+// Patch is one field of an update: the zero Patch leaves the field alone,
+// Clear() clears an optional field, Change(v) sets it.
+type Patch[T any] struct {
+	Set   bool
+	Null  bool
+	Value T
+}
+
+// Change returns a Patch that sets a field to v.
+func Change[T any](v T) Patch[T] { return Patch[T]{Set: true, Value: v} }
+
+// Clear returns a Patch that clears an optional field.
+func Clear[T any]() Patch[T] { return Patch[T]{Set: true, Null: true} }
+
+// APIKeyUpdate changes a key. Name cannot be cleared; cleared permissions
+// are none, cleared allowed_ips any address, a cleared rate_limit no limit,
+// a cleared expires_at never. The environment and the secret never change.
+type APIKeyUpdate struct {
+	Name        Patch[string]
+	Permissions Patch[[]string]
+	AllowedIPs  Patch[[]string]
+	RateLimit   Patch[int]
+	ExpiresAt   Patch[time.Time]
+}
+
+// MaxRollGrace is the longest an old secret may keep working after a roll.
+const MaxRollGrace = 7 * 24 * time.Hour
+
+// Event types passed to the OnEvent hook.
+const (
+	EventKeyCreated = "key.created"
+	EventKeyUpdated = "key.updated"
+	EventKeyRevoked = "key.revoked"
+	EventKeyRolled  = "key.rolled"
+)
+
+// Event reports a change to a key, after it is stored. It never carries a
+// secret or a digest.
+type Event struct {
+	Type string
+	// Key is the key after the change; for key.rolled, the new key.
+	Key APIKey
+	// Replaces, for key.rolled, is the ID of the key that was rolled.
+	Replaces string
+	// Actor is the Subject of the principal that made the change; empty
+	// for a trusted Go caller (Create).
+	Actor string
+	At    time.Time
+}
+
+// OnEvent calls hook after every key.created, key.updated, key.revoked and
+// key.rolled, in the goroutine that made the change: forward to a webhook
+// or an audit log, and return quickly.
+func OnEvent(hook func(context.Context, Event)) Option {
+	return func(c *config) error {
+		if hook == nil {
+			return errors.New("keys: OnEvent: nil hook")
+		}
+		c.onEvent = hook
+		return nil
+	}
+}
+
+func (m *Manager) emit(ctx context.Context, typ string, k APIKey, replaces, actor string) {
+	if m.onEvent != nil {
+		m.onEvent(ctx, Event{Type: typ, Key: k, Replaces: replaces, Actor: actor, At: m.now()})
+	}
+}
+
+// load reads a key the principal may see, or ErrNotFound.
+func (m *Manager) load(ctx context.Context, p Principal, id string) (*Record, error) {
+	rec, err := m.store.Get(ctx, id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, ErrNotFound
+	case err != nil:
+		return nil, fmt.Errorf("%w: reading key: %w", ErrUnavailable, err)
+	case rec.AccountID != p.AccountID, p.Environment != "" && rec.Environment != p.Environment:
+		return nil, ErrNotFound
+	}
+	return rec, nil
+}
+
+// Get returns one key, without its secret.
+func (m *Manager) Get(ctx context.Context, p Principal, id string) (*APIKey, error) {
+	if m.closed.Load() {
+		return nil, ErrClosed
+	}
+	rec, err := m.load(ctx, p, id)
+	if err != nil {
+		return nil, err
+	}
+	k := rec.APIKey()
+	return &k, nil
+}
+
+// ListFilter selects and pages keys for List.
+type ListFilter struct {
+	Environment Environment // "": both (a test principal sees test keys only)
+	Revoked     *bool       // nil: all; true: revoked or scheduled by a roll; false: neither
+	Limit       int         // 1 to 100; 0 means 20
+	Cursor      string      // NextCursor of the previous page; "" for the first
+}
+
+// KeyList is one page of keys, newest first.
+type KeyList struct {
+	Data       []APIKey `json:"data"`
+	HasMore    bool     `json:"has_more"`
+	NextCursor string   `json:"next_cursor,omitempty"`
+}
+
+// List pages through the principal's keys, newest first. Paging with
+// NextCursor visits each key that existed when paging began exactly once.
+func (m *Manager) List(ctx context.Context, p Principal, f ListFilter) (*KeyList, error) {
+	if m.closed.Load() {
+		return nil, ErrClosed
+	}
+	q := ListQuery{AccountID: p.AccountID, Environment: f.Environment, Revoked: f.Revoked, Limit: f.Limit}
+	switch {
+	case q.Limit == 0:
+		q.Limit = 20
+	case q.Limit < 1 || q.Limit > 100:
+		return nil, invalid("limit", "limit must be from 1 to 100")
+	}
+	if q.Environment != "" {
+		if _, err := validateEnvironment(q.Environment); err != nil {
+			return nil, err
+		}
+	}
+	if p.Environment != "" {
+		if q.Environment != "" && q.Environment != p.Environment {
+			return &KeyList{Data: []APIKey{}}, nil
+		}
+		q.Environment = p.Environment
+	}
+	if f.Cursor != "" {
+		pos, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return nil, err
+		}
+		q.After = pos
+	}
+	q.Limit++ // one more than asked tells whether there is another page
+	recs, err := m.store.List(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("%w: listing keys: %w", ErrUnavailable, err)
+	}
+	out := &KeyList{Data: make([]APIKey, 0, len(recs))}
+	if len(recs) == q.Limit {
+		out.HasMore = true
+		recs = recs[:len(recs)-1]
+		last := recs[len(recs)-1]
+		out.NextCursor = encodeCursor(last.CreatedAt, last.ID)
+	}
+	for _, r := range recs {
+		out.Data = append(out.Data, r.APIKey())
+	}
+	return out, nil
+}
+
+// A cursor is the position of a page's last key. It is opaque to clients;
+// forging one only moves within the caller's own keys.
+func encodeCursor(t time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(t.UnixMicro(), 10) + "|" + id))
+}
+
+func decodeCursor(c string) (*ListPosition, error) {
+	bad := invalid("cursor", "cursor is not one this API returned")
+	if len(c) > 200 {
+		return nil, bad
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return nil, bad
+	}
+	ts, id, ok := strings.Cut(string(raw), "|")
+	if !ok || id == "" {
+		return nil, bad
+	}
+	us, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return nil, bad
+	}
+	return &ListPosition{CreatedAt: time.UnixMicro(us).UTC(), ID: id}, nil
+}
+
+// update applies change to the principal's key and stores it, retrying
+// when another writer got there first.
+func (m *Manager) update(ctx context.Context, p Principal, id string, change func(*Record) (bool, error)) (*Record, error) {
+	for range 8 {
+		rec, err := m.load(ctx, p, id)
+		if err != nil {
+			return nil, err
+		}
+		next := rec.Clone()
+		changed, err := change(next)
+		if err != nil || !changed {
+			return next, err
+		}
+		next.Version = rec.Version + 1
+		err = m.store.Update(ctx, next, nil)
+		switch {
+		case err == nil:
+			return next.Clone(), nil
+		case errors.Is(err, ErrStale):
+			continue
+		case errors.Is(err, ErrNotFound):
+			return nil, ErrNotFound
+		default:
+			return nil, fmt.Errorf("%w: updating key: %w", ErrUnavailable, err)
+		}
+	}
+	return nil, fmt.Errorf("%w: key %s kept changing under the update", ErrUnavailable, id)
+}
+
+// Update changes a key's name, permissions, allowed IPs, rate limit or
+// expiry, with the validation of create; a principal can grant only
+// permissions it holds. Fields absent from u stay as they are.
+func (m *Manager) Update(ctx context.Context, p Principal, id string, u APIKeyUpdate) (*APIKey, error) {
+	if m.closed.Load() {
+		return nil, ErrClosed
+	}
+	apply, err := m.validateUpdate(p, u)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := m.update(ctx, p, id, func(r *Record) (bool, error) { apply(r); return true, nil })
+	if err != nil {
+		return nil, err
+	}
+	k := rec.APIKey()
+	m.emit(ctx, EventKeyUpdated, k, "", p.Subject)
+	return &k, nil
+}
+
+// validateUpdate checks every field of u before any record is read, and
+// returns the change to apply.
+func (m *Manager) validateUpdate(p Principal, u APIKeyUpdate) (func(*Record), error) {
+	var s keySpec
+	var err error
+	if u.Name.Set {
+		if u.Name.Null {
+			return nil, invalid("name", "name cannot be cleared")
+		}
+		if s.name, err = validateName(u.Name.Value); err != nil {
+			return nil, err
+		}
+	}
+	if u.Permissions.Set {
+		if s.permissions, err = m.validatePermissions(u.Permissions.Value); err != nil {
+			return nil, err
+		}
+		if err := p.mayGrantPermissions(s.permissions); err != nil {
+			return nil, err
+		}
+	}
+	if u.AllowedIPs.Set {
+		if s.allowedIPs, err = m.validateAllowedIPs(u.AllowedIPs.Value); err != nil {
+			return nil, err
+		}
+	}
+	if u.RateLimit.Set && !u.RateLimit.Null {
+		if s.rateLimit, err = validateRateLimit(u.RateLimit.Value); err != nil {
+			return nil, err
+		}
+	}
+	if u.ExpiresAt.Set && !u.ExpiresAt.Null {
+		if s.expiresAt, err = validateExpiresAt(u.ExpiresAt.Value, m.now()); err != nil {
+			return nil, err
+		}
+	}
+	return func(r *Record) {
+		if u.Name.Set {
+			r.Name = s.name
+		}
+		if u.Permissions.Set {
+			r.Permissions = s.permissions
+		}
+		if u.AllowedIPs.Set {
+			r.AllowedIPs = s.allowedIPs
+		}
+		if u.RateLimit.Set {
+			r.RateLimit = s.rateLimit
+		}
+		if u.ExpiresAt.Set {
+			r.ExpiresAt = s.expiresAt
+		}
+	}, nil
+}
+
+// Revoke revokes a key now. It takes effect for the very next Verify
+// against the same store, is idempotent (revoking a revoked key changes
+// nothing), and keeps the record, with revoked_at, for audit. A rolled key
+// still in its grace period is revoked at once.
+func (m *Manager) Revoke(ctx context.Context, p Principal, id string) (*APIKey, error) {
+	if m.closed.Load() {
+		return nil, ErrClosed
+	}
+	var now time.Time
+	revoked := false
+	rec, err := m.update(ctx, p, id, func(r *Record) (bool, error) {
+		now = m.now()
+		if !r.RevokedAt.IsZero() && !now.Before(r.RevokedAt) {
+			return false, nil
+		}
+		r.RevokedAt = storedTime(now)
+		revoked = true
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	k := rec.APIKey()
+	if revoked {
+		m.emit(ctx, EventKeyRevoked, k, "", p.Subject)
+	}
+	return &k, nil
+}
+
+// Roll replaces a key's secret. It makes a successor key (a new ID and
+// secret, with the old key's name, permissions, allowed IPs, rate limit and
+// expiry), returns it with its secret this once, and schedules the old key's
+// revocation at now+grace: both work during the grace period, and the old
+// one fails after it (grace 0: at once; at most MaxRollGrace). A successor
+// record rather than a new secret on the same record keeps one digest per
+// record, which every store can index; the old record stays, revoked, for
+// audit. A revoked, already rolled or expired key cannot be rolled.
+func (m *Manager) Roll(ctx context.Context, p Principal, id string, grace time.Duration) (*APIKeyCreated, error) {
+	if m.closed.Load() {
+		return nil, ErrClosed
+	}
+	if grace < 0 || grace > MaxRollGrace {
+		return nil, invalid("grace_period_seconds", "the grace period must be from 0 to %d seconds", int(MaxRollGrace/time.Second))
+	}
+	for range 8 {
+		old, err := m.load(ctx, p, id)
+		if err != nil {
+			return nil, err
+		}
+		now := m.now()
+		switch {
+		case !old.RevokedAt.IsZero():
+			return nil, &ValidationError{Code: CodeInvalidRequest, Message: "the key is revoked or already rolled; roll its successor instead"}
+		case !old.ExpiresAt.IsZero() && !now.Before(old.ExpiresAt):
+			return nil, &ValidationError{Code: CodeInvalidRequest, Message: "the key has expired"}
+		}
+		if err := p.mayGrantPermissions(old.Permissions); err != nil {
+			return nil, err
+		}
+		spec := keySpec{name: old.Name, environment: old.Environment, permissions: old.Permissions,
+			allowedIPs: old.AllowedIPs, rateLimit: old.RateLimit, expiresAt: old.ExpiresAt}
+		created, successor, err := m.newKey(spec, old.AccountID)
+		if err != nil {
+			return nil, err
+		}
+		next := old.Clone()
+		next.RevokedAt = storedTime(now.Add(grace))
+		next.Version = old.Version + 1
+		err = m.store.Update(ctx, next, successor)
+		switch {
+		case err == nil:
+			m.emit(ctx, EventKeyRolled, created.APIKey, old.ID, p.Subject)
+			return created, nil
+		case errors.Is(err, ErrStale):
+			continue
+		case errors.Is(err, ErrNotFound):
+			return nil, ErrNotFound
+		default:
+			return nil, fmt.Errorf("%w: rolling key: %w", ErrUnavailable, err)
+		}
+	}
+	return nil, fmt.Errorf("%w: key %s kept changing under the roll", ErrUnavailable, id)
+}

@@ -1,0 +1,340 @@
+package keys_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/txcloud/keys"
+)
+
+var owner = keys.Principal{AccountID: "acct_a", Subject: "user_1", Permissions: keys.DefaultPermissions}
+
+func (f *fixture) createFor(t *testing.T, p keys.Principal, req keys.APIKeyCreate) *keys.APIKeyCreated {
+	t.Helper()
+	c, err := f.m.CreateAs(context.Background(), p, req, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestRevokeThenVerify(t *testing.T) {
+	ctx := context.Background()
+	var events []keys.Event
+	f := newFixture(t, keys.OnEvent(func(_ context.Context, e keys.Event) { events = append(events, e) }))
+	c := f.createFor(t, owner, keys.APIKeyCreate{Name: "leaked", Environment: keys.Live})
+	if _, err := f.m.Verify(ctx, c.Key.Reveal()); err != nil {
+		t.Fatal(err)
+	}
+	k, err := f.m.Revoke(ctx, owner, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.RevokedAt == nil || !k.RevokedAt.Equal(f.clock.Now()) {
+		t.Fatalf("revoked_at %v", k.RevokedAt)
+	}
+	if _, err := f.m.Verify(ctx, c.Key.Reveal()); !errors.Is(err, keys.ErrKeyRevoked) {
+		t.Fatalf("the very next Verify: %v", err)
+	}
+	f.clock.Advance(time.Hour)
+	again, err := f.m.Revoke(ctx, owner, c.ID)
+	if err != nil || !again.RevokedAt.Equal(*k.RevokedAt) {
+		t.Fatalf("revoking twice changed revoked_at: %v %v", again.RevokedAt, err)
+	}
+	got, err := f.m.Get(ctx, owner, c.ID)
+	if err != nil || got.RevokedAt == nil {
+		t.Fatalf("the revoked record is gone or unmarked: %v", err)
+	}
+	var types []string
+	for _, e := range events {
+		types = append(types, e.Type)
+		if strings.Contains(fmt.Sprintf("%+v", e), c.Key.Reveal()[9:]) {
+			t.Fatal("an event carries the key")
+		}
+	}
+	if strings.Join(types, ",") != "key.created,key.revoked" || events[1].Actor != "user_1" || events[1].Key.ID != c.ID {
+		t.Fatalf("events %v", types)
+	}
+}
+
+func TestRollWithGrace(t *testing.T) {
+	ctx := context.Background()
+	var events []keys.Event
+	f := newFixture(t, keys.OnEvent(func(_ context.Context, e keys.Event) { events = append(events, e) }))
+	old := f.createFor(t, owner, keys.APIKeyCreate{Name: "deploy", Environment: keys.Live, Permissions: []string{"kyb:read"}, AllowedIPs: []string{"10.0.0.0/8"}, RateLimit: intp(30)})
+	ip := keys.FromIP(mustAddr("10.1.1.1"))
+	rolled, err := f.m.Roll(ctx, owner, old.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rolled.ID == old.ID || rolled.Key == old.Key || rolled.Name != "deploy" || rolled.Permissions[0] != "kyb:read" ||
+		rolled.AllowedIPs[0] != "10.0.0.0/8" || *rolled.RateLimit != 30 || rolled.RevokedAt != nil {
+		t.Fatalf("successor %+v", rolled.APIKey)
+	}
+	for _, k := range []keys.Secret{old.Key, rolled.Key} {
+		if _, err := f.m.Verify(ctx, k.Reveal(), ip); err != nil {
+			t.Fatalf("during the grace period: %v", err)
+		}
+	}
+	f.clock.Advance(time.Hour - time.Nanosecond)
+	if _, err := f.m.Verify(ctx, old.Key.Reveal(), ip); err != nil {
+		t.Fatalf("old key just before the grace period ends: %v", err)
+	}
+	f.clock.Advance(time.Nanosecond)
+	if _, err := f.m.Verify(ctx, old.Key.Reveal(), ip); !errors.Is(err, keys.ErrKeyRevoked) {
+		t.Fatalf("old key after the grace period: %v", err)
+	}
+	if _, err := f.m.Verify(ctx, rolled.Key.Reveal(), ip); err != nil {
+		t.Fatalf("new key after the grace period: %v", err)
+	}
+	if _, err := f.m.Roll(ctx, owner, old.ID, 0); !errors.Is(err, keys.ErrValidation) {
+		t.Fatalf("rolling a rolled key: %v", err)
+	}
+	// Grace 0: the old secret stops at once.
+	now, err := f.m.Roll(ctx, owner, rolled.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.m.Verify(ctx, rolled.Key.Reveal(), ip); !errors.Is(err, keys.ErrKeyRevoked) {
+		t.Fatalf("grace 0: %v", err)
+	}
+	if _, err := f.m.Verify(ctx, now.Key.Reveal(), ip); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []time.Duration{-time.Second, keys.MaxRollGrace + time.Second} {
+		var ve *keys.ValidationError
+		if _, err := f.m.Roll(ctx, owner, now.ID, g); !errors.As(err, &ve) || ve.Param != "grace_period_seconds" {
+			t.Fatalf("grace %v: %v", g, err)
+		}
+	}
+	if _, err := f.m.Roll(ctx, owner, now.ID, keys.MaxRollGrace); err != nil {
+		t.Fatalf("the longest grace: %v", err)
+	}
+	if e := events[1]; e.Type != keys.EventKeyRolled || e.Replaces != old.ID || e.Key.ID != rolled.ID {
+		t.Fatalf("roll event %+v", e)
+	}
+	exp := f.createFor(t, owner, keys.APIKeyCreate{Name: "exp", Environment: keys.Live, ExpiresAt: ptr(f.clock.Now().Add(time.Minute))})
+	f.clock.Advance(time.Minute)
+	if _, err := f.m.Roll(ctx, owner, exp.ID, 0); !errors.Is(err, keys.ErrValidation) {
+		t.Fatalf("rolling an expired key: %v", err)
+	}
+}
+
+func TestUpdate(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	c := f.createFor(t, owner, keys.APIKeyCreate{Name: "svc", Environment: keys.Live, Permissions: []string{"identity:read"}, AllowedIPs: []string{"10.0.0.0/8"}, RateLimit: intp(5), ExpiresAt: ptr(f.clock.Now().Add(time.Hour))})
+	k, err := f.m.Update(ctx, owner, c.ID, keys.APIKeyUpdate{
+		Name:        keys.Change(" renamed "),
+		Permissions: keys.Change([]string{"fraud:read", "fraud:read", "kyb:write"}),
+		AllowedIPs:  keys.Clear[[]string](),
+		RateLimit:   keys.Clear[int](),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Name != "renamed" || strings.Join(k.Permissions, ",") != "fraud:read,kyb:write" || len(k.AllowedIPs) != 0 || k.RateLimit != nil || k.ExpiresAt == nil {
+		t.Fatalf("updated %+v", k)
+	}
+	// The change holds for the very next Verify.
+	v, err := f.m.Verify(ctx, c.Key.Reveal(), keys.FromIP(mustAddr("192.0.2.1")), keys.Require("kyb:write"))
+	if err != nil || v.RateLimit.Limit != 0 {
+		t.Fatalf("verify after update: %v %+v", err, v.RateLimit)
+	}
+	if _, err := f.m.Verify(ctx, c.Key.Reveal(), keys.Require("identity:read")); !errors.Is(err, keys.ErrPermissionDenied) {
+		t.Fatalf("a removed permission still works: %v", err)
+	}
+	k, err = f.m.Update(ctx, owner, c.ID, keys.APIKeyUpdate{ExpiresAt: keys.Clear[time.Time](), RateLimit: keys.Change(9)})
+	if err != nil || k.ExpiresAt != nil || *k.RateLimit != 9 || k.Name != "renamed" {
+		t.Fatalf("second update: %+v %v", k, err)
+	}
+	for name, tc := range map[string]struct {
+		u     keys.APIKeyUpdate
+		param string
+	}{
+		"clear name":     {keys.APIKeyUpdate{Name: keys.Clear[string]()}, "name"},
+		"blank name":     {keys.APIKeyUpdate{Name: keys.Change("  ")}, "name"},
+		"bad permission": {keys.APIKeyUpdate{Permissions: keys.Change([]string{"root:all"})}, "permissions[0]"},
+		"bad ip":         {keys.APIKeyUpdate{AllowedIPs: keys.Change([]string{"::/0"})}, "allowed_ips[0]"},
+		"zero rate":      {keys.APIKeyUpdate{RateLimit: keys.Change(0)}, "rate_limit"},
+		"past expiry":    {keys.APIKeyUpdate{ExpiresAt: keys.Change(f.clock.Now().Add(-time.Second))}, "expires_at"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var ve *keys.ValidationError
+			if _, err := f.m.Update(ctx, owner, c.ID, tc.u); !errors.As(err, &ve) || ve.Param != tc.param {
+				t.Fatalf("err = %v, want a ValidationError on %s", err, tc.param)
+			}
+		})
+	}
+	narrow := keys.Principal{AccountID: "acct_a", Subject: "key_narrow", Permissions: []string{"developers:write", "identity:read"}}
+	var pe *keys.PermissionError
+	if _, err := f.m.Update(ctx, narrow, c.ID, keys.APIKeyUpdate{Permissions: keys.Change([]string{"identity:read", "kyb:write"})}); !errors.As(err, &pe) || pe.Param != "permissions[1]" {
+		t.Fatalf("escalation through update: %v", err)
+	}
+	if _, err := f.m.Roll(ctx, narrow, c.ID, 0); !errors.Is(err, keys.ErrPermissionDenied) {
+		t.Fatalf("escalation through roll (the key holds more than the caller): %v", err)
+	}
+	if _, err := f.m.Update(ctx, narrow, c.ID, keys.APIKeyUpdate{Name: keys.Change("ok")}); err != nil {
+		t.Fatalf("a rename needs no permission the key holds: %v", err)
+	}
+}
+
+func TestLifecycleIsolation(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	live := f.createFor(t, owner, keys.APIKeyCreate{Name: "live", Environment: keys.Live})
+	test := f.createFor(t, owner, keys.APIKeyCreate{Name: "test", Environment: keys.Test})
+	stranger := keys.Principal{AccountID: "acct_b", Subject: "key_b", Permissions: keys.DefaultPermissions}
+	testKey := keys.Principal{AccountID: "acct_a", Subject: "key_t", Environment: keys.Test, Permissions: keys.DefaultPermissions}
+	for _, tc := range []struct {
+		p  keys.Principal
+		id string
+	}{{stranger, live.ID}, {stranger, test.ID}, {testKey, live.ID}, {owner, "key_nope"}} {
+		if _, err := f.m.Get(ctx, tc.p, tc.id); !errors.Is(err, keys.ErrNotFound) {
+			t.Fatalf("Get: %v", err)
+		}
+		if _, err := f.m.Update(ctx, tc.p, tc.id, keys.APIKeyUpdate{Name: keys.Change("x")}); !errors.Is(err, keys.ErrNotFound) {
+			t.Fatalf("Update: %v", err)
+		}
+		if _, err := f.m.Revoke(ctx, tc.p, tc.id); !errors.Is(err, keys.ErrNotFound) {
+			t.Fatalf("Revoke: %v", err)
+		}
+		if _, err := f.m.Roll(ctx, tc.p, tc.id, 0); !errors.Is(err, keys.ErrNotFound) {
+			t.Fatalf("Roll: %v", err)
+		}
+	}
+	if _, err := f.m.Verify(ctx, live.Key.Reveal()); err != nil {
+		t.Fatalf("someone else's attempts changed the key: %v", err)
+	}
+	if l, err := f.m.List(ctx, stranger, keys.ListFilter{}); err != nil || len(l.Data) != 0 {
+		t.Fatalf("a stranger lists %d keys", len(l.Data))
+	}
+	l, err := f.m.List(ctx, testKey, keys.ListFilter{})
+	if err != nil || len(l.Data) != 1 || l.Data[0].ID != test.ID {
+		t.Fatalf("a test key lists %v", l)
+	}
+	if l, _ := f.m.List(ctx, testKey, keys.ListFilter{Environment: keys.Live}); len(l.Data) != 0 {
+		t.Fatal("a test key listed live keys")
+	}
+	if k, err := f.m.Get(ctx, testKey, test.ID); err != nil || k.ID != test.ID {
+		t.Fatalf("a test key reading a test key: %v", err)
+	}
+}
+
+func TestListPaging(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	want := map[string]bool{}
+	for range 250 {
+		f.clock.Advance(time.Millisecond)
+		want[f.createFor(t, owner, keys.APIKeyCreate{Name: "k", Environment: keys.Test}).ID] = true
+	}
+	// Keys created while paging.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := f.m.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "new", Environment: keys.Test}, ""); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	seen := map[string]int{}
+	cursor, pages := "", 0
+	var prev time.Time
+	for {
+		l, err := f.m.List(ctx, owner, keys.ListFilter{Limit: 20, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, k := range l.Data {
+			if !prev.IsZero() && k.CreatedAt.After(prev) {
+				t.Fatal("not newest first")
+			}
+			prev = k.CreatedAt
+			if want[k.ID] {
+				seen[k.ID]++
+			}
+		}
+		if !l.HasMore {
+			if l.NextCursor != "" {
+				t.Fatal("a last page with a cursor")
+			}
+			break
+		}
+		cursor = l.NextCursor
+	}
+	close(stop)
+	wg.Wait()
+	for id := range want {
+		if seen[id] != 1 {
+			t.Fatalf("key seen %d times", seen[id])
+		}
+	}
+	if pages < 13 {
+		t.Fatalf("%d pages for 250+ keys at 20 a page", pages)
+	}
+	yes := true
+	for name, lf := range map[string]keys.ListFilter{"limit 0 is 20": {}, "revoked": {Revoked: &yes}, "live": {Environment: keys.Live}} {
+		l, err := f.m.List(ctx, owner, lf)
+		if err != nil {
+			t.Fatal(name, err)
+		}
+		if (name == "limit 0 is 20" && len(l.Data) != 20) || (name != "limit 0 is 20" && len(l.Data) != 0) {
+			t.Fatalf("%s: %d keys", name, len(l.Data))
+		}
+	}
+	for name, lf := range map[string]keys.ListFilter{
+		"limit 101": {Limit: 101}, "limit -1": {Limit: -1}, "cursor garbage": {Cursor: "!!"}, "cursor forged": {Cursor: "bm9wZQ"},
+		"environment": {Environment: "prod"},
+	} {
+		if _, err := f.m.List(ctx, owner, lf); !errors.Is(err, keys.ErrValidation) {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+}
+
+// A revocation racing updates is never undone by them.
+func TestRevokeRacingUpdates(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	c := f.createFor(t, owner, keys.APIKeyCreate{Name: "k", Environment: keys.Test})
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 20 {
+				if _, err := f.m.Update(ctx, owner, c.ID, keys.APIKeyUpdate{Name: keys.Change(fmt.Sprintf("n%d-%d", i, j))}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, err := f.m.Revoke(ctx, owner, c.ID); err != nil {
+			t.Error(err)
+		}
+	}()
+	wg.Wait()
+	if _, err := f.m.Verify(ctx, c.Key.Reveal()); !errors.Is(err, keys.ErrKeyRevoked) {
+		t.Fatalf("concurrent updates undid the revocation: %v", err)
+	}
+}
