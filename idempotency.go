@@ -96,26 +96,26 @@ func (i idempotency) open(material []byte, aad Digest, sealed []byte) ([]byte, e
 	return a.Open(nil, sealed[:a.NonceSize()], sealed[a.NonceSize():], aad[:])
 }
 
-const createEndpoint = "POST /developers/keys"
+// Endpoints that idempotency keys are scoped to.
+const (
+	createEndpoint = "POST /developers/keys"
+	rollEndpoint   = "POST /developers/keys/{id}/roll"
+)
 
-func (m *Manager) createIdempotent(ctx context.Context, p Principal, s keySpec, idempotencyKey string, now time.Time) (*APIKeyCreated, error) {
-	material := scopeMaterial(createEndpoint, p, idempotencyKey)
+// sealer makes the idempotency entry that stores created, for a run of
+// withIdempotency to insert atomically with its own change.
+type sealer func(created *APIKeyCreated, keyID string) (*IdempotencyRecord, error)
+
+// withIdempotency runs run at most once per (principal, endpoint,
+// idempotency key) for IdempotencyTTL: a retry with the same fingerprint
+// replays the stored result, another fingerprint is ErrIdempotencyConflict.
+// run must store its change together with the entry its sealer makes, and
+// return ErrIdempotencyKeyExists if the store refused it for that entry;
+// then a concurrent request won the race, and its result is replayed.
+func (m *Manager) withIdempotency(ctx context.Context, p Principal, endpoint, idempotencyKey string, fp Digest, now time.Time, run func(sealer) (*APIKeyCreated, error)) (*APIKeyCreated, error) {
+	material := scopeMaterial(endpoint, p, idempotencyKey)
 	scope := Digest(sha256.Sum256(material))
-	fp := fingerprint(s)
-	// Two rounds at most: if a concurrent request with the same idempotency
-	// key wins the insert, the second round replays its result.
-	for range 2 {
-		prev, err := m.store.LookupIdempotency(ctx, scope, now)
-		switch {
-		case err == nil:
-			return m.replay(prev, fp, material)
-		case !errors.Is(err, ErrNotFound):
-			return nil, fmt.Errorf("%w: looking up idempotency key: %w", ErrUnavailable, err)
-		}
-		created, rec, err := m.newKey(s, p.AccountID)
-		if err != nil {
-			return nil, err
-		}
+	seal := func(created *APIKeyCreated, keyID string) (*IdempotencyRecord, error) {
 		body, err := json.Marshal(created)
 		if err != nil {
 			return nil, err
@@ -124,19 +124,46 @@ func (m *Manager) createIdempotent(ctx context.Context, p Principal, s keySpec, 
 		if err != nil {
 			return nil, err
 		}
-		entry := &IdempotencyRecord{
-			Scope: scope, Fingerprint: fp, KeyID: rec.ID, Sealed: sealed,
+		return &IdempotencyRecord{
+			Scope: scope, Fingerprint: fp, KeyID: keyID, Sealed: sealed,
 			CreatedAt: storedTime(now), ExpiresAt: storedTime(now.Add(m.idem.ttl)),
+		}, nil
+	}
+	for range 2 {
+		prev, err := m.store.LookupIdempotency(ctx, scope, now)
+		switch {
+		case err == nil:
+			return m.replay(prev, fp, material)
+		case !errors.Is(err, ErrNotFound):
+			return nil, fmt.Errorf("%w: looking up idempotency key: %w", ErrUnavailable, err)
 		}
-		err = m.store.Create(ctx, rec, entry)
-		if err == nil {
-			return created, nil
-		}
+		created, err := run(seal)
 		if !errors.Is(err, ErrIdempotencyKeyExists) {
-			return nil, fmt.Errorf("%w: storing key: %w", ErrUnavailable, err)
+			return created, err
 		}
 	}
-	return nil, errors.New("keys: idempotency entry changed during the request; retry")
+	return nil, fmt.Errorf("%w: idempotency entry changed during the request; retry", ErrUnavailable)
+}
+
+func (m *Manager) createIdempotent(ctx context.Context, p Principal, s keySpec, idempotencyKey string, now time.Time) (*APIKeyCreated, error) {
+	return m.withIdempotency(ctx, p, createEndpoint, idempotencyKey, fingerprint(s), now, func(seal sealer) (*APIKeyCreated, error) {
+		created, rec, err := m.newKey(s, p.AccountID)
+		if err != nil {
+			return nil, err
+		}
+		entry, err := seal(created, rec.ID)
+		if err != nil {
+			return nil, err
+		}
+		switch err := m.store.Create(ctx, rec, entry); {
+		case err == nil:
+			return created, nil
+		case errors.Is(err, ErrIdempotencyKeyExists):
+			return nil, err
+		default:
+			return nil, fmt.Errorf("%w: storing key: %w", ErrUnavailable, err)
+		}
+	})
 }
 
 func (m *Manager) replay(prev *IdempotencyRecord, fp Digest, material []byte) (*APIKeyCreated, error) {

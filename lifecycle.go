@@ -2,6 +2,7 @@ package keys
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -218,7 +219,7 @@ func (m *Manager) update(ctx context.Context, p Principal, id string, change fun
 			return next, err
 		}
 		next.Version = rec.Version + 1
-		err = m.store.Update(ctx, next, nil)
+		err = m.store.Update(ctx, next, nil, nil)
 		switch {
 		case err == nil:
 			return next.Clone(), nil
@@ -344,14 +345,33 @@ func (m *Manager) Revoke(ctx context.Context, p Principal, id string) (*APIKey, 
 // one fails after it (grace 0: at once; at most MaxRollGrace). A successor
 // record rather than a new secret on the same record keeps one digest per
 // record, which every store can index; the old record stays, revoked, for
-// audit. A revoked, already rolled or expired key cannot be rolled.
-func (m *Manager) Roll(ctx context.Context, p Principal, id string, grace time.Duration) (*APIKeyCreated, error) {
+// audit. A revoked, already rolled or expired key cannot be rolled, and the
+// principal must hold every permission the key has.
+//
+// With an idempotency key, a retry (same principal, key ID and grace)
+// returns the first result, secret included, for IdempotencyTTL: a client
+// that lost the response to a roll is not locked out of the new secret.
+func (m *Manager) Roll(ctx context.Context, p Principal, id string, grace time.Duration, idempotencyKey string) (*APIKeyCreated, error) {
 	if m.closed.Load() {
 		return nil, ErrClosed
+	}
+	if idempotencyKey != "" {
+		if err := ValidateIdempotencyKey(idempotencyKey); err != nil {
+			return nil, err
+		}
 	}
 	if grace < 0 || grace > MaxRollGrace {
 		return nil, invalid("grace_period_seconds", "the grace period must be from 0 to %d seconds", int(MaxRollGrace/time.Second))
 	}
+	run := func(seal sealer) (*APIKeyCreated, error) { return m.roll(ctx, p, id, grace, seal) }
+	if idempotencyKey == "" {
+		return run(nil)
+	}
+	fp := Digest(sha256.Sum256([]byte(id + "|" + strconv.FormatInt(int64(grace), 10))))
+	return m.withIdempotency(ctx, p, rollEndpoint, idempotencyKey, fp, m.now(), run)
+}
+
+func (m *Manager) roll(ctx context.Context, p Principal, id string, grace time.Duration, seal sealer) (*APIKeyCreated, error) {
 	for range 8 {
 		old, err := m.load(ctx, p, id)
 		if err != nil {
@@ -373,18 +393,24 @@ func (m *Manager) Roll(ctx context.Context, p Principal, id string, grace time.D
 		if err != nil {
 			return nil, err
 		}
+		var entry *IdempotencyRecord
+		if seal != nil {
+			if entry, err = seal(created, successor.ID); err != nil {
+				return nil, err
+			}
+		}
 		next := old.Clone()
 		next.RevokedAt = storedTime(now.Add(grace))
 		next.Version = old.Version + 1
-		err = m.store.Update(ctx, next, successor)
+		err = m.store.Update(ctx, next, successor, entry)
 		switch {
 		case err == nil:
 			m.emit(ctx, EventKeyRolled, created.APIKey, old.ID, p.Subject)
 			return created, nil
 		case errors.Is(err, ErrStale):
 			continue
-		case errors.Is(err, ErrNotFound):
-			return nil, ErrNotFound
+		case errors.Is(err, ErrNotFound), errors.Is(err, ErrIdempotencyKeyExists):
+			return nil, err
 		default:
 			return nil, fmt.Errorf("%w: rolling key: %w", ErrUnavailable, err)
 		}

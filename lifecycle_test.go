@@ -68,7 +68,7 @@ func TestRollWithGrace(t *testing.T) {
 	f := newFixture(t, keys.OnEvent(func(_ context.Context, e keys.Event) { events = append(events, e) }))
 	old := f.createFor(t, owner, keys.APIKeyCreate{Name: "deploy", Environment: keys.Live, Permissions: []string{"kyb:read"}, AllowedIPs: []string{"10.0.0.0/8"}, RateLimit: intp(30)})
 	ip := keys.FromIP(mustAddr("10.1.1.1"))
-	rolled, err := f.m.Roll(ctx, owner, old.ID, time.Hour)
+	rolled, err := f.m.Roll(ctx, owner, old.ID, time.Hour, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,11 +92,11 @@ func TestRollWithGrace(t *testing.T) {
 	if _, err := f.m.Verify(ctx, rolled.Key.Reveal(), ip); err != nil {
 		t.Fatalf("new key after the grace period: %v", err)
 	}
-	if _, err := f.m.Roll(ctx, owner, old.ID, 0); !errors.Is(err, keys.ErrValidation) {
+	if _, err := f.m.Roll(ctx, owner, old.ID, 0, ""); !errors.Is(err, keys.ErrValidation) {
 		t.Fatalf("rolling a rolled key: %v", err)
 	}
 	// Grace 0: the old secret stops at once.
-	now, err := f.m.Roll(ctx, owner, rolled.ID, 0)
+	now, err := f.m.Roll(ctx, owner, rolled.ID, 0, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,11 +108,11 @@ func TestRollWithGrace(t *testing.T) {
 	}
 	for _, g := range []time.Duration{-time.Second, keys.MaxRollGrace + time.Second} {
 		var ve *keys.ValidationError
-		if _, err := f.m.Roll(ctx, owner, now.ID, g); !errors.As(err, &ve) || ve.Param != "grace_period_seconds" {
+		if _, err := f.m.Roll(ctx, owner, now.ID, g, ""); !errors.As(err, &ve) || ve.Param != "grace_period_seconds" {
 			t.Fatalf("grace %v: %v", g, err)
 		}
 	}
-	if _, err := f.m.Roll(ctx, owner, now.ID, keys.MaxRollGrace); err != nil {
+	if _, err := f.m.Roll(ctx, owner, now.ID, keys.MaxRollGrace, ""); err != nil {
 		t.Fatalf("the longest grace: %v", err)
 	}
 	if e := events[1]; e.Type != keys.EventKeyRolled || e.Replaces != old.ID || e.Key.ID != rolled.ID {
@@ -120,7 +120,7 @@ func TestRollWithGrace(t *testing.T) {
 	}
 	exp := f.createFor(t, owner, keys.APIKeyCreate{Name: "exp", Environment: keys.Live, ExpiresAt: ptr(f.clock.Now().Add(time.Minute))})
 	f.clock.Advance(time.Minute)
-	if _, err := f.m.Roll(ctx, owner, exp.ID, 0); !errors.Is(err, keys.ErrValidation) {
+	if _, err := f.m.Roll(ctx, owner, exp.ID, 0, ""); !errors.Is(err, keys.ErrValidation) {
 		t.Fatalf("rolling an expired key: %v", err)
 	}
 }
@@ -176,7 +176,7 @@ func TestUpdate(t *testing.T) {
 	if _, err := f.m.Update(ctx, narrow, c.ID, keys.APIKeyUpdate{Permissions: keys.Change([]string{"identity:read", "kyb:write"})}); !errors.As(err, &pe) || pe.Param != "permissions[1]" {
 		t.Fatalf("escalation through update: %v", err)
 	}
-	if _, err := f.m.Roll(ctx, narrow, c.ID, 0); !errors.Is(err, keys.ErrPermissionDenied) {
+	if _, err := f.m.Roll(ctx, narrow, c.ID, 0, ""); !errors.Is(err, keys.ErrPermissionDenied) {
 		t.Fatalf("escalation through roll (the key holds more than the caller): %v", err)
 	}
 	if _, err := f.m.Update(ctx, narrow, c.ID, keys.APIKeyUpdate{Name: keys.Change("ok")}); err != nil {
@@ -204,7 +204,7 @@ func TestLifecycleIsolation(t *testing.T) {
 		if _, err := f.m.Revoke(ctx, tc.p, tc.id); !errors.Is(err, keys.ErrNotFound) {
 			t.Fatalf("Revoke: %v", err)
 		}
-		if _, err := f.m.Roll(ctx, tc.p, tc.id, 0); !errors.Is(err, keys.ErrNotFound) {
+		if _, err := f.m.Roll(ctx, tc.p, tc.id, 0, ""); !errors.Is(err, keys.ErrNotFound) {
 			t.Fatalf("Roll: %v", err)
 		}
 	}
@@ -336,5 +336,30 @@ func TestRevokeRacingUpdates(t *testing.T) {
 	wg.Wait()
 	if _, err := f.m.Verify(ctx, c.Key.Reveal()); !errors.Is(err, keys.ErrKeyRevoked) {
 		t.Fatalf("concurrent updates undid the revocation: %v", err)
+	}
+}
+
+func TestRollIdempotency(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	c := f.createFor(t, owner, keys.APIKeyCreate{Name: "k", Environment: keys.Test})
+	first, err := f.m.Roll(ctx, owner, c.ID, time.Minute, "roll-retry-0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.m.Roll(ctx, owner, c.ID, time.Minute, "roll-retry-0001")
+	if err != nil || !again.Replayed || again.ID != first.ID || again.Key != first.Key {
+		t.Fatalf("a retried roll did not replay: %v", err)
+	}
+	if _, err := f.m.Roll(ctx, owner, c.ID, time.Hour, "roll-retry-0001"); !errors.Is(err, keys.ErrIdempotencyConflict) {
+		t.Fatalf("another grace with the same idempotency key: %v", err)
+	}
+	l, err := f.m.List(ctx, owner, keys.ListFilter{})
+	if err != nil || len(l.Data) != 2 {
+		t.Fatalf("%d keys after one roll retried, want 2", len(l.Data))
+	}
+	var ve *keys.ValidationError
+	if _, err := f.m.Roll(ctx, owner, first.ID, 0, "bad key!"); !errors.As(err, &ve) || ve.Param != "Idempotency-Key" {
+		t.Fatalf("malformed idempotency key: %v", err)
 	}
 }

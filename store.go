@@ -183,9 +183,10 @@ type Store interface {
 	// stored LastUsed is kept when it is later than rec's, and Hash never
 	// changes (a key's secret is fixed; Roll makes a successor instead).
 	// When successor is not nil it is inserted in the same atomic step, on
-	// Create's terms (ErrDuplicate): both changes happen or neither does.
-	// The store takes ownership of rec and successor.
-	Update(ctx context.Context, rec *Record, successor *Record) error
+	// Create's terms (ErrDuplicate), and so is idem when not nil
+	// (ErrIdempotencyKeyExists): all the changes happen or none does. The
+	// store takes ownership of rec, successor and idem.
+	Update(ctx context.Context, rec *Record, successor *Record, idem *IdempotencyRecord) error
 
 	// List returns at most q.Limit records of q.AccountID matching the
 	// filters, newest first (CreatedAt descending, then ID descending),

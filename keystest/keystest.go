@@ -458,7 +458,7 @@ func testUpdateReplaces(t *testing.T, s keys.Store) {
 	next.RevokedAt = base.Add(time.Hour)
 	next.Version = 2
 	want := next.Clone()
-	if err := s.Update(ctx, next, nil); err != nil {
+	if err := s.Update(ctx, next, nil, nil); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
 	if d := Equal(mustGet(t, s, want.ID), want); d != "" {
@@ -473,7 +473,7 @@ func testUpdateReplaces(t *testing.T, s keys.Store) {
 	}
 	missing := NewRecord(t)
 	missing.Version = 2
-	if err := s.Update(ctx, missing, nil); !errors.Is(err, keys.ErrNotFound) {
+	if err := s.Update(ctx, missing, nil, nil); !errors.Is(err, keys.ErrNotFound) {
 		t.Fatalf("Update(unknown) = %v, want ErrNotFound", err)
 	}
 }
@@ -487,7 +487,7 @@ func testUpdateStale(t *testing.T, s keys.Store) {
 		stale := mustGet(t, s, want.ID)
 		stale.Name = "lost update"
 		stale.Version = v
-		if err := s.Update(ctx, stale, nil); !errors.Is(err, keys.ErrStale) {
+		if err := s.Update(ctx, stale, nil, nil); !errors.Is(err, keys.ErrStale) {
 			t.Fatalf("Update at version %d over 1 = %v, want ErrStale", v, err)
 		}
 	}
@@ -498,10 +498,10 @@ func testUpdateStale(t *testing.T, s keys.Store) {
 	a, b := mustGet(t, s, want.ID), mustGet(t, s, want.ID)
 	a.RevokedAt, a.Version = base, 2
 	b.Name, b.Version = "b", 2
-	if err := s.Update(ctx, a, nil); err != nil {
+	if err := s.Update(ctx, a, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Update(ctx, b, nil); !errors.Is(err, keys.ErrStale) {
+	if err := s.Update(ctx, b, nil, nil); !errors.Is(err, keys.ErrStale) {
 		t.Fatalf("second writer: %v, want ErrStale", err)
 	}
 	if got := mustGet(t, s, want.ID); got.RevokedAt.IsZero() {
@@ -520,7 +520,7 @@ func testUpdateKeepsLastUsed(t *testing.T, s keys.Store) {
 		t.Fatal(err)
 	}
 	next.Name, next.Version = "renamed", 2
-	if err := s.Update(ctx, next, nil); err != nil {
+	if err := s.Update(ctx, next, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := mustGet(t, s, id); !got.LastUsed.Equal(used) || got.Name != "renamed" {
@@ -536,8 +536,13 @@ func testUpdateWithSuccessor(t *testing.T, s keys.Store) {
 	old.RevokedAt, old.Version = base.Add(time.Hour), 2
 	succ := NewRecord(t)
 	wantOld, wantSucc := old.Clone(), succ.Clone()
-	if err := s.Update(ctx, old, succ); err != nil {
+	e := newIdem(t, wantSucc.ID, base)
+	scope := e.Scope
+	if err := s.Update(ctx, old, succ, e); err != nil {
 		t.Fatalf("Update with successor: %v", err)
+	}
+	if got, err := s.LookupIdempotency(ctx, scope, base); err != nil || got.KeyID != wantSucc.ID {
+		t.Fatalf("the idempotency entry of an Update is missing: %v", err)
 	}
 	if d := Equal(mustGet(t, s, wantOld.ID), wantOld); d != "" {
 		t.Fatal(d)
@@ -555,8 +560,26 @@ func testUpdateWithSuccessor(t *testing.T, s keys.Store) {
 	dup := NewRecord(t)
 	dup.Hash = wantSucc.Hash
 	dupID := dup.ID
-	if err := s.Update(ctx, again, dup); !errors.Is(err, keys.ErrDuplicate) {
+	e2 := newIdem(t, dupID, base)
+	scope2 := e2.Scope
+	if err := s.Update(ctx, again, dup, e2); !errors.Is(err, keys.ErrDuplicate) {
 		t.Fatalf("colliding successor: %v, want ErrDuplicate", err)
+	}
+	if _, err := s.LookupIdempotency(ctx, scope2, base); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatal("the idempotency entry of a refused Update was stored")
+	}
+	// An unexpired entry in the scope refuses the whole Update.
+	again = mustGet(t, s, wantOld.ID)
+	again.Name, again.Version = "should not stick either", 3
+	succ2 := NewRecord(t)
+	succ2ID := succ2.ID
+	e3 := newIdem(t, succ2ID, base.Add(time.Minute))
+	e3.Scope = scope
+	if err := s.Update(ctx, again, succ2, e3); !errors.Is(err, keys.ErrIdempotencyKeyExists) {
+		t.Fatalf("Update into a taken scope: %v, want ErrIdempotencyKeyExists", err)
+	}
+	if _, err := s.Get(ctx, succ2ID); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatal("the successor of a refused Update was stored")
 	}
 	if d := Equal(mustGet(t, s, wantOld.ID), wantOld); d != "" {
 		t.Fatalf("the update of a refused pair was stored: %s", d)

@@ -124,10 +124,8 @@ func (s *Store) Create(_ context.Context, rec *keys.Record, idem *keys.Idempoten
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if idem != nil {
-		if prev, ok := s.idem[idem.Scope]; ok && prev.ExpiresAt.After(idem.CreatedAt) {
-			return keys.ErrIdempotencyKeyExists
-		}
+	if err := s.checkIdempotency(idem); err != nil {
+		return err
 	}
 	if _, ok := s.byID[rec.ID]; ok {
 		return fmt.Errorf("memstore: id %s: %w", rec.ID, keys.ErrDuplicate)
@@ -140,10 +138,7 @@ func (s *Store) Create(_ context.Context, rec *keys.Record, idem *keys.Idempoten
 	}
 	sh.put(rec)
 	s.byID[rec.ID] = rec
-	if idem != nil {
-		s.idem[idem.Scope] = idem
-		s.sweepIdempotency(idem.CreatedAt)
-	}
+	s.storeIdempotency(idem)
 	return nil
 }
 
@@ -198,12 +193,15 @@ func (s *Store) LookupIdempotency(_ context.Context, scope keys.Digest, now time
 // Update implements keys.Store. A successor is published before the
 // updated record, so a reader never sees the old key revoked without its
 // successor in place.
-func (s *Store) Update(_ context.Context, rec, successor *keys.Record) error {
+func (s *Store) Update(_ context.Context, rec, successor *keys.Record, idem *keys.IdempotencyRecord) error {
 	if s.closed.Load() {
 		return keys.ErrClosed
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.checkIdempotency(idem); err != nil {
+		return err
+	}
 	old := s.byID[rec.ID]
 	switch {
 	case old == nil:
@@ -235,7 +233,29 @@ func (s *Store) Update(_ context.Context, rec, successor *keys.Record) error {
 	sh.mu.Lock()
 	sh.put(rec)
 	sh.mu.Unlock()
+	s.storeIdempotency(idem)
 	return nil
+}
+
+// checkIdempotency refuses an entry whose scope holds an unexpired one.
+// s.mu is held.
+func (s *Store) checkIdempotency(idem *keys.IdempotencyRecord) error {
+	if idem == nil {
+		return nil
+	}
+	if prev, ok := s.idem[idem.Scope]; ok && prev.ExpiresAt.After(idem.CreatedAt) {
+		return keys.ErrIdempotencyKeyExists
+	}
+	return nil
+}
+
+// storeIdempotency keeps an entry that checkIdempotency allowed. s.mu is
+// held.
+func (s *Store) storeIdempotency(idem *keys.IdempotencyRecord) {
+	if idem != nil {
+		s.idem[idem.Scope] = idem
+		s.sweepIdempotency(idem.CreatedAt)
+	}
 }
 
 // List implements keys.Store. It scans every record: fine in memory, and
