@@ -245,6 +245,9 @@ func (m *Manager) Update(ctx context.Context, p Principal, id string, u APIKeyUp
 	if err != nil {
 		return nil, err
 	}
+	if !(u.Name.Set || u.Permissions.Set || u.AllowedIPs.Set || u.RateLimit.Set || u.ExpiresAt.Set) {
+		return m.Get(ctx, p, id) // nothing to change: no write, no event
+	}
 	rec, err := m.update(ctx, p, id, func(r *Record) (bool, error) { apply(r); return true, nil })
 	if err != nil {
 		return nil, err

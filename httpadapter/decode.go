@@ -44,54 +44,160 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return body, nil
 }
 
-// DecodeCreate parses a create body strictly: exactly one JSON object; no
-// field twice (parsers disagree on which copy wins, so the ambiguity is
-// refused); no field the schema lacks; each field of its schema type, or
-// null for "absent". A malformed body is invalid_request; a field of the
-// wrong type or an unknown field is invalid_parameter naming it. Values are
-// checked by keys.Manager, not here.
-func DecodeCreate(body []byte) (keys.APIKeyCreate, error) {
-	var req keys.APIKeyCreate
+// decodeObject walks a body that must be exactly one JSON object, handing
+// each field to field once: a field twice (parsers disagree on which copy
+// wins, so the ambiguity is refused) or a malformed body is an error.
+func decodeObject(body []byte, field func(name string, raw json.RawMessage) error) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	tok, err := dec.Token()
 	if err == io.EOF {
-		return req, badRequest(http.StatusBadRequest, "", "request body is empty; send a JSON object")
+		return badRequest(http.StatusBadRequest, "", "request body is empty; send a JSON object")
 	}
 	if d, ok := tok.(json.Delim); err != nil || !ok || d != '{' {
-		return req, badRequest(http.StatusBadRequest, "", "request body must be a JSON object")
+		return badRequest(http.StatusBadRequest, "", "request body must be a JSON object")
 	}
 	seen := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return req, malformed()
+			return malformed()
 		}
 		name := tok.(string) // inside an object, json.Decoder yields keys as strings
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return req, malformed()
+			return malformed()
 		}
 		if seen[name] {
-			return req, &httpError{status: http.StatusBadRequest, typ: TypeValidation, code: keys.CodeInvalidParameter, param: paramName(name), message: "field appears more than once"}
+			return invalidParam(paramName(name), "field appears more than once")
 		}
 		seen[name] = true
-		if err := decodeField(&req, name, raw); err != nil {
-			return req, err
+		if err := field(name, raw); err != nil {
+			return err
 		}
 	}
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
-		return req, malformed()
+		return malformed()
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return req, badRequest(http.StatusBadRequest, "", "request body must hold exactly one JSON object")
+		return badRequest(http.StatusBadRequest, "", "request body must hold exactly one JSON object")
 	}
-	return req, nil
+	return nil
+}
+
+// DecodeCreate parses a create body strictly: exactly one JSON object; no
+// field twice; no field the schema lacks; each field of its schema type, or
+// null for "absent". A malformed body is invalid_request; a field of the
+// wrong type or an unknown field is invalid_parameter naming it. Values are
+// checked by keys.Manager, not here.
+func DecodeCreate(body []byte) (keys.APIKeyCreate, error) {
+	var req keys.APIKeyCreate
+	err := decodeObject(body, func(name string, raw json.RawMessage) error {
+		if isNull(raw) {
+			return nil // absent; a required field is then missing_parameter
+		}
+		var err error
+		switch name {
+		case "name":
+			req.Name, err = decodeString(raw, "name")
+		case "environment":
+			var s string
+			s, err = decodeString(raw, "environment")
+			req.Environment = keys.Environment(s)
+		case "permissions":
+			req.Permissions, err = decodeStrings(raw, "permissions")
+		case "allowed_ips":
+			req.AllowedIPs, err = decodeStrings(raw, "allowed_ips")
+		case "rate_limit":
+			var n int
+			n, err = decodeInt(raw, "rate_limit", "an integer (requests per minute)")
+			req.RateLimit = &n
+		case "expires_at":
+			var t time.Time
+			t, err = decodeTime(raw, "expires_at")
+			req.ExpiresAt = &t
+		default:
+			err = unknownField(name)
+		}
+		return err
+	})
+	return req, err
+}
+
+// DecodeUpdate parses a PATCH body with DecodeCreate's strictness. A field
+// absent stays as it is; null clears it (the Manager refuses to clear the
+// name); environment cannot change.
+func DecodeUpdate(body []byte) (keys.APIKeyUpdate, error) {
+	var u keys.APIKeyUpdate
+	err := decodeObject(body, func(name string, raw json.RawMessage) error {
+		null := isNull(raw)
+		var err error
+		switch name {
+		case "name":
+			u.Name = keys.Patch[string]{Set: true, Null: null}
+			if !null {
+				u.Name.Value, err = decodeString(raw, "name")
+			}
+		case "permissions":
+			u.Permissions = keys.Patch[[]string]{Set: true, Null: null}
+			if !null {
+				u.Permissions.Value, err = decodeStrings(raw, "permissions")
+			}
+		case "allowed_ips":
+			u.AllowedIPs = keys.Patch[[]string]{Set: true, Null: null}
+			if !null {
+				u.AllowedIPs.Value, err = decodeStrings(raw, "allowed_ips")
+			}
+		case "rate_limit":
+			u.RateLimit = keys.Patch[int]{Set: true, Null: null}
+			if !null {
+				u.RateLimit.Value, err = decodeInt(raw, "rate_limit", "an integer (requests per minute)")
+			}
+		case "expires_at":
+			u.ExpiresAt = keys.Patch[time.Time]{Set: true, Null: null}
+			if !null {
+				u.ExpiresAt.Value, err = decodeTime(raw, "expires_at")
+			}
+		case "environment":
+			err = invalidParam("environment", "a key's environment cannot change; create a key instead")
+		default:
+			err = unknownField(name)
+		}
+		return err
+	})
+	return u, err
+}
+
+// decodeRoll parses the optional roll body {"grace_period_seconds": n}.
+// An empty body means a grace period of 0.
+func decodeRoll(body []byte) (time.Duration, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return 0, nil
+	}
+	var secs int
+	err := decodeObject(body, func(name string, raw json.RawMessage) error {
+		if name != "grace_period_seconds" {
+			return unknownField(name)
+		}
+		if isNull(raw) {
+			return nil
+		}
+		var err error
+		secs, err = decodeInt(raw, "grace_period_seconds", "an integer number of seconds")
+		return err
+	})
+	return time.Duration(secs) * time.Second, err
 }
 
 func malformed() error {
 	return badRequest(http.StatusBadRequest, "", "request body is not valid JSON")
 }
+
+func invalidParam(param, message string) error {
+	return &httpError{status: http.StatusBadRequest, typ: TypeValidation, code: keys.CodeInvalidParameter, param: param, message: message}
+}
+
+func unknownField(name string) error { return invalidParam(paramName(name), "unknown field") }
 
 // paramName keeps an echoed field name short.
 func paramName(name string) string {
@@ -101,84 +207,61 @@ func paramName(name string) string {
 	return name
 }
 
-func wrongType(param, want string) error {
-	return &httpError{status: http.StatusBadRequest, typ: TypeValidation, code: keys.CodeInvalidParameter, param: param, message: param + " must be " + want}
-}
+func wrongType(param, want string) error { return invalidParam(param, param+" must be "+want) }
 
 func isNull(raw json.RawMessage) bool { return string(raw) == "null" }
 
-func decodeField(req *keys.APIKeyCreate, name string, raw json.RawMessage) error {
-	if isNull(raw) {
-		return nil // null is absent; required fields are then missing_parameter
+func decodeString(raw json.RawMessage, param string) (string, error) {
+	var s string
+	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		return "", wrongType(param, "a string")
 	}
-	switch name {
-	case "name":
-		return decodeString(raw, "name", &req.Name)
-	case "environment":
-		var s string
-		if err := decodeString(raw, "environment", &s); err != nil {
-			return err
-		}
-		req.Environment = keys.Environment(s)
-	case "permissions":
-		return decodeStrings(raw, "permissions", &req.Permissions)
-	case "allowed_ips":
-		return decodeStrings(raw, "allowed_ips", &req.AllowedIPs)
-	case "rate_limit":
-		var n json.Number
-		if raw[0] == '"' || json.Unmarshal(raw, &n) != nil {
-			return wrongType("rate_limit", "an integer (requests per minute)")
-		}
-		v, err := strconv.ParseInt(n.String(), 10, 64)
-		if err != nil {
-			var ne *strconv.NumError
-			if errors.As(err, &ne) && ne.Err == strconv.ErrRange {
-				return &httpError{status: http.StatusBadRequest, typ: TypeValidation, code: keys.CodeInvalidParameter, param: "rate_limit", message: "rate_limit is out of range"}
-			}
-			return wrongType("rate_limit", "an integer (requests per minute)")
-		}
-		// Clamp to just outside the valid range, so the Manager's one rule
-		// reports it, without an int overflow on the way.
-		i := int(min(max(v, 0), keys.MaxRateLimit+1))
-		req.RateLimit = &i
-	case "expires_at":
-		var s string
-		if err := decodeString(raw, "expires_at", &s); err != nil {
-			return err
-		}
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			return wrongType("expires_at", "an RFC 3339 date-time such as 2030-01-02T15:04:05Z")
-		}
-		req.ExpiresAt = &t
-	default:
-		return &httpError{status: http.StatusBadRequest, typ: TypeValidation, code: keys.CodeInvalidParameter, param: paramName(name), message: "unknown field"}
-	}
-	return nil
+	return s, nil
 }
 
-func decodeString(raw json.RawMessage, param string, dst *string) error {
-	if raw[0] != '"' || json.Unmarshal(raw, dst) != nil {
-		return wrongType(param, "a string")
-	}
-	return nil
-}
-
-func decodeStrings(raw json.RawMessage, param string, dst *[]string) error {
-	if raw[0] != '[' {
-		return wrongType(param, "an array of strings")
-	}
+func decodeStrings(raw json.RawMessage, param string) ([]string, error) {
 	var items []json.RawMessage
-	if err := json.Unmarshal(raw, &items); err != nil {
-		return wrongType(param, "an array of strings")
+	if raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
+		return nil, wrongType(param, "an array of strings")
 	}
 	out := make([]string, len(items))
 	for i, it := range items {
-		p := fmt.Sprintf("%s[%d]", param, i)
-		if len(it) == 0 || it[0] != '"' || json.Unmarshal(it, &out[i]) != nil {
-			return wrongType(p, "a string")
+		var err error
+		if out[i], err = decodeString(it, fmt.Sprintf("%s[%d]", param, i)); err != nil {
+			return nil, err
 		}
 	}
-	*dst = out
-	return nil
+	return out, nil
+}
+
+// decodeInt takes a JSON integer literal (not a string, a fraction or an
+// exponent). Values beyond the int64 range are refused; others are clamped
+// to just outside any bound the Manager sets, so the Manager's one rule
+// reports them without an int overflow on the way.
+func decodeInt(raw json.RawMessage, param, want string) (int, error) {
+	var n json.Number
+	if raw[0] == '"' || json.Unmarshal(raw, &n) != nil {
+		return 0, wrongType(param, want)
+	}
+	v, err := strconv.ParseInt(n.String(), 10, 64)
+	if err != nil {
+		var ne *strconv.NumError
+		if errors.As(err, &ne) && ne.Err == strconv.ErrRange {
+			return 0, invalidParam(param, param+" is out of range")
+		}
+		return 0, wrongType(param, want)
+	}
+	return int(min(max(v, -1), 1<<31)), nil // 2^31 s still fits a time.Duration
+}
+
+func decodeTime(raw json.RawMessage, param string) (time.Time, error) {
+	s, err := decodeString(raw, param)
+	if err != nil {
+		return time.Time{}, err
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, wrongType(param, "an RFC 3339 date-time such as 2030-01-02T15:04:05Z")
+	}
+	return t, nil
 }

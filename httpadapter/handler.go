@@ -3,23 +3,54 @@ package httpadapter
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/txcloud/keys"
 )
 
-// PermissionManageKeys is what a caller needs to create keys.
-const PermissionManageKeys = "developers:write"
+// Permissions the endpoints need.
+const (
+	PermissionManageKeys = "developers:write"
+	PermissionReadKeys   = "developers:read"
+)
 
 // New returns the handler of the DevEx key endpoints, relative to where it
-// is mounted: POST /developers/keys creates a key (201, with the key shown
-// once). The caller authenticates with a key holding developers:write (or
-// through WithAuthenticator); the new key belongs to the caller's account,
-// holds no permission the caller lacks, and is a test key if the caller is.
-// An Idempotency-Key header makes retries safe for 24 hours.
+// is mounted:
+//
+//	POST   /developers/keys            create (developers:write; 201, key shown once)
+//	GET    /developers/keys            list, newest first (developers:read)
+//	GET    /developers/keys/{id}       one key (developers:read)
+//	PATCH  /developers/keys/{id}       update (developers:write)
+//	DELETE /developers/keys/{id}       revoke (developers:write; 200 with the revoked key)
+//	POST   /developers/keys/{id}/roll  roll (developers:write; 201, new key shown once)
+//
+// The caller authenticates with a key (or through WithAuthenticator) and
+// sees and changes only its own account's keys: another account's key ID is
+// a 404, not a 403. It grants no permission it lacks, and a test key cannot
+// touch live keys. The POSTs accept an Idempotency-Key, honoured for 24
+// hours.
 func New(m *keys.Manager, opts ...Option) http.Handler {
 	h := &handler{m: m, c: newConfig(opts)}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/developers/keys", h.keys)
+	mux.Handle("POST /developers/keys", h.endpoint(PermissionManageKeys, h.create))
+	mux.Handle("GET /developers/keys", h.endpoint(PermissionReadKeys, h.list))
+	mux.Handle("GET /developers/keys/{id}", h.endpoint(PermissionReadKeys, h.get))
+	mux.Handle("PATCH /developers/keys/{id}", h.endpoint(PermissionManageKeys, h.update))
+	mux.Handle("DELETE /developers/keys/{id}", h.endpoint(PermissionManageKeys, h.revoke))
+	mux.Handle("POST /developers/keys/{id}/roll", h.endpoint(PermissionManageKeys, h.roll))
+	// Known paths, other methods: 405 in the envelope (ServeMux's own 405
+	// is plain text).
+	for path, allow := range map[string]string{
+		"/developers/keys":           "GET, POST",
+		"/developers/keys/{id}":      "GET, PATCH, DELETE",
+		"/developers/keys/{id}/roll": "POST",
+	} {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			h.c.writeError(w, r, badRequest(http.StatusMethodNotAllowed, "", "method "+r.Method+" is not allowed here; use "+allow))
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.c.writeError(w, r, &httpError{status: http.StatusNotFound, typ: TypeNotFound, code: "not_found", message: "no such endpoint"})
 	})
@@ -31,30 +62,36 @@ type handler struct {
 	c *config
 }
 
-func (h *handler) keys(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		h.c.writeError(w, r, badRequest(http.StatusMethodNotAllowed, "", "method "+r.Method+" is not allowed here; use POST"))
-		return
-	}
-	if err := h.create(w, r); err != nil {
-		h.c.writeError(w, r, err)
-	}
+// endpoint authenticates the caller, who must hold perm, then runs fn and
+// answers its error in the envelope.
+func (h *handler) endpoint(perm string, fn func(http.ResponseWriter, *http.Request, keys.Principal) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := h.principal(w, r, perm)
+		if err == nil {
+			err = fn(w, r, p)
+		}
+		if err != nil {
+			h.c.writeError(w, r, err)
+		}
+	})
 }
 
 // principal authenticates the caller, by key unless WithAuthenticator says
-// otherwise.
-func (h *handler) principal(w http.ResponseWriter, r *http.Request) (keys.Principal, error) {
+// otherwise, and requires perm.
+func (h *handler) principal(w http.ResponseWriter, r *http.Request, perm string) (keys.Principal, error) {
 	if h.c.authenticate != nil {
 		p, err := h.c.authenticate(r)
 		if err != nil {
 			return p, authFailure(err)
 		}
+		if !p.Has(perm) {
+			return p, &keys.PermissionError{Message: "this needs " + perm}
+		}
 		return p, nil
 	}
 	// Requiring the permission inside Verify refuses a key without it
 	// before the key's rate limit is spent.
-	v, err := h.c.verify(w, r, h.m, keys.Require(PermissionManageKeys))
+	v, err := h.c.verify(w, r, h.m, keys.Require(perm))
 	if err != nil {
 		return keys.Principal{}, err
 	}
@@ -72,29 +109,41 @@ func authFailure(err error) error {
 	return err
 }
 
-func (h *handler) create(w http.ResponseWriter, r *http.Request) error {
-	p, err := h.principal(w, r)
+// idempotencyKey returns the request's Idempotency-Key, "" if none; two
+// headers are an error (the value's format is the Manager's to check).
+func idempotencyKey(r *http.Request) (string, error) {
+	vals := r.Header.Values("Idempotency-Key")
+	switch len(vals) {
+	case 0:
+		return "", nil
+	case 1:
+		if vals[0] == "" {
+			return "", keys.ValidateIdempotencyKey("")
+		}
+		return vals[0], nil
+	}
+	return "", invalidParam("Idempotency-Key", "send one Idempotency-Key header")
+}
+
+// jsonBody checks the content type and reads the body.
+func (h *handler) jsonBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if err := checkJSON(r); err != nil {
+		return nil, err
+	}
+	return readBody(w, r, h.c.maxBodyBytes)
+}
+
+func (h *handler) create(w http.ResponseWriter, r *http.Request, p keys.Principal) error {
+	idem, err := idempotencyKey(r)
 	if err != nil {
 		return err
 	}
-	if !p.Has(PermissionManageKeys) {
-		return &keys.PermissionError{Message: "creating keys needs " + PermissionManageKeys}
-	}
-	idem := r.Header.Values("Idempotency-Key")
-	if len(idem) > 1 {
-		return &httpError{status: http.StatusBadRequest, typ: TypeValidation, code: keys.CodeInvalidParameter, param: "Idempotency-Key", message: "send one Idempotency-Key header"}
-	}
-	idemKey := ""
-	if len(idem) == 1 {
-		if err := keys.ValidateIdempotencyKey(idem[0]); err != nil {
+	if idem != "" {
+		if err := keys.ValidateIdempotencyKey(idem); err != nil {
 			return err
 		}
-		idemKey = idem[0]
 	}
-	if err := checkJSON(r); err != nil {
-		return err
-	}
-	body, err := readBody(w, r, h.c.maxBodyBytes)
+	body, err := h.jsonBody(w, r)
 	if err != nil {
 		return err
 	}
@@ -102,18 +151,134 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	created, err := h.m.CreateAs(r.Context(), p, req, idemKey)
+	created, err := h.m.CreateAs(r.Context(), p, req, idem)
 	if err != nil {
 		return err
 	}
+	writeCreated(w, created)
+	return nil
+}
+
+func (h *handler) list(w http.ResponseWriter, r *http.Request, p keys.Principal) error {
+	f, err := listFilter(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	l, err := h.m.List(r.Context(), p, f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, l)
+	return nil
+}
+
+// listFilter reads limit, cursor, environment and revoked, each at most
+// once; any other parameter is an error.
+func listFilter(q url.Values) (keys.ListFilter, error) {
+	var f keys.ListFilter
+	for name, vals := range q {
+		if len(vals) != 1 {
+			return f, invalidParam(paramName(name), "give "+paramName(name)+" once")
+		}
+		v := vals[0]
+		switch name {
+		case "limit":
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return f, invalidParam("limit", "limit must be an integer from 1 to 100")
+			}
+			if n == 0 {
+				n = -1 // an explicit 0 is out of range, not "the default"
+			}
+			f.Limit = n
+		case "cursor":
+			f.Cursor = v
+		case "environment":
+			f.Environment = keys.Environment(v)
+		case "revoked":
+			b, err := strconv.ParseBool(v)
+			if err != nil || (v != "true" && v != "false") {
+				return f, invalidParam("revoked", "revoked must be true or false")
+			}
+			f.Revoked = &b
+		default:
+			return f, invalidParam(paramName(name), "unknown query parameter")
+		}
+	}
+	return f, nil
+}
+
+func (h *handler) get(w http.ResponseWriter, r *http.Request, p keys.Principal) error {
+	k, err := h.m.Get(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, k)
+	return nil
+}
+
+func (h *handler) update(w http.ResponseWriter, r *http.Request, p keys.Principal) error {
+	body, err := h.jsonBody(w, r)
+	if err != nil {
+		return err
+	}
+	u, err := DecodeUpdate(body)
+	if err != nil {
+		return err
+	}
+	k, err := h.m.Update(r.Context(), p, r.PathValue("id"), u)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, k)
+	return nil
+}
+
+func (h *handler) revoke(w http.ResponseWriter, r *http.Request, p keys.Principal) error {
+	k, err := h.m.Revoke(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, k)
+	return nil
+}
+
+func (h *handler) roll(w http.ResponseWriter, r *http.Request, p keys.Principal) error {
+	idem, err := idempotencyKey(r)
+	if err != nil {
+		return err
+	}
+	var body []byte
+	if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
+		if body, err = h.jsonBody(w, r); err != nil {
+			return err
+		}
+	}
+	grace, err := decodeRoll(body)
+	if err != nil {
+		return err
+	}
+	created, err := h.m.Roll(r.Context(), p, r.PathValue("id"), grace, idem)
+	if err != nil {
+		return err
+	}
+	writeCreated(w, created)
+	return nil
+}
+
+// writeCreated answers 201 with a body that holds a secret.
+func writeCreated(w http.ResponseWriter, created *keys.APIKeyCreated) {
+	if created.Replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, http.StatusCreated, created)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
 	hd := w.Header()
 	hd.Set("Content-Type", "application/json")
-	hd.Set("Cache-Control", "no-store") // the body holds a secret
+	hd.Set("Cache-Control", "no-store") // key bodies: the 201s hold secrets, the rest need not be cached
 	hd.Set("X-Content-Type-Options", "nosniff")
-	if created.Replayed {
-		hd.Set("Idempotent-Replayed", "true")
-	}
-	w.WriteHeader(http.StatusCreated)
-	_ = json.NewEncoder(w).Encode(created) // headers are sent: a write error can only be dropped
-	return nil
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // headers are sent: a write error can only be dropped
 }

@@ -1,7 +1,9 @@
 package httpadapter_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -129,7 +131,7 @@ func TestCreateEndpointErrors(t *testing.T) {
 		{"idempotency key bad chars", request{headers: withIdem("key with spaces!"), body: okBody}, 400, "validation_error", "invalid_parameter", "Idempotency-Key"},
 		{"idempotency key empty", request{headers: withIdem(""), body: okBody}, 400, "validation_error", "invalid_parameter", "Idempotency-Key"},
 		{"two idempotency keys", request{headers: withIdem("aaaaaaaaaa", "bbbbbbbbbb"), body: okBody}, 400, "validation_error", "invalid_parameter", "Idempotency-Key"},
-		{"GET", request{method: http.MethodGet, headers: jsonHeaders(e.admin)}, 405, "validation_error", "invalid_request", ""},
+		{"DELETE the collection", request{method: http.MethodDelete, headers: jsonHeaders(e.admin)}, 405, "validation_error", "invalid_request", ""},
 		{"PUT", request{method: http.MethodPut, headers: jsonHeaders(e.admin), body: okBody}, 405, "validation_error", "invalid_request", ""},
 		{"unknown path", request{path: "/developers/nothing", headers: jsonHeaders(e.admin), body: okBody}, 404, "not_found_error", "not_found", ""},
 	}
@@ -155,7 +157,7 @@ func TestCreateEndpointErrors(t *testing.T) {
 			if tt.status == 401 && rec.Header().Get("WWW-Authenticate") == "" {
 				t.Fatal("401 without WWW-Authenticate")
 			}
-			if tt.status == 405 && rec.Header().Get("Allow") != "POST" {
+			if tt.status == 405 && rec.Header().Get("Allow") != "GET, POST" {
 				t.Fatal("405 without Allow")
 			}
 		})
@@ -231,7 +233,7 @@ func TestCreateEndpointRateLimitHeaders(t *testing.T) {
 
 func TestCustomAuthenticator(t *testing.T) {
 	e := newEnv(t)
-	h := httpadapter.New(e.m, httpadapter.WithAuthenticator(func(r *http.Request) (keys.Principal, error) {
+	h := httpadapter.New(e.m, httpadapter.WithLogger(slog.New(slog.DiscardHandler)), httpadapter.WithAuthenticator(func(r *http.Request) (keys.Principal, error) {
 		switch r.Header.Get("X-Session") {
 		case "dash-admin":
 			return keys.Principal{AccountID: "acct_dash", Subject: "user_1", Permissions: keys.DefaultPermissions}, nil
@@ -262,14 +264,20 @@ func TestCustomAuthenticator(t *testing.T) {
 
 func TestStoreOutageIs503(t *testing.T) {
 	e := newEnv(t)
-	h := httpadapter.New(e.m)
+	var logs bytes.Buffer
+	h := httpadapter.New(e.m, httpadapter.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	e.store.down.Store(true)
 	rec := serve(h, request{headers: jsonHeaders(e.admin), body: okBody})
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d: an outage must not read as a bad key", rec.Code)
 	}
-	if d := envelope(t, rec); d.Type != "api_error" || strings.Contains(d.Message, "EOF") {
+	d := envelope(t, rec)
+	if d.Type != "api_error" || strings.Contains(d.Message, "EOF") {
 		t.Fatalf("internal detail leaked or wrong type: %+v", d)
+	}
+	// The cause is in the server log, under the request ID, without the key.
+	if !strings.Contains(logs.String(), d.RequestID) || !strings.Contains(logs.String(), "EOF") || strings.Contains(logs.String(), e.admin[9:]) {
+		t.Fatalf("server log: %s", logs.String())
 	}
 }
 

@@ -58,6 +58,7 @@ type env struct {
 	clock *clock
 	// admin is a test key with every permission; others as named.
 	admin, live, readOnly, narrow, revoked, ipBound, limited string
+	stranger                                                 string // acct_b, every permission
 	created                                                  int64 // creates made by setup
 }
 
@@ -87,6 +88,7 @@ func newEnv(t *testing.T, opts ...keys.Option) *env {
 	e.narrow = mk(keys.APIKeyCreate{Name: "narrow", Environment: keys.Test, Permissions: []string{"developers:write", "identity:read"}})
 	e.ipBound = mk(keys.APIKeyCreate{Name: "office", Environment: keys.Test, Permissions: keys.DefaultPermissions, AllowedIPs: []string{"203.0.113.0/24"}})
 	e.limited = mk(keys.APIKeyCreate{Name: "limited", Environment: keys.Test, Permissions: keys.DefaultPermissions, RateLimit: intp(3)})
+	e.stranger = mk(keys.APIKeyCreate{Name: "stranger", Environment: keys.Test, Permissions: keys.DefaultPermissions, AccountID: "acct_b"})
 	e.store.onCreate = func(r *keys.Record) { r.RevokedAt = e.clock.Now() }
 	e.revoked = mk(keys.APIKeyCreate{Name: "revoked", Environment: keys.Test, Permissions: keys.DefaultPermissions})
 	e.store.onCreate = nil
