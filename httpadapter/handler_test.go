@@ -3,9 +3,9 @@ package httpadapter_test
 import (
 	"bytes"
 	"context"
-	"log/slog"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"

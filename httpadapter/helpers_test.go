@@ -59,7 +59,7 @@ type env struct {
 	// admin is a test key with every permission; others as named.
 	admin, live, readOnly, narrow, revoked, ipBound, limited string
 	stranger                                                 string // acct_b, every permission
-	created                                                  int64 // creates made by setup
+	created                                                  int64  // creates made by setup
 }
 
 func newEnv(t *testing.T, opts ...keys.Option) *env {

@@ -30,7 +30,9 @@ func newKey(t *testing.T, h http.Handler, caller, body string) keys.APIKeyCreate
 	return decode[keys.APIKeyCreated](t, rec)
 }
 
-func authOnly(key string) map[string][]string { return map[string][]string{"Authorization": bearer(key)} }
+func authOnly(key string) map[string][]string {
+	return map[string][]string{"Authorization": bearer(key)}
+}
 
 func TestLifecycleEndpoints(t *testing.T) {
 	e := newEnv(t)
