@@ -54,18 +54,22 @@ func load(t *testing.T, path string) *openapi3.T {
 }
 
 type contract struct {
-	router   routers.Router
+	router   routers.Router // the shared seed spec
+	own      routers.Router // api/openapi.yaml
 	errorDoc *openapi3.Schema
 }
 
 func newContract(t *testing.T) *contract {
-	spec := load(t, specPath(t))
-	router, err := gorillamux.NewRouter(spec)
+	router, err := gorillamux.NewRouter(load(t, specPath(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	own := load(t, "../api/openapi.yaml")
-	return &contract{router: router, errorDoc: own.Components.Schemas["Error"].Value}
+	ownDoc := load(t, "../api/openapi.yaml")
+	own, err := gorillamux.NewRouter(ownDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &contract{router: router, own: own, errorDoc: ownDoc.Components.Schemas["Error"].Value}
 }
 
 // check validates one exchange: the request against the spec, then the
@@ -85,6 +89,23 @@ func (c *contract) validate(req *http.Request, body []byte, rec *httptest.Respon
 	routed := req.Clone(ctx)
 	routed.URL.Scheme, routed.URL.Host, routed.URL.Path = "https", "api.txcloud.io", "/v1"+req.URL.Path
 	routed.Body = io.NopCloser(bytes.NewReader(body))
+	if route, params, err := c.own.FindRoute(routed); err == nil && route.Operation.OperationID != "createAPIKey" {
+		// A lifecycle operation: the project's file documents its errors
+		// too (default: the envelope), so it checks every exchange.
+		in := &openapi3filter.RequestValidationInput{Request: routed, PathParams: params, Route: route, Options: opts}
+		if rec.Code < 400 {
+			if err := openapi3filter.ValidateRequest(ctx, in); err != nil {
+				return fmt.Errorf("the test sent a request api/openapi.yaml does not allow: %v", err)
+			}
+		}
+		out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: rec.Code, Header: rec.Header(), Options: opts}
+		out.SetBodyBytes(rec.Body.Bytes())
+		if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
+			return fmt.Errorf("%d response breaks api/openapi.yaml: %v\n%s", rec.Code, err, rec.Body)
+		}
+		return nil
+	}
+	// The seed operation (or no operation at all).
 	if rec.Code >= 400 {
 		var v any
 		if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
@@ -249,4 +270,75 @@ func TestContractRejectsBrokenResponses(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+	list := httptest.NewRequest(http.MethodGet, "/developers/keys", nil)
+	if err := c.validate(list, nil, respond(200, `{"data":[],"has_more":false}`)); err != nil {
+		t.Fatalf("a good list was refused: %v", err)
+	}
+	for name, rec := range map[string]*httptest.ResponseRecorder{
+		"has_more not boolean":   respond(200, `{"data":[],"has_more":"no"}`),
+		"revoked_at not a date":  respond(200, `{"data":[{"id":"k","revoked_at":"yesterday"}],"has_more":false}`),
+		"data missing":           respond(200, `{"has_more":false}`),
+		"undocumented status":    respond(202, `{"data":[],"has_more":false}`),
+		"error outside envelope": respond(404, `{"message":"not found"}`),
+	} {
+		if err := c.validate(list, nil, rec); err == nil {
+			t.Errorf("list, %s: accepted", name)
+		}
+	}
+}
+
+func TestLifecycleResponsesMatchSpec(t *testing.T) {
+	c := newContract(t)
+	h, m, admin := setup(t)
+	other, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "other", Environment: keys.Live, Permissions: keys.DefaultPermissions, AccountID: "acct_other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := func(t *testing.T, method, path, key, body string, hdr map[string]string, want int) *httptest.ResponseRecorder {
+		t.Helper()
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Fatalf("%s %s: %d, want %d: %s", method, path, rec.Code, want, rec.Body)
+		}
+		c.check(t, req, []byte(body), rec)
+		return rec
+	}
+	rec := do(t, "POST", "/developers/keys", admin, `{"name":"svc","environment":"live","permissions":["kyb:read"],"allowed_ips":["10.0.0.0/8"],"rate_limit":5,"expires_at":"2040-01-01T00:00:00Z"}`, nil, 201)
+	var k keys.APIKeyCreated
+	if err := json.Unmarshal(rec.Body.Bytes(), &k); err != nil {
+		t.Fatal(err)
+	}
+	path := "/developers/keys/" + k.ID
+	do(t, "GET", "/developers/keys", admin, "", nil, 200)
+	rec = do(t, "GET", "/developers/keys?limit=1&environment=live&revoked=false", admin, "", nil, 200)
+	var page keys.KeyList
+	_ = json.Unmarshal(rec.Body.Bytes(), &page)
+	do(t, "GET", "/developers/keys?limit=1&cursor="+page.NextCursor, admin, "", nil, 200)
+	do(t, "GET", path, admin, "", nil, 200)
+	do(t, "PATCH", path, admin, `{"name":"renamed","rate_limit":null,"expires_at":null,"allowed_ips":null,"permissions":["kyb:read","fraud:read"]}`, nil, 200)
+	do(t, "PATCH", path, admin, `{}`, nil, 200)
+	rec = do(t, "POST", path+"/roll", admin, `{"grace_period_seconds":60}`, map[string]string{"Idempotency-Key": "spec-roll-0001"}, 201)
+	var rolled keys.APIKeyCreated
+	_ = json.Unmarshal(rec.Body.Bytes(), &rolled)
+	do(t, "POST", path+"/roll", admin, `{"grace_period_seconds":60}`, map[string]string{"Idempotency-Key": "spec-roll-0001"}, 201)
+	do(t, "POST", "/developers/keys/"+rolled.ID+"/roll", admin, "", nil, 201)
+	do(t, "DELETE", path, admin, "", nil, 200)
+	do(t, "DELETE", path, admin, "", nil, 200)
+	do(t, "GET", "/developers/keys?revoked=true", admin, "", nil, 200)
+	// Errors of the lifecycle operations, validated as their default response.
+	do(t, "GET", "/developers/keys/"+other.ID, admin, "", nil, 404)
+	do(t, "GET", "/developers/keys?limit=500", admin, "", nil, 400)
+	do(t, "PATCH", path, admin, `{"environment":"test"}`, nil, 400)
+	do(t, "POST", path+"/roll", admin, `{"grace_period_seconds":999999999}`, nil, 400)
+	do(t, "DELETE", path, "txc_live_nope", "", nil, 401)
+	do(t, "PUT", path, admin, `{}`, nil, 405)
 }
