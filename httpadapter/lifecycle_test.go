@@ -200,3 +200,25 @@ func keyIDOf(t *testing.T, e *env, key string) string {
 	}
 	return v.Key.ID
 }
+
+// FuzzDecodeUpdate: the PATCH decoder never panics, and what it accepts is
+// consistent: a cleared field carries no value.
+func FuzzDecodeUpdate(f *testing.F) {
+	f.Add([]byte(`{"name":"n","permissions":null,"allowed_ips":["10.0.0.0/8"],"rate_limit":null,"expires_at":"2031-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"environment":"live"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		u, err := httpadapter.DecodeUpdate(body)
+		if err != nil {
+			return
+		}
+		if (u.Name.Null && u.Name.Value != "") || (u.Permissions.Null && u.Permissions.Value != nil) ||
+			(u.AllowedIPs.Null && u.AllowedIPs.Value != nil) || (u.RateLimit.Null && u.RateLimit.Value != 0) ||
+			(u.ExpiresAt.Null && !u.ExpiresAt.Value.IsZero()) {
+			t.Fatalf("a cleared field with a value: %+v", u)
+		}
+		if (u.Name.Null && !u.Name.Set) || (u.RateLimit.Null && !u.RateLimit.Set) {
+			t.Fatal("null without set")
+		}
+	})
+}

@@ -592,7 +592,7 @@ func testUpdateWithSuccessor(t *testing.T, s keys.Store) {
 func testListOrderAndFilters(t *testing.T, s keys.Store) {
 	ctx := context.Background()
 	acct := "acct_list_" + rand.Text()[:6]
-	var want []string // newest first
+	want := map[string]bool{}
 	for i := range 6 {
 		r := NewRecord(t)
 		r.AccountID = acct
@@ -603,7 +603,7 @@ func testListOrderAndFilters(t *testing.T, s keys.Store) {
 		if i == 4 {
 			r.RevokedAt = base
 		}
-		want = append(want, r.ID)
+		want[r.ID] = true
 		mustCreate(t, s, r, nil)
 	}
 	other := NewRecord(t)
@@ -616,6 +616,11 @@ func testListOrderAndFilters(t *testing.T, s keys.Store) {
 	}
 	if len(got) != 6 {
 		t.Fatalf("listed %d records of 6 (another account's must not appear)", len(got))
+	}
+	for _, r := range got {
+		if !want[r.ID] {
+			t.Fatalf("listed %s, which is not the account's", r.ID)
+		}
 	}
 	for i := 1; i < len(got); i++ {
 		a, b := got[i-1], got[i]
