@@ -29,9 +29,17 @@ func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.
 // countingStore counts creates and can alter records on their way in.
 type countingStore struct {
 	keys.Store
-	creates  atomic.Int64
-	onCreate func(*keys.Record)
-	down     atomic.Bool
+	creates   atomic.Int64
+	onCreate  func(*keys.Record)
+	down      atomic.Bool
+	touchDown atomic.Bool
+}
+
+func (s *countingStore) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error {
+	if s.touchDown.Load() {
+		return io.ErrClosedPipe
+	}
+	return s.Store.TouchLastUsed(ctx, batch)
 }
 
 func (s *countingStore) Create(ctx context.Context, r *keys.Record, e *keys.IdempotencyRecord) error {

@@ -1,0 +1,198 @@
+package httpadapter_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/memstore"
+)
+
+// leakChecker knows every secret of a run and finds any of them in text.
+type leakChecker struct {
+	pepper  []byte
+	secrets map[string]string // needle → what it is
+}
+
+func (c *leakChecker) addKey(key string) {
+	c.secrets[key] = "a key"
+	c.secrets[key[9:]] = "a key's secret part"
+	mac := hmac.New(sha256.New, c.pepper)
+	mac.Write([]byte(key))
+	d := mac.Sum(nil)
+	asJSON, _ := json.Marshal([32]byte(d)) // how encoding/json writes a [32]byte
+	for _, enc := range []string{hex.EncodeToString(d), base64.StdEncoding.EncodeToString(d), base64.RawURLEncoding.EncodeToString(d), string(d), string(asJSON[1 : len(asJSON)-1])} {
+		c.secrets[enc] = "a key's digest"
+	}
+}
+
+func (c *leakChecker) check(t *testing.T, where, text string) {
+	t.Helper()
+	for needle, what := range c.secrets {
+		if strings.Contains(text, needle) {
+			t.Errorf("%s contains %s", where, what)
+		}
+	}
+}
+
+// Create, verify, update, roll and revoke keys with every log at debug
+// level, failures included, then look for any key, digest or the pepper in
+// the logs, the events, the error strings, the non-201 bodies and every
+// type printed with every verb.
+func TestNoSecretLeaks(t *testing.T) {
+	ctx := context.Background()
+	pepper := []byte("the-pepper-of-this-test-0123456789abcdef")
+	lc := &leakChecker{pepper: pepper, secrets: map[string]string{
+		string(pepper): "the pepper", hex.EncodeToString(pepper): "the pepper", base64.StdEncoding.EncodeToString(pepper): "the pepper",
+	}}
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewJSONHandler(lockedWriter{&logs, &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var events []string
+	store := &countingStore{Store: memstore.New()}
+	m, err := keys.New(store, keys.WithPepper(pepper), keys.WithLogger(logger), keys.WithLastUsedFlushInterval(5*time.Millisecond),
+		keys.OnEvent(func(_ context.Context, e keys.Event) { events = append(events, fmt.Sprintf("%v %+v %#v", e, e, e)) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	h := httpadapter.New(m, httpadapter.WithLogger(logger))
+	mw := httpadapter.Middleware(m, httpadapter.WithLogger(logger))(whoami)
+	var errs []string
+	note := func(err error) {
+		if err != nil {
+			errs = append(errs, err.Error(), fmt.Sprintf("%v %+v %#v", err, err, err))
+		}
+	}
+
+	admin, err := m.Create(ctx, keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: keys.DefaultPermissions, AccountID: "acct_s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc.addKey(admin.Key.Reveal())
+	var bodies []string
+	call := func(r request) string {
+		rec := serve(h, r)
+		body := rec.Body.String()
+		if rec.Code == http.StatusCreated {
+			var c keys.APIKeyCreated
+			if err := jsonUnmarshal(body, &c); err != nil {
+				t.Fatal(err)
+			}
+			lc.addKey(c.Key.Reveal())
+			// A 201 shows its own key, once, and no other secret.
+			body = strings.Replace(body, c.Key.Reveal(), "", 1)
+		}
+		bodies = append(bodies, body)
+		return c201ID(body)
+	}
+	idem := jsonHeaders(admin.Key.Reveal())
+	idem["Idempotency-Key"] = []string{"leak-test-0001"}
+	id := call(request{headers: idem, body: `{"name":"svc","environment":"test","permissions":["identity:read"],"rate_limit":2}`})
+	call(request{headers: idem, body: `{"name":"svc","environment":"test","permissions":["identity:read"],"rate_limit":2}`}) // replay
+	call(request{headers: idem, body: `{"name":"other","environment":"test"}`})                                              // 409
+	call(request{method: "PATCH", path: "/developers/keys/" + id, headers: jsonHeaders(admin.Key.Reveal()), body: `{"name":"renamed"}`})
+	call(request{method: "GET", path: "/developers/keys", headers: authOnly(admin.Key.Reveal())})
+	rolledID := call(request{path: "/developers/keys/" + id + "/roll", headers: jsonHeaders(admin.Key.Reveal()), body: `{"grace_period_seconds":60}`})
+	call(request{method: "DELETE", path: "/developers/keys/" + rolledID, headers: authOnly(admin.Key.Reveal())})
+	// Presented keys, good and bad, through the middleware and Verify.
+	var presented []string
+	for secret := range lc.secrets {
+		if strings.HasPrefix(secret, "txc_") {
+			presented = append(presented, secret, secret+"x", secret[:len(secret)-1]+"Z", strings.ToUpper(secret))
+		}
+	}
+	for _, k := range presented {
+		rec := serve(mw, request{method: "GET", headers: authOnly(k)})
+		if rec.Code != 200 {
+			bodies = append(bodies, rec.Body.String())
+		}
+		for range 3 {
+			_, err := m.Verify(ctx, k, keys.Require("kyb:write"))
+			note(err)
+		}
+	}
+	// Failures that are logged: a store outage, a failed flush.
+	store.down.Store(true)
+	call(request{headers: jsonHeaders(admin.Key.Reveal()), body: `{"name":"x","environment":"test"}`})
+	_, err = m.Verify(ctx, admin.Key.Reveal())
+	note(err)
+	store.down.Store(false)
+	store.touchDown.Store(true)
+	serve(mw, request{method: "GET", headers: authOnly(admin.Key.Reveal())})
+	note(m.FlushLastUsed(ctx))
+	time.Sleep(30 * time.Millisecond) // let the background flusher fail and log too
+	store.touchDown.Store(false)
+
+	// Every type, every verb.
+	rec, err := store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var printed []string
+	for _, v := range []any{m, admin, *admin, rec, admin.Key, rec.Hash} {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
+			printed = append(printed, fmt.Sprintf(verb, v))
+		}
+		logger.Debug("value", "v", v)
+	}
+
+	logMu.Lock()
+	logText := logs.String()
+	logMu.Unlock()
+	if !strings.Contains(logText, "request failed") || !strings.Contains(logText, "flushing last-used times failed") {
+		t.Fatalf("the failures were not logged, so this test proves nothing:\n%s", logText)
+	}
+	for _, line := range strings.Split(logText, "\n") {
+		lc.check(t, "the log line "+truncateForTest(line), line)
+	}
+	lc.check(t, "an event", strings.Join(events, "\n"))
+	lc.check(t, "an error string", strings.Join(errs, "\n"))
+	lc.check(t, "a response body", strings.Join(bodies, "\n"))
+	lc.check(t, "a printed value", strings.Join(printed, "\n"))
+	if len(events) < 4 || len(errs) < 10 || len(bodies) < 8 {
+		t.Fatalf("too little was checked: %d events, %d errors, %d bodies", len(events), len(errs), len(bodies))
+	}
+}
+
+type lockedWriter struct {
+	b  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// c201ID returns the "id" of a body, "" if none.
+func c201ID(body string) string {
+	var v struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal([]byte(body), &v)
+	return v.ID
+}
+
+func truncateForTest(s string) string {
+	if len(s) > 400 {
+		return s[:400]
+	}
+	return s
+}
