@@ -24,7 +24,9 @@ func (m *Manager) LogValue() slog.Value {
 func (hasher) Format(s fmt.State, _ rune) { _, _ = s.Write([]byte("[hasher redacted]")) }
 
 // Format prints a redacted placeholder for the idempotency secret.
-func (idempotency) Format(s fmt.State, _ rune) { _, _ = s.Write([]byte("[idempotency secret redacted]")) }
+func (idempotency) Format(s fmt.State, _ rune) {
+	_, _ = s.Write([]byte("[idempotency secret redacted]"))
+}
 
 // LogValue logs the created key without its secret. Without it, a JSON log
 // handler would encode the struct with encoding/json, which writes the key:
