@@ -104,6 +104,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}
+	if err == nil {
+		logger.Info("keysdemo stopped: requests drained, last-used times flushed")
+	}
 	return err
 }
 
