@@ -1,0 +1,519 @@
+// Package pgstore is a PostgreSQL keys.Store, for hosts that run several
+// instances on one database: every instance sees every key, revocation and
+// update.
+//
+// Lookups by digest go through a bounded in-process cache, so a hot key
+// costs no round trip. Update (and so update, revoke and roll) notifies
+// every instance over LISTEN/NOTIFY in the transaction that makes the
+// change, and each instance drops the key from its cache when the
+// notification arrives, normally within milliseconds. While an instance's
+// listening connection is down it reconnects on its own, and its cache
+// falls back to the TTL: the worst-case staleness is the TTL (default 5 s)
+// while the connection is down, and the notification's delivery time while
+// it is up. A lookup that raced an invalidation is not cached, so a stale
+// record cannot slip back in.
+//
+// The schema is created by Migrate; the README beside this file gives its
+// SQL. The store does not own the pool: close the pool after the store.
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/txcloud/keys"
+)
+
+// Store is a PostgreSQL keys.Store. Use New.
+type Store struct {
+	pool    *pgxpool.Pool
+	schema  string // as given, for the advisory lock and the channel
+	quoted  string // quoted identifier, for SQL
+	channel string
+	cache   *cache
+	logger  func(msg string, err error)
+
+	listening atomic.Bool
+	cancel    context.CancelFunc
+	done      chan struct{}
+	closed    atomic.Bool
+
+	qLookup, qGet, qInsert, qInsertIdem, qLookupIdem, qTouch, qUpdate, qVersion, qList string
+}
+
+var _ keys.Store = (*Store)(nil)
+
+// Option configures a Store.
+type Option func(*Store) error
+
+// WithSchema puts the tables in schema (default "txcloud_keys"). Tests give
+// each run its own.
+func WithSchema(schema string) Option {
+	return func(s *Store) error {
+		if schema == "" || len(schema) > 48 {
+			return errors.New("pgstore: schema must be 1 to 48 characters")
+		}
+		s.schema = schema
+		return nil
+	}
+}
+
+// WithCache sizes the lookup cache: at most size records, each trusted for
+// at most ttl (the staleness bound while notifications are down). size 0
+// turns the cache off.
+func WithCache(size int, ttl time.Duration) Option {
+	return func(s *Store) error {
+		if size < 0 || ttl <= 0 {
+			return errors.New("pgstore: cache size must be >= 0 and ttl > 0")
+		}
+		s.cache = newCache(size, ttl)
+		return nil
+	}
+}
+
+// WithErrorLog receives the listener's connection failures (it reconnects
+// on its own). Default: ignored.
+func WithErrorLog(f func(msg string, err error)) Option {
+	return func(s *Store) error { s.logger = f; return nil }
+}
+
+// New returns a store on pool and starts its invalidation listener; Close
+// stops it. Call Migrate before first use.
+func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
+	if pool == nil {
+		return nil, errors.New("pgstore: nil pool")
+	}
+	s := &Store{pool: pool, schema: "txcloud_keys", cache: newCache(100_000, 5*time.Second), logger: func(string, error) {}}
+	for _, o := range opts {
+		if err := o(s); err != nil {
+			return nil, err
+		}
+	}
+	s.quoted = pgx.Identifier{s.schema}.Sanitize()
+	s.channel = "txcloud_keys_invalidate:" + s.schema
+	cols := "id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, hash, created_at, expires_at, revoked_at, last_used, version"
+	s.qLookup = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE hash = $1`)
+	s.qGet = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE id = $1`)
+	s.qInsert = s.sql(`INSERT INTO {{schema}}.api_keys (` + cols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`)
+	// One statement: the key goes in only if the idempotency entry does
+	// (its scope free, or held by an expired entry), so both or neither.
+	s.qInsertIdem = s.sql(`WITH idem AS (
+	INSERT INTO {{schema}}.api_key_idempotency AS i (scope, fingerprint, key_id, sealed, created_at, expires_at)
+	VALUES ($15, $16, $17, $18, $19, $20)
+	ON CONFLICT (scope) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, key_id = EXCLUDED.key_id,
+		sealed = EXCLUDED.sealed, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+	WHERE i.expires_at <= EXCLUDED.created_at
+	RETURNING 1
+), k AS (
+	INSERT INTO {{schema}}.api_keys (` + cols + `)
+	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 WHERE EXISTS (SELECT 1 FROM idem)
+	RETURNING 1
+)
+SELECT (SELECT count(*) FROM idem)`)
+	s.qLookupIdem = s.sql(`SELECT scope, fingerprint, key_id, sealed, created_at, expires_at FROM {{schema}}.api_key_idempotency WHERE scope = $1 AND expires_at > $2`)
+	s.qTouch = s.sql(`UPDATE {{schema}}.api_keys AS k SET last_used = greatest(k.last_used, u.at)
+FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`)
+	s.qUpdate = s.sql(`UPDATE {{schema}}.api_keys SET name = $2, permissions = $3, allowed_ips = $4, rate_limit = $5,
+	expires_at = $6, revoked_at = $7, last_used = greatest(last_used, $8), version = $9
+WHERE id = $1 AND version = $9 - 1 AND hash = $10`)
+	s.qVersion = s.sql(`SELECT version, hash FROM {{schema}}.api_keys WHERE id = $1`)
+	s.qList = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys
+WHERE account_id = $1 AND ($2 = '' OR environment = $2)
+	AND ($3::boolean IS NULL OR (revoked_at IS NOT NULL) = $3)
+	AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
+ORDER BY created_at DESC, id DESC LIMIT $6`)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan struct{})
+	go s.listen(ctx)
+	return s, nil
+}
+
+func (s *Store) sql(q string) string { return strings.ReplaceAll(q, "{{schema}}", s.quoted) }
+
+// Listening reports whether the invalidation listener is connected; while
+// it is not, cached records are trusted only up to the cache TTL.
+func (s *Store) Listening() bool { return s.listening.Load() }
+
+// listen keeps a connection LISTENing for invalidations, reconnecting with
+// backoff. On every (re)connect it empties the cache: notifications sent
+// while it was away are lost.
+func (s *Store) listen(ctx context.Context) {
+	defer close(s.done)
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx)
+		s.listening.Store(false)
+		if ctx.Err() != nil {
+			return
+		}
+		s.logger("pgstore: invalidation listener lost its connection; reconnecting", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+func (s *Store) listenOnce(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
+		return err
+	}
+	s.cache.clear()
+	s.listening.Store(true)
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		s.cache.invalidate(n.Payload)
+	}
+}
+
+// Close stops the listener. It does not close the pool.
+func (s *Store) Close(ctx context.Context) error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.cancel()
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func isUnique(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+func (s *Store) insertArgs(r *keys.Record) []any {
+	return []any{r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), nonNil(r.Permissions), nonNilIPs(r.AllowedIPs),
+		r.RateLimit, r.Hash[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version}
+}
+
+// Create implements keys.Store: one INSERT, or one statement inserting the
+// key and its idempotency entry together.
+func (s *Store) Create(ctx context.Context, rec *keys.Record, idem *keys.IdempotencyRecord) error {
+	if s.closed.Load() {
+		return keys.ErrClosed
+	}
+	args := s.insertArgs(rec)
+	if idem == nil {
+		_, err := s.pool.Exec(ctx, s.qInsert, args...)
+		if isUnique(err) {
+			return fmt.Errorf("pgstore: %w", keys.ErrDuplicate)
+		}
+		return err
+	}
+	args = append(args, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt)
+	var stored int
+	err := s.pool.QueryRow(ctx, s.qInsertIdem, args...).Scan(&stored)
+	switch {
+	case isUnique(err):
+		return fmt.Errorf("pgstore: %w", keys.ErrDuplicate)
+	case err != nil:
+		return err
+	case stored == 0:
+		return keys.ErrIdempotencyKeyExists
+	}
+	return nil
+}
+
+// LookupHash implements keys.Store, from the cache when it can.
+func (s *Store) LookupHash(ctx context.Context, h keys.Digest) (*keys.Record, error) {
+	if r := s.cache.get(h); r != nil {
+		return r, nil
+	}
+	gen := s.cache.generation()
+	r, err := s.scanOne(s.pool.QueryRow(ctx, s.qLookup, h[:]))
+	if err != nil {
+		return nil, err
+	}
+	s.cache.put(r, gen)
+	return r, nil
+}
+
+// Get implements keys.Store. It always reads the database.
+func (s *Store) Get(ctx context.Context, id string) (*keys.Record, error) {
+	return s.scanOne(s.pool.QueryRow(ctx, s.qGet, id))
+}
+
+func (s *Store) scanOne(row pgx.Row) (*keys.Record, error) {
+	r, err := scanRecord(row)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, keys.ErrNotFound
+	}
+	return r, err
+}
+
+func scanRecord(row pgx.Row) (*keys.Record, error) {
+	var r keys.Record
+	var env string
+	var hash []byte
+	var expires, revoked, used *time.Time
+	if err := row.Scan(&r.ID, &r.AccountID, &r.Name, &r.Prefix, &env, &r.Permissions, &r.AllowedIPs, &r.RateLimit,
+		&hash, &r.CreatedAt, &expires, &revoked, &used, &r.Version); err != nil {
+		return nil, err
+	}
+	r.Environment = keys.Environment(env)
+	if len(hash) != len(r.Hash) {
+		return nil, fmt.Errorf("pgstore: stored hash of %d bytes", len(hash))
+	}
+	copy(r.Hash[:], hash)
+	r.CreatedAt = r.CreatedAt.UTC()
+	r.ExpiresAt, r.RevokedAt, r.LastUsed = fromNull(expires), fromNull(revoked), fromNull(used)
+	if len(r.Permissions) == 0 {
+		r.Permissions = nil
+	}
+	if len(r.AllowedIPs) == 0 {
+		r.AllowedIPs = nil
+	}
+	return &r, nil
+}
+
+// LookupIdempotency implements keys.Store.
+func (s *Store) LookupIdempotency(ctx context.Context, scope keys.Digest, now time.Time) (*keys.IdempotencyRecord, error) {
+	var e keys.IdempotencyRecord
+	var sc, fp []byte
+	err := s.pool.QueryRow(ctx, s.qLookupIdem, scope[:], now).Scan(&sc, &fp, &e.KeyID, &e.Sealed, &e.CreatedAt, &e.ExpiresAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, keys.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	copy(e.Scope[:], sc)
+	copy(e.Fingerprint[:], fp)
+	e.CreatedAt, e.ExpiresAt = e.CreatedAt.UTC(), e.ExpiresAt.UTC()
+	return &e, nil
+}
+
+// TouchLastUsed implements keys.Store: one UPDATE for the whole batch.
+func (s *Store) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error {
+	if s.closed.Load() {
+		return keys.ErrClosed
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	ids := make([]string, len(batch))
+	ats := make([]time.Time, len(batch))
+	for i, e := range batch {
+		ids[i], ats[i] = e.ID, e.At
+	}
+	_, err := s.pool.Exec(ctx, s.qTouch, ids, ats)
+	// Cached copies now hold an old last_used: drop them here. Other
+	// instances are not told (last_used does not decide any Verify), so
+	// theirs catch up within the TTL.
+	for _, id := range ids {
+		s.cache.invalidate(id)
+	}
+	return err
+}
+
+// Update implements keys.Store: one transaction holding the idempotency
+// entry, the successor, the versioned update and the invalidation notice.
+func (s *Store) Update(ctx context.Context, rec, successor *keys.Record, idem *keys.IdempotencyRecord) error {
+	if s.closed.Load() {
+		return keys.ErrClosed
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if idem != nil {
+			var n int
+			err := tx.QueryRow(ctx, s.sql(`WITH idem AS (
+	INSERT INTO {{schema}}.api_key_idempotency AS i (scope, fingerprint, key_id, sealed, created_at, expires_at)
+	VALUES ($1, $2, $3, $4, $5, $6)
+	ON CONFLICT (scope) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, key_id = EXCLUDED.key_id,
+		sealed = EXCLUDED.sealed, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+	WHERE i.expires_at <= EXCLUDED.created_at
+	RETURNING 1
+) SELECT count(*) FROM idem`), idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt).Scan(&n)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return keys.ErrIdempotencyKeyExists
+			}
+		}
+		if successor != nil {
+			if _, err := tx.Exec(ctx, s.qInsert, s.insertArgs(successor)...); err != nil {
+				if isUnique(err) {
+					return fmt.Errorf("pgstore: %w", keys.ErrDuplicate)
+				}
+				return err
+			}
+		}
+		tag, err := tx.Exec(ctx, s.qUpdate, rec.ID, rec.Name, nonNil(rec.Permissions), nonNilIPs(rec.AllowedIPs), rec.RateLimit,
+			nullTime(rec.ExpiresAt), nullTime(rec.RevokedAt), nullTime(rec.LastUsed), rec.Version, rec.Hash[:])
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			var v int64
+			var h []byte
+			err := tx.QueryRow(ctx, s.qVersion, rec.ID).Scan(&v, &h)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+				return keys.ErrNotFound
+			case err != nil:
+				return err
+			case string(h) != string(rec.Hash[:]):
+				return errors.New("pgstore: Update may not change a record's hash")
+			}
+			return fmt.Errorf("pgstore: %s is at version %d, not %d: %w", rec.ID, v, rec.Version-1, keys.ErrStale)
+		}
+		// Delivered to every listener when the transaction commits.
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel, rec.ID)
+		return err
+	})
+	if err == nil {
+		s.cache.invalidate(rec.ID) // this instance need not wait for its own notice
+	}
+	return err
+}
+
+// List implements keys.Store with keyset pagination on the
+// (account_id, created_at DESC, id DESC) index.
+func (s *Store) List(ctx context.Context, q keys.ListQuery) ([]*keys.Record, error) {
+	var afterAt *time.Time
+	afterID := ""
+	if q.After != nil {
+		t := q.After.CreatedAt
+		afterAt, afterID = &t, q.After.ID
+	}
+	rows, err := s.pool.Query(ctx, s.qList, q.AccountID, string(q.Environment), q.Revoked, afterAt, afterID, q.Limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*keys.Record
+	for rows.Next() {
+		r, err := scanRecord(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func fromNull(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func nonNilIPs(s []netip.Prefix) []netip.Prefix {
+	if s == nil {
+		return []netip.Prefix{}
+	}
+	return s
+}
+
+// cache holds records by digest, each trusted until its deadline.
+type cache struct {
+	size int
+	ttl  time.Duration
+	gen  atomic.Uint64 // bumped by every invalidation
+	mu   sync.RWMutex
+	byH  map[keys.Digest]cached
+	byID map[string]keys.Digest
+}
+
+type cached struct {
+	rec   *keys.Record
+	until int64 // Unix ns
+}
+
+func newCache(size int, ttl time.Duration) *cache {
+	return &cache{size: size, ttl: ttl, byH: make(map[keys.Digest]cached), byID: make(map[string]keys.Digest)}
+}
+
+func (c *cache) get(h keys.Digest) *keys.Record {
+	if c.size == 0 {
+		return nil
+	}
+	c.mu.RLock()
+	e, ok := c.byH[h]
+	c.mu.RUnlock()
+	if !ok || time.Now().UnixNano() > e.until {
+		return nil
+	}
+	return e.rec
+}
+
+func (c *cache) generation() uint64 { return c.gen.Load() }
+
+// put caches r unless an invalidation happened since gen was read: the
+// record may predate it.
+func (c *cache) put(r *keys.Record, gen uint64) {
+	if c.size == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen.Load() != gen {
+		return
+	}
+	if len(c.byH) >= c.size {
+		for h, e := range c.byH { // evict one (map order is random)
+			delete(c.byH, h)
+			delete(c.byID, e.rec.ID)
+			break
+		}
+	}
+	c.byH[r.Hash] = cached{rec: r, until: time.Now().Add(c.ttl).UnixNano()}
+	c.byID[r.ID] = r.Hash
+}
+
+func (c *cache) invalidate(id string) {
+	c.mu.Lock()
+	c.gen.Add(1)
+	if h, ok := c.byID[id]; ok {
+		delete(c.byH, h)
+		delete(c.byID, id)
+	}
+	c.mu.Unlock()
+}
+
+func (c *cache) clear() {
+	c.mu.Lock()
+	c.gen.Add(1)
+	clear(c.byH)
+	clear(c.byID)
+	c.mu.Unlock()
+}

@@ -1,0 +1,251 @@
+package pgstore_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/keystest"
+	"github.com/txcloud/keys/pgstore"
+)
+
+// dsn is the database the tests use: KEYS_TEST_POSTGRES. Unset, the tests
+// skip; set, the database must answer.
+func dsn(t testing.TB) string {
+	d := os.Getenv("KEYS_TEST_POSTGRES")
+	if d == "" {
+		t.Skip("set KEYS_TEST_POSTGRES (e.g. postgres://root@127.0.0.1:5432/test) to run the PostgreSQL tests")
+	}
+	return d
+}
+
+func newPool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), dsn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.Ping(context.Background()); err != nil {
+		t.Fatalf("KEYS_TEST_POSTGRES is set but PostgreSQL does not answer: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// newStore gives each test its own schema, dropped afterwards.
+func newStore(t testing.TB, pool *pgxpool.Pool, schema string, opts ...pgstore.Option) *pgstore.Store {
+	t.Helper()
+	if schema == "" {
+		schema = "keys_test_" + strings.ToLower(rand.Text()[:12])
+		t.Cleanup(func() {
+			_, _ = pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+		})
+	}
+	s, err := pgstore.New(pool, append([]pgstore.Option{pgstore.WithSchema(schema)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	pool := newPool(t)
+	keystest.Run(t, func(t *testing.T) keys.Store { return newStore(t, pool, "") })
+}
+
+func TestMigrateConcurrentlyAndTwice(t *testing.T) {
+	pool := newPool(t)
+	schema := "keys_test_" + strings.ToLower(rand.Text()[:12])
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+	})
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := pgstore.New(pool, pgstore.WithSchema(schema))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close(context.Background())
+			errs <- s.Migrate(context.Background())
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent Migrate: %v", err)
+		}
+	}
+	s := newStore(t, pool, schema) // a fifth, after: a no-op
+	var n int
+	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{schema}.Sanitize()+".keys_migrations").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d migrations recorded, %v", n, err)
+	}
+	if err := s.Create(context.Background(), keystest.NewRecord(t), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Two Managers on two pools are two instances: a key created on A
+// verifies on B, and a key revoked on B fails on A within a second.
+func TestTwoInstances(t *testing.T) {
+	ctx := context.Background()
+	poolA, poolB := newPool(t), newPool(t)
+	schema := "keys_test_" + strings.ToLower(rand.Text()[:12])
+	t.Cleanup(func() {
+		_, _ = poolA.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+	})
+	storeA := newStore(t, poolA, schema, pgstore.WithCache(1000, time.Minute))
+	storeB := newStore(t, poolB, schema, pgstore.WithCache(1000, time.Minute))
+	deadline := time.Now().Add(5 * time.Second)
+	for !(storeA.Listening() && storeB.Listening()) {
+		if time.Now().After(deadline) {
+			t.Fatal("the invalidation listeners did not connect")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	a, err := keys.New(storeA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(ctx)
+	b, err := keys.New(storeB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	owner := keys.Principal{AccountID: "acct_two", Subject: "user", Permissions: keys.DefaultPermissions}
+
+	c, err := a.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "shared", Environment: keys.Live, Permissions: []string{"kyb:read"}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both instances verify it, and so both cache it.
+	for _, m := range []*keys.Manager{a, b} {
+		if _, err := m.Verify(ctx, c.Key.Reveal(), keys.Require("kyb:read")); err != nil {
+			t.Fatalf("verify: %v", err)
+		}
+	}
+	// An update on B reaches A's cache.
+	if _, err := b.Update(ctx, owner, c.ID, keys.APIKeyUpdate{Permissions: keys.Change([]string{"fraud:read"})}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A to see B's update", func() bool {
+		_, err := a.Verify(ctx, c.Key.Reveal(), keys.Require("kyb:read"))
+		return errors.Is(err, keys.ErrPermissionDenied)
+	})
+	// A revocation on B reaches A within a second.
+	if _, err := b.Revoke(ctx, owner, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	revoked := time.Now()
+	waitFor(t, "A to refuse the key revoked on B", func() bool {
+		_, err := a.Verify(ctx, c.Key.Reveal())
+		return errors.Is(err, keys.ErrKeyRevoked)
+	})
+	if d := time.Since(revoked); d > time.Second {
+		t.Fatalf("A verified a revoked key for %v", d)
+	}
+	// And a roll on A reaches B: the new key verifies there at once.
+	c2, err := a.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "to roll", Environment: keys.Live}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Verify(ctx, c2.Key.Reveal()); err != nil {
+		t.Fatal(err)
+	}
+	rolled, err := a.Roll(ctx, owner, c2.ID, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Verify(ctx, rolled.Key.Reveal()); err != nil {
+		t.Fatalf("B does not know the key rolled on A: %v", err)
+	}
+	waitFor(t, "B to refuse the key rolled on A", func() bool {
+		_, err := b.Verify(ctx, c2.Key.Reveal())
+		return errors.Is(err, keys.ErrKeyRevoked)
+	})
+}
+
+// waitFor polls cond for up to a second.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited a second for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The rows hold digests, never keys.
+func TestRowsHoldNoPlaintext(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t)
+	schema := "keys_test_" + strings.ToLower(rand.Text()[:12])
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+	})
+	s := newStore(t, pool, schema)
+	m, err := keys.New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	p := keys.Principal{AccountID: "acct_rows", Subject: "u", Permissions: keys.DefaultPermissions}
+	var secrets []string
+	for i := range 5 {
+		c, err := m.CreateAs(ctx, p, keys.APIKeyCreate{Name: "k", Environment: keys.Test}, "rows-idem-000"+string(rune('0'+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, c.Key.Reveal())
+		r, err := m.Roll(ctx, p, c.ID, time.Minute, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, r.Key.Reveal())
+	}
+	var dump string
+	q := "SELECT concat_ws('|', k::text, encode(k.hash, 'escape')) FROM " + pgx.Identifier{schema}.Sanitize() + ".api_keys k " +
+		"UNION ALL SELECT concat_ws('|', i::text, encode(i.sealed, 'escape')) FROM " + pgx.Identifier{schema}.Sanitize() + ".api_key_idempotency i"
+	rows, err := pool.Query(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		dump += line + "\n"
+		n++
+	}
+	if n != 15 || !strings.Contains(dump, "txc_test_") {
+		t.Fatalf("%d rows read; the dump must show the stored prefixes, or it proves nothing", n)
+	}
+	for _, k := range secrets {
+		if strings.Contains(dump, k[9:]) {
+			t.Fatal("a row holds a plaintext key")
+		}
+	}
+}

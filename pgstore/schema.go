@@ -1,0 +1,72 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// migrations are applied in order, each once, recorded in
+// keys_migrations. Never edit one that has shipped: add the next.
+// {{schema}} is replaced by the store's quoted schema name.
+var migrations = []string{
+	// 1: keys and idempotency entries.
+	`CREATE TABLE {{schema}}.api_keys (
+	id          text        PRIMARY KEY,
+	account_id  text        NOT NULL,
+	name        text        NOT NULL,
+	prefix      text        NOT NULL,
+	environment text        NOT NULL CHECK (environment IN ('live', 'test')),
+	permissions text[]      NOT NULL DEFAULT '{}',
+	allowed_ips cidr[]      NOT NULL DEFAULT '{}',
+	rate_limit  integer     NOT NULL DEFAULT 0 CHECK (rate_limit >= 0),
+	hash        bytea       NOT NULL CHECK (length(hash) = 32),
+	created_at  timestamptz NOT NULL,
+	expires_at  timestamptz,
+	revoked_at  timestamptz,
+	last_used   timestamptz,
+	version     bigint      NOT NULL
+);
+CREATE UNIQUE INDEX api_keys_hash ON {{schema}}.api_keys (hash);
+CREATE INDEX api_keys_account_newest ON {{schema}}.api_keys (account_id, created_at DESC, id DESC);
+CREATE TABLE {{schema}}.api_key_idempotency (
+	scope       bytea       PRIMARY KEY CHECK (length(scope) = 32),
+	fingerprint bytea       NOT NULL,
+	key_id      text        NOT NULL,
+	sealed      bytea       NOT NULL,
+	created_at  timestamptz NOT NULL,
+	expires_at  timestamptz NOT NULL
+);
+CREATE INDEX api_key_idempotency_expires ON {{schema}}.api_key_idempotency (expires_at);`,
+}
+
+// Migrate creates or upgrades the schema. It is idempotent, and safe when
+// several instances run it at once: a transaction-scoped advisory lock
+// serialises them, and each migration is recorded in the same transaction
+// that applies it.
+func (s *Store) Migrate(ctx context.Context) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('txcloud-keys-migrate:' || $1))`, s.schema); err != nil {
+			return err
+		}
+		q := s.sql(`CREATE SCHEMA IF NOT EXISTS {{schema}};
+CREATE TABLE IF NOT EXISTS {{schema}}.keys_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return err
+		}
+		var done int
+		if err := tx.QueryRow(ctx, s.sql(`SELECT coalesce(max(version), 0) FROM {{schema}}.keys_migrations`)).Scan(&done); err != nil {
+			return err
+		}
+		for v := done + 1; v <= len(migrations); v++ {
+			if _, err := tx.Exec(ctx, s.sql(migrations[v-1])); err != nil {
+				return fmt.Errorf("pgstore: migration %d: %w", v, err)
+			}
+			if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {{schema}}.keys_migrations (version) VALUES ($1)`), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
