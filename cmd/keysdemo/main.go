@@ -1,7 +1,12 @@
-// Command keysdemo is a small API server embedding the keys library on the
-// in-memory store: the key endpoint under /v1, and two routes behind the
-// key middleware. At start it creates a bootstrap key (test environment,
-// every permission, account acct_demo) and prints it on stdout:
+// Command keysdemo is a small API server embedding the keys library: the
+// key endpoints under /v1, and two routes behind the key middleware. It runs
+// on the in-memory store by default, or on PostgreSQL (--store postgres
+// --dsn …) with an optional Redis rate limiter (--redis host:port), so that
+// several instances share keys, revocations and limits. It is a module of
+// its own so that the core module requires neither pgx nor go-redis.
+//
+// At start it creates a bootstrap key (test environment, every permission,
+// account acct_demo) and prints it on stdout:
 //
 //	bootstrap key: txc_test_…
 //
@@ -12,6 +17,8 @@
 //	GET  /v1/ping              any valid key; shows the rate-limit headers
 //
 // Requests are logged to stderr with log/slog; no key is ever logged.
+// Instances sharing a database must share the pepper: set KEYSDEMO_PEPPER
+// (at least 32 bytes) in each one's environment, or leave it unset in all.
 package main
 
 import (
@@ -29,9 +36,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/pgstore"
+	"github.com/txcloud/keys/redislimit"
 )
 
 func main() {
@@ -50,12 +61,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
 	bootstrapRate := fs.Int("bootstrap-rate-limit", 0, "rate limit (requests/minute) of the bootstrap key; 0 for none")
+	storeKind := fs.String("store", "memory", "where keys live: memory or postgres")
+	dsn := fs.String("dsn", "", "PostgreSQL connection string, with --store postgres")
+	schema := fs.String("schema", "txcloud_keys", "PostgreSQL schema, with --store postgres")
+	redisAddr := fs.String("redis", "", "Redis host:port for a rate limiter shared by every instance; empty: in memory")
+	failOpen := fs.Bool("redis-fail-open", false, "while Redis is unreachable, limit in memory instead of answering 503")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 
-	m, err := keys.New(memstore.New(), keys.WithLogger(logger))
+	opts := []keys.Option{keys.WithLogger(logger)}
+	if p := os.Getenv("KEYSDEMO_PEPPER"); p != "" {
+		opts = append(opts, keys.WithPepper([]byte(p)))
+	}
+	store, closeStore, err := openStore(ctx, *storeKind, *dsn, *schema, logger)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	if *redisAddr != "" {
+		lim, closeLimiter, err := openLimiter(*redisAddr, *failOpen, logger)
+		if err != nil {
+			return err
+		}
+		defer closeLimiter()
+		opts = append(opts, keys.WithLimiter(lim))
+	}
+	m, err := keys.New(store, opts...)
 	if err != nil {
 		return err
 	}
@@ -108,6 +141,51 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		logger.Info("keysdemo stopped: requests drained, last-used times flushed")
 	}
 	return err
+}
+
+// openStore opens the store --store names, and returns how to close it.
+func openStore(ctx context.Context, kind, dsn, schema string, logger *slog.Logger) (keys.Store, func(), error) {
+	switch kind {
+	case "memory":
+		return memstore.New(), func() {}, nil
+	case "postgres":
+		if dsn == "" {
+			return nil, nil, errors.New("--store postgres needs --dsn")
+		}
+		pool, err := pgxpool.New(ctx, dsn)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := pool.Ping(ctx); err != nil {
+			pool.Close()
+			return nil, nil, fmt.Errorf("PostgreSQL: %w", err)
+		}
+		s, err := pgstore.New(pool, pgstore.WithSchema(schema), pgstore.WithErrorLog(func(msg string, err error) { logger.Warn(msg, "err", err) }))
+		if err == nil {
+			err = s.Migrate(ctx)
+		}
+		if err != nil {
+			pool.Close()
+			return nil, nil, err
+		}
+		return s, func() { _ = s.Close(context.Background()); pool.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("--store %q: want memory or postgres", kind)
+}
+
+// openLimiter connects the shared Redis limiter.
+func openLimiter(addr string, failOpen bool, logger *slog.Logger) (keys.Limiter, func(), error) {
+	client := redis.NewClient(&redis.Options{Addr: addr})
+	var opts []redislimit.Option
+	if failOpen {
+		opts = append(opts, redislimit.FailOpen(nil, func(msg string, err error) { logger.Warn(msg, "err", err) }, time.Minute))
+	}
+	l, err := redislimit.New(client, opts...)
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	return l, func() { _ = client.Close() }, nil
 }
 
 func newMux(m *keys.Manager, logger *slog.Logger) *http.ServeMux {

@@ -1,0 +1,30 @@
+module github.com/txcloud/keys/cmd/keysdemo
+
+go 1.26.0
+
+require (
+	github.com/jackc/pgx/v5 v5.12.0
+	github.com/redis/go-redis/v9 v9.23.0
+	github.com/txcloud/keys v0.0.0
+	github.com/txcloud/keys/pgstore v0.0.0
+	github.com/txcloud/keys/redislimit v0.0.0
+)
+
+require (
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	github.com/jackc/pgpassfile v1.0.0 // indirect
+	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
+	github.com/jackc/puddle/v2 v2.2.3 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
+	golang.org/x/crypto v0.59.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/text v0.44.0 // indirect
+)
+
+replace (
+	github.com/txcloud/keys => ../../
+	github.com/txcloud/keys/pgstore => ../../pgstore
+	github.com/txcloud/keys/redislimit => ../../redislimit
+)

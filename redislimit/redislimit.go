@@ -1,0 +1,144 @@
+// Package redislimit is a keys.Limiter shared by every instance of a host
+// through Redis, so that a key's rate_limit holds across all of them.
+//
+// Each check is one round trip: a Lua script runs GCRA atomically on the
+// Redis server, with the server's own clock (TIME), so instances with
+// skewed clocks still share one limit. A key's state is one integer that
+// expires by itself once the key's bucket is full again.
+//
+// When Redis cannot be reached, the host chooses (FailOpen): by default the
+// limiter fails closed (the error makes Verify fail with
+// keys.ErrUnavailable, which the HTTP adapter answers with 503); with
+// FailOpen it falls back to an in-memory limiter per instance, and says so
+// in the log at most once per interval.
+package redislimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/txcloud/keys"
+)
+
+// gcra is GCRA with a burst of the whole limit, times in microseconds.
+// KEYS[1]: the key's state; ARGV[1]: emission interval; ARGV[2]: capacity
+// (limit × interval). Returns {allowed, tat, now}. Lua numbers are
+// doubles: microseconds since 1970 (~2^51) are exact.
+var gcra = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local allowed = 0
+if tat + interval - now <= capacity then
+  allowed = 1
+  tat = tat + interval
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+end
+return {allowed, string.format('%.0f', tat), string.format('%.0f', now)}
+`)
+
+// Limiter is a Redis keys.Limiter. Use New.
+type Limiter struct {
+	client   redis.UniversalClient
+	prefix   string
+	fallback keys.Limiter // nil: fail closed
+	logf     func(msg string, err error)
+	every    time.Duration
+
+	mu     sync.Mutex
+	logged time.Time
+}
+
+var _ keys.Limiter = (*Limiter)(nil)
+
+// Option configures a Limiter.
+type Option func(*Limiter)
+
+// WithPrefix sets the prefix of the Redis keys (default "txcloud:keys:rl:").
+func WithPrefix(p string) Option { return func(l *Limiter) { l.prefix = p } }
+
+// FailOpen makes the limiter fall back to fallback (keys.NewMemoryLimiter()
+// if nil) while Redis is unreachable, logging through logf at most once per
+// every. Without it the limiter fails closed.
+func FailOpen(fallback keys.Limiter, logf func(msg string, err error), every time.Duration) Option {
+	return func(l *Limiter) {
+		if fallback == nil {
+			fallback = keys.NewMemoryLimiter()
+		}
+		l.fallback, l.logf, l.every = fallback, logf, every
+	}
+}
+
+// New returns a limiter on client. The client is the caller's to close.
+func New(client redis.UniversalClient, opts ...Option) (*Limiter, error) {
+	if client == nil {
+		return nil, errors.New("redislimit: nil client")
+	}
+	l := &Limiter{client: client, prefix: "txcloud:keys:rl:", logf: func(string, error) {}, every: time.Minute}
+	for _, o := range opts {
+		o(l)
+	}
+	return l, nil
+}
+
+// Allow implements keys.Limiter. now is ignored: the Redis server's clock
+// decides, the same for every instance.
+func (l *Limiter) Allow(ctx context.Context, id string, perMinute int, now time.Time) (keys.RateLimit, bool, error) {
+	interval := int64(keys.RateLimitWindow/time.Microsecond) / int64(perMinute)
+	capacity := interval * int64(perMinute)
+	res, err := gcra.Run(ctx, l.client, []string{l.prefix + id}, interval, capacity).Slice()
+	if err != nil {
+		if l.fallback == nil {
+			return keys.RateLimit{}, false, fmt.Errorf("redislimit: %w", err)
+		}
+		l.logOnce(err)
+		return l.fallback.Allow(ctx, id, perMinute, now)
+	}
+	allowed, tat, srvNow, err := parse(res)
+	if err != nil {
+		return keys.RateLimit{}, false, err
+	}
+	rl := keys.RateLimit{Limit: perMinute, Window: keys.RateLimitWindow, Reset: time.UnixMicro(tat)}
+	if allowed {
+		rl.Remaining = int((capacity - (tat - srvNow)) / interval)
+	} else {
+		rl.RetryAfter = time.Duration(tat+interval-srvNow-capacity) * time.Microsecond
+	}
+	return rl, allowed, nil
+}
+
+func parse(res []any) (allowed bool, tat, now int64, err error) {
+	if len(res) != 3 {
+		return false, 0, 0, fmt.Errorf("redislimit: script returned %d values", len(res))
+	}
+	a, ok := res[0].(int64)
+	ts, ok2 := res[1].(string)
+	ns, ok3 := res[2].(string)
+	if !ok || !ok2 || !ok3 {
+		return false, 0, 0, fmt.Errorf("redislimit: unexpected script result %v", res)
+	}
+	if tat, err = strconv.ParseInt(ts, 10, 64); err != nil {
+		return false, 0, 0, err
+	}
+	if now, err = strconv.ParseInt(ns, 10, 64); err != nil {
+		return false, 0, 0, err
+	}
+	return a == 1, tat, now, nil
+}
+
+func (l *Limiter) logOnce(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if time.Since(l.logged) >= l.every {
+		l.logged = time.Now()
+		l.logf("redislimit: Redis unreachable; limiting in memory per instance until it is back", err)
+	}
+}

@@ -1,0 +1,260 @@
+package redislimit_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/redislimit"
+)
+
+// addr is the Redis the tests use: KEYS_TEST_REDIS. Unset, they skip; set,
+// Redis must answer.
+func addr(t testing.TB) string {
+	a := os.Getenv("KEYS_TEST_REDIS")
+	if a == "" {
+		t.Skip("set KEYS_TEST_REDIS (e.g. 127.0.0.1:6379) to run the Redis tests")
+	}
+	return a
+}
+
+func newClient(t testing.TB, address string) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: address, MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: time.Second})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func newLimiter(t testing.TB, c redis.UniversalClient, opts ...redislimit.Option) *redislimit.Limiter {
+	t.Helper()
+	l, err := redislimit.New(c, append([]redislimit.Option{redislimit.WithPrefix("keys-test:" + rand.Text() + ":")}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestBoundary(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t, addr(t))
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("KEYS_TEST_REDIS is set but Redis does not answer: %v", err)
+	}
+	prefix := "keys-test:" + rand.Text() + ":"
+	l, _ := redislimit.New(c, redislimit.WithPrefix(prefix))
+	for i := range 5 {
+		rl, ok, err := l.Allow(ctx, "k1", 5, time.Now())
+		if err != nil || !ok || rl.Remaining != 4-i || rl.Limit != 5 || rl.Window != time.Minute {
+			t.Fatalf("request %d: %+v %v %v", i+1, rl, ok, err)
+		}
+	}
+	rl, ok, err := l.Allow(ctx, "k1", 5, time.Now())
+	if err != nil || ok || rl.RetryAfter <= 11*time.Second || rl.RetryAfter > 12*time.Second || rl.Remaining != 0 {
+		t.Fatalf("6th request: %+v %v %v", rl, ok, err)
+	}
+	if _, ok, _ := l.Allow(ctx, "k2", 5, time.Now()); !ok {
+		t.Fatal("another key was limited")
+	}
+	ttl, err := c.PTTL(ctx, prefix+"k1").Result()
+	if err != nil || ttl <= 0 || ttl > 61*time.Second {
+		t.Fatalf("the key's state does not expire by itself: %v %v", ttl, err)
+	}
+}
+
+// Two instances (two Managers, two Redis clients) share one limit: N
+// successes in total, then 429s on both.
+func TestLimitHeldAcrossInstances(t *testing.T) {
+	ctx := context.Background()
+	a := addr(t)
+	store := memstore.New() // both instances see the same keys
+	prefix := redislimit.WithPrefix("keys-test:" + rand.Text() + ":")
+	la, _ := redislimit.New(newClient(t, a), prefix)
+	lb, _ := redislimit.New(newClient(t, a), prefix)
+	ma, _ := keys.New(store, keys.WithLimiter(la))
+	mb, _ := keys.New(store, keys.WithLimiter(lb))
+	defer ma.Close(ctx)
+	defer mb.Close(ctx)
+	const n = 10
+	c, err := ma.Create(ctx, keys.APIKeyCreate{Name: "shared", Environment: keys.Live, RateLimit: func() *int { v := n; return &v }()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var passed, limited atomic.Int64
+	var wg sync.WaitGroup
+	for _, m := range []*keys.Manager{ma, mb, ma, mb} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				_, err := m.Verify(ctx, c.Key.Reveal())
+				switch {
+				case err == nil:
+					passed.Add(1)
+				case errors.Is(err, keys.ErrRateLimited):
+					limited.Add(1)
+				default:
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if passed.Load() != n || limited.Load() != 40-n {
+		t.Fatalf("%d passed and %d were limited across two instances; want %d and %d", passed.Load(), limited.Load(), n, 40-n)
+	}
+}
+
+func TestFailClosed(t *testing.T) {
+	addr(t)
+	ctx := context.Background()
+	l := newLimiter(t, newClient(t, "127.0.0.1:1")) // nothing listens there
+	m, _ := keys.New(memstore.New(), keys.WithLimiter(l))
+	defer m.Close(ctx)
+	c, _ := m.Create(ctx, keys.APIKeyCreate{Name: "k", Environment: keys.Live, RateLimit: func() *int { v := 5; return &v }()})
+	_, err := m.Verify(ctx, c.Key.Reveal())
+	if !errors.Is(err, keys.ErrUnavailable) || errors.Is(err, keys.ErrInvalidKey) {
+		t.Fatalf("Redis down, failing closed: %v (want ErrUnavailable: a 503, not a 401)", err)
+	}
+}
+
+func TestFailOpen(t *testing.T) {
+	addr(t)
+	ctx := context.Background()
+	var logs atomic.Int64
+	l := newLimiter(t, newClient(t, "127.0.0.1:1"), redislimit.FailOpen(nil, func(string, error) { logs.Add(1) }, time.Hour))
+	for i := range 5 {
+		if _, ok, err := l.Allow(ctx, "k", 3, time.Now()); err != nil || ok != (i < 3) {
+			t.Fatalf("request %d: %v %v (the in-memory fallback still limits)", i+1, ok, err)
+		}
+	}
+	if logs.Load() != 1 {
+		t.Fatalf("logged %d times in one interval, want once", logs.Load())
+	}
+}
+
+// proxy forwards TCP to the real Redis until cut; restore brings it back
+// on the same address: a real outage of the path to Redis, without
+// stopping the machine's Redis under other tests.
+type proxy struct {
+	target string
+	ln     net.Listener
+	addr   string
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	p := &proxy{target: target}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	p.serve(ln)
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *proxy) serve(ln net.Listener) {
+	p.ln = ln
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { _, _ = io.Copy(c, up); c.Close() }()
+		}
+	}()
+}
+
+func (p *proxy) cut() {
+	p.ln.Close()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+	p.mu.Unlock()
+}
+
+func (p *proxy) restore(t *testing.T) {
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.serve(ln)
+}
+
+// Redis goes away and comes back: failing closed answers errors (503s)
+// meanwhile, and limiting resumes without restarting anything.
+func TestOutageAndRecovery(t *testing.T) {
+	ctx := context.Background()
+	p := startProxy(t, addr(t))
+	l := newLimiter(t, newClient(t, p.addr))
+	if _, ok, err := l.Allow(ctx, "k", 100, time.Now()); err != nil || !ok {
+		t.Fatalf("before the outage: %v %v", ok, err)
+	}
+	p.cut()
+	if _, _, err := l.Allow(ctx, "k", 100, time.Now()); err == nil {
+		t.Fatal("no error while Redis is unreachable")
+	}
+	p.restore(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rl, ok, err := l.Allow(ctx, "k", 100, time.Now())
+		if err == nil {
+			if !ok || rl.Remaining != 98 {
+				t.Fatalf("after recovery the limit's state is wrong: %+v %v", rl, ok)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("did not recover: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BenchmarkRedisLimit is one limiter check, beside the floor of one raw
+// INCR round trip to the same Redis.
+func BenchmarkRedisLimit(b *testing.B) {
+	ctx := context.Background()
+	c := newClient(b, addr(b))
+	l := newLimiter(b, c)
+	b.Run("floor-incr", func(b *testing.B) {
+		key := "keys-test:" + rand.Text()
+		defer c.Del(ctx, key)
+		for b.Loop() {
+			if err := c.Incr(ctx, key).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("limit", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := l.Allow(ctx, "bench", keys.MaxRateLimit, time.Now()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
