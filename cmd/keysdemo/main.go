@@ -66,6 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	schema := fs.String("schema", "txcloud_keys", "PostgreSQL schema, with --store postgres")
 	redisAddr := fs.String("redis", "", "Redis host:port for a rate limiter shared by every instance; empty: in memory")
 	failOpen := fs.Bool("redis-fail-open", false, "while Redis is unreachable, limit in memory instead of answering 503")
+	openPing := fs.Bool("unauthenticated-ping", false, "serve /v1/ping without the key middleware (only to measure what verification costs under load)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -107,7 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		return err
 	}
 	srv := &http.Server{
-		Handler:           logRequests(logger, newMux(m, logger)),
+		Handler:           logRequests(logger, newMux(m, logger, *openPing)),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      15 * time.Second,
@@ -188,12 +189,16 @@ func openLimiter(addr string, failOpen bool, logger *slog.Logger) (keys.Limiter,
 	return l, func() { _ = client.Close() }, nil
 }
 
-func newMux(m *keys.Manager, logger *slog.Logger) *http.ServeMux {
+func newMux(m *keys.Manager, logger *slog.Logger, openPing bool) *http.ServeMux {
 	authed := httpadapter.Middleware(m, httpadapter.WithLogger(logger))
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", http.StripPrefix("/v1", httpadapter.New(m, httpadapter.WithLogger(logger))))
 	mux.Handle("GET /v1/whoami", authed(http.HandlerFunc(whoami)))
-	mux.Handle("GET /v1/ping", authed(http.HandlerFunc(ping)))
+	if openPing {
+		mux.Handle("GET /v1/ping", http.HandlerFunc(ping))
+	} else {
+		mux.Handle("GET /v1/ping", authed(http.HandlerFunc(ping)))
+	}
 	return mux
 }
 

@@ -1,0 +1,105 @@
+package pgstore_test
+
+import (
+	"context"
+	"crypto/rand"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/keystest"
+	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/pgstore"
+)
+
+func benchSchema(b *testing.B) string {
+	schema := "keys_bench_" + strings.ToLower(rand.Text()[:10])
+	return schema
+}
+
+// BenchmarkPGCreate: Manager.Create on pgstore beside a raw pgx INSERT of
+// the same kind of row (target: at most 1.5 times).
+func BenchmarkPGCreate(b *testing.B) {
+	ctx := context.Background()
+	pool := newPool(b)
+	schema := benchSchema(b)
+	b.Cleanup(func() { _, _ = pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE") })
+	s := newStore(b, pool, schema)
+	m, err := keys.New(s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close(ctx)
+	table := pgx.Identifier{schema, "api_keys"}.Sanitize()
+	b.Run("floor-raw-insert", func(b *testing.B) {
+		r := keystest.NewRecord(b)
+		for b.Loop() {
+			rand.Read(r.Hash[:])
+			r.ID = "key_" + rand.Text()
+			if _, err := pool.Exec(ctx, `INSERT INTO `+table+` (id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, hash, created_at, expires_at, revoked_at, last_used, version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+				r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), r.Permissions, r.AllowedIPs, r.RateLimit, r.Hash[:], r.CreatedAt, nil, nil, nil, r.Version); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("create", func(b *testing.B) {
+		req := keys.APIKeyCreate{Name: "bench", Environment: keys.Live, Permissions: []string{"identity:read", "developers:write"}, AllowedIPs: []string{"192.0.2.0/24", "2001:db8::1"}, RateLimit: func() *int { v := 120; return &v }()}
+		for b.Loop() {
+			if _, err := m.Create(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkPGVerify: a cached key on pgstore beside the same on memstore
+// (hot, target 2 times), and an uncached key beside a raw SELECT by
+// primary key (cold, target 1.3 times).
+func BenchmarkPGVerify(b *testing.B) {
+	ctx := context.Background()
+	pool := newPool(b)
+	schema := benchSchema(b)
+	b.Cleanup(func() { _, _ = pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE") })
+	hot := newStore(b, pool, schema, pgstore.WithCache(10_000, time.Hour))
+	cold := newStore(b, pool, schema, pgstore.WithCache(0, time.Second))
+	mHot, _ := keys.New(hot)
+	mCold, _ := keys.New(cold)
+	mMem, _ := keys.New(memstore.New())
+	defer mHot.Close(ctx)
+	defer mCold.Close(ctx)
+	defer mMem.Close(ctx)
+	req := keys.APIKeyCreate{Name: "bench", Environment: keys.Live}
+	pk, err := mHot.Create(ctx, req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mk, err := mMem.Create(ctx, req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	verify := func(m *keys.Manager, key string) func(*testing.B) {
+		return func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := m.Verify(ctx, key); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	b.Run("hot-floor-memstore", verify(mMem, mk.Key.Reveal()))
+	b.Run("hot", verify(mHot, pk.Key.Reveal()))
+	table := pgx.Identifier{schema, "api_keys"}.Sanitize()
+	b.Run("cold-floor-raw-select", func(b *testing.B) {
+		var name string
+		for b.Loop() {
+			if err := pool.QueryRow(ctx, `SELECT name FROM `+table+` WHERE id = $1`, pk.ID).Scan(&name); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cold", verify(mCold, pk.Key.Reveal()))
+}

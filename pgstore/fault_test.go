@@ -1,0 +1,184 @@
+package pgstore_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/pgstore"
+)
+
+// taggedPool is a pool whose connections carry application_name, so a test
+// can kill exactly them with pg_terminate_backend.
+func taggedPool(t *testing.T) (*pgxpool.Pool, string) {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(dsn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "keys_fault_" + strings.ToLower(rand.Text()[:8])
+	cfg.ConnConfig.RuntimeParams["application_name"] = name
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool, name
+}
+
+func kill(t *testing.T, admin *pgxpool.Pool, app string) int {
+	t.Helper()
+	var n int
+	if err := admin.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Every connection of instance A, the listener's included, is killed
+// mid-run: A recovers without a restart, loses no key, its listener comes
+// back, and revocations on B reach it again within a second.
+func TestConnectionsKilled(t *testing.T) {
+	ctx := context.Background()
+	admin := newPool(t)
+	poolA, appA := taggedPool(t)
+	schema := "keys_test_" + strings.ToLower(rand.Text()[:12])
+	t.Cleanup(func() { _, _ = admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE") })
+	storeA := newStore(t, poolA, schema, pgstore.WithCache(1000, 2*time.Second))
+	storeB := newStore(t, newPool(t), schema)
+	a, _ := keys.New(storeA)
+	b, _ := keys.New(storeB)
+	defer a.Close(ctx)
+	defer b.Close(ctx)
+	owner := keys.Principal{AccountID: "acct_fault", Subject: "u", Permissions: keys.DefaultPermissions}
+	eventually(t, 5*time.Second, "A's listener connects", storeA.Listening)
+
+	var created []*keys.APIKeyCreated
+	for range 5 {
+		c, err := a.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "before", Environment: keys.Live}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		created = append(created, c)
+		if _, err := a.Verify(ctx, c.Key.Reveal()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := kill(t, admin, appA); n == 0 {
+		t.Fatal("no connection of A was killed: the test proves nothing")
+	}
+	// Errors while the pool notices are 503-class, never "invalid key"...
+	var c *keys.APIKeyCreated
+	eventually(t, 5*time.Second, "A creates keys again", func() bool {
+		var err error
+		c, err = a.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "after", Environment: keys.Live}, "")
+		if err != nil && !errors.Is(err, keys.ErrUnavailable) {
+			t.Fatalf("after the kill: %v", err)
+		}
+		return err == nil
+	})
+	created = append(created, c)
+	// ...and nothing was lost.
+	for _, k := range append(created, c) {
+		if _, err := b.Verify(ctx, k.Key.Reveal()); err != nil {
+			t.Fatalf("a key created on A is gone: %v", err)
+		}
+	}
+	eventually(t, 5*time.Second, "A's listener reconnects", storeA.Listening)
+	target := created[0]
+	if _, err := a.Verify(ctx, target.Key.Reveal()); err != nil { // cached again on A
+		t.Fatal(err)
+	}
+	if _, err := b.Revoke(ctx, owner, target.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "A refuses the key B revoked, after reconnecting", func() bool {
+		_, err := a.Verify(ctx, target.Key.Reveal())
+		return errors.Is(err, keys.ErrKeyRevoked)
+	})
+}
+
+// With A's listener killed over and over, so that notifications are lost,
+// A never verifies a key revoked on B once the cache TTL has passed.
+func TestListenerDownFallsBackToTTL(t *testing.T) {
+	ctx := context.Background()
+	admin := newPool(t)
+	poolA, appA := taggedPool(t)
+	schema := "keys_test_" + strings.ToLower(rand.Text()[:12])
+	t.Cleanup(func() { _, _ = admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE") })
+	const ttl = 300 * time.Millisecond
+	storeA := newStore(t, poolA, schema, pgstore.WithCache(1000, ttl))
+	storeB := newStore(t, newPool(t), schema)
+	a, _ := keys.New(storeA)
+	b, _ := keys.New(storeB)
+	defer a.Close(ctx)
+	defer b.Close(ctx)
+	owner := keys.Principal{AccountID: "acct_ttl", Subject: "u", Permissions: keys.DefaultPermissions}
+	c, err := b.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "k", Environment: keys.Live}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	killed := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				killed <- n
+				return
+			case <-time.After(5 * time.Millisecond):
+				// Not kill(): t.Fatal is for the test's own goroutine.
+				var k int
+				if admin.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, appA).Scan(&k) == nil {
+					n += k
+				}
+			}
+		}
+	}()
+	deadline := time.Now().Add(time.Second)
+	var revokedAt time.Time
+	for time.Now().Before(deadline) {
+		_, err := a.Verify(ctx, c.Key.Reveal())
+		switch {
+		case err == nil:
+			if !revokedAt.IsZero() && time.Since(revokedAt) > ttl+100*time.Millisecond {
+				t.Fatalf("A verified a revoked key %v after the revocation (TTL %v)", time.Since(revokedAt), ttl)
+			}
+		case errors.Is(err, keys.ErrKeyRevoked), errors.Is(err, keys.ErrUnavailable):
+		default:
+			t.Fatalf("verify: %v", err)
+		}
+		if revokedAt.IsZero() && time.Until(deadline) < 700*time.Millisecond {
+			if _, err := b.Revoke(ctx, owner, c.ID); err != nil {
+				t.Fatal(err)
+			}
+			revokedAt = time.Now()
+		}
+	}
+	close(stop)
+	if n := <-killed; n == 0 {
+		t.Fatal("nothing was killed: the test proves nothing")
+	}
+	eventually(t, 5*time.Second, "A verifies again once the faults stop", func() bool {
+		_, err := a.Verify(ctx, c.Key.Reveal())
+		return errors.Is(err, keys.ErrKeyRevoked)
+	})
+}
