@@ -17,7 +17,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -27,22 +26,22 @@ import (
 
 // gcra is GCRA with a burst of the whole limit, times in microseconds.
 // KEYS[1]: the key's state; ARGV[1]: emission interval; ARGV[2]: capacity
-// (limit × interval). Returns {allowed, tat, now}. Lua numbers are
-// doubles: microseconds since 1970 (~2^51) are exact.
+// (limit × interval). Returns {allowed, tat, now} as integers. Lua numbers
+// are doubles: microseconds since 1970 (~2^51) are exact. The stored value
+// is formatted by hand because Lua's own number-to-string keeps only 14
+// digits.
 var gcra = redis.NewScript(`
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = t[1] * 1000000 + t[2]
 local interval = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local allowed = 0
-if tat + interval - now <= capacity then
-  allowed = 1
-  tat = tat + interval
-  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+if tat + interval - now > tonumber(ARGV[2]) then
+  return {0, tat, now}
 end
-return {allowed, string.format('%.0f', tat), string.format('%.0f', now)}
+tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+return {1, tat, now}
 `)
 
 // Limiter is a Redis keys.Limiter. Use New.
@@ -116,22 +115,15 @@ func (l *Limiter) Allow(ctx context.Context, id string, perMinute int, now time.
 }
 
 func parse(res []any) (allowed bool, tat, now int64, err error) {
-	if len(res) != 3 {
-		return false, 0, 0, fmt.Errorf("redislimit: script returned %d values", len(res))
+	if len(res) == 3 {
+		a, ok := res[0].(int64)
+		tat, ok2 := res[1].(int64)
+		now, ok3 := res[2].(int64)
+		if ok && ok2 && ok3 {
+			return a == 1, tat, now, nil
+		}
 	}
-	a, ok := res[0].(int64)
-	ts, ok2 := res[1].(string)
-	ns, ok3 := res[2].(string)
-	if !ok || !ok2 || !ok3 {
-		return false, 0, 0, fmt.Errorf("redislimit: unexpected script result %v", res)
-	}
-	if tat, err = strconv.ParseInt(ts, 10, 64); err != nil {
-		return false, 0, 0, err
-	}
-	if now, err = strconv.ParseInt(ns, 10, 64); err != nil {
-		return false, 0, 0, err
-	}
-	return a == 1, tat, now, nil
+	return false, 0, 0, fmt.Errorf("redislimit: unexpected script result %v", res)
 }
 
 func (l *Limiter) logOnce(err error) {
