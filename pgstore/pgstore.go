@@ -444,14 +444,25 @@ func nonNilIPs(s []netip.Prefix) []netip.Prefix {
 	return s
 }
 
-// cache holds records by digest, each trusted until its deadline.
+// cache holds records by digest, each trusted until its deadline. It is
+// sharded by digest, so hits on different keys take different locks (no
+// global lock on the Verify path); the ID index, needed only to invalidate,
+// sits behind its own lock.
 type cache struct {
-	size int
-	ttl  time.Duration
-	gen  atomic.Uint64 // bumped by every invalidation
-	mu   sync.RWMutex
-	byH  map[keys.Digest]cached
-	byID map[string]keys.Digest
+	size   int // in all
+	ttl    time.Duration
+	gen    atomic.Uint64 // bumped by every invalidation
+	shards [cacheShards]cacheShard
+	idMu   sync.Mutex
+	byID   map[string]keys.Digest
+}
+
+const cacheShards = 32
+
+type cacheShard struct {
+	mu  sync.RWMutex
+	byH map[keys.Digest]cached
+	_   [40]byte // keep shards on separate cache lines
 }
 
 type cached struct {
@@ -460,16 +471,23 @@ type cached struct {
 }
 
 func newCache(size int, ttl time.Duration) *cache {
-	return &cache{size: size, ttl: ttl, byH: make(map[keys.Digest]cached), byID: make(map[string]keys.Digest)}
+	c := &cache{size: size, ttl: ttl, byID: make(map[string]keys.Digest)}
+	for i := range c.shards {
+		c.shards[i].byH = make(map[keys.Digest]cached)
+	}
+	return c
 }
+
+func (c *cache) shard(h keys.Digest) *cacheShard { return &c.shards[h[0]%cacheShards] }
 
 func (c *cache) get(h keys.Digest) *keys.Record {
 	if c.size == 0 {
 		return nil
 	}
-	c.mu.RLock()
-	e, ok := c.byH[h]
-	c.mu.RUnlock()
+	sh := c.shard(h)
+	sh.mu.RLock()
+	e, ok := sh.byH[h]
+	sh.mu.RUnlock()
 	if !ok || time.Now().UnixNano() > e.until {
 		return nil
 	}
@@ -479,41 +497,53 @@ func (c *cache) get(h keys.Digest) *keys.Record {
 func (c *cache) generation() uint64 { return c.gen.Load() }
 
 // put caches r unless an invalidation happened since gen was read: the
-// record may predate it.
+// record may predate it. idMu is held throughout, so an invalidation cannot
+// slip between the check and the insert.
 func (c *cache) put(r *keys.Record, gen uint64) {
 	if c.size == 0 {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.idMu.Lock()
+	defer c.idMu.Unlock()
 	if c.gen.Load() != gen {
 		return
 	}
-	if len(c.byH) >= c.size {
-		for h, e := range c.byH { // evict one (map order is random)
-			delete(c.byH, h)
-			delete(c.byID, e.rec.ID)
+	if len(c.byID) >= c.size {
+		for id, h := range c.byID { // evict one (map order is random)
+			c.drop(id, h)
 			break
 		}
 	}
-	c.byH[r.Hash] = cached{rec: r, until: time.Now().Add(c.ttl).UnixNano()}
+	sh := c.shard(r.Hash)
+	sh.mu.Lock()
+	sh.byH[r.Hash] = cached{rec: r, until: time.Now().Add(c.ttl).UnixNano()}
+	sh.mu.Unlock()
 	c.byID[r.ID] = r.Hash
 }
 
+// drop removes one entry; idMu is held.
+func (c *cache) drop(id string, h keys.Digest) {
+	sh := c.shard(h)
+	sh.mu.Lock()
+	delete(sh.byH, h)
+	sh.mu.Unlock()
+	delete(c.byID, id)
+}
+
 func (c *cache) invalidate(id string) {
-	c.mu.Lock()
+	c.idMu.Lock()
 	c.gen.Add(1)
 	if h, ok := c.byID[id]; ok {
-		delete(c.byH, h)
-		delete(c.byID, id)
+		c.drop(id, h)
 	}
-	c.mu.Unlock()
+	c.idMu.Unlock()
 }
 
 func (c *cache) clear() {
-	c.mu.Lock()
+	c.idMu.Lock()
 	c.gen.Add(1)
-	clear(c.byH)
-	clear(c.byID)
-	c.mu.Unlock()
+	for id, h := range c.byID {
+		c.drop(id, h)
+	}
+	c.idMu.Unlock()
 }
