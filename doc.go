@@ -26,11 +26,21 @@
 // SHA-256 plus one map lookup. Last-used times are kept in memory and
 // written in batches.
 //
+// # Managing keys
+//
+// Get, List, Update, Revoke and Roll act for a Principal: each sees and
+// changes only its own account's keys, and grants no permission it lacks.
+// Revocation holds for the very next Verify; Roll issues a successor key
+// and retires the old one after a grace period. OnEvent reports every
+// change.
+//
 // # Stores
 //
-// A Store persists key records (package memstore is the in-memory one; its
-// contract is written into the Store interface and checked by package
-// keystest). A Limiter counts requests per key (MemoryLimiter by default).
+// A Store persists key records. Its contract is written into the Store
+// interface and checked by package keystest. Package memstore is the
+// in-memory one; the pgstore module shares keys between instances through
+// PostgreSQL. A Limiter counts requests per key: MemoryLimiter by default,
+// or the redislimit module's Redis limiter, shared by every instance.
 //
 // # Idempotency
 //

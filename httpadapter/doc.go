@@ -1,8 +1,9 @@
-// Package httpadapter serves the TXCloud DevEx key endpoint and
+// Package httpadapter serves the TXCloud DevEx key endpoints and
 // authenticates requests with API keys, for any net/http server.
 //
-// New returns the handler for POST /developers/keys, relative to where the
-// host mounts it:
+// New returns the handler for POST and GET /developers/keys and GET, PATCH
+// and DELETE /developers/keys/{id} and POST /developers/keys/{id}/roll,
+// relative to where the host mounts it:
 //
 //	mux.Handle("/v1/developers/", http.StripPrefix("/v1", httpadapter.New(m)))
 //
