@@ -3,7 +3,6 @@ package pgstore_test
 import (
 	"context"
 	"crypto/rand"
-	"strings"
 	"testing"
 	"time"
 
@@ -14,18 +13,12 @@ import (
 	"github.com/txcloud/keys/pgstore"
 )
 
-func benchSchema(b *testing.B) string {
-	schema := "keys_bench_" + strings.ToLower(rand.Text()[:10])
-	return schema
-}
-
 // BenchmarkPGCreate: Manager.Create on pgstore beside a raw pgx INSERT of
 // the same kind of row (target: at most 1.5 times).
 func BenchmarkPGCreate(b *testing.B) {
 	ctx := context.Background()
 	pool := newPool(b)
-	schema := benchSchema(b)
-	b.Cleanup(func() { _, _ = pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE") })
+	schema := freshSchema(b, pool)
 	s := newStore(b, pool, schema)
 	m, err := keys.New(s)
 	if err != nil {
@@ -61,8 +54,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 func BenchmarkPGVerify(b *testing.B) {
 	ctx := context.Background()
 	pool := newPool(b)
-	schema := benchSchema(b)
-	b.Cleanup(func() { _, _ = pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE") })
+	schema := freshSchema(b, pool)
 	hot := newStore(b, pool, schema, pgstore.WithCache(10_000, time.Hour))
 	cold := newStore(b, pool, schema, pgstore.WithCache(0, time.Second))
 	mHot, _ := keys.New(hot)

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/pgstore"
@@ -59,8 +58,7 @@ func TestConnectionsKilled(t *testing.T) {
 	ctx := context.Background()
 	admin := newPool(t)
 	poolA, appA := taggedPool(t)
-	schema := "keys_test_" + strings.ToLower(rand.Text()[:12])
-	t.Cleanup(func() { _, _ = admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE") })
+	schema := freshSchema(t, admin)
 	storeA := newStore(t, poolA, schema, pgstore.WithCache(1000, 2*time.Second))
 	storeB := newStore(t, newPool(t), schema)
 	a, _ := keys.New(storeA)
@@ -121,8 +119,7 @@ func TestListenerDownFallsBackToTTL(t *testing.T) {
 	ctx := context.Background()
 	admin := newPool(t)
 	poolA, appA := taggedPool(t)
-	schema := "keys_test_" + strings.ToLower(rand.Text()[:12])
-	t.Cleanup(func() { _, _ = admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE") })
+	schema := freshSchema(t, admin)
 	const ttl = 300 * time.Millisecond
 	storeA := newStore(t, poolA, schema, pgstore.WithCache(1000, ttl))
 	storeB := newStore(t, newPool(t), schema)

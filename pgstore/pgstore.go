@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,7 +48,7 @@ type Store struct {
 	done      chan struct{}
 	closed    atomic.Bool
 
-	qLookup, qGet, qInsert, qInsertIdem, qLookupIdem, qTouch, qUpdate, qVersion, qList string
+	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qUpdate, qVersion, qList string
 }
 
 var _ keys.Store = (*Store)(nil)
@@ -106,19 +107,13 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	s.qInsert = s.sql(`INSERT INTO {{schema}}.api_keys (` + cols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`)
 	// One statement: the key goes in only if the idempotency entry does
 	// (its scope free, or held by an expired entry), so both or neither.
-	s.qInsertIdem = s.sql(`WITH idem AS (
-	INSERT INTO {{schema}}.api_key_idempotency AS i (scope, fingerprint, key_id, sealed, created_at, expires_at)
-	VALUES ($15, $16, $17, $18, $19, $20)
-	ON CONFLICT (scope) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, key_id = EXCLUDED.key_id,
-		sealed = EXCLUDED.sealed, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-	WHERE i.expires_at <= EXCLUDED.created_at
-	RETURNING 1
-), k AS (
+	s.qInsertIdem = s.sql(`WITH idem AS (` + upsertIdem(15) + `), k AS (
 	INSERT INTO {{schema}}.api_keys (` + cols + `)
 	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 WHERE EXISTS (SELECT 1 FROM idem)
 	RETURNING 1
 )
 SELECT (SELECT count(*) FROM idem)`)
+	s.qIdem = s.sql(`WITH idem AS (` + upsertIdem(1) + `) SELECT count(*) FROM idem`)
 	s.qLookupIdem = s.sql(`SELECT scope, fingerprint, key_id, sealed, created_at, expires_at FROM {{schema}}.api_key_idempotency WHERE scope = $1 AND expires_at > $2`)
 	s.qTouch = s.sql(`UPDATE {{schema}}.api_keys AS k SET last_used = greatest(k.last_used, u.at)
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`)
@@ -139,6 +134,22 @@ ORDER BY created_at DESC, id DESC LIMIT $6`)
 }
 
 func (s *Store) sql(q string) string { return strings.ReplaceAll(q, "{{schema}}", s.quoted) }
+
+// upsertIdem inserts an idempotency entry, its six parameters numbered
+// from first, when its scope is free or held by an expired entry, and
+// returns a row only then.
+func upsertIdem(first int) string {
+	var ps []string
+	for i := range 6 {
+		ps = append(ps, "$"+strconv.Itoa(first+i))
+	}
+	return `INSERT INTO {{schema}}.api_key_idempotency AS i (scope, fingerprint, key_id, sealed, created_at, expires_at)
+	VALUES (` + strings.Join(ps, ", ") + `)
+	ON CONFLICT (scope) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, key_id = EXCLUDED.key_id,
+		sealed = EXCLUDED.sealed, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+	WHERE i.expires_at <= EXCLUDED.created_at
+	RETURNING 1`
+}
 
 // Listening reports whether the invalidation listener is connected; while
 // it is not, cached records are trusted only up to the cache TTL.
@@ -339,14 +350,7 @@ func (s *Store) Update(ctx context.Context, rec, successor *keys.Record, idem *k
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if idem != nil {
 			var n int
-			err := tx.QueryRow(ctx, s.sql(`WITH idem AS (
-	INSERT INTO {{schema}}.api_key_idempotency AS i (scope, fingerprint, key_id, sealed, created_at, expires_at)
-	VALUES ($1, $2, $3, $4, $5, $6)
-	ON CONFLICT (scope) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, key_id = EXCLUDED.key_id,
-		sealed = EXCLUDED.sealed, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-	WHERE i.expires_at <= EXCLUDED.created_at
-	RETURNING 1
-) SELECT count(*) FROM idem`), idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt).Scan(&n)
+			err := tx.QueryRow(ctx, s.qIdem, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt).Scan(&n)
 			if err != nil {
 				return err
 			}

@@ -40,14 +40,21 @@ func newPool(t testing.TB) *pgxpool.Pool {
 	return pool
 }
 
-// newStore gives each test its own schema, dropped afterwards.
+// freshSchema names a schema of the test's own, dropped when it ends.
+func freshSchema(t testing.TB, pool *pgxpool.Pool) string {
+	t.Helper()
+	schema := "keys_test_" + strings.ToLower(rand.Text()[:12])
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+	})
+	return schema
+}
+
+// newStore opens a migrated store in schema ("": a fresh one).
 func newStore(t testing.TB, pool *pgxpool.Pool, schema string, opts ...pgstore.Option) *pgstore.Store {
 	t.Helper()
 	if schema == "" {
-		schema = "keys_test_" + strings.ToLower(rand.Text()[:12])
-		t.Cleanup(func() {
-			_, _ = pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
-		})
+		schema = freshSchema(t, pool)
 	}
 	s, err := pgstore.New(pool, append([]pgstore.Option{pgstore.WithSchema(schema)}, opts...)...)
 	if err != nil {
@@ -67,10 +74,7 @@ func TestConformance(t *testing.T) {
 
 func TestMigrateConcurrentlyAndTwice(t *testing.T) {
 	pool := newPool(t)
-	schema := "keys_test_" + strings.ToLower(rand.Text()[:12])
-	t.Cleanup(func() {
-		_, _ = pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
-	})
+	schema := freshSchema(t, pool)
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	for range 4 {
@@ -108,10 +112,7 @@ func TestMigrateConcurrentlyAndTwice(t *testing.T) {
 func TestTwoInstances(t *testing.T) {
 	ctx := context.Background()
 	poolA, poolB := newPool(t), newPool(t)
-	schema := "keys_test_" + strings.ToLower(rand.Text()[:12])
-	t.Cleanup(func() {
-		_, _ = poolA.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
-	})
+	schema := freshSchema(t, poolA)
 	storeA := newStore(t, poolA, schema, pgstore.WithCache(1000, time.Minute))
 	storeB := newStore(t, poolB, schema, pgstore.WithCache(1000, time.Minute))
 	deadline := time.Now().Add(5 * time.Second)
@@ -200,10 +201,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestRowsHoldNoPlaintext(t *testing.T) {
 	ctx := context.Background()
 	pool := newPool(t)
-	schema := "keys_test_" + strings.ToLower(rand.Text()[:12])
-	t.Cleanup(func() {
-		_, _ = pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
-	})
+	schema := freshSchema(t, pool)
 	s := newStore(t, pool, schema)
 	m, err := keys.New(s)
 	if err != nil {
