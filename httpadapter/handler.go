@@ -134,14 +134,9 @@ func (h *handler) jsonBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 }
 
 func (h *handler) create(w http.ResponseWriter, r *http.Request, p keys.Principal) error {
-	idem, err := idempotencyKey(r)
+	idem, err := idempotencyKey(r) // its format is CreateAs's to check, as Roll's is
 	if err != nil {
 		return err
-	}
-	if idem != "" {
-		if err := keys.ValidateIdempotencyKey(idem); err != nil {
-			return err
-		}
 	}
 	body, err := h.jsonBody(w, r)
 	if err != nil {

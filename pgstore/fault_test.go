@@ -31,6 +31,34 @@ func taggedPool(t *testing.T) (*pgxpool.Pool, string) {
 	return pool, name
 }
 
+// faultPair is instance A, whose connections can be killed, and instance B,
+// on one fresh schema.
+type faultPair struct {
+	admin  *pgxpool.Pool
+	appA   string
+	storeA *pgstore.Store
+	a, b   *keys.Manager
+}
+
+func newFaultPair(t *testing.T, ttl time.Duration) *faultPair {
+	t.Helper()
+	admin := newPool(t)
+	poolA, appA := taggedPool(t)
+	schema := freshSchema(t, admin)
+	storeA := newStore(t, poolA, schema, pgstore.WithCache(1000, ttl))
+	storeB := newStore(t, newPool(t), schema)
+	a, err := keys.New(storeA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := keys.New(storeB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close(context.Background()); _ = b.Close(context.Background()) })
+	return &faultPair{admin: admin, appA: appA, storeA: storeA, a: a, b: b}
+}
+
 func kill(t *testing.T, admin *pgxpool.Pool, app string) int {
 	t.Helper()
 	var n int
@@ -56,15 +84,8 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 // back, and revocations on B reach it again within a second.
 func TestConnectionsKilled(t *testing.T) {
 	ctx := context.Background()
-	admin := newPool(t)
-	poolA, appA := taggedPool(t)
-	schema := freshSchema(t, admin)
-	storeA := newStore(t, poolA, schema, pgstore.WithCache(1000, 2*time.Second))
-	storeB := newStore(t, newPool(t), schema)
-	a, _ := keys.New(storeA)
-	b, _ := keys.New(storeB)
-	defer a.Close(ctx)
-	defer b.Close(ctx)
+	p := newFaultPair(t, 2*time.Second)
+	admin, appA, storeA, a, b := p.admin, p.appA, p.storeA, p.a, p.b
 	owner := keys.Principal{AccountID: "acct_fault", Subject: "u", Permissions: keys.DefaultPermissions}
 	eventually(t, 5*time.Second, "A's listener connects", storeA.Listening)
 
@@ -117,16 +138,9 @@ func TestConnectionsKilled(t *testing.T) {
 // A never verifies a key revoked on B once the cache TTL has passed.
 func TestListenerDownFallsBackToTTL(t *testing.T) {
 	ctx := context.Background()
-	admin := newPool(t)
-	poolA, appA := taggedPool(t)
-	schema := freshSchema(t, admin)
 	const ttl = 300 * time.Millisecond
-	storeA := newStore(t, poolA, schema, pgstore.WithCache(1000, ttl))
-	storeB := newStore(t, newPool(t), schema)
-	a, _ := keys.New(storeA)
-	b, _ := keys.New(storeB)
-	defer a.Close(ctx)
-	defer b.Close(ctx)
+	p := newFaultPair(t, ttl)
+	admin, appA, a, b := p.admin, p.appA, p.a, p.b
 	owner := keys.Principal{AccountID: "acct_ttl", Subject: "u", Permissions: keys.DefaultPermissions}
 	c, err := b.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "k", Environment: keys.Live}, "")
 	if err != nil {
