@@ -234,18 +234,23 @@ func TestListPaging(t *testing.T) {
 		f.clock.Advance(time.Millisecond)
 		want[f.createFor(t, owner, keys.APIKeyCreate{Name: "k", Environment: keys.Test}).ID] = true
 	}
-	// Keys created while paging.
+	// Keys created while paging. Each is newer than every listed key, as in
+	// real time, and there are at most 500 of them: with a frozen clock a
+	// new key shares the newest timestamp, its random ID can sort after the
+	// cursor, and an unbounded writer could keep the pager busy forever
+	// (that is how this test once hung CI).
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
+		for range 500 {
 			select {
 			case <-stop:
 				return
 			default:
 			}
+			f.clock.Advance(time.Millisecond)
 			if _, err := f.m.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "new", Environment: keys.Test}, ""); err != nil {
 				t.Error(err)
 				return

@@ -1,6 +1,7 @@
 package pgstore_test
 
 import (
+	"sync"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -147,7 +148,12 @@ func TestListenerDownFallsBackToTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
-	killed := make(chan int)
+	killed := make(chan int, 1)
+	// If the test fails early, the killer must still stop: left running it
+	// would terminate the connections of the tests that follow.
+	var stopOnce sync.Once
+	stopKiller := func() { stopOnce.Do(func() { close(stop) }) }
+	defer stopKiller()
 	go func() {
 		n := 0
 		for {
@@ -184,7 +190,7 @@ func TestListenerDownFallsBackToTTL(t *testing.T) {
 			revokedAt = time.Now()
 		}
 	}
-	close(stop)
+	stopKiller()
 	if n := <-killed; n == 0 {
 		t.Fatal("nothing was killed: the test proves nothing")
 	}
