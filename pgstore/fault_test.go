@@ -1,11 +1,11 @@
 package pgstore_test
 
 import (
-	"sync"
 	"context"
 	"crypto/rand"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
