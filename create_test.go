@@ -17,7 +17,7 @@ import (
 func TestCreateStoresDigestNotKey(t *testing.T) {
 	f := newFixture(t)
 	c := f.create(t, keys.APIKeyCreate{Name: "  ci deploy  ", Environment: keys.Live, AccountID: "acct_1",
-		Permissions: []string{"identity:read", "fraud:write", "identity:read"}, AllowedIPs: []string{"10.1.2.3/8", "::ffff:192.0.2.7", "2001:db8::1"},
+		Permissions: []string{"identity:read", "fraud:write", "identity:read"}, AllowedIPs: []string{"10.1.2.3/8", "::ffff:192.0.2.7", "10.9.9.9/8", "2001:db8::1", "192.0.2.7"},
 		RateLimit: intp(60), ExpiresAt: ptr(f.clock.Now().Add(time.Hour))})
 
 	if !strings.HasPrefix(c.Key.Reveal(), "txc_live_") || !strings.HasPrefix(c.Key.Reveal(), c.Prefix) || len(c.Prefix) != 13 {

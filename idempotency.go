@@ -147,7 +147,7 @@ func (m *Manager) withIdempotency(ctx context.Context, p Principal, endpoint, id
 
 func (m *Manager) createIdempotent(ctx context.Context, p Principal, s keySpec, idempotencyKey string, now time.Time) (*APIKeyCreated, error) {
 	return m.withIdempotency(ctx, p, createEndpoint, idempotencyKey, fingerprint(s), now, func(seal sealer) (*APIKeyCreated, error) {
-		created, rec, err := m.newKey(s, p.AccountID)
+		created, rec, err := m.newKey(s, p.AccountID, now)
 		if err != nil {
 			return nil, err
 		}

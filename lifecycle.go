@@ -392,7 +392,7 @@ func (m *Manager) roll(ctx context.Context, p Principal, id string, grace time.D
 		}
 		spec := keySpec{name: old.Name, environment: old.Environment, permissions: old.Permissions,
 			allowedIPs: old.AllowedIPs, rateLimit: old.RateLimit, expiresAt: old.ExpiresAt}
-		created, successor, err := m.newKey(spec, old.AccountID)
+		created, successor, err := m.newKey(spec, old.AccountID, now)
 		if err != nil {
 			return nil, err
 		}
