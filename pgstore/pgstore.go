@@ -254,6 +254,13 @@ func (s *Store) LookupHash(ctx context.Context, h keys.Digest) (*keys.Record, er
 	if r := s.cache.get(h); r != nil {
 		return r, nil
 	}
+	return s.lookupHashMiss(ctx, h)
+}
+
+// lookupHashMiss is LookupHash's trip to the database. It is a function of
+// its own because passing h[:] to pgx moves h to the heap, and in
+// LookupHash that allocation happened on every call, cache hits included.
+func (s *Store) lookupHashMiss(ctx context.Context, h keys.Digest) (*keys.Record, error) {
 	gen := s.cache.generation()
 	r, err := s.scanOne(s.pool.QueryRow(ctx, s.qLookup, h[:]))
 	if err != nil {
