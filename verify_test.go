@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/memstore"
 )
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
@@ -293,5 +294,52 @@ func TestConcurrentUse(t *testing.T) {
 		if n != limit {
 			t.Fatalf("key %s… passed %d requests, limit %d", k[:13], n, limit)
 		}
+	}
+}
+
+// The hot path allocates nothing, with every option in play and on every
+// refusal an attacker can cause at will: an allocation here would be paid
+// on every request of every host. (The benchmarks show it too; this test
+// makes a regression fail CI rather than wait to be noticed.)
+func TestVerifyAllocatesNothing(t *testing.T) {
+	ctx := context.Background()
+	m, err := keys.New(memstore.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close(ctx) })
+	create := func(req keys.APIKeyCreate) string {
+		c, err := m.Create(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Key.Reveal()
+	}
+	plain := create(keys.APIKeyCreate{Name: "plain", Environment: keys.Live})
+	full := create(keys.APIKeyCreate{Name: "full", Environment: keys.Live, Permissions: []string{"identity:read"},
+		AllowedIPs: []string{"192.0.2.0/24"}, RateLimit: intp(keys.MaxRateLimit)})
+	unknown := keys.WithValidChecksum(plain[:len(plain)-8] + "xxxxxxxx")
+	ip := mustAddr("192.0.2.9")
+	for name, c := range map[string]struct {
+		key  string
+		opts []keys.VerifyOption
+		want error
+	}{
+		"no options":                      {plain, nil, nil},
+		"ip, permission, env, rate limit": {full, []keys.VerifyOption{keys.FromIP(ip), keys.Require("identity:read"), keys.InEnvironment(keys.Live)}, nil},
+		"malformed":                       {plain[:len(plain)-1] + "!", nil, keys.ErrInvalidKey},
+		"unknown":                         {unknown, nil, keys.ErrInvalidKey},
+		"ip refused":                      {full, []keys.VerifyOption{keys.FromIP(mustAddr("198.51.100.1"))}, keys.ErrIPNotAllowed},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var err error
+			allocs := testing.AllocsPerRun(1000, func() { _, err = m.Verify(ctx, c.key, c.opts...) })
+			if !errors.Is(err, c.want) {
+				t.Fatalf("err %v, want %v", err, c.want)
+			}
+			if allocs != 0 {
+				t.Fatalf("%v allocations per Verify", allocs)
+			}
+		})
 	}
 }
