@@ -234,11 +234,16 @@ func TestListPaging(t *testing.T) {
 		f.clock.Advance(time.Millisecond)
 		want[f.createFor(t, owner, keys.APIKeyCreate{Name: "k", Environment: keys.Test}).ID] = true
 	}
-	// Keys created while paging. Each is newer than every listed key, as in
-	// real time, and there are at most 500 of them: with a frozen clock a
-	// new key shares the newest timestamp, its random ID can sort after the
-	// cursor, and an unbounded writer could keep the pager busy forever
-	// (that is how this test once hung CI).
+	// Keys created while paging, on a frozen clock: each shares the newest
+	// key's timestamp, so its random ID can sort before or after the cursor,
+	// the hardest case for keyset paging. At most 500 of them: an unbounded
+	// writer can add keys after the cursor faster than the pager reads them,
+	// and this test once hung CI that way.
+	// Forty of them before the first page, so that the cursor of the first
+	// pages sits inside that shared timestamp while the writer runs.
+	for range 40 {
+		f.createFor(t, owner, keys.APIKeyCreate{Name: "new", Environment: keys.Test})
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -250,7 +255,6 @@ func TestListPaging(t *testing.T) {
 				return
 			default:
 			}
-			f.clock.Advance(time.Millisecond)
 			if _, err := f.m.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "new", Environment: keys.Test}, ""); err != nil {
 				t.Error(err)
 				return
