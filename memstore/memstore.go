@@ -127,6 +127,16 @@ func (s *Store) Create(_ context.Context, rec *keys.Record, idem *keys.Idempoten
 	if err := s.checkIdempotency(idem); err != nil {
 		return err
 	}
+	if err := s.insert(rec); err != nil {
+		return err
+	}
+	s.storeIdempotency(idem)
+	return nil
+}
+
+// insert adds a new record to both indexes, refusing a taken ID or digest.
+// s.mu is held.
+func (s *Store) insert(rec *keys.Record) error {
 	if _, ok := s.byID[rec.ID]; ok {
 		return fmt.Errorf("memstore: id %s: %w", rec.ID, keys.ErrDuplicate)
 	}
@@ -138,8 +148,17 @@ func (s *Store) Create(_ context.Context, rec *keys.Record, idem *keys.Idempoten
 	}
 	sh.put(rec)
 	s.byID[rec.ID] = rec
-	s.storeIdempotency(idem)
 	return nil
+}
+
+// replace publishes rec in place of the record with its ID and digest, in
+// both indexes. s.mu is held.
+func (s *Store) replace(rec *keys.Record) {
+	s.byID[rec.ID] = rec
+	sh := s.shardOf(rec.Hash)
+	sh.mu.Lock()
+	sh.put(rec)
+	sh.mu.Unlock()
 }
 
 // sweepIdempotency drops expired entries, at most once a minute, so that the
@@ -212,27 +231,14 @@ func (s *Store) Update(_ context.Context, rec, successor *keys.Record, idem *key
 		return errors.New("memstore: Update may not change a record's hash")
 	}
 	if successor != nil {
-		if _, ok := s.byID[successor.ID]; ok {
-			return fmt.Errorf("memstore: id %s: %w", successor.ID, keys.ErrDuplicate)
+		if err := s.insert(successor); err != nil {
+			return err
 		}
-		sh := s.shardOf(successor.Hash)
-		sh.mu.Lock()
-		if sh.get(&successor.Hash) != nil {
-			sh.mu.Unlock()
-			return fmt.Errorf("memstore: hash: %w", keys.ErrDuplicate)
-		}
-		sh.put(successor)
-		sh.mu.Unlock()
-		s.byID[successor.ID] = successor
 	}
 	if old.LastUsed.After(rec.LastUsed) {
 		rec.LastUsed = old.LastUsed
 	}
-	s.byID[rec.ID] = rec
-	sh := s.shardOf(rec.Hash)
-	sh.mu.Lock()
-	sh.put(rec)
-	sh.mu.Unlock()
+	s.replace(rec)
 	s.storeIdempotency(idem)
 	return nil
 }
@@ -311,11 +317,7 @@ func (s *Store) TouchLastUsed(_ context.Context, batch []keys.LastUsed) error {
 		}
 		rec := old.Clone()
 		rec.LastUsed = e.At.UTC().Truncate(time.Microsecond)
-		s.byID[rec.ID] = rec
-		sh := s.shardOf(rec.Hash)
-		sh.mu.Lock()
-		sh.put(rec)
-		sh.mu.Unlock()
+		s.replace(rec)
 	}
 	return nil
 }
