@@ -9,7 +9,7 @@ import (
 
 // RateLimitWindow is the window rate limits are counted over: rate_limit is
 // requests per minute.
-const RateLimitWindow = window
+const RateLimitWindow = time.Minute
 
 // RateLimit is a key's rate-limit state, as the X-RateLimit-* headers show
 // it.
@@ -70,13 +70,13 @@ func NewMemoryLimiter() *MemoryLimiter {
 
 // Allow implements Limiter. It never returns an error.
 func (l *MemoryLimiter) Allow(_ context.Context, id string, perMinute int, now time.Time) (RateLimit, bool, error) {
-	interval := int64(window) / int64(perMinute)
+	interval := int64(RateLimitWindow) / int64(perMinute)
 	capacity := interval * int64(perMinute)
 	t := now.UnixNano()
 
 	s := &l.shards[maphash.String(l.seed, id)%limiterShards]
 	s.mu.Lock()
-	if t-s.lastSweep > int64(window) {
+	if t-s.lastSweep > int64(RateLimitWindow) {
 		s.sweep(t)
 	}
 	tat := s.tat[id]
@@ -94,7 +94,7 @@ func (l *MemoryLimiter) Allow(_ context.Context, id string, perMinute int, now t
 	rl := RateLimit{
 		Limit:  perMinute,
 		Reset:  time.Unix(0, tat),
-		Window: window,
+		Window: RateLimitWindow,
 	}
 	if allowed {
 		rl.Remaining = int((capacity - (tat - t)) / interval)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"time"
 )
 
 // VerifyOption adds a check to Verify. Options are plain values, not
@@ -183,6 +182,3 @@ func FromContext(ctx context.Context) (*Verified, bool) {
 // FlushLastUsed writes the last-used times noted so far to the store now,
 // instead of at the next interval.
 func (m *Manager) FlushLastUsed(ctx context.Context) error { return m.usage.flush(ctx) }
-
-// window is the rate-limit window: TXCloud limits are per minute.
-const window = time.Minute
