@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -267,29 +268,20 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
+// validPermissionName reports whether p is resource:action: two non-empty
+// parts of lowercase letters, digits, '_', '.' and '-', joined by one colon.
 func validPermissionName(p string) bool {
-	res, act, ok := splitPermission(p)
-	return ok && res != "" && act != ""
+	resource, action, ok := strings.Cut(p, ":")
+	return ok && permissionPart(resource) && permissionPart(action)
 }
 
-func splitPermission(p string) (resource, action string, ok bool) {
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if c == ':' {
-			if resource != "" {
-				return "", "", false
-			}
-			resource = p[:i]
-			continue
-		}
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
-			return "", "", false
+func permissionPart(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
 		}
 	}
-	if resource == "" {
-		return "", "", false
-	}
-	return resource, p[len(resource)+1:], true
+	return s != ""
 }
 
 // New returns a Manager on store. Close it when done.
