@@ -28,7 +28,6 @@ const IdempotencyTTL = 24 * time.Hour
 // entry expires.
 type idempotency struct {
 	secret []byte
-	ttl    time.Duration
 }
 
 // scopeMaterial binds an idempotency key to the caller and the endpoint, with
@@ -126,7 +125,7 @@ func (m *Manager) withIdempotency(ctx context.Context, p Principal, endpoint, id
 		}
 		return &IdempotencyRecord{
 			Scope: scope, Fingerprint: fp, KeyID: keyID, Sealed: sealed,
-			CreatedAt: storedTime(now), ExpiresAt: storedTime(now.Add(m.idem.ttl)),
+			CreatedAt: storedTime(now), ExpiresAt: storedTime(now.Add(IdempotencyTTL)),
 		}, nil
 	}
 	for range 2 {

@@ -334,7 +334,7 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		defaultRateLimit: c.defaultRateLimit,
 		limiter:          c.limiter,
 		onEvent:          c.onEvent,
-		idem:             idempotency{secret: idemSecret, ttl: IdempotencyTTL},
+		idem:             idempotency{secret: idemSecret},
 		logger:           c.logger,
 	}
 	for _, p := range c.vocabulary {
