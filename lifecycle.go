@@ -205,33 +205,39 @@ func decodeCursor(c string) (*ListPosition, error) {
 	return &ListPosition{CreatedAt: time.UnixMicro(us).UTC(), ID: id}, nil
 }
 
-// update applies change to the principal's key and stores it, retrying
-// when another writer got there first.
-func (m *Manager) update(ctx context.Context, p Principal, id string, change func(*Record) (bool, error)) (*Record, error) {
+// A change edits next, a copy of the stored record, in place. It reports
+// whether there is anything to store, and may give a successor record and
+// an idempotency entry to store atomically with next (a roll does).
+type change func(next *Record) (write bool, successor *Record, entry *IdempotencyRecord, err error)
+
+// update applies change to the principal's key and stores the result,
+// running change again on a fresh copy when another writer got there
+// first. It is the one read-modify-write loop of Update, Revoke and Roll.
+func (m *Manager) update(ctx context.Context, p Principal, id string, change change) (*Record, error) {
 	for range 8 {
 		rec, err := m.load(ctx, p, id)
 		if err != nil {
 			return nil, err
 		}
 		next := rec.Clone()
-		changed, err := change(next)
-		if err != nil || !changed {
+		write, successor, entry, err := change(next)
+		if err != nil || !write {
 			return next, err
 		}
 		next.Version = rec.Version + 1
-		err = m.store.Update(ctx, next, nil, nil)
+		err = m.store.Update(ctx, next, successor, entry)
 		switch {
 		case err == nil:
 			return next.Clone(), nil
 		case errors.Is(err, ErrStale):
 			continue
-		case errors.Is(err, ErrNotFound):
-			return nil, ErrNotFound
+		case errors.Is(err, ErrNotFound), errors.Is(err, ErrIdempotencyKeyExists):
+			return nil, err
 		default:
-			return nil, fmt.Errorf("%w: updating key: %w", ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: storing key %s: %w", ErrUnavailable, id, err)
 		}
 	}
-	return nil, fmt.Errorf("%w: key %s kept changing under the update", ErrUnavailable, id)
+	return nil, fmt.Errorf("%w: key %s kept changing under the change", ErrUnavailable, id)
 }
 
 // Update changes a key's name, permissions, allowed IPs, rate limit or
@@ -248,7 +254,10 @@ func (m *Manager) Update(ctx context.Context, p Principal, id string, u APIKeyUp
 	if !(u.Name.Set || u.Permissions.Set || u.AllowedIPs.Set || u.RateLimit.Set || u.ExpiresAt.Set) {
 		return m.Get(ctx, p, id) // nothing to change: no write, no event
 	}
-	rec, err := m.update(ctx, p, id, func(r *Record) (bool, error) { apply(r); return true, nil })
+	rec, err := m.update(ctx, p, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
+		apply(r)
+		return true, nil, nil, nil
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -322,14 +331,14 @@ func (m *Manager) Revoke(ctx context.Context, p Principal, id string) (*APIKey, 
 	}
 	var now time.Time
 	revoked := false
-	rec, err := m.update(ctx, p, id, func(r *Record) (bool, error) {
+	rec, err := m.update(ctx, p, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
 		now = m.now()
 		if !r.RevokedAt.IsZero() && !now.Before(r.RevokedAt) {
-			return false, nil
+			return false, nil, nil, nil
 		}
 		r.RevokedAt = storedTime(now)
 		revoked = true
-		return true, nil
+		return true, nil, nil, nil
 	})
 	if err != nil {
 		return nil, err
@@ -375,48 +384,37 @@ func (m *Manager) Roll(ctx context.Context, p Principal, id string, grace time.D
 }
 
 func (m *Manager) roll(ctx context.Context, p Principal, id string, grace time.Duration, seal sealer) (*APIKeyCreated, error) {
-	for range 8 {
-		old, err := m.load(ctx, p, id)
-		if err != nil {
-			return nil, err
-		}
+	var created *APIKeyCreated
+	old, err := m.update(ctx, p, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
 		now := m.now()
 		switch {
-		case !old.RevokedAt.IsZero():
-			return nil, &ValidationError{Code: CodeInvalidRequest, Message: "the key is revoked or already rolled; roll its successor instead"}
-		case !old.ExpiresAt.IsZero() && !now.Before(old.ExpiresAt):
-			return nil, &ValidationError{Code: CodeInvalidRequest, Message: "the key has expired"}
+		case !r.RevokedAt.IsZero():
+			return false, nil, nil, &ValidationError{Code: CodeInvalidRequest, Message: "the key is revoked or already rolled; roll its successor instead"}
+		case !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt):
+			return false, nil, nil, &ValidationError{Code: CodeInvalidRequest, Message: "the key has expired"}
 		}
-		if err := p.mayGrantPermissions(old.Permissions); err != nil {
-			return nil, err
+		if err := p.mayGrantPermissions(r.Permissions); err != nil {
+			return false, nil, nil, err
 		}
-		spec := keySpec{name: old.Name, environment: old.Environment, permissions: old.Permissions,
-			allowedIPs: old.AllowedIPs, rateLimit: old.RateLimit, expiresAt: old.ExpiresAt}
-		created, successor, err := m.newKey(spec, old.AccountID, now)
+		spec := keySpec{name: r.Name, environment: r.Environment, permissions: r.Permissions,
+			allowedIPs: r.AllowedIPs, rateLimit: r.RateLimit, expiresAt: r.ExpiresAt}
+		c, successor, err := m.newKey(spec, r.AccountID, now)
 		if err != nil {
-			return nil, err
+			return false, nil, nil, err
 		}
 		var entry *IdempotencyRecord
 		if seal != nil {
-			if entry, err = seal(created, successor.ID); err != nil {
-				return nil, err
+			if entry, err = seal(c, successor.ID); err != nil {
+				return false, nil, nil, err
 			}
 		}
-		next := old.Clone()
-		next.RevokedAt = storedTime(now.Add(grace))
-		next.Version = old.Version + 1
-		err = m.store.Update(ctx, next, successor, entry)
-		switch {
-		case err == nil:
-			m.emit(ctx, EventKeyRolled, created.APIKey, old.ID, p.Subject)
-			return created, nil
-		case errors.Is(err, ErrStale):
-			continue
-		case errors.Is(err, ErrNotFound), errors.Is(err, ErrIdempotencyKeyExists):
-			return nil, err
-		default:
-			return nil, fmt.Errorf("%w: rolling key: %w", ErrUnavailable, err)
-		}
+		r.RevokedAt = storedTime(now.Add(grace))
+		created = c
+		return true, successor, entry, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("%w: key %s kept changing under the roll", ErrUnavailable, id)
+	m.emit(ctx, EventKeyRolled, created.APIKey, old.ID, p.Subject)
+	return created, nil
 }
