@@ -21,7 +21,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -211,13 +210,17 @@ func (s *Store) Close(ctx context.Context) error {
 	}
 }
 
-func isUnique(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == "23505"
+// insertError maps an insert's unique violation (a taken ID or digest) to
+// keys.ErrDuplicate, as the Store contract asks.
+func insertError(err error) error {
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "23505" {
+		return fmt.Errorf("pgstore: %w", keys.ErrDuplicate)
+	}
+	return err
 }
 
 func (s *Store) insertArgs(r *keys.Record) []any {
-	return []any{r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), nonNil(r.Permissions), nonNilIPs(r.AllowedIPs),
+	return []any{r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), nonNil(r.Permissions), nonNil(r.AllowedIPs),
 		r.RateLimit, r.Hash[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version}
 }
 
@@ -230,19 +233,14 @@ func (s *Store) Create(ctx context.Context, rec *keys.Record, idem *keys.Idempot
 	args := s.insertArgs(rec)
 	if idem == nil {
 		_, err := s.pool.Exec(ctx, s.qInsert, args...)
-		if isUnique(err) {
-			return fmt.Errorf("pgstore: %w", keys.ErrDuplicate)
-		}
-		return err
+		return insertError(err)
 	}
 	args = append(args, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt)
 	var stored int
 	err := s.pool.QueryRow(ctx, s.qInsertIdem, args...).Scan(&stored)
 	switch {
-	case isUnique(err):
-		return fmt.Errorf("pgstore: %w", keys.ErrDuplicate)
 	case err != nil:
-		return err
+		return insertError(err)
 	case stored == 0:
 		return keys.ErrIdempotencyKeyExists
 	}
@@ -367,13 +365,10 @@ func (s *Store) Update(ctx context.Context, rec, successor *keys.Record, idem *k
 		}
 		if successor != nil {
 			if _, err := tx.Exec(ctx, s.qInsert, s.insertArgs(successor)...); err != nil {
-				if isUnique(err) {
-					return fmt.Errorf("pgstore: %w", keys.ErrDuplicate)
-				}
-				return err
+				return insertError(err)
 			}
 		}
-		tag, err := tx.Exec(ctx, s.qUpdate, rec.ID, rec.Name, nonNil(rec.Permissions), nonNilIPs(rec.AllowedIPs), rec.RateLimit,
+		tag, err := tx.Exec(ctx, s.qUpdate, rec.ID, rec.Name, nonNil(rec.Permissions), nonNil(rec.AllowedIPs), rec.RateLimit,
 			nullTime(rec.ExpiresAt), nullTime(rec.RevokedAt), nullTime(rec.LastUsed), rec.Version, rec.Hash[:])
 		if err != nil {
 			return err
@@ -441,16 +436,10 @@ func fromNull(t *time.Time) time.Time {
 	return t.UTC()
 }
 
-func nonNil(s []string) []string {
+// nonNil gives pgx an empty array rather than NULL for a nil slice.
+func nonNil[T any](s []T) []T {
 	if s == nil {
-		return []string{}
-	}
-	return s
-}
-
-func nonNilIPs(s []netip.Prefix) []netip.Prefix {
-	if s == nil {
-		return []netip.Prefix{}
+		return []T{}
 	}
 	return s
 }
