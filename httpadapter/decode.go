@@ -85,6 +85,20 @@ func decodeObject(body []byte, field func(name string, raw json.RawMessage) erro
 	return nil
 }
 
+// The fields of the create and update bodies, each decoded to its schema
+// type with its name as the error's param.
+func nameField(raw json.RawMessage) (string, error) { return decodeString(raw, "name") }
+func permissionsField(raw json.RawMessage) ([]string, error) {
+	return decodeStrings(raw, "permissions")
+}
+func allowedIPsField(raw json.RawMessage) ([]string, error) {
+	return decodeStrings(raw, "allowed_ips")
+}
+func rateLimitField(raw json.RawMessage) (int, error) {
+	return decodeInt(raw, "rate_limit", "an integer (requests per minute)")
+}
+func expiresAtField(raw json.RawMessage) (time.Time, error) { return decodeTime(raw, "expires_at") }
+
 // DecodeCreate parses a create body strictly: exactly one JSON object; no
 // field twice; no field the schema lacks; each field of its schema type, or
 // null for "absent". A malformed body is invalid_request; a field of the
@@ -99,22 +113,22 @@ func DecodeCreate(body []byte) (keys.APIKeyCreate, error) {
 		var err error
 		switch name {
 		case "name":
-			req.Name, err = decodeString(raw, "name")
+			req.Name, err = nameField(raw)
 		case "environment":
 			var s string
 			s, err = decodeString(raw, "environment")
 			req.Environment = keys.Environment(s)
 		case "permissions":
-			req.Permissions, err = decodeStrings(raw, "permissions")
+			req.Permissions, err = permissionsField(raw)
 		case "allowed_ips":
-			req.AllowedIPs, err = decodeStrings(raw, "allowed_ips")
+			req.AllowedIPs, err = allowedIPsField(raw)
 		case "rate_limit":
 			var n int
-			n, err = decodeInt(raw, "rate_limit", "an integer (requests per minute)")
+			n, err = rateLimitField(raw)
 			req.RateLimit = &n
 		case "expires_at":
 			var t time.Time
-			t, err = decodeTime(raw, "expires_at")
+			t, err = expiresAtField(raw)
 			req.ExpiresAt = &t
 		default:
 			err = unknownField(name)
@@ -130,34 +144,18 @@ func DecodeCreate(body []byte) (keys.APIKeyCreate, error) {
 func DecodeUpdate(body []byte) (keys.APIKeyUpdate, error) {
 	var u keys.APIKeyUpdate
 	err := decodeObject(body, func(name string, raw json.RawMessage) error {
-		null := isNull(raw)
 		var err error
 		switch name {
 		case "name":
-			u.Name = keys.Patch[string]{Set: true, Null: null}
-			if !null {
-				u.Name.Value, err = decodeString(raw, "name")
-			}
+			u.Name, err = patch(raw, nameField)
 		case "permissions":
-			u.Permissions = keys.Patch[[]string]{Set: true, Null: null}
-			if !null {
-				u.Permissions.Value, err = decodeStrings(raw, "permissions")
-			}
+			u.Permissions, err = patch(raw, permissionsField)
 		case "allowed_ips":
-			u.AllowedIPs = keys.Patch[[]string]{Set: true, Null: null}
-			if !null {
-				u.AllowedIPs.Value, err = decodeStrings(raw, "allowed_ips")
-			}
+			u.AllowedIPs, err = patch(raw, allowedIPsField)
 		case "rate_limit":
-			u.RateLimit = keys.Patch[int]{Set: true, Null: null}
-			if !null {
-				u.RateLimit.Value, err = decodeInt(raw, "rate_limit", "an integer (requests per minute)")
-			}
+			u.RateLimit, err = patch(raw, rateLimitField)
 		case "expires_at":
-			u.ExpiresAt = keys.Patch[time.Time]{Set: true, Null: null}
-			if !null {
-				u.ExpiresAt.Value, err = decodeTime(raw, "expires_at")
-			}
+			u.ExpiresAt, err = patch(raw, expiresAtField)
 		case "environment":
 			err = invalidParam("environment", "a key's environment cannot change; create a key instead")
 		default:
@@ -166,6 +164,15 @@ func DecodeUpdate(body []byte) (keys.APIKeyUpdate, error) {
 		return err
 	})
 	return u, err
+}
+
+// patch is a present field of a PATCH body: null clears, a value changes.
+func patch[T any](raw json.RawMessage, decode func(json.RawMessage) (T, error)) (keys.Patch[T], error) {
+	if isNull(raw) {
+		return keys.Clear[T](), nil
+	}
+	v, err := decode(raw)
+	return keys.Change(v), err
 }
 
 // decodeRoll parses the optional roll body {"grace_period_seconds": n}.
