@@ -115,9 +115,7 @@ func (c *config) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, d := describe(err)
 	d.RequestID = c.requestID(r)
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
+	setJSONHeaders(h)
 	h.Set("Request-Id", d.RequestID)
 	if status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="api"`)

@@ -270,10 +270,16 @@ func writeCreated(w http.ResponseWriter, created *keys.APIKeyCreated) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	hd := w.Header()
-	hd.Set("Content-Type", "application/json")
-	hd.Set("Cache-Control", "no-store") // key bodies: the 201s hold secrets, the rest need not be cached
-	hd.Set("X-Content-Type-Options", "nosniff")
+	setJSONHeaders(w.Header())
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v) // headers are sent: a write error can only be dropped
+}
+
+// setJSONHeaders are the headers of every body this package writes, errors
+// included. no-store: the 201s hold secrets, and nothing else here is worth
+// caching.
+func setJSONHeaders(h http.Header) {
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
 }
