@@ -33,6 +33,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -220,19 +221,35 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 // logRequests logs method, path (never the query string, where a careless
-// client might put a key), status and duration. Headers are not logged.
+// client might put a key; and with any key-shaped path segment redacted, as
+// when a key is pasted where a key ID belongs), status and duration.
+// Headers are not logged.
 func logRequests(logger *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(sw, r)
-		attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", redactPath(r.URL.Path)),
 			slog.Int("status", sw.status), slog.Duration("duration", time.Since(start))}
 		if id := w.Header().Get("Request-Id"); id != "" { // set on error responses
 			attrs = append(attrs, slog.String("request_id", id))
 		}
 		logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	})
+}
+
+// redactPath replaces every path segment that starts like a key.
+func redactPath(path string) string {
+	if !strings.Contains(path, "txc_") {
+		return path
+	}
+	segs := strings.Split(path, "/")
+	for i, seg := range segs {
+		if strings.HasPrefix(seg, "txc_live_") || strings.HasPrefix(seg, "txc_test_") {
+			segs[i] = "[key redacted]"
+		}
+	}
+	return strings.Join(segs, "/")
 }
 
 type statusWriter struct {

@@ -140,10 +140,18 @@ func TestDemoSession(t *testing.T) {
 		t.Fatalf("key in query accepted: %d", resp.StatusCode)
 	}
 
+	// Nor one pasted where a key ID belongs.
+	if resp, _ := call(t, "GET", base+"/v1/developers/keys/"+key, bootstrap, ""); resp.StatusCode != 404 {
+		t.Fatalf("a key as a key ID: %d", resp.StatusCode)
+	}
+
 	if err := stop(); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
 	out := logs.String()
+	if !strings.Contains(out, "path=\"/v1/developers/keys/[key redacted]\"") {
+		t.Fatalf("the key-shaped path segment was not logged redacted:\n%s", out)
+	}
 	if !strings.Contains(out, "path=/v1/whoami") || !strings.Contains(out, "status=201") {
 		t.Fatalf("requests not logged:\n%s", out)
 	}
