@@ -20,7 +20,7 @@ func TestCreateStoresDigestNotKey(t *testing.T) {
 		Permissions: []string{"identity:read", "fraud:write", "identity:read"}, AllowedIPs: []string{"10.1.2.3/8", "::ffff:192.0.2.7", "10.9.9.9/8", "2001:db8::1", "192.0.2.7"},
 		RateLimit: intp(60), ExpiresAt: ptr(f.clock.Now().Add(time.Hour))})
 
-	if !strings.HasPrefix(c.Key.Reveal(), "txc_live_") || !strings.HasPrefix(c.Key.Reveal(), c.Prefix) || len(c.Prefix) != 13 {
+	if !strings.HasPrefix(string(c.Key), "txc_live_") || !strings.HasPrefix(string(c.Key), c.Prefix) || len(c.Prefix) != 13 {
 		t.Fatalf("prefix %q does not begin the key", c.Prefix)
 	}
 	if !strings.HasPrefix(c.ID, "key_") {
@@ -40,14 +40,14 @@ func TestCreateStoresDigestNotKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.AccountID != "acct_1" || rec.Hash == (keys.Digest{}) {
+	if rec.AccountID != "acct_1" || rec.Digest == (keys.Digest{}) {
 		t.Fatalf("stored record lacks account or digest")
 	}
 	// The record holds no trace of the key beyond its public prefix.
-	if s := fmt.Sprintf("%#v %v %s", rec, rec, rec.Name+rec.Prefix+rec.ID); strings.Contains(s, c.Key.Reveal()[9:]) {
+	if s := fmt.Sprintf("%#v %v %s", rec, rec, rec.Name+rec.Prefix+rec.ID); strings.Contains(s, string(c.Key)[9:]) {
 		t.Fatal("store holds the key")
 	}
-	if _, err := f.m.Verify(context.Background(), c.Key.Reveal(), keys.FromIP(mustAddr("10.9.9.9"))); err != nil {
+	if _, err := f.m.Verify(context.Background(), string(c.Key), keys.FromIP(mustAddr("10.9.9.9"))); err != nil {
 		t.Fatalf("the created key does not verify: %v", err)
 	}
 }
@@ -141,11 +141,11 @@ func TestOptionsValidated(t *testing.T) {
 	for name, o := range map[string]keys.Option{
 		"short pepper":     keys.WithPepper([]byte("short")),
 		"short idem":       keys.WithIdempotencySecret([]byte("short")),
-		"bad vocabulary":   keys.WithPermissionVocabulary("read"),
-		"bad vocabulary 2": keys.WithPermissionVocabulary("a:b:c"),
-		"no resource":      keys.WithPermissionVocabulary(":read"),
-		"no action":        keys.WithPermissionVocabulary("billing:"),
-		"upper case":       keys.WithPermissionVocabulary("Billing:read"),
+		"bad vocabulary":   keys.WithVocabulary("read"),
+		"bad vocabulary 2": keys.WithVocabulary("a:b:c"),
+		"no resource":      keys.WithVocabulary(":read"),
+		"no action":        keys.WithVocabulary("billing:"),
+		"upper case":       keys.WithVocabulary("Billing:read"),
 		"zero max ips":     keys.WithMaxAllowedIPs(0),
 		"zero rate":        keys.WithDefaultRateLimit(0),
 		"nil clock":        keys.WithClock(nil),
@@ -166,7 +166,7 @@ func TestOptionsValidated(t *testing.T) {
 }
 
 func TestCustomVocabularyAndMaxIPs(t *testing.T) {
-	f := newFixture(t, keys.WithPermissionVocabulary("billing:read", "billing:write"), keys.WithMaxAllowedIPs(1))
+	f := newFixture(t, keys.WithVocabulary("billing:read", "billing:write"), keys.WithMaxAllowedIPs(1))
 	f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test, Permissions: []string{"billing:read"}, AllowedIPs: []string{"10.0.0.1"}})
 	if _, err := f.m.Create(context.Background(), keys.APIKeyCreate{Name: "n", Environment: keys.Test, Permissions: []string{"identity:read"}}); !errors.Is(err, keys.ErrValidation) {
 		t.Fatalf("a permission outside the vocabulary: %v", err)
@@ -181,21 +181,21 @@ func TestPepperChangesDigest(t *testing.T) {
 	store := memstore.New()
 	m1, _ := keys.New(store, keys.WithPepper(pepper))
 	defer m1.Close(context.Background())
-	c, err := m1.Create(context.Background(), keys.APIKeyCreate{Name: "n", Environment: keys.Test})
+	c, err := m1.Create(context.Background(), keys.APIKeyCreate{Name: "n", Environment: keys.Test, AccountID: "acct_test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m1.Verify(context.Background(), c.Key.Reveal()); err != nil {
+	if _, err := m1.Verify(context.Background(), string(c.Key)); err != nil {
 		t.Fatalf("peppered key does not verify: %v", err)
 	}
 	m2, _ := keys.New(store) // same store, no pepper
 	defer m2.Close(context.Background())
-	if _, err := m2.Verify(context.Background(), c.Key.Reveal()); !errors.Is(err, keys.ErrInvalidKey) {
+	if _, err := m2.Verify(context.Background(), string(c.Key)); !errors.Is(err, keys.ErrInvalidKey) {
 		t.Fatalf("a manager without the pepper verified the key: %v", err)
 	}
 }
 
-func TestCreateAsNoEscalation(t *testing.T) {
+func TestScopedCreateNoEscalation(t *testing.T) {
 	caller := keys.Principal{AccountID: "acct_a", Subject: "key_caller", Environment: keys.Test, Permissions: []string{"developers:write", "identity:read"}}
 	tests := []struct {
 		name  string
@@ -208,7 +208,7 @@ func TestCreateAsNoEscalation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t)
-			_, err := f.m.CreateAs(context.Background(), caller, tt.req, "")
+			_, err := f.m.As(caller).Create(context.Background(), tt.req)
 			var pe *keys.PermissionError
 			if !errors.As(err, &pe) || !errors.Is(err, keys.ErrPermissionDenied) || pe.Param != tt.param {
 				t.Fatalf("err = %v, want a PermissionError on %s", err, tt.param)
@@ -218,28 +218,51 @@ func TestCreateAsNoEscalation(t *testing.T) {
 			}
 		})
 	}
+	// A principal names no other account than its own: refused, not
+	// silently overwritten.
 	f := newFixture(t)
-	c, err := f.m.CreateAs(context.Background(), caller, keys.APIKeyCreate{Name: "n", Environment: keys.Test, Permissions: []string{"identity:read"}, AccountID: "acct_other"}, "")
+	var pe *keys.PermissionError
+	if _, err := f.m.As(caller).Create(context.Background(), keys.APIKeyCreate{Name: "n", Environment: keys.Test, Permissions: []string{"identity:read"}, AccountID: "acct_other"}); !errors.As(err, &pe) || pe.Param != "account_id" {
+		t.Fatalf("another account: %v", err)
+	}
+	c, err := f.m.As(caller).Create(context.Background(), keys.APIKeyCreate{Name: "n", Environment: keys.Test, Permissions: []string{"identity:read"}, AccountID: "acct_a"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rec, _ := f.store.Get(context.Background(), c.ID); rec.AccountID != "acct_a" {
 		t.Fatalf("key belongs to %q, want the caller's account", rec.AccountID)
 	}
-	dash := keys.Principal{AccountID: "acct_a", Subject: "user_1", Permissions: keys.DefaultPermissions}
-	if _, err := f.m.CreateAs(context.Background(), dash, keys.APIKeyCreate{Name: "n", Environment: keys.Live}, ""); err != nil {
+	if f.store.creates.Load() != 1 {
+		t.Fatal("the refused create stored a key")
+	}
+	// A zero principal may do nothing: trust is never the default.
+	for _, p := range []keys.Principal{{}, {Subject: "key_x", Permissions: keys.DefaultVocabulary()}} {
+		if _, err := f.m.As(p).Create(context.Background(), keys.APIKeyCreate{Name: "n", Environment: keys.Test, AccountID: "acct_a"}); !errors.As(err, &pe) {
+			t.Fatalf("a principal with no account created a key: %v", err)
+		}
+		if _, err := f.m.As(p).Get(context.Background(), c.ID); !errors.As(err, &pe) {
+			t.Fatalf("a principal with no account read a key: %v", err)
+		}
+	}
+	// The trusted Create must name the account.
+	var ve *keys.ValidationError
+	if _, err := f.m.Create(context.Background(), keys.APIKeyCreate{Name: "n", Environment: keys.Test}); !errors.As(err, &ve) || ve.Param != "account_id" {
+		t.Fatalf("trusted create without an account: %v", err)
+	}
+	dash := keys.Principal{AccountID: "acct_a", Subject: "user_1", Permissions: keys.DefaultVocabulary()}
+	if _, err := f.m.As(dash).Create(context.Background(), keys.APIKeyCreate{Name: "n", Environment: keys.Live}); err != nil {
 		t.Fatalf("a principal of no fixed environment may create live keys: %v", err)
 	}
 }
 
-func TestCreateAsIdempotency(t *testing.T) {
-	p := keys.Principal{AccountID: "acct_a", Subject: "key_1", Permissions: keys.DefaultPermissions}
+func TestCreateIdempotency(t *testing.T) {
+	p := keys.Principal{AccountID: "acct_a", Subject: "key_1", Permissions: keys.DefaultVocabulary()}
 	req := keys.APIKeyCreate{Name: "n", Environment: keys.Test, Permissions: []string{"identity:read"}}
 	ctx := context.Background()
 
 	t.Run("same request replays", func(t *testing.T) {
 		f := newFixture(t)
-		first, err := f.m.CreateAs(ctx, p, req, "retry-key-0001")
+		first, err := f.m.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-0001"))
 		if err != nil || first.Replayed {
 			t.Fatal(err)
 		}
@@ -247,7 +270,7 @@ func TestCreateAsIdempotency(t *testing.T) {
 		again := req
 		again.Name = " n "
 		again.Permissions = []string{"identity:read", "identity:read"}
-		second, err := f.m.CreateAs(ctx, p, again, "retry-key-0001")
+		second, err := f.m.As(p).Create(ctx, again, keys.IdempotencyKey("retry-key-0001"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,48 +283,48 @@ func TestCreateAsIdempotency(t *testing.T) {
 	})
 	t.Run("different request conflicts", func(t *testing.T) {
 		f := newFixture(t)
-		if _, err := f.m.CreateAs(ctx, p, req, "retry-key-0002"); err != nil {
+		if _, err := f.m.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-0002")); err != nil {
 			t.Fatal(err)
 		}
 		other := req
 		other.Name = "other"
-		if _, err := f.m.CreateAs(ctx, p, other, "retry-key-0002"); !errors.Is(err, keys.ErrIdempotencyConflict) {
+		if _, err := f.m.As(p).Create(ctx, other, keys.IdempotencyKey("retry-key-0002")); !errors.Is(err, keys.ErrIdempotencyConflict) {
 			t.Fatalf("err = %v", err)
 		}
 	})
 	t.Run("scoped to the caller", func(t *testing.T) {
 		f := newFixture(t)
-		a, _ := f.m.CreateAs(ctx, p, req, "retry-key-0003")
+		a, _ := f.m.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-0003"))
 		q := p
 		q.Subject = "key_2"
-		b, err := f.m.CreateAs(ctx, q, req, "retry-key-0003")
+		b, err := f.m.As(q).Create(ctx, req, keys.IdempotencyKey("retry-key-0003"))
 		if err != nil || b.ID == a.ID || b.Replayed {
 			t.Fatalf("another caller's idempotency key replayed: %v", err)
 		}
 	})
 	t.Run("expires after 24h", func(t *testing.T) {
 		f := newFixture(t)
-		a, _ := f.m.CreateAs(ctx, p, req, "retry-key-0004")
+		a, _ := f.m.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-0004"))
 		f.clock.Advance(keys.IdempotencyTTL - time.Second)
-		if b, _ := f.m.CreateAs(ctx, p, req, "retry-key-0004"); b.ID != a.ID {
+		if b, _ := f.m.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-0004")); b.ID != a.ID {
 			t.Fatal("not replayed within the TTL")
 		}
 		f.clock.Advance(time.Second)
-		if b, err := f.m.CreateAs(ctx, p, req, "retry-key-0004"); err != nil || b.ID == a.ID {
+		if b, err := f.m.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-0004")); err != nil || b.ID == a.ID {
 			t.Fatalf("replayed after the TTL: %v", err)
 		}
 	})
 	t.Run("malformed idempotency key", func(t *testing.T) {
 		f := newFixture(t)
 		for _, k := range []string{"short", strings.Repeat("a", 256), "has space 123", "semi;colon12", "ünïcode-1234"} {
-			_, err := f.m.CreateAs(ctx, p, req, k)
+			_, err := f.m.As(p).Create(ctx, req, keys.IdempotencyKey(k))
 			var ve *keys.ValidationError
 			if !errors.As(err, &ve) || ve.Param != "Idempotency-Key" {
 				t.Fatalf("%q: err = %v", k, err)
 			}
 		}
 		for _, k := range []string{strings.Repeat("a", 10), strings.Repeat("Z_-9", 63) + "abc"} {
-			if _, err := f.m.CreateAs(ctx, p, req, k); err != nil {
+			if _, err := f.m.As(p).Create(ctx, req, keys.IdempotencyKey(k)); err != nil {
 				t.Fatalf("%d-char key refused: %v", len(k), err)
 			}
 		}
@@ -317,7 +340,7 @@ func TestCreateAsIdempotency(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c, err := f.m.CreateAs(ctx, p, req, "retry-key-race")
+				c, err := f.m.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-race"))
 				if err != nil {
 					t.Error(err)
 					return
@@ -338,17 +361,17 @@ func TestCreateAsIdempotency(t *testing.T) {
 		store.onCreate = func(*keys.Record) {}
 		m, _ := keys.New(&idemSpy{spyStore: store, seen: &sealed})
 		defer m.Close(ctx)
-		c, err := m.CreateAs(ctx, p, req, "retry-key-seal")
+		c, err := m.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-seal"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(sealed) == 0 || strings.Contains(string(sealed), c.Key.Reveal()) || strings.Contains(string(sealed), c.ID) {
+		if len(sealed) == 0 || strings.Contains(string(sealed), string(c.Key)) || strings.Contains(string(sealed), c.ID) {
 			t.Fatal("the idempotency entry holds the response in the clear")
 		}
 		// Another manager (another secret) on the same store cannot open it.
 		m2, _ := keys.New(store)
 		defer m2.Close(ctx)
-		if _, err := m2.CreateAs(ctx, p, req, "retry-key-seal"); err == nil || errors.Is(err, keys.ErrIdempotencyConflict) {
+		if _, err := m2.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-seal")); err == nil || errors.Is(err, keys.ErrIdempotencyConflict) {
 			t.Fatalf("opened with another secret: %v", err)
 		}
 		// With a shared secret, another instance replays it.
@@ -358,8 +381,8 @@ func TestCreateAsIdempotency(t *testing.T) {
 		b, _ := keys.New(shared, keys.WithIdempotencySecret(secret))
 		defer a.Close(ctx)
 		defer b.Close(ctx)
-		first, _ := a.CreateAs(ctx, p, req, "retry-key-shared")
-		second, err := b.CreateAs(ctx, p, req, "retry-key-shared")
+		first, _ := a.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-shared"))
+		second, err := b.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-shared"))
 		if err != nil || second.ID != first.ID || second.Key != first.Key {
 			t.Fatalf("instances sharing a secret do not replay: %v", err)
 		}
@@ -371,11 +394,11 @@ type idemSpy struct {
 	seen *[]byte
 }
 
-func (s *idemSpy) Create(ctx context.Context, rec *keys.Record, idem *keys.IdempotencyRecord) error {
-	if idem != nil {
-		*s.seen = append([]byte(nil), idem.Sealed...)
+func (s *idemSpy) Write(ctx context.Context, w keys.Write) error {
+	if w.Idempotency != nil {
+		*s.seen = append([]byte(nil), w.Idempotency.Sealed...)
 	}
-	return s.spyStore.Create(ctx, rec, idem)
+	return s.spyStore.Write(ctx, w)
 }
 
 func TestClosedManager(t *testing.T) {
@@ -390,7 +413,7 @@ func TestClosedManager(t *testing.T) {
 	if _, err := f.m.Create(context.Background(), keys.APIKeyCreate{Name: "n", Environment: keys.Test}); !errors.Is(err, keys.ErrClosed) {
 		t.Fatalf("Create after Close: %v", err)
 	}
-	if _, err := f.m.Verify(context.Background(), c.Key.Reveal()); !errors.Is(err, keys.ErrClosed) {
+	if _, err := f.m.Verify(context.Background(), string(c.Key)); !errors.Is(err, keys.ErrClosed) {
 		t.Fatalf("Verify after Close: %v", err)
 	}
 }

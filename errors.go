@@ -3,7 +3,6 @@ package keys
 import (
 	"errors"
 	"fmt"
-	"time"
 )
 
 // Sentinel errors. Match them with errors.Is; the library wraps them with
@@ -35,23 +34,14 @@ var (
 	// ErrIdempotencyConflict: an idempotency key was reused with a different
 	// request.
 	ErrIdempotencyConflict = errors.New("keys: idempotency key reused with a different request")
-	// ErrNotFound: a Store found no record. Stores return it (wrapped or not)
-	// for every lookup that misses.
+	// ErrNotFound: no such key (or one the caller may not see). Stores
+	// return it, wrapped or not, for every lookup that misses.
 	ErrNotFound = errors.New("keys: not found")
-	// ErrDuplicate: a Store refused to insert a record whose ID or hash already
-	// exists.
-	ErrDuplicate = errors.New("keys: duplicate record")
-	// ErrStale: a Store refused an Update made against an older version of
-	// the record (someone else changed it first). The Manager retries.
-	ErrStale = errors.New("keys: record changed concurrently")
-	// ErrIdempotencyKeyExists: a Store refused an insert because an unexpired
-	// idempotency entry with the same scope already exists.
-	ErrIdempotencyKeyExists = errors.New("keys: idempotency entry exists")
 	// ErrUnavailable: the store or the rate limiter failed (a database
 	// down, say). It wraps the underlying error. It is the server's fault,
 	// never the key's: the HTTP adapter answers it with 503, not 401.
 	ErrUnavailable = errors.New("keys: store or limiter unavailable")
-	// ErrClosed: the Manager (or Store) has been closed.
+	// ErrClosed: the Manager has been closed.
 	ErrClosed = errors.New("keys: closed")
 )
 
@@ -113,7 +103,3 @@ func (e *RateLimitError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrRateLimited) hold.
 func (e *RateLimitError) Unwrap() error { return ErrRateLimited }
-
-// RetryAfter is how long the caller must wait before the next request can
-// pass.
-func (e *RateLimitError) RetryAfter() time.Duration { return e.RateLimit.RetryAfter }

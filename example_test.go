@@ -32,11 +32,11 @@ func ExampleManager_Create() {
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println(strings.HasPrefix(created.Key.Reveal(), "txc_live_"), len(created.Key.Reveal()))
+	fmt.Println(strings.HasPrefix(string(created.Key), "txc_live_"), len(string(created.Key)))
 	fmt.Println(created.Key) // a Secret prints redacted
 	fmt.Println(created.Permissions)
 
-	v, err := m.Verify(ctx, created.Key.Reveal(), keys.Require("transactions:read"))
+	v, err := m.Verify(ctx, string(created.Key), keys.Require("transactions:read"))
 	fmt.Println(v.Key.ID == created.ID, err)
 	// Output:
 	// true 47
@@ -51,11 +51,11 @@ func ExampleManager_Verify() {
 	m, _ := keys.New(memstore.New())
 	defer m.Close(ctx)
 	created, _ := m.Create(ctx, keys.APIKeyCreate{
-		Name: "office only", Environment: keys.Test, AllowedIPs: []string{"203.0.113.0/24"},
+		Name: "office only", Environment: keys.Test, AllowedIPs: []string{"203.0.113.0/24"}, AccountID: "acct_123",
 	})
 
 	for _, ip := range []string{"203.0.113.7", "198.51.100.1"} {
-		_, err := m.Verify(ctx, created.Key.Reveal(), keys.FromIP(netip.MustParseAddr(ip)))
+		_, err := m.Verify(ctx, string(created.Key), keys.FromIP(netip.MustParseAddr(ip)))
 		switch {
 		case err == nil:
 			fmt.Println(ip, "ok")
@@ -79,29 +79,56 @@ func Example_mount() {
 	m, _ := keys.New(memstore.New())
 	defer m.Close(ctx)
 	admin, _ := m.Create(ctx, keys.APIKeyCreate{
-		Name: "admin", Environment: keys.Test, Permissions: keys.DefaultPermissions, AccountID: "acct_1",
+		Name: "admin", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_1",
 	})
 
+	a := httpadapter.New(m)
 	mux := http.NewServeMux()
-	mux.Handle("/v1/developers/", http.StripPrefix("/v1", httpadapter.New(m)))
-	mux.Handle("GET /v1/whoami", httpadapter.Middleware(m)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/v1/developers/", http.StripPrefix("/v1", a))
+	mux.Handle("GET /v1/whoami", a.Middleware("developers:read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v, _ := keys.FromContext(r.Context())
 		fmt.Fprint(w, v.Key.Name)
 	})))
 
 	req := httptest.NewRequest("POST", "/v1/developers/keys", strings.NewReader(`{"name":"ci","environment":"test"}`))
-	req.Header.Set("Authorization", "Bearer "+admin.Key.Reveal())
+	req.Header.Set("Authorization", "Bearer "+string(admin.Key))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
 	mux.ServeHTTP(rec, req)
 	fmt.Println(rec.Code)
 
 	req = httptest.NewRequest("GET", "/v1/whoami", nil)
-	req.Header.Set("Authorization", "Bearer "+admin.Key.Reveal())
+	req.Header.Set("Authorization", "Bearer "+string(admin.Key))
 	rec = httptest.NewRecorder()
 	mux.ServeHTTP(rec, req)
 	fmt.Println(rec.Code, rec.Body)
 	// Output:
 	// 201
 	// 200 admin
+}
+
+// Act for a principal, as the HTTP endpoints do: only its account's keys,
+// no permission it lacks; a retried idempotent create returns the first
+// result.
+func ExampleManager_As() {
+	ctx := context.Background()
+	m, _ := keys.New(memstore.New())
+	defer m.Close(ctx)
+	caller := keys.Principal{AccountID: "acct_1", Subject: "user_42", Permissions: []string{"developers:write", "kyb:read"}}
+
+	req := keys.APIKeyCreate{Name: "kyb worker", Environment: keys.Live, Permissions: []string{"kyb:read"}}
+	first, _ := m.As(caller).Create(ctx, req, keys.IdempotencyKey("create-kyb-worker-1"))
+	retry, _ := m.As(caller).Create(ctx, req, keys.IdempotencyKey("create-kyb-worker-1"))
+	fmt.Println(retry.ID == first.ID, retry.Replayed)
+
+	_, err := m.As(caller).Create(ctx, keys.APIKeyCreate{Name: "too much", Environment: keys.Live, Permissions: []string{"kyb:write"}})
+	fmt.Println(errors.Is(err, keys.ErrPermissionDenied))
+
+	stranger := keys.Principal{AccountID: "acct_2", Subject: "user_7", Permissions: []string{"developers:read"}}
+	_, err = m.As(stranger).Get(ctx, first.ID)
+	fmt.Println(errors.Is(err, keys.ErrNotFound))
+	// Output:
+	// true true
+	// true
+	// true
 }

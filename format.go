@@ -2,11 +2,8 @@ package keys
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"hash/crc32"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -240,90 +237,3 @@ func crcUpdate[T string | []byte](crc uint32, s T) (sum uint32, bad uint8) {
 func (f keyFormat) displayPrefix(key Secret) string {
 	return strings.Clone(string(key[:len(f.live)+displayChars]))
 }
-
-// Digest is the fixed-length hash under which a key is stored: SHA-256 of the
-// key, or HMAC-SHA-256 under the Manager's pepper. Stores index records by
-// it. It is not the key, but it is still printed redacted: a digest in a log
-// is one step closer to an offline guessing attack than nothing.
-type Digest [sha256.Size]byte
-
-// equal compares two digests in constant time: four 64-bit XORs ORed
-// together, no branch on the data (crypto/subtle's byte loop costs several
-// times as much on the hot path).
-func (d *Digest) equal(o *Digest) bool {
-	le := binary.LittleEndian
-	// Parenthesised: in Go, ^ and | share one precedence level.
-	x := (le.Uint64(d[0:]) ^ le.Uint64(o[0:])) |
-		(le.Uint64(d[8:]) ^ le.Uint64(o[8:])) |
-		(le.Uint64(d[16:]) ^ le.Uint64(o[16:])) |
-		(le.Uint64(d[24:]) ^ le.Uint64(o[24:]))
-	return x == 0
-}
-
-// Format prints a redacted placeholder for every verb.
-func (Digest) Format(s fmt.State, _ rune) { _, _ = s.Write([]byte("[digest redacted]")) }
-
-// LogValue keeps the digest out of log/slog output.
-func (Digest) LogValue() slog.Value { return slog.StringValue("[digest redacted]") }
-
-// hasher computes Digests. Without a pepper it is plain SHA-256; with one it
-// is HMAC-SHA-256 written out over two sha256.Sum256 calls (RFC 2104 with a
-// precomputed 64-byte key block), which allocates nothing, unlike
-// crypto/hmac. TestHMACMatchesStdlib checks it against crypto/hmac.
-type hasher struct {
-	peppered   bool
-	ipad, opad [sha256.BlockSize]byte
-}
-
-func newHasher(pepper []byte) hasher {
-	if pepper == nil {
-		return hasher{}
-	}
-	h := hasher{peppered: true}
-	var k [sha256.BlockSize]byte
-	if len(pepper) > sha256.BlockSize {
-		s := sha256.Sum256(pepper)
-		copy(k[:], s[:])
-	} else {
-		copy(k[:], pepper)
-	}
-	for i := range k {
-		h.ipad[i] = k[i] ^ 0x36
-		h.opad[i] = k[i] ^ 0x5c
-	}
-	return h
-}
-
-func (h *hasher) sum(key []byte) Digest {
-	if !h.peppered {
-		return sha256.Sum256(key)
-	}
-	var buf [sha256.BlockSize + maxKeyLen]byte
-	copy(buf[:], h.ipad[:])
-	n := copy(buf[sha256.BlockSize:], key)
-	inner := sha256.Sum256(buf[:sha256.BlockSize+n])
-	copy(buf[:], h.opad[:])
-	copy(buf[sha256.BlockSize:], inner[:])
-	return sha256.Sum256(buf[:sha256.BlockSize+sha256.Size])
-}
-
-// Secret is a full API key in plain text. It marshals to JSON as the key
-// itself (the create response must carry it), but every fmt verb and
-// log/slog print it redacted, so that logging a struct that holds one leaks
-// nothing. Call Reveal, or convert with string(), when you mean to.
-type Secret string
-
-// Reveal returns the key in plain text.
-func (s Secret) Reveal() string { return string(s) }
-
-// String returns a redacted placeholder.
-func (Secret) String() string { return "[key redacted]" }
-
-// GoString returns a redacted placeholder, for %#v.
-func (Secret) GoString() string { return "[key redacted]" }
-
-// Format prints a redacted placeholder for every verb.
-func (Secret) Format(s fmt.State, _ rune) { _, _ = s.Write([]byte("[key redacted]")) }
-
-// LogValue keeps the key out of log/slog output.
-func (Secret) LogValue() slog.Value { return slog.StringValue("[key redacted]") }

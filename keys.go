@@ -35,7 +35,8 @@ type APIKeyCreate struct {
 	RateLimit *int       `json:"rate_limit,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	// AccountID is the account the key belongs to. It is not part of the
-	// JSON body: over HTTP it is the caller's account; from Go, set it.
+	// JSON body. The Manager's own Create requires it; a Scoped Create
+	// takes the principal's account, and refuses any other.
 	AccountID string `json:"-"`
 }
 
@@ -57,8 +58,8 @@ type APIKey struct {
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 }
 
-// APIKeyCreated is the 201 response of a create: the key plus its secret,
-// shown this once.
+// APIKeyCreated is the 201 response of a create or a roll: the key plus
+// its secret, shown this once. string(c.Key) is the key.
 type APIKeyCreated struct {
 	APIKey
 	Key Secret `json:"key"`
@@ -67,13 +68,23 @@ type APIKeyCreated struct {
 	Replayed bool `json:"-"`
 }
 
-// Principal is whoever acts on keys: an authenticated API key, or a user
-// that the host authenticated another way.
+// LogValue logs the created key without its secret. Without it, a JSON log
+// handler would encode the struct with encoding/json, which writes the key:
+// Secret's own LogValue applies only when the Secret is the logged value
+// itself, not a field of one.
+func (c APIKeyCreated) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", c.ID), slog.String("prefix", c.Prefix),
+		slog.String("environment", string(c.Environment)), slog.String("key", "[key redacted]"))
+}
+
+// Principal is whoever acts on keys through Manager.As: an authenticated
+// API key (Verified.Principal), or a user that the host authenticated
+// another way.
 type Principal struct {
 	AccountID string
 	// Subject identifies the credential that acted (the key ID for an API
 	// key, a user ID for a dashboard session). Idempotency keys are scoped
-	// to it.
+	// to it, and events name it as their Actor.
 	Subject string
 	// Environment is the environment the principal acts in; "" means both
 	// (a dashboard user). A test principal cannot touch live keys.
@@ -84,38 +95,19 @@ type Principal struct {
 // Has reports whether the principal holds perm.
 func (p Principal) Has(perm string) bool { return slices.Contains(p.Permissions, perm) }
 
-// PrincipalFor is the principal an authenticated key acts as. Its
-// Permissions are a copy: r may be a store's shared record.
-func PrincipalFor(r *Record) Principal {
-	return Principal{AccountID: r.AccountID, Subject: r.ID, Environment: r.Environment, Permissions: slices.Clone(r.Permissions)}
-}
-
-// mayGrant is the no-escalation rule: a principal grants only permissions it
-// holds, and a test principal creates only test keys. s is already
-// validated.
-func (p Principal) mayGrant(s keySpec) error {
-	if p.Environment == Test && s.environment == Live {
-		return &PermissionError{Param: "environment", Message: "a test key cannot create or change live keys"}
-	}
-	return p.mayGrantPermissions(s.permissions)
-}
-
-func (p Principal) mayGrantPermissions(perms []string) error {
-	for i, perm := range perms {
-		if !p.Has(perm) {
-			return &PermissionError{Param: fmt.Sprintf("permissions[%d]", i), Message: fmt.Sprintf("cannot grant %q, which the caller does not hold", perm)}
-		}
-	}
-	return nil
-}
-
-// Manager issues and verifies keys on a Store. It is safe for concurrent
-// use. Close it to flush pending last-used times and stop its goroutine.
+// Manager issues, verifies and manages keys on a Store. It is safe for
+// concurrent use. Close it to flush pending last-used times and stop its
+// goroutine.
+//
+// Its own methods (Create, Get, List, Update, Revoke, Roll) are for a
+// trusted Go caller: they see every account and check no permission.
+// As(p) gives the same methods acting for a principal, with the rules of
+// the HTTP endpoints.
 type Manager struct {
 	store            Store
 	now              func() time.Time
 	format           keyFormat
-	hash             hasher
+	digest           digester
 	vocabulary       map[string]struct{}
 	vocabularyList   []string
 	maxAllowedIPs    int
@@ -128,163 +120,8 @@ type Manager struct {
 	closed           atomic.Bool
 }
 
-// Option configures a Manager.
-type Option func(*config) error
-
-type config struct {
-	now              func() time.Time
-	brand            string
-	pepper           []byte
-	idemSecret       []byte
-	vocabulary       []string
-	maxAllowedIPs    int
-	defaultRateLimit int
-	limiter          Limiter
-	flushInterval    time.Duration
-	logger           *slog.Logger
-	onEvent          func(context.Context, Event)
-}
-
-// WithClock replaces time.Now, for tests.
-func WithClock(now func() time.Time) Option {
-	return func(c *config) error {
-		if now == nil {
-			return errors.New("keys: WithClock: nil clock")
-		}
-		c.now = now
-		return nil
-	}
-}
-
-// WithKeyPrefix sets the brand keys start with ("txc" gives txc_live_…):
-// 1 to 16 lowercase letters and digits.
-func WithKeyPrefix(brand string) Option {
-	return func(c *config) error { c.brand = brand; return nil }
-}
-
-// WithPepper stores keys as HMAC-SHA-256 under pepper instead of SHA-256,
-// so a stolen copy of the store is useless without the pepper. Keep the
-// pepper outside the database; losing or changing it makes every existing
-// key fail to verify. It must be at least 32 bytes. Unless
-// WithIdempotencySecret is given, the idempotency secret is derived from it.
-func WithPepper(pepper []byte) Option {
-	return func(c *config) error {
-		if len(pepper) < 32 {
-			return errors.New("keys: WithPepper: the pepper must be at least 32 bytes")
-		}
-		c.pepper = slices.Clone(pepper)
-		return nil
-	}
-}
-
-// WithIdempotencySecret sets the secret that idempotent replays are sealed
-// under (at least 32 bytes). Every instance sharing a Store must use the
-// same one, or a retry landing on another instance cannot be replayed and
-// fails. Without it (and without WithPepper) each Manager draws a random
-// secret, which suits a process-local store.
-func WithIdempotencySecret(secret []byte) Option {
-	return func(c *config) error {
-		if len(secret) < 32 {
-			return errors.New("keys: WithIdempotencySecret: the secret must be at least 32 bytes")
-		}
-		c.idemSecret = slices.Clone(secret)
-		return nil
-	}
-}
-
-// WithPermissionVocabulary replaces DefaultPermissions: the permissions a
-// key may hold, each "resource:action".
-func WithPermissionVocabulary(perms ...string) Option {
-	return func(c *config) error {
-		for _, p := range perms {
-			if !validPermissionName(p) {
-				return fmt.Errorf("keys: WithPermissionVocabulary: %q is not resource:action", p)
-			}
-		}
-		c.vocabulary = slices.Clone(perms)
-		return nil
-	}
-}
-
-// WithMaxAllowedIPs bounds the allowed_ips of one key (default 100).
-func WithMaxAllowedIPs(n int) Option {
-	return func(c *config) error {
-		if n < 1 {
-			return errors.New("keys: WithMaxAllowedIPs: must be at least 1")
-		}
-		c.maxAllowedIPs = n
-		return nil
-	}
-}
-
-// WithDefaultRateLimit is the rate limit (requests per minute) a key gets
-// when its create request has none. It is copied into the key when the key
-// is created, so a response always shows the limit that applies. Default:
-// no limit.
-func WithDefaultRateLimit(perMinute int) Option {
-	return func(c *config) error {
-		if _, err := validateRateLimit(perMinute); err != nil {
-			return fmt.Errorf("keys: WithDefaultRateLimit: %w", err)
-		}
-		c.defaultRateLimit = perMinute
-		return nil
-	}
-}
-
-// WithLimiter replaces the in-memory rate limiter, with a shared one when
-// several instances must hold one limit between them.
-func WithLimiter(l Limiter) Option {
-	return func(c *config) error {
-		if l == nil {
-			return errors.New("keys: WithLimiter: nil limiter")
-		}
-		c.limiter = l
-		return nil
-	}
-}
-
-// WithLastUsedFlushInterval sets how often last-used times are written to
-// the store (default one minute). Verify records them in memory only.
-func WithLastUsedFlushInterval(d time.Duration) Option {
-	return func(c *config) error {
-		if d <= 0 {
-			return errors.New("keys: WithLastUsedFlushInterval: must be positive")
-		}
-		c.flushInterval = d
-		return nil
-	}
-}
-
-// WithLogger sets where the Manager reports failures it cannot return (a
-// failed background flush). Default: slog.Default(). Nothing the Manager
-// logs contains a key or a digest.
-func WithLogger(l *slog.Logger) Option {
-	return func(c *config) error {
-		if l == nil {
-			return errors.New("keys: WithLogger: nil logger")
-		}
-		c.logger = l
-		return nil
-	}
-}
-
-// validPermissionName reports whether p is resource:action: two non-empty
-// parts of lowercase letters, digits, '_', '.' and '-', joined by one colon.
-func validPermissionName(p string) bool {
-	resource, action, ok := strings.Cut(p, ":")
-	return ok && permissionPart(resource) && permissionPart(action)
-}
-
-func permissionPart(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
-			return false
-		}
-	}
-	return s != ""
-}
-
-// New returns a Manager on store. Close it when done.
+// New returns a Manager on store. Close it when done; the store is the
+// caller's to close.
 func New(store Store, opts ...Option) (*Manager, error) {
 	if store == nil {
 		return nil, errors.New("keys: New: nil store")
@@ -292,11 +129,15 @@ func New(store Store, opts ...Option) (*Manager, error) {
 	c := config{
 		now:           time.Now,
 		brand:         "txc",
-		vocabulary:    DefaultPermissions,
+		vocabulary:    DefaultVocabulary(),
 		maxAllowedIPs: DefaultMaxAllowedIPs,
 		flushInterval: time.Minute,
+		logger:        slog.Default(),
 	}
 	for _, o := range opts {
+		if o == nil {
+			return nil, errors.New("keys: New: nil option")
+		}
 		if err := o(&c); err != nil {
 			return nil, err
 		}
@@ -304,9 +145,6 @@ func New(store Store, opts ...Option) (*Manager, error) {
 	format, err := newKeyFormat(c.brand)
 	if err != nil {
 		return nil, err
-	}
-	if c.logger == nil {
-		c.logger = slog.Default()
 	}
 	if c.limiter == nil {
 		c.limiter = NewMemoryLimiter()
@@ -327,7 +165,7 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		store:            store,
 		now:              c.now,
 		format:           format,
-		hash:             newHasher(c.pepper),
+		digest:           newDigester(c.pepper),
 		vocabulary:       make(map[string]struct{}, len(c.vocabulary)),
 		vocabularyList:   slices.Clone(c.vocabulary),
 		maxAllowedIPs:    c.maxAllowedIPs,
@@ -344,13 +182,13 @@ func New(store Store, opts ...Option) (*Manager, error) {
 	return m, nil
 }
 
-// Permissions returns the vocabulary keys' permissions come from.
-func (m *Manager) Permissions() []string { return slices.Clone(m.vocabularyList) }
+// Vocabulary returns the permissions a key of this Manager may hold.
+func (m *Manager) Vocabulary() []string { return slices.Clone(m.vocabularyList) }
 
 // Close stops the Manager's background flusher and writes pending last-used
 // times to the store, within ctx's deadline. It does not close the Store,
-// which the caller opened and closes. Close is idempotent; after it, Create
-// and Verify return ErrClosed.
+// which the caller opened and closes. Close is idempotent; after it, every
+// method returns ErrClosed.
 func (m *Manager) Close(ctx context.Context) error {
 	if !m.closed.CompareAndSwap(false, true) {
 		return nil
@@ -358,13 +196,121 @@ func (m *Manager) Close(ctx context.Context) error {
 	return m.usage.close(ctx)
 }
 
-// Create issues a key as asked, with no authorization check and no
-// idempotency: a trusted Go caller's entry point. It validates req (a
-// *ValidationError on failure, nothing stored), stores only the key's
-// digest, and returns the key in plain text this once.
-func (m *Manager) Create(ctx context.Context, req APIKeyCreate) (*APIKeyCreated, error) {
+// FlushLastUsed writes the last-used times noted so far to the store now,
+// instead of at the next interval.
+func (m *Manager) FlushLastUsed(ctx context.Context) error { return m.usage.flush(ctx) }
+
+// Format prints the Manager without its secrets (the HMAC pads derived from
+// the pepper, the idempotency secret), which fmt would otherwise print by
+// reflection.
+func (m *Manager) Format(s fmt.State, _ rune) {
+	fmt.Fprintf(s, "keys.Manager{prefix: %s, peppered: %t, secrets: [redacted]}", m.format.live, m.digest.peppered)
+}
+
+// LogValue keeps the Manager's secrets out of log/slog output.
+func (m *Manager) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("prefix", m.format.live), slog.Bool("peppered", m.digest.peppered))
+}
+
+// caller is who makes a call: the Manager's trusted Go caller, or a
+// principal (through Scoped). A zero caller is a principal with no
+// account, which may do nothing: trust is never the default.
+type caller struct {
+	p       Principal
+	trusted bool
+}
+
+var trusted = caller{trusted: true}
+
+// account resolves the account a create or list is for: a trusted caller
+// names it, a principal may only name its own.
+func (c caller) account(asked string) (string, error) {
+	switch {
+	case c.trusted && asked == "":
+		return "", missing("account_id")
+	case c.trusted:
+		return asked, nil
+	case asked != "" && asked != c.p.AccountID:
+		return "", &PermissionError{Param: "account_id", Message: "a principal acts only on its own account"}
+	}
+	return c.p.AccountID, nil
+}
+
+// sees reports whether the caller may see a record: a principal sees only
+// its account's keys, and a test principal only test keys.
+func (c caller) sees(r *Record) bool {
+	return c.trusted || r.AccountID == c.p.AccountID && (c.p.Environment == "" || r.Environment == c.p.Environment)
+}
+
+// mayGrant is the no-escalation rule: a principal grants only permissions it
+// holds, and a test principal creates only test keys. A trusted caller may
+// grant anything in the vocabulary.
+func (c caller) mayGrant(env Environment, perms []string) error {
+	if c.trusted {
+		return nil
+	}
+	if c.p.Environment == Test && env == Live {
+		return &PermissionError{Param: "environment", Message: "a test key cannot create or change live keys"}
+	}
+	for i, perm := range perms {
+		if !c.p.Has(perm) {
+			return &PermissionError{Param: fmt.Sprintf("permissions[%d]", i), Message: fmt.Sprintf("cannot grant %q, which the caller does not hold", perm)}
+		}
+	}
+	return nil
+}
+
+// valid refuses a principal with no account before it touches anything.
+func (c caller) valid() error {
+	if !c.trusted && c.p.AccountID == "" {
+		return &PermissionError{Message: "the principal has no account"}
+	}
+	return nil
+}
+
+// Scoped is a Manager acting for a principal, as the HTTP endpoints do:
+// the Manager's methods, with two rules added. Isolation: it sees and
+// changes only the principal's account's keys, and a test principal only
+// test keys; any other key is ErrNotFound, exactly as if it did not exist.
+// No escalation: it grants only permissions the principal holds, and a
+// test principal creates only test keys (a *PermissionError otherwise).
+//
+// Whether the principal may manage keys at all (developers:read,
+// developers:write) is the endpoint's decision, which the HTTP adapter
+// makes before calling.
+type Scoped struct {
+	m *Manager
+	c caller
+}
+
+// As returns the Manager acting for p. A principal with no AccountID may
+// do nothing (every call is a *PermissionError).
+func (m *Manager) As(p Principal) Scoped { return Scoped{m: m, c: caller{p: p}} }
+
+// Create issues a key as a trusted caller: req.AccountID names the
+// account, and any permission of the vocabulary may be granted. It
+// validates req (a *ValidationError on failure, nothing stored), stores
+// only the key's digest, and returns the key in plain text this once.
+func (m *Manager) Create(ctx context.Context, req APIKeyCreate, opts ...IssueOption) (*APIKeyCreated, error) {
+	return m.create(ctx, trusted, req, opts)
+}
+
+// Create issues a key in the principal's account, granting only what the
+// principal holds. See Manager.Create and IdempotencyKey.
+func (s Scoped) Create(ctx context.Context, req APIKeyCreate, opts ...IssueOption) (*APIKeyCreated, error) {
+	return s.m.create(ctx, s.c, req, opts)
+}
+
+func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts []IssueOption) (*APIKeyCreated, error) {
 	if m.closed.Load() {
 		return nil, ErrClosed
+	}
+	if err := c.valid(); err != nil {
+		return nil, err
+	}
+	idemKey, idempotent, err := issueOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	// One clock read serves validation and the key: the clock can cost as
 	// much as a map lookup on virtual machines.
@@ -373,45 +319,21 @@ func (m *Manager) Create(ctx context.Context, req APIKeyCreate) (*APIKeyCreated,
 	if err != nil {
 		return nil, err
 	}
-	created, err := m.issue(ctx, spec, req.AccountID, now)
-	if err == nil {
-		m.emit(ctx, EventKeyCreated, created.APIKey, "", "")
-	}
-	return created, err
-}
-
-// CreateAs issues a key on behalf of p, as the HTTP endpoint does: the key
-// belongs to p's account; p may grant only permissions it holds, and a test
-// principal only test keys (a *PermissionError otherwise). When
-// idempotencyKey is not empty, a retry by the same principal with the same
-// key and the same request returns the first result (with Replayed set)
-// for IdempotencyTTL, and a different request is ErrIdempotencyConflict.
-func (m *Manager) CreateAs(ctx context.Context, p Principal, req APIKeyCreate, idempotencyKey string) (*APIKeyCreated, error) {
-	if m.closed.Load() {
-		return nil, ErrClosed
-	}
-	if idempotencyKey != "" {
-		if err := ValidateIdempotencyKey(idempotencyKey); err != nil {
-			return nil, err
-		}
-	}
-	now := m.now()
-	req.AccountID = p.AccountID
-	spec, err := m.validateCreate(&req, now)
+	account, err := c.account(req.AccountID)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.mayGrant(spec); err != nil {
+	if err := c.mayGrant(spec.environment, spec.permissions); err != nil {
 		return nil, err
 	}
 	var created *APIKeyCreated
-	if idempotencyKey == "" {
-		created, err = m.issue(ctx, spec, p.AccountID, now)
+	if idempotent {
+		created, err = m.createIdempotent(ctx, c, account, spec, idemKey, now)
 	} else {
-		created, err = m.createIdempotent(ctx, p, spec, idempotencyKey, now)
+		created, err = m.issue(ctx, spec, account, now)
 	}
 	if err == nil && !created.Replayed {
-		m.emit(ctx, EventKeyCreated, created.APIKey, "", p.Subject)
+		m.emit(ctx, EventKeyCreated, created.APIKey, "", c.p.Subject)
 	}
 	return created, err
 }
@@ -422,7 +344,7 @@ func (m *Manager) issue(ctx context.Context, s keySpec, accountID string, now ti
 	if err != nil {
 		return nil, err
 	}
-	if err := m.store.Create(ctx, rec, nil); err != nil {
+	if err := m.store.Write(ctx, Write{Insert: rec}); err != nil {
 		return nil, fmt.Errorf("%w: storing key: %w", ErrUnavailable, err)
 	}
 	return created, nil
@@ -445,11 +367,27 @@ func (m *Manager) newKey(s keySpec, accountID string, now time.Time) (*APIKeyCre
 		Permissions: s.permissions,
 		AllowedIPs:  s.allowedIPs,
 		RateLimit:   s.rateLimit,
-		Hash:        m.hash.sum(buf[:n]),
+		Digest:      m.digest.sum(buf[:n]),
 		CreatedAt:   storedTime(now),
 		ExpiresAt:   s.expiresAt,
 		Version:     1,
 	}
 	created := &APIKeyCreated{APIKey: rec.APIKey(), Key: secret}
 	return created, rec, nil
+}
+
+// validPermissionName reports whether p is resource:action: two non-empty
+// parts of lowercase letters, digits, '_', '.' and '-', joined by one colon.
+func validPermissionName(p string) bool {
+	resource, action, ok := strings.Cut(p, ":")
+	return ok && permissionPart(resource) && permissionPart(action)
+}
+
+func permissionPart(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return s != ""
 }

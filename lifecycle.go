@@ -11,13 +11,9 @@ import (
 	"time"
 )
 
-// The lifecycle methods act for a Principal, like CreateAs. They see and
-// change only keys of the principal's account, and a test principal only
-// test keys (so it can never touch a live one): any other key is
-// ErrNotFound, exactly as if it did not exist.
-// They do not check that the principal may manage keys at all
-// (developers:read, developers:write): that is the endpoint's decision,
-// which the HTTP adapter makes.
+// The lifecycle: Get, List, Update, Revoke and Roll, each on the Manager
+// (a trusted caller) and on Scoped (a principal), over one implementation
+// that takes the caller.
 
 // Patch is one field of an update: the zero Patch leaves the field alone,
 // Clear() clears an optional field, Change(v) sets it.
@@ -47,67 +43,67 @@ type APIKeyUpdate struct {
 // MaxRollGrace is the longest an old secret may keep working after a roll.
 const MaxRollGrace = 7 * 24 * time.Hour
 
-// Event types passed to the OnEvent hook.
+// EventType names a change to a key.
+type EventType string
+
+// The events passed to the WithEventHook hook.
 const (
-	EventKeyCreated = "key.created"
-	EventKeyUpdated = "key.updated"
-	EventKeyRevoked = "key.revoked"
-	EventKeyRolled  = "key.rolled"
+	EventKeyCreated EventType = "key.created"
+	EventKeyUpdated EventType = "key.updated"
+	EventKeyRevoked EventType = "key.revoked"
+	EventKeyRolled  EventType = "key.rolled"
 )
 
 // Event reports a change to a key, after it is stored. It never carries a
 // secret or a digest.
 type Event struct {
-	Type string
+	Type EventType
 	// Key is the key after the change; for key.rolled, the new key.
 	Key APIKey
 	// Replaces, for key.rolled, is the ID of the key that was rolled.
 	Replaces string
 	// Actor is the Subject of the principal that made the change; empty
-	// for a trusted Go caller (Create).
+	// for a trusted caller (the Manager's own methods).
 	Actor string
 	At    time.Time
 }
 
-// OnEvent calls hook after every key.created, key.updated, key.revoked and
-// key.rolled, in the goroutine that made the change: forward to a webhook
-// or an audit log, and return quickly.
-func OnEvent(hook func(context.Context, Event)) Option {
-	return func(c *config) error {
-		if hook == nil {
-			return errors.New("keys: OnEvent: nil hook")
-		}
-		c.onEvent = hook
-		return nil
-	}
-}
-
-func (m *Manager) emit(ctx context.Context, typ string, k APIKey, replaces, actor string) {
+func (m *Manager) emit(ctx context.Context, typ EventType, k APIKey, replaces, actor string) {
 	if m.onEvent != nil {
 		m.onEvent(ctx, Event{Type: typ, Key: k, Replaces: replaces, Actor: actor, At: m.now()})
 	}
 }
 
-// load reads a key the principal may see, or ErrNotFound.
-func (m *Manager) load(ctx context.Context, p Principal, id string) (*Record, error) {
+// load reads a key the caller may see, or ErrNotFound.
+func (m *Manager) load(ctx context.Context, c caller, id string) (*Record, error) {
+	if m.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := c.valid(); err != nil {
+		return nil, err
+	}
 	rec, err := m.store.Get(ctx, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return nil, ErrNotFound
 	case err != nil:
 		return nil, fmt.Errorf("%w: reading key: %w", ErrUnavailable, err)
-	case rec.AccountID != p.AccountID, p.Environment != "" && rec.Environment != p.Environment:
+	case !c.sees(rec):
 		return nil, ErrNotFound
 	}
 	return rec, nil
 }
 
 // Get returns one key, without its secret.
-func (m *Manager) Get(ctx context.Context, p Principal, id string) (*APIKey, error) {
-	if m.closed.Load() {
-		return nil, ErrClosed
-	}
-	rec, err := m.load(ctx, p, id)
+func (m *Manager) Get(ctx context.Context, id string) (*APIKey, error) {
+	return m.get(ctx, trusted, id)
+}
+
+// Get returns one of the principal's keys, without its secret.
+func (s Scoped) Get(ctx context.Context, id string) (*APIKey, error) { return s.m.get(ctx, s.c, id) }
+
+func (m *Manager) get(ctx context.Context, c caller, id string) (*APIKey, error) {
+	rec, err := m.load(ctx, c, id)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +113,10 @@ func (m *Manager) Get(ctx context.Context, p Principal, id string) (*APIKey, err
 
 // ListFilter selects and pages keys for List.
 type ListFilter struct {
+	// AccountID is the account whose keys are listed: required by the
+	// Manager's own List; a Scoped List takes the principal's account,
+	// and refuses any other.
+	AccountID   string
 	Environment Environment // "": both (a test principal sees test keys only)
 	Revoked     *bool       // nil: all; true: revoked or scheduled by a roll; false: neither
 	Limit       int         // 1 to 100; 0 means 20
@@ -130,13 +130,25 @@ type KeyList struct {
 	NextCursor string   `json:"next_cursor,omitempty"`
 }
 
-// List pages through the principal's keys, newest first. Paging with
+// List pages through an account's keys, newest first. Paging with
 // NextCursor visits each key that existed when paging began exactly once.
-func (m *Manager) List(ctx context.Context, p Principal, f ListFilter) (*KeyList, error) {
+func (m *Manager) List(ctx context.Context, f ListFilter) (*KeyList, error) {
+	return m.list(ctx, trusted, f)
+}
+
+// List pages through the principal's keys. See Manager.List.
+func (s Scoped) List(ctx context.Context, f ListFilter) (*KeyList, error) {
+	return s.m.list(ctx, s.c, f)
+}
+
+func (m *Manager) list(ctx context.Context, c caller, f ListFilter) (*KeyList, error) {
 	if m.closed.Load() {
 		return nil, ErrClosed
 	}
-	q := ListQuery{AccountID: p.AccountID, Environment: f.Environment, Revoked: f.Revoked, Limit: f.Limit}
+	if err := c.valid(); err != nil {
+		return nil, err
+	}
+	q := ListQuery{Environment: f.Environment, Revoked: f.Revoked, Limit: f.Limit}
 	switch {
 	case q.Limit == 0:
 		q.Limit = 20
@@ -148,11 +160,15 @@ func (m *Manager) List(ctx context.Context, p Principal, f ListFilter) (*KeyList
 			return nil, err
 		}
 	}
-	if p.Environment != "" {
-		if q.Environment != "" && q.Environment != p.Environment {
+	var err error
+	if q.AccountID, err = c.account(f.AccountID); err != nil {
+		return nil, err
+	}
+	if env := c.p.Environment; !c.trusted && env != "" {
+		if q.Environment != "" && q.Environment != env {
 			return &KeyList{Data: []APIKey{}}, nil
 		}
-		q.Environment = p.Environment
+		q.Environment = env
 	}
 	if f.Cursor != "" {
 		pos, err := decodeCursor(f.Cursor)
@@ -210,12 +226,12 @@ func decodeCursor(c string) (*ListPosition, error) {
 // an idempotency entry to store atomically with next (a roll does).
 type change func(next *Record) (write bool, successor *Record, entry *IdempotencyRecord, err error)
 
-// update applies change to the principal's key and stores the result,
+// update applies change to the caller's key and stores the result,
 // running change again on a fresh copy when another writer got there
 // first. It is the one read-modify-write loop of Update, Revoke and Roll.
-func (m *Manager) update(ctx context.Context, p Principal, id string, change change) (*Record, error) {
+func (m *Manager) update(ctx context.Context, c caller, id string, change change) (*Record, error) {
 	for range 8 {
-		rec, err := m.load(ctx, p, id)
+		rec, err := m.load(ctx, c, id)
 		if err != nil {
 			return nil, err
 		}
@@ -225,7 +241,7 @@ func (m *Manager) update(ctx context.Context, p Principal, id string, change cha
 			return next, err
 		}
 		next.Version = rec.Version + 1
-		err = m.store.Update(ctx, next, successor, entry)
+		err = m.store.Write(ctx, Write{Replace: next, Insert: successor, Idempotency: entry})
 		switch {
 		case err == nil:
 			return next.Clone(), nil
@@ -240,21 +256,39 @@ func (m *Manager) update(ctx context.Context, p Principal, id string, change cha
 	return nil, fmt.Errorf("%w: key %s kept changing under the change", ErrUnavailable, id)
 }
 
+// errRetired refuses changes to a key that is revoked, or rolled and
+// waiting out its grace period: its record stays as it was, for audit.
+var errRetired = &ValidationError{Code: CodeInvalidRequest, Message: "the key is revoked or already rolled; it cannot change (roll or change its successor instead)"}
+
 // Update changes a key's name, permissions, allowed IPs, rate limit or
-// expiry, with the validation of create; a principal can grant only
-// permissions it holds. Fields absent from u stay as they are.
-func (m *Manager) Update(ctx context.Context, p Principal, id string, u APIKeyUpdate) (*APIKey, error) {
+// expiry, with the validation of create. Fields absent from u stay as they
+// are. A revoked or rolled key cannot change (a *ValidationError).
+func (m *Manager) Update(ctx context.Context, id string, u APIKeyUpdate) (*APIKey, error) {
+	return m.updateKey(ctx, trusted, id, u)
+}
+
+// Update changes one of the principal's keys, granting only permissions
+// the principal holds. See Manager.Update.
+func (s Scoped) Update(ctx context.Context, id string, u APIKeyUpdate) (*APIKey, error) {
+	return s.m.updateKey(ctx, s.c, id, u)
+}
+
+func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUpdate) (*APIKey, error) {
 	if m.closed.Load() {
 		return nil, ErrClosed
 	}
-	apply, err := m.validateUpdate(p, u)
+	apply, err := m.validateUpdate(c, u)
 	if err != nil {
 		return nil, err
 	}
-	if !(u.Name.Set || u.Permissions.Set || u.AllowedIPs.Set || u.RateLimit.Set || u.ExpiresAt.Set) {
-		return m.Get(ctx, p, id) // nothing to change: no write, no event
-	}
-	rec, err := m.update(ctx, p, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
+	empty := !(u.Name.Set || u.Permissions.Set || u.AllowedIPs.Set || u.RateLimit.Set || u.ExpiresAt.Set)
+	rec, err := m.update(ctx, c, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
+		if !r.RevokedAt.IsZero() {
+			return false, nil, nil, errRetired
+		}
+		if empty {
+			return false, nil, nil, nil // nothing to change: no write, no event
+		}
 		apply(r)
 		return true, nil, nil, nil
 	})
@@ -262,13 +296,15 @@ func (m *Manager) Update(ctx context.Context, p Principal, id string, u APIKeyUp
 		return nil, err
 	}
 	k := rec.APIKey()
-	m.emit(ctx, EventKeyUpdated, k, "", p.Subject)
+	if !empty {
+		m.emit(ctx, EventKeyUpdated, k, "", c.p.Subject)
+	}
 	return &k, nil
 }
 
 // validateUpdate checks every field of u before any record is read, and
 // returns the change to apply.
-func (m *Manager) validateUpdate(p Principal, u APIKeyUpdate) (func(*Record), error) {
+func (m *Manager) validateUpdate(c caller, u APIKeyUpdate) (func(*Record), error) {
 	var s keySpec
 	var err error
 	if u.Name.Set {
@@ -283,7 +319,7 @@ func (m *Manager) validateUpdate(p Principal, u APIKeyUpdate) (func(*Record), er
 		if s.permissions, err = m.validatePermissions(u.Permissions.Value); err != nil {
 			return nil, err
 		}
-		if err := p.mayGrantPermissions(s.permissions); err != nil {
+		if err := c.mayGrant("", s.permissions); err != nil {
 			return nil, err
 		}
 	}
@@ -322,17 +358,23 @@ func (m *Manager) validateUpdate(p Principal, u APIKeyUpdate) (func(*Record), er
 }
 
 // Revoke revokes a key now. It takes effect for the very next Verify
-// against the same store, is idempotent (revoking a revoked key changes
-// nothing), and keeps the record, with revoked_at, for audit. A rolled key
-// still in its grace period is revoked at once.
-func (m *Manager) Revoke(ctx context.Context, p Principal, id string) (*APIKey, error) {
-	if m.closed.Load() {
-		return nil, ErrClosed
-	}
-	var now time.Time
+// through the same store (other instances: within the store's staleness
+// bound), is idempotent (revoking a revoked key changes nothing), and keeps
+// the record, with revoked_at, for audit. A rolled key still in its grace
+// period is revoked at once.
+func (m *Manager) Revoke(ctx context.Context, id string) (*APIKey, error) {
+	return m.revoke(ctx, trusted, id)
+}
+
+// Revoke revokes one of the principal's keys. See Manager.Revoke.
+func (s Scoped) Revoke(ctx context.Context, id string) (*APIKey, error) {
+	return s.m.revoke(ctx, s.c, id)
+}
+
+func (m *Manager) revoke(ctx context.Context, c caller, id string) (*APIKey, error) {
 	revoked := false
-	rec, err := m.update(ctx, p, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
-		now = m.now()
+	rec, err := m.update(ctx, c, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
+		now := m.now()
 		if !r.RevokedAt.IsZero() && !now.Before(r.RevokedAt) {
 			return false, nil, nil, nil
 		}
@@ -345,7 +387,7 @@ func (m *Manager) Revoke(ctx context.Context, p Principal, id string) (*APIKey, 
 	}
 	k := rec.APIKey()
 	if revoked {
-		m.emit(ctx, EventKeyRevoked, k, "", p.Subject)
+		m.emit(ctx, EventKeyRevoked, k, "", c.p.Subject)
 	}
 	return &k, nil
 }
@@ -357,64 +399,75 @@ func (m *Manager) Revoke(ctx context.Context, p Principal, id string) (*APIKey, 
 // one fails after it (grace 0: at once; at most MaxRollGrace). A successor
 // record rather than a new secret on the same record keeps one digest per
 // record, which every store can index; the old record stays, revoked, for
-// audit. A revoked, already rolled or expired key cannot be rolled, and the
-// principal must hold every permission the key has.
+// audit. A revoked, already rolled or expired key cannot be rolled.
 //
-// With an idempotency key, a retry (same principal, key ID and grace)
-// returns the first result, secret included, for IdempotencyTTL: a client
-// that lost the response to a roll is not locked out of the new secret.
-func (m *Manager) Roll(ctx context.Context, p Principal, id string, grace time.Duration, idempotencyKey string) (*APIKeyCreated, error) {
+// With IdempotencyKey, a retry (same caller, key ID and grace) returns the
+// first result, secret included, for IdempotencyTTL: a client that lost the
+// response to a roll is not locked out of the new secret.
+func (m *Manager) Roll(ctx context.Context, id string, grace time.Duration, opts ...IssueOption) (*APIKeyCreated, error) {
+	return m.rollKey(ctx, trusted, id, grace, opts)
+}
+
+// Roll rolls one of the principal's keys, which must hold every permission
+// the key has. See Manager.Roll.
+func (s Scoped) Roll(ctx context.Context, id string, grace time.Duration, opts ...IssueOption) (*APIKeyCreated, error) {
+	return s.m.rollKey(ctx, s.c, id, grace, opts)
+}
+
+func (m *Manager) rollKey(ctx context.Context, c caller, id string, grace time.Duration, opts []IssueOption) (*APIKeyCreated, error) {
 	if m.closed.Load() {
 		return nil, ErrClosed
 	}
-	if idempotencyKey != "" {
-		if err := ValidateIdempotencyKey(idempotencyKey); err != nil {
-			return nil, err
-		}
+	idemKey, idempotent, err := issueOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	if grace < 0 || grace > MaxRollGrace {
 		return nil, invalid("grace_period_seconds", "the grace period must be from 0 to %d seconds", int(MaxRollGrace/time.Second))
 	}
-	run := func(seal sealer) (*APIKeyCreated, error) { return m.roll(ctx, p, id, grace, seal) }
-	if idempotencyKey == "" {
+	run := func(seal sealer) (*APIKeyCreated, error) { return m.roll(ctx, c, id, grace, seal) }
+	if !idempotent {
 		return run(nil)
 	}
+	if err := c.valid(); err != nil {
+		return nil, err
+	}
 	fp := Digest(sha256.Sum256([]byte(id + "|" + strconv.FormatInt(int64(grace), 10))))
-	return m.withIdempotency(ctx, p, rollEndpoint, idempotencyKey, fp, m.now(), run)
+	return m.withIdempotency(ctx, c, rollEndpoint, idemKey, fp, m.now(), run)
 }
 
-func (m *Manager) roll(ctx context.Context, p Principal, id string, grace time.Duration, seal sealer) (*APIKeyCreated, error) {
+func (m *Manager) roll(ctx context.Context, c caller, id string, grace time.Duration, seal sealer) (*APIKeyCreated, error) {
 	var created *APIKeyCreated
-	old, err := m.update(ctx, p, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
+	old, err := m.update(ctx, c, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
 		now := m.now()
 		switch {
 		case !r.RevokedAt.IsZero():
-			return false, nil, nil, &ValidationError{Code: CodeInvalidRequest, Message: "the key is revoked or already rolled; roll its successor instead"}
+			return false, nil, nil, errRetired
 		case !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt):
 			return false, nil, nil, &ValidationError{Code: CodeInvalidRequest, Message: "the key has expired"}
 		}
-		if err := p.mayGrantPermissions(r.Permissions); err != nil {
+		if err := c.mayGrant("", r.Permissions); err != nil {
 			return false, nil, nil, err
 		}
 		spec := keySpec{name: r.Name, environment: r.Environment, permissions: r.Permissions,
 			allowedIPs: r.AllowedIPs, rateLimit: r.RateLimit, expiresAt: r.ExpiresAt}
-		c, successor, err := m.newKey(spec, r.AccountID, now)
+		k, successor, err := m.newKey(spec, r.AccountID, now)
 		if err != nil {
 			return false, nil, nil, err
 		}
 		var entry *IdempotencyRecord
 		if seal != nil {
-			if entry, err = seal(c, successor.ID); err != nil {
+			if entry, err = seal(k, successor.ID); err != nil {
 				return false, nil, nil, err
 			}
 		}
 		r.RevokedAt = storedTime(now.Add(grace))
-		created = c
+		created = k
 		return true, successor, entry, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	m.emit(ctx, EventKeyRolled, created.APIKey, old.ID, p.Subject)
+	m.emit(ctx, EventKeyRolled, created.APIKey, old.ID, c.p.Subject)
 	return created, nil
 }

@@ -14,10 +14,9 @@ const RateLimitWindow = time.Minute
 // RateLimit is a key's rate-limit state, as the X-RateLimit-* headers show
 // it.
 type RateLimit struct {
-	Limit     int           // requests per Window; 0: the key has no limit
-	Remaining int           // requests that would pass right now
-	Reset     time.Time     // when the full Limit is available again
-	Window    time.Duration // RateLimitWindow
+	Limit     int       // requests per RateLimitWindow; 0: the key has no limit
+	Remaining int       // requests that would pass right now
+	Reset     time.Time // when the full Limit is available again
 	// RetryAfter is, on a refused request, how long until one more passes.
 	RetryAfter time.Duration
 }
@@ -91,11 +90,7 @@ func (l *MemoryLimiter) Allow(_ context.Context, id string, perMinute int, now t
 	}
 	s.mu.Unlock()
 
-	rl := RateLimit{
-		Limit:  perMinute,
-		Reset:  time.Unix(0, tat),
-		Window: RateLimitWindow,
-	}
+	rl := RateLimit{Limit: perMinute, Reset: time.Unix(0, tat)}
 	if allowed {
 		rl.Remaining = int((capacity - (tat - t)) / interval)
 	} else {

@@ -2,19 +2,27 @@ package keys
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"sync/atomic"
 	"time"
 )
 
+// This file is the Store contract: what a store keeps (Record) and the
+// six methods the Manager calls. Users of the library need only Record,
+// which Verify returns; the other names here (Write, IdempotencyRecord,
+// ListQuery, ListPosition, LastUsed, and the errors ErrDuplicate,
+// ErrStale and ErrIdempotencyKeyExists) are for store authors.
+
 // Record is what a Store keeps for one key: its metadata and the Digest of
 // the secret, never the secret itself.
 //
-// A Store owns the Records given to Create (the caller does not touch them
-// again) and never changes a Record after handing it out: it replaces it.
-// That lets LookupHash return a shared pointer without copying on the hot
-// path.
+// Records that a Store returns are read-only and may be shared: neither the
+// caller nor the store changes one after it is handed out (a store
+// replaces a record; it never edits one in place). Clone a record to get a
+// copy of your own.
 type Record struct {
 	ID          string
 	AccountID   string
@@ -24,12 +32,12 @@ type Record struct {
 	Permissions []string       // deduplicated, in the order given
 	AllowedIPs  []netip.Prefix // masked; a single address is a /32 or /128; empty: any address
 	RateLimit   int            // requests per minute; 0: no limit
-	Hash        Digest
+	Digest      Digest
 	CreatedAt   time.Time
 	ExpiresAt   time.Time // zero: never expires
 	RevokedAt   time.Time // zero: not revoked; in the future: revocation scheduled (a rolled key's grace period)
-	LastUsed    time.Time // zero: never used (as flushed; may lag by the flush interval)
-	// Version counts the record's updates, from 1 at creation; Update
+	LastUsed    time.Time // zero: never used (as flushed; lags by up to the flush interval)
+	// Version counts the record's changes, from 1 at creation; a Replace
 	// succeeds only against the version it read, so two concurrent changes
 	// cannot undo each other (an update cannot un-revoke a key).
 	Version int64
@@ -52,7 +60,7 @@ func (r *Record) Clone() *Record {
 		Permissions: slices.Clone(r.Permissions),
 		AllowedIPs:  slices.Clone(r.AllowedIPs),
 		RateLimit:   r.RateLimit,
-		Hash:        r.Hash,
+		Digest:      r.Digest,
 		CreatedAt:   r.CreatedAt,
 		ExpiresAt:   r.ExpiresAt,
 		RevokedAt:   r.RevokedAt,
@@ -60,9 +68,6 @@ func (r *Record) Clone() *Record {
 		Version:     r.Version,
 	}
 }
-
-// HasPermission reports whether the key holds perm.
-func (r *Record) HasPermission(perm string) bool { return slices.Contains(r.Permissions, perm) }
 
 // APIKey returns the record as the API shows it.
 func (r *Record) APIKey() APIKey {
@@ -100,12 +105,118 @@ func (r *Record) APIKey() APIKey {
 	return k
 }
 
-// IdempotencyRecord is a stored result of an idempotent create. Scope is a
-// digest of (caller, endpoint, idempotency key), so the idempotency key
-// itself is not stored; Fingerprint is a digest of the request. Sealed holds
-// the original response encrypted under a key derived from the Manager's
-// idempotency secret and the idempotency key: a copy of the store alone
-// cannot open it.
+// LogValue logs a record without its digest: a JSON log handler would
+// otherwise encode the whole struct.
+func (r *Record) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", r.ID), slog.String("account_id", r.AccountID),
+		slog.String("prefix", r.Prefix), slog.String("environment", string(r.Environment)))
+}
+
+// Store persists key records. Every method takes a context first and must
+// be safe for concurrent use. Errors other than the sentinels named below
+// are treated as the store being unavailable: the Manager wraps them in
+// ErrUnavailable, which the HTTP adapter answers with 503 (never 401, which
+// would tell clients their key is bad).
+//
+// Records a Store returns are read-only: the Manager never changes one
+// (it clones what it edits), and the store never changes one after
+// returning it. So a store may hand out its own copy without cloning.
+//
+// Staleness: Get, List and LookupIdempotency see every Write and
+// TouchLastUsed that returned before they were called. LookupDigest may
+// answer from a cache, but sees every Write made through the same Store
+// value that returned before the call; a Write made through another value
+// (another instance sharing the database) may take longer, up to a bound
+// the store documents (memstore: none, it has no cache; pgstore: the
+// delivery of a notification, or its cache TTL while its listener is
+// down). The LastUsed of a record from LookupDigest may lag without bound;
+// the Manager never reads it there.
+//
+// The Manager does not close a Store: its owner does, if it needs to.
+//
+// Package keystest checks every rule written here, and runs a Manager on
+// the store; a Store that passes keystest.Run satisfies this contract.
+type Store interface {
+	// Write applies w all or nothing: every part of it is stored, or none
+	// is and an error says why. The store takes ownership of the records
+	// and the entry in w: the caller does not use or change them again.
+	//
+	//  - Insert adds a new record. If a record with its ID or Digest
+	//    exists: an error matching ErrDuplicate.
+	//  - Replace replaces the stored record with Replace.ID, if the stored
+	//    Version is Replace.Version-1: otherwise an error matching ErrStale
+	//    (ErrNotFound if there is no such record). Every field is written
+	//    except LastUsed (the stored one is kept: only TouchLastUsed moves
+	//    it) and Digest, which never changes: a Replace with another Digest
+	//    is an error (Roll makes a successor record instead).
+	//  - Idempotency stores an idempotency entry. If an entry with its
+	//    Scope exists whose ExpiresAt is after Idempotency.CreatedAt: an
+	//    error matching ErrIdempotencyKeyExists. An expired entry with that
+	//    Scope is replaced.
+	//
+	// The Manager sets Insert, Replace or both (with different IDs), and
+	// Idempotency only beside one of them.
+	Write(ctx context.Context, w Write) error
+
+	// LookupDigest returns the record whose Digest is d, or an error
+	// matching ErrNotFound. It is on the hot path of every verified
+	// request: one indexed lookup (or a cache hit), and a repeated lookup
+	// of the same digest must not allocate. It finds records whatever
+	// their revoked or expired state: the Manager decides about those.
+	LookupDigest(ctx context.Context, d Digest) (*Record, error)
+
+	// Get returns the record with the given ID, or an error matching
+	// ErrNotFound.
+	Get(ctx context.Context, id string) (*Record, error)
+
+	// List returns at most q.Limit records of q.AccountID matching the
+	// filters, newest first (CreatedAt descending, then ID descending),
+	// strictly after q.After when it is set. Paging with After visits
+	// every record that existed when paging began exactly once, whatever
+	// is inserted meanwhile (new records sort first).
+	List(ctx context.Context, q ListQuery) ([]*Record, error)
+
+	// LookupIdempotency returns the idempotency entry for scope if one
+	// exists and its ExpiresAt is after now; otherwise an error matching
+	// ErrNotFound.
+	LookupIdempotency(ctx context.Context, scope Digest, now time.Time) (*IdempotencyRecord, error)
+
+	// TouchLastUsed sets, for each entry, the record's LastUsed to At
+	// unless it already holds a later time: LastUsed never moves backwards.
+	// Entries for unknown IDs are ignored; a batch names each ID at most
+	// once. A store may apply a batch in parts, and on an error some
+	// entries may have been applied: the Manager retries the whole batch,
+	// which monotonicity makes harmless.
+	TouchLastUsed(ctx context.Context, batch []LastUsed) error
+}
+
+// Errors a Store returns from Write, which the Manager handles. Match
+// them with errors.Is.
+var (
+	// ErrDuplicate: Write refused to insert a record whose ID or Digest
+	// already exists.
+	ErrDuplicate = errors.New("keys: duplicate record")
+	// ErrStale: Write refused a Replace made against an older version of
+	// the record (someone else changed it first). The Manager retries.
+	ErrStale = errors.New("keys: record changed concurrently")
+	// ErrIdempotencyKeyExists: Write refused an idempotency entry because
+	// an unexpired one with the same Scope exists.
+	ErrIdempotencyKeyExists = errors.New("keys: idempotency entry exists")
+)
+
+// Write is one all-or-nothing change for Store.Write.
+type Write struct {
+	Insert      *Record            // a new record, or nil
+	Replace     *Record            // the next version of a stored record, or nil
+	Idempotency *IdempotencyRecord // an idempotency entry, or nil
+}
+
+// IdempotencyRecord is a stored result of an idempotent Create or Roll.
+// Scope is a digest of (caller, endpoint, idempotency key), so the
+// idempotency key itself is not stored; Fingerprint is a digest of the
+// request. Sealed holds the original response encrypted under a key derived
+// from the Manager's idempotency secret and the idempotency key: a copy of
+// the store alone cannot open it.
 type IdempotencyRecord struct {
 	Scope       Digest
 	Fingerprint Digest
@@ -136,73 +247,8 @@ type ListPosition struct {
 	ID        string
 }
 
-// LastUsed is one entry of a last-used batch.
+// LastUsed is one entry of a TouchLastUsed batch.
 type LastUsed struct {
 	ID string
 	At time.Time
-}
-
-// Store persists key records. Every method takes a context first and must be
-// safe for concurrent use. Errors other than the sentinels below are treated
-// as the store being unavailable: the HTTP adapter answers them with 503
-// (never 401, which would tell clients their key is bad).
-//
-// The conformance suite in package keystest checks every rule written here;
-// a Store that passes keystest.Run satisfies this contract.
-type Store interface {
-	// Create inserts rec and, when idem is not nil, idem, atomically: either
-	// both are stored or neither is. The store takes ownership of both:
-	// the caller does not use or modify them afterwards.
-	//
-	// If a record with the same ID or Hash exists it returns an error
-	// matching ErrDuplicate. If idem is not nil and an idempotency entry with
-	// the same Scope exists whose ExpiresAt is after idem.CreatedAt, it
-	// returns an error matching ErrIdempotencyKeyExists; an expired entry
-	// with that Scope is replaced. In both error cases nothing is stored.
-	Create(ctx context.Context, rec *Record, idem *IdempotencyRecord) error
-
-	// LookupHash returns the record whose Hash is h, or an error matching
-	// ErrNotFound. It is on the hot path of every verified request: it must
-	// be one indexed lookup, should not allocate, and must find records
-	// whatever their revoked or expired state (the Manager decides about
-	// those). The caller must not modify the returned Record.
-	LookupHash(ctx context.Context, h Digest) (*Record, error)
-
-	// Get returns the record with the given ID, or an error matching
-	// ErrNotFound. The caller owns the returned Record.
-	Get(ctx context.Context, id string) (*Record, error)
-
-	// LookupIdempotency returns the idempotency entry for scope if one
-	// exists and its ExpiresAt is after now; otherwise an error matching
-	// ErrNotFound. The caller owns the returned entry.
-	LookupIdempotency(ctx context.Context, scope Digest, now time.Time) (*IdempotencyRecord, error)
-
-	// Update replaces the stored record that has rec.ID with rec, if the
-	// stored Version is rec.Version-1; otherwise it returns an error
-	// matching ErrStale, or ErrNotFound if there is no such record. The
-	// stored LastUsed is kept when it is later than rec's, and Hash never
-	// changes (a key's secret is fixed; Roll makes a successor instead).
-	// When successor is not nil it is inserted in the same atomic step, on
-	// Create's terms (ErrDuplicate), and so is idem when not nil
-	// (ErrIdempotencyKeyExists): all the changes happen or none does. The
-	// store takes ownership of rec, successor and idem.
-	Update(ctx context.Context, rec *Record, successor *Record, idem *IdempotencyRecord) error
-
-	// List returns at most q.Limit records of q.AccountID matching the
-	// filters, newest first (CreatedAt descending, then ID descending),
-	// strictly after q.After when it is set. Paging with After visits
-	// every record that existed when paging began exactly once, whatever is
-	// inserted meanwhile (new records sort first). The caller owns the
-	// returned records.
-	List(ctx context.Context, q ListQuery) ([]*Record, error)
-
-	// TouchLastUsed sets, for each entry, the record's LastUsed to At unless
-	// it already holds a later time (it never moves backwards). Entries for
-	// unknown IDs are ignored. A batch names each ID at most once. The
-	// batch is applied as one operation.
-	TouchLastUsed(ctx context.Context, batch []LastUsed) error
-
-	// Close releases the store's resources. Methods called after Close may
-	// return ErrClosed. Close is idempotent.
-	Close(ctx context.Context) error
 }

@@ -22,16 +22,19 @@ const (
 	DefaultMaxAllowedIPs = 100
 )
 
-// DefaultPermissions is the TXCloud vocabulary: seven resources, each with
-// read and write.
-var DefaultPermissions = []string{
-	"identity:read", "identity:write",
-	"fraud:read", "fraud:write",
-	"transactions:read", "transactions:write",
-	"lending:read", "lending:write",
-	"kyb:read", "kyb:write",
-	"watchlist:read", "watchlist:write",
-	"developers:read", "developers:write",
+// DefaultVocabulary returns the TXCloud permissions, the vocabulary of a
+// Manager unless WithVocabulary says otherwise: seven resources, each with
+// read and write. The slice is new on every call.
+func DefaultVocabulary() []string {
+	return []string{
+		"identity:read", "identity:write",
+		"fraud:read", "fraud:write",
+		"transactions:read", "transactions:write",
+		"lending:read", "lending:write",
+		"kyb:read", "kyb:write",
+		"watchlist:read", "watchlist:write",
+		"developers:read", "developers:write",
+	}
 }
 
 // keySpec is a validated, normalised create request: exactly what becomes a
@@ -139,7 +142,7 @@ func (m *Manager) validateAllowedIPs(ips []string) ([]netip.Prefix, error) {
 	}
 	out := make([]netip.Prefix, 0, len(ips))
 	for i, s := range ips {
-		p, err := ParseAllowedIP(s)
+		p, err := parseAllowedIP(s)
 		if err != nil {
 			return nil, invalid(fmt.Sprintf("allowed_ips[%d]", i), "%v", err)
 		}
@@ -150,14 +153,14 @@ func (m *Manager) validateAllowedIPs(ips []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// ParseAllowedIP parses one allowed_ips entry: an IPv4 or IPv6 address, or a
+// parseAllowedIP parses one allowed_ips entry: an IPv4 or IPv6 address, or a
 // CIDR prefix. It returns the prefix masked (10.1.2.3/8 becomes 10.0.0.0/8),
 // an address as a full-length prefix, and an IPv4-mapped IPv6 address or
 // prefix as plain IPv4, so that one allowlist entry matches however the
 // client's address arrives. It refuses zones (fe80::1%eth0: meaningless off
 // the host) and /0 prefixes (they allow every address: omit allowed_ips
 // instead).
-func ParseAllowedIP(s string) (netip.Prefix, error) {
+func parseAllowedIP(s string) (netip.Prefix, error) {
 	if s == "" {
 		return netip.Prefix{}, fmt.Errorf("empty address")
 	}
@@ -217,9 +220,9 @@ func validateExpiresAt(t, now time.Time) (time.Time, error) {
 // timestamptz holds microseconds), so a record reads back as it was written.
 func storedTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
-// ValidateIdempotencyKey checks an Idempotency-Key: 10 to 255 letters,
+// validateIdempotencyKey checks an Idempotency-Key: 10 to 255 letters,
 // digits, '-' and '_'.
-func ValidateIdempotencyKey(k string) error {
+func validateIdempotencyKey(k string) error {
 	if len(k) < 10 || len(k) > 255 {
 		return invalid("Idempotency-Key", "Idempotency-Key must be 10 to 255 characters, got %d", len(k))
 	}

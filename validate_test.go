@@ -17,14 +17,14 @@ func TestParseAllowedIP(t *testing.T) {
 		"2001:db8:0:0:0:0:0:1": "2001:db8::1",
 		"0.0.0.1/1":            "0.0.0.0/1",
 	} {
-		p, err := ParseAllowedIP(in)
+		p, err := parseAllowedIP(in)
 		if err != nil || formatPrefix(p) != want {
 			t.Errorf("%q: got %q, %v; want %q", in, formatPrefix(p), err, want)
 		}
 	}
 	for _, in := range []string{"", "banana", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.4/33", "::/129", "::/0", "0.0.0.0/0",
 		"fe80::1%eth0", "fe80::1%eth0/64", "1.2.3.4/-1", "1.2.3.4/", "/8", " 1.2.3.4", "1.2.3.4 ", "1.2.3.4:80", "[::1]"} {
-		if p, err := ParseAllowedIP(in); err == nil {
+		if p, err := parseAllowedIP(in); err == nil {
 			t.Errorf("%q accepted as %v", in, p)
 		}
 	}
@@ -38,7 +38,7 @@ func FuzzParseAllowedIP(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		p, err := ParseAllowedIP(s)
+		p, err := parseAllowedIP(s)
 		if err != nil {
 			return
 		}
@@ -46,7 +46,7 @@ func FuzzParseAllowedIP(f *testing.F) {
 		if !p.IsValid() || p != p.Masked() || a.Zone() != "" || a.Is4In6() || p.Bits() == 0 {
 			t.Fatalf("%q gave non-canonical %v", s, p)
 		}
-		again, err := ParseAllowedIP(formatPrefix(p))
+		again, err := parseAllowedIP(formatPrefix(p))
 		if err != nil || again != p {
 			t.Fatalf("%q: stored form %q reads back as %v, %v", s, formatPrefix(p), again, err)
 		}

@@ -5,41 +5,25 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 )
-
-// VerifyOption adds a check to Verify. Options are plain values, not
-// closures, so that passing them allocates nothing.
-type VerifyOption struct {
-	ip    netip.Addr
-	perms []string
-	env   Environment
-}
-
-// FromIP gives the client's address, checked against the key's allowed_ips.
-// A key with an allowlist fails with ErrIPNotAllowed when no address is
-// given: a restriction the caller forgot to feed is not lifted.
-func FromIP(ip netip.Addr) VerifyOption { return VerifyOption{ip: ip} }
-
-// Require fails verification with ErrPermissionDenied unless the key holds
-// every one of perms.
-func Require(perms ...string) VerifyOption { return VerifyOption{perms: perms} }
-
-// InEnvironment fails verification with ErrWrongEnvironment unless the key
-// belongs to env.
-func InEnvironment(env Environment) VerifyOption { return VerifyOption{env: env} }
 
 // Verified is a key that passed Verify.
 type Verified struct {
-	// Key is the stored record. It is shared with the store's cache: read
-	// it, do not modify it (Clone it to get a copy of your own).
+	// Key is the stored record. It is read-only and may be shared with the
+	// store (Clone it to get a copy of your own).
 	Key *Record
 	// RateLimit is the key's rate-limit state after this request; its
 	// Limit is 0 when the key has no limit.
 	RateLimit RateLimit
 }
 
-// Principal is who the verified key acts as.
-func (v *Verified) Principal() Principal { return PrincipalFor(v.Key) }
+// Principal is who the verified key acts as, for Manager.As: its account,
+// its ID as the Subject, its environment and (a copy of) its permissions.
+func (v *Verified) Principal() Principal {
+	r := v.Key
+	return Principal{AccountID: r.AccountID, Subject: r.ID, Environment: r.Environment, Permissions: slices.Clone(r.Permissions)}
+}
 
 // Verify checks a presented key and the request's circumstances, cheapest
 // check first:
@@ -69,15 +53,15 @@ func (m *Manager) Verify(ctx context.Context, key string, opts ...VerifyOption) 
 	if _, ok := m.format.parse(key, &buf); !ok {
 		return Verified{}, ErrInvalidKey
 	}
-	digest := m.hash.sum(buf[:len(key)])
-	rec, err := m.store.LookupHash(ctx, digest)
+	digest := m.digest.sum(buf[:len(key)])
+	rec, err := m.store.LookupDigest(ctx, digest)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return Verified{}, ErrInvalidKey
 		}
 		return Verified{}, fmt.Errorf("%w: looking up key: %w", ErrUnavailable, err)
 	}
-	if !rec.Hash.equal(&digest) {
+	if !rec.Digest.equal(&digest) {
 		return Verified{}, ErrInvalidKey
 	}
 	v := Verified{Key: rec}
@@ -124,7 +108,7 @@ func checkOptions(rec *Record, opts []VerifyOption) error {
 	}
 	for i := range opts {
 		for _, p := range opts[i].perms {
-			if !rec.HasPermission(p) {
+			if !slices.Contains(rec.Permissions, p) {
 				return &PermissionError{Message: fmt.Sprintf("the key lacks %q", p)}
 			}
 		}
@@ -178,7 +162,3 @@ func FromContext(ctx context.Context) (*Verified, bool) {
 	}
 	return &c.v, true
 }
-
-// FlushLastUsed writes the last-used times noted so far to the store now,
-// instead of at the next interval.
-func (m *Manager) FlushLastUsed(ctx context.Context) error { return m.usage.flush(ctx) }

@@ -30,7 +30,7 @@ func TestVerify(t *testing.T) {
 	f.store.onCreate = nil
 	f.clock.Advance(2 * time.Minute)
 
-	unknown := []byte(plain.Key.Reveal())
+	unknown := []byte(string(plain.Key))
 	unknown[20] ^= 0x01 // flip a bit, then repair the checksum: well-formed, unknown
 	unknownKey := keys.WithValidChecksum(string(unknown))
 
@@ -40,30 +40,30 @@ func TestVerify(t *testing.T) {
 		opts []keys.VerifyOption
 		want error
 	}{
-		{"valid", plain.Key.Reveal(), nil, nil},
-		{"valid with permissions", plain.Key.Reveal(), []keys.VerifyOption{keys.Require("identity:read", "fraud:read")}, nil},
-		{"missing permission", plain.Key.Reveal(), []keys.VerifyOption{keys.Require("identity:read", "fraud:write")}, keys.ErrPermissionDenied},
-		{"permission across options", plain.Key.Reveal(), []keys.VerifyOption{keys.Require("identity:read"), keys.Require("kyb:read")}, keys.ErrPermissionDenied},
-		{"right environment", plain.Key.Reveal(), []keys.VerifyOption{keys.InEnvironment(keys.Live)}, nil},
-		{"wrong environment", testKey.Key.Reveal(), []keys.VerifyOption{keys.InEnvironment(keys.Live)}, keys.ErrWrongEnvironment},
+		{"valid", string(plain.Key), nil, nil},
+		{"valid with permissions", string(plain.Key), []keys.VerifyOption{keys.Require("identity:read", "fraud:read")}, nil},
+		{"missing permission", string(plain.Key), []keys.VerifyOption{keys.Require("identity:read", "fraud:write")}, keys.ErrPermissionDenied},
+		{"permission across options", string(plain.Key), []keys.VerifyOption{keys.Require("identity:read"), keys.Require("kyb:read")}, keys.ErrPermissionDenied},
+		{"right environment", string(plain.Key), []keys.VerifyOption{keys.InEnvironment(keys.Live)}, nil},
+		{"wrong environment", string(testKey.Key), []keys.VerifyOption{keys.InEnvironment(keys.Live)}, keys.ErrWrongEnvironment},
 		{"empty", "", nil, keys.ErrInvalidKey},
 		{"malformed", "txc_live_nope", nil, keys.ErrInvalidKey},
-		{"bad checksum", plain.Key.Reveal()[:len(plain.Key)-1] + "x", nil, keys.ErrInvalidKey},
+		{"bad checksum", string(plain.Key)[:len(plain.Key)-1] + "x", nil, keys.ErrInvalidKey},
 		{"unknown well-formed", unknownKey, nil, keys.ErrInvalidKey},
-		{"trailing newline", plain.Key.Reveal() + "\n", nil, keys.ErrInvalidKey},
-		{"revoked", revoked.Key.Reveal(), nil, keys.ErrKeyRevoked},
-		{"revocation in the future", revokedLater.Key.Reveal(), nil, nil},
-		{"expired", expiring.Key.Reveal(), nil, keys.ErrKeyExpired},
-		{"ip in cidr", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("192.0.2.200"))}, nil},
-		{"ip exact", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("198.51.100.7"))}, nil},
-		{"ip exact neighbour", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("198.51.100.8"))}, keys.ErrIPNotAllowed},
-		{"ipv6 in cidr", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("2001:db8:1::5"))}, nil},
-		{"ipv6 zone ignored", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("2001:db8::1%eth0"))}, nil},
-		{"ipv4-mapped matches v4", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("::ffff:192.0.2.9"))}, nil},
-		{"ip outside", ipKey.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("203.0.113.1"))}, keys.ErrIPNotAllowed},
-		{"no ip given", ipKey.Key.Reveal(), nil, keys.ErrIPNotAllowed},
-		{"no allowlist, any ip", plain.Key.Reveal(), []keys.VerifyOption{keys.FromIP(mustAddr("203.0.113.1"))}, nil},
-		{"revoked beats everything", revoked.Key.Reveal(), []keys.VerifyOption{keys.Require("kyb:write"), keys.FromIP(mustAddr("203.0.113.1"))}, keys.ErrKeyRevoked},
+		{"trailing newline", string(plain.Key) + "\n", nil, keys.ErrInvalidKey},
+		{"revoked", string(revoked.Key), nil, keys.ErrKeyRevoked},
+		{"revocation in the future", string(revokedLater.Key), nil, nil},
+		{"expired", string(expiring.Key), nil, keys.ErrKeyExpired},
+		{"ip in cidr", string(ipKey.Key), []keys.VerifyOption{keys.FromIP(mustAddr("192.0.2.200"))}, nil},
+		{"ip exact", string(ipKey.Key), []keys.VerifyOption{keys.FromIP(mustAddr("198.51.100.7"))}, nil},
+		{"ip exact neighbour", string(ipKey.Key), []keys.VerifyOption{keys.FromIP(mustAddr("198.51.100.8"))}, keys.ErrIPNotAllowed},
+		{"ipv6 in cidr", string(ipKey.Key), []keys.VerifyOption{keys.FromIP(mustAddr("2001:db8:1::5"))}, nil},
+		{"ipv6 zone ignored", string(ipKey.Key), []keys.VerifyOption{keys.FromIP(mustAddr("2001:db8::1%eth0"))}, nil},
+		{"ipv4-mapped matches v4", string(ipKey.Key), []keys.VerifyOption{keys.FromIP(mustAddr("::ffff:192.0.2.9"))}, nil},
+		{"ip outside", string(ipKey.Key), []keys.VerifyOption{keys.FromIP(mustAddr("203.0.113.1"))}, keys.ErrIPNotAllowed},
+		{"no ip given", string(ipKey.Key), nil, keys.ErrIPNotAllowed},
+		{"no allowlist, any ip", string(plain.Key), []keys.VerifyOption{keys.FromIP(mustAddr("203.0.113.1"))}, nil},
+		{"revoked beats everything", string(revoked.Key), []keys.VerifyOption{keys.Require("kyb:write"), keys.FromIP(mustAddr("203.0.113.1"))}, keys.ErrKeyRevoked},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,7 +87,7 @@ func TestVerify(t *testing.T) {
 func TestMalformedKeysNeverReachTheStore(t *testing.T) {
 	f := newFixture(t)
 	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test})
-	k := c.Key.Reveal()
+	k := string(c.Key)
 	for _, bad := range []string{"", "x", "Bearer " + k, k + " ", " " + k, k[:len(k)-1], strings.ToUpper(k), k[:20] + "!" + k[21:], strings.Repeat("a", 8192)} {
 		if _, err := f.m.Verify(context.Background(), bad); !errors.Is(err, keys.ErrInvalidKey) {
 			t.Fatalf("err = %v", err)
@@ -103,7 +103,7 @@ func TestStoreFailureIsNotInvalidKey(t *testing.T) {
 	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test})
 	down := errors.New("connection refused")
 	f.store.failWith = down
-	_, err := f.m.Verify(context.Background(), c.Key.Reveal())
+	_, err := f.m.Verify(context.Background(), string(c.Key))
 	if !errors.Is(err, down) || !errors.Is(err, keys.ErrUnavailable) || errors.Is(err, keys.ErrInvalidKey) {
 		t.Fatalf("err = %v: a store outage must not read as a bad key", err)
 	}
@@ -116,52 +116,52 @@ func TestRateLimitBoundary(t *testing.T) {
 	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test, RateLimit: intp(n)})
 	start := f.clock.Now()
 	for i := range n {
-		v, err := f.m.Verify(ctx, c.Key.Reveal())
+		v, err := f.m.Verify(ctx, string(c.Key))
 		if err != nil {
 			t.Fatalf("request %d: %v", i+1, err)
 		}
 		rl := v.RateLimit
-		if rl.Limit != n || rl.Remaining != n-1-i || rl.Window != time.Minute {
+		if rl.Limit != n || rl.Remaining != n-1-i {
 			t.Fatalf("request %d: %+v", i+1, rl)
 		}
 		if want := start.Add(time.Duration(i+1) * time.Minute / n); !rl.Reset.Equal(want) {
 			t.Fatalf("request %d: reset %v, want %v", i+1, rl.Reset, want)
 		}
 	}
-	v, err := f.m.Verify(ctx, c.Key.Reveal())
+	v, err := f.m.Verify(ctx, string(c.Key))
 	var rle *keys.RateLimitError
 	if !errors.As(err, &rle) || !errors.Is(err, keys.ErrRateLimited) {
 		t.Fatalf("request %d: err = %v, want rate limited", n+1, err)
 	}
-	if rle.RetryAfter() != time.Minute/n || v.RateLimit.Remaining != 0 || v.Key == nil {
-		t.Fatalf("retry after %v, state %+v", rle.RetryAfter(), v.RateLimit)
+	if rle.RateLimit.RetryAfter != time.Minute/n || v.RateLimit.Remaining != 0 || v.Key == nil {
+		t.Fatalf("retry after %v, state %+v", rle.RateLimit.RetryAfter, v.RateLimit)
 	}
 	// One interval later, exactly one more request passes.
 	f.clock.Advance(time.Minute/n - time.Nanosecond)
-	if _, err := f.m.Verify(ctx, c.Key.Reveal()); !errors.Is(err, keys.ErrRateLimited) {
+	if _, err := f.m.Verify(ctx, string(c.Key)); !errors.Is(err, keys.ErrRateLimited) {
 		t.Fatalf("passed a nanosecond early: %v", err)
 	}
 	f.clock.Advance(time.Nanosecond)
-	if _, err := f.m.Verify(ctx, c.Key.Reveal()); err != nil {
+	if _, err := f.m.Verify(ctx, string(c.Key)); err != nil {
 		t.Fatalf("refused after the interval: %v", err)
 	}
-	if _, err := f.m.Verify(ctx, c.Key.Reveal()); !errors.Is(err, keys.ErrRateLimited) {
+	if _, err := f.m.Verify(ctx, string(c.Key)); !errors.Is(err, keys.ErrRateLimited) {
 		t.Fatalf("second request in one interval passed: %v", err)
 	}
 	// After a whole window of quiet the full burst is back.
 	f.clock.Advance(time.Minute)
 	for i := range n {
-		if _, err := f.m.Verify(ctx, c.Key.Reveal()); err != nil {
+		if _, err := f.m.Verify(ctx, string(c.Key)); err != nil {
 			t.Fatalf("after the window, request %d: %v", i+1, err)
 		}
 	}
 	// A refused request is not counted against the next one.
-	if _, err := f.m.Verify(ctx, c.Key.Reveal()); !errors.Is(err, keys.ErrRateLimited) {
+	if _, err := f.m.Verify(ctx, string(c.Key)); !errors.Is(err, keys.ErrRateLimited) {
 		t.Fatal("burst exceeded")
 	}
 	// Keys are limited separately.
 	other := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test, RateLimit: intp(1)})
-	if _, err := f.m.Verify(ctx, other.Key.Reveal()); err != nil {
+	if _, err := f.m.Verify(ctx, string(other.Key)); err != nil {
 		t.Fatalf("another key was limited: %v", err)
 	}
 }
@@ -170,11 +170,11 @@ func TestPermissionFailureDoesNotSpendRateLimit(t *testing.T) {
 	f := newFixture(t)
 	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test, RateLimit: intp(1)})
 	for range 3 {
-		if _, err := f.m.Verify(context.Background(), c.Key.Reveal(), keys.Require("kyb:write")); !errors.Is(err, keys.ErrPermissionDenied) {
+		if _, err := f.m.Verify(context.Background(), string(c.Key), keys.Require("kyb:write")); !errors.Is(err, keys.ErrPermissionDenied) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := f.m.Verify(context.Background(), c.Key.Reveal()); err != nil {
+	if _, err := f.m.Verify(context.Background(), string(c.Key)); err != nil {
 		t.Fatalf("forbidden requests used up the limit: %v", err)
 	}
 }
@@ -186,7 +186,7 @@ func TestLastUsed(t *testing.T) {
 	idle := f.create(t, keys.APIKeyCreate{Name: "idle", Environment: keys.Test})
 	f.clock.Advance(time.Minute)
 	for range 100 {
-		if _, err := f.m.Verify(ctx, c.Key.Reveal()); err != nil {
+		if _, err := f.m.Verify(ctx, string(c.Key)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -212,7 +212,7 @@ func TestLastUsed(t *testing.T) {
 	}
 	// A use more than a second later is noted again, and Close flushes it.
 	f.clock.Advance(2 * time.Second)
-	if _, err := f.m.Verify(ctx, c.Key.Reveal()); err != nil {
+	if _, err := f.m.Verify(ctx, string(c.Key)); err != nil {
 		t.Fatal(err)
 	}
 	later := f.clock.Now()
@@ -227,7 +227,7 @@ func TestLastUsed(t *testing.T) {
 func TestLastUsedBackgroundFlush(t *testing.T) {
 	f := newFixture(t, keys.WithLastUsedFlushInterval(10*time.Millisecond))
 	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test})
-	if _, err := f.m.Verify(context.Background(), c.Key.Reveal()); err != nil {
+	if _, err := f.m.Verify(context.Background(), string(c.Key)); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -248,7 +248,7 @@ func TestConcurrentUse(t *testing.T) {
 	const limit = 50
 	var ks []string
 	for range 8 {
-		ks = append(ks, f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test, RateLimit: intp(limit)}).Key.Reveal())
+		ks = append(ks, string(f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test, RateLimit: intp(limit)}).Key))
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -277,7 +277,7 @@ func TestConcurrentUse(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 50 {
-				if _, err := f.m.Create(ctx, keys.APIKeyCreate{Name: "n", Environment: keys.Test}); err != nil {
+				if _, err := f.m.Create(ctx, keys.APIKeyCreate{Name: "n", Environment: keys.Test, AccountID: "acct_test"}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -309,11 +309,12 @@ func TestVerifyAllocatesNothing(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = m.Close(ctx) })
 	create := func(req keys.APIKeyCreate) string {
+		req.AccountID = "acct_test"
 		c, err := m.Create(ctx, req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return c.Key.Reveal()
+		return string(c.Key)
 	}
 	plain := create(keys.APIKeyCreate{Name: "plain", Environment: keys.Live})
 	full := create(keys.APIKeyCreate{Name: "full", Environment: keys.Live, Permissions: []string{"identity:read"},

@@ -3,6 +3,7 @@ package httpadapter
 import (
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/txcloud/keys"
@@ -132,17 +133,34 @@ func forwardedFor(headers []string) []string {
 	return out
 }
 
-// verify authenticates a request with the Manager's keys: bearer token,
-// client IP, then keys.Verify. Rate-limit headers are set whatever the
-// outcome, so a 429 carries them too.
-func (c *config) verify(w http.ResponseWriter, r *http.Request, m *keys.Manager, extra ...keys.VerifyOption) (keys.Verified, error) {
+// authenticate identifies the caller and holds it to the adapter's
+// environment and to perms: with the host's Authenticator if there is one,
+// otherwise by API key (bearer token, client IP, then keys.Verify, with
+// the checks inside Verify so a refused key does not spend its limit).
+// Rate-limit headers are set whenever the limiter counted the request, so
+// a 429 carries them too.
+func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []string) (keys.Verified, error) {
+	if a.c.authenticate != nil {
+		p, err := a.c.authenticate(r)
+		if err != nil {
+			return keys.Verified{}, authFailure(err)
+		}
+		if p.AccountID == "" {
+			return keys.Verified{}, errNoCredentials
+		}
+		v := keys.Verified{Key: &keys.Record{ID: p.Subject, AccountID: p.AccountID, Environment: p.Environment, Permissions: slices.Clone(p.Permissions)}}
+		return v, a.check(&v, perms)
+	}
 	token, err := BearerToken(r)
 	if err != nil {
 		return keys.Verified{}, err
 	}
-	var buf [4]keys.VerifyOption // on the stack for the usual few options
-	opts := append(append(append(buf[:0], keys.FromIP(c.clientIP(r))), c.require...), extra...)
-	v, err := m.Verify(r.Context(), token, opts...)
+	var buf [3]keys.VerifyOption // on the stack
+	opts := append(buf[:0], keys.FromIP(a.c.clientIP(r)), keys.Require(perms...))
+	if a.c.env != "" {
+		opts = append(opts, keys.InEnvironment(a.c.env))
+	}
+	v, err := a.m.Verify(r.Context(), token, opts...)
 	setRateLimitHeaders(w.Header(), v.RateLimit)
 	return v, err
 }

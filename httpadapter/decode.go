@@ -201,7 +201,7 @@ func malformed() error {
 }
 
 func invalidParam(param, message string) error {
-	return &httpError{status: http.StatusBadRequest, typ: TypeValidation, code: keys.CodeInvalidParameter, param: param, message: message}
+	return &Error{Status: http.StatusBadRequest, Type: TypeValidation, Code: keys.CodeInvalidParameter, Param: param, Message: message}
 }
 
 func unknownField(name string) error { return invalidParam(paramName(name), "unknown field") }

@@ -39,42 +39,42 @@ const (
 	TypeAPI            = "api_error"
 )
 
-// httpError is a failure the adapter itself detects (a bad header, a
-// malformed body), already in envelope terms.
-type httpError struct {
-	status  int
-	typ     string
-	code    string
-	param   string
-	message string
+// Error is a failure already in the envelope's terms: the adapter's own
+// (a bad header, a malformed body), or a host's, for WriteError to answer
+// as it is. Type should be one of the Type constants, the envelope's enum.
+type Error struct {
+	Status  int
+	Type    string
+	Code    string
+	Param   string // omitted when empty
+	Message string // sent to the client: no secrets, no internals
 }
 
-func (e *httpError) Error() string { return e.message }
+func (e *Error) Error() string { return e.Message }
 
-func badRequest(status int, param, message string) *httpError {
-	return &httpError{status: status, typ: TypeValidation, code: keys.CodeInvalidRequest, param: param, message: message}
+func badRequest(status int, param, message string) *Error {
+	return &Error{Status: status, Type: TypeValidation, Code: keys.CodeInvalidRequest, Param: param, Message: message}
 }
 
 var (
 	errNoCredentials = errors.New("missing API key: send Authorization: Bearer <key>")
 	errBadAuthHeader = errors.New("malformed Authorization header: send Authorization: Bearer <key>")
-	errNoPrincipal   = errors.New("no authenticated key in the request context")
 )
 
 // describe maps an error to the envelope: the one place statuses, types and
 // codes are decided. Messages are fixed strings or come from the library's
 // own errors, which never hold a key.
 func describe(err error) (status int, d ErrorDetail) {
-	var he *httpError
+	var he *Error
 	var ve *keys.ValidationError
 	var pe *keys.PermissionError
 	var rle *keys.RateLimitError
 	switch {
 	case errors.As(err, &he):
-		return he.status, ErrorDetail{Type: he.typ, Code: he.code, Param: he.param, Message: he.message}
+		return he.Status, ErrorDetail{Type: he.Type, Code: he.Code, Param: he.Param, Message: he.Message}
 	case errors.As(err, &ve):
 		return http.StatusBadRequest, ErrorDetail{Type: TypeValidation, Code: ve.Code, Param: ve.Param, Message: ve.Message}
-	case errors.Is(err, errNoCredentials), errors.Is(err, errBadAuthHeader), errors.Is(err, errNoPrincipal):
+	case errors.Is(err, errNoCredentials), errors.Is(err, errBadAuthHeader):
 		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "unauthorized", Message: err.Error()}
 	case errors.Is(err, keys.ErrInvalidKey):
 		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "unauthorized", Message: "invalid API key"}
@@ -91,7 +91,7 @@ func describe(err error) (status int, d ErrorDetail) {
 	case errors.Is(err, keys.ErrPermissionDenied):
 		return http.StatusForbidden, ErrorDetail{Type: TypeAuthorization, Code: "forbidden", Message: "permission denied"}
 	case errors.As(err, &rle):
-		secs := retryAfterSeconds(rle.RetryAfter())
+		secs := retryAfterSeconds(rle.RateLimit.RetryAfter)
 		return http.StatusTooManyRequests, ErrorDetail{Type: TypeRateLimit, Code: "rate_limit_exceeded", Message: "rate limit exceeded; retry after " + strconv.Itoa(secs) + "s", RetryAfter: &secs}
 	case errors.Is(err, keys.ErrIdempotencyConflict):
 		return http.StatusConflict, ErrorDetail{Type: TypeIdempotency, Code: "idempotency_key_reused", Param: "Idempotency-Key", Message: "this Idempotency-Key was used with a different request"}
@@ -109,9 +109,13 @@ func retryAfterSeconds(d time.Duration) int {
 	return max(1, int(math.Ceil(d.Seconds())))
 }
 
-// writeError answers err in the envelope. Server faults are logged with the
+// WriteError answers err in the error envelope, as the adapter answers its
+// own failures: the keys package's errors get their statuses and codes, an
+// *Error is answered as it is, and anything else is a 500 internal_error
+// whose details go only to the log. Server faults (5xx) are logged with the
 // request ID, so an operator can match a client's report to the cause.
-func (c *config) writeError(w http.ResponseWriter, r *http.Request, err error) {
+func (a *Adapter) WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	c := a.c
 	status, d := describe(err)
 	d.RequestID = c.requestID(r)
 	h := w.Header()
@@ -139,7 +143,7 @@ func setRateLimitHeaders(h http.Header, rl keys.RateLimit) {
 	h.Set("X-RateLimit-Limit", strconv.Itoa(rl.Limit))
 	h.Set("X-RateLimit-Remaining", strconv.Itoa(rl.Remaining))
 	h.Set("X-RateLimit-Reset", strconv.FormatInt(ceilUnix(rl.Reset), 10))
-	h.Set("X-RateLimit-Window", strconv.Itoa(int(rl.Window/time.Second)))
+	h.Set("X-RateLimit-Window", strconv.Itoa(int(keys.RateLimitWindow/time.Second)))
 }
 
 func ceilUnix(t time.Time) int64 {

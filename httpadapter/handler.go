@@ -9,93 +9,19 @@ import (
 	"github.com/txcloud/keys"
 )
 
-// Permissions the endpoints need.
-const (
-	PermissionManageKeys = "developers:write"
-	PermissionReadKeys   = "developers:read"
-)
-
-// New returns the handler of the DevEx key endpoints, relative to where it
-// is mounted:
-//
-//	POST   /developers/keys            create (developers:write; 201, key shown once)
-//	GET    /developers/keys            list, newest first (developers:read)
-//	GET    /developers/keys/{id}       one key (developers:read)
-//	PATCH  /developers/keys/{id}       update (developers:write)
-//	DELETE /developers/keys/{id}       revoke (developers:write; 200 with the revoked key)
-//	POST   /developers/keys/{id}/roll  roll (developers:write; 201, new key shown once)
-//
-// The caller authenticates with a key (or through WithAuthenticator) and
-// sees and changes only its own account's keys: another account's key ID is
-// a 404, not a 403. It grants no permission it lacks, and a test key cannot
-// touch live keys. The POSTs accept an Idempotency-Key, honoured for 24
-// hours.
-func New(m *keys.Manager, opts ...Option) http.Handler {
-	h := &handler{m: m, c: newConfig(opts)}
-	mux := http.NewServeMux()
-	mux.Handle("POST /developers/keys", h.endpoint(PermissionManageKeys, h.create))
-	mux.Handle("GET /developers/keys", h.endpoint(PermissionReadKeys, h.list))
-	mux.Handle("GET /developers/keys/{id}", h.endpoint(PermissionReadKeys, h.get))
-	mux.Handle("PATCH /developers/keys/{id}", h.endpoint(PermissionManageKeys, h.update))
-	mux.Handle("DELETE /developers/keys/{id}", h.endpoint(PermissionManageKeys, h.revoke))
-	mux.Handle("POST /developers/keys/{id}/roll", h.endpoint(PermissionManageKeys, h.roll))
-	// Known paths, other methods: 405 in the envelope (ServeMux's own 405
-	// is plain text).
-	for path, allow := range map[string]string{
-		"/developers/keys":           "GET, POST",
-		"/developers/keys/{id}":      "GET, PATCH, DELETE",
-		"/developers/keys/{id}/roll": "POST",
-	} {
-		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Allow", allow)
-			h.c.writeError(w, r, badRequest(http.StatusMethodNotAllowed, "", "method "+r.Method+" is not allowed here; use "+allow))
-		})
-	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		h.c.writeError(w, r, &httpError{status: http.StatusNotFound, typ: TypeNotFound, code: "not_found", message: "no such endpoint"})
-	})
-	return mux
-}
-
-type handler struct {
-	m *keys.Manager
-	c *config
-}
-
-// endpoint authenticates the caller, who must hold perm, then runs fn and
-// answers its error in the envelope.
-func (h *handler) endpoint(perm string, fn func(http.ResponseWriter, *http.Request, keys.Principal) error) http.Handler {
+// endpoint authenticates the caller, who must hold perm, then runs fn as
+// that principal and answers its error in the envelope.
+func (a *Adapter) endpoint(perm string, fn func(http.ResponseWriter, *http.Request, keys.Scoped) error) http.Handler {
+	perms := []string{perm}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := h.principal(w, r, perm)
+		v, err := a.authenticate(w, r, perms)
 		if err == nil {
-			err = fn(w, r, p)
+			err = fn(w, r, a.m.As(v.Principal()))
 		}
 		if err != nil {
-			h.c.writeError(w, r, err)
+			a.WriteError(w, r, err)
 		}
 	})
-}
-
-// principal authenticates the caller, by key unless WithAuthenticator says
-// otherwise, and requires perm.
-func (h *handler) principal(w http.ResponseWriter, r *http.Request, perm string) (keys.Principal, error) {
-	if h.c.authenticate != nil {
-		p, err := h.c.authenticate(r)
-		if err != nil {
-			return p, authFailure(err)
-		}
-		if !p.Has(perm) {
-			return p, &keys.PermissionError{Message: "this needs " + perm}
-		}
-		return p, nil
-	}
-	// Requiring the permission inside Verify refuses a key without it
-	// before the key's rate limit is spent.
-	v, err := h.c.verify(w, r, h.m, keys.Require(perm))
-	if err != nil {
-		return keys.Principal{}, err
-	}
-	return v.Principal(), nil
 }
 
 // authFailure keeps a custom authenticator's unknown errors on the 401
@@ -109,36 +35,34 @@ func authFailure(err error) error {
 	return err
 }
 
-// idempotencyKey returns the request's Idempotency-Key, "" if none; two
-// headers are an error (the value's format is the Manager's to check).
-func idempotencyKey(r *http.Request) (string, error) {
+// issueOptions turns the request's Idempotency-Key header, if any, into
+// the option of Create and Roll, which check its format; two headers are
+// an error.
+func issueOptions(r *http.Request) ([]keys.IssueOption, error) {
 	vals := r.Header.Values("Idempotency-Key")
 	switch len(vals) {
 	case 0:
-		return "", nil
+		return nil, nil
 	case 1:
-		if vals[0] == "" {
-			return "", keys.ValidateIdempotencyKey("")
-		}
-		return vals[0], nil
+		return []keys.IssueOption{keys.IdempotencyKey(vals[0])}, nil
 	}
-	return "", invalidParam("Idempotency-Key", "send one Idempotency-Key header")
+	return nil, invalidParam("Idempotency-Key", "send one Idempotency-Key header")
 }
 
 // jsonBody checks the content type and reads the body.
-func (h *handler) jsonBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+func (a *Adapter) jsonBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if err := checkJSON(r); err != nil {
 		return nil, err
 	}
-	return readBody(w, r, h.c.maxBodyBytes)
+	return readBody(w, r, a.c.maxBodyBytes)
 }
 
-func (h *handler) create(w http.ResponseWriter, r *http.Request, p keys.Principal) error {
-	idem, err := idempotencyKey(r) // its format is CreateAs's to check, as Roll's is
+func (a *Adapter) create(w http.ResponseWriter, r *http.Request, as keys.Scoped) error {
+	opts, err := issueOptions(r)
 	if err != nil {
 		return err
 	}
-	body, err := h.jsonBody(w, r)
+	body, err := a.jsonBody(w, r)
 	if err != nil {
 		return err
 	}
@@ -146,7 +70,7 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request, p keys.Principa
 	if err != nil {
 		return err
 	}
-	created, err := h.m.CreateAs(r.Context(), p, req, idem)
+	created, err := as.Create(r.Context(), req, opts...)
 	if err != nil {
 		return err
 	}
@@ -154,12 +78,12 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request, p keys.Principa
 	return nil
 }
 
-func (h *handler) list(w http.ResponseWriter, r *http.Request, p keys.Principal) error {
+func (a *Adapter) list(w http.ResponseWriter, r *http.Request, as keys.Scoped) error {
 	f, err := listFilter(r.URL.Query())
 	if err != nil {
 		return err
 	}
-	l, err := h.m.List(r.Context(), p, f)
+	l, err := as.List(r.Context(), f)
 	if err != nil {
 		return err
 	}
@@ -203,8 +127,8 @@ func listFilter(q url.Values) (keys.ListFilter, error) {
 	return f, nil
 }
 
-func (h *handler) get(w http.ResponseWriter, r *http.Request, p keys.Principal) error {
-	k, err := h.m.Get(r.Context(), p, r.PathValue("id"))
+func (a *Adapter) get(w http.ResponseWriter, r *http.Request, as keys.Scoped) error {
+	k, err := as.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -212,8 +136,8 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, p keys.Principal) 
 	return nil
 }
 
-func (h *handler) update(w http.ResponseWriter, r *http.Request, p keys.Principal) error {
-	body, err := h.jsonBody(w, r)
+func (a *Adapter) update(w http.ResponseWriter, r *http.Request, as keys.Scoped) error {
+	body, err := a.jsonBody(w, r)
 	if err != nil {
 		return err
 	}
@@ -221,7 +145,7 @@ func (h *handler) update(w http.ResponseWriter, r *http.Request, p keys.Principa
 	if err != nil {
 		return err
 	}
-	k, err := h.m.Update(r.Context(), p, r.PathValue("id"), u)
+	k, err := as.Update(r.Context(), r.PathValue("id"), u)
 	if err != nil {
 		return err
 	}
@@ -229,8 +153,8 @@ func (h *handler) update(w http.ResponseWriter, r *http.Request, p keys.Principa
 	return nil
 }
 
-func (h *handler) revoke(w http.ResponseWriter, r *http.Request, p keys.Principal) error {
-	k, err := h.m.Revoke(r.Context(), p, r.PathValue("id"))
+func (a *Adapter) revoke(w http.ResponseWriter, r *http.Request, as keys.Scoped) error {
+	k, err := as.Revoke(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -238,14 +162,14 @@ func (h *handler) revoke(w http.ResponseWriter, r *http.Request, p keys.Principa
 	return nil
 }
 
-func (h *handler) roll(w http.ResponseWriter, r *http.Request, p keys.Principal) error {
-	idem, err := idempotencyKey(r)
+func (a *Adapter) roll(w http.ResponseWriter, r *http.Request, as keys.Scoped) error {
+	opts, err := issueOptions(r)
 	if err != nil {
 		return err
 	}
 	var body []byte
 	if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
-		if body, err = h.jsonBody(w, r); err != nil {
+		if body, err = a.jsonBody(w, r); err != nil {
 			return err
 		}
 	}
@@ -253,7 +177,7 @@ func (h *handler) roll(w http.ResponseWriter, r *http.Request, p keys.Principal)
 	if err != nil {
 		return err
 	}
-	created, err := h.m.Roll(r.Context(), p, r.PathValue("id"), grace, idem)
+	created, err := as.Roll(r.Context(), r.PathValue("id"), grace, opts...)
 	if err != nil {
 		return err
 	}

@@ -236,7 +236,7 @@ func TestCustomAuthenticator(t *testing.T) {
 	h := httpadapter.New(e.m, httpadapter.WithLogger(slog.New(slog.DiscardHandler)), httpadapter.WithAuthenticator(func(r *http.Request) (keys.Principal, error) {
 		switch r.Header.Get("X-Session") {
 		case "dash-admin":
-			return keys.Principal{AccountID: "acct_dash", Subject: "user_1", Permissions: keys.DefaultPermissions}, nil
+			return keys.Principal{AccountID: "acct_dash", Subject: "user_1", Permissions: keys.DefaultVocabulary()}, nil
 		case "db-down":
 			return keys.Principal{}, keys.ErrUnavailable
 		case "weird":
@@ -250,7 +250,7 @@ func TestCustomAuthenticator(t *testing.T) {
 	}
 	var c keys.APIKeyCreated
 	_ = json.Unmarshal(rec.Body.Bytes(), &c)
-	if v, err := e.m.Verify(context.Background(), c.Key.Reveal()); err != nil || v.Key.AccountID != "acct_dash" {
+	if v, err := e.m.Verify(context.Background(), string(c.Key)); err != nil || v.Key.AccountID != "acct_dash" {
 		t.Fatalf("key not in the dashboard user's account: %v", err)
 	}
 	for session, status := range map[string]int{"": 401, "db-down": 503, "weird": 401} {
@@ -330,11 +330,11 @@ func TestForbiddenCreateDoesNotSpendRateLimit(t *testing.T) {
 	}
 	h := httpadapter.New(e.m)
 	for i := range 3 {
-		if rec := serve(h, request{headers: jsonHeaders(c.Key.Reveal()), body: okBody}); rec.Code != http.StatusForbidden {
+		if rec := serve(h, request{headers: jsonHeaders(string(c.Key)), body: okBody}); rec.Code != http.StatusForbidden {
 			t.Fatalf("attempt %d: %d", i+1, rec.Code)
 		}
 	}
-	if _, err := e.m.Verify(context.Background(), c.Key.Reveal()); err != nil {
+	if _, err := e.m.Verify(context.Background(), string(c.Key)); err != nil {
 		t.Fatalf("refused creates spent the limit: %v", err)
 	}
 }

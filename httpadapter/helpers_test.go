@@ -42,22 +42,24 @@ func (s *countingStore) TouchLastUsed(ctx context.Context, batch []keys.LastUsed
 	return s.Store.TouchLastUsed(ctx, batch)
 }
 
-func (s *countingStore) Create(ctx context.Context, r *keys.Record, e *keys.IdempotencyRecord) error {
+func (s *countingStore) Write(ctx context.Context, w keys.Write) error {
 	if s.down.Load() {
 		return io.ErrUnexpectedEOF
 	}
-	s.creates.Add(1)
-	if s.onCreate != nil {
-		s.onCreate(r)
+	if w.Insert != nil && w.Replace == nil {
+		s.creates.Add(1)
+		if s.onCreate != nil {
+			s.onCreate(w.Insert)
+		}
 	}
-	return s.Store.Create(ctx, r, e)
+	return s.Store.Write(ctx, w)
 }
 
-func (s *countingStore) LookupHash(ctx context.Context, h keys.Digest) (*keys.Record, error) {
+func (s *countingStore) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Record, error) {
 	if s.down.Load() {
 		return nil, io.ErrUnexpectedEOF
 	}
-	return s.Store.LookupHash(ctx, h)
+	return s.Store.LookupDigest(ctx, h)
 }
 
 type env struct {
@@ -88,17 +90,17 @@ func newEnv(t *testing.T, opts ...keys.Option) *env {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return c.Key.Reveal()
+		return string(c.Key)
 	}
-	e.admin = mk(keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: keys.DefaultPermissions})
-	e.live = mk(keys.APIKeyCreate{Name: "live admin", Environment: keys.Live, Permissions: keys.DefaultPermissions})
+	e.admin = mk(keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: keys.DefaultVocabulary()})
+	e.live = mk(keys.APIKeyCreate{Name: "live admin", Environment: keys.Live, Permissions: keys.DefaultVocabulary()})
 	e.readOnly = mk(keys.APIKeyCreate{Name: "reader", Environment: keys.Test, Permissions: []string{"developers:read", "identity:read"}})
 	e.narrow = mk(keys.APIKeyCreate{Name: "narrow", Environment: keys.Test, Permissions: []string{"developers:write", "identity:read"}})
-	e.ipBound = mk(keys.APIKeyCreate{Name: "office", Environment: keys.Test, Permissions: keys.DefaultPermissions, AllowedIPs: []string{"203.0.113.0/24"}})
-	e.limited = mk(keys.APIKeyCreate{Name: "limited", Environment: keys.Test, Permissions: keys.DefaultPermissions, RateLimit: intp(3)})
-	e.stranger = mk(keys.APIKeyCreate{Name: "stranger", Environment: keys.Test, Permissions: keys.DefaultPermissions, AccountID: "acct_b"})
+	e.ipBound = mk(keys.APIKeyCreate{Name: "office", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AllowedIPs: []string{"203.0.113.0/24"}})
+	e.limited = mk(keys.APIKeyCreate{Name: "limited", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), RateLimit: intp(3)})
+	e.stranger = mk(keys.APIKeyCreate{Name: "stranger", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_b"})
 	e.store.onCreate = func(r *keys.Record) { r.RevokedAt = e.clock.Now() }
-	e.revoked = mk(keys.APIKeyCreate{Name: "revoked", Environment: keys.Test, Permissions: keys.DefaultPermissions})
+	e.revoked = mk(keys.APIKeyCreate{Name: "revoked", Environment: keys.Test, Permissions: keys.DefaultVocabulary()})
 	e.store.onCreate = nil
 	e.created = e.store.creates.Load()
 	return e

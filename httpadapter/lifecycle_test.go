@@ -37,7 +37,7 @@ func authOnly(key string) map[string][]string {
 func TestLifecycleEndpoints(t *testing.T) {
 	e := newEnv(t)
 	h := httpadapter.New(e.m)
-	mw := httpadapter.Middleware(e.m)(whoami)
+	mw := httpadapter.New(e.m).Middleware()(whoami)
 	k := newKey(t, h, e.admin, `{"name":"svc","environment":"test","permissions":["identity:read"],"rate_limit":10}`)
 	path := "/developers/keys/" + k.ID
 
@@ -78,7 +78,7 @@ func TestLifecycleEndpoints(t *testing.T) {
 	if rec.Code != 200 || got["name"] != "renamed" || got["rate_limit"] != nil || got["allowed_ips"].([]any)[0] != "203.0.113.0/24" {
 		t.Fatalf("patch: %d %s", rec.Code, rec.Body)
 	}
-	if rec := serve(mw, request{method: "GET", headers: authOnly(k.Key.Reveal()), remote: "198.51.100.1:1"}); rec.Code != 401 {
+	if rec := serve(mw, request{method: "GET", headers: authOnly(string(k.Key)), remote: "198.51.100.1:1"}); rec.Code != 401 {
 		t.Fatalf("the new allowlist does not hold: %d", rec.Code)
 	}
 	// roll with grace, idempotently
@@ -93,13 +93,13 @@ func TestLifecycleEndpoints(t *testing.T) {
 		t.Fatalf("roll retry: %d %s", again.Code, again.Body)
 	}
 	office := "203.0.113.5:1"
-	for _, key := range []string{k.Key.Reveal(), rolled.Key.Reveal()} {
+	for _, key := range []string{string(k.Key), string(rolled.Key)} {
 		if rec := serve(mw, request{method: "GET", headers: authOnly(key), remote: office}); rec.Code != 200 {
 			t.Fatalf("during the grace period: %d", rec.Code)
 		}
 	}
 	e.clock.Advance(time.Hour)
-	if rec := serve(mw, request{method: "GET", headers: authOnly(k.Key.Reveal()), remote: office}); rec.Code != 401 || envelope(t, rec).Code != "key_revoked" {
+	if rec := serve(mw, request{method: "GET", headers: authOnly(string(k.Key)), remote: office}); rec.Code != 401 || envelope(t, rec).Code != "key_revoked" {
 		t.Fatalf("old key after the grace period: %d", rec.Code)
 	}
 	// revoke: effective at once, idempotent
@@ -108,7 +108,7 @@ func TestLifecycleEndpoints(t *testing.T) {
 	if got := decode[map[string]any](t, rec); rec.Code != 200 || got["revoked_at"] == nil {
 		t.Fatalf("delete: %d %s", rec.Code, rec.Body)
 	}
-	if rec := serve(mw, request{method: "GET", headers: authOnly(rolled.Key.Reveal()), remote: office}); rec.Code != 401 || envelope(t, rec).Code != "key_revoked" {
+	if rec := serve(mw, request{method: "GET", headers: authOnly(string(rolled.Key)), remote: office}); rec.Code != 401 || envelope(t, rec).Code != "key_revoked" {
 		t.Fatalf("revoked key: %d", rec.Code)
 	}
 	if again := serve(h, request{method: "DELETE", path: rpath, headers: authOnly(e.admin)}); again.Code != 200 || again.Body.String() != rec.Body.String() {
@@ -119,7 +119,7 @@ func TestLifecycleEndpoints(t *testing.T) {
 	if rec := serve(h, request{path: "/developers/keys/" + k2.ID + "/roll", headers: authOnly(e.admin)}); rec.Code != 201 {
 		t.Fatalf("roll without a body: %d %s", rec.Code, rec.Body)
 	}
-	if rec := serve(mw, request{method: "GET", headers: authOnly(k2.Key.Reveal())}); rec.Code != 401 {
+	if rec := serve(mw, request{method: "GET", headers: authOnly(string(k2.Key))}); rec.Code != 401 {
 		t.Fatalf("grace 0: the old key still works: %d", rec.Code)
 	}
 }

@@ -28,7 +28,7 @@ var whoami = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 
 func TestMiddleware(t *testing.T) {
 	e := newEnv(t)
-	mw := httpadapter.Middleware(e.m)(whoami)
+	mw := httpadapter.New(e.m).Middleware()(whoami)
 	get := func(hd map[string][]string, remote string) *httptest.ResponseRecorder {
 		return serve(mw, request{method: http.MethodGet, path: "/whoami", headers: hd, remote: remote})
 	}
@@ -71,7 +71,7 @@ func TestMiddleware(t *testing.T) {
 // interval has passed.
 func TestMiddlewareRateLimitHeaders(t *testing.T) {
 	e := newEnv(t)
-	mw := httpadapter.Middleware(e.m)(whoami)
+	mw := httpadapter.New(e.m).Middleware()(whoami)
 	start := e.clock.Now()
 	call := func() *httptest.ResponseRecorder {
 		return serve(mw, request{method: http.MethodGet, path: "/", headers: map[string][]string{"Authorization": bearer(e.limited)}})
@@ -104,32 +104,149 @@ func TestMiddlewareRateLimitHeaders(t *testing.T) {
 	}
 }
 
-func TestRequirePermissions(t *testing.T) {
+func TestMiddlewarePermissions(t *testing.T) {
 	e := newEnv(t)
-	guarded := httpadapter.Middleware(e.m, httpadapter.RequirePermissions("kyb:write"))(whoami)
-	if rec := serve(guarded, request{method: "GET", headers: map[string][]string{"Authorization": bearer(e.readOnly)}}); rec.Code != 403 {
+	a := httpadapter.New(e.m)
+	guarded := a.Middleware("kyb:write")(whoami)
+	if rec := serve(guarded, request{method: "GET", headers: map[string][]string{"Authorization": bearer(e.readOnly)}}); rec.Code != 403 || envelope(t, rec).Code != "forbidden" {
 		t.Fatalf("%d", rec.Code)
 	}
 	if rec := serve(guarded, request{method: "GET", headers: map[string][]string{"Authorization": bearer(e.admin)}}); rec.Code != 200 {
 		t.Fatalf("%d", rec.Code)
 	}
-	route := httpadapter.Middleware(e.m)(httpadapter.RequirePermission("identity:read", "kyb:read")(whoami))
+	// Nested behind a plain Middleware, the guard checks the key already
+	// verified.
+	route := a.Middleware()(a.Middleware("identity:read", "kyb:read")(whoami))
 	if rec := serve(route, request{method: "GET", headers: map[string][]string{"Authorization": bearer(e.narrow)}}); rec.Code != 403 || envelope(t, rec).Code != "forbidden" {
 		t.Fatalf("%d", rec.Code)
 	}
 	if rec := serve(route, request{method: "GET", headers: map[string][]string{"Authorization": bearer(e.admin)}}); rec.Code != 200 {
 		t.Fatalf("%d", rec.Code)
 	}
-	bare := httpadapter.RequirePermission("identity:read")(whoami)
-	if rec := serve(bare, request{method: "GET"}); rec.Code != 401 {
-		t.Fatalf("RequirePermission without Middleware: %d", rec.Code)
-	}
-	env := httpadapter.Middleware(e.m, httpadapter.RequireEnvironment(keys.Live))(whoami)
+	env := httpadapter.New(e.m, httpadapter.WithEnvironment(keys.Live)).Middleware()(whoami)
 	if rec := serve(env, request{method: "GET", headers: map[string][]string{"Authorization": bearer(e.admin)}}); rec.Code != 401 {
 		t.Fatalf("test key on a live-only route: %d", rec.Code)
 	}
 	if rec := serve(env, request{method: "GET", headers: map[string][]string{"Authorization": bearer(e.live)}}); rec.Code != 200 {
 		t.Fatalf("live key: %d", rec.Code)
+	}
+	// A permission no key can hold is a mistake found at construction.
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Middleware accepted a permission outside the vocabulary")
+		}
+	}()
+	a.Middleware("nosuch:thing")
+}
+
+// A refused permission spends no rate limit, and a key behind two
+// Middlewares is counted once.
+func TestMiddlewareSpendsTheLimitOnce(t *testing.T) {
+	e := newEnv(t)
+	a := httpadapter.New(e.m)
+	call := func(h http.Handler) *httptest.ResponseRecorder {
+		return serve(h, request{method: "GET", headers: map[string][]string{"Authorization": bearer(e.limited)}})
+	}
+	nested := a.Middleware()(a.Middleware("identity:read")(whoami))
+	for i := range 3 { // limited holds 3 a minute
+		if rec := call(nested); rec.Code != 200 {
+			t.Fatalf("request %d behind two middlewares: %d (the limit was spent twice?)", i+1, rec.Code)
+		}
+	}
+	if rec := call(nested); rec.Code != 429 {
+		t.Fatalf("4th request: %d, want 429", rec.Code)
+	}
+	e.clock.Advance(time.Minute)
+	denied := httpadapter.New(e.m, httpadapter.WithEnvironment(keys.Live)).Middleware()(whoami)
+	for range 5 {
+		if rec := call(denied); rec.Code != 401 || rec.Header().Get("X-RateLimit-Limit") != "" {
+			t.Fatalf("refused key: %d, headers %v", rec.Code, rec.Header())
+		}
+	}
+	if rec := call(nested); rec.Code != 200 || rec.Header().Get("X-RateLimit-Remaining") != "2" {
+		t.Fatalf("refusals spent the limit: %d, remaining %q", rec.Code, rec.Header().Get("X-RateLimit-Remaining"))
+	}
+}
+
+// One Adapter, one configuration: the authenticator, the request IDs and
+// the logger apply to the endpoints, the middleware and its guards alike.
+func TestOptionsApplyEverywhere(t *testing.T) {
+	e := newEnv(t)
+	denyAll := func(*http.Request) (keys.Principal, error) { return keys.Principal{}, keys.ErrInvalidKey }
+	a := httpadapter.New(e.m, httpadapter.WithAuthenticator(denyAll), httpadapter.WithRequestID(func(*http.Request) string { return "req_host" }))
+	for name, h := range map[string]http.Handler{"middleware": a.Middleware()(whoami), "guard": a.Middleware("kyb:read")(whoami), "endpoint": a} {
+		rec := serve(h, request{method: "GET", path: "/developers/keys", headers: map[string][]string{"Authorization": bearer(e.admin)}})
+		if rec.Code != 401 || envelope(t, rec).RequestID != "req_host" {
+			t.Fatalf("%s let a valid key past a deny-all authenticator, or lost the request ID: %d %s", name, rec.Code, rec.Body)
+		}
+	}
+	// A guard nested behind another adapter's middleware writes its 403
+	// with its own adapter's request IDs.
+	b := httpadapter.New(e.m, httpadapter.WithRequestID(func(*http.Request) string { return "req_b" }))
+	rec := serve(b.Middleware()(b.Middleware("kyb:write")(whoami)), request{method: "GET", headers: map[string][]string{"Authorization": bearer(e.readOnly)}})
+	if rec.Code != 403 || envelope(t, rec).RequestID != "req_b" {
+		t.Fatalf("guard: %d %s", rec.Code, rec.Body)
+	}
+	// An authenticated principal reaches the handler as the caller.
+	dash := httpadapter.New(e.m, httpadapter.WithAuthenticator(func(*http.Request) (keys.Principal, error) {
+		return keys.Principal{AccountID: "acct_a", Subject: "user_1", Environment: keys.Test, Permissions: []string{"kyb:read"}}, nil
+	}))
+	var got keys.Principal
+	h := dash.Middleware("kyb:read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, _ := keys.FromContext(r.Context())
+		got = v.Principal()
+	}))
+	if rec := serve(h, request{method: "GET"}); rec.Code != 200 || got.Subject != "user_1" || got.AccountID != "acct_a" || !got.Has("kyb:read") {
+		t.Fatalf("%d, principal %+v", rec.Code, got)
+	}
+	if rec := serve(dash.Middleware("kyb:write")(whoami), request{method: "GET"}); rec.Code != 403 {
+		t.Fatalf("principal without the permission: %d", rec.Code)
+	}
+}
+
+// Options refuse what they cannot use when the Adapter is built, not on
+// the first request that needs them.
+func TestNilOptionsRefusedAtConstruction(t *testing.T) {
+	e := newEnv(t)
+	for name, opt := range map[string]httpadapter.Option{
+		"nil option":           nil,
+		"WithLogger(nil)":      httpadapter.WithLogger(nil),
+		"WithRequestID(nil)":   httpadapter.WithRequestID(nil),
+		"WithAuthenticator":    httpadapter.WithAuthenticator(nil),
+		"WithMaxBodyBytes(0)":  httpadapter.WithMaxBodyBytes(0),
+		"WithEnvironment(bad)": httpadapter.WithEnvironment("staging"),
+		"invalid proxy":        httpadapter.WithTrustedProxies(netip.Prefix{}),
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: New accepted it", name)
+				}
+			}()
+			httpadapter.New(e.m, opt)
+		}()
+	}
+}
+
+// A host answers its own errors in the same envelope, and reads the client
+// IP the adapter worked out.
+func TestHostUsesWriteErrorAndClientIP(t *testing.T) {
+	e := newEnv(t)
+	proxy := netip.MustParsePrefix("10.0.0.0/8")
+	a := httpadapter.New(e.m, httpadapter.WithTrustedProxies(proxy), httpadapter.WithRequestID(func(*http.Request) string { return "req_x" }))
+	var ip netip.Addr
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ip = a.ClientIP(r)
+		a.WriteError(w, r, &httpadapter.Error{Status: 404, Type: httpadapter.TypeNotFound, Code: "report_not_found", Message: "no such report"})
+	})
+	rec := serve(h, request{method: "GET", remote: "10.1.2.3:5555", headers: map[string][]string{"X-Forwarded-For": {"198.51.100.7"}}})
+	d := envelope(t, rec)
+	if rec.Code != 404 || d.Code != "report_not_found" || d.RequestID != "req_x" || ip != netip.MustParseAddr("198.51.100.7") {
+		t.Fatalf("%d %+v, client IP %v", rec.Code, d, ip)
+	}
+	rec = serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.WriteError(w, r, keys.ErrUnavailable) }), request{method: "GET"})
+	if rec.Code != 503 || envelope(t, rec).Code != "service_unavailable" {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
 }
 
@@ -137,9 +254,9 @@ func TestRequirePermissions(t *testing.T) {
 func TestClientIPAndProxies(t *testing.T) {
 	e := newEnv(t)
 	proxy := netip.MustParsePrefix("10.0.0.0/8")
-	plain := httpadapter.Middleware(e.m)(whoami)
-	xff := httpadapter.Middleware(e.m, httpadapter.WithTrustedProxies(proxy))(whoami)
-	fwd := httpadapter.Middleware(e.m, httpadapter.WithTrustedProxies(proxy), httpadapter.WithForwardedHeader())(whoami)
+	plain := httpadapter.New(e.m).Middleware()(whoami)
+	xff := httpadapter.New(e.m, httpadapter.WithTrustedProxies(proxy)).Middleware()(whoami)
+	fwd := httpadapter.New(e.m, httpadapter.WithTrustedProxies(proxy), httpadapter.WithForwardedHeader()).Middleware()(whoami)
 	auth := func(extra map[string]string) map[string][]string {
 		hd := map[string][]string{"Authorization": bearer(e.ipBound)}
 		for k, v := range extra {
@@ -247,7 +364,7 @@ func BenchmarkMiddleware(b *testing.B) {
 	empty := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
 	run := func(b *testing.B, h http.Handler) {
 		req := httptest.NewRequest("GET", "/ping", nil)
-		req.Header.Set("Authorization", "Bearer "+c.Key.Reveal())
+		req.Header.Set("Authorization", "Bearer "+string(c.Key))
 		b.ReportAllocs()
 		for b.Loop() {
 			rec := httptest.NewRecorder()
@@ -258,5 +375,5 @@ func BenchmarkMiddleware(b *testing.B) {
 		}
 	}
 	b.Run("bare", func(b *testing.B) { run(b, empty) })
-	b.Run("middleware", func(b *testing.B) { run(b, httpadapter.Middleware(m)(empty)) })
+	b.Run("middleware", func(b *testing.B) { run(b, httpadapter.New(m).Middleware()(empty)) })
 }

@@ -2,6 +2,8 @@ package httpadapter
 
 import (
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -9,92 +11,132 @@ import (
 	"github.com/txcloud/keys"
 )
 
-// Option configures New and Middleware. Each says which it applies to.
-type Option func(*config)
+// Option configures an Adapter (New). Every option applies to everything
+// the Adapter does: the key endpoints, Middleware, and WriteError.
+type Option func(*config) error
 
-// Authenticator decides who a request comes from. Returning an error
-// refuses the request: keys.ErrInvalidKey (or any error this package does
-// not know) as 401, keys.ErrPermissionDenied as 403, keys.ErrUnavailable as
-// 503.
+// Authenticator decides who a request comes from, in place of an API key.
+// Returning an error refuses the request: keys.ErrPermissionDenied as 403,
+// keys.ErrUnavailable as 503, anything else as 401.
 type Authenticator func(*http.Request) (keys.Principal, error)
 
 type config struct {
 	authenticate    Authenticator // nil: the Manager's own keys
 	trusted         []netip.Prefix
 	forwardedHeader bool
-	require         []keys.VerifyOption
+	env             keys.Environment // "": both
 	requestID       func(*http.Request) string
 	logger          *slog.Logger
 	maxBodyBytes    int64
 }
 
-func newConfig(opts []Option) *config {
+func newConfig(opts []Option) (*config, error) {
 	c := &config{requestID: randomRequestID, logger: slog.Default(), maxBodyBytes: DefaultMaxBodyBytes}
-	for _, o := range opts {
-		o(c)
-	}
-	return c
-}
-
-// DefaultMaxBodyBytes is the largest request body New accepts.
-const DefaultMaxBodyBytes = 64 << 10
-
-// WithAuthenticator (New) replaces key authentication of the create
-// endpoint's caller, for hosts whose dashboard users sign in another way.
-// The principal it returns must still hold developers:write, and can grant
-// only what it holds.
-func WithAuthenticator(a Authenticator) Option {
-	return func(c *config) { c.authenticate = a }
-}
-
-// WithTrustedProxies (New, Middleware) names the reverse proxies whose
-// X-Forwarded-For header is believed. The client IP is the right-most
-// address in the header that is not a trusted proxy; without this option,
-// or when the direct peer is not a trusted proxy, it is the peer
-// (RemoteAddr) and the header is ignored, so a client cannot spoof it.
-func WithTrustedProxies(proxies ...netip.Prefix) Option {
-	return func(c *config) {
-		for _, p := range proxies {
-			c.trusted = append(c.trusted, p.Masked())
+	for i, o := range opts {
+		if o == nil {
+			return nil, fmt.Errorf("httpadapter: option %d is nil", i)
+		}
+		if err := o(c); err != nil {
+			return nil, err
 		}
 	}
+	return c, nil
 }
 
-// WithForwardedHeader (New, Middleware) reads the RFC 7239 Forwarded
-// header instead of X-Forwarded-For from trusted proxies. Only one of the
-// two is ever read, so a client cannot smuggle an address in the other.
+// DefaultMaxBodyBytes is the largest request body the endpoints accept
+// unless WithMaxBodyBytes says otherwise.
+const DefaultMaxBodyBytes = 64 << 10
+
+// WithAuthenticator replaces API-key authentication everywhere: the key
+// endpoints and Middleware ask a for the caller instead, for hosts whose
+// dashboard users sign in another way. The principal it returns is held to
+// the same rules as a key: it needs the route's permissions, and can grant
+// only what it holds. Behind Middleware, keys.FromContext gives a Verified
+// whose Key describes the principal (ID is its Subject; only AccountID,
+// Environment and Permissions besides are set) and whose Principal() is the
+// principal itself.
+func WithAuthenticator(a Authenticator) Option {
+	return func(c *config) error {
+		if a == nil {
+			return errors.New("httpadapter: WithAuthenticator: nil authenticator")
+		}
+		c.authenticate = a
+		return nil
+	}
+}
+
+// WithTrustedProxies names the reverse proxies whose X-Forwarded-For header
+// is believed. The client IP is the right-most address in the header that
+// is not a trusted proxy; without this option, or when the direct peer is
+// not a trusted proxy, it is the peer (RemoteAddr) and the header is
+// ignored, so a client cannot spoof it.
+func WithTrustedProxies(proxies ...netip.Prefix) Option {
+	return func(c *config) error {
+		for _, p := range proxies {
+			if !p.IsValid() {
+				return errors.New("httpadapter: WithTrustedProxies: invalid prefix")
+			}
+			c.trusted = append(c.trusted, p.Masked())
+		}
+		return nil
+	}
+}
+
+// WithForwardedHeader reads the RFC 7239 Forwarded header instead of
+// X-Forwarded-For from trusted proxies. Only one of the two is ever read,
+// so a client cannot smuggle an address in the other.
 func WithForwardedHeader() Option {
-	return func(c *config) { c.forwardedHeader = true }
+	return func(c *config) error { c.forwardedHeader = true; return nil }
 }
 
-// RequirePermissions (Middleware) refuses, with 403, keys lacking any of
-// perms.
-func RequirePermissions(perms ...string) Option {
-	return func(c *config) { c.require = append(c.require, keys.Require(perms...)) }
+// WithEnvironment accepts only callers of env, on every route: keys of
+// another environment are refused with 401, and so are principals from an
+// Authenticator whose Environment is not env.
+func WithEnvironment(env keys.Environment) Option {
+	return func(c *config) error {
+		if env != keys.Live && env != keys.Test {
+			return fmt.Errorf("httpadapter: WithEnvironment: %q is not live or test", env)
+		}
+		c.env = env
+		return nil
+	}
 }
 
-// RequireEnvironment (Middleware) refuses, with 401, keys of another
-// environment.
-func RequireEnvironment(env keys.Environment) Option {
-	return func(c *config) { c.require = append(c.require, keys.InEnvironment(env)) }
-}
-
-// WithRequestID (New, Middleware) sets how error responses get their
-// request_id, to reuse the host's own request IDs. Default: a random
-// "req_" ID.
+// WithRequestID sets how error responses get their request_id, to reuse
+// the host's own request IDs; the ID should start with "req_", as the
+// envelope's schema says. Default: a random "req_" ID.
 func WithRequestID(f func(*http.Request) string) Option {
-	return func(c *config) { c.requestID = f }
+	return func(c *config) error {
+		if f == nil {
+			return errors.New("httpadapter: WithRequestID: nil function")
+		}
+		c.requestID = f
+		return nil
+	}
 }
 
-// WithLogger (New, Middleware) sets where server faults are logged.
-// Default: slog.Default(). No key is ever logged.
+// WithLogger sets where server faults (5xx) are logged, with their request
+// ID. Default: slog.Default(). No key is ever logged.
 func WithLogger(l *slog.Logger) Option {
-	return func(c *config) { c.logger = l }
+	return func(c *config) error {
+		if l == nil {
+			return errors.New("httpadapter: WithLogger: nil logger")
+		}
+		c.logger = l
+		return nil
+	}
 }
 
-// WithMaxBodyBytes (New) bounds request bodies (default 64 KiB).
+// WithMaxBodyBytes bounds request bodies (default DefaultMaxBodyBytes);
+// larger ones are a 413.
 func WithMaxBodyBytes(n int64) Option {
-	return func(c *config) { c.maxBodyBytes = n }
+	return func(c *config) error {
+		if n < 1 {
+			return errors.New("httpadapter: WithMaxBodyBytes: must be at least 1")
+		}
+		c.maxBodyBytes = n
+		return nil
+	}
 }
 
 func randomRequestID(*http.Request) string { return "req_" + rand.Text() }

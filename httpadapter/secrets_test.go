@@ -65,13 +65,13 @@ func TestNoSecretLeaks(t *testing.T) {
 	var events []string
 	store := &countingStore{Store: memstore.New()}
 	m, err := keys.New(store, keys.WithPepper(pepper), keys.WithLogger(logger), keys.WithLastUsedFlushInterval(5*time.Millisecond),
-		keys.OnEvent(func(_ context.Context, e keys.Event) { events = append(events, fmt.Sprintf("%v %+v %#v", e, e, e)) }))
+		keys.WithEventHook(func(_ context.Context, e keys.Event) { events = append(events, fmt.Sprintf("%v %+v %#v", e, e, e)) }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close(ctx)
 	h := httpadapter.New(m, httpadapter.WithLogger(logger))
-	mw := httpadapter.Middleware(m, httpadapter.WithLogger(logger))(whoami)
+	mw := httpadapter.New(m, httpadapter.WithLogger(logger)).Middleware()(whoami)
 	var errs []string
 	note := func(err error) {
 		if err != nil {
@@ -79,11 +79,11 @@ func TestNoSecretLeaks(t *testing.T) {
 		}
 	}
 
-	admin, err := m.Create(ctx, keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: keys.DefaultPermissions, AccountID: "acct_s"})
+	admin, err := m.Create(ctx, keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_s"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	lc.addKey(admin.Key.Reveal())
+	lc.addKey(string(admin.Key))
 	var bodies []string
 	call := func(r request) string {
 		rec := serve(h, r)
@@ -93,22 +93,22 @@ func TestNoSecretLeaks(t *testing.T) {
 			if err := jsonUnmarshal(body, &c); err != nil {
 				t.Fatal(err)
 			}
-			lc.addKey(c.Key.Reveal())
+			lc.addKey(string(c.Key))
 			// A 201 shows its own key, once, and no other secret.
-			body = strings.Replace(body, c.Key.Reveal(), "", 1)
+			body = strings.Replace(body, string(c.Key), "", 1)
 		}
 		bodies = append(bodies, body)
 		return c201ID(body)
 	}
-	idem := jsonHeaders(admin.Key.Reveal())
+	idem := jsonHeaders(string(admin.Key))
 	idem["Idempotency-Key"] = []string{"leak-test-0001"}
 	id := call(request{headers: idem, body: `{"name":"svc","environment":"test","permissions":["identity:read"],"rate_limit":2}`})
 	call(request{headers: idem, body: `{"name":"svc","environment":"test","permissions":["identity:read"],"rate_limit":2}`}) // replay
 	call(request{headers: idem, body: `{"name":"other","environment":"test"}`})                                              // 409
-	call(request{method: "PATCH", path: "/developers/keys/" + id, headers: jsonHeaders(admin.Key.Reveal()), body: `{"name":"renamed"}`})
-	call(request{method: "GET", path: "/developers/keys", headers: authOnly(admin.Key.Reveal())})
-	rolledID := call(request{path: "/developers/keys/" + id + "/roll", headers: jsonHeaders(admin.Key.Reveal()), body: `{"grace_period_seconds":60}`})
-	call(request{method: "DELETE", path: "/developers/keys/" + rolledID, headers: authOnly(admin.Key.Reveal())})
+	call(request{method: "PATCH", path: "/developers/keys/" + id, headers: jsonHeaders(string(admin.Key)), body: `{"name":"renamed"}`})
+	call(request{method: "GET", path: "/developers/keys", headers: authOnly(string(admin.Key))})
+	rolledID := call(request{path: "/developers/keys/" + id + "/roll", headers: jsonHeaders(string(admin.Key)), body: `{"grace_period_seconds":60}`})
+	call(request{method: "DELETE", path: "/developers/keys/" + rolledID, headers: authOnly(string(admin.Key))})
 	// Presented keys, good and bad, through the middleware and Verify.
 	var presented []string
 	for secret := range lc.secrets {
@@ -128,12 +128,12 @@ func TestNoSecretLeaks(t *testing.T) {
 	}
 	// Failures that are logged: a store outage, a failed flush.
 	store.down.Store(true)
-	call(request{headers: jsonHeaders(admin.Key.Reveal()), body: `{"name":"x","environment":"test"}`})
-	_, err = m.Verify(ctx, admin.Key.Reveal())
+	call(request{headers: jsonHeaders(string(admin.Key)), body: `{"name":"x","environment":"test"}`})
+	_, err = m.Verify(ctx, string(admin.Key))
 	note(err)
 	store.down.Store(false)
 	store.touchDown.Store(true)
-	serve(mw, request{method: "GET", headers: authOnly(admin.Key.Reveal())})
+	serve(mw, request{method: "GET", headers: authOnly(string(admin.Key))})
 	note(m.FlushLastUsed(ctx))
 	time.Sleep(30 * time.Millisecond) // let the background flusher fail and log too
 	store.touchDown.Store(false)
@@ -144,7 +144,7 @@ func TestNoSecretLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	var printed []string
-	for _, v := range []any{m, admin, *admin, rec, admin.Key, rec.Hash} {
+	for _, v := range []any{m, admin, *admin, rec, admin.Key, rec.Digest} {
 		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
 			printed = append(printed, fmt.Sprintf(verb, v))
 		}

@@ -22,39 +22,39 @@ import (
 	"github.com/txcloud/keys"
 )
 
-// Run checks that the stores newStore returns keep every promise of the
-// keys.Store interface.
+// Run checks that the stores newStore returns keep every rule of the
+// keys.Store contract, then runs a keys.Manager on one: create, verify,
+// update, roll, revoke and list. Each case gets a fresh store; clean it up
+// with t.Cleanup in newStore if it needs closing.
 func Run(t *testing.T, newStore func(t *testing.T) keys.Store) {
 	cases := []struct {
 		name string
 		fn   func(*testing.T, keys.Store)
 	}{
-		{"CreateThenGetAndLookup", testCreateGetLookup},
+		{"InsertThenGetAndLookup", testInsertGetLookup},
 		{"NotFound", testNotFound},
 		{"DuplicateID", testDuplicateID},
-		{"DuplicateHash", testDuplicateHash},
+		{"DuplicateDigest", testDuplicateDigest},
 		{"LookupIgnoresState", testLookupIgnoresState},
-		{"GetReturnsCopy", testGetReturnsCopy},
+		{"ReturnedRecordsNeverChange", testReturnedRecordsNeverChange},
+		{"RepeatedLookupAllocatesNothing", testLookupAllocatesNothing},
 		{"IdempotencyRoundTrip", testIdempotencyRoundTrip},
 		{"IdempotencyExistsStoresNothing", testIdempotencyExists},
 		{"IdempotencyExpiredIsReplaced", testIdempotencyExpired},
 		{"DuplicateKeyStoresNoIdempotency", testDuplicateWithIdempotency},
 		{"TouchLastUsed", testTouchLastUsed},
-		{"UpdateReplaces", testUpdateReplaces},
-		{"UpdateStaleChangesNothing", testUpdateStale},
-		{"UpdateKeepsLaterLastUsed", testUpdateKeepsLastUsed},
-		{"UpdateWithSuccessor", testUpdateWithSuccessor},
+		{"ReplaceReplaces", testReplaceReplaces},
+		{"ReplaceStaleChangesNothing", testReplaceStale},
+		{"ReplaceNeverWritesLastUsed", testReplaceKeepsLastUsed},
+		{"ReplaceNeverChangesDigest", testReplaceKeepsDigest},
+		{"ReplaceWithInsert", testReplaceWithInsert},
 		{"ListOrderAndFilters", testListOrderAndFilters},
 		{"ListPagesEachRecordOnce", testListPaging},
 		{"Concurrent", testConcurrent},
-		{"CloseIsIdempotent", testClose},
+		{"Manager", testManager},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			s := newStore(t)
-			t.Cleanup(func() { _ = s.Close(context.Background()) })
-			c.fn(t, s)
-		})
+		t.Run(c.name, func(t *testing.T) { c.fn(t, newStore(t)) })
 	}
 }
 
@@ -76,7 +76,7 @@ func NewRecord(t testing.TB) *keys.Record {
 		Permissions: []string{"identity:read", "developers:write"},
 		AllowedIPs:  []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::1/128")},
 		RateLimit:   120,
-		Hash:        h,
+		Digest:      h,
 		CreatedAt:   base,
 		ExpiresAt:   base.Add(30 * 24 * time.Hour),
 		Version:     1,
@@ -103,8 +103,8 @@ func Equal(got, want *keys.Record) string {
 		return fmt.Sprintf("AllowedIPs %v, want %v", got.AllowedIPs, want.AllowedIPs)
 	case got.RateLimit != want.RateLimit:
 		return fmt.Sprintf("RateLimit %d, want %d", got.RateLimit, want.RateLimit)
-	case got.Hash != want.Hash:
-		return "Hash differs"
+	case got.Digest != want.Digest:
+		return "Digest differs"
 	case !got.CreatedAt.Equal(want.CreatedAt):
 		return fmt.Sprintf("CreatedAt %v, want %v", got.CreatedAt, want.CreatedAt)
 	case !got.ExpiresAt.Equal(want.ExpiresAt):
@@ -121,12 +121,20 @@ func Equal(got, want *keys.Record) string {
 
 func mustCreate(t *testing.T, s keys.Store, r *keys.Record, idem *keys.IdempotencyRecord) {
 	t.Helper()
-	if err := s.Create(context.Background(), r, idem); err != nil {
-		t.Fatalf("Create: %v", err)
+	if err := s.Write(context.Background(), keys.Write{Insert: r, Idempotency: idem}); err != nil {
+		t.Fatalf("Write(Insert): %v", err)
 	}
 }
 
-func testCreateGetLookup(t *testing.T, s keys.Store) {
+func insert(s keys.Store, r *keys.Record, idem *keys.IdempotencyRecord) error {
+	return s.Write(context.Background(), keys.Write{Insert: r, Idempotency: idem})
+}
+
+func replace(s keys.Store, r *keys.Record) error {
+	return s.Write(context.Background(), keys.Write{Replace: r})
+}
+
+func testInsertGetLookup(t *testing.T, s keys.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
 	want := r.Clone()
@@ -138,12 +146,12 @@ func testCreateGetLookup(t *testing.T, s keys.Store) {
 	if d := Equal(got, want); d != "" {
 		t.Fatalf("Get: %s", d)
 	}
-	got, err = s.LookupHash(ctx, want.Hash)
+	got, err = s.LookupDigest(ctx, want.Digest)
 	if err != nil {
-		t.Fatalf("LookupHash: %v", err)
+		t.Fatalf("LookupDigest: %v", err)
 	}
 	if d := Equal(got, want); d != "" {
-		t.Fatalf("LookupHash: %s", d)
+		t.Fatalf("LookupDigest: %s", d)
 	}
 	// Zero optional fields read back as zero.
 	bare := NewRecord(t)
@@ -165,8 +173,8 @@ func testNotFound(t *testing.T, s keys.Store) {
 	if _, err := s.Get(ctx, "key_missing"); !errors.Is(err, keys.ErrNotFound) {
 		t.Fatalf("Get(missing) = %v, want ErrNotFound", err)
 	}
-	if _, err := s.LookupHash(ctx, keys.Digest{1, 2, 3}); !errors.Is(err, keys.ErrNotFound) {
-		t.Fatalf("LookupHash(missing) = %v, want ErrNotFound", err)
+	if _, err := s.LookupDigest(ctx, keys.Digest{1, 2, 3}); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("LookupDigest(missing) = %v, want ErrNotFound", err)
 	}
 	if _, err := s.LookupIdempotency(ctx, keys.Digest{4, 5, 6}, base); !errors.Is(err, keys.ErrNotFound) {
 		t.Fatalf("LookupIdempotency(missing) = %v, want ErrNotFound", err)
@@ -180,24 +188,24 @@ func testDuplicateID(t *testing.T, s keys.Store) {
 	mustCreate(t, s, first, nil)
 	second := NewRecord(t)
 	second.ID = id
-	h := second.Hash
-	if err := s.Create(ctx, second, nil); !errors.Is(err, keys.ErrDuplicate) {
-		t.Fatalf("Create(same ID) = %v, want ErrDuplicate", err)
+	h := second.Digest
+	if err := insert(s, second, nil); !errors.Is(err, keys.ErrDuplicate) {
+		t.Fatalf("Insert(same ID) = %v, want ErrDuplicate", err)
 	}
-	if _, err := s.LookupHash(ctx, h); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.LookupDigest(ctx, h); !errors.Is(err, keys.ErrNotFound) {
 		t.Fatalf("the refused record is findable: %v", err)
 	}
 }
 
-func testDuplicateHash(t *testing.T, s keys.Store) {
+func testDuplicateDigest(t *testing.T, s keys.Store) {
 	ctx := context.Background()
 	first := NewRecord(t)
 	mustCreate(t, s, first, nil)
 	second := NewRecord(t)
-	second.Hash = first.Hash
+	second.Digest = first.Digest
 	id := second.ID
-	if err := s.Create(ctx, second, nil); !errors.Is(err, keys.ErrDuplicate) {
-		t.Fatalf("Create(same hash) = %v, want ErrDuplicate", err)
+	if err := insert(s, second, nil); !errors.Is(err, keys.ErrDuplicate) {
+		t.Fatalf("Insert(same digest) = %v, want ErrDuplicate", err)
 	}
 	if _, err := s.Get(ctx, id); !errors.Is(err, keys.ErrNotFound) {
 		t.Fatalf("the refused record is findable: %v", err)
@@ -210,7 +218,7 @@ func testLookupIgnoresState(t *testing.T, s keys.Store) {
 	r.RevokedAt = base.Add(-time.Minute)
 	want := r.Clone()
 	mustCreate(t, s, r, nil)
-	got, err := s.LookupHash(context.Background(), want.Hash)
+	got, err := s.LookupDigest(context.Background(), want.Digest)
 	if err != nil {
 		t.Fatalf("a revoked, expired record must still be found (the Manager decides): %v", err)
 	}
@@ -219,24 +227,55 @@ func testLookupIgnoresState(t *testing.T, s keys.Store) {
 	}
 }
 
-func testGetReturnsCopy(t *testing.T, s keys.Store) {
+// Records a store returns are read-only and may be shared, so the store
+// must never change one after handing it out: a Replace or a TouchLastUsed
+// makes a new record.
+func testReturnedRecordsNeverChange(t *testing.T, s keys.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
 	want := r.Clone()
 	mustCreate(t, s, r, nil)
-	got, err := s.Get(ctx, want.ID)
+	byID, err := s.Get(ctx, want.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got.Permissions[0] = "changed:by-caller"
-	got.AllowedIPs[0] = netip.MustParsePrefix("10.0.0.0/8")
-	got.Name = "changed"
-	again, err := s.Get(ctx, want.ID)
+	byDigest, err := s.LookupDigest(ctx, want.Digest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := Equal(again, want); d != "" {
-		t.Fatalf("changing a record returned by Get changed the store: %s", d)
+	listed, err := s.List(ctx, keys.ListQuery{AccountID: want.AccountID, Limit: 10})
+	if err != nil || len(listed) != 1 {
+		t.Fatalf("List: %d records, %v", len(listed), err)
+	}
+	next := byID.Clone()
+	next.Name, next.Permissions, next.RevokedAt, next.Version = "replaced", []string{"kyb:read"}, base, 2
+	if err := replace(s, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: want.ID, At: base.Add(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	for name, got := range map[string]*keys.Record{"Get": byID, "LookupDigest": byDigest, "List": listed[0]} {
+		if d := Equal(got, want); d != "" {
+			t.Fatalf("a record returned by %s changed after a Replace and a TouchLastUsed: %s", name, d)
+		}
+	}
+}
+
+// A hot key is looked up on every request: a repeated lookup of the same
+// digest must not allocate.
+func testLookupAllocatesNothing(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	r := NewRecord(t)
+	d := r.Digest
+	mustCreate(t, s, r, nil)
+	var err error
+	if _, err = s.LookupDigest(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(200, func() { _, err = s.LookupDigest(ctx, d) })
+	if err != nil || allocs != 0 {
+		t.Fatalf("a repeated LookupDigest allocates %.1f times per call (%v), want 0", allocs, err)
 	}
 }
 
@@ -288,8 +327,8 @@ func testIdempotencyExists(t *testing.T, s keys.Store) {
 	id := second.ID
 	e2 := newIdem(t, id, base.Add(time.Hour))
 	e2.Scope = scope
-	if err := s.Create(ctx, second, e2); !errors.Is(err, keys.ErrIdempotencyKeyExists) {
-		t.Fatalf("Create(same scope) = %v, want ErrIdempotencyKeyExists", err)
+	if err := insert(s, second, e2); !errors.Is(err, keys.ErrIdempotencyKeyExists) {
+		t.Fatalf("Write(same scope) = %v, want ErrIdempotencyKeyExists", err)
 	}
 	if _, err := s.Get(ctx, id); !errors.Is(err, keys.ErrNotFound) {
 		t.Fatalf("the record of a refused idempotent create was stored: %v", err)
@@ -311,7 +350,7 @@ func testIdempotencyExpired(t *testing.T, s keys.Store) {
 	id := second.ID
 	e2 := newIdem(t, id, later)
 	e2.Scope = scope
-	if err := s.Create(ctx, second, e2); err != nil {
+	if err := insert(s, second, e2); err != nil {
 		t.Fatalf("an expired entry blocked its scope: %v", err)
 	}
 	got, err := s.LookupIdempotency(ctx, scope, later)
@@ -328,8 +367,8 @@ func testDuplicateWithIdempotency(t *testing.T, s keys.Store) {
 	dup.ID = first.ID
 	e := newIdem(t, dup.ID, base)
 	scope := e.Scope
-	if err := s.Create(ctx, dup, e); !errors.Is(err, keys.ErrDuplicate) {
-		t.Fatalf("Create = %v, want ErrDuplicate", err)
+	if err := insert(s, dup, e); !errors.Is(err, keys.ErrDuplicate) {
+		t.Fatalf("Write = %v, want ErrDuplicate", err)
 	}
 	if _, err := s.LookupIdempotency(ctx, scope, base); !errors.Is(err, keys.ErrNotFound) {
 		t.Fatalf("the idempotency entry of a refused create was stored: %v", err)
@@ -355,9 +394,9 @@ func testTouchLastUsed(t *testing.T, s keys.Store) {
 		if !got.LastUsed.Equal(want) {
 			t.Fatalf("LastUsed of %s = %v, want %v", id, got.LastUsed, want)
 		}
-		byHash, err := s.LookupHash(ctx, got.Hash)
-		if err != nil || !byHash.LastUsed.Equal(want) {
-			t.Fatalf("LookupHash sees LastUsed %v, want %v (%v)", byHash.LastUsed, want, err)
+		listed, err := s.List(ctx, keys.ListQuery{AccountID: got.AccountID, Limit: 1})
+		if err != nil || len(listed) != 1 || !listed[0].LastUsed.Equal(want) {
+			t.Fatalf("List does not see LastUsed %v (%v)", want, err)
 		}
 	}
 	check(aID, t1)
@@ -399,12 +438,12 @@ func testConcurrent(t *testing.T, s keys.Store) {
 			defer wg.Done()
 			for range each {
 				r := NewRecord(t)
-				h, id := r.Hash, r.ID
-				if err := s.Create(ctx, r, nil); err != nil {
+				h, id := r.Digest, r.ID
+				if err := insert(s, r, nil); err != nil {
 					t.Error(err)
 					return
 				}
-				if _, err := s.LookupHash(ctx, h); err != nil {
+				if _, err := s.LookupDigest(ctx, h); err != nil {
 					t.Error(err)
 					return
 				}
@@ -419,33 +458,25 @@ func testConcurrent(t *testing.T, s keys.Store) {
 	wg.Wait()
 	for _, hs := range hashes {
 		for _, h := range hs {
-			if _, err := s.LookupHash(ctx, h); err != nil {
+			if _, err := s.LookupDigest(ctx, h); err != nil {
 				t.Fatalf("record lost: %v", err)
 			}
 		}
 	}
 }
 
-func testClose(t *testing.T, s keys.Store) {
-	ctx := context.Background()
-	if err := s.Close(ctx); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if err := s.Close(ctx); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
-}
-
+// mustGet returns a copy of the stored record, free to edit (records a
+// store returns are read-only).
 func mustGet(t *testing.T, s keys.Store, id string) *keys.Record {
 	t.Helper()
 	r, err := s.Get(context.Background(), id)
 	if err != nil {
 		t.Fatalf("Get(%s): %v", id, err)
 	}
-	return r
+	return r.Clone()
 }
 
-func testUpdateReplaces(t *testing.T, s keys.Store) {
+func testReplaceReplaces(t *testing.T, s keys.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
 	mustCreate(t, s, r, nil)
@@ -458,28 +489,29 @@ func testUpdateReplaces(t *testing.T, s keys.Store) {
 	next.RevokedAt = base.Add(time.Hour)
 	next.Version = 2
 	want := next.Clone()
-	if err := s.Update(ctx, next, nil, nil); err != nil {
-		t.Fatalf("Update: %v", err)
+	if err := replace(s, next); err != nil {
+		t.Fatalf("Replace: %v", err)
 	}
 	if d := Equal(mustGet(t, s, want.ID), want); d != "" {
-		t.Fatalf("Get after Update: %s", d)
+		t.Fatalf("Get after Replace: %s", d)
 	}
-	byHash, err := s.LookupHash(ctx, want.Hash)
+	// Through the same store value, a lookup sees a Write at once (a
+	// revocation holds for the very next request).
+	byDigest, err := s.LookupDigest(ctx, want.Digest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := Equal(byHash, want); d != "" {
-		t.Fatalf("LookupHash after Update: %s", d)
+	if d := Equal(byDigest, want); d != "" {
+		t.Fatalf("LookupDigest after Replace: %s", d)
 	}
 	missing := NewRecord(t)
 	missing.Version = 2
-	if err := s.Update(ctx, missing, nil, nil); !errors.Is(err, keys.ErrNotFound) {
-		t.Fatalf("Update(unknown) = %v, want ErrNotFound", err)
+	if err := replace(s, missing); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("Replace(unknown) = %v, want ErrNotFound", err)
 	}
 }
 
-func testUpdateStale(t *testing.T, s keys.Store) {
-	ctx := context.Background()
+func testReplaceStale(t *testing.T, s keys.Store) {
 	r := NewRecord(t)
 	want := r.Clone()
 	mustCreate(t, s, r, nil)
@@ -487,21 +519,21 @@ func testUpdateStale(t *testing.T, s keys.Store) {
 		stale := mustGet(t, s, want.ID)
 		stale.Name = "lost update"
 		stale.Version = v
-		if err := s.Update(ctx, stale, nil, nil); !errors.Is(err, keys.ErrStale) {
-			t.Fatalf("Update at version %d over 1 = %v, want ErrStale", v, err)
+		if err := replace(s, stale); !errors.Is(err, keys.ErrStale) {
+			t.Fatalf("Replace at version %d over 1 = %v, want ErrStale", v, err)
 		}
 	}
 	if d := Equal(mustGet(t, s, want.ID), want); d != "" {
-		t.Fatalf("a stale Update changed the record: %s", d)
+		t.Fatalf("a stale Replace changed the record: %s", d)
 	}
 	// Two writers read version 1; only the first may write.
 	a, b := mustGet(t, s, want.ID), mustGet(t, s, want.ID)
 	a.RevokedAt, a.Version = base, 2
 	b.Name, b.Version = "b", 2
-	if err := s.Update(ctx, a, nil, nil); err != nil {
+	if err := replace(s, a); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Update(ctx, b, nil, nil); !errors.Is(err, keys.ErrStale) {
+	if err := replace(s, b); !errors.Is(err, keys.ErrStale) {
 		t.Fatalf("second writer: %v, want ErrStale", err)
 	}
 	if got := mustGet(t, s, want.ID); got.RevokedAt.IsZero() {
@@ -509,7 +541,10 @@ func testUpdateStale(t *testing.T, s keys.Store) {
 	}
 }
 
-func testUpdateKeepsLastUsed(t *testing.T, s keys.Store) {
+// LastUsed belongs to TouchLastUsed: a Replace keeps the stored one,
+// whether its own is earlier (a Manager's copy read before a flush) or
+// later.
+func testReplaceKeepsLastUsed(t *testing.T, s keys.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
 	id := r.ID
@@ -520,15 +555,51 @@ func testUpdateKeepsLastUsed(t *testing.T, s keys.Store) {
 		t.Fatal(err)
 	}
 	next.Name, next.Version = "renamed", 2
-	if err := s.Update(ctx, next, nil, nil); err != nil {
+	if err := replace(s, next); err != nil {
 		t.Fatal(err)
 	}
 	if got := mustGet(t, s, id); !got.LastUsed.Equal(used) || got.Name != "renamed" {
-		t.Fatalf("LastUsed %v (want %v), name %q", got.LastUsed, used, got.Name)
+		t.Fatalf("after a Replace with an older LastUsed: LastUsed %v (want %v), name %q", got.LastUsed, used, got.Name)
+	}
+	later := mustGet(t, s, id)
+	later.LastUsed, later.Version = used.Add(time.Hour), 3
+	if err := replace(s, later); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, s, id); !got.LastUsed.Equal(used) {
+		t.Fatalf("a Replace moved LastUsed to %v; only TouchLastUsed may (want %v)", got.LastUsed, used)
 	}
 }
 
-func testUpdateWithSuccessor(t *testing.T, s keys.Store) {
+// A key's secret is fixed: a Replace that changes the Digest is refused
+// and writes nothing, so the old digest still finds the record and the new
+// one finds nothing.
+func testReplaceKeepsDigest(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	r := NewRecord(t)
+	want := r.Clone()
+	mustCreate(t, s, r, nil)
+	next := mustGet(t, s, want.ID)
+	var other keys.Digest
+	if _, err := rand.Read(other[:]); err != nil {
+		t.Fatal(err)
+	}
+	next.Digest, next.Name, next.Version = other, "digest changed", 2
+	if err := replace(s, next); err == nil {
+		t.Fatal("a Replace changed a record's digest")
+	}
+	if d := Equal(mustGet(t, s, want.ID), want); d != "" {
+		t.Fatalf("a refused Replace changed the record: %s", d)
+	}
+	if _, err := s.LookupDigest(ctx, other); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("the refused digest finds a record: %v", err)
+	}
+	if got, err := s.LookupDigest(ctx, want.Digest); err != nil || got.ID != want.ID {
+		t.Fatalf("the record's own digest no longer finds it: %v", err)
+	}
+}
+
+func testReplaceWithInsert(t *testing.T, s keys.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
 	mustCreate(t, s, r, nil)
@@ -538,16 +609,16 @@ func testUpdateWithSuccessor(t *testing.T, s keys.Store) {
 	wantOld, wantSucc := old.Clone(), succ.Clone()
 	e := newIdem(t, wantSucc.ID, base)
 	scope := e.Scope
-	if err := s.Update(ctx, old, succ, e); err != nil {
-		t.Fatalf("Update with successor: %v", err)
+	if err := s.Write(ctx, keys.Write{Replace: old, Insert: succ, Idempotency: e}); err != nil {
+		t.Fatalf("Write(Replace, Insert): %v", err)
 	}
 	if got, err := s.LookupIdempotency(ctx, scope, base); err != nil || got.KeyID != wantSucc.ID {
-		t.Fatalf("the idempotency entry of an Update is missing: %v", err)
+		t.Fatalf("the idempotency entry of a Write is missing: %v", err)
 	}
 	if d := Equal(mustGet(t, s, wantOld.ID), wantOld); d != "" {
 		t.Fatal(d)
 	}
-	got, err := s.LookupHash(ctx, wantSucc.Hash)
+	got, err := s.LookupDigest(ctx, wantSucc.Digest)
 	if err != nil {
 		t.Fatalf("successor not findable: %v", err)
 	}
@@ -558,15 +629,18 @@ func testUpdateWithSuccessor(t *testing.T, s keys.Store) {
 	again := mustGet(t, s, wantOld.ID)
 	again.Name, again.Version = "should not stick", 3
 	dup := NewRecord(t)
-	dup.Hash = wantSucc.Hash
+	dup.Digest = wantSucc.Digest
 	dupID := dup.ID
 	e2 := newIdem(t, dupID, base)
 	scope2 := e2.Scope
-	if err := s.Update(ctx, again, dup, e2); !errors.Is(err, keys.ErrDuplicate) {
+	if err := s.Write(ctx, keys.Write{Replace: again, Insert: dup, Idempotency: e2}); !errors.Is(err, keys.ErrDuplicate) {
 		t.Fatalf("colliding successor: %v, want ErrDuplicate", err)
 	}
 	if _, err := s.LookupIdempotency(ctx, scope2, base); !errors.Is(err, keys.ErrNotFound) {
-		t.Fatal("the idempotency entry of a refused Update was stored")
+		t.Fatal("the idempotency entry of a refused Write was stored")
+	}
+	if d := Equal(mustGet(t, s, wantOld.ID), wantOld); d != "" {
+		t.Fatalf("the Replace of a refused Write was stored: %s", d)
 	}
 	// An unexpired entry in the scope refuses the whole Update.
 	again = mustGet(t, s, wantOld.ID)
@@ -575,11 +649,11 @@ func testUpdateWithSuccessor(t *testing.T, s keys.Store) {
 	succ2ID := succ2.ID
 	e3 := newIdem(t, succ2ID, base.Add(time.Minute))
 	e3.Scope = scope
-	if err := s.Update(ctx, again, succ2, e3); !errors.Is(err, keys.ErrIdempotencyKeyExists) {
-		t.Fatalf("Update into a taken scope: %v, want ErrIdempotencyKeyExists", err)
+	if err := s.Write(ctx, keys.Write{Replace: again, Insert: succ2, Idempotency: e3}); !errors.Is(err, keys.ErrIdempotencyKeyExists) {
+		t.Fatalf("Write into a taken scope: %v, want ErrIdempotencyKeyExists", err)
 	}
 	if _, err := s.Get(ctx, succ2ID); !errors.Is(err, keys.ErrNotFound) {
-		t.Fatal("the successor of a refused Update was stored")
+		t.Fatal("the successor of a refused Write was stored")
 	}
 	if d := Equal(mustGet(t, s, wantOld.ID), wantOld); d != "" {
 		t.Fatalf("the update of a refused pair was stored: %s", d)
@@ -651,10 +725,6 @@ func testListOrderAndFilters(t *testing.T, s keys.Store) {
 	if err != nil || len(page) != 2 || page[0].ID != got[0].ID || page[1].ID != got[1].ID {
 		t.Fatalf("limit 2: %d records, %v", len(page), err)
 	}
-	page[0].Name = "changed by caller"
-	if mustGet(t, s, got[0].ID).Name == "changed by caller" {
-		t.Fatal("List returned the store's own record")
-	}
 }
 
 func testListPaging(t *testing.T, s keys.Store) {
@@ -700,5 +770,112 @@ func testListPaging(t *testing.T, s keys.Store) {
 		if !existing[id] || n != 1 {
 			t.Fatal("paging returned a record created after it began, or one twice")
 		}
+	}
+}
+
+// testManager runs a keys.Manager on the store: every operation of the
+// lifecycle, checked through Verify as a host would see it.
+func testManager(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	now := time.Now().UTC().Truncate(time.Second)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	m, err := keys.New(s, keys.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := m.Close(ctx); err != nil {
+			t.Errorf("Manager.Close: %v", err)
+		}
+	}()
+	acct := "acct_mgr_" + rand.Text()[:8]
+	admin, err := m.Create(ctx, keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: []string{"developers:read", "developers:write", "kyb:read"}, AccountID: acct})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	v, err := m.Verify(ctx, string(admin.Key), keys.Require("developers:write"))
+	if err != nil || v.Key.ID != admin.ID || v.Key.AccountID != acct {
+		t.Fatalf("Verify(new key) = %+v, %v", v.Key, err)
+	}
+	p := v.Principal()
+	as := m.As(p)
+	advance(time.Second) // distinct creation times give List a definite order
+
+	// An idempotent create on the principal's behalf, retried.
+	req := keys.APIKeyCreate{Name: "svc", Environment: keys.Test, Permissions: []string{"kyb:read"}}
+	svc, err := as.Create(ctx, req, keys.IdempotencyKey("keystest-create-1"))
+	if err != nil {
+		t.Fatalf("Scoped Create: %v", err)
+	}
+	again, err := as.Create(ctx, req, keys.IdempotencyKey("keystest-create-1"))
+	if err != nil || !again.Replayed || again.ID != svc.ID || again.Key != svc.Key {
+		t.Fatalf("idempotent retry: replayed %v, same key %v, %v", again != nil && again.Replayed, again != nil && again.Key == svc.Key, err)
+	}
+	if _, err := m.Verify(ctx, string(svc.Key)); err != nil {
+		t.Fatalf("Verify(created key): %v", err)
+	}
+
+	advance(time.Second)
+
+	// Update is seen by the next Verify.
+	if _, err := as.Update(ctx, svc.ID, keys.APIKeyUpdate{Name: keys.Change("renamed"), Permissions: keys.Clear[[]string]()}); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	v, err = m.Verify(ctx, string(svc.Key))
+	if err != nil || v.Key.Name != "renamed" || len(v.Key.Permissions) != 0 {
+		t.Fatalf("Verify after Update: %+v, %v", v.Key, err)
+	}
+	if _, err := m.Verify(ctx, string(svc.Key), keys.Require("kyb:read")); !errors.Is(err, keys.ErrPermissionDenied) {
+		t.Fatalf("a removed permission still passes: %v", err)
+	}
+
+	// Roll with a grace period: both secrets work until it ends.
+	rolled, err := as.Roll(ctx, svc.ID, time.Minute)
+	if err != nil {
+		t.Fatalf("Roll: %v", err)
+	}
+	for _, k := range []keys.Secret{svc.Key, rolled.Key} {
+		if _, err := m.Verify(ctx, string(k)); err != nil {
+			t.Fatalf("during the grace period: %v", err)
+		}
+	}
+	advance(time.Minute)
+	if _, err := m.Verify(ctx, string(svc.Key)); !errors.Is(err, keys.ErrKeyRevoked) {
+		t.Fatalf("old secret after the grace period: %v, want ErrKeyRevoked", err)
+	}
+	if _, err := m.Verify(ctx, string(rolled.Key)); err != nil {
+		t.Fatalf("new secret after the grace period: %v", err)
+	}
+
+	// Revoke holds for the very next Verify.
+	if _, err := as.Revoke(ctx, rolled.ID); err != nil {
+		t.Fatalf("Revoke: %v", err)
+	}
+	if _, err := m.Verify(ctx, string(rolled.Key)); !errors.Is(err, keys.ErrKeyRevoked) {
+		t.Fatalf("Verify after Revoke: %v, want ErrKeyRevoked", err)
+	}
+
+	// List sees the account's three keys, newest first; last-used times
+	// reach the store when flushed.
+	if err := m.FlushLastUsed(ctx); err != nil {
+		t.Fatalf("FlushLastUsed: %v", err)
+	}
+	l, err := as.List(ctx, keys.ListFilter{})
+	if err != nil || len(l.Data) != 3 {
+		t.Fatalf("List: %d keys, %v", len(l.Data), err)
+	}
+	if l.Data[0].ID != rolled.ID || l.Data[2].ID != admin.ID {
+		t.Fatalf("List order: %s, %s, %s", l.Data[0].ID, l.Data[1].ID, l.Data[2].ID)
+	}
+	for _, k := range l.Data {
+		if k.LastUsed == nil {
+			t.Fatalf("key %s has no last_used after a flush", k.ID)
+		}
+	}
+	revoked := true
+	if l, err := m.List(ctx, keys.ListFilter{AccountID: acct, Revoked: &revoked}); err != nil || len(l.Data) != 2 {
+		t.Fatalf("revoked keys: %v, %v", l, err)
 	}
 }

@@ -7,9 +7,12 @@
 // atomic stores; growing copies the table and swaps it in. A digest is a
 // uniformly random 256-bit value, so its own bytes serve as the hash: no
 // hashing on lookup, and no one can flood a probe chain, since only
-// server-generated keys are ever inserted. Lookups return the stored
-// *keys.Record without copying: the store never changes a record in place,
-// it replaces it.
+// server-generated keys are ever inserted. Every read returns the stored
+// *keys.Record without copying: records are read-only under the keys.Store
+// contract, and the store never changes one in place, it replaces it.
+//
+// Staleness: none. A Write is visible to every lookup that starts after it
+// returns; there is no cache.
 package memstore
 
 import (
@@ -30,13 +33,12 @@ import (
 type Store struct {
 	shards [shardCount]shard
 
-	// byID and idem are off the hot path, behind one lock that Create also
-	// takes so that a key and its idempotency entry appear together.
+	// byID and idem are off the hot path, behind one lock that Write also
+	// takes so that its parts appear together.
 	mu        sync.RWMutex
 	byID      map[string]*keys.Record
 	idem      map[keys.Digest]*keys.IdempotencyRecord
 	lastSweep time.Time
-	closed    atomic.Bool
 }
 
 const shardCount = 256
@@ -67,7 +69,7 @@ func (t *table) find(h *keys.Digest) (*atomic.Pointer[keys.Record], *keys.Record
 	for i := home(h) & t.mask; ; i = (i + 1) & t.mask {
 		slot := &t.slots[i]
 		r := slot.Load()
-		if r == nil || r.Hash == *h {
+		if r == nil || r.Digest == *h {
 			return slot, r
 		}
 	}
@@ -76,7 +78,7 @@ func (t *table) find(h *keys.Digest) (*atomic.Pointer[keys.Record], *keys.Record
 // put inserts or replaces r; sh.mu is held.
 func (sh *shard) put(r *keys.Record) {
 	t := sh.table.Load()
-	slot, old := t.find(&r.Hash)
+	slot, old := t.find(&r.Digest)
 	if old != nil {
 		slot.Store(r)
 		return
@@ -85,12 +87,12 @@ func (sh *shard) put(r *keys.Record) {
 		bigger := newTable(2 * len(t.slots))
 		for i := range t.slots {
 			if rec := t.slots[i].Load(); rec != nil {
-				s, _ := bigger.find(&rec.Hash)
+				s, _ := bigger.find(&rec.Digest)
 				s.Store(rec)
 			}
 		}
 		sh.table.Store(bigger)
-		slot, _ = bigger.find(&r.Hash)
+		slot, _ = bigger.find(&r.Digest)
 	}
 	slot.Store(r)
 	sh.count++
@@ -117,20 +119,37 @@ func New() *Store {
 
 func (s *Store) shardOf(h keys.Digest) *shard { return &s.shards[h[0]] }
 
-// Create implements keys.Store.
-func (s *Store) Create(_ context.Context, rec *keys.Record, idem *keys.IdempotencyRecord) error {
-	if s.closed.Load() {
-		return keys.ErrClosed
-	}
+// Write implements keys.Store. An inserted record (a roll's successor) is
+// published before the replaced one, so a reader never sees the old key
+// revoked without its successor in place.
+func (s *Store) Write(_ context.Context, w keys.Write) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.checkIdempotency(idem); err != nil {
+	if err := s.checkIdempotency(w.Idempotency); err != nil {
 		return err
 	}
-	if err := s.insert(rec); err != nil {
-		return err
+	var old *keys.Record
+	if r := w.Replace; r != nil {
+		old = s.byID[r.ID]
+		switch {
+		case old == nil:
+			return keys.ErrNotFound
+		case old.Version != r.Version-1:
+			return fmt.Errorf("memstore: %s is at version %d, not %d: %w", r.ID, old.Version, r.Version-1, keys.ErrStale)
+		case old.Digest != r.Digest:
+			return errors.New("memstore: a Replace may not change a record's digest")
+		}
 	}
-	s.storeIdempotency(idem)
+	if w.Insert != nil {
+		if err := s.insert(w.Insert); err != nil {
+			return err
+		}
+	}
+	if r := w.Replace; r != nil {
+		r.LastUsed = old.LastUsed // only TouchLastUsed moves it
+		s.replace(r)
+	}
+	s.storeIdempotency(w.Idempotency)
 	return nil
 }
 
@@ -140,11 +159,11 @@ func (s *Store) insert(rec *keys.Record) error {
 	if _, ok := s.byID[rec.ID]; ok {
 		return fmt.Errorf("memstore: id %s: %w", rec.ID, keys.ErrDuplicate)
 	}
-	sh := s.shardOf(rec.Hash)
+	sh := s.shardOf(rec.Digest)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.get(&rec.Hash) != nil {
-		return fmt.Errorf("memstore: hash: %w", keys.ErrDuplicate)
+	if sh.get(&rec.Digest) != nil {
+		return fmt.Errorf("memstore: digest: %w", keys.ErrDuplicate)
 	}
 	sh.put(rec)
 	s.byID[rec.ID] = rec
@@ -155,7 +174,7 @@ func (s *Store) insert(rec *keys.Record) error {
 // both indexes. s.mu is held.
 func (s *Store) replace(rec *keys.Record) {
 	s.byID[rec.ID] = rec
-	sh := s.shardOf(rec.Hash)
+	sh := s.shardOf(rec.Digest)
 	sh.mu.Lock()
 	sh.put(rec)
 	sh.mu.Unlock()
@@ -175,10 +194,9 @@ func (s *Store) sweepIdempotency(now time.Time) {
 	s.lastSweep = now
 }
 
-// LookupHash implements keys.Store. It returns the stored record itself;
-// the caller must not modify it.
-func (s *Store) LookupHash(_ context.Context, h keys.Digest) (*keys.Record, error) {
-	rec := s.shardOf(h).get(&h)
+// LookupDigest implements keys.Store. It takes no lock.
+func (s *Store) LookupDigest(_ context.Context, d keys.Digest) (*keys.Record, error) {
+	rec := s.shardOf(d).get(&d)
 	if rec == nil {
 		return nil, keys.ErrNotFound
 	}
@@ -193,7 +211,7 @@ func (s *Store) Get(_ context.Context, id string) (*keys.Record, error) {
 	if rec == nil {
 		return nil, keys.ErrNotFound
 	}
-	return rec.Clone(), nil
+	return rec, nil
 }
 
 // LookupIdempotency implements keys.Store.
@@ -207,40 +225,6 @@ func (s *Store) LookupIdempotency(_ context.Context, scope keys.Digest, now time
 	c := *e
 	c.Sealed = append([]byte(nil), e.Sealed...)
 	return &c, nil
-}
-
-// Update implements keys.Store. A successor is published before the
-// updated record, so a reader never sees the old key revoked without its
-// successor in place.
-func (s *Store) Update(_ context.Context, rec, successor *keys.Record, idem *keys.IdempotencyRecord) error {
-	if s.closed.Load() {
-		return keys.ErrClosed
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.checkIdempotency(idem); err != nil {
-		return err
-	}
-	old := s.byID[rec.ID]
-	switch {
-	case old == nil:
-		return keys.ErrNotFound
-	case old.Version != rec.Version-1:
-		return fmt.Errorf("memstore: %s is at version %d, not %d: %w", rec.ID, old.Version, rec.Version-1, keys.ErrStale)
-	case old.Hash != rec.Hash:
-		return errors.New("memstore: Update may not change a record's hash")
-	}
-	if successor != nil {
-		if err := s.insert(successor); err != nil {
-			return err
-		}
-	}
-	if old.LastUsed.After(rec.LastUsed) {
-		rec.LastUsed = old.LastUsed
-	}
-	s.replace(rec)
-	s.storeIdempotency(idem)
-	return nil
 }
 
 // checkIdempotency refuses an entry whose scope holds an unexpired one.
@@ -288,9 +272,6 @@ func (s *Store) List(_ context.Context, q keys.ListQuery) ([]*keys.Record, error
 	if len(out) > q.Limit {
 		out = out[:q.Limit]
 	}
-	for i, r := range out {
-		out[i] = r.Clone()
-	}
 	return out, nil
 }
 
@@ -302,12 +283,23 @@ func after(r *keys.Record, p *keys.ListPosition) bool {
 	return r.ID < p.ID
 }
 
+// touchChunk bounds how many entries of a batch one hold of the write
+// lock applies, so a large flush does not stall other writers for long.
+const touchChunk = 256
+
 // TouchLastUsed implements keys.Store. It replaces each touched record with
-// an updated copy, never changing one a reader may hold.
+// an updated copy, never changing one a reader may hold, and releases its
+// lock between chunks of the batch.
 func (s *Store) TouchLastUsed(_ context.Context, batch []keys.LastUsed) error {
-	if s.closed.Load() {
-		return keys.ErrClosed
+	for len(batch) > 0 {
+		n := min(len(batch), touchChunk)
+		s.touch(batch[:n])
+		batch = batch[n:]
 	}
+	return nil
+}
+
+func (s *Store) touch(batch []keys.LastUsed) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range batch {
@@ -319,12 +311,4 @@ func (s *Store) TouchLastUsed(_ context.Context, batch []keys.LastUsed) error {
 		rec.LastUsed = e.At.UTC().Truncate(time.Microsecond)
 		s.replace(rec)
 	}
-	return nil
-}
-
-// Close implements keys.Store. The data stays readable; writes fail with
-// keys.ErrClosed.
-func (s *Store) Close(context.Context) error {
-	s.closed.Store(true)
-	return nil
 }

@@ -14,8 +14,8 @@ import (
 func TestLookupTakesNoLock(t *testing.T) {
 	s := New()
 	r := keystest.NewRecord(t)
-	h := r.Hash
-	if err := s.Create(context.Background(), r, nil); err != nil {
+	h := r.Digest
+	if err := s.Write(context.Background(), keys.Write{Insert: r}); err != nil {
 		t.Fatal(err)
 	}
 	s.mu.Lock()
@@ -24,11 +24,11 @@ func TestLookupTakesNoLock(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		if _, err := s.LookupHash(context.Background(), h); err != nil {
+		if _, err := s.LookupDigest(context.Background(), h); err != nil {
 			done <- err
 			return
 		}
-		_, err := s.LookupHash(context.Background(), keys.Digest{9, 9, 9})
+		_, err := s.LookupDigest(context.Background(), keys.Digest{9, 9, 9})
 		if err != keys.ErrNotFound {
 			done <- err
 			return
@@ -41,7 +41,7 @@ func TestLookupTakesNoLock(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("LookupHash waited for a lock")
+		t.Fatal("LookupDigest waited for a lock")
 	}
 	for i := range s.shards {
 		s.shards[i].mu.Unlock()

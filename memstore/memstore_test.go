@@ -13,29 +13,13 @@ func TestConformance(t *testing.T) {
 	keystest.Run(t, func(*testing.T) keys.Store { return memstore.New() })
 }
 
-func TestWritesAfterClose(t *testing.T) {
-	s := memstore.New()
-	r := keystest.NewRecord(t)
-	h := r.Hash
-	if err := s.Create(context.Background(), r, nil); err != nil {
-		t.Fatal(err)
-	}
-	_ = s.Close(context.Background())
-	if err := s.Create(context.Background(), keystest.NewRecord(t), nil); err != keys.ErrClosed {
-		t.Fatalf("Create after Close: %v", err)
-	}
-	if _, err := s.LookupHash(context.Background(), h); err != nil {
-		t.Fatalf("reads after Close: %v", err)
-	}
-}
-
-func BenchmarkLookupHash(b *testing.B) {
+func BenchmarkLookupDigest(b *testing.B) {
 	s := memstore.New()
 	var hs []keys.Digest
 	for range 100_000 {
 		r := keystest.NewRecord(b)
-		hs = append(hs, r.Hash)
-		if err := s.Create(context.Background(), r, nil); err != nil {
+		hs = append(hs, r.Digest)
+		if err := s.Write(context.Background(), keys.Write{Insert: r}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -44,7 +28,7 @@ func BenchmarkLookupHash(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			if _, err := s.LookupHash(ctx, hs[i%len(hs)]); err != nil {
+			if _, err := s.LookupDigest(ctx, hs[i%len(hs)]); err != nil {
 				b.Fatal(err)
 			}
 			i++
@@ -55,7 +39,7 @@ func BenchmarkLookupHash(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			i := 0
 			for pb.Next() {
-				if _, err := s.LookupHash(ctx, hs[i%len(hs)]); err != nil {
+				if _, err := s.LookupDigest(ctx, hs[i%len(hs)]); err != nil {
 					b.Error(err)
 					return
 				}
@@ -73,8 +57,8 @@ func TestGrowthUnderConcurrentReads(t *testing.T) {
 	var hs []keys.Digest
 	for range 100 {
 		r := keystest.NewRecord(t)
-		hs = append(hs, r.Hash)
-		if err := s.Create(ctx, r, nil); err != nil {
+		hs = append(hs, r.Digest)
+		if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,7 +66,7 @@ func TestGrowthUnderConcurrentReads(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range 20_000 {
-			if _, err := s.LookupHash(ctx, hs[i%len(hs)]); err != nil {
+			if _, err := s.LookupDigest(ctx, hs[i%len(hs)]); err != nil {
 				t.Error("a record went missing while the table grew")
 				return
 			}
@@ -90,11 +74,11 @@ func TestGrowthUnderConcurrentReads(t *testing.T) {
 	}()
 	for range 5_000 {
 		r := keystest.NewRecord(t)
-		h := r.Hash
-		if err := s.Create(ctx, r, nil); err != nil {
+		h := r.Digest
+		if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.LookupHash(ctx, h); err != nil {
+		if _, err := s.LookupDigest(ctx, h); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -102,7 +86,7 @@ func TestGrowthUnderConcurrentReads(t *testing.T) {
 	var absent keys.Digest
 	for i := range 1000 {
 		absent[0], absent[8], absent[9] = byte(i), byte(i>>8), 0xAA
-		if _, err := s.LookupHash(ctx, absent); err != keys.ErrNotFound {
+		if _, err := s.LookupDigest(ctx, absent); err != keys.ErrNotFound {
 			t.Fatalf("absent digest: %v", err)
 		}
 	}

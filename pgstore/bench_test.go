@@ -29,17 +29,17 @@ func BenchmarkPGCreate(b *testing.B) {
 	b.Run("floor-raw-insert", func(b *testing.B) {
 		r := keystest.NewRecord(b)
 		for b.Loop() {
-			rand.Read(r.Hash[:])
+			rand.Read(r.Digest[:])
 			r.ID = "key_" + rand.Text()
-			if _, err := pool.Exec(ctx, `INSERT INTO `+table+` (id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, hash, created_at, expires_at, revoked_at, last_used, version)
+			if _, err := pool.Exec(ctx, `INSERT INTO `+table+` (id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, digest, created_at, expires_at, revoked_at, last_used, version)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-				r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), r.Permissions, r.AllowedIPs, r.RateLimit, r.Hash[:], r.CreatedAt, nil, nil, nil, r.Version); err != nil {
+				r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), r.Permissions, r.AllowedIPs, r.RateLimit, r.Digest[:], r.CreatedAt, nil, nil, nil, r.Version); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("create", func(b *testing.B) {
-		req := keys.APIKeyCreate{Name: "bench", Environment: keys.Live, Permissions: []string{"identity:read", "developers:write"}, AllowedIPs: []string{"192.0.2.0/24", "2001:db8::1"}, RateLimit: func() *int { v := 120; return &v }()}
+		req := keys.APIKeyCreate{Name: "bench", Environment: keys.Live, Permissions: []string{"identity:read", "developers:write"}, AllowedIPs: []string{"192.0.2.0/24", "2001:db8::1"}, RateLimit: func() *int { v := 120; return &v }(), AccountID: "acct_bench"}
 		for b.Loop() {
 			if _, err := m.Create(ctx, req); err != nil {
 				b.Fatal(err)
@@ -63,7 +63,7 @@ func BenchmarkPGVerify(b *testing.B) {
 	defer mHot.Close(ctx)
 	defer mCold.Close(ctx)
 	defer mMem.Close(ctx)
-	req := keys.APIKeyCreate{Name: "bench", Environment: keys.Live}
+	req := keys.APIKeyCreate{Name: "bench", Environment: keys.Live, AccountID: "acct_bench"}
 	pk, err := mHot.Create(ctx, req)
 	if err != nil {
 		b.Fatal(err)
@@ -82,8 +82,8 @@ func BenchmarkPGVerify(b *testing.B) {
 			}
 		}
 	}
-	b.Run("hot-floor-memstore", verify(mMem, mk.Key.Reveal()))
-	b.Run("hot", verify(mHot, pk.Key.Reveal()))
+	b.Run("hot-floor-memstore", verify(mMem, string(mk.Key)))
+	b.Run("hot", verify(mHot, string(pk.Key)))
 	table := pgx.Identifier{schema, "api_keys"}.Sanitize()
 	b.Run("cold-floor-raw-select", func(b *testing.B) {
 		var name string
@@ -93,5 +93,5 @@ func BenchmarkPGVerify(b *testing.B) {
 			}
 		}
 	})
-	b.Run("cold", verify(mCold, pk.Key.Reveal()))
+	b.Run("cold", verify(mCold, string(pk.Key)))
 }

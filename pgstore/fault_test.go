@@ -87,17 +87,17 @@ func TestConnectionsKilled(t *testing.T) {
 	ctx := context.Background()
 	p := newFaultPair(t, 2*time.Second)
 	admin, appA, storeA, a, b := p.admin, p.appA, p.storeA, p.a, p.b
-	owner := keys.Principal{AccountID: "acct_fault", Subject: "u", Permissions: keys.DefaultPermissions}
+	owner := keys.Principal{AccountID: "acct_fault", Subject: "u", Permissions: keys.DefaultVocabulary()}
 	eventually(t, 5*time.Second, "A's listener connects", storeA.Listening)
 
 	var created []*keys.APIKeyCreated
 	for range 5 {
-		c, err := a.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "before", Environment: keys.Live}, "")
+		c, err := a.As(owner).Create(ctx, keys.APIKeyCreate{Name: "before", Environment: keys.Live})
 		if err != nil {
 			t.Fatal(err)
 		}
 		created = append(created, c)
-		if _, err := a.Verify(ctx, c.Key.Reveal()); err != nil {
+		if _, err := a.Verify(ctx, string(c.Key)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -108,7 +108,7 @@ func TestConnectionsKilled(t *testing.T) {
 	var c *keys.APIKeyCreated
 	eventually(t, 5*time.Second, "A creates keys again", func() bool {
 		var err error
-		c, err = a.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "after", Environment: keys.Live}, "")
+		c, err = a.As(owner).Create(ctx, keys.APIKeyCreate{Name: "after", Environment: keys.Live})
 		if err != nil && !errors.Is(err, keys.ErrUnavailable) {
 			t.Fatalf("after the kill: %v", err)
 		}
@@ -117,20 +117,20 @@ func TestConnectionsKilled(t *testing.T) {
 	created = append(created, c)
 	// ...and nothing was lost.
 	for _, k := range append(created, c) {
-		if _, err := b.Verify(ctx, k.Key.Reveal()); err != nil {
+		if _, err := b.Verify(ctx, string(k.Key)); err != nil {
 			t.Fatalf("a key created on A is gone: %v", err)
 		}
 	}
 	eventually(t, 5*time.Second, "A's listener reconnects", storeA.Listening)
 	target := created[0]
-	if _, err := a.Verify(ctx, target.Key.Reveal()); err != nil { // cached again on A
+	if _, err := a.Verify(ctx, string(target.Key)); err != nil { // cached again on A
 		t.Fatal(err)
 	}
-	if _, err := b.Revoke(ctx, owner, target.ID); err != nil {
+	if _, err := b.As(owner).Revoke(ctx, target.ID); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, time.Second, "A refuses the key B revoked, after reconnecting", func() bool {
-		_, err := a.Verify(ctx, target.Key.Reveal())
+		_, err := a.Verify(ctx, string(target.Key))
 		return errors.Is(err, keys.ErrKeyRevoked)
 	})
 }
@@ -142,8 +142,8 @@ func TestListenerDownFallsBackToTTL(t *testing.T) {
 	const ttl = 300 * time.Millisecond
 	p := newFaultPair(t, ttl)
 	admin, appA, a, b := p.admin, p.appA, p.a, p.b
-	owner := keys.Principal{AccountID: "acct_ttl", Subject: "u", Permissions: keys.DefaultPermissions}
-	c, err := b.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "k", Environment: keys.Live}, "")
+	owner := keys.Principal{AccountID: "acct_ttl", Subject: "u", Permissions: keys.DefaultVocabulary()}
+	c, err := b.As(owner).Create(ctx, keys.APIKeyCreate{Name: "k", Environment: keys.Live})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestListenerDownFallsBackToTTL(t *testing.T) {
 	deadline := time.Now().Add(time.Second)
 	var revokedAt time.Time
 	for time.Now().Before(deadline) {
-		_, err := a.Verify(ctx, c.Key.Reveal())
+		_, err := a.Verify(ctx, string(c.Key))
 		switch {
 		case err == nil:
 			if !revokedAt.IsZero() && time.Since(revokedAt) > ttl+100*time.Millisecond {
@@ -184,7 +184,7 @@ func TestListenerDownFallsBackToTTL(t *testing.T) {
 			t.Fatalf("verify: %v", err)
 		}
 		if revokedAt.IsZero() && time.Until(deadline) < 700*time.Millisecond {
-			if _, err := b.Revoke(ctx, owner, c.ID); err != nil {
+			if _, err := b.As(owner).Revoke(ctx, c.ID); err != nil {
 				t.Fatal(err)
 			}
 			revokedAt = time.Now()
@@ -195,7 +195,7 @@ func TestListenerDownFallsBackToTTL(t *testing.T) {
 		t.Fatal("nothing was killed: the test proves nothing")
 	}
 	eventually(t, 5*time.Second, "A verifies again once the faults stop", func() bool {
-		_, err := a.Verify(ctx, c.Key.Reveal())
+		_, err := a.Verify(ctx, string(c.Key))
 		return errors.Is(err, keys.ErrKeyRevoked)
 	})
 }

@@ -3,15 +3,19 @@
 // update.
 //
 // Lookups by digest go through a bounded in-process cache, so a hot key
-// costs no round trip. Update (and so update, revoke and roll) notifies
-// every instance over LISTEN/NOTIFY in the transaction that makes the
-// change, and each instance drops the key from its cache when the
-// notification arrives, normally within milliseconds. While an instance's
-// listening connection is down it reconnects on its own, and its cache
-// falls back to the TTL: the worst-case staleness is the TTL (default 5 s)
-// while the connection is down, and the notification's delivery time while
-// it is up. A lookup that raced an invalidation is not cached, so a stale
-// record cannot slip back in.
+// costs no round trip. A Write that replaces a record (update, revoke,
+// roll) notifies every instance over LISTEN/NOTIFY in the transaction that
+// makes the change, and each instance drops the key from its cache when
+// the notification arrives, normally within milliseconds; the instance
+// that wrote drops it before Write returns.
+//
+// Staleness bound (the keys.Store contract asks each store to state it):
+// none for Writes through the same Store value; for another instance's
+// Writes, the notification's delivery time while this instance's listener
+// is connected, and the cache TTL (default 5 s) while it is not (it
+// reconnects on its own, and empties the cache when it does). A lookup that
+// raced an invalidation is not cached, so a stale record cannot slip back
+// in. LastUsed in cached records may lag by up to the TTL.
 //
 // The schema is created by Migrate; the README beside this file gives its
 // SQL. The store does not own the pool: close the pool after the store.
@@ -47,7 +51,7 @@ type Store struct {
 	done      chan struct{}
 	closed    atomic.Bool
 
-	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qUpdate, qVersion, qList string
+	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qList string
 }
 
 var _ keys.Store = (*Store)(nil)
@@ -87,7 +91,8 @@ func WithErrorLog(f func(msg string, err error)) Option {
 }
 
 // New returns a store on pool and starts its invalidation listener; Close
-// stops it. Call Migrate before first use.
+// stops it (the keys.Manager does not: the host closes the store, then the
+// pool). Call Migrate before first use.
 func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	if pool == nil {
 		return nil, errors.New("pgstore: nil pool")
@@ -100,8 +105,8 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	}
 	s.quoted = pgx.Identifier{s.schema}.Sanitize()
 	s.channel = "txcloud_keys_invalidate:" + s.schema
-	cols := "id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, hash, created_at, expires_at, revoked_at, last_used, version"
-	s.qLookup = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE hash = $1`)
+	cols := "id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, digest, created_at, expires_at, revoked_at, last_used, version"
+	s.qLookup = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE digest = $1`)
 	s.qGet = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE id = $1`)
 	s.qInsert = s.sql(`INSERT INTO {{schema}}.api_keys (` + cols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`)
 	// One statement: the key goes in only if the idempotency entry does
@@ -116,10 +121,10 @@ SELECT (SELECT count(*) FROM idem)`)
 	s.qLookupIdem = s.sql(`SELECT scope, fingerprint, key_id, sealed, created_at, expires_at FROM {{schema}}.api_key_idempotency WHERE scope = $1 AND expires_at > $2`)
 	s.qTouch = s.sql(`UPDATE {{schema}}.api_keys AS k SET last_used = greatest(k.last_used, u.at)
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`)
-	s.qUpdate = s.sql(`UPDATE {{schema}}.api_keys SET name = $2, permissions = $3, allowed_ips = $4, rate_limit = $5,
-	expires_at = $6, revoked_at = $7, last_used = greatest(last_used, $8), version = $9
-WHERE id = $1 AND version = $9 - 1 AND hash = $10`)
-	s.qVersion = s.sql(`SELECT version, hash FROM {{schema}}.api_keys WHERE id = $1`)
+	s.qReplace = s.sql(`UPDATE {{schema}}.api_keys SET name = $2, permissions = $3, allowed_ips = $4, rate_limit = $5,
+	expires_at = $6, revoked_at = $7, version = $8
+WHERE id = $1 AND version = $8 - 1 AND digest = $9`)
+	s.qVersion = s.sql(`SELECT version, digest FROM {{schema}}.api_keys WHERE id = $1`)
 	s.qList = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys
 WHERE account_id = $1 AND ($2 = '' OR environment = $2)
 	AND ($3::boolean IS NULL OR (revoked_at IS NOT NULL) = $3)
@@ -196,7 +201,8 @@ func (s *Store) listenOnce(ctx context.Context) error {
 	}
 }
 
-// Close stops the listener. It does not close the pool.
+// Close stops the listener. It does not close the pool. After it, Write
+// and TouchLastUsed return keys.ErrClosed.
 func (s *Store) Close(ctx context.Context) error {
 	if s.closed.Swap(true) {
 		return nil
@@ -221,14 +227,26 @@ func insertError(err error) error {
 
 func (s *Store) insertArgs(r *keys.Record) []any {
 	return []any{r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), nonNil(r.Permissions), nonNil(r.AllowedIPs),
-		r.RateLimit, r.Hash[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version}
+		r.RateLimit, r.Digest[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version}
 }
 
-// Create implements keys.Store: one INSERT, or one statement inserting the
-// key and its idempotency entry together.
-func (s *Store) Create(ctx context.Context, rec *keys.Record, idem *keys.IdempotencyRecord) error {
+// Write implements keys.Store: one INSERT, or one statement inserting the
+// key and its idempotency entry together, when only Insert is set; a
+// transaction otherwise (the idempotency entry, the inserted successor,
+// the versioned UPDATE and the invalidation notice).
+func (s *Store) Write(ctx context.Context, w keys.Write) error {
 	if s.closed.Load() {
 		return keys.ErrClosed
+	}
+	if w.Replace == nil {
+		return s.insert(ctx, w.Insert, w.Idempotency)
+	}
+	return s.replace(ctx, w)
+}
+
+func (s *Store) insert(ctx context.Context, rec *keys.Record, idem *keys.IdempotencyRecord) error {
+	if rec == nil {
+		return errors.New("pgstore: a Write with neither Insert nor Replace")
 	}
 	args := s.insertArgs(rec)
 	if idem == nil {
@@ -247,18 +265,18 @@ func (s *Store) Create(ctx context.Context, rec *keys.Record, idem *keys.Idempot
 	return nil
 }
 
-// LookupHash implements keys.Store, from the cache when it can.
-func (s *Store) LookupHash(ctx context.Context, h keys.Digest) (*keys.Record, error) {
+// LookupDigest implements keys.Store, from the cache when it can.
+func (s *Store) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Record, error) {
 	if r := s.cache.get(h); r != nil {
 		return r, nil
 	}
-	return s.lookupHashMiss(ctx, h)
+	return s.lookupMiss(ctx, h)
 }
 
-// lookupHashMiss is LookupHash's trip to the database. It is a function of
+// lookupMiss is LookupDigest's trip to the database. It is a function of
 // its own because passing h[:] to pgx moves h to the heap, and in
-// LookupHash that allocation happened on every call, cache hits included.
-func (s *Store) lookupHashMiss(ctx context.Context, h keys.Digest) (*keys.Record, error) {
+// LookupDigest that allocation happened on every call, cache hits included.
+func (s *Store) lookupMiss(ctx context.Context, h keys.Digest) (*keys.Record, error) {
 	gen := s.cache.generation()
 	r, err := s.scanOne(s.pool.QueryRow(ctx, s.qLookup, h[:]))
 	if err != nil {
@@ -284,17 +302,17 @@ func (s *Store) scanOne(row pgx.Row) (*keys.Record, error) {
 func scanRecord(row pgx.Row) (*keys.Record, error) {
 	var r keys.Record
 	var env string
-	var hash []byte
+	var digest []byte
 	var expires, revoked, used *time.Time
 	if err := row.Scan(&r.ID, &r.AccountID, &r.Name, &r.Prefix, &env, &r.Permissions, &r.AllowedIPs, &r.RateLimit,
-		&hash, &r.CreatedAt, &expires, &revoked, &used, &r.Version); err != nil {
+		&digest, &r.CreatedAt, &expires, &revoked, &used, &r.Version); err != nil {
 		return nil, err
 	}
 	r.Environment = keys.Environment(env)
-	if len(hash) != len(r.Hash) {
-		return nil, fmt.Errorf("pgstore: stored hash of %d bytes", len(hash))
+	if len(digest) != len(r.Digest) {
+		return nil, fmt.Errorf("pgstore: stored digest of %d bytes", len(digest))
 	}
-	copy(r.Hash[:], hash)
+	copy(r.Digest[:], digest)
 	r.CreatedAt = r.CreatedAt.UTC()
 	r.ExpiresAt, r.RevokedAt, r.LastUsed = fromNull(expires), fromNull(revoked), fromNull(used)
 	if len(r.Permissions) == 0 {
@@ -323,37 +341,39 @@ func (s *Store) LookupIdempotency(ctx context.Context, scope keys.Digest, now ti
 	return &e, nil
 }
 
-// TouchLastUsed implements keys.Store: one UPDATE for the whole batch.
+// touchChunk bounds the rows one TouchLastUsed statement updates, so a
+// large flush holds no long transaction or many row locks at once.
+const touchChunk = 1000
+
+// TouchLastUsed implements keys.Store: one UPDATE per chunk of the batch.
+// It leaves the cache alone: last_used decides no Verify, and cached
+// records catch up within the TTL.
 func (s *Store) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error {
 	if s.closed.Load() {
 		return keys.ErrClosed
 	}
-	if len(batch) == 0 {
-		return nil
+	for len(batch) > 0 {
+		n := min(len(batch), touchChunk)
+		ids := make([]string, n)
+		ats := make([]time.Time, n)
+		for i, e := range batch[:n] {
+			ids[i], ats[i] = e.ID, e.At
+		}
+		if _, err := s.pool.Exec(ctx, s.qTouch, ids, ats); err != nil {
+			return err
+		}
+		batch = batch[n:]
 	}
-	ids := make([]string, len(batch))
-	ats := make([]time.Time, len(batch))
-	for i, e := range batch {
-		ids[i], ats[i] = e.ID, e.At
-	}
-	_, err := s.pool.Exec(ctx, s.qTouch, ids, ats)
-	// Cached copies now hold an old last_used: drop them here. Other
-	// instances are not told (last_used does not decide any Verify), so
-	// theirs catch up within the TTL.
-	for _, id := range ids {
-		s.cache.invalidate(id)
-	}
-	return err
+	return nil
 }
 
-// Update implements keys.Store: one transaction holding the idempotency
-// entry, the successor, the versioned update and the invalidation notice.
-func (s *Store) Update(ctx context.Context, rec, successor *keys.Record, idem *keys.IdempotencyRecord) error {
-	if s.closed.Load() {
-		return keys.ErrClosed
-	}
+// replace is a Write with a Replace: one transaction holding the
+// idempotency entry, the successor, the versioned update and the
+// invalidation notice.
+func (s *Store) replace(ctx context.Context, w keys.Write) error {
+	rec := w.Replace
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if idem != nil {
+		if idem := w.Idempotency; idem != nil {
 			var n int
 			err := tx.QueryRow(ctx, s.qIdem, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt).Scan(&n)
 			if err != nil {
@@ -363,27 +383,27 @@ func (s *Store) Update(ctx context.Context, rec, successor *keys.Record, idem *k
 				return keys.ErrIdempotencyKeyExists
 			}
 		}
-		if successor != nil {
-			if _, err := tx.Exec(ctx, s.qInsert, s.insertArgs(successor)...); err != nil {
+		if w.Insert != nil {
+			if _, err := tx.Exec(ctx, s.qInsert, s.insertArgs(w.Insert)...); err != nil {
 				return insertError(err)
 			}
 		}
-		tag, err := tx.Exec(ctx, s.qUpdate, rec.ID, rec.Name, nonNil(rec.Permissions), nonNil(rec.AllowedIPs), rec.RateLimit,
-			nullTime(rec.ExpiresAt), nullTime(rec.RevokedAt), nullTime(rec.LastUsed), rec.Version, rec.Hash[:])
+		tag, err := tx.Exec(ctx, s.qReplace, rec.ID, rec.Name, nonNil(rec.Permissions), nonNil(rec.AllowedIPs), rec.RateLimit,
+			nullTime(rec.ExpiresAt), nullTime(rec.RevokedAt), rec.Version, rec.Digest[:])
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
 			var v int64
-			var h []byte
-			err := tx.QueryRow(ctx, s.qVersion, rec.ID).Scan(&v, &h)
+			var d []byte
+			err := tx.QueryRow(ctx, s.qVersion, rec.ID).Scan(&v, &d)
 			switch {
 			case errors.Is(err, pgx.ErrNoRows):
 				return keys.ErrNotFound
 			case err != nil:
 				return err
-			case string(h) != string(rec.Hash[:]):
-				return errors.New("pgstore: Update may not change a record's hash")
+			case string(d) != string(rec.Digest[:]):
+				return errors.New("pgstore: a Replace may not change a record's digest")
 			}
 			return fmt.Errorf("pgstore: %s is at version %d, not %d: %w", rec.ID, v, rec.Version-1, keys.ErrStale)
 		}
@@ -514,11 +534,11 @@ func (c *cache) put(r *keys.Record, gen uint64) {
 			break
 		}
 	}
-	sh := c.shard(r.Hash)
+	sh := c.shard(r.Digest)
 	sh.mu.Lock()
-	sh.byH[r.Hash] = cached{rec: r, until: time.Now().Add(c.ttl).UnixNano()}
+	sh.byH[r.Digest] = cached{rec: r, until: time.Now().Add(c.ttl).UnixNano()}
 	sh.mu.Unlock()
-	c.byID[r.ID] = r.Hash
+	c.byID[r.ID] = r.Digest
 }
 
 // drop removes one entry; idMu is held.

@@ -99,12 +99,47 @@ func TestMigrateConcurrentlyAndTwice(t *testing.T) {
 	}
 	s := newStore(t, pool, schema) // a fifth, after: a no-op
 	var n int
-	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{schema}.Sanitize()+".keys_migrations").Scan(&n); err != nil || n != 1 {
+	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{schema}.Sanitize()+".keys_migrations").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("%d migrations recorded, %v", n, err)
 	}
-	if err := s.Create(context.Background(), keystest.NewRecord(t), nil); err != nil {
+	if err := s.Write(context.Background(), keys.Write{Insert: keystest.NewRecord(t)}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Close stops the listener and is idempotent; writes after it are
+// refused. (The Manager never closes a store: its owner does.)
+func TestClose(t *testing.T) {
+	pool := newPool(t)
+	s := newStore(t, pool, "")
+	ctx := context.Background()
+	if !waitListening(s) {
+		t.Fatal("the listener never connected")
+	}
+	for range 2 {
+		if err := s.Close(ctx); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+	if s.Listening() {
+		t.Fatal("still listening after Close")
+	}
+	if err := s.Write(ctx, keys.Write{Insert: keystest.NewRecord(t)}); !errors.Is(err, keys.ErrClosed) {
+		t.Fatalf("Write after Close: %v", err)
+	}
+	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: "key_x", At: time.Now()}}); !errors.Is(err, keys.ErrClosed) {
+		t.Fatalf("TouchLastUsed after Close: %v", err)
+	}
+}
+
+func waitListening(s *pgstore.Store) bool {
+	for range 200 {
+		if s.Listening() {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
 }
 
 // Two Managers on two pools are two instances: a key created on A
@@ -132,55 +167,55 @@ func TestTwoInstances(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close(ctx)
-	owner := keys.Principal{AccountID: "acct_two", Subject: "user", Permissions: keys.DefaultPermissions}
+	owner := keys.Principal{AccountID: "acct_two", Subject: "user", Permissions: keys.DefaultVocabulary()}
 
-	c, err := a.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "shared", Environment: keys.Live, Permissions: []string{"kyb:read"}}, "")
+	c, err := a.As(owner).Create(ctx, keys.APIKeyCreate{Name: "shared", Environment: keys.Live, Permissions: []string{"kyb:read"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Both instances verify it, and so both cache it.
 	for _, m := range []*keys.Manager{a, b} {
-		if _, err := m.Verify(ctx, c.Key.Reveal(), keys.Require("kyb:read")); err != nil {
+		if _, err := m.Verify(ctx, string(c.Key), keys.Require("kyb:read")); err != nil {
 			t.Fatalf("verify: %v", err)
 		}
 	}
 	// An update on B reaches A's cache.
-	if _, err := b.Update(ctx, owner, c.ID, keys.APIKeyUpdate{Permissions: keys.Change([]string{"fraud:read"})}); err != nil {
+	if _, err := b.As(owner).Update(ctx, c.ID, keys.APIKeyUpdate{Permissions: keys.Change([]string{"fraud:read"})}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "A to see B's update", func() bool {
-		_, err := a.Verify(ctx, c.Key.Reveal(), keys.Require("kyb:read"))
+		_, err := a.Verify(ctx, string(c.Key), keys.Require("kyb:read"))
 		return errors.Is(err, keys.ErrPermissionDenied)
 	})
 	// A revocation on B reaches A within a second.
-	if _, err := b.Revoke(ctx, owner, c.ID); err != nil {
+	if _, err := b.As(owner).Revoke(ctx, c.ID); err != nil {
 		t.Fatal(err)
 	}
 	revoked := time.Now()
 	waitFor(t, "A to refuse the key revoked on B", func() bool {
-		_, err := a.Verify(ctx, c.Key.Reveal())
+		_, err := a.Verify(ctx, string(c.Key))
 		return errors.Is(err, keys.ErrKeyRevoked)
 	})
 	if d := time.Since(revoked); d > time.Second {
 		t.Fatalf("A verified a revoked key for %v", d)
 	}
 	// And a roll on A reaches B: the new key verifies there at once.
-	c2, err := a.CreateAs(ctx, owner, keys.APIKeyCreate{Name: "to roll", Environment: keys.Live}, "")
+	c2, err := a.As(owner).Create(ctx, keys.APIKeyCreate{Name: "to roll", Environment: keys.Live})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Verify(ctx, c2.Key.Reveal()); err != nil {
+	if _, err := b.Verify(ctx, string(c2.Key)); err != nil {
 		t.Fatal(err)
 	}
-	rolled, err := a.Roll(ctx, owner, c2.ID, 0, "")
+	rolled, err := a.As(owner).Roll(ctx, c2.ID, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Verify(ctx, rolled.Key.Reveal()); err != nil {
+	if _, err := b.Verify(ctx, string(rolled.Key)); err != nil {
 		t.Fatalf("B does not know the key rolled on A: %v", err)
 	}
 	waitFor(t, "B to refuse the key rolled on A", func() bool {
-		_, err := b.Verify(ctx, c2.Key.Reveal())
+		_, err := b.Verify(ctx, string(c2.Key))
 		return errors.Is(err, keys.ErrKeyRevoked)
 	})
 }
@@ -208,22 +243,22 @@ func TestRowsHoldNoPlaintext(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close(ctx)
-	p := keys.Principal{AccountID: "acct_rows", Subject: "u", Permissions: keys.DefaultPermissions}
+	p := keys.Principal{AccountID: "acct_rows", Subject: "u", Permissions: keys.DefaultVocabulary()}
 	var secrets []string
 	for i := range 5 {
-		c, err := m.CreateAs(ctx, p, keys.APIKeyCreate{Name: "k", Environment: keys.Test}, "rows-idem-000"+string(rune('0'+i)))
+		c, err := m.As(p).Create(ctx, keys.APIKeyCreate{Name: "k", Environment: keys.Test}, keys.IdempotencyKey("rows-idem-000"+string(rune('0'+i))))
 		if err != nil {
 			t.Fatal(err)
 		}
-		secrets = append(secrets, c.Key.Reveal())
-		r, err := m.Roll(ctx, p, c.ID, time.Minute, "")
+		secrets = append(secrets, string(c.Key))
+		r, err := m.As(p).Roll(ctx, c.ID, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
-		secrets = append(secrets, r.Key.Reveal())
+		secrets = append(secrets, string(r.Key))
 	}
 	var dump string
-	q := "SELECT concat_ws('|', k::text, encode(k.hash, 'escape')) FROM " + pgx.Identifier{schema}.Sanitize() + ".api_keys k " +
+	q := "SELECT concat_ws('|', k::text, encode(k.digest, 'escape')) FROM " + pgx.Identifier{schema}.Sanitize() + ".api_keys k " +
 		"UNION ALL SELECT concat_ws('|', i::text, encode(i.sealed, 'escape')) FROM " + pgx.Identifier{schema}.Sanitize() + ".api_key_idempotency i"
 	rows, err := pool.Query(ctx, q)
 	if err != nil {
@@ -260,14 +295,14 @@ func TestCachedVerifyAllocatesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close(ctx) })
-	c, err := m.Create(ctx, keys.APIKeyCreate{Name: "hot", Environment: keys.Live})
+	c, err := m.Create(ctx, keys.APIKeyCreate{Name: "hot", Environment: keys.Live, AccountID: "acct_hot"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Verify(ctx, c.Key.Reveal()); err != nil { // fills the cache
+	if _, err := m.Verify(ctx, string(c.Key)); err != nil { // fills the cache
 		t.Fatal(err)
 	}
-	if allocs := testing.AllocsPerRun(1000, func() { _, err = m.Verify(ctx, c.Key.Reveal()) }); err != nil || allocs != 0 {
+	if allocs := testing.AllocsPerRun(1000, func() { _, err = m.Verify(ctx, string(c.Key)) }); err != nil || allocs != 0 {
 		t.Fatalf("a cached Verify: %v allocations, err %v", allocs, err)
 	}
 }

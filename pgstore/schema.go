@@ -39,6 +39,9 @@ CREATE TABLE {{schema}}.api_key_idempotency (
 	expires_at  timestamptz NOT NULL
 );
 CREATE INDEX api_key_idempotency_expires ON {{schema}}.api_key_idempotency (expires_at);`,
+	// 2: one name for the concept, as in the Go API (keys.Record.Digest).
+	`ALTER TABLE {{schema}}.api_keys RENAME COLUMN hash TO digest;
+ALTER INDEX {{schema}}.api_keys_hash RENAME TO api_keys_digest;`,
 }
 
 // Migrate creates or upgrades the schema. It is idempotent, and safe when

@@ -105,7 +105,7 @@ func (l *Limiter) Allow(ctx context.Context, id string, perMinute int, now time.
 	if err != nil {
 		return keys.RateLimit{}, false, err
 	}
-	rl := keys.RateLimit{Limit: perMinute, Window: keys.RateLimitWindow, Reset: time.UnixMicro(tat)}
+	rl := keys.RateLimit{Limit: perMinute, Reset: time.UnixMicro(tat)}
 	if allowed {
 		rl.Remaining = int((capacity - (tat - srvNow)) / interval)
 	} else {

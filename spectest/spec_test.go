@@ -136,17 +136,17 @@ func setup(t *testing.T) (http.Handler, *keys.Manager, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
-	admin, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "admin", Environment: keys.Live, Permissions: keys.DefaultPermissions, AccountID: "acct_spec"})
+	admin, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "admin", Environment: keys.Live, Permissions: keys.DefaultVocabulary(), AccountID: "acct_spec"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return httpadapter.New(m), m, admin.Key.Reveal()
+	return httpadapter.New(m), m, string(admin.Key)
 }
 
 func TestResponsesMatchSpec(t *testing.T) {
 	c := newContract(t)
 	h, m, admin := setup(t)
-	limited, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "limited", Environment: keys.Test, Permissions: keys.DefaultPermissions, RateLimit: ptr(1), AccountID: "acct_spec"})
+	limited, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "limited", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), RateLimit: ptr(1), AccountID: "acct_spec"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,8 +160,8 @@ func TestResponsesMatchSpec(t *testing.T) {
 		{"idempotent", admin, "application/json", `{"name":"idem","environment":"test"}`, "spec-idem-0001", 201},
 		{"idempotent replay", admin, "application/json", `{"name":"idem","environment":"test"}`, "spec-idem-0001", 201},
 		{"idempotency conflict", admin, "application/json", `{"name":"other","environment":"test"}`, "spec-idem-0001", 409},
-		{"rate limited key", limited.Key.Reveal(), "application/json", `{"name":"x","environment":"test"}`, "", 201},
-		{"rate limit exceeded", limited.Key.Reveal(), "application/json", `{"name":"x","environment":"test"}`, "", 429},
+		{"rate limited key", string(limited.Key), "application/json", `{"name":"x","environment":"test"}`, "", 201},
+		{"rate limit exceeded", string(limited.Key), "application/json", `{"name":"x","environment":"test"}`, "", 429},
 		{"no key", "", "application/json", `{"name":"x","environment":"test"}`, "", 401},
 		{"unknown key", "txc_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA000000", "application/json", `{"name":"x","environment":"test"}`, "", 401},
 		{"missing name", admin, "application/json", `{"environment":"test"}`, "", 400},
@@ -288,7 +288,7 @@ func TestContractRejectsBrokenResponses(t *testing.T) {
 func TestLifecycleResponsesMatchSpec(t *testing.T) {
 	c := newContract(t)
 	h, m, admin := setup(t)
-	other, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "other", Environment: keys.Live, Permissions: keys.DefaultPermissions, AccountID: "acct_other"})
+	other, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "other", Environment: keys.Live, Permissions: keys.DefaultVocabulary(), AccountID: "acct_other"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if err != nil {
 		return err
 	}
-	boot := keys.APIKeyCreate{Name: "bootstrap", Environment: keys.Test, Permissions: m.Permissions(), AccountID: "acct_demo"}
+	boot := keys.APIKeyCreate{Name: "bootstrap", Environment: keys.Test, Permissions: m.Vocabulary(), AccountID: "acct_demo"}
 	if *bootstrapRate > 0 {
 		boot.RateLimit = bootstrapRate
 	}
@@ -102,7 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "bootstrap key: %s\n", bootstrap.Key.Reveal())
+	fmt.Fprintf(stdout, "bootstrap key: %s\n", string(bootstrap.Key))
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -191,9 +191,10 @@ func openLimiter(addr string, failOpen bool, logger *slog.Logger) (keys.Limiter,
 }
 
 func newMux(m *keys.Manager, logger *slog.Logger, openPing bool) *http.ServeMux {
-	authed := httpadapter.Middleware(m, httpadapter.WithLogger(logger))
+	a := httpadapter.New(m, httpadapter.WithLogger(logger))
+	authed := a.Middleware()
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", http.StripPrefix("/v1", httpadapter.New(m, httpadapter.WithLogger(logger))))
+	mux.Handle("/v1/", http.StripPrefix("/v1", a))
 	mux.Handle("GET /v1/whoami", authed(http.HandlerFunc(whoami)))
 	if openPing {
 		mux.Handle("GET /v1/ping", http.HandlerFunc(ping))

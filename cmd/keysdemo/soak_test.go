@@ -79,7 +79,7 @@ func TestSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := m.Create(ctx, keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: m.Permissions(), AccountID: "acct_soak"})
+	admin, err := m.Create(ctx, keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: m.Vocabulary(), AccountID: "acct_soak"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestSoak(t *testing.T) {
 			limit = 1 + r.IntN(20)
 			body = `{"name":"soak","environment":"test","permissions":["identity:read"],"rate_limit":` + strconv.Itoa(limit) + `}`
 		}
-		if status, out := do("POST", "/v1/developers/keys", admin.Key.Reveal(), body); status == 201 {
+		if status, out := do("POST", "/v1/developers/keys", string(admin.Key), body); status == 201 {
 			l.add(&ledgerKey{id: out["id"].(string), key: out["key"].(string), rateLimit: limit})
 		}
 	}
@@ -168,12 +168,12 @@ func TestSoak(t *testing.T) {
 	}
 	worker(20, create)
 	worker(21, func(r *rand.Rand) {
-		do("PATCH", "/v1/developers/keys/"+l.pick(r).id, admin.Key.Reveal(), `{"name":"renamed `+strconv.Itoa(r.IntN(1000))+`"}`)
+		do("PATCH", "/v1/developers/keys/"+l.pick(r).id, string(admin.Key), `{"name":"renamed `+strconv.Itoa(r.IntN(1000))+`"}`)
 	})
 	worker(22, func(r *rand.Rand) {
 		time.Sleep(5 * time.Millisecond)
 		k := l.pick(r)
-		if status, _ := do("DELETE", "/v1/developers/keys/"+k.id, admin.Key.Reveal(), ""); status == 200 {
+		if status, _ := do("DELETE", "/v1/developers/keys/"+k.id, string(admin.Key), ""); status == 200 {
 			l.mu.Lock()
 			if k.revokedAt.IsZero() {
 				k.revokedAt = time.Now()
@@ -184,7 +184,7 @@ func TestSoak(t *testing.T) {
 	worker(23, func(r *rand.Rand) {
 		time.Sleep(5 * time.Millisecond)
 		k := l.pick(r)
-		status, out := do("POST", "/v1/developers/keys/"+k.id+"/roll", admin.Key.Reveal(), "")
+		status, out := do("POST", "/v1/developers/keys/"+k.id+"/roll", string(admin.Key), "")
 		if status == 201 {
 			l.mu.Lock()
 			if k.revokedAt.IsZero() {

@@ -1,0 +1,223 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// Every option of the package is in this file: Option configures a
+// Manager, VerifyOption adds a check to one Verify, and IssueOption applies
+// to the two calls that issue a secret (Create and Roll).
+
+// Option configures a Manager (New). Each refuses a value it cannot use,
+// so New returns the error instead of a Manager that misbehaves later.
+type Option func(*config) error
+
+type config struct {
+	now              func() time.Time
+	brand            string
+	pepper           []byte
+	idemSecret       []byte
+	vocabulary       []string
+	maxAllowedIPs    int
+	defaultRateLimit int
+	limiter          Limiter
+	flushInterval    time.Duration
+	logger           *slog.Logger
+	onEvent          func(context.Context, Event)
+}
+
+// WithClock replaces time.Now, for tests.
+func WithClock(now func() time.Time) Option {
+	return func(c *config) error {
+		if now == nil {
+			return errors.New("keys: WithClock: nil clock")
+		}
+		c.now = now
+		return nil
+	}
+}
+
+// WithKeyPrefix sets the brand keys start with ("txc" gives txc_live_…):
+// 1 to 16 lowercase letters and digits.
+func WithKeyPrefix(brand string) Option {
+	return func(c *config) error {
+		if _, err := newKeyFormat(brand); err != nil {
+			return fmt.Errorf("keys: WithKeyPrefix: %w", err)
+		}
+		c.brand = brand
+		return nil
+	}
+}
+
+// WithPepper stores keys as HMAC-SHA-256 under pepper instead of SHA-256,
+// so a stolen copy of the store is useless without the pepper. Keep the
+// pepper outside the database; losing or changing it makes every existing
+// key fail to verify. It must be at least 32 bytes. Unless
+// WithIdempotencySecret is given, the idempotency secret is derived from it.
+func WithPepper(pepper []byte) Option {
+	return func(c *config) error {
+		if len(pepper) < 32 {
+			return errors.New("keys: WithPepper: the pepper must be at least 32 bytes")
+		}
+		c.pepper = slices.Clone(pepper)
+		return nil
+	}
+}
+
+// WithIdempotencySecret sets the secret that idempotent replays are sealed
+// under (at least 32 bytes). Every instance sharing a Store must use the
+// same one, or a retry landing on another instance cannot be replayed and
+// fails. Without it (and without WithPepper) each Manager draws a random
+// secret, which suits a process-local store.
+func WithIdempotencySecret(secret []byte) Option {
+	return func(c *config) error {
+		if len(secret) < 32 {
+			return errors.New("keys: WithIdempotencySecret: the secret must be at least 32 bytes")
+		}
+		c.idemSecret = slices.Clone(secret)
+		return nil
+	}
+}
+
+// WithVocabulary replaces DefaultVocabulary: the permissions a key may
+// hold, each "resource:action".
+func WithVocabulary(perms ...string) Option {
+	return func(c *config) error {
+		for _, p := range perms {
+			if !validPermissionName(p) {
+				return fmt.Errorf("keys: WithVocabulary: %q is not resource:action", p)
+			}
+		}
+		c.vocabulary = slices.Clone(perms)
+		return nil
+	}
+}
+
+// WithMaxAllowedIPs bounds the allowed_ips of one key (default
+// DefaultMaxAllowedIPs).
+func WithMaxAllowedIPs(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return errors.New("keys: WithMaxAllowedIPs: must be at least 1")
+		}
+		c.maxAllowedIPs = n
+		return nil
+	}
+}
+
+// WithDefaultRateLimit is the rate limit (requests per minute) a key gets
+// when its create request has none. It is copied into the key when the key
+// is created, so a response always shows the limit that applies. Default:
+// no limit.
+func WithDefaultRateLimit(perMinute int) Option {
+	return func(c *config) error {
+		if _, err := validateRateLimit(perMinute); err != nil {
+			return fmt.Errorf("keys: WithDefaultRateLimit: %w", err)
+		}
+		c.defaultRateLimit = perMinute
+		return nil
+	}
+}
+
+// WithLimiter replaces the in-memory rate limiter, with a shared one when
+// several instances must hold one limit between them.
+func WithLimiter(l Limiter) Option {
+	return func(c *config) error {
+		if l == nil {
+			return errors.New("keys: WithLimiter: nil limiter")
+		}
+		c.limiter = l
+		return nil
+	}
+}
+
+// WithLastUsedFlushInterval sets how often last-used times are written to
+// the store (default one minute). Verify records them in memory only.
+func WithLastUsedFlushInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return errors.New("keys: WithLastUsedFlushInterval: must be positive")
+		}
+		c.flushInterval = d
+		return nil
+	}
+}
+
+// WithLogger sets where the Manager reports failures it cannot return (a
+// failed background flush). Default: slog.Default(). Nothing the Manager
+// logs contains a key or a digest.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return errors.New("keys: WithLogger: nil logger")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithEventHook calls hook after every change to a key (see EventType), in
+// the goroutine that made the change: forward to a webhook or an audit log,
+// and return quickly.
+func WithEventHook(hook func(context.Context, Event)) Option {
+	return func(c *config) error {
+		if hook == nil {
+			return errors.New("keys: WithEventHook: nil hook")
+		}
+		c.onEvent = hook
+		return nil
+	}
+}
+
+// VerifyOption adds a check to Verify. Options are plain values, not
+// closures, so that passing them allocates nothing.
+type VerifyOption struct {
+	ip    netip.Addr
+	perms []string
+	env   Environment
+}
+
+// FromIP gives the client's address, checked against the key's allowed_ips.
+// A key with an allowlist fails with ErrIPNotAllowed when no address is
+// given: a restriction the caller forgot to feed is not lifted.
+func FromIP(ip netip.Addr) VerifyOption { return VerifyOption{ip: ip} }
+
+// Require fails verification with ErrPermissionDenied unless the key holds
+// every one of perms. The key's rate limit is not spent on a refusal.
+func Require(perms ...string) VerifyOption { return VerifyOption{perms: perms} }
+
+// InEnvironment fails verification with ErrWrongEnvironment unless the key
+// belongs to env.
+func InEnvironment(env Environment) VerifyOption { return VerifyOption{env: env} }
+
+// IssueOption applies to the calls that issue a secret: Create and Roll.
+type IssueOption struct {
+	idempotencyKey *string
+}
+
+// IdempotencyKey makes a Create or Roll idempotent: a retry by the same
+// caller with the same key and the same request returns the first result,
+// secret included (with Replayed set), for IdempotencyTTL, and a different
+// request is ErrIdempotencyConflict. The key is 10 to 255 letters, digits,
+// '-' and '_'; anything else (the empty string included) is a
+// *ValidationError.
+func IdempotencyKey(key string) IssueOption { return IssueOption{idempotencyKey: &key} }
+
+// issueOptions folds opts; the last IdempotencyKey wins.
+func issueOptions(opts []IssueOption) (idempotencyKey string, idempotent bool, err error) {
+	for _, o := range opts {
+		if o.idempotencyKey != nil {
+			idempotencyKey, idempotent = *o.idempotencyKey, true
+		}
+	}
+	if idempotent {
+		err = validateIdempotencyKey(idempotencyKey)
+	}
+	return idempotencyKey, idempotent, err
+}
