@@ -50,6 +50,22 @@ func TestRevokeThenVerify(t *testing.T) {
 	if err != nil || got.RevokedAt == nil {
 		t.Fatalf("the revoked record is gone or unmarked: %v", err)
 	}
+	// The record stays for audit as it was: it cannot be changed, by a
+	// principal or a trusted caller (an empty patch included).
+	for name, update := range map[string]func(keys.APIKeyUpdate) (*keys.APIKey, error){
+		"scoped":  func(u keys.APIKeyUpdate) (*keys.APIKey, error) { return f.m.As(owner).Update(ctx, c.ID, u) },
+		"trusted": func(u keys.APIKeyUpdate) (*keys.APIKey, error) { return f.m.Update(ctx, c.ID, u) },
+	} {
+		for _, u := range []keys.APIKeyUpdate{{Name: keys.Change("renamed")}, {}} {
+			var ve *keys.ValidationError
+			if _, err := update(u); !errors.As(err, &ve) || ve.Code != keys.CodeInvalidRequest {
+				t.Fatalf("%s update of a revoked key: %v", name, err)
+			}
+		}
+	}
+	if again, _ := f.m.Get(ctx, c.ID); again.Name != "leaked" {
+		t.Fatalf("a revoked key was renamed to %q", again.Name)
+	}
 	var types []string
 	for _, e := range events {
 		types = append(types, string(e.Type))

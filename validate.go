@@ -11,7 +11,8 @@ import (
 )
 
 const (
-	// MaxNameLen is the longest name, in characters, after trimming.
+	// MaxNameLen is the longest name, in characters, as sent (surrounding
+	// white space included, so that a schema's maxLength can say it).
 	MaxNameLen = 200
 	// MaxRateLimit bounds rate_limit (requests per minute). It keeps the GCRA
 	// emission interval (one minute / limit) at microseconds or more; a key
@@ -80,7 +81,6 @@ func (m *Manager) validateCreate(req *APIKeyCreate, now time.Time) (keySpec, err
 }
 
 func validateName(name string) (string, error) {
-	name = strings.TrimSpace(name)
 	if name == "" {
 		return "", missing("name")
 	}
@@ -89,6 +89,9 @@ func validateName(name string) (string, error) {
 	}
 	if n := utf8.RuneCountInString(name); n > MaxNameLen {
 		return "", invalid("name", "name must be at most %d characters, got %d", MaxNameLen, n)
+	}
+	if name = strings.TrimSpace(name); name == "" {
+		return "", missing("name") // only white space: no name given
 	}
 	for _, r := range name {
 		if unicode.IsControl(r) || isBidiControl(r) {

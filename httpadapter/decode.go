@@ -100,15 +100,15 @@ func rateLimitField(raw json.RawMessage) (int, error) {
 func expiresAtField(raw json.RawMessage) (time.Time, error) { return decodeTime(raw, "expires_at") }
 
 // DecodeCreate parses a create body strictly: exactly one JSON object; no
-// field twice; no field the schema lacks; each field of its schema type, or
-// null for "absent". A malformed body is invalid_request; a field of the
-// wrong type or an unknown field is invalid_parameter naming it. Values are
-// checked by keys.Manager, not here.
+// field twice; no field the schema lacks; each field of its schema type
+// (null is none of them: leave an optional field out instead). A malformed
+// body is invalid_request; a field of the wrong type or an unknown field is
+// invalid_parameter naming it. Values are checked by keys.Manager, not here.
 func DecodeCreate(body []byte) (keys.APIKeyCreate, error) {
 	var req keys.APIKeyCreate
 	err := decodeObject(body, func(name string, raw json.RawMessage) error {
-		if isNull(raw) {
-			return nil // absent; a required field is then missing_parameter
+		if isNull(raw) && createFields[name] {
+			return invalidParam(name, name+" may not be null; leave it out instead")
 		}
 		var err error
 		switch name {
@@ -137,6 +137,9 @@ func DecodeCreate(body []byte) (keys.APIKeyCreate, error) {
 	})
 	return req, err
 }
+
+// createFields are the fields of a create body.
+var createFields = map[string]bool{"name": true, "environment": true, "permissions": true, "allowed_ips": true, "rate_limit": true, "expires_at": true}
 
 // DecodeUpdate parses a PATCH body with DecodeCreate's strictness. A field
 // absent stays as it is; null clears it (the Manager refuses to clear the
@@ -176,7 +179,7 @@ func patch[T any](raw json.RawMessage, decode func(json.RawMessage) (T, error)) 
 }
 
 // decodeRoll parses the optional roll body {"grace_period_seconds": n}.
-// An empty body means a grace period of 0.
+// An empty body, or one without the field, means a grace period of 0.
 func decodeRoll(body []byte) (time.Duration, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return 0, nil
@@ -187,7 +190,7 @@ func decodeRoll(body []byte) (time.Duration, error) {
 			return unknownField(name)
 		}
 		if isNull(raw) {
-			return nil
+			return invalidParam(name, name+" may not be null; leave it out for 0")
 		}
 		var err error
 		secs, err = decodeInt(raw, "grace_period_seconds", "an integer number of seconds")

@@ -1,0 +1,180 @@
+// Package hostile is the corpus of hostile and malformed requests that
+// every endpoint of the httpadapter must refuse in the error envelope,
+// changing nothing. httpadapter's TestHostileInput sends it to the
+// handler; spectest sends it again and checks each exchange against
+// api/openapi.yaml in both directions.
+package hostile
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+)
+
+// Keys are the credentials and IDs the corpus refers to, all in one
+// test environment: Admin is a test key with every permission in one
+// account, Revoked a revoked key of that account, Stranger a key of
+// another account with every permission, StrangerKeyID its ID, and
+// TargetID a key of Admin's account the corpus tries to change.
+type Keys struct {
+	Admin, Revoked, Stranger string
+	StrangerKeyID, TargetID  string
+}
+
+// Request is one hostile request and the status it must get.
+type Request struct {
+	Name    string
+	Method  string
+	Path    string
+	Headers map[string][]string
+	Body    string
+	Status  int
+}
+
+// OKBody is a valid create body, which each hostile variation departs from.
+const OKBody = `{"name":"ci","environment":"test","permissions":["identity:read"]}`
+
+func jsonHeaders(key string) map[string][]string {
+	return map[string][]string{"Authorization": {"Bearer " + key}, "Content-Type": {"application/json"}}
+}
+
+// Requests returns the corpus: over 160 requests across the six endpoints.
+func Requests(k Keys) []Request {
+	id := k.TargetID
+	digest := sha256.Sum256([]byte(k.Admin))
+	var rows []Request
+	endpoints := []struct {
+		name, method, path string
+		body               string // a valid body, "" for none
+	}{
+		{"create", "POST", "/developers/keys", OKBody},
+		{"list", "GET", "/developers/keys", ""},
+		{"get", "GET", "/developers/keys/" + id, ""},
+		{"update", "PATCH", "/developers/keys/" + id, `{"name":"x"}`},
+		{"revoke", "DELETE", "/developers/keys/" + id, ""},
+		{"roll", "POST", "/developers/keys/" + id + "/roll", `{"grace_period_seconds":60}`},
+	}
+	add := func(name string, status int, ep int, hd map[string][]string, body string) {
+		rows = append(rows, Request{Name: name, Method: endpoints[ep].method, Path: endpoints[ep].path, Headers: hd, Body: body, Status: status})
+	}
+	// Hostile Authorization, on every endpoint.
+	for i, ep := range endpoints {
+		for _, a := range []struct {
+			name string
+			hd   []string
+		}{
+			{"no Authorization", nil},
+			{"Basic", []string{"Basic " + k.Admin}},
+			{"Bearer, no token", []string{"Bearer "}},
+			{"two tokens", []string{"Bearer " + k.Admin + " " + k.Admin}},
+			{"two headers", []string{"Bearer " + k.Admin, "Bearer " + k.Admin}},
+			{"key with a trailing space", []string{"Bearer " + k.Admin + " "}},
+			{"key with a trailing newline", []string{"Bearer " + k.Admin + "\n"}},
+			{"key with a space inside", []string{"Bearer " + k.Admin[:20] + " " + k.Admin[20:]}},
+			{"8 KiB token", []string{"Bearer " + strings.Repeat("A", 8<<10)}},
+			{"the key's digest", []string{"Bearer " + hex.EncodeToString(digest[:])}},
+			{"a revoked key", []string{"Bearer " + k.Revoked}},
+		} {
+			hd := map[string][]string{"Content-Type": {"application/json"}}
+			if a.hd != nil {
+				hd["Authorization"] = a.hd
+			}
+			add(ep.name+": "+a.name, 401, i, hd, ep.body)
+		}
+		// Lowercase "bearer" is the same scheme (RFC 7235): it authenticates,
+		// and a caller lacking the permission is still refused.
+		add(ep.name+": lowercase bearer without the permission", 401, i, map[string][]string{"Authorization": {"bearer " + k.Stranger[:9] + "x"}, "Content-Type": {"application/json"}}, ep.body)
+	}
+	// Hostile bodies, on the endpoints that take one.
+	ips := strings.TrimSuffix(strings.Repeat(`"10.0.0.1",`, 5000), ",")
+	bodies := []struct {
+		name, ct, body string
+		status         int
+	}{
+		{"no content type", "", OKBody, 415},
+		{"text/plain", "text/plain", OKBody, 415},
+		{"multipart", "multipart/form-data; boundary=x", OKBody, 415},
+		{"JSON in UTF-16", "application/json; charset=utf-16", OKBody, 415},
+		{"0 bytes", "application/json", "", 400},
+		{"64 KiB + 1", "application/json", `{"name":"` + strings.Repeat("a", 64<<10) + `"}`, 413},
+		{"deeply nested", "application/json", `{"name":` + strings.Repeat(`{"a":`, 10_000) + `1` + strings.Repeat(`}`, 10_000) + `}`, 400},
+		{"duplicate keys", "application/json", `{"name":"a","name":"b","environment":"test","grace_period_seconds":1,"grace_period_seconds":2}`, 400},
+		{"a JSON array", "application/json", `[{"name":"a"}]`, 400},
+		{"two objects", "application/json", `{"name":"a"}{"name":"b"}`, 400},
+		{"numbers as strings", "application/json", `{"name":"a","environment":"test","rate_limit":"60","grace_period_seconds":"60"}`, 400},
+		{"huge integers", "application/json", `{"name":"a","environment":"test","rate_limit":99999999999999999999999,"grace_period_seconds":99999999999999999999999}`, 400},
+		{"name with NUL", "application/json", `{"name":"a\u0000b","environment":"test","grace_period_seconds":"x"}`, 400},
+		{"name with RTL override", "application/json", `{"name":"exe.\u202etxt","environment":"test","grace_period_seconds":"x"}`, 400},
+		{"name of 10,000 characters", "application/json", `{"name":"` + strings.Repeat("n", 10_000) + `","environment":"test","grace_period_seconds":"x"}`, 400},
+		{"permission wildcard", "application/json", `{"name":"a","environment":"test","permissions":["*:*"],"grace_period_seconds":"x"}`, 400},
+		{"permission with spaces", "application/json", `{"name":"a","environment":"test","permissions":["identity: read"],"grace_period_seconds":"x"}`, 400},
+		{"IP with a zone", "application/json", `{"name":"a","environment":"test","allowed_ips":["fe80::1%eth0"],"grace_period_seconds":"x"}`, 400},
+		{"IP /0", "application/json", `{"name":"a","environment":"test","allowed_ips":["0.0.0.0/0"],"grace_period_seconds":"x"}`, 400},
+		{"IP /129", "application/json", `{"name":"a","environment":"test","allowed_ips":["2001:db8::/129"],"grace_period_seconds":"x"}`, 400},
+		{"5,000 IPs", "application/json", `{"name":"a","environment":"test","allowed_ips":[` + ips + `],"grace_period_seconds":"x"}`, 400},
+		{"expires_at as a date", "application/json", `{"name":"a","environment":"test","expires_at":"2031-01-01","grace_period_seconds":"x"}`, 400},
+		{"expires_at in year 0", "application/json", `{"name":"a","environment":"test","expires_at":"0000-01-01T00:00:00Z","grace_period_seconds":"x"}`, 400},
+		{"expires_at in year 99999", "application/json", `{"name":"a","environment":"test","expires_at":"99999-01-01T00:00:00Z","grace_period_seconds":"x"}`, 400},
+		{"unknown field", "application/json", `{"name":"a","environment":"test","account_id":"acct_b","hash":"x","grace":1}`, 400},
+	}
+	for _, i := range []int{0, 3, 5} {
+		ep := endpoints[i]
+		for _, b := range bodies {
+			hd := map[string][]string{"Authorization": []string{"Bearer " + k.Admin}}
+			if b.ct != "" {
+				hd["Content-Type"] = []string{b.ct}
+			}
+			status := b.status
+			if ep.name == "roll" && b.name == "0 bytes" {
+				continue // an empty roll body is valid (grace 0): not hostile
+			}
+			add(ep.name+": "+b.name, status, i, hd, b.body)
+		}
+		for _, n := range []string{"name", "environment", "permissions", "allowed_ips", "rate_limit", "expires_at"} {
+			if ep.name == "roll" {
+				break
+			}
+			body := `{"name":"a","environment":"test","` + n + `":null}`
+			want := 400
+			if ep.name == "update" && n != "name" && n != "environment" {
+				continue // null clears optional fields: a valid update
+			}
+			// create: null is no value of the field's type (the seed
+			// schema types each field), so it is refused, not read as
+			// "absent".
+			add(ep.name+": null "+n, want, i, jsonHeaders(k.Admin), body)
+		}
+	}
+	// Idempotency keys, on the POSTs.
+	for _, i := range []int{0, 5} {
+		for name, idem := range map[string]string{"9 characters": "123456789", "256 characters": strings.Repeat("k", 256), "disallowed characters": "key;drop table", "unicode": "ключ-ключ-ключ"} {
+			hd := jsonHeaders(k.Admin)
+			hd["Idempotency-Key"] = []string{idem}
+			add(endpoints[i].name+": Idempotency-Key of "+name, 400, i, hd, endpoints[i].body)
+		}
+	}
+	// Hostile paths and queries.
+	for _, r := range []Request{
+		{Name: "list: limit 1e9", Method: "GET", Path: "/developers/keys?limit=1000000000"},
+		{Name: "list: negative limit", Method: "GET", Path: "/developers/keys?limit=-1"},
+		{Name: "list: cursor without an id", Method: "GET", Path: "/developers/keys?cursor=MTIzfA"},
+		{Name: "list: 10 KB cursor", Method: "GET", Path: "/developers/keys?cursor=" + strings.Repeat("A", 10_000)},
+		{Name: "get: another account's key", Method: "GET", Path: "/developers/keys/" + k.StrangerKeyID},
+		{Name: "get: dot-dot", Method: "GET", Path: "/developers/keys/..%2f..%2fetc"},
+		{Name: "revoke: a 5 KB id", Method: "DELETE", Path: "/developers/keys/" + strings.Repeat("k", 5000)},
+		{Name: "update: another account's", Method: "PATCH", Path: "/developers/keys/" + k.StrangerKeyID, Body: `{"name":"mine now"}`},
+		{Name: "roll: another account's key", Method: "POST", Path: "/developers/keys/" + k.StrangerKeyID + "/roll"},
+	} {
+		r.Headers = map[string][]string{"Authorization": {"Bearer " + k.Admin}}
+		if r.Body != "" {
+			r.Headers["Content-Type"] = []string{"application/json"}
+		}
+		r.Status = 400
+		if !strings.HasPrefix(r.Name, "list:") {
+			r.Status = 404
+		}
+		rows = append(rows, r)
+	}
+
+	return rows
+}
