@@ -1,7 +1,8 @@
-// Package spectest holds the tests that validate real responses of the
-// HTTP adapter against the TXCloud OpenAPI contract
-// (../shared/spec/devex-create-key.yaml) and the project's own OpenAPI file
-// (api/openapi.yaml). It is a module of its own so that the OpenAPI
-// validator it uses (kin-openapi) stays out of the core module's
-// requirements.
+// Package spectest holds the tests that hold the HTTP adapter and the
+// project's OpenAPI document (api/openapi.yaml) to each other, in both
+// directions, and the document to the TXCloud seed
+// (api/txcloud-devex-create-key.yaml, a byte-identical copy of
+// ../shared/spec/devex-create-key.yaml). It is a module of its own so that
+// the OpenAPI validator it uses (kin-openapi) stays out of the core
+// module's requirements.
 package spectest

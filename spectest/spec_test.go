@@ -1,233 +1,323 @@
 package spectest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"io/fs"
 	"net/http"
 	"net/http/httptest"
-	"os"
-		"reflect"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
-	"github.com/getkin/kin-openapi/openapi3filter"
-	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/internal/hostile"
 	"github.com/txcloud/keys/memstore"
 )
 
-// seedPath is the contract this library implements: the TXCloud seed
-// document, committed in api/ so that a clone with nothing beside it
-// tests against it. TestSeedIsTheSharedSpec keeps it byte-identical to
-// ../shared/spec/devex-create-key.yaml.
-const seedPath = "../api/txcloud-devex-create-key.yaml"
-
-func specPath(*testing.T) string { return seedPath }
-
-// The committed seed must be the shared spec, byte for byte. Without
-// ../shared beside the repository (a plain clone) there is nothing to
-// compare, and the test skips; KEYS_REQUIRE_SHARED_SPEC=1 (set by .ci/run,
-// which has ../shared) makes that a failure instead.
-func TestSeedIsTheSharedSpec(t *testing.T) {
-	shared, err := os.ReadFile("../../shared/spec/devex-create-key.yaml")
-	if errors.Is(err, fs.ErrNotExist) && os.Getenv("KEYS_REQUIRE_SHARED_SPEC") == "" {
-		t.Skip("../shared/spec/devex-create-key.yaml is not beside the repository: nothing to compare the committed seed with")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	ours, err := os.ReadFile(seedPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(ours, shared) {
-		t.Fatalf("%s differs from ../shared/spec/devex-create-key.yaml: copy the shared file over it", seedPath)
-	}
+type env struct {
+	t     *testing.T
+	c     *contract
+	h     http.Handler
+	m     *keys.Manager
+	admin string
 }
 
-func load(t *testing.T, path string) *openapi3.T {
-	t.Helper()
-	loader := openapi3.NewLoader()
-	doc, err := loader.LoadFromFile(path)
-	if err != nil {
-		t.Fatalf("loading %s: %v", path, err)
-	}
-	if err := doc.Validate(loader.Context); err != nil {
-		t.Fatalf("%s is not a valid OpenAPI document: %v", path, err)
-	}
-	return doc
-}
-
-type contract struct {
-	router   routers.Router // the shared seed spec
-	own      routers.Router // api/openapi.yaml
-	errorDoc *openapi3.Schema
-}
-
-func newContract(t *testing.T) *contract {
-	router, err := gorillamux.NewRouter(load(t, specPath(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ownDoc := load(t, "../api/openapi.yaml")
-	own, err := gorillamux.NewRouter(ownDoc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &contract{router: router, own: own, errorDoc: ownDoc.Components.Schemas["Error"].Value}
-}
-
-// check validates one exchange: the request against the spec, then the
-// response, a 201 against the spec's own schema (undocumented statuses
-// refused) and an error against the envelope schema.
-func (c *contract) check(t *testing.T, req *http.Request, body []byte, rec *httptest.ResponseRecorder) {
-	t.Helper()
-	if err := c.validate(req, body, rec); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (c *contract) validate(req *http.Request, body []byte, rec *httptest.ResponseRecorder) error {
-	ctx := context.Background()
-	opts := &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, IncludeResponseStatus: true, MultiError: true}
-	// The spec's servers end in /v1; the adapter is mounted there.
-	routed := req.Clone(ctx)
-	routed.URL.Scheme, routed.URL.Host, routed.URL.Path = "https", "api.txcloud.io", "/v1"+req.URL.Path
-	routed.Body = io.NopCloser(bytes.NewReader(body))
-	if route, params, err := c.own.FindRoute(routed); err == nil && route.Operation.OperationID != "createAPIKey" {
-		// A lifecycle operation: the project's file documents its errors
-		// too (default: the envelope), so it checks every exchange; the
-		// requests of error cases are invalid on purpose.
-		return exchange(ctx, "api/openapi.yaml", route, params, routed, rec, rec.Code < 400, opts)
-	}
-	// The seed operation (or no operation at all).
-	if rec.Code >= 400 {
-		var v any
-		if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
-			return fmt.Errorf("error body is not JSON: %s", rec.Body)
-		}
-		if err := c.errorDoc.VisitJSON(v); err != nil {
-			return fmt.Errorf("%d body does not match the error envelope: %v\n%s", rec.Code, err, rec.Body)
-		}
-		return nil
-	}
-	route, params, err := c.router.FindRoute(routed)
-	if err != nil {
-		return fmt.Errorf("route: %v", err)
-	}
-	return exchange(ctx, "the shared spec", route, params, routed, rec, true, opts)
-}
-
-// exchange validates a response (and, if checkRequest, its request)
-// against one route of one document.
-func exchange(ctx context.Context, doc string, route *routers.Route, params map[string]string, req *http.Request, rec *httptest.ResponseRecorder, checkRequest bool, opts *openapi3filter.Options) error {
-	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: opts}
-	if checkRequest {
-		if err := openapi3filter.ValidateRequest(ctx, in); err != nil {
-			return fmt.Errorf("the test sent a request %s does not allow: %v", doc, err)
-		}
-	}
-	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: rec.Code, Header: rec.Header(), Options: opts}
-	out.SetBodyBytes(rec.Body.Bytes())
-	if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
-		return fmt.Errorf("%d response breaks %s: %v\n%s", rec.Code, doc, err, rec.Body)
-	}
-	return nil
-}
-
-func setup(t *testing.T) (http.Handler, *keys.Manager, string) {
+func setup(t *testing.T) *env {
 	m, err := keys.New(memstore.New())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
-	admin, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "admin", Environment: keys.Live, Permissions: keys.DefaultVocabulary(), AccountID: "acct_spec"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return httpadapter.New(m), m, string(admin.Key)
+	e := &env{t: t, c: newContract(t), h: httpadapter.New(m), m: m}
+	e.admin = e.key(keys.APIKeyCreate{Name: "admin", Environment: keys.Live, Permissions: keys.DefaultVocabulary(), AccountID: "acct_spec"})
+	return e
 }
 
-func TestResponsesMatchSpec(t *testing.T) {
-	c := newContract(t)
-	h, m, admin := setup(t)
-	limited, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "limited", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), RateLimit: ptr(1), AccountID: "acct_spec"})
+func (e *env) key(req keys.APIKeyCreate) string {
+	e.t.Helper()
+	c, err := e.m.Create(context.Background(), req)
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	type exchange struct {
+	return string(c.Key)
+}
+
+// do sends one request and checks the exchange in both directions.
+func (e *env) do(t *testing.T, method, path, key, body string, hdr map[string][]string, want int) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, vs := range hdr {
+		req.Header.Del(k)
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	if want != 0 && rec.Code != want {
+		t.Fatalf("%s %s: %d, want %d: %.300s", method, path, rec.Code, want, rec.Body)
+	}
+	e.c.check(t, req, []byte(body), rec)
+	return rec
+}
+
+func idem(k string) map[string][]string { return map[string][]string{"Idempotency-Key": {k}} }
+
+func TestCreateExchanges(t *testing.T) {
+	e := setup(t)
+	limited := e.key(keys.APIKeyCreate{Name: "limited", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), RateLimit: ptr(1), AccountID: "acct_spec"})
+	cases := []struct {
 		name, key, contentType, body, idem string
 		status                             int
-	}
-	cases := []exchange{
-		{"minimal", admin, "application/json", `{"name":"minimal","environment":"test"}`, "", 201},
-		{"everything", admin, "application/json", `{"name":"all","environment":"live","permissions":["identity:read","fraud:write"],"allowed_ips":["192.0.2.0/24","2001:db8::1"],"rate_limit":60,"expires_at":"2040-01-02T03:04:05Z"}`, "", 201},
-		{"idempotent", admin, "application/json", `{"name":"idem","environment":"test"}`, "spec-idem-0001", 201},
-		{"idempotent replay", admin, "application/json", `{"name":"idem","environment":"test"}`, "spec-idem-0001", 201},
-		{"idempotency conflict", admin, "application/json", `{"name":"other","environment":"test"}`, "spec-idem-0001", 409},
-		{"rate limited key", string(limited.Key), "application/json", `{"name":"x","environment":"test"}`, "", 201},
-		{"rate limit exceeded", string(limited.Key), "application/json", `{"name":"x","environment":"test"}`, "", 429},
+	}{
+		{"minimal", e.admin, "application/json", `{"name":"minimal","environment":"test"}`, "", 201},
+		{"everything", e.admin, "application/json", `{"name":"all","environment":"live","permissions":["identity:read","fraud:write"],"allowed_ips":["192.0.2.0/24","2001:db8::1"],"rate_limit":60,"expires_at":"2040-01-02T03:04:05Z"}`, "", 201},
+		{"idempotent", e.admin, "application/json", `{"name":"idem","environment":"test"}`, "spec-idem-0001", 201},
+		{"idempotent replay", e.admin, "application/json", `{"name":"idem","environment":"test"}`, "spec-idem-0001", 201},
+		{"idempotency conflict", e.admin, "application/json", `{"name":"other","environment":"test"}`, "spec-idem-0001", 409},
+		{"rate limited key", limited, "application/json", `{"name":"x","environment":"test"}`, "", 201},
+		{"rate limit exceeded", limited, "application/json", `{"name":"x","environment":"test"}`, "", 429},
 		{"no key", "", "application/json", `{"name":"x","environment":"test"}`, "", 401},
 		{"unknown key", "txc_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA000000", "application/json", `{"name":"x","environment":"test"}`, "", 401},
-		{"missing name", admin, "application/json", `{"environment":"test"}`, "", 400},
-		{"bad ip", admin, "application/json", `{"name":"x","environment":"test","allowed_ips":["nope"]}`, "", 400},
-		{"malformed", admin, "application/json", `{"name":`, "", 400},
-		{"wrong type", admin, "text/plain", `{}`, "", 415},
-		{"too big", admin, "application/json", `{"name":"` + strings.Repeat("x", 70000) + `"}`, "", 413},
-		{"bad idempotency key", admin, "application/json", `{"name":"x","environment":"test"}`, "short", 400},
+		{"missing name", e.admin, "application/json", `{"environment":"test"}`, "", 400},
+		{"bad ip", e.admin, "application/json", `{"name":"x","environment":"test","allowed_ips":["nope"]}`, "", 400},
+		{"an address the pattern admits", e.admin, "application/json", `{"name":"x","environment":"test","allowed_ips":["1.2.3"]}`, "", 400},
+		{"malformed", e.admin, "application/json", `{"name":`, "", 400},
+		{"wrong type", e.admin, "text/plain", `{}`, "", 415},
+		{"too big", e.admin, "application/json", `{"name":"` + strings.Repeat("x", 70000) + `"}`, "", 413},
+		{"bad idempotency key", e.admin, "application/json", `{"name":"x","environment":"test"}`, "short", 400},
+		{"expiry in the past", e.admin, "application/json", `{"name":"x","environment":"test","expires_at":"2001-01-01T00:00:00Z"}`, "", 400},
+		{"a field twice", e.admin, "application/json", `{"name":"x","name":"y","environment":"test"}`, "", 400},
+		{"valid, but over 64 KiB", e.admin, "application/json", `{"name":"x","environment":"test","permissions":[` + strings.Repeat(`"identity:read",`, 5000) + `"identity:read"]}`, "", 413},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			req := httptest.NewRequest(http.MethodPost, "/developers/keys", strings.NewReader(tc.body))
-			if tc.key != "" {
-				req.Header.Set("Authorization", "Bearer "+tc.key)
-			}
-			req.Header.Set("Content-Type", tc.contentType)
+			hdr := map[string][]string{"Content-Type": {tc.contentType}}
 			if tc.idem != "" {
-				req.Header.Set("Idempotency-Key", tc.idem)
+				hdr["Idempotency-Key"] = []string{tc.idem}
 			}
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
-			if rec.Code != tc.status {
-				t.Fatalf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
-			}
-			c.check(t, req, []byte(tc.body), rec)
+			e.do(t, "POST", "/developers/keys", tc.key, tc.body, hdr, tc.status)
 		})
 	}
+	hdr := map[string][]string{"Idempotency-Key": {"spec-idem-0002", "spec-idem-0003"}}
+	e.do(t, "POST", "/developers/keys", e.admin, `{"name":"x","environment":"test"}`, hdr, 400)
 	// Other methods and paths answer in the envelope too.
-	for _, r := range []*http.Request{httptest.NewRequest("GET", "/developers/keys", nil), httptest.NewRequest("POST", "/nowhere", nil)} {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, r)
-		c.check(t, r, nil, rec)
+	e.do(t, "PUT", "/developers/keys", e.admin, "", nil, 405)
+	e.do(t, "POST", "/nowhere", e.admin, "", nil, 404)
+}
+
+func TestLifecycleExchanges(t *testing.T) {
+	e := setup(t)
+	other := e.key(keys.APIKeyCreate{Name: "other", Environment: keys.Live, Permissions: keys.DefaultVocabulary(), AccountID: "acct_other"})
+	rec := e.do(t, "POST", "/developers/keys", e.admin, `{"name":"svc","environment":"live","permissions":["kyb:read"],"allowed_ips":["10.0.0.0/8"],"rate_limit":5,"expires_at":"2040-01-01T00:00:00Z"}`, nil, 201)
+	var k keys.APIKeyCreated
+	if err := json.Unmarshal(rec.Body.Bytes(), &k); err != nil {
+		t.Fatal(err)
+	}
+	path := "/developers/keys/" + k.ID
+	e.do(t, "GET", "/developers/keys", e.admin, "", nil, 200)
+	rec = e.do(t, "GET", "/developers/keys?limit=1&environment=live&revoked=false", e.admin, "", nil, 200)
+	var page keys.KeyList
+	_ = json.Unmarshal(rec.Body.Bytes(), &page)
+	e.do(t, "GET", "/developers/keys?limit=1&cursor="+page.NextCursor, e.admin, "", nil, 200)
+	e.do(t, "GET", path, e.admin, "", nil, 200)
+	e.do(t, "PATCH", path, e.admin, `{"name":"renamed","rate_limit":null,"expires_at":null,"allowed_ips":null,"permissions":["kyb:read","fraud:read"]}`, nil, 200)
+	e.do(t, "PATCH", path, e.admin, `{}`, nil, 200)
+	rec = e.do(t, "POST", path+"/roll", e.admin, `{"grace_period_seconds":60}`, idem("spec-roll-0001"), 201)
+	var rolled keys.APIKeyCreated
+	_ = json.Unmarshal(rec.Body.Bytes(), &rolled)
+	e.do(t, "POST", path+"/roll", e.admin, `{"grace_period_seconds":60}`, idem("spec-roll-0001"), 201)
+	e.do(t, "POST", "/developers/keys/"+rolled.ID+"/roll", e.admin, "", nil, 201)
+	// The rolled key, in its grace period, cannot change or roll again.
+	e.do(t, "PATCH", path, e.admin, `{"name":"too late"}`, nil, 400)
+	e.do(t, "POST", path+"/roll", e.admin, "", nil, 400)
+	e.do(t, "DELETE", path, e.admin, "", nil, 200)
+	e.do(t, "DELETE", path, e.admin, "", nil, 200)
+	e.do(t, "GET", "/developers/keys?revoked=true", e.admin, "", nil, 200)
+	// Errors of the lifecycle operations.
+	otherID := keyID(t, e, other)
+	e.do(t, "GET", "/developers/keys/"+otherID, e.admin, "", nil, 404)
+	e.do(t, "GET", "/developers/keys?limit=500", e.admin, "", nil, 400)
+	e.do(t, "GET", "/developers/keys?limit=1&limit=2", e.admin, "", nil, 400)
+	e.do(t, "GET", "/developers/keys?colour=blue", e.admin, "", nil, 400)
+	e.do(t, "GET", "/developers/keys?cursor=bm90LWEtY3Vyc29y", e.admin, "", nil, 400)
+	e.do(t, "PATCH", path, e.admin, `{"environment":"test"}`, nil, 400)
+	e.do(t, "POST", path+"/roll", e.admin, `{"grace_period_seconds":999999999}`, nil, 400)
+	e.do(t, "POST", path+"/roll", e.admin, `{"grace_period_seconds":null}`, nil, 400)
+	e.do(t, "DELETE", path, "txc_live_nope", "", nil, 401)
+	e.do(t, "PUT", path, e.admin, `{}`, nil, 405)
+}
+
+func keyID(t *testing.T, e *env, key string) string {
+	t.Helper()
+	v, err := e.m.Verify(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.Key.ID
+}
+
+// The hostile corpus of httpadapter's TestHostileInput, each exchange held
+// to the document in both directions.
+func TestHostileExchanges(t *testing.T) {
+	e := setup(t)
+	admin := e.key(keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_a"})
+	stranger := e.key(keys.APIKeyCreate{Name: "stranger", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_b"})
+	revoked := e.key(keys.APIKeyCreate{Name: "revoked", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_a"})
+	if _, err := e.m.Revoke(context.Background(), keyID(t, e, revoked)); err != nil {
+		t.Fatal(err)
+	}
+	target, err := e.m.Create(context.Background(), keys.APIKeyCreate{Name: "target", Environment: keys.Test, Permissions: []string{"identity:read"}, AccountID: "acct_a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := hostile.Requests(hostile.Keys{Admin: admin, Revoked: revoked, Stranger: stranger, StrangerKeyID: keyID(t, e, stranger), TargetID: target.ID})
+	for _, r := range rows {
+		t.Run(r.Name, func(t *testing.T) {
+			req := httptest.NewRequest(r.Method, r.Path, strings.NewReader(r.Body))
+			for k, vs := range r.Headers {
+				for _, v := range vs {
+					req.Header.Add(k, v)
+				}
+			}
+			rec := httptest.NewRecorder()
+			e.h.ServeHTTP(rec, req)
+			if rec.Code != r.Status {
+				t.Fatalf("status %d, want %d", rec.Code, r.Status)
+			}
+			e.c.check(t, req, []byte(r.Body), rec)
+		})
+	}
+	t.Logf("%d hostile exchanges checked against api/openapi.yaml", len(rows))
+}
+
+// Rate-limited keys: the documented headers on every counted response, a
+// 429 with Retry-After, and none on requests refused before the limiter.
+func TestRateLimitExchanges(t *testing.T) {
+	e := setup(t)
+	limited := e.key(keys.APIKeyCreate{Name: "limited", Environment: keys.Test, Permissions: []string{"developers:read", "developers:write"}, RateLimit: ptr(3), AccountID: "acct_spec"})
+	for i := range 3 {
+		rec := e.do(t, "GET", "/developers/keys", limited, "", nil, 200)
+		if rec.Header().Get("X-RateLimit-Limit") != "3" || rec.Header().Get("X-RateLimit-Remaining") != strconv.Itoa(2-i) || rec.Header().Get("X-RateLimit-Window") != "60" {
+			t.Fatalf("request %d: %v", i+1, rec.Header())
+		}
+	}
+	rec := e.do(t, "GET", "/developers/keys", limited, "", nil, 429)
+	if rec.Header().Get("Retry-After") == "" || rec.Header().Get("X-RateLimit-Remaining") != "0" {
+		t.Fatalf("429 headers: %v", rec.Header())
+	}
+	// Refused before the limiter (the endpoint's permission is checked
+	// inside Verify): no headers, and nothing spent.
+	reader := e.key(keys.APIKeyCreate{Name: "reader", Environment: keys.Test, Permissions: []string{"developers:read"}, RateLimit: ptr(3), AccountID: "acct_spec"})
+	for range 5 {
+		rec = e.do(t, "POST", "/developers/keys", reader, `{"name":"x","environment":"test"}`, nil, 403)
+		if rec.Header().Get("X-RateLimit-Limit") != "" {
+			t.Fatal("a 403 refused before the limiter carries rate-limit headers")
+		}
+	}
+	if rec = e.do(t, "GET", "/developers/keys", reader, "", nil, 200); rec.Header().Get("X-RateLimit-Remaining") != "2" {
+		t.Fatalf("refusals spent the limit: remaining %q", rec.Header().Get("X-RateLimit-Remaining"))
 	}
 }
 
-// The project's OpenAPI file must carry the seed operation and its schemas
-// unchanged.
-func TestProjectSpecKeepsSeedOperation(t *testing.T) {
-	seed := load(t, specPath(t))
-	own := load(t, "../api/openapi.yaml")
-	seedOp := seed.Paths.Find("/developers/keys").Post
-	ownOp := own.Paths.Find("/developers/keys").Post
-	if ownOp == nil || !sameJSON(t, seedOp, ownOp) {
-		t.Fatal("api/openapi.yaml changed the createAPIKey operation")
+// Requests the document calls valid, at the edges of every rule it states,
+// are accepted.
+func TestDocumentValidRequestsAreAccepted(t *testing.T) {
+	e := setup(t)
+	ips := make([]string, 100)
+	for i := range ips {
+		ips[i] = `"10.0.` + strconv.Itoa(i) + `.0/24"`
 	}
+	for name, body := range map[string]string{
+		"name of 1 character":     `{"name":"a","environment":"test"}`,
+		"name of 200 characters":  `{"name":"` + strings.Repeat("é", 200) + `","environment":"test"}`,
+		"name with spaces around": `{"name":"  padded  ","environment":"test"}`,
+		"rate_limit 1":            `{"name":"a","environment":"test","rate_limit":1}`,
+		"rate_limit 10,000,000":   `{"name":"a","environment":"test","rate_limit":10000000}`,
+		"100 allowed_ips":         `{"name":"a","environment":"test","allowed_ips":[` + strings.Join(ips, ",") + `]}`,
+		"every permission":        `{"name":"a","environment":"live","permissions":["` + strings.Join(keys.DefaultVocabulary(), `","`) + `"]}`,
+		"empty arrays":            `{"name":"a","environment":"test","permissions":[],"allowed_ips":[]}`,
+		"IPv6 and mapped":         `{"name":"a","environment":"test","allowed_ips":["2001:db8::/32","::ffff:192.0.2.1"]}`,
+	} {
+		t.Run("create: "+name, func(t *testing.T) { e.do(t, "POST", "/developers/keys", e.admin, body, nil, 201) })
+	}
+	for name, k := range map[string]string{"10 characters": strings.Repeat("k", 10), "255 characters": strings.Repeat("K", 255), "dashes and underscores": "a-b_c-d_e-f"} {
+		t.Run("create: Idempotency-Key of "+name, func(t *testing.T) {
+			e.do(t, "POST", "/developers/keys", e.admin, `{"name":"a","environment":"test"}`, idem(k), 201)
+		})
+	}
+	for _, q := range []string{"limit=1", "limit=100", "environment=test", "revoked=true", "revoked=false"} {
+		t.Run("list: "+q, func(t *testing.T) { e.do(t, "GET", "/developers/keys?"+q, e.admin, "", nil, 200) })
+	}
+	for name, body := range map[string]string{
+		"every field null": `{"permissions":null,"allowed_ips":null,"rate_limit":null,"expires_at":null}`,
+		"name only":        `{"name":"b"}`,
+		"every field":      `{"name":"c","permissions":["kyb:read"],"allowed_ips":["192.0.2.1"],"rate_limit":10000000,"expires_at":"2040-01-01T00:00:00Z"}`,
+	} {
+		t.Run("update: "+name, func(t *testing.T) {
+			rec := e.do(t, "POST", "/developers/keys", e.admin, `{"name":"a","environment":"live"}`, nil, 201)
+			var k keys.APIKeyCreated
+			_ = json.Unmarshal(rec.Body.Bytes(), &k)
+			e.do(t, "PATCH", "/developers/keys/"+k.ID, e.admin, body, nil, 200)
+		})
+	}
+	for _, body := range []string{"", `{}`, `{"grace_period_seconds":0}`, `{"grace_period_seconds":604800}`} {
+		t.Run("roll: "+body, func(t *testing.T) {
+			rec := e.do(t, "POST", "/developers/keys", e.admin, `{"name":"a","environment":"live"}`, nil, 201)
+			var k keys.APIKeyCreated
+			_ = json.Unmarshal(rec.Body.Bytes(), &k)
+			e.do(t, "POST", "/developers/keys/"+k.ID+"/roll", e.admin, body, nil, 201)
+		})
+	}
+}
+
+// The project's document carries the seed unchanged: its servers,
+// security and tags, its schemas, and createAPIKey's request (APIKeyCreate,
+// with the server's rules beside it in allOf) and 201 (APIKeyCreated).
+func TestProjectSpecKeepsTheSeed(t *testing.T) {
+	seed := load(t, seedPath)
+	own := load(t, ownPath)
 	for _, name := range []string{"APIKeyCreate", "APIKeyCreated", "APIKey"} {
 		if !sameJSON(t, seed.Components.Schemas[name], own.Components.Schemas[name]) {
 			t.Fatalf("api/openapi.yaml changed schema %s", name)
 		}
 	}
-	if !sameJSON(t, seed.Servers, own.Servers) || !sameJSON(t, seed.Components.SecuritySchemes, own.Components.SecuritySchemes) {
-		t.Fatal("api/openapi.yaml changed the servers or security schemes")
+	if !sameJSON(t, seed.Servers, own.Servers) || !sameJSON(t, seed.Components.SecuritySchemes, own.Components.SecuritySchemes) ||
+		!sameJSON(t, seed.Security, own.Security) || !sameJSON(t, seed.Tags, own.Tags) {
+		t.Fatal("api/openapi.yaml changed the servers, security or tags")
 	}
+	seedOp, ownOp := seed.Paths.Find("/developers/keys").Post, own.Paths.Find("/developers/keys").Post
+	if ownOp.OperationID != seedOp.OperationID || !sameJSON(t, seedOp.Tags, ownOp.Tags) || ownOp.Summary != seedOp.Summary {
+		t.Fatal("api/openapi.yaml changed createAPIKey's id, tags or summary")
+	}
+	seedCreated := seedOp.Responses.Value("201").Value.Content.Get("application/json").Schema
+	ownCreated := ownOp.Responses.Value("201").Value.Content.Get("application/json").Schema
+	if seedCreated.Ref != ownCreated.Ref {
+		t.Fatalf("createAPIKey's 201 is %s, want the seed's %s", ownCreated.Ref, seedCreated.Ref)
+	}
+	seedReq := seedOp.RequestBody.Value.Content.Get("application/json").Schema
+	ownReq := ownOp.RequestBody.Value.Content.Get("application/json").Schema
+	if !ownOp.RequestBody.Value.Required || !hasRef(ownReq.Value.AllOf, seedReq.Ref) {
+		t.Fatalf("createAPIKey's request no longer requires the seed's %s", seedReq.Ref)
+	}
+}
+
+func hasRef(refs openapi3.SchemaRefs, ref string) bool {
+	for _, r := range refs {
+		if r.Ref == ref {
+			return true
+		}
+	}
+	return false
 }
 
 func sameJSON(t *testing.T, a, b any) bool {
@@ -248,36 +338,55 @@ func sameJSON(t *testing.T, a, b any) bool {
 
 func ptr[T any](v T) *T { return &v }
 
-// The checks above must be able to fail: broken responses are refused.
-func TestContractRejectsBrokenResponses(t *testing.T) {
+// The checks above must be able to fail: broken responses, and requests
+// the two sides disagree on, are refused.
+func TestContractRejectsDisagreement(t *testing.T) {
 	c := newContract(t)
 	good := `{"id":"key_1","name":"n","prefix":"txc_test_abcd","environment":"test","permissions":[],"created_at":"2030-01-01T00:00:00Z","key":"k"}`
-	req := func() *http.Request {
-		r := httptest.NewRequest(http.MethodPost, "/developers/keys", strings.NewReader(`{"name":"n","environment":"test"}`))
+	req := func(body string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/developers/keys", strings.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
 		return r
 	}
-	respond := func(status int, body string) *httptest.ResponseRecorder {
+	respond := func(status int, body string, hdr ...string) *httptest.ResponseRecorder {
 		rec := httptest.NewRecorder()
 		rec.Header().Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			rec.Header().Set(hdr[i], hdr[i+1])
+		}
 		rec.WriteHeader(status)
 		rec.WriteString(body)
 		return rec
 	}
-	body := []byte(`{"name":"n","environment":"test"}`)
-	if err := c.validate(req(), body, respond(201, good)); err != nil {
+	okBody := `{"name":"n","environment":"test"}`
+	envelope := func(typ string) string {
+		return `{"error":{"type":"` + typ + `","code":"x","message":"m","request_id":"req_1"}}`
+	}
+	if err := c.validate(req(okBody), []byte(okBody), respond(201, good)); err != nil {
 		t.Fatalf("a good response was refused: %v", err)
 	}
-	for name, rec := range map[string]*httptest.ResponseRecorder{
-		"bad environment":             respond(201, strings.Replace(good, `"test"`, `"staging"`, 1)),
-		"created_at not a date":       respond(201, strings.Replace(good, `"2030-01-01T00:00:00Z"`, `"yesterday"`, 1)),
-		"permissions not array":       respond(201, strings.Replace(good, `[]`, `"all"`, 1)),
-		"undocumented status":         respond(200, good),
-		"envelope without request_id": respond(400, `{"error":{"type":"validation_error","code":"x","message":"m"}}`),
-		"envelope with unknown type":  respond(400, `{"error":{"type":"oops","code":"x","message":"m","request_id":"req_1"}}`),
-		"bare error string":           respond(500, `{"error":"boom"}`),
+	if err := c.validate(req(`{"name":"n","environment":"test","rate_limit":0}`), []byte(`{"name":"n","environment":"test","rate_limit":0}`), respond(400, envelope("validation_error"), "Request-Id", "req_1")); err != nil {
+		t.Fatalf("a refusal of an invalid request was refused: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		body string
+		rec  *httptest.ResponseRecorder
+	}{
+		"bad environment":                 {okBody, respond(201, strings.Replace(good, `"test"`, `"staging"`, 1))},
+		"created_at not a date":           {okBody, respond(201, strings.Replace(good, `"2030-01-01T00:00:00Z"`, `"yesterday"`, 1))},
+		"permissions not array":           {okBody, respond(201, strings.Replace(good, `[]`, `"all"`, 1))},
+		"undocumented status":             {okBody, respond(202, good)},
+		"envelope without request_id":     {okBody, respond(401, `{"error":{"type":"authentication_error","code":"x","message":"m"}}`, "Request-Id", "req_1", "WWW-Authenticate", "Bearer")},
+		"envelope with unknown type":      {okBody, respond(401, envelope("oops"), "Request-Id", "req_1", "WWW-Authenticate", "Bearer")},
+		"bare error string":               {okBody, respond(500, `{"error":"boom"}`, "Request-Id", "req_1")},
+		"error without Request-Id header": {okBody, respond(401, envelope("authentication_error"), "WWW-Authenticate", "Bearer")},
+		"429 without Retry-After":         {okBody, respond(429, envelope("rate_limit_error"), "Request-Id", "req_1")},
+		"accepted an unknown field":       {`{"name":"n","environment":"test","colour":"red"}`, respond(201, good)},
+		"accepted a null":                 {`{"name":"n","environment":"test","rate_limit":null}`, respond(201, good)},
+		"accepted rate_limit 0":           {`{"name":"n","environment":"test","rate_limit":0}`, respond(201, good)},
+		"refused a valid request":         {okBody, respond(400, envelope("validation_error"), "Request-Id", "req_1")},
 	} {
-		if err := c.validate(req(), body, rec); err == nil {
+		if err := c.validate(req(tc.body), []byte(tc.body), tc.rec); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -290,66 +399,10 @@ func TestContractRejectsBrokenResponses(t *testing.T) {
 		"revoked_at not a date":  respond(200, `{"data":[{"id":"k","revoked_at":"yesterday"}],"has_more":false}`),
 		"data missing":           respond(200, `{"has_more":false}`),
 		"undocumented status":    respond(202, `{"data":[],"has_more":false}`),
-		"error outside envelope": respond(404, `{"message":"not found"}`),
+		"error outside envelope": respond(400, `{"message":"bad"}`, "Request-Id", "req_1"),
 	} {
 		if err := c.validate(list, nil, rec); err == nil {
 			t.Errorf("list, %s: accepted", name)
 		}
 	}
-}
-
-func TestLifecycleResponsesMatchSpec(t *testing.T) {
-	c := newContract(t)
-	h, m, admin := setup(t)
-	other, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "other", Environment: keys.Live, Permissions: keys.DefaultVocabulary(), AccountID: "acct_other"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	do := func(t *testing.T, method, path, key, body string, hdr map[string]string, want int) *httptest.ResponseRecorder {
-		t.Helper()
-		req := httptest.NewRequest(method, path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+key)
-		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		for k, v := range hdr {
-			req.Header.Set(k, v)
-		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code != want {
-			t.Fatalf("%s %s: %d, want %d: %s", method, path, rec.Code, want, rec.Body)
-		}
-		c.check(t, req, []byte(body), rec)
-		return rec
-	}
-	rec := do(t, "POST", "/developers/keys", admin, `{"name":"svc","environment":"live","permissions":["kyb:read"],"allowed_ips":["10.0.0.0/8"],"rate_limit":5,"expires_at":"2040-01-01T00:00:00Z"}`, nil, 201)
-	var k keys.APIKeyCreated
-	if err := json.Unmarshal(rec.Body.Bytes(), &k); err != nil {
-		t.Fatal(err)
-	}
-	path := "/developers/keys/" + k.ID
-	do(t, "GET", "/developers/keys", admin, "", nil, 200)
-	rec = do(t, "GET", "/developers/keys?limit=1&environment=live&revoked=false", admin, "", nil, 200)
-	var page keys.KeyList
-	_ = json.Unmarshal(rec.Body.Bytes(), &page)
-	do(t, "GET", "/developers/keys?limit=1&cursor="+page.NextCursor, admin, "", nil, 200)
-	do(t, "GET", path, admin, "", nil, 200)
-	do(t, "PATCH", path, admin, `{"name":"renamed","rate_limit":null,"expires_at":null,"allowed_ips":null,"permissions":["kyb:read","fraud:read"]}`, nil, 200)
-	do(t, "PATCH", path, admin, `{}`, nil, 200)
-	rec = do(t, "POST", path+"/roll", admin, `{"grace_period_seconds":60}`, map[string]string{"Idempotency-Key": "spec-roll-0001"}, 201)
-	var rolled keys.APIKeyCreated
-	_ = json.Unmarshal(rec.Body.Bytes(), &rolled)
-	do(t, "POST", path+"/roll", admin, `{"grace_period_seconds":60}`, map[string]string{"Idempotency-Key": "spec-roll-0001"}, 201)
-	do(t, "POST", "/developers/keys/"+rolled.ID+"/roll", admin, "", nil, 201)
-	do(t, "DELETE", path, admin, "", nil, 200)
-	do(t, "DELETE", path, admin, "", nil, 200)
-	do(t, "GET", "/developers/keys?revoked=true", admin, "", nil, 200)
-	// Errors of the lifecycle operations, validated as their default response.
-	do(t, "GET", "/developers/keys/"+other.ID, admin, "", nil, 404)
-	do(t, "GET", "/developers/keys?limit=500", admin, "", nil, 400)
-	do(t, "PATCH", path, admin, `{"environment":"test"}`, nil, 400)
-	do(t, "POST", path+"/roll", admin, `{"grace_period_seconds":999999999}`, nil, 400)
-	do(t, "DELETE", path, "txc_live_nope", "", nil, 401)
-	do(t, "PUT", path, admin, `{}`, nil, 405)
 }

@@ -1,0 +1,267 @@
+package spectest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/txcloud/keys/httpadapter"
+)
+
+// seedPath is the contract this library implements: the TXCloud seed
+// document, committed in api/ so that a clone with nothing beside it
+// tests against it. TestSeedIsTheSharedSpec keeps it byte-identical to
+// ../shared/spec/devex-create-key.yaml.
+const (
+	seedPath = "../api/txcloud-devex-create-key.yaml"
+	ownPath  = "../api/openapi.yaml"
+)
+
+// The committed seed must be the shared spec, byte for byte. Without
+// ../shared beside the repository (a plain clone) there is nothing to
+// compare, and the test skips; KEYS_REQUIRE_SHARED_SPEC=1 (set by .ci/run,
+// which has ../shared) makes that a failure instead.
+func TestSeedIsTheSharedSpec(t *testing.T) {
+	shared, err := os.ReadFile("../../shared/spec/devex-create-key.yaml")
+	if errors.Is(err, fs.ErrNotExist) && os.Getenv("KEYS_REQUIRE_SHARED_SPEC") == "" {
+		t.Skip("../shared/spec/devex-create-key.yaml is not beside the repository: nothing to compare the committed seed with")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, err := os.ReadFile(seedPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ours, shared) {
+		t.Fatalf("%s differs from ../shared/spec/devex-create-key.yaml: copy the shared file over it", seedPath)
+	}
+}
+
+func load(t *testing.T, path string) *openapi3.T {
+	t.Helper()
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromFile(path)
+	if err != nil {
+		t.Fatalf("loading %s: %v", path, err)
+	}
+	if err := doc.Validate(loader.Context); err != nil {
+		t.Fatalf("%s is not a valid OpenAPI document: %v", path, err)
+	}
+	return doc
+}
+
+// contract holds both documents' routers.
+type contract struct {
+	seed, own routers.Router
+	errorDoc  *openapi3.Schema
+}
+
+func newContract(t *testing.T) *contract {
+	seed, err := gorillamux.NewRouter(load(t, seedPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownDoc := load(t, ownPath)
+	own, err := gorillamux.NewRouter(ownDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &contract{seed: seed, own: own, errorDoc: ownDoc.Components.Schemas["Error"].Value}
+}
+
+// exception is a rule the server enforces that no schema of the document
+// can express. A request the document calls valid may be refused for one
+// of these, and for nothing else. Each is listed, in these words, in the
+// README (TestExceptionsAreInTheREADME).
+type exception struct {
+	readme string
+	match  func(status int, d httpadapter.ErrorDetail) bool
+}
+
+var exceptions = []exception{
+	{"`expires_at` must be in the future", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && d.Param == "expires_at" && strings.Contains(d.Message, "future")
+	}},
+	{"each `allowed_ips` entry must be a real address or prefix (the pattern admits `1.2.3` or `10.0.0.0/33`)", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && strings.HasPrefix(d.Param, "allowed_ips[")
+	}},
+	{"a JSON body may not give a field twice", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && d.Message == "field appears more than once"
+	}},
+	{"a query parameter may be given once, and only the documented ones", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && (d.Message == "unknown query parameter" || strings.HasPrefix(d.Message, "give "))
+	}},
+	{"`Idempotency-Key` may be sent once", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && d.Param == "Idempotency-Key" && strings.Contains(d.Message, "one Idempotency-Key")
+	}},
+	{"`cursor` must be one this API returned", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && d.Param == "cursor"
+	}},
+	{"a body may be at most 64 KiB (413)", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 413
+	}},
+	{"a JSON body must be UTF-8: another `charset` is a 415", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 415 && strings.Contains(d.Message, "UTF-8")
+	}},
+	{"a body must hold exactly one JSON object, with nothing after it", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && strings.Contains(d.Message, "exactly one JSON object")
+	}},
+	{"the key's state: a revoked, rolled or expired key cannot be changed or rolled", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && d.Code == "invalid_request" && d.Param == "" &&
+			(strings.Contains(d.Message, "revoked or already rolled") || strings.Contains(d.Message, "has expired"))
+	}},
+}
+
+// exceptionsUsed records which exceptions the suites exercised.
+var exceptionsUsed sync.Map
+
+func validationRefusal(status int) bool { return status == 400 || status == 413 || status == 415 }
+
+var filterOptions = &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, IncludeResponseStatus: true, MultiError: true}
+
+// check holds one exchange to api/openapi.yaml in both directions:
+//
+//   - the response is one the operation documents (status, headers, body);
+//   - a request the server accepted (2xx) validates against the document;
+//   - a request the document calls valid is not refused as invalid (400,
+//     413, 415), unless for one of the exceptions.
+//
+// A create's 201 is also checked against the seed. A request no operation
+// matches (an unknown path or method) must be answered in the envelope.
+func (c *contract) check(t *testing.T, req *http.Request, body []byte, rec *httptest.ResponseRecorder) {
+	t.Helper()
+	if err := c.validate(req, body, rec); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *contract) validate(req *http.Request, body []byte, rec *httptest.ResponseRecorder) error {
+	ctx := context.Background()
+	routed := routedRequest(req, body)
+	route, params, err := c.own.FindRoute(routed)
+	if err != nil { // no operation: the envelope alone
+		if rec.Code < 400 {
+			return fmt.Errorf("%d for a request no operation documents (%s %s)", rec.Code, req.Method, req.URL.Path)
+		}
+		return c.envelope(rec)
+	}
+	in := &openapi3filter.RequestValidationInput{Request: routed, PathParams: params, Route: route, Options: filterOptions}
+	reqErr := openapi3filter.ValidateRequest(ctx, in)
+	switch {
+	case rec.Code < 300 && reqErr != nil:
+		return fmt.Errorf("the server accepted (%d) a request api/openapi.yaml calls invalid: %v", rec.Code, reqErr)
+	case reqErr == nil && validationRefusal(rec.Code):
+		var env httpadapter.ErrorBody
+		if err := json.Unmarshal(rec.Body.Bytes(), &env); err != nil {
+			return fmt.Errorf("error body is not the envelope: %s", rec.Body)
+		}
+		found := false
+		for _, e := range exceptions {
+			if e.match(rec.Code, env.Error) {
+				exceptionsUsed.Store(e.readme, true)
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("the server refused (%d) a request api/openapi.yaml calls valid, for no listed exception: %s", rec.Code, rec.Body)
+		}
+	}
+	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: rec.Code, Header: rec.Header(), Options: filterOptions}
+	out.SetBodyBytes(rec.Body.Bytes())
+	if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
+		return fmt.Errorf("%d response breaks api/openapi.yaml: %v\n%.500s", rec.Code, err, rec.Body)
+	}
+	if route.Operation.OperationID == "createAPIKey" && rec.Code == http.StatusCreated {
+		return c.seedCreate(req, body, rec)
+	}
+	return nil
+}
+
+// seedCreate checks a created key against the seed document itself,
+// request and response.
+func (c *contract) seedCreate(req *http.Request, body []byte, rec *httptest.ResponseRecorder) error {
+	ctx := context.Background()
+	routed := routedRequest(req, body)
+	route, params, err := c.seed.FindRoute(routed)
+	if err != nil {
+		return fmt.Errorf("the seed has no route for a create: %v", err)
+	}
+	in := &openapi3filter.RequestValidationInput{Request: routed, PathParams: params, Route: route, Options: filterOptions}
+	if err := openapi3filter.ValidateRequest(ctx, in); err != nil {
+		return fmt.Errorf("the server created a key for a request the seed calls invalid: %v", err)
+	}
+	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: rec.Code, Header: rec.Header(), Options: filterOptions}
+	out.SetBodyBytes(rec.Body.Bytes())
+	if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
+		return fmt.Errorf("a 201 breaks the seed: %v\n%s", err, rec.Body)
+	}
+	return nil
+}
+
+func (c *contract) envelope(rec *httptest.ResponseRecorder) error {
+	var v any
+	if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
+		return fmt.Errorf("error body is not JSON: %s", rec.Body)
+	}
+	if err := c.errorDoc.VisitJSON(v); err != nil {
+		return fmt.Errorf("%d body does not match the error envelope: %v\n%s", rec.Code, err, rec.Body)
+	}
+	return nil
+}
+
+// routedRequest is req as the documents see it: their servers end in /v1,
+// where the adapter is mounted.
+func routedRequest(req *http.Request, body []byte) *http.Request {
+	routed := req.Clone(context.Background())
+	routed.URL.Scheme, routed.URL.Host, routed.URL.Path = "https", "api.txcloud.io", "/v1"+req.URL.Path
+	routed.URL.RawPath = ""
+	routed.Body = io.NopCloser(bytes.NewReader(body))
+	routed.ContentLength = int64(len(body))
+	return routed
+}
+
+// TestMain, after a full run (no -run filter), insists that the suites
+// exercised every exception: one that nothing needs any more must go,
+// from the table and the README.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if f := flag.Lookup("test.run"); code == 0 && f != nil && f.Value.String() == "" {
+		for _, e := range exceptions {
+			if _, ok := exceptionsUsed.Load(e.readme); !ok {
+				fmt.Fprintf(os.Stderr, "no exchange needed the exception %q: remove it, or add the exchange that does\n", e.readme)
+				code = 1
+			}
+		}
+	}
+	os.Exit(code)
+}
+
+// Each exception is listed in the README, in the words above.
+func TestExceptionsAreInTheREADME(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range exceptions {
+		if !strings.Contains(string(readme), e.readme) {
+			t.Errorf("README.md does not list the exception %q", e.readme)
+		}
+	}
+}
