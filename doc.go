@@ -1,6 +1,7 @@
-// Package keys issues, stores and verifies API keys for a Go service, and
-// with its httpadapter package serves the TXCloud DevEx endpoint
-// POST /developers/keys from the service's own HTTP server.
+// Package keys issues, stores, verifies and manages API keys for a Go
+// service, and with its httpadapter package serves the TXCloud DevEx
+// endpoints (POST /developers/keys and the key lifecycle) from the
+// service's own HTTP server.
 //
 // # Keys
 //
@@ -12,8 +13,9 @@
 //
 // The store keeps only a digest of each key: SHA-256, or HMAC-SHA-256 under
 // a server-side pepper (WithPepper), so a copy of the store does not let
-// anyone use the keys. The plaintext is returned once, by Create, as a
-// Secret, which prints redacted through fmt and log/slog.
+// anyone use the keys. The plaintext is returned once, by Create (or Roll),
+// as a Secret, which prints redacted through fmt and log/slog; string(s) is
+// the key.
 //
 // # Verifying
 //
@@ -28,24 +30,29 @@
 //
 // # Managing keys
 //
-// Get, List, Update, Revoke and Roll act for a Principal: each sees and
-// changes only its own account's keys, and grants no permission it lacks.
-// Revocation holds for the very next Verify; Roll issues a successor key
-// and retires the old one after a grace period. OnEvent reports every
-// change.
+// Create, Get, List, Update, Revoke and Roll come in one method set, two
+// forms. On the Manager they act as a trusted caller: any account (named in
+// the request), any permission of the vocabulary. On m.As(p) they act for a
+// Principal, as the HTTP endpoints do: only its account's keys, and no
+// permission it lacks. Revocation holds for the very next Verify; Roll
+// issues a successor key and retires the old one after a grace period; a
+// revoked key's record stays, unchangeable, for audit. WithEventHook
+// reports every change.
 //
 // # Stores
 //
-// A Store persists key records. Its contract is written into the Store
-// interface and checked by package keystest. Package memstore is the
-// in-memory one; the pgstore module shares keys between instances through
-// PostgreSQL. A Limiter counts requests per key: MemoryLimiter by default,
-// or the redislimit module's Redis limiter, shared by every instance.
+// A Store persists key records: six methods, whose contract is written in
+// store.go and checked, rule by rule, by package keystest, which also runs
+// a Manager on the store. Package memstore is the in-memory one; the
+// pgstore module shares keys between instances through PostgreSQL. A
+// Limiter counts requests per key: MemoryLimiter by default, or the
+// redislimit module's Redis limiter, shared by every instance.
 //
 // # Idempotency
 //
-// CreateAs accepts an Idempotency-Key: a retry with the same key and
-// request returns the first result for 24 hours. The stored result is
+// IdempotencyKey makes a Create or Roll idempotent: a retry by the same
+// caller with the same key and request returns the first result for 24
+// hours. The stored result is
 // sealed (XChaCha20-Poly1305 under a key derived from a server secret and
 // the idempotency key), so no plaintext key is ever kept at rest.
 package keys

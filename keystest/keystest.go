@@ -233,33 +233,47 @@ func testLookupIgnoresState(t *testing.T, s keys.Store) {
 func testReturnedRecordsNeverChange(t *testing.T, s keys.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
-	want := r.Clone()
 	mustCreate(t, s, r, nil)
-	byID, err := s.Get(ctx, want.ID)
-	if err != nil {
+	id, d, acct := r.ID, r.Digest, r.AccountID
+	// hold returns the record as Get, LookupDigest and List give it, and a
+	// copy of each to compare it with later (a lookup's LastUsed may lag).
+	type held struct{ got, want *keys.Record }
+	hold := func() map[string]held {
+		t.Helper()
+		byID, err := s.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byDigest, err := s.LookupDigest(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed, err := s.List(ctx, keys.ListQuery{AccountID: acct, Limit: 10})
+		if err != nil || len(listed) != 1 {
+			t.Fatalf("List: %d records, %v", len(listed), err)
+		}
+		return map[string]held{"Get": {byID, byID.Clone()}, "LookupDigest": {byDigest, byDigest.Clone()}, "List": {listed[0], listed[0].Clone()}}
+	}
+	unchanged := func(after string, records map[string]held) {
+		t.Helper()
+		for name, h := range records {
+			if diff := Equal(h.got, h.want); diff != "" {
+				t.Fatalf("a record returned by %s changed after %s: %s", name, after, diff)
+			}
+		}
+	}
+	records := hold()
+	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: id, At: base.Add(time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
-	byDigest, err := s.LookupDigest(ctx, want.Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	listed, err := s.List(ctx, keys.ListQuery{AccountID: want.AccountID, Limit: 10})
-	if err != nil || len(listed) != 1 {
-		t.Fatalf("List: %d records, %v", len(listed), err)
-	}
-	next := byID.Clone()
-	next.Name, next.Permissions, next.RevokedAt, next.Version = "replaced", []string{"kyb:read"}, base, 2
+	unchanged("a TouchLastUsed", records)
+	records = hold()
+	next := records["Get"].want.Clone()
+	next.Name, next.Permissions, next.RevokedAt, next.Version = "replaced", []string{"kyb:read"}, base, next.Version+1
 	if err := replace(s, next); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: want.ID, At: base.Add(time.Hour)}}); err != nil {
-		t.Fatal(err)
-	}
-	for name, got := range map[string]*keys.Record{"Get": byID, "LookupDigest": byDigest, "List": listed[0]} {
-		if d := Equal(got, want); d != "" {
-			t.Fatalf("a record returned by %s changed after a Replace and a TouchLastUsed: %s", name, d)
-		}
-	}
+	unchanged("a Replace", records)
 }
 
 // A hot key is looked up on every request: a repeated lookup of the same
