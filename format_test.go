@@ -233,9 +233,6 @@ func TestSecretsPrintRedacted(t *testing.T) {
 			}
 		}
 	}
-	if string(s) != string(s) {
-		t.Fatal("Reveal changed the key")
-	}
 	b, err := json.Marshal(struct {
 		Key Secret `json:"key"`
 	}{s})
