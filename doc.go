@@ -45,7 +45,7 @@
 // store.go and checked, rule by rule, by package keystest, which also runs
 // a Manager on the store. Package memstore is the in-memory one; the
 // pgstore module shares keys between instances through PostgreSQL. A
-// Limiter counts requests per key: MemoryLimiter by default, or the
+// Limiter counts requests per key: NewMemoryLimiter by default, or the
 // redislimit module's Redis limiter, shared by every instance.
 //
 // # Idempotency

@@ -130,7 +130,7 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		now:           time.Now,
 		brand:         "txc",
 		vocabulary:    DefaultVocabulary(),
-		maxAllowedIPs: DefaultMaxAllowedIPs,
+		maxAllowedIPs: defaultMaxAllowedIPs,
 		flushInterval: time.Minute,
 		logger:        slog.Default(),
 	}

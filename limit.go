@@ -32,17 +32,8 @@ type Limiter interface {
 	Allow(ctx context.Context, id string, perMinute int, now time.Time) (RateLimit, bool, error)
 }
 
-// MemoryLimiter is the in-process Limiter: GCRA (the generic cell rate
-// algorithm), sharded so that different keys rarely share a mutex.
-//
-// A key with rate_limit N may send a burst of N requests at once; after
-// that, one request every minute/N. So at most N pass in any instant, and a
-// key idle for a minute has its full N again. Its state is one int64 per
-// key (the theoretical arrival time), dropped once the key's bucket is full
-// again, so idle keys cost nothing.
-//
-// The zero value is not usable; call NewMemoryLimiter.
-type MemoryLimiter struct {
+// memoryLimiter is the in-process Limiter: see NewMemoryLimiter.
+type memoryLimiter struct {
 	seed   maphash.Seed
 	shards [limiterShards]limiterShard
 }
@@ -56,19 +47,27 @@ type limiterShard struct {
 	_         [32]byte // keep shards on separate cache lines
 }
 
-var _ Limiter = (*MemoryLimiter)(nil)
+var _ Limiter = (*memoryLimiter)(nil)
 
-// NewMemoryLimiter returns an empty in-process limiter.
-func NewMemoryLimiter() *MemoryLimiter {
-	l := &MemoryLimiter{seed: maphash.MakeSeed()}
+// NewMemoryLimiter returns an empty in-process Limiter, the Manager's
+// default: GCRA (the generic cell rate algorithm), sharded so that
+// different keys rarely share a mutex. Its Allow never returns an error.
+//
+// A key with rate_limit N may send a burst of N requests at once; after
+// that, one request every minute/N. So at most N pass in any instant, and a
+// key idle for a minute has its full N again. Its state is one int64 per
+// key (the theoretical arrival time), dropped once the key's bucket is full
+// again, so idle keys cost nothing.
+func NewMemoryLimiter() Limiter {
+	l := &memoryLimiter{seed: maphash.MakeSeed()}
 	for i := range l.shards {
 		l.shards[i].tat = make(map[string]int64)
 	}
 	return l
 }
 
-// Allow implements Limiter. It never returns an error.
-func (l *MemoryLimiter) Allow(_ context.Context, id string, perMinute int, now time.Time) (RateLimit, bool, error) {
+// Allow implements Limiter.
+func (l *memoryLimiter) Allow(_ context.Context, id string, perMinute int, now time.Time) (RateLimit, bool, error) {
 	interval := int64(RateLimitWindow) / int64(perMinute)
 	capacity := interval * int64(perMinute)
 	t := now.UnixNano()

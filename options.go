@@ -99,8 +99,7 @@ func WithVocabulary(perms ...string) Option {
 	}
 }
 
-// WithMaxAllowedIPs bounds the allowed_ips of one key (default
-// DefaultMaxAllowedIPs).
+// WithMaxAllowedIPs bounds the allowed_ips of one key (default 100).
 func WithMaxAllowedIPs(n int) Option {
 	return func(c *config) error {
 		if n < 1 {

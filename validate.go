@@ -11,16 +11,16 @@ import (
 )
 
 const (
-	// MaxNameLen is the longest name, in characters, as sent (surrounding
+	// maxNameLen is the longest name, in characters, as sent (surrounding
 	// white space included, so that a schema's maxLength can say it).
-	MaxNameLen = 200
-	// MaxRateLimit bounds rate_limit (requests per minute). It keeps the GCRA
+	maxNameLen = 200
+	// maxRateLimit bounds rate_limit (requests per minute). It keeps the GCRA
 	// emission interval (one minute / limit) at microseconds or more; a key
 	// that needs more than this needs no limit.
-	MaxRateLimit = 10_000_000
-	// DefaultMaxAllowedIPs is how many allowed_ips entries a key may have
+	maxRateLimit = 10_000_000
+	// defaultMaxAllowedIPs is how many allowed_ips entries a key may have
 	// unless WithMaxAllowedIPs says otherwise.
-	DefaultMaxAllowedIPs = 100
+	defaultMaxAllowedIPs = 100
 )
 
 // DefaultVocabulary returns the TXCloud permissions, the vocabulary of a
@@ -87,8 +87,8 @@ func validateName(name string) (string, error) {
 	if !utf8.ValidString(name) {
 		return "", invalid("name", "name must be valid UTF-8")
 	}
-	if n := utf8.RuneCountInString(name); n > MaxNameLen {
-		return "", invalid("name", "name must be at most %d characters, got %d", MaxNameLen, n)
+	if n := utf8.RuneCountInString(name); n > maxNameLen {
+		return "", invalid("name", "name must be at most %d characters, got %d", maxNameLen, n)
 	}
 	if name = strings.TrimSpace(name); name == "" {
 		return "", missing("name") // only white space: no name given
@@ -205,8 +205,8 @@ func formatPrefix(p netip.Prefix) string {
 }
 
 func validateRateLimit(n int) (int, error) {
-	if n < 1 || n > MaxRateLimit {
-		return 0, invalid("rate_limit", "rate_limit is requests per minute, from 1 to %d", MaxRateLimit)
+	if n < 1 || n > maxRateLimit {
+		return 0, invalid("rate_limit", "rate_limit is requests per minute, from 1 to %d", maxRateLimit)
 	}
 	return n, nil
 }

@@ -318,7 +318,7 @@ func TestVerifyAllocatesNothing(t *testing.T) {
 	}
 	plain := create(keys.APIKeyCreate{Name: "plain", Environment: keys.Live})
 	full := create(keys.APIKeyCreate{Name: "full", Environment: keys.Live, Permissions: []string{"identity:read"},
-		AllowedIPs: []string{"192.0.2.0/24"}, RateLimit: intp(keys.MaxRateLimit)})
+		AllowedIPs: []string{"192.0.2.0/24"}, RateLimit: intp(10_000_000)})
 	unknown := keys.WithValidChecksum(plain[:len(plain)-8] + "xxxxxxxx")
 	ip := mustAddr("192.0.2.9")
 	for name, c := range map[string]struct {

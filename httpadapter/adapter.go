@@ -108,7 +108,7 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 	perms = slices.Clone(perms)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if v, ok := keys.FromContext(r.Context()); ok {
+			if v, ok := keys.FromContext(r.Context()); ok && v.Key != nil {
 				if err := a.check(v, perms); err != nil {
 					a.WriteError(w, r, err)
 					return

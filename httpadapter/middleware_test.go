@@ -357,7 +357,7 @@ func BenchmarkMiddleware(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Close(context.Background())
-	c, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "bench", Environment: keys.Live})
+	c, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "bench", Environment: keys.Live, AccountID: "acct_bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
