@@ -156,7 +156,10 @@ func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []s
 		return keys.Verified{}, err
 	}
 	var buf [3]keys.VerifyOption // on the stack
-	opts := append(buf[:0], keys.FromIP(a.c.clientIP(r)), keys.Require(perms...))
+	opts := append(buf[:0], keys.FromIP(a.c.clientIP(r)))
+	if len(perms) > 0 {
+		opts = append(opts, keys.Require(perms...))
+	}
 	if a.c.env != "" {
 		opts = append(opts, keys.InEnvironment(a.c.env))
 	}
