@@ -98,3 +98,14 @@ func (f *fixture) create(t *testing.T, req keys.APIKeyCreate) *keys.APIKeyCreate
 }
 
 func intp(n int) *int { return &n }
+
+// changeLast replaces a key's last character (a checksum digit) with
+// another base62 character: never the one it had, so the result is never
+// the real key.
+func changeLast(key string) string {
+	c := byte('x')
+	if key[len(key)-1] == c {
+		c = 'y'
+	}
+	return key[:len(key)-1] + string(c)
+}

@@ -48,7 +48,7 @@ func TestVerify(t *testing.T) {
 		{"wrong environment", string(testKey.Key), []keys.VerifyOption{keys.InEnvironment(keys.Live)}, keys.ErrWrongEnvironment},
 		{"empty", "", nil, keys.ErrInvalidKey},
 		{"malformed", "txc_live_nope", nil, keys.ErrInvalidKey},
-		{"bad checksum", string(plain.Key)[:len(plain.Key)-1] + "x", nil, keys.ErrInvalidKey},
+		{"bad checksum", changeLast(string(plain.Key)), nil, keys.ErrInvalidKey},
 		{"unknown well-formed", unknownKey, nil, keys.ErrInvalidKey},
 		{"trailing newline", string(plain.Key) + "\n", nil, keys.ErrInvalidKey},
 		{"revoked", string(revoked.Key), nil, keys.ErrKeyRevoked},

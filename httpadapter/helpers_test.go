@@ -182,3 +182,14 @@ func forgeKey(prefixAndBody string) string {
 	}
 	return prefixAndBody + string(d[:])
 }
+
+// changeLast replaces a key's last character (a checksum digit) with
+// another base62 character: never the one it had, so the result is never
+// the real key.
+func changeLast(key string) string {
+	c := byte('x')
+	if key[len(key)-1] == c {
+		c = 'y'
+	}
+	return key[:len(key)-1] + string(c)
+}
