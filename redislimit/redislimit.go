@@ -6,6 +6,14 @@
 // skewed clocks still share one limit. A key's state is one integer that
 // expires by itself once the key's bucket is full again.
 //
+// A refusal is remembered in the instance until its retry time: a key over
+// its limit is refused again, without a round trip, until a request could
+// pass (GCRA state does not change on a refusal, so Redis would answer the
+// same). A flood of requests by a limited key therefore costs Redis one
+// call per retry interval per instance, not one per request. The memory
+// is one small entry per key currently refused, and only keys that
+// verified can reach the limiter.
+//
 // When Redis cannot be reached, the host chooses (FailOpen): by default the
 // limiter fails closed (the error makes Verify fail with
 // keys.ErrUnavailable, which the HTTP adapter answers with 503); with
@@ -54,6 +62,24 @@ type Limiter struct {
 
 	mu     sync.Mutex
 	logged time.Time
+
+	refused [refusedShards]refusedShard
+}
+
+const refusedShards = 16
+
+// refusedShard remembers keys refused until a time (Unix ns, on the clock
+// Allow is given).
+type refusedShard struct {
+	mu        sync.Mutex
+	until     map[string]refusal
+	lastSweep int64
+	_         [32]byte // keep shards on separate cache lines
+}
+
+type refusal struct {
+	until, reset int64 // Unix ns
+	limit        int
 }
 
 var _ keys.Limiter = (*Limiter)(nil)
@@ -85,12 +111,27 @@ func New(client redis.UniversalClient, opts ...Option) (*Limiter, error) {
 	for _, o := range opts {
 		o(l)
 	}
+	for i := range l.refused {
+		l.refused[i].until = make(map[string]refusal)
+	}
 	return l, nil
 }
 
 // Allow implements keys.Limiter. now is ignored: the Redis server's clock
 // decides, the same for every instance.
 func (l *Limiter) Allow(ctx context.Context, id string, perMinute int, now time.Time) (keys.RateLimit, bool, error) {
+	sh := &l.refused[shardOf(id)]
+	t := now.UnixNano()
+	sh.mu.Lock()
+	r, ok := sh.until[id]
+	if ok && (t >= r.until || r.limit != perMinute) {
+		delete(sh.until, id) // passed, or the key's limit changed: ask Redis
+		ok = false
+	}
+	sh.mu.Unlock()
+	if ok {
+		return keys.RateLimit{Limit: perMinute, Reset: time.Unix(0, r.reset), RetryAfter: time.Duration(r.until - t)}, false, nil
+	}
 	interval := int64(keys.RateLimitWindow/time.Microsecond) / int64(perMinute)
 	capacity := interval * int64(perMinute)
 	res, err := gcra.Run(ctx, l.client, []string{l.prefix + id}, interval, capacity).Slice()
@@ -110,8 +151,34 @@ func (l *Limiter) Allow(ctx context.Context, id string, perMinute int, now time.
 		rl.Remaining = int((capacity - (tat - srvNow)) / interval)
 	} else {
 		rl.RetryAfter = time.Duration(tat+interval-srvNow-capacity) * time.Microsecond
+		sh.remember(id, refusal{until: t + int64(rl.RetryAfter), reset: rl.Reset.UnixNano(), limit: perMinute}, t)
 	}
 	return rl, allowed, nil
+}
+
+// remember records a refusal, first dropping the shard's passed ones at
+// most once a window, so the map holds only keys refused right now.
+func (sh *refusedShard) remember(id string, r refusal, now int64) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if now-sh.lastSweep > int64(keys.RateLimitWindow) {
+		for k, e := range sh.until {
+			if now >= e.until {
+				delete(sh.until, k)
+			}
+		}
+		sh.lastSweep = now
+	}
+	sh.until[id] = r
+}
+
+// shardOf spreads key IDs over the refusal shards (FNV-1a).
+func shardOf(id string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return h % refusedShards
 }
 
 func parse(res []any) (allowed bool, tat, now int64, err error) {

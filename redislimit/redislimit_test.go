@@ -258,3 +258,83 @@ func BenchmarkRedisLimit(b *testing.B) {
 		}
 	})
 }
+
+// countingHook counts the limiter's script calls a client sends (EVALSHA,
+// or EVAL when the script was not loaded), not connection set-up.
+type countingHook struct{ n atomic.Int64 }
+
+func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := cmd.Name(); name == "evalsha" || name == "eval" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A key flooding past its limit costs Redis one call per retry interval
+// (per worker at the instant a retry comes due), not one per request.
+func TestRefusalsAreAnsweredLocally(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t, addr(t))
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("KEYS_TEST_REDIS is set but Redis does not answer: %v", err)
+	}
+	hook := &countingHook{}
+	c.AddHook(hook)
+	l := newLimiter(t, c)
+	const limit, workers = 60, 4 // one request a second after the burst
+	flood := 2500 * time.Millisecond
+	start := time.Now()
+	var requests, allowed atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2_000_000 && time.Since(start) < flood; i++ {
+				rl, ok, err := l.Allow(ctx, "flooder", limit, time.Now())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				requests.Add(1)
+				if ok {
+					allowed.Add(1)
+				} else if rl.RetryAfter <= 0 || rl.RetryAfter > 2*time.Second || rl.Remaining != 0 || rl.Limit != limit {
+					// (at most the interval, 1 s, but this worker's now
+					// may predate a scheduling delay)
+					t.Errorf("a refusal answered %+v", rl)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	calls := hook.n.Load()
+	elapsed := time.Since(start)
+	// The burst, then a few calls per worker each time a retry comes due
+	// (once a second here): the workers that find the refusal passed ask
+	// at once, and one asking a hair early is told to retry in
+	// milliseconds. Without local refusals it is one call per request.
+	bound := int64(limit) + 3*int64(workers)*(int64(elapsed/time.Second)+2)
+	t.Logf("%d requests in %v, %d allowed, %d Redis calls (bound %d)", requests.Load(), elapsed.Round(time.Millisecond), allowed.Load(), calls, bound)
+	if calls > bound {
+		t.Fatalf("%d Redis calls for %d requests: refusals are not answered locally", calls, requests.Load())
+	}
+	if got := allowed.Load(); got < limit || got > limit+int64(elapsed/time.Second)+1 {
+		t.Fatalf("%d requests allowed in %v with a limit of %d a minute", got, elapsed, limit)
+	}
+	if requests.Load() < 10*calls {
+		t.Fatalf("only %d requests: the flood did not flood", requests.Load())
+	}
+	// Another limit for the key (it was updated) is asked of Redis at once.
+	before := hook.n.Load()
+	if _, _, err := l.Allow(ctx, "flooder", 120, time.Now()); err != nil || hook.n.Load() == before {
+		t.Fatalf("a changed limit was answered from the remembered refusal (%v)", err)
+	}
+}
