@@ -13,6 +13,12 @@
 //
 // Staleness: none. A Write is visible to every lookup that starts after it
 // returns; there is no cache.
+//
+// One tenant cannot stall another: each account's records sit in their
+// own index, sorted in List's order, so a List seeks to its cursor and
+// never looks at another account's keys; a List, a last-used flush and
+// the expiry of idempotency entries each work in chunks, releasing the
+// store's lock between them, so a writer waits for one chunk at most.
 package memstore
 
 import (
@@ -33,13 +39,37 @@ import (
 type Store struct {
 	shards [shardCount]shard
 
-	// byID and idem are off the hot path, behind one lock that Write also
-	// takes so that its parts appear together.
-	mu        sync.RWMutex
-	byID      map[string]*keys.Record
-	idem      map[keys.Digest]*keys.IdempotencyRecord
-	lastSweep time.Time
+	// byID, accounts and idem are off the hot path, behind one lock that
+	// Write also takes so that its parts appear together.
+	mu       sync.RWMutex
+	byID     map[string]*keys.Record
+	accounts map[string]*account
+	idem     map[keys.Digest]*keys.IdempotencyRecord
+	// expiring lists idempotency entries in the order they were stored,
+	// which is the order they expire in (every entry lives the same TTL):
+	// expiry pops them from the front, a chunk at a time.
+	expiring []idemExpiry
+	// now is the latest instant the Manager has shown the store (an
+	// entry's CreatedAt, a lookup's now, a last-used time): expiry runs on
+	// the Manager's clock, never on one of its own.
+	now time.Time
 }
+
+// account is one account's records, sorted by (CreatedAt, ID) ascending:
+// List's order read backwards. Keys are created in time order, so an
+// insert is almost always an append.
+type account struct {
+	recs []*keys.Record
+}
+
+type idemExpiry struct {
+	scope     keys.Digest
+	expiresAt time.Time
+}
+
+// chunk bounds the work done under one hold of the store's lock by List,
+// TouchLastUsed and idempotency expiry.
+const chunk = 128
 
 const shardCount = 256
 
@@ -108,8 +138,9 @@ var _ keys.Store = (*Store)(nil)
 // New returns an empty store.
 func New() *Store {
 	s := &Store{
-		byID: make(map[string]*keys.Record),
-		idem: make(map[keys.Digest]*keys.IdempotencyRecord),
+		byID:     make(map[string]*keys.Record),
+		accounts: make(map[string]*account),
+		idem:     make(map[keys.Digest]*keys.IdempotencyRecord),
 	}
 	for i := range s.shards {
 		s.shards[i].table.Store(newTable(8))
@@ -167,31 +198,68 @@ func (s *Store) insert(rec *keys.Record) error {
 	}
 	sh.put(rec)
 	s.byID[rec.ID] = rec
+	a := s.accounts[rec.AccountID]
+	if a == nil {
+		a = &account{}
+		s.accounts[rec.AccountID] = a
+	}
+	i := a.search(rec.CreatedAt, rec.ID)
+	a.recs = slices.Insert(a.recs, i, rec)
 	return nil
+}
+
+// search returns the position of the first record at or after (t, id) in
+// the account's ascending order.
+func (a *account) search(t time.Time, id string) int {
+	i, _ := slices.BinarySearchFunc(a.recs, struct {
+		t  time.Time
+		id string
+	}{t, id}, func(r *keys.Record, k struct {
+		t  time.Time
+		id string
+	}) int {
+		if c := r.CreatedAt.Compare(k.t); c != 0 {
+			return c
+		}
+		return strings.Compare(r.ID, k.id)
+	})
+	return i
 }
 
 // replace publishes rec in place of the record with its ID and digest, in
 // both indexes. s.mu is held.
 func (s *Store) replace(rec *keys.Record) {
 	s.byID[rec.ID] = rec
+	// CreatedAt and ID never change, so the record keeps its place.
+	a := s.accounts[rec.AccountID]
+	if i := a.search(rec.CreatedAt, rec.ID); i < len(a.recs) && a.recs[i].ID == rec.ID {
+		a.recs[i] = rec
+	}
 	sh := s.shardOf(rec.Digest)
 	sh.mu.Lock()
 	sh.put(rec)
 	sh.mu.Unlock()
 }
 
-// sweepIdempotency drops expired entries, at most once a minute, so that the
-// map does not grow without bound and no goroutine is needed. s.mu is held.
-func (s *Store) sweepIdempotency(now time.Time) {
-	if now.Sub(s.lastSweep) < time.Minute {
-		return
-	}
-	for k, e := range s.idem {
-		if !e.ExpiresAt.After(now) {
-			delete(s.idem, k)
+// expire drops at most chunk idempotency entries that expired by now, from
+// the front of the queue, and reports whether more may be due. An entry
+// whose scope was taken over by a newer one stays. s.mu is held.
+func (s *Store) expire(now time.Time) (more bool) {
+	n := 0
+	for ; n < len(s.expiring) && n < chunk; n++ {
+		e := s.expiring[n]
+		if e.expiresAt.After(now) {
+			break
+		}
+		if cur := s.idem[e.scope]; cur != nil && !cur.ExpiresAt.After(now) {
+			delete(s.idem, e.scope)
 		}
 	}
-	s.lastSweep = now
+	s.expiring = s.expiring[n:]
+	if len(s.expiring) == 0 {
+		s.expiring = nil // let the emptied array go
+	}
+	return n == chunk
 }
 
 // LookupDigest implements keys.Store. It takes no lock.
@@ -244,71 +312,125 @@ func (s *Store) checkIdempotency(idem *keys.IdempotencyRecord) error {
 func (s *Store) storeIdempotency(idem *keys.IdempotencyRecord) {
 	if idem != nil {
 		s.idem[idem.Scope] = idem
-		s.sweepIdempotency(idem.CreatedAt)
+		s.expiring = append(s.expiring, idemExpiry{idem.Scope, idem.ExpiresAt})
+		s.saw(idem.CreatedAt)
+		s.expire(s.now)
 	}
 }
 
-// List implements keys.Store. It scans every record: fine in memory, and
-// the reason a shared store indexes (account, created_at, id).
+// saw moves the store's idea of now forward. s.mu is held.
+func (s *Store) saw(t time.Time) {
+	if t.After(s.now) {
+		s.now = t
+	}
+}
+
+// List implements keys.Store. It seeks to the cursor in the account's own
+// index and walks it newest first, releasing the lock every chunk records
+// (the index is re-sought by position, so a write in between changes
+// nothing it has not yet reached).
 func (s *Store) List(_ context.Context, q keys.ListQuery) ([]*keys.Record, error) {
-	s.mu.RLock()
 	var out []*keys.Record
-	for _, r := range s.byID {
-		if r.AccountID != q.AccountID ||
-			(q.Environment != "" && r.Environment != q.Environment) ||
-			(q.Revoked != nil && *q.Revoked == r.RevokedAt.IsZero()) ||
-			(q.After != nil && !after(r, q.After)) {
+	var after *keys.ListPosition
+	if q.After != nil {
+		p := *q.After
+		after = &p
+	}
+	for {
+		done := s.listChunk(q, &after, &out)
+		if done {
+			return out, nil
+		}
+	}
+}
+
+// listChunk examines at most chunk records after *after, appending matches
+// to out and moving *after past what it examined. It reports whether the
+// listing is complete.
+func (s *Store) listChunk(q keys.ListQuery, after **keys.ListPosition, out *[]*keys.Record) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a := s.accounts[q.AccountID]
+	if a == nil {
+		return true
+	}
+	i := len(a.recs) // newest first: walk down from here
+	if p := *after; p != nil {
+		i = a.search(p.CreatedAt, p.ID)
+	}
+	for n := 0; i > 0 && n < chunk; n++ {
+		i--
+		r := a.recs[i]
+		*after = &keys.ListPosition{CreatedAt: r.CreatedAt, ID: r.ID}
+		if (q.Environment != "" && r.Environment != q.Environment) ||
+			(q.Revoked != nil && *q.Revoked == r.RevokedAt.IsZero()) {
 			continue
 		}
-		out = append(out, r)
-	}
-	s.mu.RUnlock()
-	slices.SortFunc(out, func(a, b *keys.Record) int {
-		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
-			return c
+		if *out = append(*out, r); len(*out) == q.Limit {
+			return true
 		}
-		return strings.Compare(b.ID, a.ID)
-	})
-	if len(out) > q.Limit {
-		out = out[:q.Limit]
 	}
-	return out, nil
+	return i == 0
 }
-
-// after reports whether r comes after p in List's order (newest first).
-func after(r *keys.Record, p *keys.ListPosition) bool {
-	if c := r.CreatedAt.Compare(p.CreatedAt); c != 0 {
-		return c < 0
-	}
-	return r.ID < p.ID
-}
-
-// touchChunk bounds how many entries of a batch one hold of the write
-// lock applies, so a large flush does not stall other writers for long.
-const touchChunk = 256
 
 // TouchLastUsed implements keys.Store. It replaces each touched record with
 // an updated copy, never changing one a reader may hold, and releases its
-// lock between chunks of the batch.
+// lock between chunks of the batch. The Manager flushes once a minute, so
+// it also expires due idempotency entries, a chunk per hold of the lock:
+// entries expire without a goroutine, and without a later idempotent
+// create having to come along.
 func (s *Store) TouchLastUsed(_ context.Context, batch []keys.LastUsed) error {
 	for len(batch) > 0 {
-		n := min(len(batch), touchChunk)
+		n := min(len(batch), chunk)
 		s.touch(batch[:n])
 		batch = batch[n:]
+	}
+	for s.expireChunk() {
 	}
 	return nil
 }
 
-func (s *Store) touch(batch []keys.LastUsed) {
+func (s *Store) expireChunk() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, e := range batch {
-		old := s.byID[e.ID]
-		if old == nil || !e.At.After(old.LastUsed) {
-			continue
+	return s.expire(s.now)
+}
+
+// touch applies one chunk of a batch in three steps, so that the write
+// lock covers only pointer swaps: the current records are read under the
+// read lock (no allocation), copied with no lock held (allocation, and any
+// GC assist it brings, holds up nobody), and swapped in under the write
+// lock if each is still the one copied; a record replaced meanwhile is
+// copied again.
+func (s *Store) touch(batch []keys.LastUsed) {
+	olds := make([]*keys.Record, len(batch))
+	for len(batch) > 0 {
+		olds = olds[:len(batch)]
+		s.mu.RLock()
+		for i, e := range batch {
+			olds[i] = s.byID[e.ID]
 		}
-		rec := old.Clone()
-		rec.LastUsed = e.At.UTC().Truncate(time.Microsecond)
-		s.replace(rec)
+		s.mu.RUnlock()
+		recs := make([]*keys.Record, len(batch))
+		for i, e := range batch {
+			if old := olds[i]; old != nil && e.At.After(old.LastUsed) {
+				recs[i] = old.Clone()
+				recs[i].LastUsed = e.At.UTC().Truncate(time.Microsecond)
+			}
+		}
+		var again []keys.LastUsed
+		s.mu.Lock()
+		for i, e := range batch {
+			s.saw(e.At)
+			switch {
+			case recs[i] == nil:
+			case s.byID[e.ID] != olds[i]:
+				again = append(again, e)
+			default:
+				s.replace(recs[i])
+			}
+		}
+		s.mu.Unlock()
+		batch = again
 	}
 }

@@ -48,3 +48,33 @@ func TestLookupTakesNoLock(t *testing.T) {
 	}
 	s.mu.Unlock()
 }
+
+// Expired idempotency entries go by themselves: the Manager's periodic
+// last-used flush expires them (in chunks), with no idempotent create
+// having to come along; an entry whose scope a newer entry took stays.
+func TestIdempotencyEntriesExpireWithoutANewCreate(t *testing.T) {
+	s := New()
+	created := time.Date(2031, 7, 1, 0, 0, 0, 0, time.UTC)
+	var kept keys.Digest
+	for i := range 1000 {
+		r := keystest.NewRecord(t)
+		e := &keys.IdempotencyRecord{KeyID: r.ID, CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
+		e.Scope[0], e.Scope[1] = byte(i), byte(i>>8)
+		if i == 999 { // stored a day later: not yet expired
+			e.CreatedAt, e.ExpiresAt = created.Add(24*time.Hour), created.Add(48*time.Hour)
+			kept = e.Scope
+		}
+		if err := s.Write(context.Background(), keys.Write{Insert: r, Idempotency: e}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.TouchLastUsed(context.Background(), []keys.LastUsed{{ID: "key_unknown", At: created.Add(36 * time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.RLock()
+	n, has := len(s.idem), s.idem[kept] != nil
+	s.mu.RUnlock()
+	if n != 1 || !has {
+		t.Fatalf("%d idempotency entries left after they expired (want the 1 that has not)", n)
+	}
+}
