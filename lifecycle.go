@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -226,11 +227,23 @@ func decodeCursor(c string) (*ListPosition, error) {
 // an idempotency entry to store atomically with next (a roll does).
 type change func(next *Record) (write bool, successor *Record, entry *IdempotencyRecord, err error)
 
+// updateAttempts bounds the read-modify-write loop; with backoff between
+// attempts it spans about a second of contention on one key.
+const updateAttempts = 16
+
 // update applies change to the caller's key and stores the result,
 // running change again on a fresh copy when another writer got there
 // first. It is the one read-modify-write loop of Update, Revoke and Roll.
+// Writers that collide back off for a random time that doubles with each
+// collision (up to 64 ms), so that concurrent changes of one key
+// serialise instead of colliding again and again until one gives up.
 func (m *Manager) update(ctx context.Context, c caller, id string, change change) (*Record, error) {
-	for range 8 {
+	for attempt := range updateAttempts {
+		if attempt > 0 {
+			if err := backoff(ctx, attempt); err != nil {
+				return nil, fmt.Errorf("%w: key %s: %w", ErrUnavailable, id, err)
+			}
+		}
 		rec, err := m.load(ctx, c, id)
 		if err != nil {
 			return nil, err
@@ -254,6 +267,20 @@ func (m *Manager) update(ctx context.Context, c caller, id string, change change
 		}
 	}
 	return nil, fmt.Errorf("%w: key %s kept changing under the change", ErrUnavailable, id)
+}
+
+// backoff waits before retry attempt n (n >= 1): a random time in
+// [0, min(64 ms, 0.5 ms * 2^n)), or until ctx is done.
+func backoff(ctx context.Context, n int) error {
+	limit := min(64*time.Millisecond, (time.Millisecond/2)<<n)
+	t := time.NewTimer(rand.N(limit))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // errRetired refuses changes to a key that is revoked, or rolled and

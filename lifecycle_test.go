@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/memstore"
 )
 
 var owner = keys.Principal{AccountID: "acct_a", Subject: "user_1", Permissions: keys.DefaultVocabulary()}
@@ -389,5 +391,61 @@ func TestRollIdempotency(t *testing.T) {
 	var ve *keys.ValidationError
 	if _, err := f.m.As(owner).Roll(ctx, first.ID, 0, keys.IdempotencyKey("bad key!")); !errors.As(err, &ve) || ve.Param != "Idempotency-Key" {
 		t.Fatalf("malformed idempotency key: %v", err)
+	}
+}
+
+// slowStore widens the window between a read and the write that depends on
+// it, as a database round trip does.
+type slowStore struct {
+	keys.Store
+	delay time.Duration
+}
+
+func (s *slowStore) Get(ctx context.Context, id string) (*keys.Record, error) {
+	time.Sleep(s.delay)
+	return s.Store.Get(ctx, id)
+}
+
+func (s *slowStore) Write(ctx context.Context, w keys.Write) error {
+	time.Sleep(s.delay)
+	return s.Store.Write(ctx, w)
+}
+
+// Concurrent changes of one key all land: writers that collide back off
+// (with jitter) instead of retrying at once until they give up with a 503.
+func TestConcurrentUpdatesOfOneKeyAllLand(t *testing.T) {
+	ctx := context.Background()
+	s := &slowStore{Store: memstore.New(), delay: time.Millisecond}
+	m, err := keys.New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	c, err := m.Create(ctx, keys.APIKeyCreate{Name: "contended", Environment: keys.Test, AccountID: "acct_a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 4, 15
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, err := m.Update(ctx, c.ID, keys.APIKeyUpdate{Name: keys.Change(fmt.Sprintf("w%d-%d", w, i))}); err != nil {
+					failed.Add(1)
+					t.Log(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d of %d concurrent updates of one key failed", n, writers*each)
+	}
+	rec, err := s.Get(ctx, c.ID)
+	if err != nil || rec.Version != 1+writers*each {
+		t.Fatalf("version %d after %d updates (%v)", rec.Version, writers*each, err)
 	}
 }
