@@ -51,7 +51,11 @@ type Store struct {
 	done      chan struct{}
 	closed    atomic.Bool
 
-	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qList string
+	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion string
+	// qList holds one statement per filter combination, indexed by
+	// listFilters, so that each is served by an index made for it (a
+	// generic "$2 = '' OR environment = $2" can use none of them).
+	qList [2][3][2]string
 }
 
 var _ keys.Store = (*Store)(nil)
@@ -125,11 +129,13 @@ FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`)
 	expires_at = $6, revoked_at = $7, version = $8
 WHERE id = $1 AND version = $8 - 1 AND digest = $9`)
 	s.qVersion = s.sql(`SELECT version, digest FROM {{schema}}.api_keys WHERE id = $1`)
-	s.qList = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys
-WHERE account_id = $1 AND ($2 = '' OR environment = $2)
-	AND ($3::boolean IS NULL OR (revoked_at IS NOT NULL) = $3)
-	AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
-ORDER BY created_at DESC, id DESC LIMIT $6`)
+	for env := range 2 {
+		for rev := range 3 {
+			for after := range 2 {
+				s.qList[env][rev][after] = s.sql(listSQL(cols, env == 1, rev, after == 1))
+			}
+		}
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
@@ -417,16 +423,60 @@ func (s *Store) replace(ctx context.Context, w keys.Write) error {
 	return err
 }
 
-// List implements keys.Store with keyset pagination on the
-// (account_id, created_at DESC, id DESC) index.
-func (s *Store) List(ctx context.Context, q keys.ListQuery) ([]*keys.Record, error) {
-	var afterAt *time.Time
-	afterID := ""
-	if q.After != nil {
-		t := q.After.CreatedAt
-		afterAt, afterID = &t, q.After.ID
+// listSQL is the List statement for one combination of filters: an
+// environment or not; revoked any (0), true (1) or false (2); after a
+// cursor or not. Its parameters are $1 account, $2 limit, then $3
+// environment if filtered, then the cursor's created_at and id. Each
+// combination reads an index whose columns (and, for revoked, predicate)
+// match it, in List's order, so a filter that matches nothing costs an
+// empty index range, not a scan of the account (the README beside this
+// file shows the plans).
+func listSQL(cols string, env bool, revoked int, after bool) string {
+	where := []string{"account_id = $1"}
+	n := 3
+	if env {
+		where = append(where, "environment = $3")
+		n++
 	}
-	rows, err := s.pool.Query(ctx, s.qList, q.AccountID, string(q.Environment), q.Revoked, afterAt, afterID, q.Limit)
+	switch revoked {
+	case 1:
+		where = append(where, "revoked_at IS NOT NULL")
+	case 2:
+		where = append(where, "revoked_at IS NULL")
+	}
+	if after {
+		where = append(where, fmt.Sprintf("(created_at, id) < ($%d, $%d)", n, n+1))
+	}
+	return `SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE ` + strings.Join(where, " AND ") +
+		` ORDER BY created_at DESC, id DESC LIMIT $2`
+}
+
+// listFilters picks q's statement and its arguments.
+func (s *Store) listFilters(q keys.ListQuery) (string, []any) {
+	args := []any{q.AccountID, q.Limit}
+	env, rev, after := 0, 0, 0
+	if q.Environment != "" {
+		env = 1
+		args = append(args, string(q.Environment))
+	}
+	if q.Revoked != nil {
+		rev = 2
+		if *q.Revoked {
+			rev = 1
+		}
+	}
+	if q.After != nil {
+		after = 1
+		args = append(args, q.After.CreatedAt, q.After.ID)
+	}
+	return s.qList[env][rev][after], args
+}
+
+// List implements keys.Store with keyset pagination on an index in List's
+// order for each combination of filters.
+func (s *Store) List(ctx context.Context, q keys.ListQuery) ([]*keys.Record, error) {
+	sql, args := s.listFilters(q)
+	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -42,6 +42,13 @@ CREATE INDEX api_key_idempotency_expires ON {{schema}}.api_key_idempotency (expi
 	// 2: one name for the concept, as in the Go API (keys.Record.Digest).
 	`ALTER TABLE {{schema}}.api_keys RENAME COLUMN hash TO digest;
 ALTER INDEX {{schema}}.api_keys_hash RENAME TO api_keys_digest;`,
+	// 3: an index for every List filter, so a filter that matches nothing
+	// reads an empty range instead of the whole account (issue 11).
+	`CREATE INDEX api_keys_account_env_newest ON {{schema}}.api_keys (account_id, environment, created_at DESC, id DESC);
+CREATE INDEX api_keys_account_revoked_newest ON {{schema}}.api_keys (account_id, created_at DESC, id DESC) WHERE revoked_at IS NOT NULL;
+CREATE INDEX api_keys_account_unrevoked_newest ON {{schema}}.api_keys (account_id, created_at DESC, id DESC) WHERE revoked_at IS NULL;
+CREATE INDEX api_keys_account_env_revoked_newest ON {{schema}}.api_keys (account_id, environment, created_at DESC, id DESC) WHERE revoked_at IS NOT NULL;
+CREATE INDEX api_keys_account_env_unrevoked_newest ON {{schema}}.api_keys (account_id, environment, created_at DESC, id DESC) WHERE revoked_at IS NULL;`,
 }
 
 // Migrate creates or upgrades the schema. It is idempotent, and safe when

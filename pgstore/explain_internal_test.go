@@ -1,0 +1,123 @@
+package pgstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/txcloud/keys"
+)
+
+// Every List filter is served by an index: at 200,000 keys in one account,
+// each of List's statements (every environment, revoked and cursor
+// combination) reads an index in List's order with nothing filtered out and
+// nothing sorted, so a filter that matches nothing (revoked=true on an
+// account with no revoked key) costs an empty range, not a scan of the
+// account.
+func TestListPlansAreIndexBacked(t *testing.T) {
+	dsn := os.Getenv("KEYS_TEST_POSTGRES")
+	if dsn == "" {
+		t.Skip("set KEYS_TEST_POSTGRES (e.g. postgres://root@127.0.0.1:5432/test) to run the PostgreSQL tests")
+	}
+	if testing.Short() {
+		t.Skip("fills a table with 200,000 keys")
+	}
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	schema := "keys_test_" + strings.ToLower(rand.Text()[:12])
+	defer pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+	s, err := New(pool, WithSchema(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Tenant A: 200,000 keys, live and test, none revoked; tenant B: a few.
+	if _, err := pool.Exec(ctx, s.sql(`INSERT INTO {{schema}}.api_keys (id, account_id, name, prefix, environment, digest, created_at, version)
+SELECT 'key_' || i, 'acct_a', 'k', 'txc_test_abcd', CASE WHEN i % 2 = 0 THEN 'live' ELSE 'test' END,
+	sha256(convert_to(i::text, 'UTF8')), now() - i * interval '1 second', 1
+FROM generate_series(1, 200000) AS i;
+INSERT INTO {{schema}}.api_keys (id, account_id, name, prefix, environment, digest, created_at, revoked_at, version)
+SELECT 'keyb_' || i, 'acct_b', 'k', 'txc_test_abcd', 'test', sha256(convert_to('b' || i, 'UTF8')), now(), now(), 1
+FROM generate_series(1, 5) AS i;
+ANALYZE {{schema}}.api_keys`)); err != nil {
+		t.Fatal(err)
+	}
+	yes, no := true, false
+	middle := &keys.ListPosition{CreatedAt: time.Now().Add(-100_000 * time.Second), ID: "key_100000"}
+	for _, env := range []keys.Environment{"", keys.Live} {
+		for _, revoked := range []*bool{nil, &yes, &no} {
+			for _, after := range []*keys.ListPosition{nil, middle} {
+				q := keys.ListQuery{AccountID: "acct_a", Environment: env, Revoked: revoked, After: after, Limit: 21}
+				sql, args := s.listFilters(q)
+				var raw []byte
+				if err := pool.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+sql, args...).Scan(&raw); err != nil {
+					t.Fatal(err)
+				}
+				var plan []struct {
+					Plan          map[string]any `json:"Plan"`
+					ExecutionTime float64        `json:"Execution Time"`
+				}
+				if err := json.Unmarshal(raw, &plan); err != nil || len(plan) != 1 {
+					t.Fatalf("plan: %v", err)
+				}
+				var nodes []string
+				removed := 0.0
+				walk(plan[0].Plan, func(n map[string]any) {
+					nodes = append(nodes, n["Node Type"].(string)+" "+str(n["Index Name"]))
+					if f, ok := n["Rows Removed by Filter"].(float64); ok {
+						removed += f
+					}
+				})
+				name := "env=" + string(env) + " revoked=" + boolStr(revoked) + " cursor=" + boolStr2(after != nil)
+				t.Logf("%-40s %6.2f ms  %s", name, plan[0].ExecutionTime, strings.Join(nodes, " > "))
+				joined := strings.Join(nodes, " ")
+				if strings.Contains(joined, "Seq Scan") || strings.Contains(joined, "Sort") || strings.Contains(joined, "Bitmap") || removed > 0 {
+					t.Errorf("%s: not served by an index in List's order (%s; %.0f rows removed by a filter)", name, joined, removed)
+				}
+			}
+		}
+	}
+}
+
+func walk(n map[string]any, f func(map[string]any)) {
+	f(n)
+	if kids, ok := n["Plans"].([]any); ok {
+		for _, k := range kids {
+			walk(k.(map[string]any), f)
+		}
+	}
+}
+
+func str(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return ""
+}
+
+func boolStr(b *bool) string {
+	if b == nil {
+		return "any"
+	}
+	return boolStr2(*b)
+}
+
+func boolStr2(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
