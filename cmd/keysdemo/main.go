@@ -28,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	redisAddr := fs.String("redis", "", "Redis host:port for a rate limiter shared by every instance; empty: in memory")
 	failOpen := fs.Bool("redis-fail-open", false, "while Redis is unreachable, limit in memory instead of answering 503")
 	openPing := fs.Bool("unauthenticated-ping", false, "serve /v1/ping without the key middleware (only to measure what verification costs under load)")
+	maxConns := fs.Int("max-conns", 4096, "open connections at most; more are closed as soon as they are accepted")
+	idleTimeout := fs.Duration("idle-timeout", 10*time.Second, "how long an idle keep-alive connection is kept")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -104,17 +107,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	}
 	fmt.Fprintf(stdout, "bootstrap key: %s\n", string(bootstrap.Key))
 
-	ln, err := net.Listen("tcp", *addr)
+	if *maxConns < 1 || *idleTimeout <= 0 {
+		return errors.New("--max-conns and --idle-timeout must be positive")
+	}
+	inner, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
+	ln := &capListener{Listener: inner, max: int64(*maxConns)}
+	refusals := newSummary(logger, "request refused: no valid credentials", 10*time.Second)
+	defer refusals.Flush()
+	acceptErrors := newSummary(logger, "keysdemo: accept failed", 10*time.Second)
+	defer acceptErrors.Flush()
 	srv := &http.Server{
-		Handler:           logRequests(logger, newMux(m, logger, *openPing)),
+		Handler:           logRequests(logger, refusals, newMux(m, logger, *openPing)),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		IdleTimeout:       *idleTimeout,
 		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          log.New(summaryWriter{acceptErrors}, "", 0),
 	}
 	logger.Info("keysdemo listening", "addr", "http://"+ln.Addr().String())
 	if ready != nil {
@@ -224,8 +236,11 @@ func writeJSON(w http.ResponseWriter, v any) {
 // logRequests logs method, path (never the query string, where a careless
 // client might put a key; and with any key-shaped path segment redacted, as
 // when a key is pasted where a key ID belongs), status and duration.
-// Headers are not logged.
-func logRequests(logger *slog.Logger, next http.Handler) http.Handler {
+// Headers are not logged. A 401 (no valid credentials: what an anonymous
+// flood gets) goes to the refusals summary instead: a line for the first
+// of a quiet period, then one line with a count per interval, so a flood
+// cannot fill the disk with log.
+func logRequests(logger *slog.Logger, refusals *summary, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
@@ -234,6 +249,10 @@ func logRequests(logger *slog.Logger, next http.Handler) http.Handler {
 			slog.Int("status", sw.status), slog.Duration("duration", time.Since(start))}
 		if id := w.Header().Get("Request-Id"); id != "" { // set on error responses
 			attrs = append(attrs, slog.String("request_id", id))
+		}
+		if sw.status == http.StatusUnauthorized {
+			refusals.Add(attrs...)
+			return
 		}
 		logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	})

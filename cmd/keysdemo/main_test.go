@@ -170,3 +170,88 @@ func TestDemoFlags(t *testing.T) {
 		t.Fatal("bad address accepted")
 	}
 }
+
+// An anonymous flood is logged as a summary, not a line per request.
+func TestRefusalFloodIsSummarised(t *testing.T) {
+	base, _, logs, stop := startDemo(t)
+	defer stop()
+	client := &http.Client{Timeout: 5 * time.Second}
+	const flood = 2000
+	for i := range flood {
+		req, _ := http.NewRequest("GET", base+"/v1/whoami", nil)
+		req.Header.Set("Authorization", "Bearer txc_test_forged"+strings.Repeat("A", i%7))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	if err := stop(); err != nil { // flushes the pending summary
+		t.Fatal(err)
+	}
+	lines := strings.Count(logs.String(), "request refused")
+	if lines > 3 {
+		t.Fatalf("%d log lines for %d refused requests: the flood is logged line by line", lines, flood)
+	}
+	if !strings.Contains(logs.String(), "count=1999") {
+		t.Fatalf("the summary does not count the refusals:\n%s", logs.String())
+	}
+}
+
+// Connections beyond the cap are refused at once, and idle ones are closed
+// after the idle timeout, so idle keep-alive connections cannot be hoarded.
+func TestConnectionCapAndIdleTimeout(t *testing.T) {
+	base, boot, _, stop := startDemo(t, "--max-conns", "20", "--idle-timeout", "300ms")
+	defer stop()
+	addr := strings.TrimPrefix(base, "http://")
+	// 20 connections, each made idle after one request.
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 20 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		if _, err := io.WriteString(c, "GET /v1/ping HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+boot+"\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4096)
+		if n, err := c.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "200 OK") {
+			t.Fatalf("request on a held connection: %v %q", err, buf[:n])
+		}
+	}
+	// The 21st is closed without an answer.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "GET /v1/ping HTTP/1.1\r\nHost: x\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := c.Read(make([]byte, 512)); err == nil {
+		t.Fatalf("a connection beyond the cap was served (%d bytes)", n)
+	}
+	// After the idle timeout the held connections are closed, and the
+	// slots are free again.
+	time.Sleep(600 * time.Millisecond)
+	for i, h := range held {
+		_ = h.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := h.Read(make([]byte, 16)); err == nil {
+			t.Fatalf("held connection %d is still open after the idle timeout", i)
+		}
+	}
+	resp, err := http.Get(base + "/v1/ping")
+	if err != nil {
+		t.Fatalf("a new client after the idle connections went: %v", err)
+	}
+	resp.Body.Close()
+}

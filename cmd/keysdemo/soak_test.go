@@ -83,7 +83,7 @@ func TestSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(logRequests(logger, newMux(m, logger, false)))
+	srv := httptest.NewServer(logRequests(logger, newSummary(logger, "request refused: no valid credentials", 10*time.Second), newMux(m, logger, false)))
 	defer srv.Close()
 	client := srv.Client()
 
