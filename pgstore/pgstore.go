@@ -23,6 +23,7 @@ package pgstore
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -47,11 +48,13 @@ type Store struct {
 	logger  func(msg string, err error)
 
 	listening atomic.Bool
+	filter    filter       // digests that exist, so forged keys cost no query
+	dbLookups atomic.Int64 // LookupDigest's trips to the database
 	cancel    context.CancelFunc
 	done      chan struct{}
 	closed    atomic.Bool
 
-	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion string
+	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qDigests string
 	// qList holds one statement per filter combination, indexed by
 	// listFilters, so that each is served by an index made for it (a
 	// generic "$2 = '' OR environment = $2" can use none of them).
@@ -112,16 +115,20 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	cols := "id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, digest, created_at, expires_at, revoked_at, last_used, version"
 	s.qLookup = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE digest = $1`)
 	s.qGet = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE id = $1`)
-	s.qInsert = s.sql(`INSERT INTO {{schema}}.api_keys (` + cols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`)
+	// Every insert notifies the other instances' filters in the same
+	// statement, so the notice goes out exactly when the row commits.
+	s.qInsert = s.sql(`WITH k AS (INSERT INTO {{schema}}.api_keys (` + cols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING digest)
+SELECT pg_notify($15, 'd:' || encode(digest, 'hex')) FROM k`)
 	// One statement: the key goes in only if the idempotency entry does
 	// (its scope free, or held by an expired entry), so both or neither.
 	s.qInsertIdem = s.sql(`WITH idem AS (` + upsertIdem(15) + `), k AS (
 	INSERT INTO {{schema}}.api_keys (` + cols + `)
 	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 WHERE EXISTS (SELECT 1 FROM idem)
-	RETURNING 1
-)
-SELECT (SELECT count(*) FROM idem)`)
+	RETURNING digest
+), n AS (SELECT pg_notify($21, 'd:' || encode(digest, 'hex')) FROM k)
+SELECT (SELECT count(*) FROM idem) + 0 * (SELECT count(*) FROM n)`)
 	s.qIdem = s.sql(`WITH idem AS (` + upsertIdem(1) + `) SELECT count(*) FROM idem`)
+	s.qDigests = s.sql(`SELECT digest FROM {{schema}}.api_keys`)
 	s.qLookupIdem = s.sql(`SELECT scope, fingerprint, key_id, sealed, created_at, expires_at FROM {{schema}}.api_key_idempotency WHERE scope = $1 AND expires_at > $2`)
 	s.qTouch = s.sql(`UPDATE {{schema}}.api_keys AS k SET last_used = greatest(k.last_used, u.at)
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`)
@@ -174,6 +181,7 @@ func (s *Store) listen(ctx context.Context) {
 	for ctx.Err() == nil {
 		err := s.listenOnce(ctx)
 		s.listening.Store(false)
+		s.filter.ready.Store(false) // notices are lost until it is back
 		if ctx.Err() != nil {
 			return
 		}
@@ -197,14 +205,56 @@ func (s *Store) listenOnce(ctx context.Context) error {
 		return err
 	}
 	s.cache.clear()
+	// Listening first, then loading: an insert is in the load, in a
+	// notification, or both.
+	if err := s.loadFilter(ctx, conn); err != nil {
+		return err
+	}
 	s.listening.Store(true)
+	s.filter.ready.Store(true)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
 		}
+		if hexDigest, ok := strings.CutPrefix(n.Payload, "d:"); ok {
+			var d keys.Digest
+			if _, err := hex.Decode(d[:], []byte(hexDigest)); err == nil {
+				s.filter.add(&d)
+			}
+			continue
+		}
 		s.cache.invalidate(n.Payload)
 	}
+}
+
+// loadFilter fills a new filter with every digest in the table and puts it
+// in place.
+func (s *Store) loadFilter(ctx context.Context, conn *pgx.Conn) error {
+	var n int
+	if err := conn.QueryRow(ctx, s.sql(`SELECT count(*) FROM {{schema}}.api_keys`)).Scan(&n); err != nil {
+		return err
+	}
+	b := newBitset(n)
+	rows, err := conn.Query(ctx, s.qDigests)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var raw []byte
+	var d keys.Digest
+	for rows.Next() {
+		if err := rows.Scan(&raw); err != nil {
+			return err
+		}
+		copy(d[:], raw)
+		b.add(&d)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	s.filter.bits.Store(b)
+	return nil
 }
 
 // Close stops the listener. It does not close the pool. After it, Write
@@ -231,9 +281,11 @@ func insertError(err error) error {
 	return err
 }
 
+// insertArgs are qInsert's parameters for r: its columns, then the
+// notification channel.
 func (s *Store) insertArgs(r *keys.Record) []any {
 	return []any{r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), nonNil(r.Permissions), nonNil(r.AllowedIPs),
-		r.RateLimit, r.Digest[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version}
+		r.RateLimit, r.Digest[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version, s.channel}
 }
 
 // Write implements keys.Store: one INSERT, or one statement inserting the
@@ -256,10 +308,15 @@ func (s *Store) insert(ctx context.Context, rec *keys.Record, idem *keys.Idempot
 	}
 	args := s.insertArgs(rec)
 	if idem == nil {
-		_, err := s.pool.Exec(ctx, s.qInsert, args...)
-		return insertError(err)
+		if _, err := s.pool.Exec(ctx, s.qInsert, args...); err != nil {
+			return insertError(err)
+		}
+		s.filter.add(&rec.Digest)
+		return nil
 	}
-	args = append(args, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt)
+	// qInsertIdem numbers the idempotency entry's parameters from 15 and
+	// the channel last.
+	args = append(args[:14], idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt, s.channel)
 	var stored int
 	err := s.pool.QueryRow(ctx, s.qInsertIdem, args...).Scan(&stored)
 	switch {
@@ -268,13 +325,19 @@ func (s *Store) insert(ctx context.Context, rec *keys.Record, idem *keys.Idempot
 	case stored == 0:
 		return keys.ErrIdempotencyKeyExists
 	}
+	s.filter.add(&rec.Digest)
 	return nil
 }
 
-// LookupDigest implements keys.Store, from the cache when it can.
+// LookupDigest implements keys.Store, from the cache when it can. A digest
+// the filter has never seen is not found without asking the database,
+// beyond a small budget (see filter).
 func (s *Store) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Record, error) {
 	if r := s.cache.get(h); r != nil {
 		return r, nil
+	}
+	if s.filter.absent(&h) {
+		return nil, keys.ErrNotFound
 	}
 	return s.lookupMiss(ctx, h)
 }
@@ -283,6 +346,7 @@ func (s *Store) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Record, 
 // its own because passing h[:] to pgx moves h to the heap, and in
 // LookupDigest that allocation happened on every call, cache hits included.
 func (s *Store) lookupMiss(ctx context.Context, h keys.Digest) (*keys.Record, error) {
+	s.dbLookups.Add(1)
 	gen := s.cache.generation()
 	r, err := s.scanOne(s.pool.QueryRow(ctx, s.qLookup, h[:]))
 	if err != nil {
@@ -393,6 +457,7 @@ func (s *Store) replace(ctx context.Context, w keys.Write) error {
 			if _, err := tx.Exec(ctx, s.qInsert, s.insertArgs(w.Insert)...); err != nil {
 				return insertError(err)
 			}
+			s.filter.add(&w.Insert.Digest) // before commit: a false "present" is harmless
 		}
 		tag, err := tx.Exec(ctx, s.qReplace, rec.ID, rec.Name, nonNil(rec.Permissions), nonNil(rec.AllowedIPs), rec.RateLimit,
 			nullTime(rec.ExpiresAt), nullTime(rec.RevokedAt), rec.Version, rec.Digest[:])
