@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/pgstore"
 )
 
 // A last-used flush of 100,000 keys holds no row lock for long: it updates
@@ -78,4 +79,28 @@ FROM generate_series(1, $1) AS i`, n); err != nil {
 	if err != nil || got.RevokedAt.IsZero() || !got.LastUsed.Equal(at) {
 		t.Fatalf("after both: revoked %v, last used %v (%v)", got.RevokedAt, got.LastUsed, err)
 	}
+}
+
+// A statement held up (here by a lock another session keeps) is cancelled
+// at the store's query timeout instead of holding a pool connection.
+func TestQueryTimeout(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t)
+	schema := freshSchema(t, pool)
+	s := newStore(t, pool, schema, pgstore.WithQueryTimeout(300*time.Millisecond))
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+pgx.Identifier{schema, "api_keys"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = s.Get(ctx, "key_any")
+	took := time.Since(start)
+	if err == nil || took > 2*time.Second {
+		t.Fatalf("a blocked query returned %v after %v; want an error at the 300 ms timeout", err, took)
+	}
+	t.Logf("the blocked query failed after %v: %v", took.Round(time.Millisecond), err)
 }

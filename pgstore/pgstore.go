@@ -46,6 +46,7 @@ type Store struct {
 	channel string
 	cache   *cache
 	logger  func(msg string, err error)
+	timeout time.Duration // each database call's bound; 0: none
 
 	listening atomic.Bool
 	filter    filter       // digests that exist, so forged keys cost no query
@@ -91,6 +92,30 @@ func WithCache(size int, ttl time.Duration) Option {
 	}
 }
 
+// WithQueryTimeout bounds each database call the store makes (default 5
+// s; 0 for none), so that no statement, one tenant's or not, holds a pool
+// connection for long: past it the query is cancelled and the call fails
+// (the Manager answers 503). It is a deadline on the call's context; set a
+// server-side statement_timeout on the pool's connections as well if you
+// like (the README shows how).
+func WithQueryTimeout(d time.Duration) Option {
+	return func(s *Store) error {
+		if d < 0 {
+			return errors.New("pgstore: query timeout must be >= 0")
+		}
+		s.timeout = d
+		return nil
+	}
+}
+
+// bound gives a database call its deadline.
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.timeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.timeout)
+}
+
 // WithErrorLog receives the listener's connection failures (it reconnects
 // on its own). Default: ignored.
 func WithErrorLog(f func(msg string, err error)) Option {
@@ -104,7 +129,7 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	if pool == nil {
 		return nil, errors.New("pgstore: nil pool")
 	}
-	s := &Store{pool: pool, schema: "txcloud_keys", cache: newCache(100_000, 5*time.Second), logger: func(string, error) {}}
+	s := &Store{pool: pool, schema: "txcloud_keys", cache: newCache(100_000, 5*time.Second), logger: func(string, error) {}, timeout: 5 * time.Second}
 	for _, o := range opts {
 		if err := o(s); err != nil {
 			return nil, err
@@ -306,6 +331,8 @@ func (s *Store) insert(ctx context.Context, rec *keys.Record, idem *keys.Idempot
 	if rec == nil {
 		return errors.New("pgstore: a Write with neither Insert nor Replace")
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	args := s.insertArgs(rec)
 	if idem == nil {
 		if _, err := s.pool.Exec(ctx, s.qInsert, args...); err != nil {
@@ -347,6 +374,8 @@ func (s *Store) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Record, 
 // LookupDigest that allocation happened on every call, cache hits included.
 func (s *Store) lookupMiss(ctx context.Context, h keys.Digest) (*keys.Record, error) {
 	s.dbLookups.Add(1)
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	gen := s.cache.generation()
 	r, err := s.scanOne(s.pool.QueryRow(ctx, s.qLookup, h[:]))
 	if err != nil {
@@ -358,6 +387,8 @@ func (s *Store) lookupMiss(ctx context.Context, h keys.Digest) (*keys.Record, er
 
 // Get implements keys.Store. It always reads the database.
 func (s *Store) Get(ctx context.Context, id string) (*keys.Record, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return s.scanOne(s.pool.QueryRow(ctx, s.qGet, id))
 }
 
@@ -396,6 +427,8 @@ func scanRecord(row pgx.Row) (*keys.Record, error) {
 
 // LookupIdempotency implements keys.Store.
 func (s *Store) LookupIdempotency(ctx context.Context, scope keys.Digest, now time.Time) (*keys.IdempotencyRecord, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var e keys.IdempotencyRecord
 	var sc, fp []byte
 	err := s.pool.QueryRow(ctx, s.qLookupIdem, scope[:], now).Scan(&sc, &fp, &e.KeyID, &e.Sealed, &e.CreatedAt, &e.ExpiresAt)
@@ -429,7 +462,7 @@ func (s *Store) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error 
 		for i, e := range batch[:n] {
 			ids[i], ats[i] = e.ID, e.At
 		}
-		if _, err := s.pool.Exec(ctx, s.qTouch, ids, ats); err != nil {
+		if err := s.touch(ctx, ids, ats); err != nil {
 			return err
 		}
 		batch = batch[n:]
@@ -437,11 +470,20 @@ func (s *Store) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error 
 	return nil
 }
 
+func (s *Store) touch(ctx context.Context, ids []string, ats []time.Time) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	_, err := s.pool.Exec(ctx, s.qTouch, ids, ats)
+	return err
+}
+
 // replace is a Write with a Replace: one transaction holding the
 // idempotency entry, the successor, the versioned update and the
 // invalidation notice.
 func (s *Store) replace(ctx context.Context, w keys.Write) error {
 	rec := w.Replace
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if idem := w.Idempotency; idem != nil {
 			var n int
@@ -540,6 +582,8 @@ func (s *Store) listFilters(q keys.ListQuery) (string, []any) {
 // List implements keys.Store with keyset pagination on an index in List's
 // order for each combination of filters.
 func (s *Store) List(ctx context.Context, q keys.ListQuery) ([]*keys.Record, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	sql, args := s.listFilters(q)
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
