@@ -15,9 +15,10 @@ import (
 // (WriteError). Its options apply to all of them alike. It is safe for
 // concurrent use.
 type Adapter struct {
-	m   *keys.Manager
-	c   *config
-	mux *http.ServeMux
+	m      *keys.Manager
+	c      *config
+	mux    *http.ServeMux
+	manage keys.Limiter // the key endpoints' per-account limit
 }
 
 // Permissions the endpoints need.
@@ -53,7 +54,7 @@ func New(m *keys.Manager, opts ...Option) *Adapter {
 	if err != nil {
 		panic(err)
 	}
-	a := &Adapter{m: m, c: c, mux: http.NewServeMux()}
+	a := &Adapter{m: m, c: c, mux: http.NewServeMux(), manage: keys.NewMemoryLimiter()}
 	a.mux.Handle("POST /developers/keys", a.endpoint(PermissionManageKeys, a.create))
 	a.mux.Handle("GET /developers/keys", a.endpoint(PermissionReadKeys, a.list))
 	a.mux.Handle("GET /developers/keys/{id}", a.endpoint(PermissionReadKeys, a.get))

@@ -2,9 +2,11 @@ package httpadapter
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/txcloud/keys"
 )
@@ -15,6 +17,9 @@ func (a *Adapter) endpoint(perm string, fn func(http.ResponseWriter, *http.Reque
 	perms := []string{perm}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v, err := a.authenticate(w, r, perms)
+		if err == nil {
+			err = a.allowManagement(r, v.Key.AccountID)
+		}
 		if err == nil {
 			err = fn(w, r, a.m.As(v.Principal()))
 		}
@@ -33,6 +38,19 @@ func authFailure(err error) error {
 		return errNoCredentials
 	}
 	return err
+}
+
+// allowManagement counts a request against the account's limit on the key
+// endpoints (WithManagementLimit).
+func (a *Adapter) allowManagement(r *http.Request, account string) error {
+	rl, ok, err := a.manage.Allow(r.Context(), account, a.c.manageLimit, time.Now())
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %w", keys.ErrUnavailable, err)
+	case !ok:
+		return &keys.RateLimitError{RateLimit: rl}
+	}
+	return nil
 }
 
 // issueOptions turns the request's Idempotency-Key header, if any, into

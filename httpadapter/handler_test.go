@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -339,5 +340,40 @@ func TestForbiddenCreateDoesNotSpendRateLimit(t *testing.T) {
 	}
 	if _, err := e.m.Verify(context.Background(), string(c.Key)); err != nil {
 		t.Fatalf("refused creates spent the limit: %v", err)
+	}
+}
+
+// An account's requests to the key endpoints are limited, all its keys
+// together, so that one account cannot create keys (or entries) as fast as
+// the machine allows; other accounts are not affected.
+func TestManagementLimitPerAccount(t *testing.T) {
+	e := newEnv(t)
+	h := httpadapter.New(e.m, httpadapter.WithManagementLimit(5))
+	list := func(key string) *httptest.ResponseRecorder {
+		return serve(h, request{method: "GET", path: "/developers/keys", headers: map[string][]string{"Authorization": bearer(key)}})
+	}
+	// Two keys of acct_a share the account's 5 a minute.
+	for i, key := range []string{e.admin, e.live, e.admin, e.live, e.admin} {
+		if rec := list(key); rec.Code != 200 {
+			t.Fatalf("request %d: %d", i+1, rec.Code)
+		}
+	}
+	rec := serve(h, request{headers: jsonHeaders(e.live), body: okBody})
+	if rec.Code != 429 || rec.Header().Get("Retry-After") == "" || envelope(t, rec).Code != "rate_limit_exceeded" {
+		t.Fatalf("6th request of the account: %d %s", rec.Code, rec.Body)
+	}
+	if e.store.creates.Load() != e.created {
+		t.Fatal("a refused create stored a key")
+	}
+	if rec := list(e.stranger); rec.Code != 200 {
+		t.Fatalf("another account was limited too: %d", rec.Code)
+	}
+	// The default is generous: scripted provisioning is never refused.
+	d := httpadapter.New(e.m)
+	for i := range 300 {
+		rec := serve(d, request{method: "GET", path: "/developers/keys", headers: map[string][]string{"Authorization": bearer(e.admin)}})
+		if rec.Code != 200 {
+			t.Fatalf("request %d under the default limit: %d", i+1, rec.Code)
+		}
 	}
 }

@@ -28,10 +28,11 @@ type config struct {
 	requestID       func(*http.Request) string
 	logger          *slog.Logger
 	maxBodyBytes    int64
+	manageLimit     int // requests per minute per account on the key endpoints
 }
 
 func newConfig(opts []Option) (*config, error) {
-	c := &config{requestID: randomRequestID, logger: slog.Default(), maxBodyBytes: DefaultMaxBodyBytes}
+	c := &config{requestID: randomRequestID, logger: slog.Default(), maxBodyBytes: DefaultMaxBodyBytes, manageLimit: DefaultManagementLimit}
 	for i, o := range opts {
 		if o == nil {
 			return nil, fmt.Errorf("httpadapter: option %d is nil", i)
@@ -135,6 +136,27 @@ func WithMaxBodyBytes(n int64) Option {
 			return errors.New("httpadapter: WithMaxBodyBytes: must be at least 1")
 		}
 		c.maxBodyBytes = n
+		return nil
+	}
+}
+
+// DefaultManagementLimit is how many requests an account may make to the
+// key endpoints a minute, all of its keys together, unless
+// WithManagementLimit says otherwise: 60,000 (1,000 a second), more than
+// scripted provisioning needs, and a bound on how fast one account can
+// fill the store.
+const DefaultManagementLimit = 60_000
+
+// WithManagementLimit sets how many requests an account may make to the
+// key endpoints a minute, all of its keys and principals together
+// (GCRA, as keys' own rate limits). Over it the endpoints answer 429. It is
+// counted in this instance's memory.
+func WithManagementLimit(perMinute int) Option {
+	return func(c *config) error {
+		if perMinute < 1 || perMinute > 10_000_000 {
+			return errors.New("httpadapter: WithManagementLimit: from 1 to 10,000,000 a minute")
+		}
+		c.manageLimit = perMinute
 		return nil
 	}
 }
