@@ -2,15 +2,11 @@ package pgstore
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/txcloud/keys"
 )
 
@@ -21,29 +17,12 @@ import (
 // account with no revoked key) costs an empty range, not a scan of the
 // account.
 func TestListPlansAreIndexBacked(t *testing.T) {
-	dsn := os.Getenv("KEYS_TEST_POSTGRES")
-	if dsn == "" {
-		t.Skip("set KEYS_TEST_POSTGRES (e.g. postgres://root@127.0.0.1:5432/test) to run the PostgreSQL tests")
-	}
 	if testing.Short() {
 		t.Skip("fills a table with 200,000 keys")
 	}
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	schema := "keys_test_" + strings.ToLower(rand.Text()[:12])
-	defer pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
-	s, err := New(pool, WithSchema(schema))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(ctx)
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	pool, schema := internalPool(t)
+	s := openStore(t, pool, schema)
 	// Tenant A: 200,000 keys, live and test, none revoked; tenant B: a few.
 	if _, err := pool.Exec(ctx, s.sql(`INSERT INTO {{schema}}.api_keys (id, account_id, name, prefix, environment, digest, created_at, version)
 SELECT 'key_' || i, 'acct_a', 'k', 'txc_test_abcd', CASE WHEN i % 2 = 0 THEN 'live' ELSE 'test' END,

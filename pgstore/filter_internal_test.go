@@ -13,6 +13,8 @@ import (
 	"github.com/txcloud/keys"
 )
 
+// internalPool is the test database's pool and a fresh schema name, for
+// the tests inside the package.
 func internalPool(t *testing.T) (*pgxpool.Pool, string) {
 	dsn := os.Getenv("KEYS_TEST_POSTGRES")
 	if dsn == "" {
@@ -30,6 +32,7 @@ func internalPool(t *testing.T) (*pgxpool.Pool, string) {
 	return pool, schema
 }
 
+// openStore opens a migrated store in schema and waits for its filter.
 func openStore(t *testing.T, pool *pgxpool.Pool, schema string) *Store {
 	s, err := New(pool, WithSchema(schema))
 	if err != nil {
