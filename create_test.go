@@ -419,3 +419,40 @@ func TestClosedManager(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// An account holds at most WithMaxKeysPerAccount active keys: a create
+// beyond it is refused and stores nothing; a revocation makes room; a roll
+// at the limit passes (rotation is never refused); other accounts are not
+// affected.
+func TestMaxKeysPerAccount(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, keys.WithMaxKeysPerAccount(3))
+	var made []*keys.APIKeyCreated
+	for range 3 {
+		made = append(made, f.create(t, keys.APIKeyCreate{Name: "k", Environment: keys.Test, AccountID: "acct_full"}))
+	}
+	creates := f.store.creates.Load()
+	if _, err := f.m.Create(ctx, keys.APIKeyCreate{Name: "one too many", Environment: keys.Test, AccountID: "acct_full"}); !errors.Is(err, keys.ErrKeyLimit) {
+		t.Fatalf("a 4th key: %v, want ErrKeyLimit", err)
+	}
+	p := keys.Principal{AccountID: "acct_full", Subject: "user", Permissions: keys.DefaultVocabulary()}
+	if _, err := f.m.As(p).Create(ctx, keys.APIKeyCreate{Name: "one too many", Environment: keys.Test}, keys.IdempotencyKey("limit-check-0001")); !errors.Is(err, keys.ErrKeyLimit) {
+		t.Fatalf("a 4th key through a principal: %v, want ErrKeyLimit", err)
+	}
+	if f.store.creates.Load() != creates {
+		t.Fatal("a refused create stored a key")
+	}
+	if _, err := f.m.Roll(ctx, made[0].ID, time.Hour); err != nil {
+		t.Fatalf("a roll at the limit: %v", err)
+	}
+	f.create(t, keys.APIKeyCreate{Name: "elsewhere", Environment: keys.Test, AccountID: "acct_other"})
+	if _, err := f.m.Revoke(ctx, made[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	f.create(t, keys.APIKeyCreate{Name: "in the room a revocation made", Environment: keys.Test, AccountID: "acct_full"})
+	for _, n := range []int{0, -1} {
+		if _, err := keys.New(memstore.New(), keys.WithMaxKeysPerAccount(n)); err == nil {
+			t.Fatalf("WithMaxKeysPerAccount(%d) accepted", n)
+		}
+	}
+}

@@ -41,6 +41,9 @@ var (
 	// down, say). It wraps the underlying error. It is the server's fault,
 	// never the key's: the HTTP adapter answers it with 503, not 401.
 	ErrUnavailable = errors.New("keys: store or limiter unavailable")
+	// ErrKeyLimit: the account already holds the most active (unrevoked)
+	// keys it may (WithMaxKeysPerAccount); revoke one, or roll instead.
+	ErrKeyLimit = errors.New("keys: the account holds the maximum number of active keys")
 	// ErrClosed: the Manager has been closed.
 	ErrClosed = errors.New("keys: closed")
 )

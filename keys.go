@@ -117,6 +117,7 @@ type Manager struct {
 	idem             idempotency
 	usage            *usageRecorder
 	logger           *slog.Logger
+	maxKeys          int
 	closed           atomic.Bool
 }
 
@@ -133,6 +134,7 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		maxAllowedIPs: defaultMaxAllowedIPs,
 		flushInterval: time.Minute,
 		logger:        slog.Default(),
+		maxKeys:       10_000,
 	}
 	for _, o := range opts {
 		if o == nil {
@@ -174,6 +176,7 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		onEvent:          c.onEvent,
 		idem:             idempotency{secret: idemSecret},
 		logger:           c.logger,
+		maxKeys:          c.maxKeys,
 	}
 	for _, p := range c.vocabulary {
 		m.vocabulary[p] = struct{}{}
@@ -326,6 +329,9 @@ func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts [
 	if err := c.mayGrant(spec.environment, spec.permissions); err != nil {
 		return nil, err
 	}
+	if err := m.checkKeyLimit(ctx, account); err != nil {
+		return nil, err
+	}
 	var created *APIKeyCreated
 	if idempotent {
 		created, err = m.createIdempotent(ctx, c, account, spec, idemKey, now)
@@ -336,6 +342,25 @@ func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts [
 		m.emit(ctx, EventKeyCreated, created.APIKey, "", c.p.Subject)
 	}
 	return created, err
+}
+
+// checkKeyLimit refuses a create in an account that holds maxKeys active
+// keys, when the store can count them. An idempotent retry of a create
+// that succeeded is refused too once the account is full; its result is
+// still in its first response.
+func (m *Manager) checkKeyLimit(ctx context.Context, account string) error {
+	counter, ok := m.store.(KeyCounter)
+	if !ok {
+		return nil
+	}
+	n, err := counter.CountActiveKeys(ctx, account, m.maxKeys)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: counting keys: %w", ErrUnavailable, err)
+	case n >= m.maxKeys:
+		return fmt.Errorf("%w (%d)", ErrKeyLimit, m.maxKeys)
+	}
+	return nil
 }
 
 // issue creates and stores a key without idempotency.

@@ -30,6 +30,7 @@ type config struct {
 	flushInterval    time.Duration
 	logger           *slog.Logger
 	onEvent          func(context.Context, Event)
+	maxKeys          int
 }
 
 // WithClock replaces time.Now, for tests.
@@ -120,6 +121,24 @@ func WithDefaultRateLimit(perMinute int) Option {
 			return fmt.Errorf("keys: WithDefaultRateLimit: %w", err)
 		}
 		c.defaultRateLimit = perMinute
+		return nil
+	}
+}
+
+// WithMaxKeysPerAccount bounds how many active (unrevoked) keys an account
+// may hold (default 10,000): a create beyond it is ErrKeyLimit. A roll
+// is not a create (the old key is retired as the successor comes), so
+// rotation is never refused. It needs a store that counts (KeyCounter,
+// which memstore and pgstore are); on another store it is not enforced,
+// and a wrapper around a store must forward CountActiveKeys to keep it.
+// Two creates racing at the bound may both pass: the bound can be
+// exceeded by the number of concurrent creates.
+func WithMaxKeysPerAccount(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return errors.New("keys: WithMaxKeysPerAccount: must be at least 1")
+		}
+		c.maxKeys = n
 		return nil
 	}
 }

@@ -204,6 +204,15 @@ var (
 	ErrIdempotencyKeyExists = errors.New("keys: idempotency entry exists")
 )
 
+// KeyCounter is an optional capability of a Store, found by type
+// assertion: counting an account's active keys, so that the Manager can
+// enforce WithMaxKeysPerAccount. memstore and pgstore implement it.
+type KeyCounter interface {
+	// CountActiveKeys returns how many records of accountID have a zero
+	// RevokedAt, counting at most limit (it may stop there).
+	CountActiveKeys(ctx context.Context, accountID string, limit int) (int, error)
+}
+
 // Write is one all-or-nothing change for Store.Write.
 type Write struct {
 	Insert      *Record            // a new record, or nil

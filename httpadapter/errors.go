@@ -88,6 +88,8 @@ func describe(err error) (status int, d ErrorDetail) {
 		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "ip_not_allowed", Message: "API key may not be used from this IP address"}
 	case errors.As(err, &pe):
 		return http.StatusForbidden, ErrorDetail{Type: TypeAuthorization, Code: "forbidden", Param: pe.Param, Message: pe.Message}
+	case errors.Is(err, keys.ErrKeyLimit):
+		return http.StatusForbidden, ErrorDetail{Type: TypeAuthorization, Code: "key_limit_reached", Message: "the account holds the maximum number of active keys; revoke one, or roll a key instead"}
 	case errors.Is(err, keys.ErrPermissionDenied):
 		return http.StatusForbidden, ErrorDetail{Type: TypeAuthorization, Code: "forbidden", Message: "permission denied"}
 	case errors.As(err, &rle):

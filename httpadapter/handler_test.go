@@ -377,3 +377,21 @@ func TestManagementLimitPerAccount(t *testing.T) {
 		}
 	}
 }
+
+// Over HTTP, a create beyond the account's active-key limit is a 403
+// key_limit_reached in the envelope.
+func TestKeyLimitOverHTTP(t *testing.T) {
+	m, err := keys.New(memstoreNew(), keys.WithMaxKeysPerAccount(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	admin, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := serve(httpadapter.New(m), request{headers: jsonHeaders(string(admin.Key)), body: okBody})
+	if d := envelope(t, rec); rec.Code != 403 || d.Type != "authorization_error" || d.Code != "key_limit_reached" {
+		t.Fatalf("%d %+v", rec.Code, d)
+	}
+}

@@ -51,6 +51,7 @@ func Run(t *testing.T, newStore func(t *testing.T) keys.Store) {
 		{"ListOrderAndFilters", testListOrderAndFilters},
 		{"ListPagesEachRecordOnce", testListPaging},
 		{"Concurrent", testConcurrent},
+		{"CountActiveKeys", testCountActiveKeys},
 		{"Manager", testManager},
 	}
 	for _, c := range cases {
@@ -891,5 +892,58 @@ func testManager(t *testing.T, s keys.Store) {
 	revoked := true
 	if l, err := m.List(ctx, keys.ListFilter{AccountID: acct, Revoked: &revoked}); err != nil || len(l.Data) != 2 {
 		t.Fatalf("revoked keys: %v, %v", l, err)
+	}
+}
+
+// testCountActiveKeys checks the optional keys.KeyCounter: only records
+// with a zero RevokedAt count, a revocation or a revoked insert moves the
+// count as it should, other accounts never count, and the count stops at
+// the limit. A store without the capability skips it.
+func testCountActiveKeys(t *testing.T, s keys.Store) {
+	counter, ok := s.(keys.KeyCounter)
+	if !ok {
+		t.Skip("the store does not implement keys.KeyCounter")
+	}
+	ctx := context.Background()
+	acct := "acct_count_" + rand.Text()[:6]
+	count := func(limit int) int {
+		t.Helper()
+		n, err := counter.CountActiveKeys(ctx, acct, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(10); n != 0 {
+		t.Fatalf("an empty account counts %d", n)
+	}
+	var ids []string
+	for i := range 4 {
+		r := NewRecord(t)
+		r.AccountID = acct
+		if i == 3 {
+			r.RevokedAt = base // inserted revoked: not active
+		}
+		ids = append(ids, r.ID)
+		mustCreate(t, s, r, nil)
+	}
+	other := NewRecord(t)
+	mustCreate(t, s, other, nil)
+	if n := count(10); n != 3 {
+		t.Fatalf("3 active keys and 1 revoked count %d", n)
+	}
+	if n := count(2); n != 2 {
+		t.Fatalf("with a limit of 2, the count is %d", n)
+	}
+	next := mustGet(t, s, ids[0])
+	next.RevokedAt, next.Version = base.Add(time.Hour), next.Version+1 // scheduled, as after a roll
+	if err := replace(s, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: ids[1], At: base}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(10); n != 2 {
+		t.Fatalf("after a revocation, %d active keys (want 2)", n)
 	}
 }

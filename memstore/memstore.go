@@ -59,7 +59,8 @@ type Store struct {
 // List's order read backwards. Keys are created in time order, so an
 // insert is almost always an append.
 type account struct {
-	recs []*keys.Record
+	recs   []*keys.Record
+	active int // records with a zero RevokedAt
 }
 
 type idemExpiry struct {
@@ -133,7 +134,10 @@ func (sh *shard) get(h *keys.Digest) *keys.Record {
 	return r
 }
 
-var _ keys.Store = (*Store)(nil)
+var (
+	_ keys.Store      = (*Store)(nil)
+	_ keys.KeyCounter = (*Store)(nil)
+)
 
 // New returns an empty store.
 func New() *Store {
@@ -205,6 +209,9 @@ func (s *Store) insert(rec *keys.Record) error {
 	}
 	i := a.search(rec.CreatedAt, rec.ID)
 	a.recs = slices.Insert(a.recs, i, rec)
+	if rec.RevokedAt.IsZero() {
+		a.active++
+	}
 	return nil
 }
 
@@ -229,9 +236,17 @@ func (a *account) search(t time.Time, id string) int {
 // replace publishes rec in place of the record with its ID and digest, in
 // both indexes. s.mu is held.
 func (s *Store) replace(rec *keys.Record) {
+	old := s.byID[rec.ID]
 	s.byID[rec.ID] = rec
 	// CreatedAt and ID never change, so the record keeps its place.
 	a := s.accounts[rec.AccountID]
+	if old != nil && old.RevokedAt.IsZero() != rec.RevokedAt.IsZero() {
+		if rec.RevokedAt.IsZero() {
+			a.active++
+		} else {
+			a.active--
+		}
+	}
 	if i := a.search(rec.CreatedAt, rec.ID); i < len(a.recs) && a.recs[i].ID == rec.ID {
 		a.recs[i] = rec
 	}
@@ -280,6 +295,17 @@ func (s *Store) Get(_ context.Context, id string) (*keys.Record, error) {
 		return nil, keys.ErrNotFound
 	}
 	return rec, nil
+}
+
+// CountActiveKeys implements keys.KeyCounter from a count the account's
+// index keeps.
+func (s *Store) CountActiveKeys(_ context.Context, accountID string, limit int) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if a := s.accounts[accountID]; a != nil {
+		return min(a.active, limit), nil
+	}
+	return 0, nil
 }
 
 // LookupIdempotency implements keys.Store.

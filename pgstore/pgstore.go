@@ -55,14 +55,17 @@ type Store struct {
 	done      chan struct{}
 	closed    atomic.Bool
 
-	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qDigests string
+	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qDigests, qCountActive string
 	// qList holds one statement per filter combination, indexed by
 	// listFilters, so that each is served by an index made for it (a
 	// generic "$2 = '' OR environment = $2" can use none of them).
 	qList [2][3][2]string
 }
 
-var _ keys.Store = (*Store)(nil)
+var (
+	_ keys.Store      = (*Store)(nil)
+	_ keys.KeyCounter = (*Store)(nil)
+)
 
 // Option configures a Store.
 type Option func(*Store) error
@@ -154,6 +157,8 @@ SELECT pg_notify($15, 'd:' || encode(digest, 'hex')) FROM k`)
 SELECT (SELECT count(*) FROM idem) + 0 * (SELECT count(*) FROM n)`)
 	s.qIdem = s.sql(`WITH idem AS (` + upsertIdem(1) + `) SELECT count(*) FROM idem`)
 	s.qDigests = s.sql(`SELECT digest FROM {{schema}}.api_keys`)
+	// On api_keys_account_unrevoked_newest, and never more than limit rows.
+	s.qCountActive = s.sql(`SELECT count(*) FROM (SELECT 1 FROM {{schema}}.api_keys WHERE account_id = $1 AND revoked_at IS NULL LIMIT $2) AS k`)
 	s.qLookupIdem = s.sql(`SELECT scope, fingerprint, key_id, sealed, created_at, expires_at FROM {{schema}}.api_key_idempotency WHERE scope = $1 AND expires_at > $2`)
 	s.qTouch = s.sql(`UPDATE {{schema}}.api_keys AS k SET last_used = greatest(k.last_used, u.at)
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`)
@@ -383,6 +388,16 @@ func (s *Store) lookupMiss(ctx context.Context, h keys.Digest) (*keys.Record, er
 	}
 	s.cache.put(r, gen)
 	return r, nil
+}
+
+// CountActiveKeys implements keys.KeyCounter: one count over the
+// account's unrevoked keys, reading at most limit index entries.
+func (s *Store) CountActiveKeys(ctx context.Context, accountID string, limit int) (int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var n int
+	err := s.pool.QueryRow(ctx, s.qCountActive, accountID, limit).Scan(&n)
+	return n, err
 }
 
 // Get implements keys.Store. It always reads the database.
