@@ -75,7 +75,8 @@ func TestSoak(t *testing.T) {
 	ctx := context.Background()
 	store := memstore.New()
 	logger := slog.New(slog.DiscardHandler)
-	m, err := keys.New(store, keys.WithLogger(logger), keys.WithLastUsedFlushInterval(100*time.Millisecond))
+	m, err := keys.New(store, keys.WithLogger(logger), keys.WithLastUsedFlushInterval(100*time.Millisecond),
+		keys.WithMaxKeysPerAccount(10_000_000)) // the soak creates keys as fast as it can, for as long as it is told
 	if err != nil {
 		t.Fatal(err)
 	}
