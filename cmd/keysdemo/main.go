@@ -202,8 +202,10 @@ func openLimiter(addr string, failOpen bool, logger *slog.Logger) (keys.Limiter,
 	return l, func() { _ = client.Close() }, nil
 }
 
-func newMux(m *keys.Manager, logger *slog.Logger, openPing bool) *http.ServeMux {
-	a := httpadapter.New(m, httpadapter.WithLogger(logger))
+// newMux serves the key endpoints and the two demo routes; opts are added
+// to the adapter's (tests use them).
+func newMux(m *keys.Manager, logger *slog.Logger, openPing bool, opts ...httpadapter.Option) *http.ServeMux {
+	a := httpadapter.New(m, append([]httpadapter.Option{httpadapter.WithLogger(logger)}, opts...)...)
 	authed := a.Middleware()
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", http.StripPrefix("/v1", a))

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/memstore"
 )
 
@@ -84,7 +85,7 @@ func TestSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(logRequests(logger, newSummary(logger, "request refused: no valid credentials", 10*time.Second), newMux(m, logger, false)))
+	srv := httptest.NewServer(logRequests(logger, newSummary(logger, "request refused: no valid credentials", 10*time.Second), newMux(m, logger, false, httpadapter.WithManagementLimit(10_000_000))))
 	defer srv.Close()
 	client := srv.Client()
 
