@@ -23,7 +23,7 @@ const benchStoreSize = 100_000
 // returns the manager and the plaintext keys.
 func benchKeys(b *testing.B, n, rateLimit int) (*keys.Manager, []string) {
 	b.Helper()
-	m, err := keys.New(memstore.New())
+	m, err := keys.New(memstore.New(), keys.WithMaxKeysPerAccount(10_000_000)) // 100,000 keys in one account
 	if err != nil {
 		b.Fatal(err)
 	}
