@@ -157,8 +157,8 @@ SELECT pg_notify($15, 'd:' || encode(digest, 'hex')) FROM k`)
 SELECT (SELECT count(*) FROM idem) + 0 * (SELECT count(*) FROM n)`)
 	s.qIdem = s.sql(`WITH idem AS (` + upsertIdem(1) + `) SELECT count(*) FROM idem`)
 	s.qDigests = s.sql(`SELECT digest FROM {{schema}}.api_keys`)
-	// On api_keys_account_unrevoked_newest, and never more than limit rows.
-	s.qCountActive = s.sql(`SELECT count(*) FROM (SELECT 1 FROM {{schema}}.api_keys WHERE account_id = $1 AND revoked_at IS NULL LIMIT $2) AS k`)
+	// One row, kept by a trigger (migration 4).
+	s.qCountActive = s.sql(`SELECT coalesce((SELECT least(active, $2) FROM {{schema}}.api_key_counts WHERE account_id = $1), 0)`)
 	s.qLookupIdem = s.sql(`SELECT scope, fingerprint, key_id, sealed, created_at, expires_at FROM {{schema}}.api_key_idempotency WHERE scope = $1 AND expires_at > $2`)
 	s.qTouch = s.sql(`UPDATE {{schema}}.api_keys AS k SET last_used = greatest(k.last_used, u.at)
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`)
@@ -390,8 +390,9 @@ func (s *Store) lookupMiss(ctx context.Context, h keys.Digest) (*keys.Record, er
 	return r, nil
 }
 
-// CountActiveKeys implements keys.KeyCounter: one count over the
-// account's unrevoked keys, reading at most limit index entries.
+// CountActiveKeys implements keys.KeyCounter: one primary-key read of
+// the account's count, which a trigger keeps in the transaction of every
+// insert and revocation.
 func (s *Store) CountActiveKeys(ctx context.Context, accountID string, limit int) (int, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()

@@ -49,6 +49,39 @@ CREATE INDEX api_keys_account_revoked_newest ON {{schema}}.api_keys (account_id,
 CREATE INDEX api_keys_account_unrevoked_newest ON {{schema}}.api_keys (account_id, created_at DESC, id DESC) WHERE revoked_at IS NULL;
 CREATE INDEX api_keys_account_env_revoked_newest ON {{schema}}.api_keys (account_id, environment, created_at DESC, id DESC) WHERE revoked_at IS NOT NULL;
 CREATE INDEX api_keys_account_env_unrevoked_newest ON {{schema}}.api_keys (account_id, environment, created_at DESC, id DESC) WHERE revoked_at IS NULL;`,
+	// 4: each account's count of active (unrevoked) keys, kept by a
+	// trigger in the transaction of every insert and revocation, so that
+	// counting (keys.KeyCounter) reads one row however many keys there are.
+	`CREATE TABLE {{schema}}.api_key_counts (
+	account_id text   PRIMARY KEY,
+	active     bigint NOT NULL
+);
+INSERT INTO {{schema}}.api_key_counts (account_id, active)
+	SELECT account_id, count(*) FILTER (WHERE revoked_at IS NULL) FROM {{schema}}.api_keys GROUP BY account_id;
+-- Inserts are counted once per statement from its transition table, so a
+-- bulk insert costs one upsert per account, not one per row (repeated
+-- updates of one row in a transaction grow a chain of its versions).
+CREATE FUNCTION {{schema}}.api_keys_count_inserts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO {{schema}}.api_key_counts AS c (account_id, active)
+		SELECT account_id, count(*) FROM inserted WHERE revoked_at IS NULL GROUP BY account_id
+	ON CONFLICT (account_id) DO UPDATE SET active = c.active + EXCLUDED.active;
+	RETURN NULL;
+END $$;
+CREATE TRIGGER api_keys_count_inserts AFTER INSERT ON {{schema}}.api_keys
+	REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.api_keys_count_inserts();
+-- A revocation (revoked_at set) or its reverse moves the count by one.
+CREATE FUNCTION {{schema}}.api_keys_count_revocations() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF (OLD.revoked_at IS NULL) <> (NEW.revoked_at IS NULL) THEN
+		INSERT INTO {{schema}}.api_key_counts AS c (account_id, active)
+			VALUES (NEW.account_id, CASE WHEN NEW.revoked_at IS NULL THEN 1 ELSE -1 END)
+		ON CONFLICT (account_id) DO UPDATE SET active = c.active + EXCLUDED.active;
+	END IF;
+	RETURN NULL;
+END $$;
+CREATE TRIGGER api_keys_count_revocations AFTER UPDATE OF revoked_at ON {{schema}}.api_keys
+	FOR EACH ROW EXECUTE FUNCTION {{schema}}.api_keys_count_revocations();`,
 }
 
 // Migrate creates or upgrades the schema. It is idempotent, and safe when
