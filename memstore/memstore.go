@@ -357,23 +357,20 @@ func (s *Store) saw(t time.Time) {
 // nothing it has not yet reached).
 func (s *Store) List(_ context.Context, q keys.ListQuery) ([]*keys.Record, error) {
 	var out []*keys.Record
-	var after *keys.ListPosition
-	if q.After != nil {
-		p := *q.After
-		after = &p
+	var pos keys.ListPosition // the last record examined, once started
+	started := q.After != nil
+	if started {
+		pos = *q.After
 	}
-	for {
-		done := s.listChunk(q, &after, &out)
-		if done {
-			return out, nil
-		}
+	for !s.listChunk(q, &pos, &started, &out) {
 	}
+	return out, nil
 }
 
-// listChunk examines at most chunk records after *after, appending matches
-// to out and moving *after past what it examined. It reports whether the
-// listing is complete.
-func (s *Store) listChunk(q keys.ListQuery, after **keys.ListPosition, out *[]*keys.Record) bool {
+// listChunk examines at most chunk records after *pos (from the newest if
+// not *started), appending matches to out and moving *pos past what it
+// examined. It reports whether the listing is complete.
+func (s *Store) listChunk(q keys.ListQuery, pos *keys.ListPosition, started *bool, out *[]*keys.Record) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	a := s.accounts[q.AccountID]
@@ -381,13 +378,13 @@ func (s *Store) listChunk(q keys.ListQuery, after **keys.ListPosition, out *[]*k
 		return true
 	}
 	i := len(a.recs) // newest first: walk down from here
-	if p := *after; p != nil {
-		i = a.search(p.CreatedAt, p.ID)
+	if *started {
+		i = a.search(pos.CreatedAt, pos.ID)
 	}
 	for n := 0; i > 0 && n < chunk; n++ {
 		i--
 		r := a.recs[i]
-		*after = &keys.ListPosition{CreatedAt: r.CreatedAt, ID: r.ID}
+		pos.CreatedAt, pos.ID, *started = r.CreatedAt, r.ID, true
 		if (q.Environment != "" && r.Environment != q.Environment) ||
 			(q.Revoked != nil && *q.Revoked == r.RevokedAt.IsZero()) {
 			continue
