@@ -284,8 +284,11 @@ func backoff(ctx context.Context, n int) error {
 }
 
 // errRetired refuses changes to a key that is revoked, or rolled and
-// waiting out its grace period: its record stays as it was, for audit.
-var errRetired = &ValidationError{Code: CodeInvalidRequest, Message: "the key is revoked or already rolled; it cannot change (roll or change its successor instead)"}
+// waiting out its grace period: its record stays as it was, for audit. A
+// new error each time: callers get their own to wrap or change.
+func errRetired() error {
+	return &ValidationError{Code: CodeInvalidRequest, Message: "the key is revoked or already rolled; it cannot change (roll or change its successor instead)"}
+}
 
 // Update changes a key's name, permissions, allowed IPs, rate limit or
 // expiry, with the validation of create. Fields absent from u stay as they
@@ -311,7 +314,7 @@ func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUp
 	empty := !(u.Name.Set || u.Permissions.Set || u.AllowedIPs.Set || u.RateLimit.Set || u.ExpiresAt.Set)
 	rec, err := m.update(ctx, c, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
 		if !r.RevokedAt.IsZero() {
-			return false, nil, nil, errRetired
+			return false, nil, nil, errRetired()
 		}
 		if empty {
 			return false, nil, nil, nil // nothing to change: no write, no event
@@ -469,7 +472,7 @@ func (m *Manager) roll(ctx context.Context, c caller, id string, grace time.Dura
 		now := m.now()
 		switch {
 		case !r.RevokedAt.IsZero():
-			return false, nil, nil, errRetired
+			return false, nil, nil, errRetired()
 		case !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt):
 			return false, nil, nil, &ValidationError{Code: CodeInvalidRequest, Message: "the key has expired"}
 		}
