@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"time"
 
@@ -63,6 +64,7 @@ type Limiter struct {
 	mu     sync.Mutex
 	logged time.Time
 
+	seed    maphash.Seed
 	refused [refusedShards]refusedShard
 }
 
@@ -111,6 +113,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Limiter, error) {
 	for _, o := range opts {
 		o(l)
 	}
+	l.seed = maphash.MakeSeed()
 	for i := range l.refused {
 		l.refused[i].until = make(map[string]refusal)
 	}
@@ -120,7 +123,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Limiter, error) {
 // Allow implements keys.Limiter. now is ignored: the Redis server's clock
 // decides, the same for every instance.
 func (l *Limiter) Allow(ctx context.Context, id string, perMinute int, now time.Time) (keys.RateLimit, bool, error) {
-	sh := &l.refused[shardOf(id)]
+	sh := &l.refused[maphash.String(l.seed, id)%refusedShards]
 	t := now.UnixNano()
 	sh.mu.Lock()
 	r, ok := sh.until[id]
@@ -170,15 +173,6 @@ func (sh *refusedShard) remember(id string, r refusal, now int64) {
 		sh.lastSweep = now
 	}
 	sh.until[id] = r
-}
-
-// shardOf spreads key IDs over the refusal shards (FNV-1a).
-func shardOf(id string) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(id); i++ {
-		h = (h ^ uint32(id[i])) * 16777619
-	}
-	return h % refusedShards
 }
 
 func parse(res []any) (allowed bool, tat, now int64, err error) {
