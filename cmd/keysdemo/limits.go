@@ -20,7 +20,7 @@ type capListener struct {
 	net.Listener
 	max     int64
 	open    atomic.Int64
-	refused atomic.Int64
+	refused *summary // logs refusals, a line per interval at most
 }
 
 func (l *capListener) Accept() (net.Conn, error) {
@@ -31,8 +31,8 @@ func (l *capListener) Accept() (net.Conn, error) {
 		}
 		if l.open.Add(1) > l.max {
 			l.open.Add(-1)
-			l.refused.Add(1)
 			_ = c.Close()
+			l.refused.Add(slog.Int64("max_conns", l.max))
 			continue
 		}
 		return &capConn{Conn: c, l: l}, nil

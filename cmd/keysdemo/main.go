@@ -114,7 +114,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if err != nil {
 		return err
 	}
-	ln := &capListener{Listener: inner, max: int64(*maxConns)}
+	connRefusals := newSummary(logger, "connection refused: --max-conns reached", 10*time.Second)
+	defer connRefusals.Flush()
+	ln := &capListener{Listener: inner, max: int64(*maxConns), refused: connRefusals}
 	refusals := newSummary(logger, "request refused: no valid credentials", 10*time.Second)
 	defer refusals.Flush()
 	acceptErrors := newSummary(logger, "keysdemo: accept failed", 10*time.Second)

@@ -205,7 +205,7 @@ func TestRefusalFloodIsSummarised(t *testing.T) {
 // Connections beyond the cap are refused at once, and idle ones are closed
 // after the idle timeout, so idle keep-alive connections cannot be hoarded.
 func TestConnectionCapAndIdleTimeout(t *testing.T) {
-	base, boot, _, stop := startDemo(t, "--max-conns", "20", "--idle-timeout", "300ms")
+	base, boot, logs, stop := startDemo(t, "--max-conns", "20", "--idle-timeout", "300ms")
 	defer stop()
 	addr := strings.TrimPrefix(base, "http://")
 	// 20 connections, each made idle after one request.
@@ -239,6 +239,14 @@ func TestConnectionCapAndIdleTimeout(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if n, err := c.Read(make([]byte, 512)); err == nil {
 		t.Fatalf("a connection beyond the cap was served (%d bytes)", n)
+	}
+	// The refusal is logged (as the first of a quiet period).
+	deadline := time.Now().Add(2 * time.Second)
+	for !strings.Contains(logs.String(), "connection refused") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "connection refused") {
+		t.Fatal("a connection refused at the cap was not logged")
 	}
 	// After the idle timeout the held connections are closed, and the
 	// slots are free again.
