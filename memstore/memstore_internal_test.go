@@ -60,8 +60,11 @@ func TestIdempotencyEntriesExpireWithoutANewCreate(t *testing.T) {
 		r := keystest.NewRecord(t)
 		e := &keys.IdempotencyRecord{KeyID: r.ID, CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
 		e.Scope[0], e.Scope[1] = byte(i), byte(i>>8)
-		if i == 999 { // stored a day later: not yet expired
-			e.CreatedAt, e.ExpiresAt = created.Add(24*time.Hour), created.Add(48*time.Hour)
+		switch i {
+		case 998: // expires at the very instant of the flush: due
+			e.CreatedAt, e.ExpiresAt = created.Add(12*time.Hour), created.Add(36*time.Hour)
+		case 999: // one microsecond later: kept
+			e.CreatedAt, e.ExpiresAt = created.Add(12*time.Hour), created.Add(36*time.Hour+time.Microsecond)
 			kept = e.Scope
 		}
 		if err := s.Write(context.Background(), keys.Write{Insert: r, Idempotency: e}); err != nil {
