@@ -338,3 +338,31 @@ func TestRefusalsAreAnsweredLocally(t *testing.T) {
 		t.Fatalf("a changed limit was answered from the remembered refusal (%v)", err)
 	}
 }
+
+// A remembered refusal answers locally up to the last nanosecond before
+// its retry time, and from that instant Redis is asked again.
+func TestRememberedRefusalEndsAtItsRetryTime(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t, addr(t))
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("KEYS_TEST_REDIS is set but Redis does not answer: %v", err)
+	}
+	hook := &countingHook{}
+	c.AddHook(hook)
+	l := newLimiter(t, c)
+	t0 := time.Now()
+	if _, ok, err := l.Allow(ctx, "edge", 1, t0); !ok || err != nil {
+		t.Fatalf("first request: %v %v", ok, err)
+	}
+	rl, ok, err := l.Allow(ctx, "edge", 1, t0)
+	if ok || err != nil || rl.RetryAfter <= 0 {
+		t.Fatalf("second request: %+v %v %v", rl, ok, err)
+	}
+	calls := hook.n.Load()
+	if _, ok, _ := l.Allow(ctx, "edge", 1, t0.Add(rl.RetryAfter-1)); ok || hook.n.Load() != calls {
+		t.Fatalf("a nanosecond before the retry time: allowed %v, %d Redis calls (want a local refusal)", ok, hook.n.Load()-calls)
+	}
+	if _, _, _ = l.Allow(ctx, "edge", 1, t0.Add(rl.RetryAfter)); hook.n.Load() != calls+1 {
+		t.Fatal("at the retry time, Redis was not asked again")
+	}
+}
