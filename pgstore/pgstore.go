@@ -154,6 +154,7 @@ SELECT pg_notify($15, 'd:' || encode(digest, 'hex')) FROM k`)
 	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 WHERE EXISTS (SELECT 1 FROM idem)
 	RETURNING digest
 ), n AS (SELECT pg_notify($21, 'd:' || encode(digest, 'hex')) FROM k)
+-- n is read only so that it runs (a CTE that nothing reads does not).
 SELECT (SELECT count(*) FROM idem) + 0 * (SELECT count(*) FROM n)`)
 	s.qIdem = s.sql(`WITH idem AS (` + upsertIdem(1) + `) SELECT count(*) FROM idem`)
 	s.qDigests = s.sql(`SELECT digest FROM {{schema}}.api_keys`)
@@ -311,11 +312,16 @@ func insertError(err error) error {
 	return err
 }
 
-// insertArgs are qInsert's parameters for r: its columns, then the
+// insertArgs are qInsert's parameters for r: its 14 columns, then the
 // notification channel.
 func (s *Store) insertArgs(r *keys.Record) []any {
+	return append(recordArgs(r), s.channel)
+}
+
+// recordArgs are r's columns, $1 to $14 of both inserts.
+func recordArgs(r *keys.Record) []any {
 	return []any{r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), nonNil(r.Permissions), nonNil(r.AllowedIPs),
-		r.RateLimit, r.Digest[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version, s.channel}
+		r.RateLimit, r.Digest[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version}
 }
 
 // Write implements keys.Store: one INSERT, or one statement inserting the
@@ -338,17 +344,16 @@ func (s *Store) insert(ctx context.Context, rec *keys.Record, idem *keys.Idempot
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	args := s.insertArgs(rec)
 	if idem == nil {
-		if _, err := s.pool.Exec(ctx, s.qInsert, args...); err != nil {
+		if _, err := s.pool.Exec(ctx, s.qInsert, s.insertArgs(rec)...); err != nil {
 			return insertError(err)
 		}
 		s.filter.add(&rec.Digest)
 		return nil
 	}
-	// qInsertIdem numbers the idempotency entry's parameters from 15 and
-	// the channel last.
-	args = append(args[:14], idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt, s.channel)
+	// qInsertIdem: the columns, the idempotency entry from $15, the
+	// channel last ($21).
+	args := append(recordArgs(rec), idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt, s.channel)
 	var stored int
 	err := s.pool.QueryRow(ctx, s.qInsertIdem, args...).Scan(&stored)
 	switch {
