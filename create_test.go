@@ -431,7 +431,6 @@ func TestMaxKeysPerAccount(t *testing.T) {
 	for range 3 {
 		made = append(made, f.create(t, keys.APIKeyCreate{Name: "k", Environment: keys.Test, AccountID: "acct_full"}))
 	}
-	creates := f.store.creates.Load()
 	if _, err := f.m.Create(ctx, keys.APIKeyCreate{Name: "one too many", Environment: keys.Test, AccountID: "acct_full"}); !errors.Is(err, keys.ErrKeyLimit) {
 		t.Fatalf("a 4th key: %v, want ErrKeyLimit", err)
 	}
@@ -439,8 +438,8 @@ func TestMaxKeysPerAccount(t *testing.T) {
 	if _, err := f.m.As(p).Create(ctx, keys.APIKeyCreate{Name: "one too many", Environment: keys.Test}, keys.IdempotencyKey("limit-check-0001")); !errors.Is(err, keys.ErrKeyLimit) {
 		t.Fatalf("a 4th key through a principal: %v, want ErrKeyLimit", err)
 	}
-	if f.store.creates.Load() != creates {
-		t.Fatal("a refused create stored a key")
+	if l, err := f.m.List(ctx, keys.ListFilter{AccountID: "acct_full"}); err != nil || len(l.Data) != 3 {
+		t.Fatalf("after refused creates the account lists %d keys (%v), want 3", len(l.Data), err)
 	}
 	if _, err := f.m.Roll(ctx, made[0].ID, time.Hour); err != nil {
 		t.Fatalf("a roll at the limit: %v", err)
@@ -450,6 +449,57 @@ func TestMaxKeysPerAccount(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.create(t, keys.APIKeyCreate{Name: "in the room a revocation made", Environment: keys.Test, AccountID: "acct_full"})
+	for _, n := range []int{0, -1} {
+		if _, err := keys.New(memstore.New(), keys.WithMaxKeysPerAccount(n)); err == nil {
+			t.Fatalf("WithMaxKeysPerAccount(%d) accepted", n)
+		}
+	}
+}
+
+// A loop of create and revoke (the way past the cap on active keys) keeps
+// at most WithMaxKeysPerAccount revoked records, the newest, beside the
+// active ones: what one account stores is bounded, and another account's
+// history is untouched.
+func TestRevokedHistoryIsBounded(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, keys.WithMaxKeysPerAccount(5))
+	kept := f.create(t, keys.APIKeyCreate{Name: "long-lived", Environment: keys.Test, AccountID: "acct_loop"})
+	old := f.create(t, keys.APIKeyCreate{Name: "other history", Environment: keys.Test, AccountID: "acct_quiet"})
+	if _, err := f.m.Revoke(ctx, old.ID); err != nil {
+		t.Fatal(err)
+	}
+	var last []string
+	for i := range 200 {
+		f.clock.Advance(time.Millisecond) // so creation order is List's order
+		k := f.create(t, keys.APIKeyCreate{Name: "churn", Environment: keys.Test, AccountID: "acct_loop"})
+		if _, err := f.m.Revoke(ctx, k.ID); err != nil {
+			t.Fatalf("revoke %d: %v", i, err)
+		}
+		last = append(last, k.ID)
+	}
+	revoked := true
+	l, err := f.m.List(ctx, keys.ListFilter{AccountID: "acct_loop", Revoked: &revoked, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The last create pruned to 5; the revocation after it made 6.
+	if len(l.Data) != 6 {
+		t.Fatalf("after 200 creates and revocations, %d revoked records kept, want 6", len(l.Data))
+	}
+	for i, k := range l.Data {
+		if want := last[len(last)-1-i]; k.ID != want {
+			t.Fatalf("revoked record %d is %s, want the newest ones (%s)", i, k.ID, want)
+		}
+	}
+	if _, err := f.m.Get(ctx, last[0]); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("the oldest revoked record: %v, want ErrNotFound", err)
+	}
+	if _, err := f.m.Verify(ctx, string(kept.Key)); err != nil {
+		t.Fatalf("the account's active key: %v", err)
+	}
+	if _, err := f.m.Get(ctx, old.ID); err != nil {
+		t.Fatalf("another account's revoked record: %v", err)
+	}
 	for _, n := range []int{0, -1} {
 		if _, err := keys.New(memstore.New(), keys.WithMaxKeysPerAccount(n)); err == nil {
 			t.Fatalf("WithMaxKeysPerAccount(%d) accepted", n)

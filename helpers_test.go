@@ -60,12 +60,6 @@ func (s *spyStore) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Recor
 	return s.Store.LookupDigest(ctx, h)
 }
 
-// CountActiveKeys forwards the store's optional capability, which an
-// embedded keys.Store would hide.
-func (s *spyStore) CountActiveKeys(ctx context.Context, account string, limit int) (int, error) {
-	return s.Store.(keys.KeyCounter).CountActiveKeys(ctx, account, limit)
-}
-
 func (s *spyStore) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error {
 	s.touches.Add(1)
 	return s.Store.TouchLastUsed(ctx, batch)

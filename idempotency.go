@@ -170,10 +170,10 @@ func (m *Manager) createIdempotent(ctx context.Context, c caller, account string
 		if err != nil {
 			return nil, err
 		}
-		switch err := m.store.Write(ctx, Write{Insert: rec, Idempotency: entry}); {
+		switch err := m.store.Write(ctx, Write{Insert: rec, Idempotency: entry, MaxActive: m.maxKeys, KeepRevoked: m.maxKeys}); {
 		case err == nil:
 			return created, nil
-		case errors.Is(err, ErrIdempotencyKeyExists):
+		case errors.Is(err, ErrIdempotencyKeyExists), errors.Is(err, ErrKeyLimit):
 			return nil, err
 		default:
 			return nil, fmt.Errorf("%w: storing key: %w", ErrUnavailable, err)

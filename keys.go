@@ -329,9 +329,6 @@ func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts [
 	if err := c.mayGrant(spec.environment, spec.permissions); err != nil {
 		return nil, err
 	}
-	if err := m.checkKeyLimit(ctx, account); err != nil {
-		return nil, err
-	}
 	var created *APIKeyCreated
 	if idempotent {
 		created, err = m.createIdempotent(ctx, c, account, spec, idemKey, now)
@@ -344,32 +341,16 @@ func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts [
 	return created, err
 }
 
-// checkKeyLimit refuses a create in an account that holds maxKeys active
-// keys, when the store can count them. An idempotent retry of a create
-// that succeeded is refused too once the account is full; its result is
-// still in its first response.
-func (m *Manager) checkKeyLimit(ctx context.Context, account string) error {
-	counter, ok := m.store.(KeyCounter)
-	if !ok {
-		return nil
-	}
-	n, err := counter.CountActiveKeys(ctx, account, m.maxKeys)
-	switch {
-	case err != nil:
-		return fmt.Errorf("%w: counting keys: %w", ErrUnavailable, err)
-	case n >= m.maxKeys:
-		return fmt.Errorf("%w (%d)", ErrKeyLimit, m.maxKeys)
-	}
-	return nil
-}
-
 // issue creates and stores a key without idempotency.
 func (m *Manager) issue(ctx context.Context, s keySpec, accountID string, now time.Time) (*APIKeyCreated, error) {
 	created, rec, err := m.newKey(s, accountID, now)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.store.Write(ctx, Write{Insert: rec}); err != nil {
+	switch err := m.store.Write(ctx, Write{Insert: rec, MaxActive: m.maxKeys, KeepRevoked: m.maxKeys}); {
+	case errors.Is(err, ErrKeyLimit):
+		return nil, err
+	case err != nil:
 		return nil, fmt.Errorf("%w: storing key: %w", ErrUnavailable, err)
 	}
 	return created, nil

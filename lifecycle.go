@@ -254,7 +254,11 @@ func (m *Manager) update(ctx context.Context, c caller, id string, change change
 			return next, err
 		}
 		next.Version = rec.Version + 1
-		err = m.store.Write(ctx, Write{Replace: next, Insert: successor, Idempotency: entry})
+		w := Write{Replace: next, Insert: successor, Idempotency: entry}
+		if successor != nil {
+			w.KeepRevoked = m.maxKeys
+		}
+		err = m.store.Write(ctx, w)
 		switch {
 		case err == nil:
 			return next.Clone(), nil

@@ -125,14 +125,15 @@ func WithDefaultRateLimit(perMinute int) Option {
 	}
 }
 
-// WithMaxKeysPerAccount bounds how many active (unrevoked) keys an account
-// may hold (default 10,000): a create beyond it is ErrKeyLimit. A roll
-// is not a create (the old key is retired as the successor comes), so
-// rotation is never refused. It needs a store that counts (KeyCounter,
-// which memstore and pgstore are); on another store it is not enforced,
-// and a wrapper around a store must forward CountActiveKeys to keep it.
-// Two creates racing at the bound may both pass: the bound can be
-// exceeded by the number of concurrent creates.
+// WithMaxKeysPerAccount bounds what an account holds (default 10,000).
+// At most n active (unrevoked) keys: a create beyond it is ErrKeyLimit,
+// exactly, however many creates race (the store checks and inserts in one
+// step). A roll is not a create (the old key is retired as the successor
+// comes), so rotation is never refused. And at most n revoked records,
+// kept for audit: a create or roll beyond that deletes the account's
+// oldest revoked records, and their idempotency entries, so that a loop
+// of create and revoke cannot grow the store without bound. A rolled key
+// in its grace period is never deleted.
 func WithMaxKeysPerAccount(n int) Option {
 	return func(c *config) error {
 		if n < 1 {

@@ -153,9 +153,10 @@ type Store interface {
 	//    Scope exists whose ExpiresAt is after Idempotency.CreatedAt: an
 	//    error matching ErrIdempotencyKeyExists. An expired entry with that
 	//    Scope is replaced.
+	//  - MaxActive and KeepRevoked bound Insert's account: see Write.
 	//
 	// The Manager sets Insert, Replace or both (with different IDs), and
-	// Idempotency only beside one of them.
+	// Idempotency only beside Insert, naming it (KeyID is Insert.ID).
 	Write(ctx context.Context, w Write) error
 
 	// LookupDigest returns the record whose Digest is d, or an error
@@ -204,21 +205,36 @@ var (
 	ErrIdempotencyKeyExists = errors.New("keys: idempotency entry exists")
 )
 
-// KeyCounter is an optional capability of a Store, found by type
-// assertion: counting an account's active keys, so that the Manager can
-// enforce WithMaxKeysPerAccount. memstore and pgstore implement it.
-type KeyCounter interface {
-	// CountActiveKeys returns how many records of accountID have a zero
-	// RevokedAt, counting at most limit (it may stop there).
-	CountActiveKeys(ctx context.Context, accountID string, limit int) (int, error)
-}
+// Write's bounds refuse with ErrKeyLimit (errors.go), which the Manager
+// passes on to its caller.
 
 // Write is one all-or-nothing change for Store.Write.
 type Write struct {
 	Insert      *Record            // a new record, or nil
 	Replace     *Record            // the next version of a stored record, or nil
 	Idempotency *IdempotencyRecord // an idempotency entry, or nil
+
+	// MaxActive, if positive, caps Insert's account: if the account
+	// already holds MaxActive records with a zero RevokedAt, nothing is
+	// written and the error matches ErrKeyLimit (checked before the
+	// idempotency entry). The check and the insert are one atomic step:
+	// concurrent writes cannot pass the cap together. Create sets it.
+	MaxActive int
+	// KeepRevoked, if positive, bounds Insert's account's history: after
+	// the write, while the account holds more than KeepRevoked records
+	// with a RevokedAt set, the store deletes its oldest record (by
+	// CreatedAt, then ID) whose RevokedAt is at or before
+	// Insert.CreatedAt, together with any idempotency entry naming it.
+	// A record whose revocation is still scheduled (a rolled key in its
+	// grace period) is never deleted. A store may stop after deleting
+	// MaxPrunedPerWrite records, so that no write does unbounded work;
+	// later writes go on. Create and Roll set it.
+	KeepRevoked int
 }
+
+// MaxPrunedPerWrite bounds the records one Write deletes for
+// Write.KeepRevoked.
+const MaxPrunedPerWrite = 100
 
 // IdempotencyRecord is a stored result of an idempotent Create or Roll.
 // Scope is a digest of (caller, endpoint, idempotency key), so the

@@ -51,7 +51,8 @@ func Run(t *testing.T, newStore func(t *testing.T) keys.Store) {
 		{"ListOrderAndFilters", testListOrderAndFilters},
 		{"ListPagesEachRecordOnce", testListPaging},
 		{"Concurrent", testConcurrent},
-		{"CountActiveKeys", testCountActiveKeys},
+		{"MaxActive", testMaxActive},
+		{"KeepRevoked", testKeepRevoked},
 		{"Manager", testManager},
 	}
 	for _, c := range cases {
@@ -895,45 +896,51 @@ func testManager(t *testing.T, s keys.Store) {
 	}
 }
 
-// testCountActiveKeys checks the optional keys.KeyCounter: only records
-// with a zero RevokedAt count, a revocation or a revoked insert moves the
-// count as it should, other accounts never count, and the count stops at
-// the limit. A store without the capability skips it.
-func testCountActiveKeys(t *testing.T, s keys.Store) {
-	counter, ok := s.(keys.KeyCounter)
-	if !ok {
-		t.Skip("the store does not implement keys.KeyCounter")
-	}
+// testMaxActive checks Write.MaxActive: only records with a zero
+// RevokedAt count (a scheduled revocation counts as revoked), other
+// accounts never count, a refused write stores nothing (neither the
+// record nor its idempotency entry), and concurrent inserts cannot pass
+// the cap together, even into an account the store has never seen.
+func testMaxActive(t *testing.T, s keys.Store) {
 	ctx := context.Background()
-	acct := "acct_count_" + rand.Text()[:6]
-	count := func(limit int) int {
-		t.Helper()
-		n, err := counter.CountActiveKeys(ctx, acct, limit)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	if n := count(10); n != 0 {
-		t.Fatalf("an empty account counts %d", n)
+	acct := "acct_cap_" + rand.Text()[:6]
+	bounded := func(r *keys.Record, idem *keys.IdempotencyRecord, maxActive int) error {
+		return s.Write(ctx, keys.Write{Insert: r, Idempotency: idem, MaxActive: maxActive})
 	}
 	var ids []string
-	for i := range 4 {
+	for i := range 3 {
 		r := NewRecord(t)
 		r.AccountID = acct
-		if i == 3 {
+		if i == 2 {
 			r.RevokedAt = base // inserted revoked: not active
 		}
 		ids = append(ids, r.ID)
-		mustCreate(t, s, r, nil)
+		if err := bounded(r, nil, 3); err != nil {
+			t.Fatalf("insert %d under a cap of 3: %v", i, err)
+		}
 	}
-	other := NewRecord(t)
-	mustCreate(t, s, other, nil)
-	if n := count(10); n != 3 {
-		t.Fatalf("3 active keys and 1 revoked count %d", n)
+	third := NewRecord(t)
+	third.AccountID = acct
+	if err := bounded(third, nil, 3); err != nil {
+		t.Fatalf("the third active key under a cap of 3: %v", err)
 	}
-	if n := count(2); n != 2 {
-		t.Fatalf("with a limit of 2, the count is %d", n)
+	refused := NewRecord(t)
+	refused.AccountID = acct
+	e := newIdem(t, refused.ID, base)
+	if err := bounded(refused, e, 3); !errors.Is(err, keys.ErrKeyLimit) {
+		t.Fatalf("a fourth active key under a cap of 3: %v, want ErrKeyLimit", err)
+	}
+	if _, err := s.Get(ctx, refused.ID); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("the refused record was stored: %v", err)
+	}
+	if _, err := s.LookupDigest(ctx, refused.Digest); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("the refused record's digest was stored: %v", err)
+	}
+	if _, err := s.LookupIdempotency(ctx, e.Scope, base); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("the refused write's idempotency entry was stored: %v", err)
+	}
+	if err := bounded(NewRecord(t), nil, 1); err != nil {
+		t.Fatalf("another account under a cap of 1: %v", err)
 	}
 	next := mustGet(t, s, ids[0])
 	next.RevokedAt, next.Version = base.Add(time.Hour), next.Version+1 // scheduled, as after a roll
@@ -943,7 +950,150 @@ func testCountActiveKeys(t *testing.T, s keys.Store) {
 	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: ids[1], At: base}}); err != nil {
 		t.Fatal(err)
 	}
-	if n := count(10); n != 2 {
-		t.Fatalf("after a revocation, %d active keys (want 2)", n)
+	if err := bounded(refused, e, 3); err != nil {
+		t.Fatalf("after a revocation made room: %v", err)
 	}
+	if err := bounded(NewRecord(t), nil, 0); err != nil {
+		t.Fatalf("MaxActive 0 is no cap: %v", err)
+	}
+
+	fresh := "acct_race_" + rand.Text()[:6]
+	const writers, limit = 12, 5
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	passed, limited := 0, 0
+	for range writers {
+		wg.Add(1)
+		r := NewRecord(t)
+		r.AccountID = fresh
+		go func() {
+			defer wg.Done()
+			err := bounded(r, nil, limit)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				passed++
+			case errors.Is(err, keys.ErrKeyLimit):
+				limited++
+			default:
+				t.Errorf("concurrent insert: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if passed != limit || limited != writers-limit {
+		t.Fatalf("%d concurrent inserts under a cap of %d: %d passed, %d refused", writers, limit, passed, limited)
+	}
+}
+
+// testKeepRevoked checks Write.KeepRevoked: the oldest records revoked by
+// the insert's CreatedAt go, with their idempotency entries, until the
+// account holds KeepRevoked revoked records; a scheduled revocation (a
+// grace period) is counted but never deleted; active records and other
+// accounts are untouched; a Replace in the same write counts.
+func testKeepRevoked(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	acct := "acct_keep_" + rand.Text()[:6]
+	now := base.Add(10 * time.Hour)
+	// r0..r4, oldest first: revoked, active, revoked, scheduled, revoked.
+	var rs []*keys.Record
+	var entry *keys.IdempotencyRecord
+	for i := range 5 {
+		r := NewRecord(t)
+		r.AccountID = acct
+		r.CreatedAt = base.Add(time.Duration(i) * time.Minute)
+		switch i {
+		case 0, 2, 4:
+			r.RevokedAt = base.Add(time.Hour)
+		case 3:
+			r.RevokedAt = now.Add(time.Hour) // still in its grace period
+		}
+		var e *keys.IdempotencyRecord
+		if i == 0 {
+			e = newIdem(t, r.ID, now)
+			entry = e
+		}
+		mustCreate(t, s, r, e)
+		rs = append(rs, r)
+	}
+	other := NewRecord(t)
+	other.RevokedAt = base
+	mustCreate(t, s, other, nil)
+
+	gone := func(r *keys.Record) bool {
+		t.Helper()
+		_, err := s.Get(ctx, r.ID)
+		_, lerr := s.LookupDigest(ctx, r.Digest)
+		if errors.Is(err, keys.ErrNotFound) != errors.Is(lerr, keys.ErrNotFound) {
+			t.Fatalf("record %s: Get says %v, LookupDigest %v", r.ID, err, lerr)
+		}
+		if err != nil && !errors.Is(err, keys.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return err != nil
+	}
+	check := func(step string, want ...bool) {
+		t.Helper()
+		for i, r := range rs {
+			if g := gone(r); g != want[i] {
+				t.Fatalf("%s: record %d deleted: %v, want %v", step, i, g, want[i])
+			}
+		}
+		if gone(other) {
+			t.Fatalf("%s: another account's revoked record was deleted", step)
+		}
+		l, err := s.List(ctx, keys.ListQuery{AccountID: acct, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for i := range rs {
+			if !want[i] {
+				n++
+			}
+		}
+		if len(l) != n {
+			t.Fatalf("%s: List has %d records, want %d", step, len(l), n)
+		}
+	}
+
+	r5 := NewRecord(t)
+	r5.AccountID, r5.CreatedAt = acct, now
+	if err := s.Write(ctx, keys.Write{Insert: r5, KeepRevoked: 2}); err != nil {
+		t.Fatal(err)
+	}
+	rs = append(rs, r5)
+	check("keep 2 of 4 revoked", true, false, true, false, false, false)
+	if _, err := s.LookupIdempotency(ctx, entry.Scope, now); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("a deleted record's idempotency entry remains: %v", err)
+	}
+
+	// A roll: the replaced record's revocation counts in the same write,
+	// and the record in its grace period is passed over.
+	next := mustGet(t, s, rs[1].ID)
+	next.RevokedAt, next.Version = now, next.Version+1
+	r6 := NewRecord(t)
+	r6.AccountID, r6.CreatedAt = acct, now.Add(time.Second)
+	if err := s.Write(ctx, keys.Write{Replace: next, Insert: r6, KeepRevoked: 2}); err != nil {
+		t.Fatal(err)
+	}
+	rs = append(rs, r6)
+	check("a roll keeping 2 of 3 revoked", true, true, true, false, false, false, false)
+
+	r7 := NewRecord(t)
+	r7.AccountID, r7.CreatedAt = acct, now.Add(2*time.Second)
+	if err := s.Write(ctx, keys.Write{Insert: r7, KeepRevoked: 1}); err != nil {
+		t.Fatal(err)
+	}
+	rs = append(rs, r7)
+	check("keep 1: only the scheduled one stays", true, true, true, false, true, false, false, false)
+
+	r8 := NewRecord(t)
+	r8.AccountID, r8.CreatedAt = acct, now.Add(3*time.Second)
+	if err := s.Write(ctx, keys.Write{Insert: r8}); err != nil {
+		t.Fatal(err)
+	}
+	rs = append(rs, r8)
+	check("KeepRevoked 0 deletes nothing", true, true, true, false, true, false, false, false, false)
 }

@@ -45,6 +45,9 @@ type Store struct {
 	byID     map[string]*keys.Record
 	accounts map[string]*account
 	idem     map[keys.Digest]*keys.IdempotencyRecord
+	// idemOf names the idempotency entry of a record (its KeyID), so that
+	// a record deleted by Write.KeepRevoked takes its entry with it.
+	idemOf map[string]keys.Digest
 	// expiring lists idempotency entries in the order they were stored,
 	// which is the order they expire in (every entry lives the same TTL):
 	// expiry pops them from the front, a chunk at a time.
@@ -59,8 +62,18 @@ type Store struct {
 // List's order read backwards. Keys are created in time order, so an
 // insert is almost always an append.
 type account struct {
-	recs   []*keys.Record
-	active int // records with a zero RevokedAt
+	recs    []*keys.Record
+	active  int // records with a zero RevokedAt
+	revoked int // the others
+}
+
+// count moves the account's counts by d for a record in r's state.
+func (a *account) count(r *keys.Record, d int) {
+	if r.RevokedAt.IsZero() {
+		a.active += d
+	} else {
+		a.revoked += d
+	}
 }
 
 type idemExpiry struct {
@@ -82,7 +95,10 @@ type shard struct {
 }
 
 // table is an open-addressing hash table with linear probing, kept at most
-// half full. Slots are only ever filled or replaced, never emptied.
+// half full (counting tombstones). Slots are only ever filled or replaced,
+// never emptied: a deleted record's slot gets a tombstone, a record with
+// no ID, which probes pass over and which growing drops. So a reader that
+// takes no lock never stops short of a record further along its chain.
 type table struct {
 	slots []atomic.Pointer[keys.Record]
 	mask  uint64
@@ -100,7 +116,7 @@ func (t *table) find(h *keys.Digest) (*atomic.Pointer[keys.Record], *keys.Record
 	for i := home(h) & t.mask; ; i = (i + 1) & t.mask {
 		slot := &t.slots[i]
 		r := slot.Load()
-		if r == nil || r.Digest == *h {
+		if r == nil || (r.Digest == *h && r.ID != "") {
 			return slot, r
 		}
 	}
@@ -115,18 +131,45 @@ func (sh *shard) put(r *keys.Record) {
 		return
 	}
 	if 2*(sh.count+1) > len(t.slots) {
-		bigger := newTable(2 * len(t.slots))
-		for i := range t.slots {
-			if rec := t.slots[i].Load(); rec != nil {
-				s, _ := bigger.find(&rec.Digest)
-				s.Store(rec)
-			}
-		}
-		sh.table.Store(bigger)
-		slot, _ = bigger.find(&r.Digest)
+		t = sh.rebuild(t)
+		slot, _ = t.find(&r.Digest)
 	}
 	slot.Store(r)
 	sh.count++
+}
+
+// rebuild copies the live records of t into a new table sized for them
+// (at most a quarter full), dropping tombstones, and publishes it. sh.mu
+// is held.
+func (sh *shard) rebuild(t *table) *table {
+	live := 0
+	for i := range t.slots {
+		if rec := t.slots[i].Load(); rec != nil && rec.ID != "" {
+			live++
+		}
+	}
+	size := 8
+	for size < 4*(live+1) {
+		size *= 2
+	}
+	n := newTable(size)
+	for i := range t.slots {
+		if rec := t.slots[i].Load(); rec != nil && rec.ID != "" {
+			s, _ := n.find(&rec.Digest)
+			s.Store(rec)
+		}
+	}
+	sh.table.Store(n)
+	sh.count = live
+	return n
+}
+
+// remove puts a tombstone in the place of the record with digest h.
+// sh.mu is held.
+func (sh *shard) remove(h *keys.Digest) {
+	if slot, r := sh.table.Load().find(h); r != nil {
+		slot.Store(&keys.Record{})
+	}
 }
 
 func (sh *shard) get(h *keys.Digest) *keys.Record {
@@ -134,10 +177,7 @@ func (sh *shard) get(h *keys.Digest) *keys.Record {
 	return r
 }
 
-var (
-	_ keys.Store      = (*Store)(nil)
-	_ keys.KeyCounter = (*Store)(nil)
-)
+var _ keys.Store = (*Store)(nil)
 
 // New returns an empty store.
 func New() *Store {
@@ -145,6 +185,7 @@ func New() *Store {
 		byID:     make(map[string]*keys.Record),
 		accounts: make(map[string]*account),
 		idem:     make(map[keys.Digest]*keys.IdempotencyRecord),
+		idemOf:   make(map[string]keys.Digest),
 	}
 	for i := range s.shards {
 		s.shards[i].table.Store(newTable(8))
@@ -160,6 +201,11 @@ func (s *Store) shardOf(h keys.Digest) *shard { return &s.shards[h[0]] }
 func (s *Store) Write(_ context.Context, w keys.Write) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if r := w.Insert; r != nil && w.MaxActive > 0 {
+		if a := s.accounts[r.AccountID]; a != nil && a.active >= w.MaxActive {
+			return fmt.Errorf("memstore: account holds %d active keys: %w", a.active, keys.ErrKeyLimit)
+		}
+	}
 	if err := s.checkIdempotency(w.Idempotency); err != nil {
 		return err
 	}
@@ -185,7 +231,51 @@ func (s *Store) Write(_ context.Context, w keys.Write) error {
 		s.replace(r)
 	}
 	s.storeIdempotency(w.Idempotency)
+	if r := w.Insert; r != nil && w.KeepRevoked > 0 {
+		s.prune(s.accounts[r.AccountID], w.KeepRevoked, r.CreatedAt)
+	}
 	return nil
+}
+
+// prune deletes a's oldest records revoked by now while it holds more
+// than keep revoked records, at most keys.MaxPrunedPerWrite of them, in
+// one pass over its index. s.mu is held.
+func (s *Store) prune(a *account, keep int, now time.Time) {
+	if a.revoked <= keep {
+		return
+	}
+	j, budget := 0, keys.MaxPrunedPerWrite
+	for i, r := range a.recs {
+		if a.revoked > keep && budget > 0 && !r.RevokedAt.IsZero() && !r.RevokedAt.After(now) {
+			s.delete(r)
+			a.revoked--
+			budget--
+			continue
+		}
+		if (a.revoked <= keep || budget == 0) && i == j {
+			return // nothing deleted ahead of here: nothing to move
+		}
+		a.recs[j] = r
+		j++
+	}
+	clear(a.recs[j:])
+	a.recs = a.recs[:j]
+}
+
+// delete drops r from the ID and digest indexes, with its idempotency
+// entry; the caller drops it from the account's. s.mu is held.
+func (s *Store) delete(r *keys.Record) {
+	delete(s.byID, r.ID)
+	if scope, ok := s.idemOf[r.ID]; ok {
+		if e := s.idem[scope]; e != nil && e.KeyID == r.ID {
+			delete(s.idem, scope)
+		}
+		delete(s.idemOf, r.ID)
+	}
+	sh := s.shardOf(r.Digest)
+	sh.mu.Lock()
+	sh.remove(&r.Digest)
+	sh.mu.Unlock()
 }
 
 // insert adds a new record to both indexes, refusing a taken ID or digest.
@@ -209,9 +299,7 @@ func (s *Store) insert(rec *keys.Record) error {
 	}
 	i := a.search(rec.CreatedAt, rec.ID)
 	a.recs = slices.Insert(a.recs, i, rec)
-	if rec.RevokedAt.IsZero() {
-		a.active++
-	}
+	a.count(rec, 1)
 	return nil
 }
 
@@ -240,12 +328,9 @@ func (s *Store) replace(rec *keys.Record) {
 	s.byID[rec.ID] = rec
 	// CreatedAt and ID never change, so the record keeps its place.
 	a := s.accounts[rec.AccountID]
-	if old != nil && old.RevokedAt.IsZero() != rec.RevokedAt.IsZero() {
-		if rec.RevokedAt.IsZero() {
-			a.active++
-		} else {
-			a.active--
-		}
+	if old != nil {
+		a.count(old, -1)
+		a.count(rec, 1)
 	}
 	if i := a.search(rec.CreatedAt, rec.ID); i < len(a.recs) && a.recs[i].ID == rec.ID {
 		a.recs[i] = rec
@@ -268,6 +353,9 @@ func (s *Store) expire(now time.Time) (more bool) {
 		}
 		if cur := s.idem[e.scope]; cur != nil && !cur.ExpiresAt.After(now) {
 			delete(s.idem, e.scope)
+			if s.idemOf[cur.KeyID] == e.scope {
+				delete(s.idemOf, cur.KeyID)
+			}
 		}
 	}
 	s.expiring = s.expiring[n:]
@@ -295,17 +383,6 @@ func (s *Store) Get(_ context.Context, id string) (*keys.Record, error) {
 		return nil, keys.ErrNotFound
 	}
 	return rec, nil
-}
-
-// CountActiveKeys implements keys.KeyCounter from a count the account's
-// index keeps.
-func (s *Store) CountActiveKeys(_ context.Context, accountID string, limit int) (int, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if a := s.accounts[accountID]; a != nil {
-		return min(a.active, limit), nil
-	}
-	return 0, nil
 }
 
 // LookupIdempotency implements keys.Store.
@@ -337,7 +414,11 @@ func (s *Store) checkIdempotency(idem *keys.IdempotencyRecord) error {
 // held.
 func (s *Store) storeIdempotency(idem *keys.IdempotencyRecord) {
 	if idem != nil {
+		if prev := s.idem[idem.Scope]; prev != nil {
+			delete(s.idemOf, prev.KeyID) // expired, and replaced here
+		}
 		s.idem[idem.Scope] = idem
+		s.idemOf[idem.KeyID] = idem.Scope
 		s.expiring = append(s.expiring, idemExpiry{idem.Scope, idem.ExpiresAt})
 		s.saw(idem.CreatedAt)
 		s.expire(s.now)

@@ -2,6 +2,7 @@ package memstore
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -79,5 +80,53 @@ func TestIdempotencyEntriesExpireWithoutANewCreate(t *testing.T) {
 	s.mu.RUnlock()
 	if n != 1 || !has {
 		t.Fatalf("%d idempotency entries left after they expired (want the 1 that has not)", n)
+	}
+}
+
+// Finding 4 of issue 11: one account looping create (idempotent) and
+// revoke grew the store without bound. With a cap of 10, 5,000 loops
+// leave at most 10 active and 11 revoked records, as many idempotency
+// entries, and hash tables sized for them (tombstones are dropped when a
+// table grows), whatever the number of loops.
+func TestCreateRevokeLoopIsBounded(t *testing.T) {
+	ctx := context.Background()
+	s := New()
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	m, err := keys.New(s, keys.WithMaxKeysPerAccount(10), keys.WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	p := keys.Principal{AccountID: "acct_loop", Subject: "churn", Permissions: keys.DefaultVocabulary()}
+	for i := range 5000 {
+		now = now.Add(time.Millisecond)
+		k, err := m.As(p).Create(ctx, keys.APIKeyCreate{Name: "churn", Environment: keys.Test}, keys.IdempotencyKey(fmt.Sprintf("loop-%08d", i)))
+		if err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+		if _, err := m.Revoke(ctx, k.ID); err != nil {
+			t.Fatalf("revoke %d: %v", i, err)
+		}
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a := s.accounts["acct_loop"]
+	if len(s.byID) > 11 || len(a.recs) != len(s.byID) || a.revoked != len(a.recs) || a.active != 0 {
+		t.Fatalf("after 5,000 loops: %d records, %d in the account (%d revoked, %d active)", len(s.byID), len(a.recs), a.revoked, a.active)
+	}
+	if len(s.idem) > 11 || len(s.idemOf) > 11 {
+		t.Fatalf("after 5,000 loops: %d idempotency entries, %d names of them", len(s.idem), len(s.idemOf))
+	}
+	slots := 0
+	for i := range s.shards {
+		slots += len(s.shards[i].table.Load().slots)
+	}
+	if slots > 256*16 {
+		t.Fatalf("after 5,000 loops the hash tables hold %d slots for %d records", slots, len(s.byID))
+	}
+	for _, r := range a.recs {
+		if got, err := s.LookupDigest(ctx, r.Digest); err != nil || got != r {
+			t.Fatalf("a kept record is not found by digest: %v", err)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/txcloud/keys"
 )
 
@@ -31,9 +32,16 @@ FROM generate_series(1, 200000) AS i;
 INSERT INTO {{schema}}.api_keys (id, account_id, name, prefix, environment, digest, created_at, revoked_at, version)
 SELECT 'keyb_' || i, 'acct_b', 'k', 'txc_test_abcd', 'test', sha256(convert_to('b' || i, 'UTF8')), now(), now(), 1
 FROM generate_series(1, 5) AS i;
+INSERT INTO {{schema}}.api_keys (id, account_id, name, prefix, environment, digest, created_at, revoked_at, version)
+SELECT 'keyr_' || i, 'acct_a', 'k', 'txc_test_abcd', 'test', sha256(convert_to('r' || i, 'UTF8')), now() + i * interval '1 second', now() - interval '1 hour', 1
+FROM generate_series(1, 10) AS i;
 ANALYZE {{schema}}.api_keys`)); err != nil {
 		t.Fatal(err)
 	}
+	// The history bound's scan: A's 10 revoked keys are its newest, so a
+	// plan reading A's keys oldest first would pass 200,000 active ones.
+	prune := strings.NewReplacer("$2", "$1", "$10", "$2").Replace(s.sql(pruneScan)) + " LIMIT 100"
+	checkPlan(t, pool, "history bound", prune, "acct_a", time.Now())
 	yes, no := true, false
 	middle := &keys.ListPosition{CreatedAt: time.Now().Add(-100_000 * time.Second), ID: "key_100000"}
 	for _, env := range []keys.Environment{"", keys.Live} {
@@ -41,33 +49,40 @@ ANALYZE {{schema}}.api_keys`)); err != nil {
 			for _, after := range []*keys.ListPosition{nil, middle} {
 				q := keys.ListQuery{AccountID: "acct_a", Environment: env, Revoked: revoked, After: after, Limit: 21}
 				sql, args := s.listFilters(q)
-				var raw []byte
-				if err := pool.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+sql, args...).Scan(&raw); err != nil {
-					t.Fatal(err)
-				}
-				var plan []struct {
-					Plan          map[string]any `json:"Plan"`
-					ExecutionTime float64        `json:"Execution Time"`
-				}
-				if err := json.Unmarshal(raw, &plan); err != nil || len(plan) != 1 {
-					t.Fatalf("plan: %v", err)
-				}
-				var nodes []string
-				removed := 0.0
-				walk(plan[0].Plan, func(n map[string]any) {
-					nodes = append(nodes, n["Node Type"].(string)+" "+str(n["Index Name"]))
-					if f, ok := n["Rows Removed by Filter"].(float64); ok {
-						removed += f
-					}
-				})
 				name := "env=" + string(env) + " revoked=" + boolStr(revoked) + " cursor=" + boolStr2(after != nil)
-				t.Logf("%-40s %6.2f ms  %s", name, plan[0].ExecutionTime, strings.Join(nodes, " > "))
-				joined := strings.Join(nodes, " ")
-				if strings.Contains(joined, "Seq Scan") || strings.Contains(joined, "Sort") || strings.Contains(joined, "Bitmap") || removed > 0 {
-					t.Errorf("%s: not served by an index in List's order (%s; %.0f rows removed by a filter)", name, joined, removed)
-				}
+				checkPlan(t, pool, name, sql, args...)
 			}
 		}
+	}
+}
+
+// checkPlan runs EXPLAIN ANALYZE on sql and fails the test if the plan
+// scans a table, sorts, or reads rows an index condition did not select.
+func checkPlan(t *testing.T, pool *pgxpool.Pool, name, sql string, args ...any) {
+	t.Helper()
+	var raw []byte
+	if err := pool.QueryRow(context.Background(), "EXPLAIN (ANALYZE, FORMAT JSON) "+sql, args...).Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	var plan []struct {
+		Plan          map[string]any `json:"Plan"`
+		ExecutionTime float64        `json:"Execution Time"`
+	}
+	if err := json.Unmarshal(raw, &plan); err != nil || len(plan) != 1 {
+		t.Fatalf("plan: %v", err)
+	}
+	var nodes []string
+	removed := 0.0
+	walk(plan[0].Plan, func(n map[string]any) {
+		nodes = append(nodes, n["Node Type"].(string)+" "+str(n["Index Name"]))
+		if f, ok := n["Rows Removed by Filter"].(float64); ok {
+			removed += f
+		}
+	})
+	t.Logf("%-40s %6.2f ms  %s", name, plan[0].ExecutionTime, strings.Join(nodes, " > "))
+	joined := strings.Join(nodes, " ")
+	if strings.Contains(joined, "Seq Scan") || strings.Contains(joined, "Sort") || strings.Contains(joined, "Bitmap") || removed > 0 {
+		t.Errorf("%s: not served by an index in its order (%s; %.0f rows removed by a filter)", name, joined, removed)
 	}
 }
 

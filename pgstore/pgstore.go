@@ -55,17 +55,14 @@ type Store struct {
 	done      chan struct{}
 	closed    atomic.Bool
 
-	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qDigests, qCountActive string
+	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qDigests, qExpireIdem string
 	// qList holds one statement per filter combination, indexed by
 	// listFilters, so that each is served by an index made for it (a
 	// generic "$2 = '' OR environment = $2" can use none of them).
 	qList [2][3][2]string
 }
 
-var (
-	_ keys.Store      = (*Store)(nil)
-	_ keys.KeyCounter = (*Store)(nil)
-)
+var _ keys.Store = (*Store)(nil)
 
 // Option configures a Store.
 type Option func(*Store) error
@@ -143,23 +140,48 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	cols := "id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, digest, created_at, expires_at, revoked_at, last_used, version"
 	s.qLookup = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE digest = $1`)
 	s.qGet = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE id = $1`)
-	// Every insert notifies the other instances' filters in the same
-	// statement, so the notice goes out exactly when the row commits.
-	s.qInsert = s.sql(`WITH k AS (INSERT INTO {{schema}}.api_keys (` + cols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING digest)
-SELECT pg_notify($15, 'd:' || encode(digest, 'hex')) FROM k`)
-	// One statement: the key goes in only if the idempotency entry does
+	// Every insert is one statement: it locks the account's count row
+	// (so that concurrent creates are checked one after another), inserts
+	// the key if the account is under keys.Write.MaxActive, deletes the
+	// account's oldest revoked records beyond keys.Write.KeepRevoked, and
+	// notifies the other instances' filters, so the notice goes out
+	// exactly when the row commits. Parameters: the 14 columns, $15 the
+	// channel, $16 MaxActive, $17 KeepRevoked, then (qInsertIdem) the
+	// idempotency entry from $18. It returns whether the cap allowed the
+	// insert, whether the key (and its entry) went in, and the IDs of the
+	// records deleted.
+	const head = `WITH c AS (
+	INSERT INTO {{schema}}.api_key_counts AS c (account_id, active, revoked) VALUES ($2, 0, 0)
+	ON CONFLICT (account_id) DO UPDATE SET active = c.active
+	RETURNING active, revoked
+), ok AS (SELECT 1 FROM c WHERE $16::int <= 0 OR c.active < $16::int), `
+	tail := `, p AS (
+	DELETE FROM {{schema}}.api_keys WHERE id IN (
+		` + pruneScan + `
+		LIMIT coalesce((SELECT least(greatest(c.revoked - $17::int, 0), ` + strconv.Itoa(keys.MaxPrunedPerWrite) + `) FROM c WHERE $17::int > 0 AND EXISTS (SELECT 1 FROM k)), 0))
+	RETURNING id
+), n AS (SELECT pg_notify($15, 'd:' || encode(digest, 'hex')) FROM k),
+x AS (SELECT pg_notify($15, id) FROM p)
+-- n and x are read only so that they run (a CTE that nothing reads does
+-- not; p, which modifies data, always runs). x drops the deleted records
+-- from the other instances' caches.
+`
+	insertKey := `k AS (INSERT INTO {{schema}}.api_keys (` + cols + `)
+	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM %s
+	RETURNING digest)`
+	s.qInsert = s.sql(head + fmt.Sprintf(insertKey, "ok") + tail +
+		`SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM k) + 0 * (SELECT count(*) FROM n) + 0 * (SELECT count(*) FROM x),
+	ARRAY(SELECT id FROM p)`)
+	// With an idempotency entry: the key goes in only if the entry does
 	// (its scope free, or held by an expired entry), so both or neither.
-	s.qInsertIdem = s.sql(`WITH idem AS (` + upsertIdem(15) + `), k AS (
-	INSERT INTO {{schema}}.api_keys (` + cols + `)
-	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 WHERE EXISTS (SELECT 1 FROM idem)
-	RETURNING digest
-), n AS (SELECT pg_notify($21, 'd:' || encode(digest, 'hex')) FROM k)
--- n is read only so that it runs (a CTE that nothing reads does not).
-SELECT (SELECT count(*) FROM idem) + 0 * (SELECT count(*) FROM n)`)
-	s.qIdem = s.sql(`WITH idem AS (` + upsertIdem(1) + `) SELECT count(*) FROM idem`)
+	s.qInsertIdem = s.sql(head + `idem AS (` + upsertIdem(18, "ok") + `), ` + fmt.Sprintf(insertKey, "idem") + tail +
+		`SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM idem) + 0 * (SELECT count(*) FROM n) + 0 * (SELECT count(*) FROM x),
+	ARRAY(SELECT id FROM p)`)
+	s.qIdem = s.sql(`WITH idem AS (` + upsertIdem(1, "") + `) SELECT count(*) FROM idem`)
 	s.qDigests = s.sql(`SELECT digest FROM {{schema}}.api_keys`)
-	// One row, kept by a trigger (migration 4).
-	s.qCountActive = s.sql(`SELECT coalesce((SELECT least(active, $2) FROM {{schema}}.api_key_counts WHERE account_id = $1), 0)`)
+	// Expired entries, oldest first, a chunk at a time (TouchLastUsed).
+	s.qExpireIdem = s.sql(`DELETE FROM {{schema}}.api_key_idempotency WHERE scope IN (
+	SELECT scope FROM {{schema}}.api_key_idempotency WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)`)
 	s.qLookupIdem = s.sql(`SELECT scope, fingerprint, key_id, sealed, created_at, expires_at FROM {{schema}}.api_key_idempotency WHERE scope = $1 AND expires_at > $2`)
 	s.qTouch = s.sql(`UPDATE {{schema}}.api_keys AS k SET last_used = greatest(k.last_used, u.at)
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`)
@@ -183,16 +205,25 @@ WHERE id = $1 AND version = $8 - 1 AND digest = $9`)
 
 func (s *Store) sql(q string) string { return strings.ReplaceAll(q, "{{schema}}", s.quoted) }
 
+// pruneScan finds an account's ($2) records revoked by $10, oldest first:
+// the records the history bound (keys.Write.KeepRevoked) deletes. It reads
+// the partial index of revoked records backwards, so the account's active
+// keys cost nothing (TestListPlansAreIndexBacked checks the plan).
+const pruneScan = `SELECT id FROM {{schema}}.api_keys WHERE account_id = $2 AND revoked_at <= $10 ORDER BY created_at, id`
+
 // upsertIdem inserts an idempotency entry, its six parameters numbered
 // from first, when its scope is free or held by an expired entry, and
-// returns a row only then.
-func upsertIdem(first int) string {
+// returns a row only then; with from, only if that CTE has a row.
+func upsertIdem(first int, from string) string {
 	var ps []string
 	for i := range 6 {
 		ps = append(ps, "$"+strconv.Itoa(first+i))
 	}
+	if from != "" {
+		from = " FROM " + from
+	}
 	return `INSERT INTO {{schema}}.api_key_idempotency AS i (scope, fingerprint, key_id, sealed, created_at, expires_at)
-	VALUES (` + strings.Join(ps, ", ") + `)
+	SELECT ` + strings.Join(ps, ", ") + from + `
 	ON CONFLICT (scope) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, key_id = EXCLUDED.key_id,
 		sealed = EXCLUDED.sealed, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
 	WHERE i.expires_at <= EXCLUDED.created_at
@@ -312,13 +343,13 @@ func insertError(err error) error {
 	return err
 }
 
-// insertArgs are qInsert's parameters for r: its 14 columns, then the
-// notification channel.
-func (s *Store) insertArgs(r *keys.Record) []any {
-	return append(recordArgs(r), s.channel)
+// insertArgs are qInsert's parameters for w: its record's 14 columns,
+// the notification channel and the bounds.
+func (s *Store) insertArgs(w keys.Write) []any {
+	return append(recordArgs(w.Insert), s.channel, w.MaxActive, w.KeepRevoked)
 }
 
-// recordArgs are r's columns, $1 to $14 of both inserts.
+// recordArgs are r's columns, $1 to $14 of the inserts.
 func recordArgs(r *keys.Record) []any {
 	return []any{r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), nonNil(r.Permissions), nonNil(r.AllowedIPs),
 		r.RateLimit, r.Digest[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version}
@@ -333,37 +364,52 @@ func (s *Store) Write(ctx context.Context, w keys.Write) error {
 		return keys.ErrClosed
 	}
 	if w.Replace == nil {
-		return s.insert(ctx, w.Insert, w.Idempotency)
+		return s.insert(ctx, w)
 	}
 	return s.replace(ctx, w)
 }
 
-func (s *Store) insert(ctx context.Context, rec *keys.Record, idem *keys.IdempotencyRecord) error {
+func (s *Store) insert(ctx context.Context, w keys.Write) error {
+	rec, idem := w.Insert, w.Idempotency
 	if rec == nil {
 		return errors.New("pgstore: a Write with neither Insert nor Replace")
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if idem == nil {
-		if _, err := s.pool.Exec(ctx, s.qInsert, s.insertArgs(rec)...); err != nil {
-			return insertError(err)
-		}
-		s.filter.add(&rec.Digest)
-		return nil
+	q, args := s.qInsert, s.insertArgs(w)
+	if idem != nil {
+		q, args = s.qInsertIdem, append(args, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt)
 	}
-	// qInsertIdem: the columns, the idempotency entry from $15, the
-	// channel last ($21).
-	args := append(recordArgs(rec), idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt, s.channel)
-	var stored int
-	err := s.pool.QueryRow(ctx, s.qInsertIdem, args...).Scan(&stored)
-	switch {
-	case err != nil:
-		return insertError(err)
-	case stored == 0:
-		return keys.ErrIdempotencyKeyExists
+	deleted, err := insertResult(s.pool.QueryRow(ctx, q, args...))
+	if err != nil {
+		return err
 	}
 	s.filter.add(&rec.Digest)
+	s.dropDeleted(deleted)
 	return nil
+}
+
+// insertResult reads what qInsert or qInsertIdem reported: the records
+// the history bound deleted, or why nothing was written.
+func insertResult(row pgx.Row) (deleted []string, err error) {
+	var allowed, stored int
+	switch err := row.Scan(&allowed, &stored, &deleted); {
+	case err != nil:
+		return nil, insertError(err)
+	case allowed == 0:
+		return nil, fmt.Errorf("pgstore: %w", keys.ErrKeyLimit)
+	case stored == 0:
+		return nil, keys.ErrIdempotencyKeyExists
+	}
+	return deleted, nil
+}
+
+// dropDeleted takes deleted records out of this instance's cache at once
+// (the others hear of it by notification).
+func (s *Store) dropDeleted(ids []string) {
+	for _, id := range ids {
+		s.cache.invalidate(id)
+	}
 }
 
 // LookupDigest implements keys.Store, from the cache when it can. A digest
@@ -393,17 +439,6 @@ func (s *Store) lookupMiss(ctx context.Context, h keys.Digest) (*keys.Record, er
 	}
 	s.cache.put(r, gen)
 	return r, nil
-}
-
-// CountActiveKeys implements keys.KeyCounter: one primary-key read of
-// the account's count, which a trigger keeps in the transaction of every
-// insert and revocation.
-func (s *Store) CountActiveKeys(ctx context.Context, accountID string, limit int) (int, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	var n int
-	err := s.pool.QueryRow(ctx, s.qCountActive, accountID, limit).Scan(&n)
-	return n, err
 }
 
 // Get implements keys.Store. It always reads the database.
@@ -471,24 +506,51 @@ const touchChunk = 1000
 
 // TouchLastUsed implements keys.Store: one UPDATE per chunk of the batch.
 // It leaves the cache alone: last_used decides no Verify, and cached
-// records catch up within the TTL.
+// records catch up within the TTL. The Manager flushes once a minute, so
+// it then deletes idempotency entries that expired by the batch's latest
+// time (the Manager's clock, never the database's), a chunk per statement.
 func (s *Store) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error {
 	if s.closed.Load() {
 		return keys.ErrClosed
 	}
+	var now time.Time
 	for len(batch) > 0 {
 		n := min(len(batch), touchChunk)
 		ids := make([]string, n)
 		ats := make([]time.Time, n)
 		for i, e := range batch[:n] {
 			ids[i], ats[i] = e.ID, e.At
+			if e.At.After(now) {
+				now = e.At
+			}
 		}
 		if err := s.touch(ctx, ids, ats); err != nil {
 			return err
 		}
 		batch = batch[n:]
 	}
+	if now.IsZero() {
+		return nil
+	}
+	return s.expireIdempotency(ctx, now)
+}
+
+// expireIdempotency deletes entries expired by now, touchChunk per
+// statement, at most 100 statements a flush (the rest wait for the next).
+func (s *Store) expireIdempotency(ctx context.Context, now time.Time) error {
+	for range 100 {
+		tag, err := s.exec(ctx, s.qExpireIdem, now, touchChunk)
+		if err != nil || tag.RowsAffected() < touchChunk {
+			return err
+		}
+	}
 	return nil
+}
+
+func (s *Store) exec(ctx context.Context, q string, args ...any) (pgconn.CommandTag, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return s.pool.Exec(ctx, q, args...)
 }
 
 func (s *Store) touch(ctx context.Context, ids []string, ats []time.Time) error {
@@ -505,23 +567,8 @@ func (s *Store) replace(ctx context.Context, w keys.Write) error {
 	rec := w.Replace
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	var deleted []string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if idem := w.Idempotency; idem != nil {
-			var n int
-			err := tx.QueryRow(ctx, s.qIdem, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt).Scan(&n)
-			if err != nil {
-				return err
-			}
-			if n == 0 {
-				return keys.ErrIdempotencyKeyExists
-			}
-		}
-		if w.Insert != nil {
-			if _, err := tx.Exec(ctx, s.qInsert, s.insertArgs(w.Insert)...); err != nil {
-				return insertError(err)
-			}
-			s.filter.add(&w.Insert.Digest) // before commit: a false "present" is harmless
-		}
 		tag, err := tx.Exec(ctx, s.qReplace, rec.ID, rec.Name, nonNil(rec.Permissions), nonNil(rec.AllowedIPs), rec.RateLimit,
 			nullTime(rec.ExpiresAt), nullTime(rec.RevokedAt), rec.Version, rec.Digest[:])
 		if err != nil {
@@ -541,12 +588,31 @@ func (s *Store) replace(ctx context.Context, w keys.Write) error {
 			}
 			return fmt.Errorf("pgstore: %s is at version %d, not %d: %w", rec.ID, v, rec.Version-1, keys.ErrStale)
 		}
+		// The successor after the update, so that the history bound
+		// counts the revocation; the entry after the successor it names.
+		if w.Insert != nil {
+			if deleted, err = insertResult(tx.QueryRow(ctx, s.qInsert, s.insertArgs(w)...)); err != nil {
+				return err
+			}
+			s.filter.add(&w.Insert.Digest) // before commit: a false "present" is harmless
+		}
+		if idem := w.Idempotency; idem != nil {
+			var n int
+			err := tx.QueryRow(ctx, s.qIdem, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt).Scan(&n)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return keys.ErrIdempotencyKeyExists
+			}
+		}
 		// Delivered to every listener when the transaction commits.
 		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel, rec.ID)
 		return err
 	})
 	if err == nil {
 		s.cache.invalidate(rec.ID) // this instance need not wait for its own notice
+		s.dropDeleted(deleted)
 	}
 	return err
 }

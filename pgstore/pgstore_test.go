@@ -100,7 +100,7 @@ func TestMigrateConcurrentlyAndTwice(t *testing.T) {
 	}
 	s := newStore(t, pool, schema) // a fifth, after: a no-op
 	var n int
-	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{schema}.Sanitize()+".keys_migrations").Scan(&n); err != nil || n != 4 {
+	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{schema}.Sanitize()+".keys_migrations").Scan(&n); err != nil || n != 5 {
 		t.Fatalf("%d migrations recorded, %v", n, err)
 	}
 	if err := s.Write(context.Background(), keys.Write{Insert: keystest.NewRecord(t)}); err != nil {
@@ -356,4 +356,84 @@ func TestConcurrentUpdatesOfOneKey(t *testing.T) {
 	if err != nil || !strings.HasPrefix(k.Name, "w") {
 		t.Fatalf("after the updates: %+v, %v", k, err)
 	}
+}
+
+// The counts the triggers keep (active and revoked keys per account, which
+// the cap and the history bound read) match the rows after a concurrent
+// mix of creates at the cap, revocations, rolls with and without grace,
+// and the deletions the history bound makes; and every idempotency entry
+// names a stored key.
+func TestCountsFollowTheRows(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t)
+	schema := freshSchema(t, pool)
+	s := newStore(t, pool, schema)
+	m, err := keys.New(s, keys.WithMaxKeysPerAccount(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			acct := "acct_" + strconv.Itoa(w%2)
+			var ids []string
+			for i := range 60 {
+				var opts []keys.IssueOption
+				if i%2 == 0 {
+					opts = append(opts, keys.IdempotencyKey("mixed-create-"+strconv.Itoa(w)+"-"+strconv.Itoa(i)))
+				}
+				k, err := m.Create(ctx, keys.APIKeyCreate{Name: "mix", Environment: keys.Test, AccountID: acct}, opts...)
+				switch {
+				case errors.Is(err, keys.ErrKeyLimit):
+				case err != nil:
+					t.Error(err)
+					return
+				default:
+					ids = append(ids, k.ID)
+				}
+				if len(ids) == 0 {
+					continue
+				}
+				id := ids[0]
+				switch i % 3 {
+				case 0:
+					_, err = m.Revoke(ctx, id)
+				case 1:
+					_, err = m.Roll(ctx, id, time.Duration(i%2)*time.Hour, keys.IdempotencyKey("mixed-roll-"+strconv.Itoa(w)+"-"+strconv.Itoa(i)))
+				case 2:
+					_, err = m.Revoke(ctx, id)
+				}
+				if err != nil && !errors.Is(err, keys.ErrNotFound) && !errors.As(err, new(*keys.ValidationError)) {
+					t.Error(err)
+					return
+				}
+				ids = ids[1:]
+			}
+		}()
+	}
+	wg.Wait()
+	q := `SELECT count(*) FROM (
+	SELECT account_id, count(*) FILTER (WHERE revoked_at IS NULL) AS active, count(*) FILTER (WHERE revoked_at IS NOT NULL) AS revoked
+	FROM {{s}}.api_keys GROUP BY account_id) AS k
+FULL JOIN {{s}}.api_key_counts AS c USING (account_id)
+WHERE coalesce(k.active, 0) <> coalesce(c.active, 0) OR coalesce(k.revoked, 0) <> coalesce(c.revoked, 0)`
+	q = strings.ReplaceAll(q, "{{s}}", pgx.Identifier{schema}.Sanitize())
+	var wrong int
+	if err := pool.QueryRow(ctx, q).Scan(&wrong); err != nil || wrong != 0 {
+		t.Fatalf("%d accounts whose counts differ from their rows (%v)", wrong, err)
+	}
+	var stored, active, revoked int
+	q = strings.ReplaceAll(`SELECT count(*), count(*) FILTER (WHERE revoked_at IS NULL), count(*) FILTER (WHERE revoked_at IS NOT NULL) FROM {{s}}.api_keys`, "{{s}}", pgx.Identifier{schema}.Sanitize())
+	if err := pool.QueryRow(ctx, q).Scan(&stored, &active, &revoked); err != nil {
+		t.Fatal(err)
+	}
+	// Two accounts: at most 4 active each, and 4 revoked beside any
+	// revocations since their last create or roll.
+	if stored == 0 || active > 8 || stored > 2*(4+4+4) {
+		t.Fatalf("after 240 creates: %d records stored, %d active, %d revoked", stored, active, revoked)
+	}
+	t.Logf("%d records stored (%d active, %d revoked)", stored, active, revoked)
 }

@@ -51,7 +51,7 @@ CREATE INDEX api_keys_account_env_revoked_newest ON {{schema}}.api_keys (account
 CREATE INDEX api_keys_account_env_unrevoked_newest ON {{schema}}.api_keys (account_id, environment, created_at DESC, id DESC) WHERE revoked_at IS NULL;`,
 	// 4: each account's count of active (unrevoked) keys, kept by a
 	// trigger in the transaction of every insert and revocation, so that
-	// counting (keys.KeyCounter) reads one row however many keys there are.
+	// counting reads one row however many keys there are.
 	`CREATE TABLE {{schema}}.api_key_counts (
 	account_id text   PRIMARY KEY,
 	active     bigint NOT NULL
@@ -82,6 +82,47 @@ BEGIN
 END $$;
 CREATE TRIGGER api_keys_count_revocations AFTER UPDATE OF revoked_at ON {{schema}}.api_keys
 	FOR EACH ROW EXECUTE FUNCTION {{schema}}.api_keys_count_revocations();`,
+	// 5: revoked records counted beside active ones, so that an insert can
+	// bound an account's history (keys.Write.KeepRevoked) and the cap on
+	// active keys is checked inside the insert (keys.Write.MaxActive);
+	// deletes counted too; an idempotency entry deleted with the key it
+	// names, so entries are bounded by records.
+	`ALTER TABLE {{schema}}.api_key_counts ADD COLUMN revoked bigint NOT NULL DEFAULT 0;
+UPDATE {{schema}}.api_key_counts AS c SET revoked = r.n
+	FROM (SELECT account_id, count(*) AS n FROM {{schema}}.api_keys WHERE revoked_at IS NOT NULL GROUP BY account_id) AS r
+	WHERE c.account_id = r.account_id;
+CREATE OR REPLACE FUNCTION {{schema}}.api_keys_count_inserts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO {{schema}}.api_key_counts AS c (account_id, active, revoked)
+		SELECT account_id, count(*) FILTER (WHERE revoked_at IS NULL), count(*) FILTER (WHERE revoked_at IS NOT NULL)
+		FROM inserted GROUP BY account_id
+	ON CONFLICT (account_id) DO UPDATE SET active = c.active + EXCLUDED.active, revoked = c.revoked + EXCLUDED.revoked;
+	RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION {{schema}}.api_keys_count_revocations() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE d integer := CASE WHEN NEW.revoked_at IS NULL THEN 1 ELSE -1 END;
+BEGIN
+	IF (OLD.revoked_at IS NULL) <> (NEW.revoked_at IS NULL) THEN
+		INSERT INTO {{schema}}.api_key_counts AS c (account_id, active, revoked) VALUES (NEW.account_id, d, -d)
+		ON CONFLICT (account_id) DO UPDATE SET active = c.active + EXCLUDED.active, revoked = c.revoked + EXCLUDED.revoked;
+	END IF;
+	RETURN NULL;
+END $$;
+-- Row by row: a statement-level trigger would run on every insert's
+-- (nearly always empty) history deletion, and a deletion is at most 100
+-- rows (keys.MaxPrunedPerWrite).
+CREATE FUNCTION {{schema}}.api_keys_count_deletes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	UPDATE {{schema}}.api_key_counts SET active = active - (OLD.revoked_at IS NULL)::int, revoked = revoked - (OLD.revoked_at IS NOT NULL)::int
+	WHERE account_id = OLD.account_id;
+	RETURN NULL;
+END $$;
+CREATE TRIGGER api_keys_count_deletes AFTER DELETE ON {{schema}}.api_keys
+	FOR EACH ROW EXECUTE FUNCTION {{schema}}.api_keys_count_deletes();
+DELETE FROM {{schema}}.api_key_idempotency AS i WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.api_keys AS k WHERE k.id = i.key_id);
+CREATE INDEX api_key_idempotency_key ON {{schema}}.api_key_idempotency (key_id);
+ALTER TABLE {{schema}}.api_key_idempotency ADD CONSTRAINT api_key_idempotency_key_fk
+	FOREIGN KEY (key_id) REFERENCES {{schema}}.api_keys (id) ON DELETE CASCADE;`,
 }
 
 // Migrate creates or upgrades the schema. It is idempotent, and safe when
