@@ -82,7 +82,16 @@ type refusedShard struct {
 type refusal struct {
 	until, reset int64 // Unix ns
 	limit        int
+	// asking is when a request of this instance, finding the refusal
+	// passed, went to ask Redis (Unix ns; 0: none has). Until it answers,
+	// or askTimeout passes, the others are refused locally: at most one
+	// of them could pass anyway, and it is the one asking.
+	asking int64
 }
+
+// askTimeout bounds how long a request that went to ask Redis holds back
+// the instance's others (it may be stuck, or its answer lost).
+const askTimeout = int64(250 * time.Millisecond)
 
 var _ keys.Limiter = (*Limiter)(nil)
 
@@ -125,19 +134,34 @@ func New(client redis.UniversalClient, opts ...Option) (*Limiter, error) {
 func (l *Limiter) Allow(ctx context.Context, id string, perMinute int, now time.Time) (keys.RateLimit, bool, error) {
 	sh := &l.refused[maphash.String(l.seed, id)%refusedShards]
 	t := now.UnixNano()
+	interval := int64(keys.RateLimitWindow/time.Microsecond) / int64(perMinute)
 	sh.mu.Lock()
 	r, ok := sh.until[id]
-	if ok && (t >= r.until || r.limit != perMinute) {
-		delete(sh.until, id) // passed, or the key's limit changed: ask Redis
+	asking := false
+	switch {
+	case !ok:
+	case r.limit != perMinute:
+		delete(sh.until, id) // the key's limit changed: ask Redis
 		ok = false
+	case t < r.until:
+	case r.asking != 0 && t-r.asking < askTimeout:
+		// Another request is asking for the slot that came due: refused
+		// for now, told to retry when the slot after it comes.
+		r.until = t + interval*int64(time.Microsecond)
+	default:
+		r.asking = t // passed: this request asks, on behalf of the others
+		sh.until[id] = r
+		ok, asking = false, true
 	}
 	sh.mu.Unlock()
 	if ok {
 		return keys.RateLimit{Limit: perMinute, Reset: time.Unix(0, r.reset), RetryAfter: time.Duration(r.until - t)}, false, nil
 	}
-	interval := int64(keys.RateLimitWindow/time.Microsecond) / int64(perMinute)
 	capacity := interval * int64(perMinute)
 	res, err := gcra.Run(ctx, l.client, []string{l.prefix + id}, interval, capacity).Slice()
+	if asking && (err != nil || len(res) != 3 || res[0] == int64(1)) {
+		sh.forget(id, t) // allowed, or no answer: the next request asks
+	}
 	if err != nil {
 		if l.fallback == nil {
 			return keys.RateLimit{}, false, fmt.Errorf("redislimit: %w", err)
@@ -157,6 +181,15 @@ func (l *Limiter) Allow(ctx context.Context, id string, perMinute int, now time.
 		sh.remember(id, refusal{until: t + int64(rl.RetryAfter), reset: rl.Reset.UnixNano(), limit: perMinute}, t)
 	}
 	return rl, allowed, nil
+}
+
+// forget drops id's refusal if it is still the one asked about at t.
+func (sh *refusedShard) forget(id string, t int64) {
+	sh.mu.Lock()
+	if r, ok := sh.until[id]; ok && r.asking == t {
+		delete(sh.until, id)
+	}
+	sh.mu.Unlock()
 }
 
 // remember records a refusal, first dropping the shard's passed ones at

@@ -279,6 +279,9 @@ func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 // A key flooding past its limit costs Redis one call per retry interval
 // (per worker at the instant a retry comes due), not one per request.
 func TestRefusalsAreAnsweredLocally(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 2.5-second flood")
+	}
 	ctx := context.Background()
 	c := newClient(t, addr(t))
 	if err := c.Ping(ctx).Err(); err != nil {
@@ -317,11 +320,13 @@ func TestRefusalsAreAnsweredLocally(t *testing.T) {
 	wg.Wait()
 	calls := hook.n.Load()
 	elapsed := time.Since(start)
-	// The burst, then a few calls per worker each time a retry comes due
-	// (once a second here): the workers that find the refusal passed ask
-	// at once, and one asking a hair early is told to retry in
-	// milliseconds. Without local refusals it is one call per request.
-	bound := int64(limit) + 3*int64(workers)*(int64(elapsed/time.Second)+2)
+	// The burst and a first refusal per worker (they ask together before
+	// any refusal is remembered), then two calls each time a retry comes
+	// due (once a second here): one worker asks for the slot on behalf of
+	// all four (and is allowed), and the next request is refused and
+	// remembered. Without local refusals it is one call per request;
+	// without one asker for all, one call per worker each second.
+	bound := int64(limit) + workers + 2*(int64(elapsed/time.Second)+2)
 	t.Logf("%d requests in %v, %d allowed, %d Redis calls (bound %d)", requests.Load(), elapsed.Round(time.Millisecond), allowed.Load(), calls, bound)
 	if calls > bound {
 		t.Fatalf("%d Redis calls for %d requests: refusals are not answered locally", calls, requests.Load())
@@ -364,5 +369,73 @@ func TestRememberedRefusalEndsAtItsRetryTime(t *testing.T) {
 	}
 	if _, _, _ = l.Allow(ctx, "edge", 1, t0.Add(rl.RetryAfter)); hook.n.Load() != calls+1 {
 		t.Fatal("at the retry time, Redis was not asked again")
+	}
+}
+
+// Finding 7 of issue 11 across instances: three limiters sharing one
+// Redis (three instances of a service), each with four workers flooding
+// one key limited to 60 a minute for 5 seconds, make at most the limit, a
+// first refusal per worker, and two calls per retry interval per
+// instance; together they allow the limit, never more.
+func TestRefusalsAcrossInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 5-second flood")
+	}
+	ctx := context.Background()
+	prefix := redislimit.WithPrefix("keys-test:" + rand.Text() + ":")
+	const instances, workers, limit = 3, 4, 60
+	var hooks [instances]*countingHook
+	var ls [instances]*redislimit.Limiter
+	for i := range instances {
+		c := newClient(t, addr(t))
+		if err := c.Ping(ctx).Err(); err != nil {
+			t.Fatalf("KEYS_TEST_REDIS is set but Redis does not answer: %v", err)
+		}
+		hooks[i] = &countingHook{}
+		c.AddHook(hooks[i])
+		ls[i] = newLimiter(t, c, prefix)
+	}
+	flood := 5 * time.Second
+	start := time.Now()
+	var requests, allowed atomic.Int64
+	var wg sync.WaitGroup
+	for i := range instances {
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Since(start) < flood {
+					rl, ok, err := ls[i].Allow(ctx, "flooder", limit, time.Now())
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					requests.Add(1)
+					if ok {
+						allowed.Add(1)
+					} else if rl.RetryAfter <= 0 || rl.RetryAfter > 2*time.Second {
+						t.Errorf("a refusal answered %+v", rl)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	seconds := int64(elapsed/time.Second) + 2
+	var calls int64
+	for i, h := range hooks {
+		n := h.n.Load()
+		calls += n
+		t.Logf("instance %d: %d Redis calls", i, n)
+	}
+	bound := int64(limit) + instances*workers + 2*instances*seconds
+	t.Logf("%d requests in %v, %d allowed, %d Redis calls (bound %d)", requests.Load(), elapsed.Round(time.Millisecond), allowed.Load(), calls, bound)
+	if calls > bound {
+		t.Fatalf("%d Redis calls from %d instances: more than the limit, a refusal per worker and two per retry interval per instance (%d)", calls, instances, bound)
+	}
+	if got := allowed.Load(); got < limit || got > limit+seconds {
+		t.Fatalf("%d requests allowed in %v across %d instances with a limit of %d a minute", got, elapsed, instances, limit)
 	}
 }
