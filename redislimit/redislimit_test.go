@@ -439,3 +439,87 @@ func TestRefusalsAcrossInstances(t *testing.T) {
 		t.Fatalf("%d requests allowed in %v across %d instances with a limit of %d a minute", got, elapsed, instances, limit)
 	}
 }
+
+// blockingHook holds the next script call until release is closed.
+type blockingHook struct {
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h *blockingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *blockingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := cmd.Name(); (name == "evalsha" || name == "eval") && h.armed.CompareAndSwap(true, false) {
+			close(h.entered)
+			<-h.release
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *blockingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// When a remembered refusal comes due, one request asks Redis and the
+// others are refused locally while it does, for askTimeout at most: a
+// stuck asker holds nobody back longer. An asker that gets an error, or
+// is allowed, leaves the next request to ask.
+func TestOneAskerAtATime(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t, addr(t))
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("KEYS_TEST_REDIS is set but Redis does not answer: %v", err)
+	}
+	count := &countingHook{}
+	block := &blockingHook{entered: make(chan struct{}), release: make(chan struct{})}
+	c.AddHook(count)
+	c.AddHook(block)
+	l := newLimiter(t, c)
+	t0 := time.Now()
+	if _, ok, err := l.Allow(ctx, "one", 1, t0); !ok || err != nil {
+		t.Fatalf("first request: %v %v", ok, err)
+	}
+	rl, ok, err := l.Allow(ctx, "one", 1, t0)
+	if ok || err != nil {
+		t.Fatalf("second request: %v %v", ok, err)
+	}
+	due := t0.Add(rl.RetryAfter)
+	block.armed.Store(true)
+	asked := make(chan bool)
+	go func() {
+		_, ok, err := l.Allow(ctx, "one", 1, due)
+		if err != nil {
+			t.Error(err)
+		}
+		asked <- ok
+	}()
+	<-block.entered
+	calls := count.n.Load()
+	rl, ok, err = l.Allow(ctx, "one", 1, due.Add(time.Millisecond))
+	if ok || err != nil || count.n.Load() != calls || rl.RetryAfter <= 0 {
+		t.Fatalf("while another asks: allowed %v (%v), %d calls, retry after %v; want a local refusal", ok, err, count.n.Load()-calls, rl.RetryAfter)
+	}
+	// The asker is stuck: past askTimeout the next request asks itself.
+	if _, _, err := l.Allow(ctx, "one", 1, due.Add(300*time.Millisecond)); err != nil || count.n.Load() != calls+1 {
+		t.Fatalf("past the ask timeout: %v, %d calls (want 1)", err, count.n.Load()-calls)
+	}
+	close(block.release)
+	<-asked
+
+	// An error while asking: the next request asks again (here it gets
+	// the error too) instead of being refused locally.
+	t1 := due.Add(time.Minute)
+	_, _, _ = l.Allow(ctx, "one", 1, t1)
+	if _, ok, err := l.Allow(ctx, "one", 1, t1); ok || err != nil {
+		t.Fatalf("a request over the limit: %v %v", ok, err)
+	}
+	later := t1.Add(2 * time.Minute)
+	_ = c.Close()
+	if _, _, err := l.Allow(ctx, "one", 1, later); err == nil {
+		t.Fatal("a closed client answered")
+	}
+	if _, _, err := l.Allow(ctx, "one", 1, later.Add(time.Millisecond)); err == nil {
+		t.Fatal("after an asker's error the next request was refused locally, not asked")
+	}
+}
