@@ -437,3 +437,39 @@ WHERE coalesce(k.active, 0) <> coalesce(c.active, 0) OR coalesce(k.revoked, 0) <
 	}
 	t.Logf("%d records stored (%d active, %d revoked)", stored, active, revoked)
 }
+
+// Expired idempotency entries are deleted on the Manager's flush, up to
+// the batch's latest time (the Manager's clock): the table does not grow
+// for ever, and an entry not yet expired at that time stays.
+func TestFlushDeletesExpiredIdempotencyEntries(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t)
+	schema := freshSchema(t, pool)
+	s := newStore(t, pool, schema)
+	created := time.Date(2031, 7, 1, 0, 0, 0, 0, time.UTC)
+	var last *keys.Record
+	for i := range 2500 {
+		r := keystest.NewRecord(t)
+		e := &keys.IdempotencyRecord{KeyID: r.ID, Sealed: []byte("x"), CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
+		switch i {
+		case 2498: // expires at the flush's very time: due
+			e.ExpiresAt = created.Add(48 * time.Hour)
+		case 2499: // a microsecond later: kept
+			e.ExpiresAt = created.Add(48*time.Hour + time.Microsecond)
+		}
+		if _, err := rand.Read(e.Scope[:]); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Write(ctx, keys.Write{Insert: r, Idempotency: e}); err != nil {
+			t.Fatal(err)
+		}
+		last = r
+	}
+	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: last.ID, At: created.Add(48 * time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{schema, "api_key_idempotency"}.Sanitize()).Scan(&left); err != nil || left != 1 {
+		t.Fatalf("%d entries left after a flush past their expiry (want the 1 not yet expired): %v", left, err)
+	}
+}
