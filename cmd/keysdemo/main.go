@@ -1,6 +1,7 @@
 // Command keysdemo is a small API server embedding the keys library: the
 // key endpoints under /v1, and two routes behind the key middleware. It runs
-// on the in-memory store by default, or on PostgreSQL (--store postgres
+// on the in-memory store by default, in an SQLite file that outlives the
+// process (--store sqlite --db PATH), or on PostgreSQL (--store postgres
 // --dsn …) with an optional Redis rate limiter (--redis host:port), so that
 // several instances share keys, revocations and limits. It is a module of
 // its own so that the core module requires neither pgx nor go-redis.
@@ -9,6 +10,10 @@
 // account acct_demo) and prints it on stdout:
 //
 //	bootstrap key: txc_test_…
+//
+// except on an SQLite file that already holds an active key of acct_demo:
+// those keys still work, so it prints a line saying so and issues none
+// (--new-bootstrap-key issues one anyway).
 //
 // Routes:
 //
@@ -45,6 +50,7 @@ import (
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/pgstore"
 	"github.com/txcloud/keys/redislimit"
+	"github.com/txcloud/keys/sqlitestore"
 )
 
 func main() {
@@ -63,7 +69,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
 	bootstrapRate := fs.Int("bootstrap-rate-limit", 0, "rate limit (requests/minute) of the bootstrap key; 0 for none")
-	storeKind := fs.String("store", "memory", "where keys live: memory or postgres")
+	storeKind := fs.String("store", "memory", "where keys live: memory, sqlite or postgres")
+	dbPath := fs.String("db", "", "SQLite file, with --store sqlite (created if missing)")
+	newBootstrap := fs.Bool("new-bootstrap-key", false, "with --store sqlite, issue a bootstrap key even if the file holds acct_demo's keys")
 	dsn := fs.String("dsn", "", "PostgreSQL connection string, with --store postgres")
 	schema := fs.String("schema", "txcloud_keys", "PostgreSQL schema, with --store postgres")
 	redisAddr := fs.String("redis", "", "Redis host:port for a rate limiter shared by every instance; empty: in memory")
@@ -80,7 +88,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if p := os.Getenv("KEYSDEMO_PEPPER"); p != "" {
 		opts = append(opts, keys.WithPepper([]byte(p)))
 	}
-	store, closeStore, err := openStore(ctx, *storeKind, *dsn, *schema, logger)
+	store, closeStore, err := openStore(ctx, *storeKind, *dsn, *schema, *dbPath, logger)
 	if err != nil {
 		return err
 	}
@@ -101,11 +109,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if *bootstrapRate > 0 {
 		boot.RateLimit = bootstrapRate
 	}
-	bootstrap, err := m.Create(ctx, boot)
-	if err != nil {
-		return err
+	issue := true
+	if *storeKind == "sqlite" && !*newBootstrap {
+		active := false
+		held, err := m.List(ctx, keys.ListFilter{AccountID: boot.AccountID, Revoked: &active, Limit: 1})
+		if err != nil {
+			return err
+		}
+		issue = len(held.Data) == 0
 	}
-	fmt.Fprintf(stdout, "bootstrap key: %s\n", string(bootstrap.Key))
+	if issue {
+		bootstrap, err := m.Create(ctx, boot)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "bootstrap key: %s\n", string(bootstrap.Key))
+	} else {
+		fmt.Fprintf(stdout, "no new bootstrap key: %s already holds active keys of %s, which still work (--new-bootstrap-key issues another)\n", *dbPath, boot.AccountID)
+	}
 
 	if *maxConns < 1 || *idleTimeout <= 0 {
 		return errors.New("--max-conns and --idle-timeout must be positive")
@@ -160,10 +181,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 }
 
 // openStore opens the store --store names, and returns how to close it.
-func openStore(ctx context.Context, kind, dsn, schema string, logger *slog.Logger) (keys.Store, func(), error) {
+func openStore(ctx context.Context, kind, dsn, schema, dbPath string, logger *slog.Logger) (keys.Store, func(), error) {
 	switch kind {
 	case "memory":
 		return memstore.New(), func() {}, nil
+	case "sqlite":
+		if dbPath == "" {
+			return nil, nil, errors.New("--store sqlite needs --db")
+		}
+		s, err := sqlitestore.Open(ctx, dbPath)
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, func() { _ = s.Close(context.Background()) }, nil
 	case "postgres":
 		if dsn == "" {
 			return nil, nil, errors.New("--store postgres needs --dsn")
@@ -186,7 +216,7 @@ func openStore(ctx context.Context, kind, dsn, schema string, logger *slog.Logge
 		}
 		return s, func() { _ = s.Close(context.Background()); pool.Close() }, nil
 	}
-	return nil, nil, fmt.Errorf("--store %q: want memory or postgres", kind)
+	return nil, nil, fmt.Errorf("--store %q: want memory, sqlite or postgres", kind)
 }
 
 // openLimiter connects the shared Redis limiter.

@@ -1,0 +1,95 @@
+package sqlitestore
+
+import (
+	"context"
+	"fmt"
+)
+
+// migrations are applied in order, each once, recorded in keys_migrations.
+// Never edit one that has shipped: add the next.
+var migrations = []string{
+	// 1: keys, their counts per account (kept by triggers, for
+	// keys.Write's bounds), and idempotency entries, deleted with the key
+	// they name. Times are Unix nanoseconds; permissions and allowed_ips
+	// JSON arrays of strings.
+	`CREATE TABLE api_keys (
+	id          TEXT    PRIMARY KEY,
+	account_id  TEXT    NOT NULL,
+	name        TEXT    NOT NULL,
+	prefix      TEXT    NOT NULL,
+	environment TEXT    NOT NULL CHECK (environment IN ('live', 'test')),
+	permissions TEXT    NOT NULL,
+	allowed_ips TEXT    NOT NULL,
+	rate_limit  INTEGER NOT NULL CHECK (rate_limit >= 0),
+	digest      BLOB    NOT NULL UNIQUE CHECK (length(digest) = 32),
+	created_at  INTEGER NOT NULL,
+	expires_at  INTEGER,
+	revoked_at  INTEGER,
+	last_used   INTEGER,
+	version     INTEGER NOT NULL
+) STRICT;
+CREATE INDEX api_keys_account_newest ON api_keys (account_id, created_at DESC, id DESC);
+CREATE INDEX api_keys_account_env_newest ON api_keys (account_id, environment, created_at DESC, id DESC);
+CREATE INDEX api_keys_account_revoked_newest ON api_keys (account_id, created_at DESC, id DESC) WHERE revoked_at IS NOT NULL;
+CREATE INDEX api_keys_account_unrevoked_newest ON api_keys (account_id, created_at DESC, id DESC) WHERE revoked_at IS NULL;
+CREATE INDEX api_keys_account_env_revoked_newest ON api_keys (account_id, environment, created_at DESC, id DESC) WHERE revoked_at IS NOT NULL;
+CREATE INDEX api_keys_account_env_unrevoked_newest ON api_keys (account_id, environment, created_at DESC, id DESC) WHERE revoked_at IS NULL;
+CREATE TABLE api_key_counts (
+	account_id TEXT    PRIMARY KEY,
+	active     INTEGER NOT NULL,
+	revoked    INTEGER NOT NULL
+) STRICT;
+CREATE TRIGGER api_keys_count_insert AFTER INSERT ON api_keys BEGIN
+	INSERT INTO api_key_counts (account_id, active, revoked) VALUES (NEW.account_id, NEW.revoked_at IS NULL, NEW.revoked_at IS NOT NULL)
+	ON CONFLICT (account_id) DO UPDATE SET active = active + excluded.active, revoked = revoked + excluded.revoked;
+END;
+CREATE TRIGGER api_keys_count_revocation AFTER UPDATE OF revoked_at ON api_keys
+WHEN (OLD.revoked_at IS NULL) <> (NEW.revoked_at IS NULL) BEGIN
+	UPDATE api_key_counts SET active = active + (NEW.revoked_at IS NULL) - (OLD.revoked_at IS NULL),
+		revoked = revoked + (NEW.revoked_at IS NOT NULL) - (OLD.revoked_at IS NOT NULL)
+	WHERE account_id = NEW.account_id;
+END;
+CREATE TRIGGER api_keys_count_delete AFTER DELETE ON api_keys BEGIN
+	UPDATE api_key_counts SET active = active - (OLD.revoked_at IS NULL), revoked = revoked - (OLD.revoked_at IS NOT NULL)
+	WHERE account_id = OLD.account_id;
+END;
+CREATE TABLE api_key_idempotency (
+	scope       BLOB    PRIMARY KEY CHECK (length(scope) = 32),
+	fingerprint BLOB    NOT NULL,
+	key_id      TEXT    NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+	sealed      BLOB    NOT NULL,
+	created_at  INTEGER NOT NULL,
+	expires_at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX api_key_idempotency_key ON api_key_idempotency (key_id);
+CREATE INDEX api_key_idempotency_expires ON api_key_idempotency (expires_at);`,
+}
+
+// migrate creates or upgrades the schema in one transaction (BEGIN
+// IMMEDIATE: it is a write, which takes and keeps the file's lock).
+func (s *Store) migrate(ctx context.Context) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit, a no-op
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS keys_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT`); err != nil {
+		return err
+	}
+	var done int
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM keys_migrations`).Scan(&done); err != nil {
+		return err
+	}
+	if done > len(migrations) {
+		return fmt.Errorf("sqlitestore: the file is at schema version %d, newer than this code's %d", done, len(migrations))
+	}
+	for v := done + 1; v <= len(migrations); v++ {
+		if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
+			return fmt.Errorf("sqlitestore: migration %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO keys_migrations (version, applied_at) VALUES (?, unixepoch())`, v); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
