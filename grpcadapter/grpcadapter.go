@@ -1,0 +1,321 @@
+// Package grpcadapter holds gRPC services to the same rules as
+// httpadapter's Middleware: an API key from the "authorization" metadata
+// ("Bearer <key>"), the client address from the peer (or, behind trusted
+// proxies, from "x-forwarded-for"), the permissions each method requires,
+// the key's rate limit, and the verified key in the context, where
+// keys.FromContext finds it.
+//
+//	srv := grpc.NewServer(
+//		grpc.ChainUnaryInterceptor(grpcadapter.UnaryServerInterceptor(m,
+//			grpcadapter.Require("/txcloud.v1.Identity/Verify", "identity:read"))),
+//		grpc.ChainStreamInterceptor(grpcadapter.StreamServerInterceptor(m,
+//			grpcadapter.Require("/txcloud.v1.Identity/Verify", "identity:read"))),
+//	)
+//
+// Refusals are gRPC statuses with details (google.rpc.ErrorInfo, whose
+// reason is the HTTP adapter's error code; google.rpc.RetryInfo on a rate
+// limit): a missing, malformed, unknown, expired, revoked or wrong-
+// environment key, or a client address the key does not allow, is
+// Unauthenticated; a missing permission PermissionDenied; a rate limit
+// ResourceExhausted; a store or limiter that cannot answer Unavailable. No
+// message or detail ever holds the key. A rate-limited key's state goes in
+// the response header metadata (x-ratelimit-limit, -remaining, -reset,
+// -window), on success and on refusal.
+package grpcadapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/txcloud/keys"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Domain is the ErrorInfo domain of every refusal.
+const Domain = "keys.txcloud"
+
+type config struct {
+	require map[string][]string // full method name: permissions
+	public  map[string]bool
+	trusted []netip.Prefix
+	env     keys.Environment
+}
+
+// Option configures an interceptor.
+type Option func(*config)
+
+// Require makes fullMethod ("/package.Service/Method") need perms. A
+// method not named by Require needs a valid key and nothing more.
+func Require(fullMethod string, perms ...string) Option {
+	return func(c *config) { c.require[fullMethod] = append(c.require[fullMethod], perms...) }
+}
+
+// Public lets fullMethods through without a key (a health check, a
+// reflection service): the interceptor does nothing for them.
+func Public(fullMethods ...string) Option {
+	return func(c *config) {
+		for _, m := range fullMethods {
+			c.public[m] = true
+		}
+	}
+}
+
+// WithTrustedProxies names the proxies whose "x-forwarded-for" metadata is
+// believed: when the peer is one of them, the client is the right-most
+// address in that metadata that is not a trusted proxy. Without it the
+// client is the peer.
+func WithTrustedProxies(prefixes ...netip.Prefix) Option {
+	return func(c *config) { c.trusted = append(c.trusted, prefixes...) }
+}
+
+// WithEnvironment accepts only keys of env on every method.
+func WithEnvironment(env keys.Environment) Option {
+	return func(c *config) { c.env = env }
+}
+
+// newConfig applies opts. It panics on a permission outside the Manager's
+// vocabulary (no key could hold it, so the method would refuse everyone),
+// a method both public and requiring permissions, or an unknown
+// environment: configuration mistakes, found when the server is built.
+func newConfig(m *keys.Manager, opts []Option) *config {
+	if m == nil {
+		panic("grpcadapter: nil Manager")
+	}
+	c := &config{require: map[string][]string{}, public: map[string]bool{}}
+	for _, o := range opts {
+		o(c)
+	}
+	vocab := m.Vocabulary()
+	for method, perms := range c.require {
+		if !strings.HasPrefix(method, "/") || strings.Count(method, "/") != 2 {
+			panic(fmt.Sprintf("grpcadapter: Require: %q is not a full method name (/package.Service/Method)", method))
+		}
+		if c.public[method] {
+			panic(fmt.Sprintf("grpcadapter: %s is both Public and Required", method))
+		}
+		for _, p := range perms {
+			if !slices.Contains(vocab, p) {
+				panic(fmt.Sprintf("grpcadapter: Require(%s): permission %q is not in the Manager's vocabulary", method, p))
+			}
+		}
+		c.require[method] = slices.Compact(slices.Sorted(slices.Values(perms)))
+	}
+	if c.env != "" && c.env != keys.Live && c.env != keys.Test {
+		panic(fmt.Sprintf("grpcadapter: WithEnvironment(%q): want live or test", c.env))
+	}
+	return c
+}
+
+// UnaryServerInterceptor verifies the caller's key before each unary call.
+func UnaryServerInterceptor(m *keys.Manager, opts ...Option) grpc.UnaryServerInterceptor {
+	c := newConfig(m, opts)
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if c.public[info.FullMethod] {
+			return handler(ctx, req)
+		}
+		v, err := c.verify(ctx, m, info.FullMethod, func(md metadata.MD) { _ = grpc.SetHeader(ctx, md) })
+		if err != nil {
+			return nil, err
+		}
+		return handler(keys.NewContext(ctx, v), req)
+	}
+}
+
+// StreamServerInterceptor verifies the caller's key once, when a stream
+// opens.
+func StreamServerInterceptor(m *keys.Manager, opts ...Option) grpc.StreamServerInterceptor {
+	c := newConfig(m, opts)
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if c.public[info.FullMethod] {
+			return handler(srv, ss)
+		}
+		v, err := c.verify(ss.Context(), m, info.FullMethod, func(md metadata.MD) { _ = ss.SetHeader(md) })
+		if err != nil {
+			return err
+		}
+		return handler(srv, &stream{ServerStream: ss, ctx: keys.NewContext(ss.Context(), v)})
+	}
+}
+
+// stream carries the verified key in its context.
+type stream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *stream) Context() context.Context { return s.ctx }
+
+// verify authenticates the call: the bearer token, the client address,
+// then keys.Verify with the method's permissions and the environment, so
+// that a refused key does not spend its limit. The rate-limit state goes
+// to setHeader whenever the limiter counted the call.
+func (c *config) verify(ctx context.Context, m *keys.Manager, method string, setHeader func(metadata.MD)) (keys.Verified, error) {
+	// ValueFromIncomingContext, not FromIncomingContext, which copies
+	// every key and value of the metadata on each call.
+	token, err := bearer(metadata.ValueFromIncomingContext(ctx, "authorization"))
+	if err != nil {
+		return keys.Verified{}, err
+	}
+	var buf [3]keys.VerifyOption
+	opts := append(buf[:0], keys.FromIP(c.clientIP(ctx)))
+	if perms := c.require[method]; len(perms) > 0 {
+		opts = append(opts, keys.Require(perms...))
+	}
+	if c.env != "" {
+		opts = append(opts, keys.InEnvironment(c.env))
+	}
+	v, err := m.Verify(ctx, token, opts...)
+	if rl := v.RateLimit; rl.Limit > 0 {
+		setHeader(rateLimitMD(rl))
+	}
+	if err != nil {
+		return keys.Verified{}, Status(err).Err()
+	}
+	return v, nil
+}
+
+var (
+	errNoCredentials = errors.New("missing API key: send authorization: Bearer <key>")
+	errBadAuth       = errors.New("malformed authorization metadata: send authorization: Bearer <key>")
+)
+
+// bearer takes the key from the one "authorization" value.
+func bearer(vals []string) (string, error) {
+	switch len(vals) {
+	case 0:
+		return "", Status(errNoCredentials).Err()
+	case 1:
+	default:
+		return "", Status(errBadAuth).Err()
+	}
+	scheme, token, ok := strings.Cut(vals[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" || strings.ContainsAny(token, " \t") {
+		return "", Status(errBadAuth).Err()
+	}
+	return token, nil
+}
+
+// clientIP is the peer's address, or behind trusted proxies the right-most
+// untrusted address of "x-forwarded-for" (an unparsable entry reached on
+// the walk gives no address, so an allowlist fails closed).
+func (c *config) clientIP(ctx context.Context) netip.Addr {
+	var addr netip.Addr
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		switch a := p.Addr.(type) {
+		case *net.TCPAddr: // the usual case, read without formatting it
+			addr, _ = netip.AddrFromSlice(a.IP)
+			addr = addr.Unmap()
+		default:
+			if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+				addr = ap.Addr().Unmap().WithZone("")
+			}
+		}
+	}
+	if !addr.IsValid() || !c.isTrusted(addr) {
+		return addr
+	}
+	var chain []string
+	for _, v := range metadata.ValueFromIncomingContext(ctx, "x-forwarded-for") {
+		for part := range strings.SplitSeq(v, ",") {
+			chain = append(chain, strings.TrimSpace(part))
+		}
+	}
+	for i := len(chain) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(chain[i])
+		if err != nil {
+			return netip.Addr{}
+		}
+		addr = a.Unmap().WithZone("")
+		if !c.isTrusted(addr) {
+			break
+		}
+	}
+	return addr
+}
+
+func (c *config) isTrusted(a netip.Addr) bool {
+	for _, p := range c.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func rateLimitMD(rl keys.RateLimit) metadata.MD {
+	reset := rl.Reset.Unix()
+	if rl.Reset.Nanosecond() > 0 {
+		reset++
+	}
+	return metadata.Pairs(
+		"x-ratelimit-limit", strconv.Itoa(rl.Limit),
+		"x-ratelimit-remaining", strconv.Itoa(rl.Remaining),
+		"x-ratelimit-reset", strconv.FormatInt(reset, 10),
+		"x-ratelimit-window", strconv.Itoa(int(keys.RateLimitWindow/time.Second)),
+	)
+}
+
+// Status maps an error of the keys package to the gRPC status the
+// interceptors answer, with an ErrorInfo detail whose reason is the HTTP
+// adapter's error code (and a RetryInfo on a rate limit). Handlers may use
+// it for their own calls into the Manager. Anything it does not know is
+// Internal, with a fixed message: the error's text is not sent.
+func Status(err error) *status.Status {
+	var pe *keys.PermissionError
+	var rle *keys.RateLimitError
+	var ve *keys.ValidationError
+	code, reason, msg := codes.Internal, "internal_error", "internal error"
+	var retry time.Duration
+	switch {
+	case errors.Is(err, errNoCredentials), errors.Is(err, errBadAuth):
+		code, reason, msg = codes.Unauthenticated, "unauthorized", err.Error()
+	case errors.Is(err, keys.ErrInvalidKey):
+		code, reason, msg = codes.Unauthenticated, "unauthorized", "invalid API key"
+	case errors.Is(err, keys.ErrKeyExpired):
+		code, reason, msg = codes.Unauthenticated, "unauthorized", "API key expired"
+	case errors.Is(err, keys.ErrWrongEnvironment):
+		code, reason, msg = codes.Unauthenticated, "unauthorized", "API key is for another environment"
+	case errors.Is(err, keys.ErrKeyRevoked):
+		code, reason, msg = codes.Unauthenticated, "key_revoked", "API key revoked"
+	case errors.Is(err, keys.ErrIPNotAllowed):
+		code, reason, msg = codes.Unauthenticated, "ip_not_allowed", "API key may not be used from this IP address"
+	case errors.As(err, &pe):
+		code, reason, msg = codes.PermissionDenied, "forbidden", pe.Message
+	case errors.Is(err, keys.ErrPermissionDenied):
+		code, reason, msg = codes.PermissionDenied, "forbidden", "permission denied"
+	case errors.Is(err, keys.ErrKeyLimit):
+		code, reason, msg = codes.ResourceExhausted, "key_limit_reached", "the account holds the maximum number of active keys"
+	case errors.As(err, &rle):
+		retry = rle.RateLimit.RetryAfter
+		code, reason, msg = codes.ResourceExhausted, "rate_limit_exceeded", "rate limit exceeded"
+	case errors.As(err, &ve):
+		code, reason, msg = codes.InvalidArgument, ve.Code, ve.Message
+	case errors.Is(err, keys.ErrNotFound):
+		code, reason, msg = codes.NotFound, "not_found", "not found"
+	case errors.Is(err, keys.ErrUnavailable), errors.Is(err, keys.ErrClosed):
+		code, reason, msg = codes.Unavailable, "service_unavailable", "the service is temporarily unavailable; retry later"
+	}
+	st := status.New(code, msg)
+	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: Domain}}
+	if retry > 0 {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(retry)})
+	}
+	if ds, err := st.WithDetails(details...); err == nil {
+		return ds
+	}
+	return st
+}
