@@ -143,7 +143,7 @@ func TestForgedKeysCostNoQuery(t *testing.T) {
 // 64-122 ms over HTTP.
 func TestForgedFloodLeavesOthersLatency(t *testing.T) {
 	if testing.Short() {
-		t.Skip("a 6-second load test")
+		t.Skip("a 5-second load test")
 	}
 	ctx := context.Background()
 	_, schema := internalPool(t)
@@ -183,11 +183,11 @@ func TestForgedFloodLeavesOthersLatency(t *testing.T) {
 		}
 		forged = append(forged, string(k.Key))
 	}
-	// p99 of the legitimate tenant's List over a 1-second window, a
+	// p99 of the legitimate tenant's List over a 700 ms window, a
 	// request every millisecond.
 	legit := func() time.Duration {
 		var ds []time.Duration
-		for end := time.Now().Add(time.Second); time.Now().Before(end); {
+		for end := time.Now().Add(700 * time.Millisecond); time.Now().Before(end); {
 			start := time.Now()
 			if l, err := m.List(ctx, keys.ListFilter{AccountID: "acct_legit", Limit: 10}); err != nil || len(l.Data) != 10 {
 				t.Fatalf("legit list: %v", err)
@@ -198,43 +198,50 @@ func TestForgedFloodLeavesOthersLatency(t *testing.T) {
 		slices.Sort(ds)
 		return ds[len(ds)*99/100]
 	}
-	unloaded := min(legit(), legit())
-
-	stop := make(chan struct{})
+	// Three rounds of an unloaded window then a flooded one; the best p99
+	// of each kind, so that the machine's own noise (which only adds)
+	// weighs on both alike.
+	unloaded, flooded := time.Hour, time.Hour
 	var sent atomic.Int64
-	var wg sync.WaitGroup
-	for w := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				for j := range 50 {
-					if _, err := m.Verify(ctx, forged[(i*50+j)%len(forged)]); !errors.Is(err, keys.ErrInvalidKey) {
-						t.Errorf("a forged key: %v", err)
+	var queries int64
+	var took time.Duration
+	for range 3 {
+		unloaded = min(unloaded, legit())
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; ; i++ {
+					select {
+					case <-stop:
 						return
+					default:
 					}
+					for j := range 50 {
+						if _, err := m.Verify(ctx, forged[(i*50+j)%len(forged)]); !errors.Is(err, keys.ErrInvalidKey) {
+							t.Errorf("a forged key: %v", err)
+							return
+						}
+					}
+					sent.Add(50)
+					time.Sleep(5 * time.Millisecond)
 				}
-				sent.Add(50)
-				time.Sleep(5 * time.Millisecond)
-			}
-		}()
+			}()
+		}
+		before := s.dbLookups.Load()
+		start := time.Now()
+		flooded = min(flooded, legit())
+		close(stop)
+		wg.Wait()
+		took += time.Since(start)
+		queries += s.dbLookups.Load() - before
 	}
-	before := s.dbLookups.Load()
-	start := time.Now()
-	flooded := min(legit(), legit())
-	close(stop)
-	wg.Wait()
-	took := time.Since(start)
-	queries := s.dbLookups.Load() - before
 	n := sent.Load()
 	t.Logf("legitimate List p99: %v unloaded, %v during %d forged verifies in %v (%.0f a second), which made %d queries (%.2f%%)",
 		unloaded, flooded, n, took.Round(time.Millisecond), float64(n)/took.Seconds(), queries, 100*float64(queries)/float64(n))
-	if n < 20_000 {
+	if n < 60_000 {
 		t.Fatalf("the flood sent only %d forged keys", n)
 	}
 	if queries > n/100 {
