@@ -21,9 +21,9 @@ const benchStoreSize = 100_000
 
 // benchKeys fills a memstore with n keys (and rateLimit on each, if > 0) and
 // returns the manager and the plaintext keys.
-func benchKeys(b *testing.B, n, rateLimit int) (*keys.Manager, []string) {
+func benchKeys(b *testing.B, n, rateLimit int, opts ...keys.Option) (*keys.Manager, []string) {
 	b.Helper()
-	m, err := keys.New(memstore.New(), keys.WithMaxKeysPerAccount(10_000_000)) // 100,000 keys in one account
+	m, err := keys.New(memstore.New(), append([]keys.Option{keys.WithMaxKeysPerAccount(10_000_000)}, opts...)...) // 100,000 keys in one account
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -116,6 +116,8 @@ type Manager struct {
 	onEvent          func(context.Context, Event)
 	idem             idempotency
 	usage            *usageRecorder
+	obs              Observer // nil: none
+	epoch            time.Time // when New ran: Verify's timer reads the monotonic clock against it
 	logger           *slog.Logger
 	maxKeys          int
 	closed           atomic.Bool
@@ -181,7 +183,8 @@ func New(store Store, opts ...Option) (*Manager, error) {
 	for _, p := range c.vocabulary {
 		m.vocabulary[p] = struct{}{}
 	}
-	m.usage = startUsageRecorder(store, c.flushInterval, c.logger)
+	m.obs, m.epoch = c.observer, time.Now()
+	m.usage = startUsageRecorder(store, c.flushInterval, c.logger, m.obs)
 	return m, nil
 }
 
@@ -304,7 +307,9 @@ func (s Scoped) Create(ctx context.Context, req APIKeyCreate, opts ...IssueOptio
 	return s.m.create(ctx, s.c, req, opts)
 }
 
-func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts []IssueOption) (*APIKeyCreated, error) {
+func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts []IssueOption) (_ *APIKeyCreated, err error) {
+	ctx, end := m.op(ctx, OpCreate)
+	defer func() { end(err) }()
 	if m.closed.Load() {
 		return nil, ErrClosed
 	}

@@ -103,7 +103,9 @@ func (m *Manager) Get(ctx context.Context, id string) (*APIKey, error) {
 // Get returns one of the principal's keys, without its secret.
 func (s Scoped) Get(ctx context.Context, id string) (*APIKey, error) { return s.m.get(ctx, s.c, id) }
 
-func (m *Manager) get(ctx context.Context, c caller, id string) (*APIKey, error) {
+func (m *Manager) get(ctx context.Context, c caller, id string) (_ *APIKey, err error) {
+	ctx, end := m.op(ctx, OpGet)
+	defer func() { end(err) }()
 	rec, err := m.load(ctx, c, id)
 	if err != nil {
 		return nil, err
@@ -142,7 +144,9 @@ func (s Scoped) List(ctx context.Context, f ListFilter) (*KeyList, error) {
 	return s.m.list(ctx, s.c, f)
 }
 
-func (m *Manager) list(ctx context.Context, c caller, f ListFilter) (*KeyList, error) {
+func (m *Manager) list(ctx context.Context, c caller, f ListFilter) (_ *KeyList, err error) {
+	ctx, end := m.op(ctx, OpList)
+	defer func() { end(err) }()
 	if m.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -161,7 +165,6 @@ func (m *Manager) list(ctx context.Context, c caller, f ListFilter) (*KeyList, e
 			return nil, err
 		}
 	}
-	var err error
 	if q.AccountID, err = c.account(f.AccountID); err != nil {
 		return nil, err
 	}
@@ -307,7 +310,9 @@ func (s Scoped) Update(ctx context.Context, id string, u APIKeyUpdate) (*APIKey,
 	return s.m.updateKey(ctx, s.c, id, u)
 }
 
-func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUpdate) (*APIKey, error) {
+func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUpdate) (_ *APIKey, err error) {
+	ctx, end := m.op(ctx, OpUpdate)
+	defer func() { end(err) }()
 	if m.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -405,7 +410,9 @@ func (s Scoped) Revoke(ctx context.Context, id string) (*APIKey, error) {
 	return s.m.revoke(ctx, s.c, id)
 }
 
-func (m *Manager) revoke(ctx context.Context, c caller, id string) (*APIKey, error) {
+func (m *Manager) revoke(ctx context.Context, c caller, id string) (_ *APIKey, err error) {
+	ctx, end := m.op(ctx, OpRevoke)
+	defer func() { end(err) }()
 	revoked := false
 	rec, err := m.update(ctx, c, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
 		now := m.now()
@@ -448,7 +455,9 @@ func (s Scoped) Roll(ctx context.Context, id string, grace time.Duration, opts .
 	return s.m.rollKey(ctx, s.c, id, grace, opts)
 }
 
-func (m *Manager) rollKey(ctx context.Context, c caller, id string, grace time.Duration, opts []IssueOption) (*APIKeyCreated, error) {
+func (m *Manager) rollKey(ctx context.Context, c caller, id string, grace time.Duration, opts []IssueOption) (_ *APIKeyCreated, err error) {
+	ctx, end := m.op(ctx, OpRoll)
+	defer func() { end(err) }()
 	if m.closed.Load() {
 		return nil, ErrClosed
 	}

@@ -31,6 +31,7 @@ type config struct {
 	logger           *slog.Logger
 	onEvent          func(context.Context, Event)
 	maxKeys          int
+	observer         Observer
 }
 
 // WithClock replaces time.Now, for tests.

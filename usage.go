@@ -16,6 +16,7 @@ type usageRecorder struct {
 	store    Store
 	logger   *slog.Logger
 	interval time.Duration
+	obs      Observer // nil: none
 	stop     chan struct{}
 	done     chan struct{}
 }
@@ -30,8 +31,8 @@ type usageShard struct {
 	_       [40]byte // keep shards on separate cache lines
 }
 
-func startUsageRecorder(store Store, interval time.Duration, logger *slog.Logger) *usageRecorder {
-	u := &usageRecorder{store: store, logger: logger, interval: interval, stop: make(chan struct{}), done: make(chan struct{})}
+func startUsageRecorder(store Store, interval time.Duration, logger *slog.Logger, obs Observer) *usageRecorder {
+	u := &usageRecorder{store: store, logger: logger, interval: interval, obs: obs, stop: make(chan struct{}), done: make(chan struct{})}
 	for i := range u.shards {
 		u.shards[i].pending = make(map[*Record]int64)
 	}
@@ -81,7 +82,12 @@ func (u *usageRecorder) run() {
 // flush writes every pending time in one batch. If the store fails, the
 // batch goes back to memory (unless newer uses arrived meanwhile) for the
 // next flush.
-func (u *usageRecorder) flush(ctx context.Context) error {
+func (u *usageRecorder) flush(ctx context.Context) (err error) {
+	if u.obs != nil {
+		var end func(error)
+		ctx, end = u.obs.Operation(ctx, OpFlushLastUsed)
+		defer func() { end(err) }()
+	}
 	// Merge by ID: a store that replaces a record (memstore on every
 	// TouchLastUsed) leaves two pointers for one key, and a batch must name
 	// each key once.
@@ -102,8 +108,7 @@ func (u *usageRecorder) flush(ctx context.Context) error {
 	for id, t := range latest {
 		batch = append(batch, LastUsed{ID: id, At: time.Unix(0, t).UTC()})
 	}
-	err := u.store.TouchLastUsed(ctx, batch)
-	if err != nil {
+	if err = u.store.TouchLastUsed(ctx, batch); err != nil {
 		u.restore(batch)
 	}
 	return err

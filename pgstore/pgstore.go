@@ -51,6 +51,8 @@ type Store struct {
 	listening atomic.Bool
 	filter    filter       // digests that exist, so forged keys cost no query
 	dbLookups atomic.Int64 // LookupDigest's trips to the database
+	refusals  atomic.Int64 // digests the filter refused without a query
+	lag       lagMeter
 	cancel    context.CancelFunc
 	done      chan struct{}
 	closed    atomic.Bool
@@ -267,6 +269,7 @@ func (s *Store) listenOnce(ctx context.Context) error {
 		return err
 	}
 	s.cache.clear()
+	s.lag.reset()
 	// Listening first, then loading: an insert is in the load, in a
 	// notification, or both.
 	if err := s.loadFilter(ctx, conn); err != nil {
@@ -283,6 +286,7 @@ func (s *Store) listenOnce(ctx context.Context) error {
 			var d keys.Digest
 			if _, err := hex.Decode(d[:], []byte(hexDigest)); err == nil {
 				s.filter.add(&d)
+				s.lag.received(&d)
 			}
 			continue
 		}
@@ -385,6 +389,7 @@ func (s *Store) insert(ctx context.Context, w keys.Write) error {
 		return err
 	}
 	s.filter.add(&rec.Digest)
+	s.lag.sent(&rec.Digest)
 	s.dropDeleted(deleted)
 	return nil
 }
@@ -420,6 +425,7 @@ func (s *Store) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Record, 
 		return r, nil
 	}
 	if s.filter.absent(&h) {
+		s.refusals.Add(1)
 		return nil, keys.ErrNotFound
 	}
 	return s.lookupMiss(ctx, h)
@@ -726,9 +732,10 @@ type cache struct {
 const cacheShards = 32
 
 type cacheShard struct {
-	mu  sync.RWMutex
-	byH map[keys.Digest]cached
-	_   [40]byte // keep shards on separate cache lines
+	mu   sync.RWMutex
+	hits atomic.Int64
+	byH  map[keys.Digest]cached
+	_    [32]byte // keep shards on separate cache lines
 }
 
 type cached struct {
@@ -757,6 +764,7 @@ func (c *cache) get(h keys.Digest) *keys.Record {
 	if !ok || time.Now().UnixNano() > e.until {
 		return nil
 	}
+	sh.hits.Add(1) // the line RLock has just written: no new contention
 	return e.rec
 }
 
@@ -812,4 +820,65 @@ func (c *cache) clear() {
 		c.drop(id, h)
 	}
 	c.idMu.Unlock()
+}
+
+// Stats counts what LookupDigest did since New, and how fast insert
+// notifications travel, for metrics (keysotel reads it).
+type Stats struct {
+	CacheHits      int64 // answered from the cache
+	FilterRefusals int64 // refused by the digest filter without a query
+	Queries        int64 // trips to the database (cache misses the filter let through)
+	// NotificationLag is how long this instance's latest insert took to
+	// come back to it as a notification: the time every other instance
+	// waits, at least, to hear of a new key (0 until one has).
+	NotificationLag time.Duration
+	Listening       bool // the invalidation listener is connected
+}
+
+// Stats reports the store's counters.
+func (s *Store) Stats() Stats {
+	st := Stats{FilterRefusals: s.refusals.Load(), Queries: s.dbLookups.Load(),
+		NotificationLag: time.Duration(s.lag.last.Load()), Listening: s.listening.Load()}
+	for i := range s.cache.shards {
+		st.CacheHits += s.cache.shards[i].hits.Load()
+	}
+	return st
+}
+
+// lagMeter times this instance's own insert notifications: from the
+// insert's return to the notification's arrival on the listener.
+type lagMeter struct {
+	mu   sync.Mutex
+	pending map[keys.Digest]int64 // Unix ns; at most lagPending entries
+	last atomic.Int64          // ns
+}
+
+const lagPending = 256
+
+func (l *lagMeter) sent(d *keys.Digest) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending == nil {
+		l.pending = make(map[keys.Digest]int64)
+	}
+	if len(l.pending) < lagPending {
+		l.pending[*d] = time.Now().UnixNano()
+	}
+}
+
+func (l *lagMeter) received(d *keys.Digest) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.pending[*d]; ok {
+		l.last.Store(max(time.Now().UnixNano()-t, 1))
+		delete(l.pending, *d)
+	}
+}
+
+// reset forgets the inserts still waiting: their notifications were lost
+// with the listener's connection.
+func (l *lagMeter) reset() {
+	l.mu.Lock()
+	clear(l.pending)
+	l.mu.Unlock()
 }

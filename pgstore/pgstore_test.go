@@ -473,3 +473,50 @@ func TestFlushDeletesExpiredIdempotencyEntries(t *testing.T) {
 		t.Fatalf("%d entries left after a flush past their expiry (want the 1 not yet expired): %v", left, err)
 	}
 }
+
+// Stats counts cache hits, filter refusals and queries as they happen,
+// and times this instance's insert notifications.
+func TestStats(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t)
+	s := newStore(t, pool, "")
+	deadline := time.Now().Add(5 * time.Second)
+	for !s.Stats().Listening {
+		if time.Now().After(deadline) {
+			t.Fatal("the listener never connected")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r := keystest.NewRecord(t)
+	if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
+		t.Fatal(err)
+	}
+	for s.Stats().NotificationLag == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the insert's notification was never timed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	before := s.Stats()
+	for range 3 {
+		if _, err := s.LookupDigest(ctx, r.Digest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 100 {
+		var forged keys.Digest
+		_, _ = rand.Read(forged[:])
+		_, _ = s.LookupDigest(ctx, forged)
+	}
+	after := s.Stats()
+	// The first lookup queries and caches; the next two hit the cache.
+	// Of 100 forged digests, the filter refuses all but its budget of
+	// misses (20 a second), which query.
+	hits, queries, refusals := after.CacheHits-before.CacheHits, after.Queries-before.Queries, after.FilterRefusals-before.FilterRefusals
+	if hits != 2 || queries+refusals != 101 || refusals < 60 {
+		t.Fatalf("three lookups of a key and 100 forged: %d cache hits, %d queries, %d refusals", hits, queries, refusals)
+	}
+	if after.NotificationLag <= 0 || after.NotificationLag > 5*time.Second {
+		t.Fatalf("notification lag %v", after.NotificationLag)
+	}
+}

@@ -1,0 +1,233 @@
+package keys_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/memstore"
+)
+
+// recorder is an Observer that keeps what it is told.
+type recorder struct {
+	mu       sync.Mutex
+	outcomes []keys.Outcome
+	timed    int
+	ops      []string // "op:ok" or "op:error"
+}
+
+func (r *recorder) Verify(_ context.Context, o keys.Outcome, took time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if took < 0 {
+		panic("a verification that took a negative time")
+	}
+	if took > 0 {
+		r.timed++
+	}
+	r.outcomes = append(r.outcomes, o)
+}
+
+type opKey struct{}
+
+func (r *recorder) Operation(ctx context.Context, op keys.Op) (context.Context, func(error)) {
+	return context.WithValue(ctx, opKey{}, op), func(err error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		res := "ok"
+		if err != nil {
+			res = "error"
+		}
+		r.ops = append(r.ops, string(op)+":"+res)
+	}
+}
+
+// opStore checks that store calls run in the context Operation returned.
+type opStore struct {
+	keys.Store
+	bad chan string
+}
+
+func (s opStore) Write(ctx context.Context, w keys.Write) error {
+	if ctx.Value(opKey{}) == nil {
+		s.bad <- "Write"
+	}
+	return s.Store.Write(ctx, w)
+}
+
+// Every outcome of Verify reaches the Observer with its label, and every
+// lifecycle operation (and the last-used flush) is reported once with its
+// result, its store calls running in the context the Observer returned.
+func TestObserver(t *testing.T) {
+	ctx := context.Background()
+	rec := &recorder{}
+	clk := newClock()
+	store := opStore{Store: memstore.New(), bad: make(chan string, 100)}
+	m, err := keys.New(store, keys.WithObserver(rec), keys.WithClock(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	mk := func(req keys.APIKeyCreate) *keys.APIKeyCreated {
+		t.Helper()
+		req.Name, req.AccountID = "observed", "acct_obs"
+		if req.Environment == "" {
+			req.Environment = keys.Test
+		}
+		k, err := m.Create(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	one := 1
+	exp := clk.Now().Add(time.Minute)
+	good := mk(keys.APIKeyCreate{Permissions: []string{"identity:read"}})
+	limited := mk(keys.APIKeyCreate{RateLimit: &one})
+	fenced := mk(keys.APIKeyCreate{AllowedIPs: []string{"10.0.0.0/8"}})
+	expiring := mk(keys.APIKeyCreate{ExpiresAt: &exp})
+	revoked := mk(keys.APIKeyCreate{})
+	if _, err := m.Revoke(ctx, revoked.ID); err != nil {
+		t.Fatal(err)
+	}
+	calls := []struct {
+		key  string
+		opts []keys.VerifyOption
+		want keys.Outcome
+	}{
+		{string(good.Key), nil, keys.OutcomeValid},
+		{"txc_test_nonsense", nil, keys.OutcomeInvalid},
+		{string(revoked.Key), nil, keys.OutcomeRevoked},
+		{string(good.Key), []keys.VerifyOption{keys.InEnvironment(keys.Live)}, keys.OutcomeWrongEnvironment},
+		{string(fenced.Key), []keys.VerifyOption{keys.FromIP(netip.MustParseAddr("192.0.2.1"))}, keys.OutcomeIPNotAllowed},
+		{string(good.Key), []keys.VerifyOption{keys.Require("transactions:read")}, keys.OutcomeForbidden},
+		{string(limited.Key), nil, keys.OutcomeValid},
+		{string(limited.Key), nil, keys.OutcomeRateLimited},
+	}
+	for _, c := range calls {
+		_, _ = m.Verify(ctx, c.key, c.opts...)
+	}
+	clk.Advance(time.Minute)
+	_, _ = m.Verify(ctx, string(expiring.Key))
+	_, _ = m.Get(ctx, "key_missing")
+	if _, err := m.List(ctx, keys.ListFilter{AccountID: "acct_obs"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Update(ctx, good.ID, keys.APIKeyUpdate{Name: keys.Change("renamed")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Roll(ctx, good.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.FlushLastUsed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	want := []keys.Outcome{}
+	for _, c := range calls {
+		want = append(want, c.want)
+	}
+	want = append(want, keys.OutcomeExpired)
+	if len(rec.outcomes) != len(want) {
+		t.Fatalf("outcomes %v, want %v", rec.outcomes, want)
+	}
+	for i := range want {
+		if rec.outcomes[i] != want[i] {
+			t.Fatalf("outcome %d: %s, want %s", i, rec.outcomes[i], want[i])
+		}
+	}
+	got := strings.Join(rec.ops, " ")
+	wantOps := "create:ok create:ok create:ok create:ok create:ok revoke:ok get:error list:ok update:ok roll:ok flush_last_used:ok"
+	if got != wantOps {
+		t.Fatalf("operations:\n got %s\nwant %s", got, wantOps)
+	}
+	select {
+	case call := <-store.bad:
+		t.Fatalf("a store %s ran outside the operation's context", call)
+	default:
+	}
+	if _, err := keys.New(memstore.New(), keys.WithObserver(nil)); err == nil {
+		t.Fatal("WithObserver(nil) accepted")
+	}
+}
+
+// One verification in 16 is timed, at random: over 4,000 of them, between
+// 150 and 400 carry a duration (the chance of falling outside is below
+// one in a million), and every one is counted.
+func TestObserverTimesASample(t *testing.T) {
+	ctx := context.Background()
+	rec := &recorder{}
+	m, err := keys.New(memstore.New(), keys.WithObserver(rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	k, err := m.Create(ctx, keys.APIKeyCreate{Name: "timed", Environment: keys.Test, AccountID: "acct_obs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4000 {
+		if _, err := m.Verify(ctx, string(k.Key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.outcomes) != 4000 || rec.timed < 150 || rec.timed > 400 {
+		t.Fatalf("%d verifications reported, %d timed (want 4000, about 250)", len(rec.outcomes), rec.timed)
+	}
+}
+
+// OutcomeOf covers every error Verify returns; an error it does not know
+// is unavailable.
+func TestOutcomeOf(t *testing.T) {
+	for err, want := range map[error]keys.Outcome{
+		nil:                      keys.OutcomeValid,
+		keys.ErrInvalidKey:       keys.OutcomeInvalid,
+		keys.ErrUnavailable:      keys.OutcomeUnavailable,
+		errors.New("anything"):   keys.OutcomeUnavailable,
+		&keys.RateLimitError{}:   keys.OutcomeRateLimited,
+		keys.ErrPermissionDenied: keys.OutcomeForbidden,
+		keys.ErrKeyExpired:       keys.OutcomeExpired,
+		keys.ErrKeyRevoked:       keys.OutcomeRevoked,
+		keys.ErrIPNotAllowed:     keys.OutcomeIPNotAllowed,
+		keys.ErrWrongEnvironment: keys.OutcomeWrongEnvironment,
+	} {
+		if got := keys.OutcomeOf(err); got != want {
+			t.Errorf("OutcomeOf(%v) = %s, want %s", err, got, want)
+		}
+	}
+	if n := len(keys.Outcomes()); n != 9 {
+		t.Fatalf("%d outcomes", n)
+	}
+}
+
+// nop is the cheapest Observer there is, to measure the hook itself.
+type nop struct{}
+
+func (nop) Verify(context.Context, keys.Outcome, time.Duration) {}
+func (nop) Operation(ctx context.Context, _ keys.Op) (context.Context, func(error)) {
+	return ctx, func(error) {}
+}
+
+// BenchmarkVerifyObserved: Verify with an Observer that does nothing,
+// beside Verify without one (BenchmarkVerify) in the same run: the cost
+// of the hook (target: at most 30 ns, no allocation).
+func BenchmarkVerifyObserved(b *testing.B) {
+	m, ks := benchKeys(b, benchStoreSize, 0, keys.WithObserver(nop{}))
+	key := ks[benchStoreSize/2]
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := m.Verify(ctx, key); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
