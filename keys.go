@@ -116,7 +116,7 @@ type Manager struct {
 	onEvent          func(context.Context, Event)
 	idem             idempotency
 	usage            *usageRecorder
-	obs              Observer // nil: none
+	obs              Observer  // nil: none
 	epoch            time.Time // when New ran: Verify's timer reads the monotonic clock against it
 	logger           *slog.Logger
 	maxKeys          int

@@ -1,13 +1,13 @@
 package keys
 
 import (
-	"math/rand/v2"
-	"time"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"time"
 )
 
 // Verified is a key that passed Verify.

@@ -848,9 +848,9 @@ func (s *Store) Stats() Stats {
 // lagMeter times this instance's own insert notifications: from the
 // insert's return to the notification's arrival on the listener.
 type lagMeter struct {
-	mu   sync.Mutex
+	mu      sync.Mutex
 	pending map[keys.Digest]int64 // Unix ns; at most lagPending entries
-	last atomic.Int64          // ns
+	last    atomic.Int64          // ns
 }
 
 const lagPending = 256
