@@ -26,27 +26,44 @@ type Observer interface {
 }
 
 // Outcome is how a verification ended: a small fixed set, fit for a
-// metric label.
-type Outcome string
+// metric label (String gives the label's value), and a small integer, so
+// that an Observer can keep what it needs for each in an array.
+type Outcome uint8
 
 // The outcomes of Verify.
 const (
-	OutcomeValid            Outcome = "valid"
-	OutcomeInvalid          Outcome = "invalid" // malformed, unknown or wrong-checksum key
-	OutcomeRevoked          Outcome = "revoked"
-	OutcomeExpired          Outcome = "expired"
-	OutcomeWrongEnvironment Outcome = "wrong_environment"
-	OutcomeIPNotAllowed     Outcome = "ip_not_allowed"
-	OutcomeForbidden        Outcome = "forbidden" // a permission Require asked for is missing
-	OutcomeRateLimited      Outcome = "rate_limited"
-	OutcomeUnavailable      Outcome = "unavailable" // the store or the limiter could not answer
+	OutcomeValid            Outcome = iota
+	OutcomeInvalid                  // malformed, unknown or wrong-checksum key
+	OutcomeRevoked                  //
+	OutcomeExpired                  //
+	OutcomeWrongEnvironment         //
+	OutcomeIPNotAllowed             //
+	OutcomeForbidden                // a permission Require asked for is missing
+	OutcomeRateLimited              //
+	OutcomeUnavailable              // the store or the limiter could not answer
+
+	// NumOutcomes is the number of outcomes: each is less than it.
+	NumOutcomes = iota
 )
 
-// Outcomes lists every Outcome, for an observer that prepares one label
-// set for each.
+var outcomeNames = [NumOutcomes]string{"valid", "invalid", "revoked", "expired", "wrong_environment",
+	"ip_not_allowed", "forbidden", "rate_limited", "unavailable"}
+
+// String is the outcome's label value, such as "valid" or "rate_limited".
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "unknown"
+}
+
+// Outcomes lists every Outcome.
 func Outcomes() []Outcome {
-	return []Outcome{OutcomeValid, OutcomeInvalid, OutcomeRevoked, OutcomeExpired, OutcomeWrongEnvironment,
-		OutcomeIPNotAllowed, OutcomeForbidden, OutcomeRateLimited, OutcomeUnavailable}
+	out := make([]Outcome, NumOutcomes)
+	for i := range out {
+		out[i] = Outcome(i)
+	}
+	return out
 }
 
 // OutcomeOf is the Outcome of Verify's error (nil: valid). Any error it

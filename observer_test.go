@@ -203,8 +203,12 @@ func TestOutcomeOf(t *testing.T) {
 			t.Errorf("OutcomeOf(%v) = %s, want %s", err, got, want)
 		}
 	}
-	if n := len(keys.Outcomes()); n != 9 {
-		t.Fatalf("%d outcomes", n)
+	names := map[string]bool{}
+	for _, o := range keys.Outcomes() {
+		names[o.String()] = true
+	}
+	if len(names) != 9 || !names["valid"] || !names["rate_limited"] || names["unknown"] || keys.Outcome(keys.NumOutcomes).String() != "unknown" {
+		t.Fatalf("outcome names: %v", names)
 	}
 }
 

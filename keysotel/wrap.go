@@ -1,0 +1,117 @@
+package keysotel
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/txcloud/keys"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Store wraps s: each call gets a span "keys.store.<method>" when the
+// caller's span is recording (so a Verify outside any trace costs no
+// span), and each failure counts in keys.store.errors. The contract's
+// answers (ErrNotFound, ErrStale, ErrDuplicate, ErrIdempotencyKeyExists,
+// ErrKeyLimit) are not failures. The wrapper adds no method to s: pass it
+// where s would go.
+func (o *Observer) Store(s keys.Store) keys.Store {
+	st := &store{s: s, o: o, attrs: map[string]metric.MeasurementOption{}}
+	for _, m := range []string{"Write", "LookupDigest", "Get", "List", "LookupIdempotency", "TouchLastUsed"} {
+		st.attrs[m] = metric.WithAttributeSet(attribute.NewSet(attribute.String("method", m)))
+	}
+	return st
+}
+
+type store struct {
+	s     keys.Store
+	o     *Observer
+	attrs map[string]metric.MeasurementOption
+}
+
+// call runs f under a span (if the caller is traced) and counts its
+// failure.
+func (s *store) call(ctx context.Context, method string, f func(context.Context) error) error {
+	var span trace.Span
+	if trace.SpanFromContext(ctx).IsRecording() {
+		ctx, span = s.o.tracer.Start(ctx, "keys.store."+method, trace.WithSpanKind(trace.SpanKindInternal))
+	}
+	err := f(ctx)
+	if err != nil && !answer(err) {
+		s.o.storeErrors.Add(ctx, 1, s.attrs[method])
+		if span != nil {
+			span.SetStatus(codes.Error, Kind(err))
+		}
+	}
+	if span != nil {
+		span.End()
+	}
+	return err
+}
+
+// answer reports whether err is one of the contract's answers rather than
+// a failure of the store.
+func answer(err error) bool {
+	return errors.Is(err, keys.ErrNotFound) || errors.Is(err, keys.ErrStale) || errors.Is(err, keys.ErrDuplicate) ||
+		errors.Is(err, keys.ErrIdempotencyKeyExists) || errors.Is(err, keys.ErrKeyLimit)
+}
+
+func (s *store) Write(ctx context.Context, w keys.Write) error {
+	return s.call(ctx, "Write", func(ctx context.Context) error { return s.s.Write(ctx, w) })
+}
+
+// LookupDigest is on Verify's hot path: with no recording span and no
+// error, it costs one check beyond the store's own lookup.
+func (s *store) LookupDigest(ctx context.Context, d keys.Digest) (*keys.Record, error) {
+	if !trace.SpanFromContext(ctx).IsRecording() {
+		r, err := s.s.LookupDigest(ctx, d)
+		if err != nil && !answer(err) {
+			s.o.storeErrors.Add(ctx, 1, s.attrs["LookupDigest"])
+		}
+		return r, err
+	}
+	var r *keys.Record
+	err := s.call(ctx, "LookupDigest", func(ctx context.Context) (err error) { r, err = s.s.LookupDigest(ctx, d); return })
+	return r, err
+}
+
+func (s *store) Get(ctx context.Context, id string) (*keys.Record, error) {
+	var r *keys.Record
+	err := s.call(ctx, "Get", func(ctx context.Context) (err error) { r, err = s.s.Get(ctx, id); return })
+	return r, err
+}
+
+func (s *store) List(ctx context.Context, q keys.ListQuery) ([]*keys.Record, error) {
+	var rs []*keys.Record
+	err := s.call(ctx, "List", func(ctx context.Context) (err error) { rs, err = s.s.List(ctx, q); return })
+	return rs, err
+}
+
+func (s *store) LookupIdempotency(ctx context.Context, scope keys.Digest, now time.Time) (*keys.IdempotencyRecord, error) {
+	var e *keys.IdempotencyRecord
+	err := s.call(ctx, "LookupIdempotency", func(ctx context.Context) (err error) { e, err = s.s.LookupIdempotency(ctx, scope, now); return })
+	return e, err
+}
+
+func (s *store) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error {
+	return s.call(ctx, "TouchLastUsed", func(ctx context.Context) error { return s.s.TouchLastUsed(ctx, batch) })
+}
+
+// Limiter wraps l: each failure counts in keys.limiter.errors.
+func (o *Observer) Limiter(l keys.Limiter) keys.Limiter { return &limiter{l: l, o: o} }
+
+type limiter struct {
+	l keys.Limiter
+	o *Observer
+}
+
+func (l *limiter) Allow(ctx context.Context, id string, perMinute int, now time.Time) (keys.RateLimit, bool, error) {
+	rl, ok, err := l.l.Allow(ctx, id, perMinute, now)
+	if err != nil {
+		l.o.limiterErrors.Add(ctx, 1)
+	}
+	return rl, ok, err
+}
