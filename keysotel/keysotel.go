@@ -94,7 +94,7 @@ func New(opts ...Option) (*Observer, error) {
 	if c.tp == nil {
 		c.tp = otel.GetTracerProvider()
 	}
-	o := &Observer{meter: c.mp.Meter(Name), tracer: c.tp.Tracer(Name), }
+	o := &Observer{meter: c.mp.Meter(Name), tracer: c.tp.Tracer(Name)}
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
 	var err error

@@ -85,7 +85,9 @@ func label(s attribute.Set) string {
 // down is a store whose Get fails, as a store whose database is gone.
 type down struct{ keys.Store }
 
-func (down) Get(context.Context, string) (*keys.Record, error) { return nil, errors.New("connection refused") }
+func (down) Get(context.Context, string) (*keys.Record, error) {
+	return nil, errors.New("connection refused")
+}
 
 // Verifications by outcome, operations by result, spans for operations
 // and the store calls inside them, store errors by method (the
