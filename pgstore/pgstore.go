@@ -384,12 +384,15 @@ func (s *Store) insert(ctx context.Context, w keys.Write) error {
 	if idem != nil {
 		q, args = s.qInsertIdem, append(args, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt)
 	}
+	// Timed from before the statement: its notification can arrive
+	// before the statement's own answer does.
+	s.lag.sent(&rec.Digest)
 	deleted, err := insertResult(s.pool.QueryRow(ctx, q, args...))
 	if err != nil {
+		s.lag.forget(&rec.Digest)
 		return err
 	}
 	s.filter.add(&rec.Digest)
-	s.lag.sent(&rec.Digest)
 	s.dropDeleted(deleted)
 	return nil
 }
@@ -828,9 +831,9 @@ type Stats struct {
 	CacheHits      int64 // answered from the cache
 	FilterRefusals int64 // refused by the digest filter without a query
 	Queries        int64 // trips to the database (cache misses the filter let through)
-	// NotificationLag is how long this instance's latest insert took to
-	// come back to it as a notification: the time every other instance
-	// waits, at least, to hear of a new key (0 until one has).
+	// NotificationLag is how long this instance's latest insert took,
+	// from its start, to come back to it as a notification: about the time
+	// every other instance waits to hear of a new key (0 until one has).
 	NotificationLag time.Duration
 	Listening       bool // the invalidation listener is connected
 }
@@ -846,7 +849,9 @@ func (s *Store) Stats() Stats {
 }
 
 // lagMeter times this instance's own insert notifications: from the
-// insert's return to the notification's arrival on the listener.
+// start of the insert to the notification's arrival on the listener, so
+// the time every other instance waits to hear of a new key, counted from
+// when its create began.
 type lagMeter struct {
 	mu      sync.Mutex
 	pending map[keys.Digest]int64 // Unix ns; at most lagPending entries
@@ -873,6 +878,12 @@ func (l *lagMeter) received(d *keys.Digest) {
 		l.last.Store(max(time.Now().UnixNano()-t, 1))
 		delete(l.pending, *d)
 	}
+}
+
+func (l *lagMeter) forget(d *keys.Digest) {
+	l.mu.Lock()
+	delete(l.pending, *d)
+	l.mu.Unlock()
 }
 
 // reset forgets the inserts still waiting: their notifications were lost

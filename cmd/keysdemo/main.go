@@ -47,6 +47,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/keysotel"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/pgstore"
 	"github.com/txcloud/keys/redislimit"
@@ -79,6 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	openPing := fs.Bool("unauthenticated-ping", false, "serve /v1/ping without the key middleware (only to measure what verification costs under load)")
 	maxConns := fs.Int("max-conns", 4096, "open connections at most; more are closed as soon as they are accepted")
 	idleTimeout := fs.Duration("idle-timeout", 10*time.Second, "how long an idle keep-alive connection is kept")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (verifications by outcome, operations, store and limiter errors); empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -93,12 +95,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		return err
 	}
 	defer closeStore()
+	var observer *keysotel.Observer
+	if *metricsAddr != "" {
+		o, stopMetrics, err := serveMetrics(ctx, *metricsAddr, store, logger)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+		observer = o
+		store = o.Store(store)
+		opts = append(opts, keys.WithObserver(o))
+	}
 	if *redisAddr != "" {
 		lim, closeLimiter, err := openLimiter(*redisAddr, *failOpen, logger)
 		if err != nil {
 			return err
 		}
 		defer closeLimiter()
+		if observer != nil {
+			lim = observer.Limiter(lim)
+		}
 		opts = append(opts, keys.WithLimiter(lim))
 	}
 	m, err := keys.New(store, opts...)
