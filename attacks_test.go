@@ -80,7 +80,7 @@ func medianVerify(m *keys.Manager, presented []string, rounds, n int) []time.Dur
 
 // A lookup by digest costs the same however many keys are stored: no scan.
 func TestUnknownKeyCostIndependentOfStoreSize(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() || mutation {
 		t.Skip("builds a store of a million keys; run without -short")
 	}
 	fill := func(n int) *keys.Manager {

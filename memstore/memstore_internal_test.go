@@ -136,7 +136,7 @@ func TestCreateRevokeLoopIsBounded(t *testing.T) {
 // (the old sweep walked every entry under one hold: 256 ms at 1,000,000
 // entries with nothing expired, 413-463 ms with all expired).
 func TestIdempotencyExpiryHoldsNoLongLock(t *testing.T) {
-	if testing.Short() || raceEnabled {
+	if testing.Short() || raceEnabled || mutation {
 		t.Skip("a timing test, run without -race and -short (.ci/run does)")
 	}
 	s := New()

@@ -124,7 +124,7 @@ func median(n int, f func()) time.Duration {
 // with A holding 100,000 keys as with A holding none, and A's own pages
 // seek to their cursor instead of scanning.
 func TestListCostIndependentOfOtherTenants(t *testing.T) {
-	if testing.Short() || raceEnabled {
+	if testing.Short() || raceEnabled || mutation {
 		t.Skip("a timing test, run without -race and -short (.ci/run does)")
 	}
 	ctx := context.Background()
@@ -199,7 +199,7 @@ func maxWait(t *testing.T, s *memstore.Store, work func()) (wait, took time.Dura
 // (a preempted goroutine), so the bound is a quarter of the flush, which
 // the old code, holding the lock throughout, could not meet.
 func TestFlushHoldsNoLongLock(t *testing.T) {
-	if testing.Short() || raceEnabled {
+	if testing.Short() || raceEnabled || mutation {
 		t.Skip("a timing test, run without -race and -short (.ci/run does)")
 	}
 	ctx := context.Background()
@@ -233,7 +233,7 @@ func TestFlushHoldsNoLongLock(t *testing.T) {
 // every tenant under the store's lock: B's create waited behind it, and
 // over HTTP B's verify p99 went from 0.6 ms to 77 ms.
 func TestTenantLatencyWhileAnotherListsItsKeys(t *testing.T) {
-	if testing.Short() || raceEnabled {
+	if testing.Short() || raceEnabled || mutation {
 		t.Skip("a timing test, run without -race and -short (.ci/run does)")
 	}
 	ctx := context.Background()

@@ -1,0 +1,5 @@
+//go:build !mutation
+
+package memstore_test
+
+const mutation = false

@@ -1,0 +1,5 @@
+//go:build !mutation
+
+package keys_test
+
+const mutation = false
