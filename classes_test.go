@@ -278,3 +278,79 @@ func TestIdempotencyFingerprintEveryField(t *testing.T) {
 		t.Fatalf("a roll with the idempotency key of a create: %v (replayed %v)", err, rolled != nil && rolled.Replayed)
 	}
 }
+
+// The in-memory limiter's sweep (once a window per shard) drops only keys
+// whose bucket is full again: a key still limited when the sweep runs
+// keeps its state. With 2 a minute: two at t0, a third at t0+40s (the
+// bucket refilled one), then at t0+61s, when the sweep runs, exactly one
+// more passes; a sweep that forgot the key would let two through.
+func TestLimiterSweepKeepsLimitedKeys(t *testing.T) {
+	ctx := context.Background()
+	l := keys.NewMemoryLimiter()
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	allow := func(at time.Time) bool {
+		_, ok, err := l.Allow(ctx, "key_sweep", 2, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !allow(t0) || !allow(t0) || allow(t0) {
+		t.Fatal("a burst of 2, then a refusal, at t0")
+	}
+	if !allow(t0.Add(40 * time.Second)) {
+		t.Fatal("one more at t0+40s")
+	}
+	passed := 0
+	for range 3 {
+		if allow(t0.Add(61 * time.Second)) {
+			passed++
+		}
+	}
+	if passed != 1 {
+		t.Fatalf("%d passed at t0+61s, as the sweep ran: want 1", passed)
+	}
+}
+
+// Rules of Verify that live in the core, tested in the core: a limit of 1
+// a minute admits one request and tells the next to wait a minute; a
+// limiter that fails makes the verification unavailable, never valid and
+// never a bad key.
+func TestRateLimitOfOneAndAFailingLimiter(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	one := 1
+	k := f.create(t, keys.APIKeyCreate{Name: "one", Environment: keys.Test, RateLimit: &one})
+	v, err := f.m.Verify(ctx, string(k.Key))
+	if err != nil || v.RateLimit.Limit != 1 || v.RateLimit.Remaining != 0 {
+		t.Fatalf("the first request: %+v, %v", v.RateLimit, err)
+	}
+	var rle *keys.RateLimitError
+	if _, err := f.m.Verify(ctx, string(k.Key)); !errors.As(err, &rle) || rle.RateLimit.RetryAfter != time.Minute {
+		t.Fatalf("the second: %v, want a refusal for exactly a minute", err)
+	}
+	f.clock.Advance(time.Minute - time.Nanosecond)
+	if _, err := f.m.Verify(ctx, string(k.Key)); !errors.As(err, &rle) || rle.RateLimit.RetryAfter != time.Nanosecond {
+		t.Fatalf("a nanosecond before the minute: %v", err)
+	}
+	f.clock.Advance(time.Nanosecond)
+	if _, err := f.m.Verify(ctx, string(k.Key)); err != nil {
+		t.Fatalf("a minute later: %v", err)
+	}
+
+	broken := newFixture(t, keys.WithLimiter(failingLimiter{}))
+	limited := broken.create(t, keys.APIKeyCreate{Name: "limited", Environment: keys.Test, RateLimit: &one})
+	if _, err := broken.m.Verify(ctx, string(limited.Key)); !errors.Is(err, keys.ErrUnavailable) {
+		t.Fatalf("with the limiter failing: %v, want ErrUnavailable", err)
+	}
+	unlimited := broken.create(t, keys.APIKeyCreate{Name: "unlimited", Environment: keys.Test})
+	if _, err := broken.m.Verify(ctx, string(unlimited.Key)); err != nil {
+		t.Fatalf("a key with no limit never asks the limiter: %v", err)
+	}
+}
+
+type failingLimiter struct{}
+
+func (failingLimiter) Allow(context.Context, string, int, time.Time) (keys.RateLimit, bool, error) {
+	return keys.RateLimit{}, false, errors.New("limiter down")
+}
