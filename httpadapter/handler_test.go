@@ -170,6 +170,11 @@ func TestCreateEndpointErrors(t *testing.T) {
 	if rec := serve(h, request{headers: jsonHeaders(e.admin), body: exact}); rec.Code != http.StatusCreated {
 		t.Fatalf("a body of exactly 64 KiB: %d %s", rec.Code, rec.Body)
 	}
+	// One byte more (a space, so the JSON stays valid) is over it.
+	over := exact[:len(exact)-1] + " }"
+	if rec := serve(h, request{headers: jsonHeaders(e.admin), body: over}); rec.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a body of 64 KiB and one byte: %d %s", rec.Code, rec.Body)
+	}
 }
 
 func TestCreateEndpointAccepts(t *testing.T) {
