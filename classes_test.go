@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/memstore"
 )
 
 // A key expires at its expires_at exactly, and a rolled key's grace ends
@@ -153,16 +154,16 @@ func TestBodyAlphabetCheckedBehindAValidChecksum(t *testing.T) {
 }
 
 // Every character of a key's random part is equally likely: a chi-square
-// test over 4,000 keys (128,000 characters in 62 classes; 61 degrees of
+// test over 8,000 keys (256,000 characters in 62 classes; 61 degrees of
 // freedom). The bound, 125, is passed by chance less than once in a
-// million runs; a rejection bound off by two bytes (250 instead of 248)
-// gives about 250.
+// million runs; a rejection bound off by one byte (one character a quarter
+// more likely) gives about 250.
 func TestRandomPartIsUniform(t *testing.T) {
 	f := newFixture(t, keys.WithMaxKeysPerAccount(1_000_000))
 	const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 	var counts [62]int
 	total := 0
-	for range 4000 {
+	for range 8000 {
 		k := f.create(t, keys.APIKeyCreate{Name: "uniform", Environment: keys.Test})
 		random := string(k.Key)[len("txc_test_") : len(k.Key)-6]
 		if len(random) != 32 {
@@ -353,4 +354,26 @@ type failingLimiter struct{}
 
 func (failingLimiter) Allow(context.Context, string, int, time.Time) (keys.RateLimit, bool, error) {
 	return keys.RateLimit{}, false, errors.New("limiter down")
+}
+
+// A key prefix is 1 to 16 lowercase letters and digits: each end of each
+// range is accepted, and its neighbours outside are refused, as are 0 and
+// 17 characters. A ValidationError's text names its parameter when it has
+// one.
+func TestKeyPrefixBoundaries(t *testing.T) {
+	for _, p := range []string{"a", "z", "0", "9", "az09", strings.Repeat("k", 16)} {
+		if _, err := keys.New(memstore.New(), keys.WithKeyPrefix(p)); err != nil {
+			t.Errorf("prefix %q: %v", p, err)
+		}
+	}
+	for _, p := range []string{"", strings.Repeat("k", 17), "`", "{", "/", ":", "A", "Z", "a_b", "a-b"} {
+		if _, err := keys.New(memstore.New(), keys.WithKeyPrefix(p)); err == nil {
+			t.Errorf("prefix %q accepted", p)
+		}
+	}
+	withParam := &keys.ValidationError{Param: "name", Message: "too long"}
+	without := &keys.ValidationError{Message: "too long"}
+	if !strings.Contains(withParam.Error(), "name") || strings.Contains(without.Error(), "invalid :") || withParam.Error() == without.Error() {
+		t.Fatalf("ValidationError texts: %q, %q", withParam.Error(), without.Error())
+	}
 }
