@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/pgstore"
@@ -197,5 +198,94 @@ func TestListenerDownFallsBackToTTL(t *testing.T) {
 	eventually(t, 5*time.Second, "A verifies again once the faults stop", func() bool {
 		_, err := a.Verify(ctx, string(c.Key))
 		return errors.Is(err, keys.ErrKeyRevoked)
+	})
+}
+
+// revokeBehindTheStore revokes key id in the database directly, sending
+// no notification: a change the listener never hears of.
+func revokeBehindTheStore(t *testing.T, admin *pgxpool.Pool, schema, id string) {
+	t.Helper()
+	if _, err := admin.Exec(context.Background(), `UPDATE `+pgx.Identifier{schema, "api_keys"}.Sanitize()+` SET revoked_at = now() - interval '1 second', version = version + 1 WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With the listener up but a change's notification lost, the cache TTL
+// alone bounds how long a stale record is served: the key verifies from
+// the cache until the TTL, and is refused after it.
+func TestLostNotificationBoundedByTTL(t *testing.T) {
+	ctx := context.Background()
+	const ttl = 300 * time.Millisecond
+	admin := newPool(t)
+	schema := freshSchema(t, admin)
+	s := newStore(t, newPool(t), schema, pgstore.WithCache(1000, ttl))
+	m, err := keys.New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	eventually(t, 5*time.Second, "the listener connects", s.Listening)
+	k, err := m.Create(ctx, keys.APIKeyCreate{Name: "k", Environment: keys.Test, AccountID: "acct_ttl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Verify(ctx, string(k.Key)); err != nil { // cached now
+		t.Fatal(err)
+	}
+	cachedAt := time.Now()
+	revokeBehindTheStore(t, admin, schema, k.ID)
+	if _, err := m.Verify(ctx, string(k.Key)); err != nil && time.Since(cachedAt) < ttl/2 {
+		t.Fatalf("before the TTL the cached record should still answer (the notification was never sent): %v", err)
+	}
+	time.Sleep(ttl + 50*time.Millisecond)
+	if _, err := m.Verify(ctx, string(k.Key)); !errors.Is(err, keys.ErrKeyRevoked) {
+		t.Fatalf("after the TTL, with the listener up and the notification lost: %v", err)
+	}
+	if !s.Listening() {
+		t.Fatal("the listener went down during the test")
+	}
+}
+
+// When the listener reconnects, the cache is emptied (notifications sent
+// while it was away are lost): a change made meanwhile is seen at once,
+// long before the TTL.
+func TestReconnectEmptiesCache(t *testing.T) {
+	ctx := context.Background()
+	admin := newPool(t)
+	pool, app := taggedPool(t)
+	schema := freshSchema(t, admin)
+	s := newStore(t, pool, schema, pgstore.WithCache(1000, time.Hour))
+	m, err := keys.New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	eventually(t, 5*time.Second, "the listener connects", s.Listening)
+	k, err := m.Create(ctx, keys.APIKeyCreate{Name: "k", Environment: keys.Test, AccountID: "acct_reconnect"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Verify(ctx, string(k.Key)); err != nil { // cached for an hour
+		t.Fatal(err)
+	}
+	revokeBehindTheStore(t, admin, schema, k.ID)
+	if n := kill(t, admin, app); n == 0 {
+		t.Fatal("no connection of the store to kill")
+	}
+	eventually(t, 5*time.Second, "the listener goes down", func() bool { return !s.Listening() })
+	eventually(t, 10*time.Second, "the listener reconnects", s.Listening)
+	// The pool's other connections died too: the first queries may fail
+	// (unavailable), but the key must never verify again.
+	eventually(t, 5*time.Second, "the revocation is seen", func() bool {
+		_, err := m.Verify(ctx, string(k.Key))
+		switch {
+		case err == nil:
+			t.Fatal("after the listener reconnected, the stale cached record still verified (cache TTL an hour)")
+		case errors.Is(err, keys.ErrUnavailable):
+			return false
+		case !errors.Is(err, keys.ErrKeyRevoked):
+			t.Fatalf("after the reconnect: %v", err)
+		}
+		return true
 	})
 }
