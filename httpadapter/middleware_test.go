@@ -130,6 +130,18 @@ func TestMiddlewarePermissions(t *testing.T) {
 	if rec := serve(env, request{method: "GET", headers: map[string][]string{"Authorization": bearer(e.live)}}); rec.Code != 200 {
 		t.Fatalf("live key: %d", rec.Code)
 	}
+	// Nested on a live-only adapter: the inner guard holds the key the
+	// outer one verified to the environment too.
+	liveOnly := httpadapter.New(e.m, httpadapter.WithEnvironment(keys.Live))
+	nestedEnv := liveOnly.Middleware()(liveOnly.Middleware()(whoami))
+	if rec := serve(nestedEnv, request{method: "GET", headers: map[string][]string{"Authorization": bearer(e.live)}}); rec.Code != 200 {
+		t.Fatalf("live key, nested on a live-only adapter: %d", rec.Code)
+	}
+	inner := liveOnly.Middleware()(whoami)
+	outer := a.Middleware()(inner) // the outer adapter takes any environment
+	if rec := serve(outer, request{method: "GET", headers: map[string][]string{"Authorization": bearer(e.admin)}}); rec.Code != 401 {
+		t.Fatalf("test key reaching a live-only guard behind another: %d", rec.Code)
+	}
 	// A permission no key can hold is a mistake found at construction.
 	defer func() {
 		if recover() == nil {
@@ -376,4 +388,17 @@ func BenchmarkMiddleware(b *testing.B) {
 	}
 	b.Run("bare", func(b *testing.B) { run(b, empty) })
 	b.Run("middleware", func(b *testing.B) { run(b, httpadapter.New(m).Middleware()(empty)) })
+}
+
+// A bearer token is at most 256 characters: one of exactly 256 is read
+// (and then refused as an unknown key), one of 257 is a malformed header.
+func TestBearerTokenLengthBoundary(t *testing.T) {
+	e := newEnv(t)
+	route := httpadapter.New(e.m).Middleware()(whoami)
+	for n, want := range map[int]string{256: "invalid API key", 257: "malformed Authorization header"} {
+		rec := serve(route, request{method: "GET", headers: map[string][]string{"Authorization": bearer(strings.Repeat("a", n))}})
+		if d := envelope(t, rec); rec.Code != 401 || !strings.HasPrefix(d.Message, want) {
+			t.Errorf("a token of %d characters: %d %q, want %q", n, rec.Code, d.Message, want)
+		}
+	}
 }
