@@ -377,3 +377,39 @@ func TestKeyPrefixBoundaries(t *testing.T) {
 		t.Fatalf("ValidationError texts: %q, %q", withParam.Error(), without.Error())
 	}
 }
+
+// Instances sharing a pepper and no explicit idempotency secret derive the
+// same secret from the pepper: one opens the results the other sealed, so
+// a retry that lands on another instance is a replay. With no pepper each
+// Manager's secret is its own, and the retry cannot be opened there.
+func TestIdempotencySecretFromPepper(t *testing.T) {
+	ctx := context.Background()
+	store := memstore.New()
+	pepper := []byte("a pepper of at least thirty-two bytes, shared")
+	newM := func(opts ...keys.Option) *keys.Manager {
+		m, err := keys.New(store, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Close(ctx) })
+		return m
+	}
+	p := keys.Principal{AccountID: "acct_pepper", Subject: "u", Permissions: keys.DefaultVocabulary()}
+	req := keys.APIKeyCreate{Name: "retried", Environment: keys.Test}
+	a, b := newM(keys.WithPepper(pepper)), newM(keys.WithPepper(pepper))
+	first, err := a.As(p).Create(ctx, req, keys.IdempotencyKey("pepper-retry-0001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := b.As(p).Create(ctx, req, keys.IdempotencyKey("pepper-retry-0001"))
+	if err != nil || !again.Replayed || again.ID != first.ID || string(again.Key) != string(first.Key) {
+		t.Fatalf("the retry on another instance with the same pepper: %v", err)
+	}
+	c, d := newM(), newM()
+	if _, err := c.As(p).Create(ctx, req, keys.IdempotencyKey("no-pepper-0001")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.As(p).Create(ctx, req, keys.IdempotencyKey("no-pepper-0001")); err == nil {
+		t.Fatal("without a pepper or a shared secret, another instance opened the sealed result")
+	}
+}
