@@ -413,3 +413,23 @@ func TestIdempotencySecretFromPepper(t *testing.T) {
 		t.Fatal("without a pepper or a shared secret, another instance opened the sealed result")
 	}
 }
+
+// A permission name is resource:action, each part of lowercase letters,
+// digits, '_', '.' and '-': every end of every range passes, its
+// neighbours outside do not, nor an empty part or a second colon.
+func TestPermissionNameCharacters(t *testing.T) {
+	vocab := func(p string) error {
+		_, err := keys.New(memstore.New(), keys.WithVocabulary([]string{p}))
+		return err
+	}
+	for _, p := range []string{"a:z", "z:a", "0:9", "9:0", "a_b:c.d", "a-b:c-d", "az09_.-:az09_.-"} {
+		if err := vocab(p); err != nil {
+			t.Errorf("%q: %v", p, err)
+		}
+	}
+	for _, p := range []string{"`:a", "{:a", "/:a", "a:`", "a:{", "a:/", "A:a", "a:Z", ":a", "a:", "a", "a:b:c", "a :b", "a:b@"} {
+		if err := vocab(p); err == nil {
+			t.Errorf("%q accepted", p)
+		}
+	}
+}
