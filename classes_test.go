@@ -419,7 +419,7 @@ func TestIdempotencySecretFromPepper(t *testing.T) {
 // neighbours outside do not, nor an empty part or a second colon.
 func TestPermissionNameCharacters(t *testing.T) {
 	vocab := func(p string) error {
-		_, err := keys.New(memstore.New(), keys.WithVocabulary([]string{p}))
+		_, err := keys.New(memstore.New(), keys.WithVocabulary(p))
 		return err
 	}
 	for _, p := range []string{"a:z", "z:a", "0:9", "9:0", "a_b:c.d", "a-b:c-d", "az09_.-:az09_.-"} {
