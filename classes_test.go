@@ -8,6 +8,7 @@ package keys_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"math"
 	"strings"
@@ -431,5 +432,61 @@ func TestPermissionNameCharacters(t *testing.T) {
 		if err := vocab(p); err == nil {
 			t.Errorf("%q accepted", p)
 		}
+	}
+}
+
+// The in-memory limiter forgets idle keys: 2,000 keys each used once hold
+// state for a window, and a window later (when each shard sweeps on its
+// next call) nothing of them remains but the callers of that moment.
+func TestLimiterForgetsIdleKeys(t *testing.T) {
+	ctx := context.Background()
+	l := keys.NewMemoryLimiter()
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 2000 {
+		if _, _, err := l.Allow(ctx, fmt.Sprintf("key_idle_%d", i), 60, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := keys.LimiterEntries(l); n != 2000 {
+		t.Fatalf("%d entries after 2,000 keys' first use", n)
+	}
+	// Half a window on: nothing is due, and no shard sweeps yet.
+	for i := range 200 {
+		_, _, _ = l.Allow(ctx, fmt.Sprintf("key_mid_%d", i), 60, t0.Add(30*time.Second))
+	}
+	if n := keys.LimiterEntries(l); n != 2200 {
+		t.Fatalf("%d entries half a window on, want 2,200", n)
+	}
+	// A window and a second on, 200 new callers reach every shard.
+	for i := range 200 {
+		_, _, _ = l.Allow(ctx, fmt.Sprintf("key_late_%d", i), 60, t0.Add(61*time.Second))
+	}
+	if n := keys.LimiterEntries(l); n > 400 {
+		t.Fatalf("%d entries a window after 2,000 keys went idle: they were not forgotten", n)
+	}
+}
+
+// Rolls count toward the history bound as creates do: a chain of 30 rolls
+// of one key under a cap of 3 keeps at most 3 revoked records (and the
+// live successor), not 30.
+func TestRollChainHistoryIsBounded(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, keys.WithMaxKeysPerAccount(3))
+	k := f.create(t, keys.APIKeyCreate{Name: "chain", Environment: keys.Test, AccountID: "acct_chain"})
+	id := k.ID
+	for i := range 30 {
+		f.clock.Advance(time.Millisecond)
+		next, err := f.m.Roll(ctx, id, 0)
+		if err != nil {
+			t.Fatalf("roll %d: %v", i, err)
+		}
+		id = next.ID
+	}
+	all, err := f.m.List(ctx, keys.ListFilter{AccountID: "acct_chain", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all.Data) > 4 {
+		t.Fatalf("after 30 rolls, %d records kept (cap 3): rolls escape the history bound", len(all.Data))
 	}
 }

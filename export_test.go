@@ -9,3 +9,16 @@ func WithValidChecksum(key string) string {
 	sum, _ := crcUpdate(0, body)
 	return string(appendChecksum([]byte(body), sum))
 }
+
+// LimiterEntries counts the keys an in-memory limiter holds state for.
+func LimiterEntries(l Limiter) int {
+	m := l.(*memoryLimiter)
+	n := 0
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		n += len(s.tat)
+		s.mu.Unlock()
+	}
+	return n
+}
