@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ type recorder struct {
 	mu       sync.Mutex
 	outcomes []keys.Outcome
 	timed    int
+	took     []time.Duration
 	ops      []string // "op:ok" or "op:error"
 }
 
@@ -29,6 +31,7 @@ func (r *recorder) Verify(_ context.Context, o keys.Outcome, took time.Duration)
 	}
 	if took > 0 {
 		r.timed++
+		r.took = append(r.took, took)
 	}
 	r.outcomes = append(r.outcomes, o)
 }
@@ -172,6 +175,7 @@ func TestObserverTimesASample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(5 * time.Millisecond) // the durations must not be the time since New
 	for range 4000 {
 		if _, err := m.Verify(ctx, string(k.Key)); err != nil {
 			t.Fatal(err)
@@ -181,6 +185,10 @@ func TestObserverTimesASample(t *testing.T) {
 	defer rec.mu.Unlock()
 	if len(rec.outcomes) != 4000 || rec.timed < 150 || rec.timed > 400 {
 		t.Fatalf("%d verifications reported, %d timed (want 4000, about 250)", len(rec.outcomes), rec.timed)
+	}
+	slices.Sort(rec.took)
+	if median := rec.took[len(rec.took)/2]; median > time.Millisecond {
+		t.Fatalf("the median timed verification took %v: the duration is not the verification's", median)
 	}
 }
 
