@@ -76,10 +76,40 @@ func TestIdempotencyEntriesExpireWithoutANewCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.mu.RLock()
-	n, has := len(s.idem), s.idem[kept] != nil
+	n, has, names := len(s.idem), s.idem[kept] != nil, len(s.idemOf)
 	s.mu.RUnlock()
-	if n != 1 || !has {
-		t.Fatalf("%d idempotency entries left after they expired (want the 1 that has not)", n)
+	if n != 1 || !has || names != 1 {
+		t.Fatalf("%d idempotency entries (and %d names of them) left after they expired (want the 1 that has not)", n, names)
+	}
+}
+
+// One write deletes at most keys.MaxPrunedPerWrite revoked records, so no
+// write does unbounded work; the next write goes on.
+func TestPruneIsBoundedPerWrite(t *testing.T) {
+	ctx := context.Background()
+	s := New()
+	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 150 {
+		r := keystest.NewRecord(t)
+		r.AccountID, r.CreatedAt, r.RevokedAt = "acct_prune", now.Add(time.Duration(i)*time.Millisecond), now
+		if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revoked := func() int {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		return s.accounts["acct_prune"].revoked
+	}
+	for _, want := range []int{50, 0} {
+		r := keystest.NewRecord(t)
+		r.AccountID, r.CreatedAt = "acct_prune", now.Add(time.Hour)
+		if err := s.Write(ctx, keys.Write{Insert: r, KeepRevoked: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if got := revoked(); got != max(want, 1) {
+			t.Fatalf("after a write keeping 1: %d revoked records, want %d", got, max(want, 1))
+		}
 	}
 }
 
