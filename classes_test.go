@@ -490,3 +490,23 @@ func TestRollChainHistoryIsBounded(t *testing.T) {
 		t.Fatalf("after 30 rolls, %d records kept (cap 3): rolls escape the history bound", len(all.Data))
 	}
 }
+
+// An unknown permission is echoed whole up to 64 bytes, and cut with an
+// ellipsis beyond; WithMaxKeysPerAccount accepts 1.
+func TestEchoedPermissionAt64Bytes(t *testing.T) {
+	f := newFixture(t)
+	for n, cut := range map[int]bool{64: false, 65: true} {
+		p := "x:" + strings.Repeat("y", n-2)
+		_, err := f.m.Create(context.Background(), keys.APIKeyCreate{Name: "n", Environment: keys.Test, AccountID: "acct_test", Permissions: []string{p}})
+		var ve *keys.ValidationError
+		if !errors.As(err, &ve) {
+			t.Fatalf("an unknown permission of %d bytes: %v", n, err)
+		}
+		if got := strings.Contains(ve.Message, "…"); got != cut || (!cut && !strings.Contains(ve.Message, p)) {
+			t.Errorf("an unknown permission of %d bytes is echoed as %q", n, ve.Message)
+		}
+	}
+	if _, err := keys.New(memstore.New(), keys.WithMaxKeysPerAccount(1)); err != nil {
+		t.Fatalf("WithMaxKeysPerAccount(1): %v", err)
+	}
+}
