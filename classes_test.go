@@ -10,8 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"math"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -509,4 +512,77 @@ func TestEchoedPermissionAt64Bytes(t *testing.T) {
 	if _, err := keys.New(memstore.New(), keys.WithMaxKeysPerAccount(1)); err != nil {
 		t.Fatalf("WithMaxKeysPerAccount(1): %v", err)
 	}
+}
+
+// touchFails is a store whose last-used flushes fail until healed.
+type touchFails struct {
+	keys.Store
+	healed atomic.Bool
+}
+
+func (s *touchFails) TouchLastUsed(ctx context.Context, b []keys.LastUsed) error {
+	if !s.healed.Load() {
+		return errors.New("disk full")
+	}
+	return s.Store.TouchLastUsed(ctx, b)
+}
+
+// The background flush logs a warning when a flush fails, and keeps the
+// times for the next one; a flush that succeeds logs nothing.
+func TestBackgroundFlushFailureIsLoggedAndRetried(t *testing.T) {
+	ctx := context.Background()
+	var logs syncBuffer
+	store := &touchFails{Store: memstore.New()}
+	m, err := keys.New(store, keys.WithLastUsedFlushInterval(5*time.Millisecond), keys.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	k, err := m.Create(ctx, keys.APIKeyCreate{Name: "n", Environment: keys.Test, AccountID: "acct_flush"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Verify(ctx, string(k.Key)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "flushing last-used times failed") {
+		if time.Now().After(deadline) {
+			t.Fatal("a failing background flush was not logged")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	store.healed.Store(true)
+	for {
+		if r, _ := store.Get(ctx, k.ID); r != nil && !r.LastUsed.IsZero() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the time kept from the failed flush was never written")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	before := strings.Count(logs.String(), "\n")
+	time.Sleep(30 * time.Millisecond) // several successful flushes
+	if after := strings.Count(logs.String(), "\n"); after != before {
+		t.Fatalf("successful flushes logged: %s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a logger written by another goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
