@@ -16,7 +16,7 @@ import (
 // for one chunk at most. (It used to be one UPDATE of the whole batch, whose
 // row locks a revocation of the same key waited behind for 1.8-1.9 s.)
 func TestFlushDoesNotHoldUpRevocation(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() || mutation {
 		t.Skip("fills a table with 100,000 keys")
 	}
 	ctx := context.Background()

@@ -142,7 +142,7 @@ func TestForgedKeysCostNoQuery(t *testing.T) {
 // query: the flood held the pool and the legitimate p99 went from 3 ms to
 // 64-122 ms over HTTP.
 func TestForgedFloodLeavesOthersLatency(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() || mutation {
 		t.Skip("a 5-second load test")
 	}
 	ctx := context.Background()

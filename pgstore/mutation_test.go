@@ -1,0 +1,6 @@
+//go:build mutation
+
+package pgstore_test
+
+// See ../mutation_test.go.
+const mutation = true

@@ -1,0 +1,5 @@
+//go:build !mutation
+
+package pgstore_test
+
+const mutation = false
