@@ -301,7 +301,8 @@ func TestLimiterSweepKeepsLimitedKeys(t *testing.T) {
 		}
 		return ok
 	}
-	if !allow(t0) || !allow(t0) || allow(t0) {
+	first, second, third := allow(t0), allow(t0), allow(t0)
+	if !first || !second || third {
 		t.Fatal("a burst of 2, then a refusal, at t0")
 	}
 	if !allow(t0.Add(40 * time.Second)) {
