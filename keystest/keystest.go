@@ -50,6 +50,7 @@ func Run(t *testing.T, newStore func(t *testing.T) keys.Store) {
 		{"ReplaceWithInsert", testReplaceWithInsert},
 		{"ListOrderAndFilters", testListOrderAndFilters},
 		{"ListPagesEachRecordOnce", testListPaging},
+		{"ListFiltersWithCursor", testListFiltersWithCursor},
 		{"Concurrent", testConcurrent},
 		{"MaxActive", testMaxActive},
 		{"KeepRevoked", testKeepRevoked},
@@ -1096,4 +1097,57 @@ func testKeepRevoked(t *testing.T, s keys.Store) {
 	}
 	rs = append(rs, r8)
 	check("KeepRevoked 0 deletes nothing", true, true, true, false, true, false, false, false, false)
+}
+
+// testListFiltersWithCursor pages through each filter combination with a
+// cursor: every matching record exactly once, newest first, and nothing
+// else (a cursor's parameters come after a filter's).
+func testListFiltersWithCursor(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	acct := "acct_fcur_" + rand.Text()[:6]
+	var all []*keys.Record
+	for i := range 12 {
+		r := NewRecord(t)
+		r.AccountID = acct
+		r.CreatedAt = base.Add(time.Duration(i) * time.Second)
+		if i%2 == 0 {
+			r.Environment = keys.Live
+		}
+		if i%3 == 0 {
+			r.RevokedAt = base
+		}
+		mustCreate(t, s, r, nil)
+		all = append(all, r)
+	}
+	yes, no := true, false
+	for _, env := range []keys.Environment{"", keys.Live, keys.Test} {
+		for _, rev := range []*bool{nil, &yes, &no} {
+			var want []string
+			for i := len(all) - 1; i >= 0; i-- {
+				r := all[i]
+				if (env == "" || r.Environment == env) && (rev == nil || *rev == !r.RevokedAt.IsZero()) {
+					want = append(want, r.ID)
+				}
+			}
+			var got []string
+			q := keys.ListQuery{AccountID: acct, Environment: env, Revoked: rev, Limit: 2}
+			for page := 0; page < 20; page++ {
+				rs, err := s.List(ctx, q)
+				if err != nil {
+					t.Fatalf("env %q revoked %v: %v", env, rev, err)
+				}
+				for _, r := range rs {
+					got = append(got, r.ID)
+				}
+				if len(rs) < q.Limit {
+					break
+				}
+				last := rs[len(rs)-1]
+				q.After = &keys.ListPosition{CreatedAt: last.CreatedAt, ID: last.ID}
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("env %q revoked %v, paged by 2: %v, want %v", env, rev, got, want)
+			}
+		}
+	}
 }

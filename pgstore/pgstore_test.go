@@ -520,3 +520,38 @@ func TestStats(t *testing.T) {
 		t.Fatalf("notification lag %v", after.NotificationLag)
 	}
 }
+
+// Each option accepts the ends of its range and refuses one past them; a
+// query timeout of 0 means none (queries still run).
+func TestOptionEdges(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t)
+	for name, c := range map[string]struct {
+		opt pgstore.Option
+		ok  bool
+	}{
+		"WithSchema(48 characters)": {pgstore.WithSchema("s" + strings.Repeat("x", 47)), true},
+		"WithSchema(49 characters)": {pgstore.WithSchema("s" + strings.Repeat("x", 48)), false},
+		"WithCache(0, 1ns)":         {pgstore.WithCache(0, time.Nanosecond), true},
+		"WithCache(-1, 1s)":         {pgstore.WithCache(-1, time.Second), false},
+		"WithCache(10, 0)":          {pgstore.WithCache(10, 0), false},
+		"WithQueryTimeout(0)":       {pgstore.WithQueryTimeout(0), true},
+		"WithQueryTimeout(-1ns)":    {pgstore.WithQueryTimeout(-time.Nanosecond), false},
+	} {
+		s, err := pgstore.New(pool, c.opt)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: %v, want accepted %v", name, err, c.ok)
+		}
+		if s != nil {
+			_ = s.Close(ctx)
+		}
+	}
+	s := newStore(t, pool, "", pgstore.WithQueryTimeout(0))
+	r := keystest.NewRecord(t)
+	if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
+		t.Fatalf("with no query timeout: %v", err)
+	}
+	if _, err := s.Get(ctx, r.ID); err != nil {
+		t.Fatalf("with no query timeout: %v", err)
+	}
+}
