@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/clientip"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -209,51 +210,22 @@ func bearer(vals []string) (string, error) {
 	return token, nil
 }
 
-// clientIP is the peer's address, or behind trusted proxies the right-most
-// untrusted address of "x-forwarded-for" (an unparsable entry reached on
-// the walk gives no address, so an allowlist fails closed).
+// clientIP is the peer's address, or behind trusted proxies the address
+// "x-forwarded-for" gives (clientip.Resolve: the same walk as over HTTP).
 func (c *config) clientIP(ctx context.Context) netip.Addr {
-	var addr netip.Addr
+	var peerAddr netip.Addr
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		switch a := p.Addr.(type) {
 		case *net.TCPAddr: // the usual case, read without formatting it
-			addr, _ = netip.AddrFromSlice(a.IP)
-			addr = addr.Unmap()
+			peerAddr, _ = netip.AddrFromSlice(a.IP)
+			peerAddr = peerAddr.Unmap()
 		default:
-			if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-				addr = ap.Addr().Unmap().WithZone("")
-			}
+			peerAddr = clientip.ParseHostPort(a.String())
 		}
 	}
-	if !addr.IsValid() || !c.isTrusted(addr) {
-		return addr
-	}
-	var chain []string
-	for _, v := range metadata.ValueFromIncomingContext(ctx, "x-forwarded-for") {
-		for part := range strings.SplitSeq(v, ",") {
-			chain = append(chain, strings.TrimSpace(part))
-		}
-	}
-	for i := len(chain) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(chain[i])
-		if err != nil {
-			return netip.Addr{}
-		}
-		addr = a.Unmap().WithZone("")
-		if !c.isTrusted(addr) {
-			break
-		}
-	}
-	return addr
-}
-
-func (c *config) isTrusted(a netip.Addr) bool {
-	for _, p := range c.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return clientip.Resolve(peerAddr, c.trusted, func() []string {
+		return clientip.List(metadata.ValueFromIncomingContext(ctx, "x-forwarded-for"))
+	})
 }
 
 func rateLimitMD(rl keys.RateLimit) metadata.MD {

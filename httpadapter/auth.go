@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/clientip"
 )
 
 // maxTokenLen: anything longer is no key of ours, and is refused before any
@@ -56,61 +57,16 @@ var b64Token = func() (t [256]bool) {
 	return t
 }()
 
-// clientIP is the address a request comes from: the peer, unless the peer
-// is a trusted proxy, in which case the forwarding header is walked from
-// the right (the entries a trusted proxy appended) to the first address
-// that is not a trusted proxy. Entries left of that are the client's own
-// claims and are never read. An unparsable entry reached on that walk gives
-// no address at all, so an allowlist then fails closed.
+// clientIP is the address a request comes from: see clientip.Resolve. The
+// forwarding header is X-Forwarded-For, or RFC 7239 Forwarded with
+// WithForwardedHeader.
 func (c *config) clientIP(r *http.Request) netip.Addr {
-	peer := parseHostPort(r.RemoteAddr)
-	if !peer.IsValid() || !c.isTrusted(peer) {
-		return peer
-	}
-	var chain []string
-	if c.forwardedHeader {
-		chain = forwardedFor(r.Header.Values("Forwarded"))
-	} else {
-		for _, v := range r.Header.Values("X-Forwarded-For") {
-			for _, part := range strings.Split(v, ",") {
-				chain = append(chain, strings.TrimSpace(part))
-			}
+	return clientip.Resolve(clientip.ParseHostPort(r.RemoteAddr), c.trusted, func() []string {
+		if c.forwardedHeader {
+			return forwardedFor(r.Header.Values("Forwarded"))
 		}
-	}
-	addr := peer
-	for i := len(chain) - 1; i >= 0; i-- {
-		a := parseHostPort(chain[i])
-		if !a.IsValid() {
-			return netip.Addr{}
-		}
-		addr = a
-		if !c.isTrusted(a) {
-			break
-		}
-	}
-	return addr
-}
-
-func (c *config) isTrusted(a netip.Addr) bool {
-	for _, p := range c.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-// parseHostPort accepts "1.2.3.4", "1.2.3.4:80", "::1", "[::1]:80" and
-// "[::1]", and returns the address unmapped and without a zone.
-func parseHostPort(s string) netip.Addr {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().Unmap().WithZone("")
-	}
-	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.Unmap().WithZone("")
-	}
-	return netip.Addr{}
+		return clientip.List(r.Header.Values("X-Forwarded-For"))
+	})
 }
 
 // forwardedFor lists the for= values of RFC 7239 Forwarded headers, in
