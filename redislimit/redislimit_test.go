@@ -35,6 +35,16 @@ func newClient(t testing.TB, address string) *redis.Client {
 	return c
 }
 
+// liveClient is a client of KEYS_TEST_REDIS, which must answer.
+func liveClient(t testing.TB) *redis.Client {
+	t.Helper()
+	c := newClient(t, addr(t))
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("KEYS_TEST_REDIS is set but Redis does not answer: %v", err)
+	}
+	return c
+}
+
 func newLimiter(t testing.TB, c redis.UniversalClient, opts ...redislimit.Option) *redislimit.Limiter {
 	t.Helper()
 	l, err := redislimit.New(c, append([]redislimit.Option{redislimit.WithPrefix("keys-test:" + rand.Text() + ":")}, opts...)...)
@@ -46,10 +56,7 @@ func newLimiter(t testing.TB, c redis.UniversalClient, opts ...redislimit.Option
 
 func TestBoundary(t *testing.T) {
 	ctx := context.Background()
-	c := newClient(t, addr(t))
-	if err := c.Ping(ctx).Err(); err != nil {
-		t.Fatalf("KEYS_TEST_REDIS is set but Redis does not answer: %v", err)
-	}
+	c := liveClient(t)
 	prefix := "keys-test:" + rand.Text() + ":"
 	l, _ := redislimit.New(c, redislimit.WithPrefix(prefix))
 	for i := range 5 {
@@ -283,10 +290,7 @@ func TestRefusalsAreAnsweredLocally(t *testing.T) {
 		t.Skip("a 2.5-second flood")
 	}
 	ctx := context.Background()
-	c := newClient(t, addr(t))
-	if err := c.Ping(ctx).Err(); err != nil {
-		t.Fatalf("KEYS_TEST_REDIS is set but Redis does not answer: %v", err)
-	}
+	c := liveClient(t)
 	hook := &countingHook{}
 	c.AddHook(hook)
 	l := newLimiter(t, c)
@@ -351,10 +355,7 @@ func TestRefusalsAreAnsweredLocally(t *testing.T) {
 // its retry time, and from that instant Redis is asked again.
 func TestRememberedRefusalEndsAtItsRetryTime(t *testing.T) {
 	ctx := context.Background()
-	c := newClient(t, addr(t))
-	if err := c.Ping(ctx).Err(); err != nil {
-		t.Fatalf("KEYS_TEST_REDIS is set but Redis does not answer: %v", err)
-	}
+	c := liveClient(t)
 	hook := &countingHook{}
 	c.AddHook(hook)
 	l := newLimiter(t, c)
@@ -390,10 +391,7 @@ func TestRefusalsAcrossInstances(t *testing.T) {
 	var hooks [instances]*countingHook
 	var ls [instances]*redislimit.Limiter
 	for i := range instances {
-		c := newClient(t, addr(t))
-		if err := c.Ping(ctx).Err(); err != nil {
-			t.Fatalf("KEYS_TEST_REDIS is set but Redis does not answer: %v", err)
-		}
+		c := liveClient(t)
 		hooks[i] = &countingHook{}
 		c.AddHook(hooks[i])
 		ls[i] = newLimiter(t, c, prefix)
@@ -470,10 +468,7 @@ func (h *blockingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 // is allowed, leaves the next request to ask.
 func TestOneAskerAtATime(t *testing.T) {
 	ctx := context.Background()
-	c := newClient(t, addr(t))
-	if err := c.Ping(ctx).Err(); err != nil {
-		t.Fatalf("KEYS_TEST_REDIS is set but Redis does not answer: %v", err)
-	}
+	c := liveClient(t)
 	count := &countingHook{}
 	block := &blockingHook{entered: make(chan struct{}), release: make(chan struct{})}
 	c.AddHook(count)
