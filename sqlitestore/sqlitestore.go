@@ -156,33 +156,25 @@ func (s *Store) openError(err error) error {
 	return fmt.Errorf("sqlitestore: opening %s: %w", s.path, err)
 }
 
-// load builds the copy from the file: each record with the idempotency
-// entry that names it, if one does, in the order they were created.
+// load builds the copy from the file: each record, in the order they were
+// created, with the idempotency entry that names it, if one does.
 func (s *Store) load(ctx context.Context) (*memstore.Store, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+prefixed("k.", cols)+`,
-	i.scope, i.fingerprint, i.sealed, i.created_at, i.expires_at
-FROM api_keys AS k LEFT JOIN api_key_idempotency AS i ON i.key_id = k.id
-ORDER BY k.created_at, k.id`)
+	entries, err := s.loadEntries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+cols+` FROM api_keys ORDER BY created_at, id`)
 	if err != nil {
 		return nil, s.openError(err)
 	}
 	defer rows.Close()
 	mem := memstore.New()
 	for rows.Next() {
-		var scope, fp, sealed []byte
-		var created, expires sql.NullInt64
-		r, err := scanRecord(rows, &scope, &fp, &sealed, &created, &expires)
+		r, err := scanRecord(rows)
 		if err != nil {
 			return nil, fmt.Errorf("sqlitestore: loading %s: %w", s.path, err)
 		}
-		w := keys.Write{Insert: r}
-		if scope != nil {
-			e := &keys.IdempotencyRecord{KeyID: r.ID, Sealed: sealed, CreatedAt: fromNull(created), ExpiresAt: fromNull(expires)}
-			copy(e.Scope[:], scope)
-			copy(e.Fingerprint[:], fp)
-			w.Idempotency = e
-		}
-		if err := mem.Write(ctx, w); err != nil {
+		if err := mem.Write(ctx, keys.Write{Insert: r, Idempotency: entries[r.ID]}); err != nil {
 			return nil, fmt.Errorf("sqlitestore: loading %s: record %s: %w", s.path, r.ID, err)
 		}
 	}
@@ -192,12 +184,30 @@ ORDER BY k.created_at, k.id`)
 	return mem, nil
 }
 
-func prefixed(p, list string) string {
-	parts := strings.Split(list, ", ")
-	for i := range parts {
-		parts[i] = p + parts[i]
+// loadEntries reads the idempotency entries, by the key each names.
+func (s *Store) loadEntries(ctx context.Context) (map[string]*keys.IdempotencyRecord, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT key_id, scope, fingerprint, sealed, created_at, expires_at FROM api_key_idempotency`)
+	if err != nil {
+		return nil, s.openError(err)
 	}
-	return strings.Join(parts, ", ")
+	defer rows.Close()
+	out := map[string]*keys.IdempotencyRecord{}
+	for rows.Next() {
+		var e keys.IdempotencyRecord
+		var scope, fp []byte
+		var created, expires int64
+		if err := rows.Scan(&e.KeyID, &scope, &fp, &e.Sealed, &created, &expires); err != nil {
+			return nil, fmt.Errorf("sqlitestore: loading %s: %w", s.path, err)
+		}
+		copy(e.Scope[:], scope)
+		copy(e.Fingerprint[:], fp)
+		e.CreatedAt, e.ExpiresAt = fromNanos(created), fromNanos(expires)
+		out[e.KeyID] = &e
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.openError(err)
+	}
+	return out, nil
 }
 
 // Close releases the file. Calls after Close fail with keys.ErrClosed.
@@ -241,17 +251,14 @@ func (s *Store) LookupIdempotency(ctx context.Context, scope keys.Digest, now ti
 
 const cols = `id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, digest, created_at, expires_at, revoked_at, last_used, version`
 
-type scanner interface{ Scan(dest ...any) error }
-
-// scanRecord reads cols, then into more any columns after them.
-func scanRecord(row scanner, more ...any) (*keys.Record, error) {
+// scanRecord reads a row of cols.
+func scanRecord(rows *sql.Rows) (*keys.Record, error) {
 	var r keys.Record
 	var env, perms, ips string
 	var digest []byte
 	var created int64
 	var expires, revoked, used sql.NullInt64
-	dest := append([]any{&r.ID, &r.AccountID, &r.Name, &r.Prefix, &env, &perms, &ips, &r.RateLimit, &digest, &created, &expires, &revoked, &used, &r.Version}, more...)
-	if err := row.Scan(dest...); err != nil {
+	if err := rows.Scan(&r.ID, &r.AccountID, &r.Name, &r.Prefix, &env, &perms, &ips, &r.RateLimit, &digest, &created, &expires, &revoked, &used, &r.Version); err != nil {
 		return nil, err
 	}
 	if len(digest) != len(r.Digest) {
@@ -296,21 +303,18 @@ func toNull(t time.Time) any {
 	return t.UnixNano()
 }
 
-func recordArgs(r *keys.Record) ([]any, error) {
-	perms, err := json.Marshal(nonNil(r.Permissions))
+// lists encodes r's permissions and allowed_ips as their columns hold them.
+func lists(r *keys.Record) (perms, ips string, err error) {
+	p, err := json.Marshal(nonNil(r.Permissions))
 	if err != nil {
-		return nil, err
+		return "", "", err
 	}
-	ips := make([]string, len(r.AllowedIPs))
-	for i, p := range r.AllowedIPs {
-		ips[i] = p.String()
+	prefixes := make([]string, len(r.AllowedIPs))
+	for i, pfx := range r.AllowedIPs {
+		prefixes[i] = pfx.String()
 	}
-	ipsJSON, err := json.Marshal(ips)
-	if err != nil {
-		return nil, err
-	}
-	return []any{r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), string(perms), string(ipsJSON), r.RateLimit,
-		r.Digest[:], r.CreatedAt.UnixNano(), toNull(r.ExpiresAt), toNull(r.RevokedAt), toNull(r.LastUsed), r.Version}, nil
+	i, err := json.Marshal(prefixes)
+	return string(p), string(i), err
 }
 
 func nonNil(s []string) []string {
@@ -399,11 +403,13 @@ func write(ctx context.Context, tx *sql.Tx, w keys.Write) ([]keys.Digest, error)
 		}
 	}
 	if r := w.Insert; r != nil {
-		args, err := recordArgs(r)
+		perms, ips, err := lists(r)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO api_keys (`+cols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO api_keys (`+cols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), perms, ips, r.RateLimit,
+			r.Digest[:], r.CreatedAt.UnixNano(), toNull(r.ExpiresAt), toNull(r.RevokedAt), toNull(r.LastUsed), r.Version); err != nil {
 			return nil, insertError(err)
 		}
 	}
@@ -449,14 +455,14 @@ func replace(ctx context.Context, tx *sql.Tx, r *keys.Record) error {
 	case version != r.Version-1:
 		return fmt.Errorf("sqlitestore: %s is at version %d, not %d: %w", r.ID, version, r.Version-1, keys.ErrStale)
 	}
-	args, err := recordArgs(r)
+	perms, ips, err := lists(r)
 	if err != nil {
 		return err
 	}
 	// Every column but id, account_id, prefix, environment, digest,
 	// created_at (which never change) and last_used (TouchLastUsed's).
 	_, err = tx.ExecContext(ctx, `UPDATE api_keys SET name = ?, permissions = ?, allowed_ips = ?, rate_limit = ?, expires_at = ?, revoked_at = ?, version = ? WHERE id = ?`,
-		args[2], args[5], args[6], args[7], args[10], args[11], args[13], r.ID)
+		r.Name, perms, ips, r.RateLimit, toNull(r.ExpiresAt), toNull(r.RevokedAt), r.Version, r.ID)
 	return err
 }
 
