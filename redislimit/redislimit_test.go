@@ -45,6 +45,44 @@ func liveClient(t testing.TB) *redis.Client {
 	return c
 }
 
+// flood runs workers goroutines on each limiter, each asking for key
+// "flooder" at limit a minute until d has passed (or, if max > 0, after max
+// requests each), and checks every refusal's answer. It returns how many
+// requests were made and allowed, and how long it took.
+func flood(t *testing.T, ls []*redislimit.Limiter, workers, limit int, d time.Duration, max int) (requests, allowed int64, elapsed time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	start := time.Now()
+	var made, passed atomic.Int64
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; (max == 0 || i < max) && time.Since(start) < d; i++ {
+					rl, ok, err := l.Allow(ctx, "flooder", limit, time.Now())
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					made.Add(1)
+					if ok {
+						passed.Add(1)
+					} else if rl.RetryAfter <= 0 || rl.RetryAfter > 2*time.Second || rl.Remaining != 0 || rl.Limit != limit {
+						// (at most the interval, 1 s, but this worker's now
+						// may predate a scheduling delay)
+						t.Errorf("a refusal answered %+v", rl)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	return made.Load(), passed.Load(), time.Since(start)
+}
+
 func newLimiter(t testing.TB, c redis.UniversalClient, opts ...redislimit.Option) *redislimit.Limiter {
 	t.Helper()
 	l, err := redislimit.New(c, append([]redislimit.Option{redislimit.WithPrefix("keys-test:" + rand.Text() + ":")}, opts...)...)
@@ -295,35 +333,8 @@ func TestRefusalsAreAnsweredLocally(t *testing.T) {
 	c.AddHook(hook)
 	l := newLimiter(t, c)
 	const limit, workers = 60, 4 // one request a second after the burst
-	flood := 2500 * time.Millisecond
-	start := time.Now()
-	var requests, allowed atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 2_000_000 && time.Since(start) < flood; i++ {
-				rl, ok, err := l.Allow(ctx, "flooder", limit, time.Now())
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				requests.Add(1)
-				if ok {
-					allowed.Add(1)
-				} else if rl.RetryAfter <= 0 || rl.RetryAfter > 2*time.Second || rl.Remaining != 0 || rl.Limit != limit {
-					// (at most the interval, 1 s, but this worker's now
-					// may predate a scheduling delay)
-					t.Errorf("a refusal answered %+v", rl)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	requests, allowed, elapsed := flood(t, []*redislimit.Limiter{l}, workers, limit, 2500*time.Millisecond, 2_000_000)
 	calls := hook.n.Load()
-	elapsed := time.Since(start)
 	// The burst and a first refusal per worker (they ask together before
 	// any refusal is remembered), then two or three calls each time a
 	// retry comes due (once a second here): one worker asks for the slot
@@ -334,15 +345,15 @@ func TestRefusalsAreAnsweredLocally(t *testing.T) {
 	// microseconds. Without local refusals it is one call per request;
 	// without one asker for all, one call per worker each second.
 	bound := int64(limit) + workers + 3*(int64(elapsed/time.Second)+2)
-	t.Logf("%d requests in %v, %d allowed, %d Redis calls (bound %d)", requests.Load(), elapsed.Round(time.Millisecond), allowed.Load(), calls, bound)
+	t.Logf("%d requests in %v, %d allowed, %d Redis calls (bound %d)", requests, elapsed.Round(time.Millisecond), allowed, calls, bound)
 	if calls > bound {
-		t.Fatalf("%d Redis calls for %d requests: refusals are not answered locally", calls, requests.Load())
+		t.Fatalf("%d Redis calls for %d requests: refusals are not answered locally", calls, requests)
 	}
-	if got := allowed.Load(); got < limit || got > limit+int64(elapsed/time.Second)+1 {
+	if got := allowed; got < limit || got > limit+int64(elapsed/time.Second)+1 {
 		t.Fatalf("%d requests allowed in %v with a limit of %d a minute", got, elapsed, limit)
 	}
-	if requests.Load() < 10*calls {
-		t.Fatalf("only %d requests: the flood did not flood", requests.Load())
+	if requests < 10*calls {
+		t.Fatalf("only %d requests: the flood did not flood", requests)
 	}
 	// Another limit for the key (it was updated) is asked of Redis at once.
 	before := hook.n.Load()
@@ -385,7 +396,6 @@ func TestRefusalsAcrossInstances(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 5-second flood")
 	}
-	ctx := context.Background()
 	prefix := redislimit.WithPrefix("keys-test:" + rand.Text() + ":")
 	const instances, workers, limit = 3, 4, 60
 	var hooks [instances]*countingHook
@@ -396,34 +406,7 @@ func TestRefusalsAcrossInstances(t *testing.T) {
 		c.AddHook(hooks[i])
 		ls[i] = newLimiter(t, c, prefix)
 	}
-	flood := 5 * time.Second
-	start := time.Now()
-	var requests, allowed atomic.Int64
-	var wg sync.WaitGroup
-	for i := range instances {
-		for range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for time.Since(start) < flood {
-					rl, ok, err := ls[i].Allow(ctx, "flooder", limit, time.Now())
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					requests.Add(1)
-					if ok {
-						allowed.Add(1)
-					} else if rl.RetryAfter <= 0 || rl.RetryAfter > 2*time.Second {
-						t.Errorf("a refusal answered %+v", rl)
-						return
-					}
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	requests, allowed, elapsed := flood(t, ls[:], workers, limit, 5*time.Second, 0)
 	seconds := int64(elapsed/time.Second) + 2
 	var calls int64
 	for i, h := range hooks {
@@ -432,11 +415,11 @@ func TestRefusalsAcrossInstances(t *testing.T) {
 		t.Logf("instance %d: %d Redis calls", i, n)
 	}
 	bound := int64(limit) + instances*workers + 3*instances*seconds // see TestRefusalsAreAnsweredLocally
-	t.Logf("%d requests in %v, %d allowed, %d Redis calls (bound %d)", requests.Load(), elapsed.Round(time.Millisecond), allowed.Load(), calls, bound)
+	t.Logf("%d requests in %v, %d allowed, %d Redis calls (bound %d)", requests, elapsed.Round(time.Millisecond), allowed, calls, bound)
 	if calls > bound {
 		t.Fatalf("%d Redis calls from %d instances: more than the limit, a refusal per worker and three per retry interval per instance (%d)", calls, instances, bound)
 	}
-	if got := allowed.Load(); got < limit || got > limit+seconds {
+	if got := allowed; got < limit || got > limit+seconds {
 		t.Fatalf("%d requests allowed in %v across %d instances with a limit of %d a minute", got, elapsed, instances, limit)
 	}
 }
