@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	crand "crypto/rand"
+	"errors"
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
@@ -120,7 +121,16 @@ func TestKillDuringWrites(t *testing.T) {
 			default:
 				t.Fatalf("child: %s", sc.Text())
 			}
-			if lines++; lines == killAt {
+			if lines++; lines == 10 && round == 0 {
+				// Another process holds the file: this one may not open it.
+				if s, err := sqlitestore.Open(ctx, path); !errors.Is(err, sqlitestore.ErrLocked) {
+					if s != nil {
+						_ = s.Close(ctx)
+					}
+					t.Fatalf("opening a file another process is writing: %v, want ErrLocked", err)
+				}
+			}
+			if lines == killAt {
 				time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond) // somewhere inside a later Write
 				_ = cmd.Process.Signal(syscall.SIGKILL)
 			}

@@ -33,6 +33,18 @@ func (s *syncBuffer) String() string {
 
 func startDemo(t *testing.T, args ...string) (base, bootstrap string, logs *syncBuffer, stop func() error) {
 	t.Helper()
+	base, line, logs, stop := launch(t, args...)
+	bootstrap, ok := strings.CutPrefix(line, "bootstrap key: ")
+	if !ok || strings.Contains(bootstrap, "\n") {
+		t.Fatalf("stdout must be one line 'bootstrap key: <key>', got %q", line)
+	}
+	return base, bootstrap, logs, stop
+}
+
+// launch runs the demo with args until the test ends (or stop), and
+// returns its address, what it printed on stdout, and its log.
+func launch(t *testing.T, args ...string) (base, stdoutLine string, logs *syncBuffer, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	addrCh := make(chan net.Addr, 1)
@@ -44,14 +56,9 @@ func startDemo(t *testing.T, args ...string) (base, bootstrap string, logs *sync
 	select {
 	case addr = <-addrCh:
 	case err := <-done:
-		t.Fatalf("demo exited: %v", err)
+		t.Fatalf("demo exited: %v (%s)", err, stderr.String())
 	case <-time.After(10 * time.Second):
 		t.Fatal("demo did not start")
-	}
-	line := strings.TrimSpace(stdout.String())
-	bootstrap, ok := strings.CutPrefix(line, "bootstrap key: ")
-	if !ok || strings.Contains(bootstrap, "\n") {
-		t.Fatalf("stdout must be one line 'bootstrap key: <key>', got %q", line)
 	}
 	stopped := false
 	stop = func() error {
@@ -69,7 +76,7 @@ func startDemo(t *testing.T, args ...string) (base, bootstrap string, logs *sync
 		}
 	}
 	t.Cleanup(func() { _ = stop() })
-	return "http://" + addr.String(), bootstrap, stderr, stop
+	return "http://" + addr.String(), strings.TrimSpace(stdout.String()), stderr, stop
 }
 
 func call(t *testing.T, method, url, key, body string, hdr ...string) (*http.Response, map[string]any) {

@@ -2,39 +2,21 @@ package main
 
 import (
 	"context"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // startOnFile runs the demo on an SQLite file and returns its address and
 // the line it printed on stdout.
 func startOnFile(t *testing.T, db string, args ...string) (base, line string, stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
-	addrCh := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, append([]string{"--addr", "127.0.0.1:0", "--store", "sqlite", "--db", db}, args...), stdout, stderr, func(a net.Addr) { addrCh <- a })
-	}()
-	select {
-	case a := <-addrCh:
-		base = "http://" + a.String()
-	case err := <-done:
-		t.Fatalf("demo exited: %v (%s)", err, stderr.String())
-	case <-time.After(10 * time.Second):
-		t.Fatal("demo did not start")
-	}
-	stop = func() {
-		cancel()
-		if err := <-done; err != nil {
+	base, line, _, stopDemo := launch(t, append([]string{"--store", "sqlite", "--db", db}, args...)...)
+	return base, line, func() {
+		if err := stopDemo(); err != nil {
 			t.Errorf("demo stopped with %v", err)
 		}
 	}
-	return base, strings.TrimSpace(stdout.String()), stop
 }
 
 // --store sqlite: a new file gets a bootstrap key; after a restart on the
