@@ -221,3 +221,30 @@ func TestObserveStore(t *testing.T) {
 		}
 	}
 }
+
+// The duration histogram records the sampled verifications (one in 16),
+// under their outcome; the counter records them all.
+func TestDurationHistogramSamples(t *testing.T) {
+	ctx := context.Background()
+	tel := newTelemetry(t)
+	m, err := keys.New(memstore.New(), keys.WithObserver(tel.o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	k, err := m.Create(ctx, keys.APIKeyCreate{Name: "otel", Environment: keys.Test, AccountID: "acct_otel"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4000 {
+		if _, err := m.Verify(ctx, string(k.Key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := tel.sums(t, "keys.verifications")["outcome=valid"]; n != 4000 {
+		t.Fatalf("counted %d of 4000", n)
+	}
+	if n := tel.sums(t, "keys.verification.duration")["outcome=valid"]; n < 150 || n > 400 {
+		t.Fatalf("%d durations recorded for 4000 verifications, want about 250", n)
+	}
+}
