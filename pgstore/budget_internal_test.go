@@ -73,13 +73,7 @@ func TestCacheSizeBound(t *testing.T) {
 	ctx := context.Background()
 	pool, schema := internalPool(t)
 	for _, c := range []struct{ size, keys, maxHits, minHits int }{{2, 3, 2, 0}, {10, 5, 5, 5}} {
-		s, err := New(pool, WithSchema(schema), WithCache(c.size, time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
+		s := openStore(t, pool, schema, WithCache(c.size, time.Hour))
 		var ds []keys.Digest
 		for range c.keys {
 			r := record(t)
@@ -100,7 +94,6 @@ func TestCacheSizeBound(t *testing.T) {
 			}
 		}
 		hits := int(s.Stats().CacheHits - before)
-		_ = s.Close(ctx)
 		if hits > c.maxHits || hits < c.minHits {
 			t.Fatalf("a cache of %d, %d keys looked up twice: %d hits in the second round", c.size, c.keys, hits)
 		}

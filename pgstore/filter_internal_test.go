@@ -37,9 +37,11 @@ func internalPool(t *testing.T) (*pgxpool.Pool, string) {
 	return pool, schema
 }
 
-// openStore opens a migrated store in schema and waits for its filter.
-func openStore(t *testing.T, pool *pgxpool.Pool, schema string) *Store {
-	s, err := New(pool, WithSchema(schema))
+// openStore opens a migrated store in schema and waits for its listener
+// and filter: the listener empties the cache when it connects, so a test of
+// the cache starts after that.
+func openStore(t *testing.T, pool *pgxpool.Pool, schema string, opts ...Option) *Store {
+	s, err := New(pool, append([]Option{WithSchema(schema)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
