@@ -338,14 +338,22 @@ func TestTenantLatencyWhileAnotherListsItsKeys(t *testing.T) {
 	if pages < 200 {
 		t.Fatalf("A listed only %d pages", pages)
 	}
-	// 1.5x, plus 5 µs for the timer's grain and this machine's noise (a
-	// list scanning A's keys under the lock took 12-45 ms).
+	// 1.5x, plus 5 µs for the timer's grain and this machine's noise, at
+	// the median; at p99, where a preemption by A's lister on two cores
+	// lands, 2x plus 50 µs. Both are far below what the bug cost: a list
+	// scanning A's keys under the lock took 12-45 ms.
 	for i, n := range names {
 		for j, q := range []string{"p50", "p99"} {
-			if idle[i][j] > small[i][j]*3/2+5*time.Microsecond {
+			slack := func(d time.Duration) time.Duration {
+				if j == 0 {
+					return d*3/2 + 5*time.Microsecond
+				}
+				return d*2 + 50*time.Microsecond
+			}
+			if idle[i][j] > slack(small[i][j]) {
 				t.Errorf("B's %s %s went from %v to %v when A grew from 1,000 to 100,000 keys", n, q, small[i][j], idle[i][j])
 			}
-			if listing[i][j] > idle[i][j]*3/2+5*time.Microsecond {
+			if listing[i][j] > slack(idle[i][j]) {
 				t.Errorf("B's %s %s went from %v to %v while A listed its 100,000 keys", n, q, idle[i][j], listing[i][j])
 			}
 		}
