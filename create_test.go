@@ -30,7 +30,7 @@ func TestCreateStoresDigestNotKey(t *testing.T) {
 		ID: c.ID, Name: "ci deploy", Prefix: c.Prefix, Environment: keys.Live,
 		Permissions: []string{"identity:read", "fraud:write"},
 		AllowedIPs:  []string{"10.0.0.0/8", "192.0.2.7", "2001:db8::1"},
-		RateLimit:   intp(60), ExpiresAt: ptr(f.clock.Now().Add(time.Hour)), CreatedAt: f.clock.Now(),
+		RateLimit:   intp(60), ExpiresAt: ptr(f.clock.Now().Add(time.Hour)), CreatedAt: f.clock.Now(), Enabled: true,
 	}
 	if !reflect.DeepEqual(c.APIKey, want) {
 		t.Fatalf("created\n got %+v\nwant %+v", c.APIKey, want)

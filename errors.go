@@ -16,6 +16,9 @@ var (
 	ErrKeyRevoked = errors.New("keys: API key revoked")
 	// ErrKeyExpired: the key's expires_at has passed.
 	ErrKeyExpired = errors.New("keys: API key expired")
+	// ErrKeyDisabled: the key is disabled (APIKeyUpdate.Enabled); it works
+	// again once enabled.
+	ErrKeyDisabled = errors.New("keys: API key disabled")
 	// ErrWrongEnvironment: the key belongs to another environment than the
 	// one the caller required (a test key on a live-only API, say).
 	ErrWrongEnvironment = errors.New("keys: API key is for another environment")

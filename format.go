@@ -50,6 +50,7 @@ func isBase62(c byte) bool { return base62Value[c] != 0 }
 // the same length because "live" and "test" do, so every key of a Manager
 // has one fixed length.
 type keyFormat struct {
+	brand            string // "txc_": every key of this format starts with it
 	live, test       string
 	liveCRC, testCRC uint32 // CRC-32 of each prefix, so parse sums only the rest
 	length           int
@@ -65,7 +66,7 @@ func newKeyFormat(brand string) (keyFormat, error) {
 			return keyFormat{}, fmt.Errorf("keys: key prefix must be lowercase letters and digits")
 		}
 	}
-	f := keyFormat{live: brand + "_live_", test: brand + "_test_"}
+	f := keyFormat{brand: brand + "_", live: brand + "_live_", test: brand + "_test_"}
 	f.liveCRC, _ = crcUpdate(0, f.live)
 	f.testCRC, _ = crcUpdate(0, f.test)
 	f.length = len(f.live) + randomChars + checksumChars

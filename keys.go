@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,15 @@ type APIKeyCreate struct {
 	// RateLimit is requests per minute; nil: the Manager's default.
 	RateLimit *int       `json:"rate_limit,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// OwnerID is the host's identifier of whoever the key is for: 1 to
+	// 128 printable ASCII characters, no spaces; "": none.
+	OwnerID string `json:"owner_id,omitempty"`
+	// Metadata is a JSON object of the host's (at most MaxMetadataBytes
+	// once compacted, nested at most MaxMetadataDepth deep, no name twice
+	// in one object), returned by Verify, get and list.
+	Metadata json.RawMessage `json:"metadata,omitempty"`
+	// Disabled creates the key disabled (the API's "enabled": false).
+	Disabled bool `json:"-"`
 	// AccountID is the account the key belongs to. It is not part of the
 	// JSON body. The Manager's own Create requires it; a Scoped Create
 	// takes the principal's account, and refuses any other.
@@ -55,7 +65,12 @@ type APIKey struct {
 	LastUsed    *time.Time  `json:"last_used,omitempty"`
 	CreatedAt   time.Time   `json:"created_at"`
 	// RevokedAt is when the key was (or, after a roll, will be) revoked.
-	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	RevokedAt *time.Time      `json:"revoked_at,omitempty"`
+	OwnerID   string          `json:"owner_id,omitempty"`
+	Metadata  json.RawMessage `json:"metadata,omitempty"`
+	// Enabled is false for a disabled key, which Verify refuses until it
+	// is enabled again.
+	Enabled bool `json:"enabled"`
 }
 
 // APIKeyCreated is the 201 response of a create or a roll: the key plus
@@ -120,6 +135,8 @@ type Manager struct {
 	epoch            time.Time // when New ran: Verify's timer reads the monotonic clock against it
 	logger           *slog.Logger
 	maxKeys          int
+	maxLifetime      time.Duration
+	foreign          []string // WithForeignPrefixes
 	closed           atomic.Bool
 }
 
@@ -179,6 +196,13 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		idem:             idempotency{secret: idemSecret},
 		logger:           c.logger,
 		maxKeys:          c.maxKeys,
+		maxLifetime:      c.maxLifetime,
+		foreign:          c.foreign,
+	}
+	for _, p := range c.foreign {
+		if strings.HasPrefix(p, format.brand) || strings.HasPrefix(format.brand, p) {
+			return nil, fmt.Errorf("keys: WithForeignPrefixes: %q overlaps this Manager's own prefix %q", p, format.brand)
+		}
 	}
 	for _, p := range c.vocabulary {
 		m.vocabulary[p] = struct{}{}
@@ -381,6 +405,9 @@ func (m *Manager) newKey(s keySpec, accountID string, now time.Time) (*APIKeyCre
 		Digest:      m.digest.sum(buf[:n]),
 		CreatedAt:   storedTime(now),
 		ExpiresAt:   s.expiresAt,
+		OwnerID:     s.ownerID,
+		Metadata:    s.metadata,
+		Disabled:    s.disabled,
 		Version:     1,
 	}
 	created := &APIKeyCreated{APIKey: rec.APIKey(), Key: secret}

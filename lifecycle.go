@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -30,16 +31,31 @@ func Change[T any](v T) Patch[T] { return Patch[T]{Set: true, Value: v} }
 // Clear returns a Patch that clears an optional field.
 func Clear[T any]() Patch[T] { return Patch[T]{Set: true, Null: true} }
 
-// APIKeyUpdate changes a key. Name cannot be cleared; cleared permissions
-// are none, cleared allowed_ips any address, a cleared rate_limit no limit,
-// a cleared expires_at never. The environment and the secret never change.
+// APIKeyUpdate changes a key. Name and Enabled cannot be cleared; cleared
+// permissions are none, cleared allowed_ips any address, a cleared
+// rate_limit no limit, a cleared expires_at never, a cleared owner_id or
+// metadata none. The environment and the secret never change.
 type APIKeyUpdate struct {
 	Name        Patch[string]
 	Permissions Patch[[]string]
 	AllowedIPs  Patch[[]string]
 	RateLimit   Patch[int]
 	ExpiresAt   Patch[time.Time]
+	OwnerID     Patch[string]
+	Metadata    Patch[json.RawMessage]
+	// Enabled disables (false) or enables (true) the key; it cannot be
+	// cleared.
+	Enabled Patch[bool]
 }
+
+// fields reports whether u changes a field other than Enabled.
+func (u *APIKeyUpdate) fields() bool {
+	return u.Name.Set || u.Permissions.Set || u.AllowedIPs.Set || u.RateLimit.Set || u.ExpiresAt.Set ||
+		u.OwnerID.Set || u.Metadata.Set
+}
+
+// MaxExpiringWithin bounds ListFilter.ExpiringWithin.
+const MaxExpiringWithin = 366 * 24 * time.Hour
 
 // MaxRollGrace is the longest an old secret may keep working after a roll.
 const MaxRollGrace = 7 * 24 * time.Hour
@@ -53,6 +69,17 @@ const (
 	EventKeyUpdated EventType = "key.updated"
 	EventKeyRevoked EventType = "key.revoked"
 	EventKeyRolled  EventType = "key.rolled"
+	// EventKeyDisabled and EventKeyEnabled report an update that disabled
+	// or enabled a key (an update that also changed other fields reports
+	// key.updated as well).
+	EventKeyDisabled EventType = "key.disabled"
+	EventKeyEnabled  EventType = "key.enabled"
+	// EventKeyExpiring reports a key that will expire soon, when the host
+	// asks (Manager.NotifyExpiring).
+	EventKeyExpiring EventType = "key.expiring"
+	// EventKeyLeaked reports a key found in public (Manager.ReportLeak);
+	// Event.Leak says where.
+	EventKeyLeaked EventType = "key.leaked"
 )
 
 // Event reports a change to a key, after it is stored. It never carries a
@@ -67,6 +94,8 @@ type Event struct {
 	// for a trusted caller (the Manager's own methods).
 	Actor string
 	At    time.Time
+	// Leak, for key.leaked, is where the key was found.
+	Leak *Leak
 }
 
 func (m *Manager) emit(ctx context.Context, typ EventType, k APIKey, replaces, actor string) {
@@ -122,8 +151,12 @@ type ListFilter struct {
 	AccountID   string
 	Environment Environment // "": both (a test principal sees test keys only)
 	Revoked     *bool       // nil: all; true: revoked or scheduled by a roll; false: neither
-	Limit       int         // 1 to 100; 0 means 20
-	Cursor      string      // NextCursor of the previous page; "" for the first
+	OwnerID     string      // "": any owner
+	// ExpiringWithin, if positive, selects keys that expire from now to
+	// now+ExpiringWithin (at most MaxExpiringWithin).
+	ExpiringWithin time.Duration
+	Limit          int    // 1 to 100; 0 means 20
+	Cursor         string // NextCursor of the previous page; "" for the first
 }
 
 // KeyList is one page of keys, newest first.
@@ -154,6 +187,18 @@ func (m *Manager) list(ctx context.Context, c caller, f ListFilter) (_ *KeyList,
 		return nil, err
 	}
 	q := ListQuery{Environment: f.Environment, Revoked: f.Revoked, Limit: f.Limit}
+	if f.OwnerID != "" {
+		if q.OwnerID, err = validateOwnerID(f.OwnerID); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case f.ExpiringWithin < 0 || f.ExpiringWithin > MaxExpiringWithin:
+		return nil, invalid("expiring_within", "expiring_within must be from 1 second to %d seconds", int(MaxExpiringWithin/time.Second))
+	case f.ExpiringWithin > 0:
+		q.ExpiresFrom = m.now()
+		q.ExpiresBefore = q.ExpiresFrom.Add(f.ExpiringWithin)
+	}
 	switch {
 	case q.Limit == 0:
 		q.Limit = 20
@@ -320,30 +365,36 @@ func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUp
 	if err != nil {
 		return nil, err
 	}
-	empty := !(u.Name.Set || u.Permissions.Set || u.AllowedIPs.Set || u.RateLimit.Set || u.ExpiresAt.Set)
+	var flipped bool // the update changes whether the key is enabled
 	rec, err := m.update(ctx, c, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
 		if !r.RevokedAt.IsZero() {
 			return false, nil, nil, errRetired()
 		}
-		if empty {
+		flipped = u.Enabled.Set && u.Enabled.Value == r.Disabled
+		if !u.fields() && !flipped {
 			return false, nil, nil, nil // nothing to change: no write, no event
 		}
-		apply(r)
-		return true, nil, nil, nil
+		return true, nil, nil, apply(r)
 	})
 	if err != nil {
 		return nil, err
 	}
 	k := rec.APIKey()
-	if !empty {
+	if u.fields() {
 		m.emit(ctx, EventKeyUpdated, k, "", c.p.Subject)
+	}
+	switch {
+	case flipped && rec.Disabled:
+		m.emit(ctx, EventKeyDisabled, k, "", c.p.Subject)
+	case flipped:
+		m.emit(ctx, EventKeyEnabled, k, "", c.p.Subject)
 	}
 	return &k, nil
 }
 
 // validateUpdate checks every field of u before any record is read, and
 // returns the change to apply.
-func (m *Manager) validateUpdate(c caller, u APIKeyUpdate) (func(*Record), error) {
+func (m *Manager) validateUpdate(c caller, u APIKeyUpdate) (func(*Record) error, error) {
 	var s keySpec
 	var err error
 	if u.Name.Set {
@@ -372,12 +423,38 @@ func (m *Manager) validateUpdate(c caller, u APIKeyUpdate) (func(*Record), error
 			return nil, err
 		}
 	}
+	now := m.now()
 	if u.ExpiresAt.Set && !u.ExpiresAt.Null {
-		if s.expiresAt, err = validateExpiresAt(u.ExpiresAt.Value, m.now()); err != nil {
+		if s.expiresAt, err = validateExpiresAt(u.ExpiresAt.Value, now); err != nil {
 			return nil, err
 		}
 	}
-	return func(r *Record) {
+	if u.OwnerID.Set && !u.OwnerID.Null {
+		if s.ownerID, err = validateOwnerID(u.OwnerID.Value); err != nil {
+			return nil, err
+		}
+	}
+	if u.Metadata.Set && !u.Metadata.Null {
+		if len(u.Metadata.Value) == 0 {
+			return nil, invalid("metadata", "metadata must be a JSON object; clear it with null")
+		}
+		if s.metadata, err = validateMetadata(u.Metadata.Value); err != nil {
+			return nil, err
+		}
+	}
+	if u.Enabled.Set && u.Enabled.Null {
+		return nil, invalid("enabled", "enabled cannot be cleared; send true or false")
+	}
+	return func(r *Record) error {
+		if u.ExpiresAt.Set {
+			// The lifetime bound counts from the key's creation, so an
+			// update cannot stretch a key's life past it.
+			exp, err := m.lifetime(s.expiresAt, true, r.CreatedAt, now)
+			if err != nil {
+				return err
+			}
+			r.ExpiresAt = exp
+		}
 		if u.Name.Set {
 			r.Name = s.name
 		}
@@ -390,9 +467,16 @@ func (m *Manager) validateUpdate(c caller, u APIKeyUpdate) (func(*Record), error
 		if u.RateLimit.Set {
 			r.RateLimit = s.rateLimit
 		}
-		if u.ExpiresAt.Set {
-			r.ExpiresAt = s.expiresAt
+		if u.OwnerID.Set {
+			r.OwnerID = s.ownerID
 		}
+		if u.Metadata.Set {
+			r.Metadata = s.metadata
+		}
+		if u.Enabled.Set {
+			r.Disabled = !u.Enabled.Value
+		}
+		return nil
 	}, nil
 }
 
@@ -493,7 +577,11 @@ func (m *Manager) roll(ctx context.Context, c caller, id string, grace time.Dura
 			return false, nil, nil, err
 		}
 		spec := keySpec{name: r.Name, environment: r.Environment, permissions: r.Permissions,
-			allowedIPs: r.AllowedIPs, rateLimit: r.RateLimit, expiresAt: r.ExpiresAt}
+			allowedIPs: r.AllowedIPs, rateLimit: r.RateLimit, expiresAt: r.ExpiresAt,
+			ownerID: r.OwnerID, metadata: r.Metadata, disabled: r.Disabled}
+		if limit := storedTime(now.Add(m.maxLifetime)); m.maxLifetime > 0 && (spec.expiresAt.IsZero() || spec.expiresAt.After(limit)) {
+			spec.expiresAt = limit // the successor is a new key: the policy applies to it
+		}
 		k, successor, err := m.newKey(spec, r.AccountID, now)
 		if err != nil {
 			return false, nil, nil, err

@@ -41,13 +41,14 @@ const (
 	OutcomeForbidden                // a permission Require asked for is missing
 	OutcomeRateLimited              //
 	OutcomeUnavailable              // the store or the limiter could not answer
+	OutcomeDisabled                 //
 
 	// NumOutcomes is the number of outcomes: each is less than it.
 	NumOutcomes = iota
 )
 
 var outcomeNames = [NumOutcomes]string{"valid", "invalid", "revoked", "expired", "wrong_environment",
-	"ip_not_allowed", "forbidden", "rate_limited", "unavailable"}
+	"ip_not_allowed", "forbidden", "rate_limited", "unavailable", "disabled"}
 
 // String is the outcome's label value, such as "valid" or "rate_limited".
 func (o Outcome) String() string {
@@ -78,6 +79,8 @@ func OutcomeOf(err error) Outcome {
 		return OutcomeRevoked
 	case errors.Is(err, ErrKeyExpired):
 		return OutcomeExpired
+	case errors.Is(err, ErrKeyDisabled):
+		return OutcomeDisabled
 	case errors.Is(err, ErrWrongEnvironment):
 		return OutcomeWrongEnvironment
 	case errors.Is(err, ErrIPNotAllowed):

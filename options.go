@@ -32,6 +32,48 @@ type config struct {
 	onEvent          func(context.Context, Event)
 	maxKeys          int
 	observer         Observer
+	maxLifetime      time.Duration
+	foreign          []string
+}
+
+// WithForeignPrefixes names the prefixes of keys another system issued
+// that Manager.Import may bring in, and that Verify then accepts: each 2
+// to 32 letters, digits, '_' and '-', at most 8. A foreign key has no
+// checksum to check; it must carry at least 16 characters after its
+// prefix and at most 256 in all. A prefix may not overlap this Manager's
+// own ("txc_"), so a malformed key of ours is still refused without a
+// lookup.
+func WithForeignPrefixes(prefixes ...string) Option {
+	return func(c *config) error {
+		if len(prefixes) == 0 || len(prefixes) > 8 {
+			return errors.New("keys: WithForeignPrefixes: give 1 to 8 prefixes")
+		}
+		for _, p := range prefixes {
+			if !validForeignPrefix(p) {
+				return fmt.Errorf("keys: WithForeignPrefixes: %q is not 2 to 32 letters, digits, '_' and '-'", truncate(p, 40))
+			}
+		}
+		c.foreign = slices.Clone(prefixes)
+		return nil
+	}
+}
+
+// WithMaxKeyLifetime bounds how long a key may live, from its creation
+// (GitHub's fine-grained tokens: 366 days). A create that names no
+// expires_at gets creation+d; one asking for later, or an update asking
+// for later than creation+d or for no expiry, is refused with a
+// *ValidationError on expires_at (never silently shortened). A roll's
+// successor keeps its predecessor's expiry, brought within now+d. Keys
+// created before the option was set keep their expiry until changed.
+// 0, the default, bounds nothing.
+func WithMaxKeyLifetime(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 || d > 0 && d < time.Minute {
+			return fmt.Errorf("keys: WithMaxKeyLifetime: %v is not a lifetime (0 for none, or a minute or more)", d)
+		}
+		c.maxLifetime = d
+		return nil
+	}
 }
 
 // WithClock replaces time.Now, for tests.

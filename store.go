@@ -2,6 +2,7 @@ package keys
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -37,6 +38,16 @@ type Record struct {
 	ExpiresAt   time.Time // zero: never expires
 	RevokedAt   time.Time // zero: not revoked; in the future: revocation scheduled (a rolled key's grace period)
 	LastUsed    time.Time // zero: never used (as flushed; lags by up to the flush interval)
+	// OwnerID is the host's own identifier of whoever the key is for (a
+	// customer, a user); empty: none.
+	OwnerID string
+	// Metadata is a JSON object, compact, exactly as validated (at most
+	// MaxMetadataBytes); nil: none. It is handed out as stored, never
+	// decoded on the way: Verify returns it without work.
+	Metadata json.RawMessage
+	// Disabled keys are refused by Verify (ErrKeyDisabled) until enabled
+	// again; unlike a revocation, this is reversible.
+	Disabled bool
 	// Version counts the record's changes, from 1 at creation; a Replace
 	// succeeds only against the version it read, so two concurrent changes
 	// cannot undo each other (an update cannot un-revoke a key).
@@ -65,6 +76,9 @@ func (r *Record) Clone() *Record {
 		ExpiresAt:   r.ExpiresAt,
 		RevokedAt:   r.RevokedAt,
 		LastUsed:    r.LastUsed,
+		OwnerID:     r.OwnerID,
+		Metadata:    slices.Clone(r.Metadata),
+		Disabled:    r.Disabled,
 		Version:     r.Version,
 	}
 }
@@ -79,6 +93,9 @@ func (r *Record) APIKey() APIKey {
 		Permissions: slices.Clone(r.Permissions),
 		AllowedIPs:  make([]string, len(r.AllowedIPs)),
 		CreatedAt:   r.CreatedAt,
+		OwnerID:     r.OwnerID,
+		Metadata:    r.Metadata,
+		Enabled:     !r.Disabled,
 	}
 	if k.Permissions == nil {
 		k.Permissions = []string{}
@@ -253,11 +270,17 @@ type IdempotencyRecord struct {
 
 // ListQuery selects records for Store.List.
 type ListQuery struct {
-	AccountID   string      // required: only this account's records
+	AccountID   string      // only this account's records; required unless ExpiresBefore is set
 	Environment Environment // "": both
 	// Revoked filters on RevokedAt being set (revoked, or scheduled to be
 	// by a roll): nil for all records.
 	Revoked *bool
+	OwnerID string // "": any owner; otherwise only records with this OwnerID
+	// ExpiresBefore, if not zero, selects records with an ExpiresAt at or
+	// after ExpiresFrom and before ExpiresBefore (records that never
+	// expire are not selected). With it, AccountID may be "": every
+	// account's records (the host's Manager.NotifyExpiring).
+	ExpiresFrom, ExpiresBefore time.Time
 	// After, if not nil, is the position of the last record of the
 	// previous page: only records strictly after it in the order are
 	// returned.

@@ -47,6 +47,9 @@ type keySpec struct {
 	allowedIPs  []netip.Prefix
 	rateLimit   int
 	expiresAt   time.Time
+	ownerID     string
+	metadata    []byte
+	disabled    bool
 }
 
 // validateCreate is the one place the create rules live. It returns the first
@@ -77,6 +80,18 @@ func (m *Manager) validateCreate(req *APIKeyCreate, now time.Time) (keySpec, err
 			return s, err
 		}
 	}
+	if s.expiresAt, err = m.lifetime(s.expiresAt, req.ExpiresAt != nil, now, now); err != nil {
+		return s, err
+	}
+	if req.OwnerID != "" {
+		if s.ownerID, err = validateOwnerID(req.OwnerID); err != nil {
+			return s, err
+		}
+	}
+	if s.metadata, err = validateMetadata(req.Metadata); err != nil {
+		return s, err
+	}
+	s.disabled = req.Disabled
 	return s, nil
 }
 
@@ -217,6 +232,28 @@ func validateExpiresAt(t, now time.Time) (time.Time, error) {
 		return time.Time{}, invalid("expires_at", "expires_at must be in the future")
 	}
 	return t, nil
+}
+
+// lifetime applies the Manager's maximum key lifetime (WithMaxKeyLifetime)
+// to an expiry: a key created at created may live until created+max. An
+// expiry asked for beyond that is refused, never silently shortened (a
+// client would believe its key lives longer than it does); a key asked to
+// live forever is refused too, and a create that names no expiry gets the
+// longest allowed (explicit false: the caller said nothing).
+func (m *Manager) lifetime(expires time.Time, explicit bool, created, now time.Time) (time.Time, error) {
+	if m.maxLifetime == 0 {
+		return expires, nil
+	}
+	limit := storedTime(created.Add(m.maxLifetime))
+	switch {
+	case !explicit:
+		return limit, nil
+	case expires.IsZero():
+		return time.Time{}, invalid("expires_at", "keys must expire: the longest lifetime allowed is %s", m.maxLifetime)
+	case expires.After(limit):
+		return time.Time{}, invalid("expires_at", "expires_at must be at most %s after the key's creation (%s)", m.maxLifetime, limit.Format(time.RFC3339))
+	}
+	return expires, nil
 }
 
 // storedTime is the one precision and zone every store keeps (PostgreSQL's

@@ -33,7 +33,8 @@ func (v *Verified) Principal() Principal {
 //  1. format and checksum: a malformed or made-up key is ErrInvalidKey
 //     before any hashing or store access;
 //  2. digest, then one lookup by digest: unknown is ErrInvalidKey;
-//  3. revoked (ErrKeyRevoked), expired (ErrKeyExpired), environment
+//  3. revoked (ErrKeyRevoked), expired (ErrKeyExpired), disabled
+//     (ErrKeyDisabled), environment
 //     (ErrWrongEnvironment), IP allowlist (ErrIPNotAllowed), permissions
 //     (ErrPermissionDenied);
 //  4. the key's rate limit (a *RateLimitError matching ErrRateLimited);
@@ -79,10 +80,12 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 		return Verified{}, ErrClosed
 	}
 	var buf [maxKeyLen]byte
-	if _, ok := m.format.parse(key, &buf); !ok {
+	var digest Digest
+	if _, ok := m.format.parse(key, &buf); ok {
+		digest = m.digest.sum(buf[:len(key)])
+	} else if digest, ok = m.foreignDigest(key); !ok {
 		return Verified{}, ErrInvalidKey
 	}
-	digest := m.digest.sum(buf[:len(key)])
 	rec, err := m.store.LookupDigest(ctx, digest)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
@@ -100,6 +103,9 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 	}
 	if !rec.ExpiresAt.IsZero() && !now.Before(rec.ExpiresAt) {
 		return v, ErrKeyExpired
+	}
+	if rec.Disabled {
+		return v, ErrKeyDisabled
 	}
 	if err := checkOptions(rec, opts); err != nil {
 		return v, err

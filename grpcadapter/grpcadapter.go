@@ -263,6 +263,8 @@ func Status(err error) *status.Status {
 		code, reason, msg = codes.Unauthenticated, "unauthorized", "API key is for another environment"
 	case errors.Is(err, keys.ErrKeyRevoked):
 		code, reason, msg = codes.Unauthenticated, "key_revoked", "API key revoked"
+	case errors.Is(err, keys.ErrKeyDisabled):
+		code, reason, msg = codes.Unauthenticated, "key_disabled", "API key disabled"
 	case errors.Is(err, keys.ErrIPNotAllowed):
 		code, reason, msg = codes.Unauthenticated, "ip_not_allowed", "API key may not be used from this IP address"
 	case errors.As(err, &pe):

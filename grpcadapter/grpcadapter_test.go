@@ -187,6 +187,9 @@ func TestUnary(t *testing.T) {
 	}
 	_, err = c.Check(withKey(string(revoked.Key)), &healthpb.HealthCheckRequest{})
 	refused(t, err, codes.Unauthenticated, "key_revoked", string(revoked.Key))
+	disabled := create(t, m, keys.APIKeyCreate{Permissions: []string{"identity:read"}, Disabled: true})
+	_, err = c.Check(withKey(string(disabled.Key)), &healthpb.HealthCheckRequest{})
+	refused(t, err, codes.Unauthenticated, "key_disabled", string(disabled.Key))
 	clk.now = exp
 	_, err = c.Check(withKey(string(expiring.Key)), &healthpb.HealthCheckRequest{})
 	refused(t, err, codes.Unauthenticated, "unauthorized", string(expiring.Key))

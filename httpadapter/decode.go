@@ -98,6 +98,25 @@ func rateLimitField(raw json.RawMessage) (int, error) {
 	return decodeInt(raw, "rate_limit", "an integer (requests per minute)")
 }
 func expiresAtField(raw json.RawMessage) (time.Time, error) { return decodeTime(raw, "expires_at") }
+func ownerIDField(raw json.RawMessage) (string, error)      { return decodeString(raw, "owner_id") }
+func enabledField(raw json.RawMessage) (bool, error) {
+	switch string(raw) {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return false, wrongType("enabled", "true or false")
+}
+
+// metadataField takes the raw object; the Manager checks it (an object,
+// its size and depth) and compacts it.
+func metadataField(raw json.RawMessage) (json.RawMessage, error) {
+	if raw[0] != '{' {
+		return nil, wrongType("metadata", "a JSON object")
+	}
+	return raw, nil
+}
 
 // DecodeCreate parses a create body strictly: exactly one JSON object; no
 // field twice; no field the schema lacks; each field of its schema type
@@ -130,6 +149,17 @@ func DecodeCreate(body []byte) (keys.APIKeyCreate, error) {
 			var t time.Time
 			t, err = expiresAtField(raw)
 			req.ExpiresAt = &t
+		case "owner_id":
+			req.OwnerID, err = ownerIDField(raw)
+			if err == nil && req.OwnerID == "" {
+				err = invalidParam("owner_id", "owner_id must not be empty; leave it out instead")
+			}
+		case "metadata":
+			req.Metadata, err = metadataField(raw)
+		case "enabled":
+			var on bool
+			on, err = enabledField(raw)
+			req.Disabled = !on
 		default:
 			err = unknownField(name)
 		}
@@ -139,7 +169,8 @@ func DecodeCreate(body []byte) (keys.APIKeyCreate, error) {
 }
 
 // createFields are the fields of a create body.
-var createFields = map[string]bool{"name": true, "environment": true, "permissions": true, "allowed_ips": true, "rate_limit": true, "expires_at": true}
+var createFields = map[string]bool{"name": true, "environment": true, "permissions": true, "allowed_ips": true, "rate_limit": true, "expires_at": true,
+	"owner_id": true, "metadata": true, "enabled": true}
 
 // DecodeUpdate parses a PATCH body with DecodeCreate's strictness. A field
 // absent stays as it is; null clears it (the Manager refuses to clear the
@@ -159,6 +190,12 @@ func DecodeUpdate(body []byte) (keys.APIKeyUpdate, error) {
 			u.RateLimit, err = patch(raw, rateLimitField)
 		case "expires_at":
 			u.ExpiresAt, err = patch(raw, expiresAtField)
+		case "owner_id":
+			u.OwnerID, err = patch(raw, ownerIDField)
+		case "metadata":
+			u.Metadata, err = patch(raw, metadataField)
+		case "enabled":
+			u.Enabled, err = patch(raw, enabledField)
 		case "environment":
 			err = invalidParam("environment", "a key's environment cannot change; create a key instead")
 		default:

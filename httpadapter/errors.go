@@ -82,6 +82,8 @@ func describe(err error) (status int, d ErrorDetail) {
 		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "unauthorized", Message: "API key expired"}
 	case errors.Is(err, keys.ErrWrongEnvironment):
 		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "unauthorized", Message: "API key is for another environment"}
+	case errors.Is(err, keys.ErrKeyDisabled):
+		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "key_disabled", Message: "API key disabled"}
 	case errors.Is(err, keys.ErrKeyRevoked):
 		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "key_revoked", Message: "API key revoked"}
 	case errors.Is(err, keys.ErrIPNotAllowed):

@@ -109,8 +109,8 @@ func (a *Adapter) list(w http.ResponseWriter, r *http.Request, as keys.Scoped) e
 	return nil
 }
 
-// listFilter reads limit, cursor, environment and revoked, each at most
-// once; any other parameter is an error.
+// listFilter reads limit, cursor, environment, revoked, owner_id and
+// expiring_within, each at most once; any other parameter is an error.
 func listFilter(q url.Values) (keys.ListFilter, error) {
 	var f keys.ListFilter
 	for name, vals := range q {
@@ -132,6 +132,14 @@ func listFilter(q url.Values) (keys.ListFilter, error) {
 			f.Cursor = v
 		case "environment":
 			f.Environment = keys.Environment(v)
+		case "owner_id":
+			f.OwnerID = v
+		case "expiring_within":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return f, invalidParam("expiring_within", "expiring_within must be a whole number of seconds, at least 1")
+			}
+			f.ExpiringWithin = time.Duration(min(n, 1<<31)) * time.Second
 		case "revoked":
 			b, err := strconv.ParseBool(v)
 			if err != nil || (v != "true" && v != "false") {

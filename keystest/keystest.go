@@ -11,6 +11,7 @@ package keystest
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -51,6 +52,9 @@ func Run(t *testing.T, newStore func(t *testing.T) keys.Store) {
 		{"ListOrderAndFilters", testListOrderAndFilters},
 		{"ListPagesEachRecordOnce", testListPaging},
 		{"ListFiltersWithCursor", testListFiltersWithCursor},
+		{"ListByOwnerAndExpiry", testListOwnerExpiry},
+		{"NoOptionalFields", testNoOptionalFields},
+		{"Import", testImport},
 		{"Concurrent", testConcurrent},
 		{"MaxActive", testMaxActive},
 		{"KeepRevoked", testKeepRevoked},
@@ -82,6 +86,8 @@ func NewRecord(t testing.TB) *keys.Record {
 		Digest:      h,
 		CreatedAt:   base,
 		ExpiresAt:   base.Add(30 * 24 * time.Hour),
+		OwnerID:     "cust_42@example.com",
+		Metadata:    json.RawMessage(`{"plan":"pro","tags":["a","ü"],"n":{"x":1.5e3}}`),
 		Version:     1,
 	}
 }
@@ -116,6 +122,12 @@ func Equal(got, want *keys.Record) string {
 		return fmt.Sprintf("RevokedAt %v, want %v", got.RevokedAt, want.RevokedAt)
 	case !got.LastUsed.Equal(want.LastUsed):
 		return fmt.Sprintf("LastUsed %v, want %v", got.LastUsed, want.LastUsed)
+	case got.OwnerID != want.OwnerID:
+		return fmt.Sprintf("OwnerID %q, want %q", got.OwnerID, want.OwnerID)
+	case string(got.Metadata) != string(want.Metadata):
+		return fmt.Sprintf("Metadata %s, want %s (byte for byte)", got.Metadata, want.Metadata)
+	case got.Disabled != want.Disabled:
+		return fmt.Sprintf("Disabled %t, want %t", got.Disabled, want.Disabled)
 	case got.Version != want.Version:
 		return fmt.Sprintf("Version %d, want %d", got.Version, want.Version)
 	}
@@ -504,6 +516,9 @@ func testReplaceReplaces(t *testing.T, s keys.Store) {
 	next.RateLimit = 0
 	next.ExpiresAt = time.Time{}
 	next.RevokedAt = base.Add(time.Hour)
+	next.OwnerID = "other-owner"
+	next.Metadata = json.RawMessage(`{"changed":true}`)
+	next.Disabled = true
 	next.Version = 2
 	want := next.Clone()
 	if err := replace(s, next); err != nil {
@@ -1150,4 +1165,141 @@ func testListFiltersWithCursor(t *testing.T, s keys.Store) {
 			}
 		}
 	}
+}
+
+// A record without an owner, metadata or expiry reads back without them
+// (nil metadata, not "null" or "{}").
+func testNoOptionalFields(t *testing.T, s keys.Store) {
+	r := NewRecord(t)
+	r.OwnerID, r.Metadata, r.ExpiresAt, r.Disabled = "", nil, time.Time{}, true
+	want := r.Clone()
+	mustCreate(t, s, r, nil)
+	if d := Equal(mustGet(t, s, want.ID), want); d != "" {
+		t.Fatal(d)
+	}
+	got, err := s.LookupDigest(context.Background(), want.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Equal(got, want); d != "" || got.Metadata != nil {
+		t.Fatalf("LookupDigest: %s (metadata %q)", d, got.Metadata)
+	}
+}
+
+// List filters by owner, and by an expiry window within one account or,
+// with no account, across every account; both in List's order, and with a
+// cursor.
+func testListOwnerExpiry(t *testing.T, s keys.Store) {
+	ctx := context.Background()
+	tag := rand.Text()[:6]
+	accts := []string{"acct_x_" + tag, "acct_y_" + tag}
+	var inWindow []string // IDs expiring in the window, newest first
+	for i := range 8 {
+		r := NewRecord(t)
+		r.AccountID = accts[i/4]
+		r.CreatedAt = base.Add(time.Duration(i) * time.Minute)
+		r.OwnerID = []string{"alice", "bob"}[i%4/2]
+		switch i % 4 {
+		case 0: // never expires
+			r.ExpiresAt = time.Time{}
+		case 1: // before the window
+			r.ExpiresAt = base.Add(time.Hour - time.Microsecond)
+		case 2: // at its start: in
+			r.ExpiresAt = base.Add(time.Hour)
+			inWindow = append([]string{r.ID}, inWindow...)
+		case 3: // at its end: out
+			r.ExpiresAt = base.Add(2 * time.Hour)
+		}
+		mustCreate(t, s, r, nil)
+	}
+	list := func(q keys.ListQuery) []string {
+		t.Helper()
+		rs, err := s.List(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, r := range rs {
+			ids = append(ids, r.ID)
+		}
+		return ids
+	}
+	if got := list(keys.ListQuery{AccountID: accts[0], OwnerID: "bob", Limit: 100}); len(got) != 2 {
+		t.Fatalf("owner bob in %s: %d records, want 2", accts[0], len(got))
+	}
+	if got := list(keys.ListQuery{AccountID: accts[0], OwnerID: "nobody", Limit: 100}); len(got) != 0 {
+		t.Fatalf("an owner with no keys: %d records", len(got))
+	}
+	window := keys.ListQuery{ExpiresFrom: base.Add(time.Hour), ExpiresBefore: base.Add(2 * time.Hour), Limit: 100}
+	q := window
+	q.AccountID = accts[0]
+	if got := list(q); len(got) != 1 || got[0] != inWindow[1] {
+		t.Fatalf("window in %s: %v, want [%s]", accts[0], got, inWindow[1])
+	}
+	// Across accounts (other cases' records are outside this window: their
+	// expiry is base+30 days).
+	if got := list(window); !slices.Equal(got, inWindow) {
+		t.Fatalf("window across accounts: %v, want %v", got, inWindow)
+	}
+	q = window
+	q.Limit = 1
+	first := list(q)
+	last, _ := s.Get(ctx, first[0])
+	q.After = &keys.ListPosition{CreatedAt: last.CreatedAt, ID: last.ID}
+	if got := list(q); len(got) != 1 || got[0] != inWindow[1] {
+		t.Fatalf("window across accounts, second page: %v, want [%s]", got, inWindow[1])
+	}
+}
+
+// A store that is a keys.Importer inserts a batch all at once, skipping
+// digests already stored (in the store or earlier in the batch).
+func testImport(t *testing.T, s keys.Store) {
+	imp, ok := s.(keys.Importer)
+	if !ok {
+		t.Skip("not a keys.Importer: the Manager imports with one Write per record")
+	}
+	ctx := context.Background()
+	stored := NewRecord(t)
+	mustCreate(t, s, stored, nil)
+	var batch []*keys.Record
+	for range 5 {
+		batch = append(batch, NewRecord(t))
+	}
+	dup := NewRecord(t)
+	dup.Digest = stored.Digest // already stored: skipped
+	again := NewRecord(t)
+	again.Digest = batch[0].Digest // twice in the batch: the first wins
+	want := make([]*keys.Record, len(batch))
+	for i, r := range batch {
+		want[i] = r.Clone()
+	}
+	batch = append(batch, dup, again)
+	n, err := imp.Import(ctx, batch)
+	if err != nil || n != 5 {
+		t.Fatalf("Import = %d, %v; want 5 inserted", n, err)
+	}
+	for _, w := range want {
+		if d := Equal(mustGet(t, s, w.ID), w); d != "" {
+			t.Fatal(d)
+		}
+		got, err := s.LookupDigest(ctx, w.Digest)
+		if err != nil || got.ID != w.ID {
+			t.Fatalf("LookupDigest of an imported record: %v", err)
+		}
+	}
+	for _, id := range []string{dup.ID, again.ID} {
+		if _, err := s.Get(ctx, id); !errors.Is(err, keys.ErrNotFound) {
+			t.Fatalf("a skipped record was stored (%v)", err)
+		}
+	}
+	if n, err := imp.Import(ctx, []*keys.Record{NewRecordLike(t, want[1])}); err != nil || n != 0 {
+		t.Fatalf("importing a stored digest again = %d, %v; want 0", n, err)
+	}
+}
+
+// NewRecordLike returns a new record (new ID) with r's digest.
+func NewRecordLike(t testing.TB, r *keys.Record) *keys.Record {
+	n := NewRecord(t)
+	n.Digest = r.Digest
+	return n
 }

@@ -177,7 +177,10 @@ func (sh *shard) get(h *keys.Digest) *keys.Record {
 	return r
 }
 
-var _ keys.Store = (*Store)(nil)
+var (
+	_ keys.Store    = (*Store)(nil)
+	_ keys.Importer = (*Store)(nil)
+)
 
 // New returns an empty store.
 func New() *Store {
@@ -237,6 +240,57 @@ func (s *Store) Write(_ context.Context, w keys.Write) error {
 	return nil
 }
 
+// Import implements keys.Importer: the batch appears at once, under the
+// write lock (a batch is at most keys.ImportBatch records).
+func (s *Store) Import(_ context.Context, recs []*keys.Record) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range recs {
+		if _, ok := s.byID[r.ID]; ok {
+			return 0, fmt.Errorf("memstore: id %s: %w", r.ID, keys.ErrDuplicate)
+		}
+	}
+	// Imported keys come in any order of creation: each account's new
+	// records are sorted and merged into its index once, instead of
+	// inserted one by one into the middle of it.
+	added := map[*account][]*keys.Record{}
+	for _, r := range recs {
+		if _, ok := s.byID[r.ID]; ok {
+			continue // twice in the batch
+		}
+		sh := s.shardOf(r.Digest)
+		sh.mu.Lock()
+		dup := sh.get(&r.Digest) != nil
+		if !dup {
+			sh.put(r)
+		}
+		sh.mu.Unlock()
+		if dup {
+			continue // its digest is stored: skipped
+		}
+		s.byID[r.ID] = r
+		a := s.account(r.AccountID)
+		a.count(r, 1)
+		added[a] = append(added[a], r)
+	}
+	n := 0
+	for a, rs := range added {
+		slices.SortFunc(rs, older)
+		merged := make([]*keys.Record, 0, len(a.recs)+len(rs))
+		i := 0
+		for _, r := range rs {
+			for i < len(a.recs) && older(a.recs[i], r) < 0 {
+				merged = append(merged, a.recs[i])
+				i++
+			}
+			merged = append(merged, r)
+		}
+		a.recs = append(merged, a.recs[i:]...)
+		n += len(rs)
+	}
+	return n, nil
+}
+
 // prune deletes a's oldest records revoked by now while it holds more
 // than keep revoked records, at most keys.MaxPrunedPerWrite of them, in
 // one pass over its index. s.mu is held.
@@ -292,15 +346,29 @@ func (s *Store) insert(rec *keys.Record) error {
 	}
 	sh.put(rec)
 	s.byID[rec.ID] = rec
-	a := s.accounts[rec.AccountID]
-	if a == nil {
-		a = &account{}
-		s.accounts[rec.AccountID] = a
-	}
+	a := s.account(rec.AccountID)
 	i := a.search(rec.CreatedAt, rec.ID)
 	a.recs = slices.Insert(a.recs, i, rec)
 	a.count(rec, 1)
 	return nil
+}
+
+// account returns the account's index, made if new. s.mu is held.
+func (s *Store) account(id string) *account {
+	a := s.accounts[id]
+	if a == nil {
+		a = &account{}
+		s.accounts[id] = a
+	}
+	return a
+}
+
+// older orders records as an account's index does: by CreatedAt, then ID.
+func older(x, y *keys.Record) int {
+	if c := x.CreatedAt.Compare(y.CreatedAt); c != 0 {
+		return c
+	}
+	return strings.Compare(x.ID, y.ID)
 }
 
 // search returns the position of the first record at or after (t, id) in
@@ -436,7 +504,10 @@ func (s *Store) saw(t time.Time) {
 // index and walks it newest first, releasing the lock every chunk records
 // (the index is re-sought by position, so a write in between changes
 // nothing it has not yet reached).
-func (s *Store) List(_ context.Context, q keys.ListQuery) ([]*keys.Record, error) {
+func (s *Store) List(ctx context.Context, q keys.ListQuery) ([]*keys.Record, error) {
+	if q.AccountID == "" {
+		return s.listEveryAccount(ctx, q)
+	}
 	var out []*keys.Record
 	var pos keys.ListPosition // the last record examined, once started
 	started := q.After != nil
@@ -466,8 +537,7 @@ func (s *Store) listChunk(q keys.ListQuery, pos *keys.ListPosition, started *boo
 		i--
 		r := a.recs[i]
 		pos.CreatedAt, pos.ID, *started = r.CreatedAt, r.ID, true
-		if (q.Environment != "" && r.Environment != q.Environment) ||
-			(q.Revoked != nil && *q.Revoked == r.RevokedAt.IsZero()) {
+		if !matches(&q, r) {
 			continue
 		}
 		if *out = append(*out, r); len(*out) == q.Limit {
@@ -475,6 +545,43 @@ func (s *Store) listChunk(q keys.ListQuery, pos *keys.ListPosition, started *boo
 		}
 	}
 	return i == 0
+}
+
+// matches applies q's filters to r.
+func matches(q *keys.ListQuery, r *keys.Record) bool {
+	return (q.Environment == "" || r.Environment == q.Environment) &&
+		(q.Revoked == nil || *q.Revoked != r.RevokedAt.IsZero()) &&
+		(q.OwnerID == "" || r.OwnerID == q.OwnerID) &&
+		(q.ExpiresBefore.IsZero() || !r.ExpiresAt.IsZero() && !r.ExpiresAt.Before(q.ExpiresFrom) && r.ExpiresAt.Before(q.ExpiresBefore))
+}
+
+// listEveryAccount serves a List with no account (an expiry window across
+// accounts, for the host): one page from each account, merged. Each
+// account is read as its own List, so the lock is released between
+// chunks as there.
+func (s *Store) listEveryAccount(ctx context.Context, q keys.ListQuery) ([]*keys.Record, error) {
+	if q.ExpiresBefore.IsZero() {
+		return nil, errors.New("memstore: List: an account is required unless an expiry window is given")
+	}
+	s.mu.RLock()
+	ids := make([]string, 0, len(s.accounts))
+	for id := range s.accounts {
+		ids = append(ids, id)
+	}
+	s.mu.RUnlock()
+	var out []*keys.Record
+	for _, id := range ids {
+		q.AccountID = id
+		page, _ := s.List(ctx, q)
+		out = append(out, page...)
+	}
+	slices.SortFunc(out, func(a, b *keys.Record) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(b.ID, a.ID)
+	})
+	return out[:min(len(out), q.Limit)], nil
 }
 
 // TouchLastUsed implements keys.Store. It replaces each touched record with

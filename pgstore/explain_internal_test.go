@@ -48,7 +48,7 @@ ANALYZE {{schema}}.api_keys`)); err != nil {
 		for _, revoked := range []*bool{nil, &yes, &no} {
 			for _, after := range []*keys.ListPosition{nil, middle} {
 				q := keys.ListQuery{AccountID: "acct_a", Environment: env, Revoked: revoked, After: after, Limit: 21}
-				sql, args := s.listFilters(q)
+				sql, args := s.listSQL(q)
 				name := "env=" + string(env) + " revoked=" + boolStr(revoked) + " cursor=" + boolStr2(after != nil)
 				checkPlan(t, pool, name, sql, args...)
 			}

@@ -58,11 +58,14 @@ type Store struct {
 	closed    atomic.Bool
 
 	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qDigests, qExpireIdem string
-	// qList holds one statement per filter combination, indexed by
-	// listFilters, so that each is served by an index made for it (a
-	// generic "$2 = '' OR environment = $2" can use none of them).
-	qList [2][3][2]string
+	// Import's temporary table (one per connection, emptied at each
+	// commit), its statements and its name.
+	qImportTable, qImport, importTable string
 }
+
+// recordCols are a record's columns, in the order of recordArgs and
+// scanRecord.
+const recordCols = "id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, digest, created_at, expires_at, revoked_at, last_used, version, owner_id, metadata, disabled"
 
 var _ keys.Store = (*Store)(nil)
 
@@ -139,7 +142,7 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	}
 	s.quoted = pgx.Identifier{s.schema}.Sanitize()
 	s.channel = "txcloud_keys_invalidate:" + s.schema
-	cols := "id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, digest, created_at, expires_at, revoked_at, last_used, version"
+	cols := recordCols
 	s.qLookup = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE digest = $1`)
 	s.qGet = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE id = $1`)
 	// Every insert is one statement: it locks the account's count row
@@ -147,38 +150,48 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	// the key if the account is under keys.Write.MaxActive, deletes the
 	// account's oldest revoked records beyond keys.Write.KeepRevoked, and
 	// notifies the other instances' filters, so the notice goes out
-	// exactly when the row commits. Parameters: the 14 columns, $15 the
-	// channel, $16 MaxActive, $17 KeepRevoked, then (qInsertIdem) the
-	// idempotency entry from $18. It returns whether the cap allowed the
+	// exactly when the row commits. Parameters: the 17 columns, $18 the
+	// channel, $19 MaxActive, $20 KeepRevoked, then (qInsertIdem) the
+	// idempotency entry from $21. It returns whether the cap allowed the
 	// insert, whether the key (and its entry) went in, and the IDs of the
 	// records deleted.
 	const head = `WITH c AS (
 	INSERT INTO {{schema}}.api_key_counts AS c (account_id, active, revoked) VALUES ($2, 0, 0)
 	ON CONFLICT (account_id) DO UPDATE SET active = c.active
 	RETURNING active, revoked
-), ok AS (SELECT 1 FROM c WHERE $16::int <= 0 OR c.active < $16::int), `
+), ok AS (SELECT 1 FROM c WHERE $19::int <= 0 OR c.active < $19::int), `
 	tail := `, p AS (
 	DELETE FROM {{schema}}.api_keys WHERE id IN (
 		` + pruneScan + `
-		LIMIT coalesce((SELECT least(greatest(c.revoked - $17::int, 0), ` + strconv.Itoa(keys.MaxPrunedPerWrite) + `) FROM c WHERE $17::int > 0 AND EXISTS (SELECT 1 FROM k)), 0))
+		LIMIT coalesce((SELECT least(greatest(c.revoked - $20::int, 0), ` + strconv.Itoa(keys.MaxPrunedPerWrite) + `) FROM c WHERE $20::int > 0 AND EXISTS (SELECT 1 FROM k)), 0))
 	RETURNING id
-), n AS (SELECT pg_notify($15, 'd:' || encode(digest, 'hex')) FROM k),
-x AS (SELECT pg_notify($15, id) FROM p)
+), n AS (SELECT pg_notify($18, 'd:' || encode(digest, 'hex')) FROM k),
+x AS (SELECT pg_notify($18, id) FROM p)
 -- n and x are read only so that they run (a CTE that nothing reads does
 -- not; p, which modifies data, always runs). x drops the deleted records
 -- from the other instances' caches.
 `
 	insertKey := `k AS (INSERT INTO {{schema}}.api_keys (` + cols + `)
-	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM %s
+	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 FROM %s
 	RETURNING digest)`
 	s.qInsert = s.sql(head + fmt.Sprintf(insertKey, "ok") + tail +
 		`SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM k) + 0 * (SELECT count(*) FROM n) + 0 * (SELECT count(*) FROM x),
 	ARRAY(SELECT id FROM p)`)
 	// With an idempotency entry: the key goes in only if the entry does
 	// (its scope free, or held by an expired entry), so both or neither.
-	s.qInsertIdem = s.sql(head + `idem AS (` + upsertIdem(18, "ok") + `), ` + fmt.Sprintf(insertKey, "idem") + tail +
+	s.qInsertIdem = s.sql(head + `idem AS (` + upsertIdem(21, "ok") + `), ` + fmt.Sprintf(insertKey, "idem") + tail +
 		`SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM idem) + 0 * (SELECT count(*) FROM n) + 0 * (SELECT count(*) FROM x),
 	ARRAY(SELECT id FROM p)`)
+	s.importTable = "keys_import_" + s.schema
+	s.qImportTable = s.sql(`CREATE TEMPORARY TABLE IF NOT EXISTS ` + pgx.Identifier{s.importTable}.Sanitize() + ` (
+	LIKE {{schema}}.api_keys INCLUDING DEFAULTS, ord bigserial) ON COMMIT DELETE ROWS`)
+	s.qImport = s.sql(`WITH k AS (
+	INSERT INTO {{schema}}.api_keys (` + recordCols + `)
+	SELECT ` + recordCols + ` FROM pg_temp.` + pgx.Identifier{s.importTable}.Sanitize() + ` ORDER BY ord
+	ON CONFLICT DO NOTHING
+	RETURNING digest
+), n AS (SELECT pg_notify($1, 'd:' || encode(digest, 'hex')) FROM k)
+SELECT digest FROM k WHERE (SELECT count(*) FROM n) >= 0`)
 	s.qIdem = s.sql(`WITH idem AS (` + upsertIdem(1, "") + `) SELECT count(*) FROM idem`)
 	s.qDigests = s.sql(`SELECT digest FROM {{schema}}.api_keys`)
 	// Expired entries, oldest first, a chunk at a time (TouchLastUsed).
@@ -188,16 +201,9 @@ x AS (SELECT pg_notify($15, id) FROM p)
 	s.qTouch = s.sql(`UPDATE {{schema}}.api_keys AS k SET last_used = greatest(k.last_used, u.at)
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`)
 	s.qReplace = s.sql(`UPDATE {{schema}}.api_keys SET name = $2, permissions = $3, allowed_ips = $4, rate_limit = $5,
-	expires_at = $6, revoked_at = $7, version = $8
+	expires_at = $6, revoked_at = $7, version = $8, owner_id = $10, metadata = $11, disabled = $12
 WHERE id = $1 AND version = $8 - 1 AND digest = $9`)
 	s.qVersion = s.sql(`SELECT version, digest FROM {{schema}}.api_keys WHERE id = $1`)
-	for env := range 2 {
-		for rev := range 3 {
-			for after := range 2 {
-				s.qList[env][rev][after] = s.sql(listSQL(cols, env == 1, rev, after == 1))
-			}
-		}
-	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
@@ -353,10 +359,18 @@ func (s *Store) insertArgs(w keys.Write) []any {
 	return append(recordArgs(w.Insert), s.channel, w.MaxActive, w.KeepRevoked)
 }
 
-// recordArgs are r's columns, $1 to $14 of the inserts.
+// recordArgs are r's columns, $1 to $17 of the inserts.
 func recordArgs(r *keys.Record) []any {
 	return []any{r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), nonNil(r.Permissions), nonNil(r.AllowedIPs),
-		r.RateLimit, r.Digest[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version}
+		r.RateLimit, r.Digest[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version,
+		nullString(r.OwnerID), []byte(r.Metadata), r.Disabled}
+}
+
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // Write implements keys.Store: one INSERT, or one statement inserting the
@@ -470,9 +484,17 @@ func scanRecord(row pgx.Row) (*keys.Record, error) {
 	var env string
 	var digest []byte
 	var expires, revoked, used *time.Time
+	var owner *string
+	var meta []byte
 	if err := row.Scan(&r.ID, &r.AccountID, &r.Name, &r.Prefix, &env, &r.Permissions, &r.AllowedIPs, &r.RateLimit,
-		&digest, &r.CreatedAt, &expires, &revoked, &used, &r.Version); err != nil {
+		&digest, &r.CreatedAt, &expires, &revoked, &used, &r.Version, &owner, &meta, &r.Disabled); err != nil {
 		return nil, err
+	}
+	if owner != nil {
+		r.OwnerID = *owner
+	}
+	if meta != nil {
+		r.Metadata = meta
 	}
 	r.Environment = keys.Environment(env)
 	if len(digest) != len(r.Digest) {
@@ -579,7 +601,7 @@ func (s *Store) replace(ctx context.Context, w keys.Write) error {
 	var deleted []string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, s.qReplace, rec.ID, rec.Name, nonNil(rec.Permissions), nonNil(rec.AllowedIPs), rec.RateLimit,
-			nullTime(rec.ExpiresAt), nullTime(rec.RevokedAt), rec.Version, rec.Digest[:])
+			nullTime(rec.ExpiresAt), nullTime(rec.RevokedAt), rec.Version, rec.Digest[:], nullString(rec.OwnerID), []byte(rec.Metadata), rec.Disabled)
 		if err != nil {
 			return err
 		}
@@ -626,53 +648,48 @@ func (s *Store) replace(ctx context.Context, w keys.Write) error {
 	return err
 }
 
-// listSQL is the List statement for one combination of filters: an
-// environment or not; revoked any (0), true (1) or false (2); after a
-// cursor or not. Its parameters are $1 account, $2 limit, then $3
-// environment if filtered, then the cursor's created_at and id. Each
-// combination reads an index whose columns (and, for revoked, predicate)
-// match it, in List's order, so a filter that matches nothing costs an
-// empty index range, not a scan of the account (the README beside this
-// file shows the plans).
-func listSQL(cols string, env bool, revoked int, after bool) string {
-	where := []string{"account_id = $1"}
-	n := 3
-	if env {
-		where = append(where, "environment = $3")
-		n++
+// listSQL builds q's List statement and its arguments: $1 account (when
+// there is one), $2 limit, then one parameter per filter. Every
+// combination reads an index made for it (migrations 3 and 6): the
+// account's keys in List's order, restricted to an environment, to revoked
+// or unrevoked keys, or to an owner, so that a filter that matches nothing
+// costs an empty index range, not a scan of the account (the README
+// beside this file shows the plans). An expiry window reads the expiry
+// index's range and sorts what it finds: the keys expiring in a window.
+func (s *Store) listSQL(q keys.ListQuery) (string, []any) {
+	args := []any{q.AccountID, q.Limit}
+	var where []string
+	if q.AccountID != "" {
+		where = append(where, "account_id = $1")
+	} else {
+		where = append(where, "$1::text = ''")
 	}
-	switch revoked {
-	case 1:
+	param := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if q.Environment != "" {
+		where = append(where, "environment = "+param(string(q.Environment)))
+	}
+	switch {
+	case q.Revoked == nil:
+	case *q.Revoked:
 		where = append(where, "revoked_at IS NOT NULL")
-	case 2:
+	default:
 		where = append(where, "revoked_at IS NULL")
 	}
-	if after {
-		where = append(where, fmt.Sprintf("(created_at, id) < ($%d, $%d)", n, n+1))
+	if q.OwnerID != "" {
+		where = append(where, "owner_id = "+param(q.OwnerID))
 	}
-	return `SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE ` + strings.Join(where, " AND ") +
-		` ORDER BY created_at DESC, id DESC LIMIT $2`
-}
-
-// listFilters picks q's statement and its arguments.
-func (s *Store) listFilters(q keys.ListQuery) (string, []any) {
-	args := []any{q.AccountID, q.Limit}
-	env, rev, after := 0, 0, 0
-	if q.Environment != "" {
-		env = 1
-		args = append(args, string(q.Environment))
-	}
-	if q.Revoked != nil {
-		rev = 2
-		if *q.Revoked {
-			rev = 1
-		}
+	if !q.ExpiresBefore.IsZero() {
+		where = append(where, "expires_at IS NOT NULL", "expires_at >= "+param(q.ExpiresFrom), "expires_at < "+param(q.ExpiresBefore))
 	}
 	if q.After != nil {
-		after = 1
-		args = append(args, q.After.CreatedAt, q.After.ID)
+		c, id := param(q.After.CreatedAt), param(q.After.ID)
+		where = append(where, "(created_at, id) < ("+c+", "+id+")")
 	}
-	return s.qList[env][rev][after], args
+	return s.sql(`SELECT ` + recordCols + ` FROM {{schema}}.api_keys WHERE ` + strings.Join(where, " AND ") +
+		` ORDER BY created_at DESC, id DESC LIMIT $2`), args
 }
 
 // List implements keys.Store with keyset pagination on an index in List's
@@ -680,7 +697,10 @@ func (s *Store) listFilters(q keys.ListQuery) (string, []any) {
 func (s *Store) List(ctx context.Context, q keys.ListQuery) ([]*keys.Record, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	sql, args := s.listFilters(q)
+	if q.AccountID == "" && q.ExpiresBefore.IsZero() {
+		return nil, errors.New("pgstore: List: an account is required unless an expiry window is given")
+	}
+	sql, args := s.listSQL(q)
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err

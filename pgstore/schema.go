@@ -123,6 +123,15 @@ DELETE FROM {{schema}}.api_key_idempotency AS i WHERE NOT EXISTS (SELECT 1 FROM 
 CREATE INDEX api_key_idempotency_key ON {{schema}}.api_key_idempotency (key_id);
 ALTER TABLE {{schema}}.api_key_idempotency ADD CONSTRAINT api_key_idempotency_key_fk
 	FOREIGN KEY (key_id) REFERENCES {{schema}}.api_keys (id) ON DELETE CASCADE;`,
+	// 6: owner, metadata (json keeps the text exactly as validated: it is
+	// handed out as stored) and reversible disable; an index for the owner
+	// filter and two for expiry windows (one account's, every account's
+	// unrevoked keys).
+	`ALTER TABLE {{schema}}.api_keys ADD COLUMN owner_id text, ADD COLUMN metadata json,
+	ADD COLUMN disabled boolean NOT NULL DEFAULT false;
+CREATE INDEX api_keys_account_owner_newest ON {{schema}}.api_keys (account_id, owner_id, created_at DESC, id DESC) WHERE owner_id IS NOT NULL;
+CREATE INDEX api_keys_account_expires ON {{schema}}.api_keys (account_id, expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX api_keys_expires_unrevoked ON {{schema}}.api_keys (expires_at) WHERE expires_at IS NOT NULL AND revoked_at IS NULL;`,
 }
 
 // Migrate creates or upgrades the schema. It is idempotent, and safe when

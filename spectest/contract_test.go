@@ -122,6 +122,9 @@ var exceptions = []exception{
 	{"a body must hold exactly one JSON object, with nothing after it", func(s int, d httpadapter.ErrorDetail) bool {
 		return s == 400 && strings.Contains(d.Message, "exactly one JSON object")
 	}},
+	{"`metadata` must be at most 4096 bytes once compacted, nested at most 8 deep, with no name twice in one object", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && d.Param == "metadata"
+	}},
 	{"the key's state: a revoked, rolled or expired key cannot be changed or rolled", func(s int, d httpadapter.ErrorDetail) bool {
 		return s == 400 && d.Code == "invalid_request" && d.Param == "" &&
 			(strings.Contains(d.Message, "revoked or already rolled") || strings.Contains(d.Message, "has expired"))

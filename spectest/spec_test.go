@@ -155,6 +155,29 @@ func TestLifecycleExchanges(t *testing.T) {
 	e.do(t, "POST", path+"/roll", e.admin, `{"grace_period_seconds":null}`, nil, 400)
 	e.do(t, "DELETE", path, "txc_live_nope", "", nil, 401)
 	e.do(t, "PUT", path, e.admin, `{}`, nil, 405)
+
+	// Owner, metadata and disable.
+	rec = e.do(t, "POST", "/developers/keys", e.admin, `{"name":"owned","environment":"live","permissions":["developers:read"],"owner_id":"cust_9","metadata":{"plan":"pro","n":[1,{"x":null}]}}`, nil, 201)
+	var owned keys.APIKeyCreated
+	_ = json.Unmarshal(rec.Body.Bytes(), &owned)
+	if owned.OwnerID != "cust_9" || string(owned.Metadata) != `{"plan":"pro","n":[1,{"x":null}]}` || !owned.Enabled {
+		t.Fatalf("created %+v", owned.APIKey)
+	}
+	e.do(t, "GET", "/developers/keys?owner_id=cust_9&expiring_within=86400", e.admin, "", nil, 200)
+	e.do(t, "PATCH", "/developers/keys/"+owned.ID, e.admin, `{"enabled":false}`, nil, 200)
+	rec = e.do(t, "GET", "/developers/keys", string(owned.Key), "", nil, 401)
+	if !strings.Contains(rec.Body.String(), `"key_disabled"`) {
+		t.Fatalf("a disabled key: %s", rec.Body)
+	}
+	e.do(t, "PATCH", "/developers/keys/"+owned.ID, e.admin, `{"enabled":true,"metadata":null,"owner_id":null}`, nil, 200)
+	e.do(t, "GET", "/developers/keys", string(owned.Key), "", nil, 200)
+	e.do(t, "PATCH", "/developers/keys/"+owned.ID, e.admin, `{"enabled":null}`, nil, 400)
+	e.do(t, "PATCH", "/developers/keys/"+owned.ID, e.admin, `{"metadata":{"big":"`+strings.Repeat("x", 4100)+`"}}`, nil, 400)
+	e.do(t, "PATCH", "/developers/keys/"+owned.ID, e.admin, `{"metadata":{"a":1,"a":2}}`, nil, 400)
+	e.do(t, "PATCH", "/developers/keys/"+owned.ID, e.admin, `{"metadata":`+strings.Repeat(`{"a":`, 9)+`1`+strings.Repeat("}", 9)+`}`, nil, 400)
+	e.do(t, "POST", "/developers/keys", e.admin, `{"name":"x","environment":"live","metadata":[1]}`, nil, 400)
+	e.do(t, "POST", "/developers/keys", e.admin, `{"name":"x","environment":"live","owner_id":"has space"}`, nil, 400)
+	e.do(t, "GET", "/developers/keys?expiring_within=0", e.admin, "", nil, 400)
 }
 
 func keyID(t *testing.T, e *env, key string) string {
@@ -247,6 +270,9 @@ func TestDocumentValidRequestsAreAccepted(t *testing.T) {
 		"every permission":        `{"name":"a","environment":"live","permissions":["` + strings.Join(keys.DefaultVocabulary(), `","`) + `"]}`,
 		"empty arrays":            `{"name":"a","environment":"test","permissions":[],"allowed_ips":[]}`,
 		"IPv6 and mapped":         `{"name":"a","environment":"test","allowed_ips":["2001:db8::/32","::ffff:192.0.2.1"]}`,
+		"owner_id of 128":         `{"name":"a","environment":"test","owner_id":"` + strings.Repeat("~", 128) + `"}`,
+		"metadata 8 deep, 4096 B": `{"name":"a","environment":"test","enabled":false,"metadata":` + strings.Repeat(`{"a":`, 7) + `{"b":"` + strings.Repeat("x", 4096-7*5-8-7) + `"}` + strings.Repeat("}", 7) + `}`,
+		"empty metadata":          `{"name":"a","environment":"test","metadata":{}}`,
 	} {
 		t.Run("create: "+name, func(t *testing.T) { e.do(t, "POST", "/developers/keys", e.admin, body, nil, 201) })
 	}
@@ -255,11 +281,12 @@ func TestDocumentValidRequestsAreAccepted(t *testing.T) {
 			e.do(t, "POST", "/developers/keys", e.admin, `{"name":"a","environment":"test"}`, idem(k), 201)
 		})
 	}
-	for _, q := range []string{"limit=1", "limit=100", "environment=test", "revoked=true", "revoked=false"} {
+	for _, q := range []string{"limit=1", "limit=100", "environment=test", "revoked=true", "revoked=false", "owner_id=!", "expiring_within=1", "expiring_within=31622400"} {
 		t.Run("list: "+q, func(t *testing.T) { e.do(t, "GET", "/developers/keys?"+q, e.admin, "", nil, 200) })
 	}
 	for name, body := range map[string]string{
-		"every field null": `{"permissions":null,"allowed_ips":null,"rate_limit":null,"expires_at":null}`,
+		"every field null": `{"permissions":null,"allowed_ips":null,"rate_limit":null,"expires_at":null,"owner_id":null,"metadata":null}`,
+		"enable":           `{"enabled":true}`,
 		"name only":        `{"name":"b"}`,
 		"every field":      `{"name":"c","permissions":["kyb:read"],"allowed_ips":["192.0.2.1"],"rate_limit":10000000,"expires_at":"2040-01-01T00:00:00Z"}`,
 	} {

@@ -63,6 +63,11 @@ CREATE TABLE api_key_idempotency (
 ) STRICT;
 CREATE INDEX api_key_idempotency_key ON api_key_idempotency (key_id);
 CREATE INDEX api_key_idempotency_expires ON api_key_idempotency (expires_at);`,
+	// 2: owner, metadata (the compact JSON text, as validated) and
+	// reversible disable. No index: reads are served from memory.
+	`ALTER TABLE api_keys ADD COLUMN owner_id TEXT;
+ALTER TABLE api_keys ADD COLUMN metadata TEXT;
+ALTER TABLE api_keys ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1));`,
 }
 
 // migrate creates or upgrades the schema in one transaction (BEGIN

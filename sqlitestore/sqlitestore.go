@@ -70,7 +70,10 @@ type Store struct {
 	reloads atomic.Int64
 }
 
-var _ keys.Store = (*Store)(nil)
+var (
+	_ keys.Store    = (*Store)(nil)
+	_ keys.Importer = (*Store)(nil)
+)
 
 type config struct {
 	synchronous string
@@ -249,7 +252,7 @@ func (s *Store) LookupIdempotency(ctx context.Context, scope keys.Digest, now ti
 	return s.mem.Load().LookupIdempotency(ctx, scope, now)
 }
 
-const cols = `id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, digest, created_at, expires_at, revoked_at, last_used, version`
+const cols = `id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, digest, created_at, expires_at, revoked_at, last_used, version, owner_id, metadata, disabled`
 
 // scanRecord reads a row of cols.
 func scanRecord(rows *sql.Rows) (*keys.Record, error) {
@@ -258,8 +261,14 @@ func scanRecord(rows *sql.Rows) (*keys.Record, error) {
 	var digest []byte
 	var created int64
 	var expires, revoked, used sql.NullInt64
-	if err := rows.Scan(&r.ID, &r.AccountID, &r.Name, &r.Prefix, &env, &perms, &ips, &r.RateLimit, &digest, &created, &expires, &revoked, &used, &r.Version); err != nil {
+	var owner, meta sql.NullString
+	if err := rows.Scan(&r.ID, &r.AccountID, &r.Name, &r.Prefix, &env, &perms, &ips, &r.RateLimit, &digest, &created, &expires, &revoked, &used, &r.Version,
+		&owner, &meta, &r.Disabled); err != nil {
 		return nil, err
+	}
+	r.OwnerID = owner.String
+	if meta.Valid {
+		r.Metadata = []byte(meta.String)
 	}
 	if len(digest) != len(r.Digest) {
 		return nil, fmt.Errorf("record %s: a digest of %d bytes", r.ID, len(digest))
@@ -403,13 +412,7 @@ func write(ctx context.Context, tx *sql.Tx, w keys.Write) ([]keys.Digest, error)
 		}
 	}
 	if r := w.Insert; r != nil {
-		perms, ips, err := lists(r)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO api_keys (`+cols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), perms, ips, r.RateLimit,
-			r.Digest[:], r.CreatedAt.UnixNano(), toNull(r.ExpiresAt), toNull(r.RevokedAt), toNull(r.LastUsed), r.Version); err != nil {
+		if _, err := insertRecord(ctx, tx, "INSERT", r); err != nil {
 			return nil, insertError(err)
 		}
 	}
@@ -423,6 +426,72 @@ func write(ctx context.Context, tx *sql.Tx, w keys.Write) ([]keys.Digest, error)
 		return prune(ctx, tx, r.AccountID, w.KeepRevoked, r.CreatedAt)
 	}
 	return nil, nil
+}
+
+// insertRecord inserts r with verb (INSERT, or INSERT OR IGNORE to skip a
+// record whose ID or digest is stored) and reports whether it went in.
+func insertRecord(ctx context.Context, tx *sql.Tx, verb string, r *keys.Record) (bool, error) {
+	perms, ips, err := lists(r)
+	if err != nil {
+		return false, err
+	}
+	res, err := tx.ExecContext(ctx, verb+` INTO api_keys (`+cols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), perms, ips, r.RateLimit,
+		r.Digest[:], r.CreatedAt.UnixNano(), toNull(r.ExpiresAt), toNull(r.RevokedAt), toNull(r.LastUsed), r.Version,
+		nullString(r.OwnerID), metadataArg(r), r.Disabled)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// metadataArg is the metadata column's value: its JSON text, or NULL.
+func metadataArg(r *keys.Record) any {
+	if r.Metadata == nil {
+		return nil
+	}
+	return string(r.Metadata)
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// Import implements keys.Importer: the batch in one transaction (one sync
+// to disk), each record skipped if its ID or digest is stored; then the
+// copy in memory, which skips the same ones.
+func (s *Store) Import(ctx context.Context, recs []*keys.Record) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed.Load() {
+		return 0, keys.ErrClosed
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit, a no-op
+	n := 0
+	for _, r := range recs {
+		in, err := insertRecord(ctx, tx, "INSERT OR IGNORE", r)
+		if err != nil {
+			return 0, err
+		}
+		if in {
+			n++
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
+	}
+	if m, err := s.mem.Load().Import(ctx, recs); err != nil || m != n {
+		return n, s.reload(ctx, fmt.Errorf("the copy imported %d records of the file's %d (%v)", m, n, err))
+	}
+	return n, nil
 }
 
 func nonNilBytes(b []byte) []byte {
@@ -461,8 +530,9 @@ func replace(ctx context.Context, tx *sql.Tx, r *keys.Record) error {
 	}
 	// Every column but id, account_id, prefix, environment, digest,
 	// created_at (which never change) and last_used (TouchLastUsed's).
-	_, err = tx.ExecContext(ctx, `UPDATE api_keys SET name = ?, permissions = ?, allowed_ips = ?, rate_limit = ?, expires_at = ?, revoked_at = ?, version = ? WHERE id = ?`,
-		r.Name, perms, ips, r.RateLimit, toNull(r.ExpiresAt), toNull(r.RevokedAt), r.Version, r.ID)
+	_, err = tx.ExecContext(ctx, `UPDATE api_keys SET name = ?, permissions = ?, allowed_ips = ?, rate_limit = ?, expires_at = ?, revoked_at = ?, version = ?,
+	owner_id = ?, metadata = ?, disabled = ? WHERE id = ?`,
+		r.Name, perms, ips, r.RateLimit, toNull(r.ExpiresAt), toNull(r.RevokedAt), r.Version, nullString(r.OwnerID), metadataArg(r), r.Disabled, r.ID)
 	return err
 }
 

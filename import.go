@@ -1,0 +1,186 @@
+package keys
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// ImportKey is one key issued elsewhere, for Manager.Import: the key in
+// plain text (Key), or its SHA-256 (Digest) when the plain text is not at
+// hand. Either way only a digest is stored.
+type ImportKey struct {
+	// Key is the key: one of this Manager's format (its checksum must
+	// pass), or a foreign key with a prefix named by WithForeignPrefixes.
+	Key Secret
+	// Digest is the SHA-256 of a foreign key, for a key whose plain text
+	// is not known; Prefix then says which foreign prefix it has.
+	Digest *Digest
+	// Prefix, for a Digest import, is the key's non-secret beginning, as
+	// responses will show it: a configured foreign prefix, and at most 8
+	// more characters of the key.
+	Prefix string
+
+	AccountID   string // required
+	Name        string
+	Environment Environment
+	Permissions []string
+	AllowedIPs  []string
+	RateLimit   int // 0: the Manager's default
+	OwnerID     string
+	Metadata    json.RawMessage
+	ExpiresAt   time.Time // zero: none (or the longest lifetime allowed, under WithMaxKeyLifetime)
+	CreatedAt   time.Time // zero: now; never in the future
+}
+
+// ImportResult counts what Import did.
+type ImportResult struct {
+	Created  int // keys stored
+	Existing int // keys already stored (an earlier import): left as they are
+}
+
+// Importer is a Store that imports a batch of records in one step (one
+// transaction, or a COPY). Import inserts every record of recs whose
+// Digest is not stored yet, all or none, and returns how many it
+// inserted; records whose Digest exists are skipped, whatever their other
+// fields. Import does not apply Write's bounds: the host is bringing in
+// keys that already exist. Stores that are not Importers are given one
+// Write per record.
+type Importer interface {
+	Import(ctx context.Context, recs []*Record) (inserted int, err error)
+}
+
+// ImportBatch is how many records Import hands a store at once.
+const ImportBatch = 1000
+
+// Import stores keys issued elsewhere, so that their holders keep using
+// them through Verify. Every entry is validated first, with create's
+// rules (a *ValidationError whose Param names the entry, "[3].name"), and
+// nothing is stored unless all pass. Importing the same keys again creates
+// nothing twice: a key whose digest is stored is counted as Existing. It
+// writes in batches of ImportBatch, each all or nothing; on an error, the
+// batches before it are stored, and importing again finishes the job.
+// Import emits no events: the keys are not new to their holders.
+func (m *Manager) Import(ctx context.Context, in []ImportKey) (ImportResult, error) {
+	var res ImportResult
+	if m.closed.Load() {
+		return res, ErrClosed
+	}
+	now := m.now()
+	recs := make([]*Record, len(in))
+	for i := range in {
+		r, err := m.importRecord(&in[i], now)
+		if err != nil {
+			var ve *ValidationError
+			if errors.As(err, &ve) {
+				ve.Param = fmt.Sprintf("[%d].%s", i, ve.Param)
+			}
+			return res, err
+		}
+		recs[i] = r
+	}
+	imp, _ := m.store.(Importer)
+	for len(recs) > 0 {
+		batch := recs[:min(ImportBatch, len(recs))]
+		recs = recs[len(batch):]
+		n, err := m.importBatch(ctx, imp, batch)
+		res.Created += n
+		if err != nil {
+			return res, fmt.Errorf("%w: importing keys: %w", ErrUnavailable, err)
+		}
+		res.Existing += len(batch) - n
+	}
+	return res, nil
+}
+
+func (m *Manager) importBatch(ctx context.Context, imp Importer, batch []*Record) (int, error) {
+	if imp != nil {
+		return imp.Import(ctx, batch)
+	}
+	n := 0
+	for _, r := range batch {
+		switch err := m.store.Write(ctx, Write{Insert: r}); {
+		case errors.Is(err, ErrDuplicate):
+		case err != nil:
+			return n, err
+		default:
+			n++
+		}
+	}
+	return n, nil
+}
+
+// importRecord validates one entry and makes its record.
+func (m *Manager) importRecord(k *ImportKey, now time.Time) (*Record, error) {
+	if k.AccountID == "" {
+		return nil, missing("account_id")
+	}
+	var expires *time.Time
+	if !k.ExpiresAt.IsZero() {
+		expires = &k.ExpiresAt
+	}
+	var rate *int
+	if k.RateLimit != 0 {
+		rate = &k.RateLimit
+	}
+	s, err := m.validateCreate(&APIKeyCreate{Name: k.Name, Environment: k.Environment, Permissions: k.Permissions,
+		AllowedIPs: k.AllowedIPs, RateLimit: rate, ExpiresAt: expires, OwnerID: k.OwnerID, Metadata: k.Metadata}, now)
+	if err != nil {
+		return nil, err
+	}
+	created := now
+	if !k.CreatedAt.IsZero() {
+		if k.CreatedAt.After(now) {
+			return nil, invalid("created_at", "created_at must not be in the future")
+		}
+		created = k.CreatedAt
+	}
+	r := &Record{AccountID: k.AccountID, Name: s.name, Environment: s.environment, Permissions: s.permissions,
+		AllowedIPs: s.allowedIPs, RateLimit: s.rateLimit, ExpiresAt: s.expiresAt, OwnerID: s.ownerID,
+		Metadata: s.metadata, CreatedAt: storedTime(created), Version: 1}
+	switch {
+	case k.Key != "" && k.Digest != nil:
+		return nil, invalid("key", "give the key or its digest, not both")
+	case k.Key != "":
+		key := string(k.Key)
+		var buf [maxKeyLen]byte
+		if env, ok := m.format.parse(key, &buf); ok {
+			if env != s.environment {
+				return nil, invalid("environment", "the key is a %s key", env)
+			}
+			r.Digest, r.Prefix = m.digest.sum(buf[:len(key)]), m.format.displayPrefix(k.Key)
+		} else if d, ok := m.foreignDigest(key); ok {
+			p, _ := m.foreignPrefix(key)
+			r.Digest, r.Prefix = d, strings.Clone(key[:len(p)+4])
+		} else {
+			return nil, invalid("key", "not a key of this Manager's format, nor one with a prefix named by WithForeignPrefixes")
+		}
+	case k.Digest != nil:
+		p, ok := m.foreignPrefix(k.Prefix)
+		if !ok || len(k.Prefix) > len(p)+8 || strings.ContainsFunc(k.Prefix, func(c rune) bool { return c <= ' ' || c > '~' }) {
+			return nil, invalid("prefix", "a digest import needs the key's prefix: a prefix named by WithForeignPrefixes and at most 8 more characters")
+		}
+		r.Digest, r.Prefix = *k.Digest, k.Prefix
+	default:
+		return nil, missing("key")
+	}
+	id, err := newKeyID(created)
+	if err != nil {
+		return nil, err
+	}
+	r.ID = id
+	return r, nil
+}
+
+// newKeyID is a key ID for a record whose secret was made elsewhere.
+func newKeyID(created time.Time) (string, error) {
+	var random [10]byte
+	if _, err := rand.Read(random[:]); err != nil {
+		return "", fmt.Errorf("keys: reading randomness: %w", err)
+	}
+	return uuidV7(created, random[:]), nil
+}
