@@ -18,7 +18,8 @@
 // Routes:
 //
 //	POST /v1/developers/keys   create a key (needs developers:write)
-//	GET  /v1/whoami            the calling key's id, environment, permissions
+//	GET  /v1/whoami            the calling key's id, environment, permissions, owner_id, metadata
+//	POST /v1/secret-scanning/github  GitHub's leak alerts (with --github-keys FILE)
 //	GET  /v1/ping              any valid key; shows the rate-limit headers
 //
 // Requests are logged to stderr with log/slog; no key is ever logged.
@@ -80,13 +81,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	openPing := fs.Bool("unauthenticated-ping", false, "serve /v1/ping without the key middleware (only to measure what verification costs under load)")
 	maxConns := fs.Int("max-conns", 4096, "open connections at most; more are closed as soon as they are accepted")
 	idleTimeout := fs.Duration("idle-timeout", 10*time.Second, "how long an idle keep-alive connection is kept")
+	githubKeys := fs.String("github-keys", "", "JSON file of GitHub's secret-scanning public keys (as https://api.github.com/meta/public_keys/secret_scanning serves it): mounts POST /v1/secret-scanning/github, which revokes reported keys")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (verifications by outcome, operations, store and limiter errors); empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 
-	opts := []keys.Option{keys.WithLogger(logger)}
+	var ghKeys []httpadapter.GitHubKey
+	if *githubKeys != "" {
+		data, err := os.ReadFile(*githubKeys)
+		if err != nil {
+			return err
+		}
+		if ghKeys, err = httpadapter.ParseGitHubKeys(data); err != nil {
+			return err
+		}
+	}
+	opts := []keys.Option{keys.WithLogger(logger), keys.WithEventHook(func(_ context.Context, e keys.Event) {
+		if e.Type == keys.EventKeyLeaked { // where the host would tell the key's holder
+			logger.Warn("key leaked", "id", e.Key.ID, "url", e.Leak.URL, "source", e.Leak.Source)
+		}
+	})}
 	if p := os.Getenv("KEYSDEMO_PEPPER"); p != "" {
 		opts = append(opts, keys.WithPepper([]byte(p)))
 	}
@@ -159,7 +175,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	acceptErrors := newSummary(logger, "keysdemo: accept failed", 10*time.Second)
 	defer acceptErrors.Flush()
 	srv := &http.Server{
-		Handler:           logRequests(logger, refusals, newMux(m, logger, *openPing)),
+		Handler:           logRequests(logger, refusals, newMux(m, logger, *openPing, ghKeys)),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      15 * time.Second,
@@ -250,14 +266,18 @@ func openLimiter(addr string, failOpen bool, logger *slog.Logger) (keys.Limiter,
 	return l, func() { _ = client.Close() }, nil
 }
 
-// newMux serves the key endpoints and the two demo routes; opts are added
-// to the adapter's (tests use them).
-func newMux(m *keys.Manager, logger *slog.Logger, openPing bool, opts ...httpadapter.Option) *http.ServeMux {
+// newMux serves the key endpoints and the two demo routes, and GitHub's
+// secret-scanning alerts if ghKeys are given; opts are added to the
+// adapter's (tests use them).
+func newMux(m *keys.Manager, logger *slog.Logger, openPing bool, ghKeys []httpadapter.GitHubKey, opts ...httpadapter.Option) *http.ServeMux {
 	a := httpadapter.New(m, append([]httpadapter.Option{httpadapter.WithLogger(logger)}, opts...)...)
 	authed := a.Middleware()
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", http.StripPrefix("/v1", a))
 	mux.Handle("GET /v1/whoami", authed(http.HandlerFunc(whoami)))
+	if ghKeys != nil {
+		mux.Handle("POST /v1/secret-scanning/github", a.GitHubSecretScanning(ghKeys, keys.LeakRevoke))
+	}
 	if openPing {
 		mux.Handle("GET /v1/ping", http.HandlerFunc(ping))
 	} else {
@@ -273,6 +293,8 @@ func whoami(w http.ResponseWriter, r *http.Request) {
 		"environment": v.Key.Environment,
 		"permissions": v.Key.APIKey().Permissions,
 		"account_id":  v.Key.AccountID,
+		"owner_id":    v.Key.OwnerID,
+		"metadata":    v.Key.Metadata, // as stored: no decoding per request
 	})
 }
 

@@ -85,7 +85,7 @@ func TestSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(logRequests(logger, newSummary(logger, "request refused: no valid credentials", 10*time.Second), newMux(m, logger, false, httpadapter.WithManagementLimit(10_000_000))))
+	srv := httptest.NewServer(logRequests(logger, newSummary(logger, "request refused: no valid credentials", 10*time.Second), newMux(m, logger, false, nil, httpadapter.WithManagementLimit(10_000_000))))
 	defer srv.Close()
 	client := srv.Client()
 
