@@ -55,7 +55,7 @@ type Importer interface {
 }
 
 // ImportBatch is how many records Import hands a store at once.
-const ImportBatch = 1000
+const ImportBatch = 10000
 
 // Import stores keys issued elsewhere, so that their holders keep using
 // them through Verify. Every entry is validated first, with create's

@@ -200,6 +200,27 @@ func TestTwoInstances(t *testing.T) {
 	if d := time.Since(revoked); d > time.Second {
 		t.Fatalf("A verified a revoked key for %v", d)
 	}
+	// A disable on B reaches A within a second, and so does the enable.
+	d, err := a.As(owner).Create(ctx, keys.APIKeyCreate{Name: "to disable", Environment: keys.Live})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Verify(ctx, string(d.Key)); err != nil {
+		t.Fatal(err)
+	}
+	for _, on := range []bool{false, true} {
+		if _, err := b.As(owner).Update(ctx, d.ID, keys.APIKeyUpdate{Enabled: keys.Change(on)}); err != nil {
+			t.Fatal(err)
+		}
+		changed := time.Now()
+		waitFor(t, "A to see the key enabled="+strconv.FormatBool(on)+" on B", func() bool {
+			_, err := a.Verify(ctx, string(d.Key))
+			return errors.Is(err, keys.ErrKeyDisabled) != on
+		})
+		if took := time.Since(changed); took > time.Second {
+			t.Fatalf("A took %v to see the change", took)
+		}
+	}
 	// And a roll on A reaches B: the new key verifies there at once.
 	c2, err := a.As(owner).Create(ctx, keys.APIKeyCreate{Name: "to roll", Environment: keys.Live})
 	if err != nil {
