@@ -1,6 +1,9 @@
 package keys
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"net/netip"
 	"testing"
 )
@@ -52,6 +55,40 @@ func FuzzParseAllowedIP(f *testing.F) {
 		}
 		if !ipAllowed([]netip.Prefix{p}, a) {
 			t.Fatalf("%v does not contain its own address", p)
+		}
+	})
+}
+
+// Metadata that passes is a compact JSON object within the bounds, that
+// passes again unchanged; nothing panics.
+func FuzzValidateMetadata(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":1}`, `{"a":{"b":[1,2,{"c":null}]}}`, `{"a":1,"a":2}`, `[1]`, `{"a":"\u00e9\ud83d\ude00"}`, "{\"a\":\"\xff\"}", ` { "a" : [ ] } `, `{"a":{},"b":{}}`, `{"":""}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		out, err := validateMetadata(raw)
+		if err != nil {
+			if !errors.Is(err, ErrValidation) {
+				t.Fatalf("an error that is not a validation error: %v", err)
+			}
+			return
+		}
+		if len(raw) == 0 {
+			if out != nil {
+				t.Fatalf("empty input gave %q", out)
+			}
+			return
+		}
+		if len(out) > MaxMetadataBytes || out[0] != '{' || !json.Valid(out) {
+			t.Fatalf("accepted %q as %q", raw, out)
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, out); err != nil || buf.String() != string(out) {
+			t.Fatalf("%q is not compact", out)
+		}
+		again, err := validateMetadata(out)
+		if err != nil || string(again) != string(out) {
+			t.Fatalf("its own output %q: %q, %v", out, again, err)
 		}
 	})
 }

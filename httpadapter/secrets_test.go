@@ -64,7 +64,7 @@ func TestNoSecretLeaks(t *testing.T) {
 	logger := slog.New(slog.NewJSONHandler(lockedWriter{&logs, &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var events []string
 	store := &countingStore{Store: memstore.New()}
-	m, err := keys.New(store, keys.WithPepper(pepper), keys.WithLogger(logger), keys.WithLastUsedFlushInterval(5*time.Millisecond),
+	m, err := keys.New(store, keys.WithPepper(pepper), keys.WithForeignPrefixes("sk_live_"), keys.WithLogger(logger), keys.WithLastUsedFlushInterval(5*time.Millisecond),
 		keys.WithEventHook(func(_ context.Context, e keys.Event) { events = append(events, fmt.Sprintf("%v %+v %#v", e, e, e)) }))
 	if err != nil {
 		t.Fatal(err)
@@ -109,10 +109,25 @@ func TestNoSecretLeaks(t *testing.T) {
 	call(request{method: "GET", path: "/developers/keys", headers: authOnly(string(admin.Key))})
 	rolledID := call(request{path: "/developers/keys/" + id + "/roll", headers: jsonHeaders(string(admin.Key)), body: `{"grace_period_seconds":60}`})
 	call(request{method: "DELETE", path: "/developers/keys/" + rolledID, headers: authOnly(string(admin.Key))})
+	// Owner, metadata, disable; a leak report; an imported foreign key.
+	ownedID := call(request{headers: jsonHeaders(string(admin.Key)), body: `{"name":"owned","environment":"test","owner_id":"cust_1","metadata":{"plan":"pro"}}`})
+	call(request{method: "PATCH", path: "/developers/keys/" + ownedID, headers: jsonHeaders(string(admin.Key)), body: `{"enabled":false}`})
+	call(request{method: "GET", path: "/developers/keys?owner_id=cust_1", headers: authOnly(string(admin.Key))})
+	foreign := "sk_live_" + strings.Repeat("F", 32)
+	lc.addKey(foreign)
+	_, err = m.Import(ctx, []keys.ImportKey{{Key: keys.Secret(foreign), AccountID: "acct_s", Name: "legacy", Environment: keys.Test}})
+	note(err)
+	for secret := range lc.secrets {
+		if strings.HasPrefix(secret, "txc_") && secret != string(admin.Key) {
+			rep, err := m.ReportLeak(ctx, secret, keys.Leak{URL: "https://github.com/o/r", Source: "content"}, keys.LeakDisable)
+			note(err)
+			errs = append(errs, fmt.Sprintf("%v %+v %#v", rep, rep, rep))
+		}
+	}
 	// Presented keys, good and bad, through the middleware and Verify.
 	var presented []string
 	for secret := range lc.secrets {
-		if strings.HasPrefix(secret, "txc_") {
+		if strings.HasPrefix(secret, "txc_") || strings.HasPrefix(secret, "sk_live_") {
 			presented = append(presented, secret, secret+"x", changeLast(secret), strings.ToUpper(secret))
 		}
 	}

@@ -116,6 +116,16 @@ func Requests(k Keys) []Request {
 		{"expires_at in year 0", "application/json", `{"name":"a","environment":"test","expires_at":"0000-01-01T00:00:00Z","grace_period_seconds":"x"}`, 400},
 		{"expires_at in year 99999", "application/json", `{"name":"a","environment":"test","expires_at":"99999-01-01T00:00:00Z","grace_period_seconds":"x"}`, 400},
 		{"unknown field", "application/json", `{"name":"a","environment":"test","account_id":"acct_b","hash":"x","grace":1}`, 400},
+		{"metadata nested 5,000 deep", "application/json", `{"name":"a","environment":"test","metadata":` + strings.Repeat(`{"a":`, 5000) + `1` + strings.Repeat(`}`, 5000) + `}`, 400},
+		{"metadata of 60 KiB", "application/json", `{"name":"a","environment":"test","metadata":{"a":"` + strings.Repeat("m", 60<<10) + `"}}`, 400},
+		{"metadata naming a field twice", "application/json", `{"name":"a","environment":"test","metadata":{"k":1,"k":{"__proto__":1}}}`, 400},
+		{"metadata as a string", "application/json", `{"name":"a","environment":"test","metadata":"{}"}`, 400},
+		{"metadata as an array", "application/json", `{"name":"a","environment":"test","metadata":[{}]}`, 400},
+		{"owner_id with a newline", "application/json", `{"name":"a","environment":"test","owner_id":"a\nlevel=ERROR forged"}`, 400},
+		{"owner_id of 5,000 characters", "application/json", `{"name":"a","environment":"test","owner_id":"` + strings.Repeat("o", 5000) + `"}`, 400},
+		{"owner_id with RTL override", "application/json", `{"name":"a","environment":"test","owner_id":"user\u202e"}`, 400},
+		{"enabled as a string", "application/json", `{"name":"a","environment":"test","enabled":"false"}`, 400},
+		{"enabled as 0", "application/json", `{"name":"a","environment":"test","enabled":0}`, 400},
 	}
 	for _, i := range []int{0, 3, 5} {
 		ep := endpoints[i]
@@ -159,6 +169,11 @@ func Requests(k Keys) []Request {
 		{Name: "list: negative limit", Method: "GET", Path: "/developers/keys?limit=-1"},
 		{Name: "list: cursor without an id", Method: "GET", Path: "/developers/keys?cursor=MTIzfA"},
 		{Name: "list: 10 KB cursor", Method: "GET", Path: "/developers/keys?cursor=" + strings.Repeat("A", 10_000)},
+		{Name: "list: 5 KB owner_id", Method: "GET", Path: "/developers/keys?owner_id=" + strings.Repeat("o", 5000)},
+		{Name: "list: owner_id with a space", Method: "GET", Path: "/developers/keys?owner_id=a%20b"},
+		{Name: "list: negative expiring_within", Method: "GET", Path: "/developers/keys?expiring_within=-1"},
+		{Name: "list: expiring_within of 10 years", Method: "GET", Path: "/developers/keys?expiring_within=315360000"},
+		{Name: "list: expiring_within 1e30", Method: "GET", Path: "/developers/keys?expiring_within=1000000000000000000000000000000"},
 		{Name: "get: another account's key", Method: "GET", Path: "/developers/keys/" + k.StrangerKeyID},
 		{Name: "get: dot-dot", Method: "GET", Path: "/developers/keys/..%2f..%2fetc"},
 		{Name: "revoke: a 5 KB id", Method: "DELETE", Path: "/developers/keys/" + strings.Repeat("k", 5000)},
