@@ -910,6 +910,49 @@ func testManager(t *testing.T, s keys.Store) {
 	if l, err := m.List(ctx, keys.ListFilter{AccountID: acct, Revoked: &revoked}); err != nil || len(l.Data) != 2 {
 		t.Fatalf("revoked keys: %v, %v", l, err)
 	}
+	testManagerCarries(t, m, as, advance)
+}
+
+// testManagerCarries takes owner, metadata and disable through create,
+// Verify, get, list, update and roll on the store.
+func testManagerCarries(t *testing.T, m *keys.Manager, as keys.Scoped, advance func(time.Duration)) {
+	ctx := context.Background()
+	advance(time.Second)
+	const meta = `{"plan":"pro","seats":[1,2,3]}`
+	c, err := as.Create(ctx, keys.APIKeyCreate{Name: "carry", Environment: keys.Test, OwnerID: "owner-1", Metadata: json.RawMessage(meta)})
+	if err != nil {
+		t.Fatalf("Create with owner and metadata: %v", err)
+	}
+	v, err := m.Verify(ctx, string(c.Key))
+	if err != nil || v.Key.OwnerID != "owner-1" || string(v.Key.Metadata) != meta {
+		t.Fatalf("Verify: %v, owner %q, metadata %s", err, v.Key.OwnerID, v.Key.Metadata)
+	}
+	if k, err := as.Get(ctx, c.ID); err != nil || k.OwnerID != "owner-1" || string(k.Metadata) != meta || !k.Enabled {
+		t.Fatalf("Get: %v %+v", err, k)
+	}
+	if l, err := as.List(ctx, keys.ListFilter{OwnerID: "owner-1"}); err != nil || len(l.Data) != 1 || l.Data[0].ID != c.ID {
+		t.Fatalf("List by owner: %v %+v", err, l)
+	}
+	if _, err := as.Update(ctx, c.ID, keys.APIKeyUpdate{Enabled: keys.Change(false), Metadata: keys.Change(json.RawMessage(`{"plan":"free"}`))}); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	v, err = m.Verify(ctx, string(c.Key))
+	if !errors.Is(err, keys.ErrKeyDisabled) || string(v.Key.Metadata) != `{"plan":"free"}` {
+		t.Fatalf("Verify of the disabled key: %v, metadata %s", err, v.Key.Metadata)
+	}
+	if _, err := as.Update(ctx, c.ID, keys.APIKeyUpdate{Enabled: keys.Change(true)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Verify(ctx, string(c.Key)); err != nil {
+		t.Fatalf("Verify of the re-enabled key: %v", err)
+	}
+	r, err := as.Roll(ctx, c.ID, 0)
+	if err != nil || r.OwnerID != "owner-1" || string(r.Metadata) != `{"plan":"free"}` {
+		t.Fatalf("Roll: %v %+v", err, r)
+	}
+	if v, err := m.Verify(ctx, string(r.Key)); err != nil || v.Key.OwnerID != "owner-1" {
+		t.Fatalf("Verify of the successor: %v", err)
+	}
 }
 
 // testMaxActive checks Write.MaxActive: only records with a zero
