@@ -25,7 +25,7 @@ func TestImportForeignAndOwnKeys(t *testing.T) {
 	other := newFixture(t)
 	moved := other.create(t, keys.APIKeyCreate{Name: "moved", Environment: keys.Test})
 	n := 100_000 // the size; .ci/run runs it without -race
-	if raceEnabled {
+	if raceEnabled || mutation {
 		n = 10_000
 	}
 	var in []keys.ImportKey
