@@ -33,11 +33,15 @@ type Record struct {
 	Permissions []string       // deduplicated, in the order given
 	AllowedIPs  []netip.Prefix // masked; a single address is a /32 or /128; empty: any address
 	RateLimit   int            // requests per minute; 0: no limit
-	Digest      Digest
-	CreatedAt   time.Time
-	ExpiresAt   time.Time // zero: never expires
-	RevokedAt   time.Time // zero: not revoked; in the future: revocation scheduled (a rolled key's grace period)
-	LastUsed    time.Time // zero: never used (as flushed; lags by up to the flush interval)
+	// Disabled keys are refused by Verify (ErrKeyDisabled) until enabled
+	// again; unlike a revocation, this is reversible. (Beside RateLimit:
+	// on a cache line Verify reads anyway.)
+	Disabled  bool
+	Digest    Digest
+	CreatedAt time.Time
+	ExpiresAt time.Time // zero: never expires
+	RevokedAt time.Time // zero: not revoked; in the future: revocation scheduled (a rolled key's grace period)
+	LastUsed  time.Time // zero: never used (as flushed; lags by up to the flush interval)
 	// OwnerID is the host's own identifier of whoever the key is for (a
 	// customer, a user); empty: none.
 	OwnerID string
@@ -45,9 +49,6 @@ type Record struct {
 	// MaxMetadataBytes); nil: none. It is handed out as stored, never
 	// decoded on the way: Verify returns it without work.
 	Metadata json.RawMessage
-	// Disabled keys are refused by Verify (ErrKeyDisabled) until enabled
-	// again; unlike a revocation, this is reversible.
-	Disabled bool
 	// Version counts the record's changes, from 1 at creation; a Replace
 	// succeeds only against the version it read, so two concurrent changes
 	// cannot undo each other (an update cannot un-revoke a key).
