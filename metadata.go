@@ -35,7 +35,18 @@ func validateMetadata(raw json.RawMessage) (json.RawMessage, error) {
 	if !utf8.Valid(raw) {
 		return nil, bad("metadata must be valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
+	// Compact first (it checks the syntax, and allocates only its
+	// output), then walk at most MaxMetadataBytes: a 64 KiB body of tiny
+	// objects costs one pass, not a map for each.
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return nil, bad("metadata must be valid JSON")
+	}
+	if buf.Len() > MaxMetadataBytes {
+		return nil, bad("metadata must be at most 4096 bytes of compact JSON")
+	}
+	out := buf.Bytes()
+	dec := json.NewDecoder(bytes.NewReader(out))
 	dec.UseNumber()
 	// names[d] holds the names seen in the object open at depth d+1; nil
 	// for an array.
@@ -83,14 +94,7 @@ func validateMetadata(raw json.RawMessage) (json.RawMessage, error) {
 		}
 		expectName = len(names) > 0 && names[len(names)-1] != nil && dec.More()
 	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, raw); err != nil {
-		return nil, bad("metadata must be valid JSON")
-	}
-	if buf.Len() > MaxMetadataBytes {
-		return nil, bad("metadata must be at most 4096 bytes of compact JSON")
-	}
-	return buf.Bytes(), nil
+	return out, nil
 }
 
 // validateOwnerID checks an owner_id: 1 to 128 printable ASCII characters,

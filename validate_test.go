@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 )
@@ -91,4 +92,28 @@ func FuzzValidateMetadata(f *testing.F) {
 			t.Fatalf("its own output %q: %q, %v", out, again, err)
 		}
 	})
+}
+
+// Oversized metadata is refused before it is walked: a 60 KiB object of
+// tiny objects (a map each, in the walk) costs a few allocations, not
+// thousands.
+func TestOversizedMetadataIsNotWalked(t *testing.T) {
+	var b bytes.Buffer
+	b.WriteString("{")
+	for i := 0; b.Len() < 60<<10; i++ {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `"k%d":{}`, i)
+	}
+	b.WriteString("}")
+	raw := b.Bytes()
+	allocs := testing.AllocsPerRun(20, func() {
+		if _, err := validateMetadata(raw); err == nil {
+			t.Fatal("60 KiB of metadata accepted")
+		}
+	})
+	if allocs > 20 {
+		t.Fatalf("refusing 60 KiB of metadata took %.0f allocations", allocs)
+	}
 }
