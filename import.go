@@ -65,8 +65,9 @@ const ImportBatch = 10000
 // writes in batches of ImportBatch, each all or nothing; on an error, the
 // batches before it are stored, and importing again finishes the job.
 // Import emits no events: the keys are not new to their holders.
-func (m *Manager) Import(ctx context.Context, in []ImportKey) (ImportResult, error) {
-	var res ImportResult
+func (m *Manager) Import(ctx context.Context, in []ImportKey) (res ImportResult, err error) {
+	ctx, end := m.op(ctx, OpImport)
+	defer func() { end(err) }()
 	if m.closed.Load() {
 		return res, ErrClosed
 	}

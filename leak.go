@@ -45,8 +45,9 @@ type LeakReport struct {
 // tell its holder. A key rolled and in its grace period is revoked at
 // once. A key that is not stored (malformed, never issued, or pruned) is
 // not Found, and nothing changes.
-func (m *Manager) ReportLeak(ctx context.Context, key string, leak Leak, action LeakAction) (LeakReport, error) {
-	var rep LeakReport
+func (m *Manager) ReportLeak(ctx context.Context, key string, leak Leak, action LeakAction) (rep LeakReport, err error) {
+	ctx, end := m.op(ctx, OpReportLeak)
+	defer func() { end(err) }()
 	if m.closed.Load() {
 		return rep, ErrClosed
 	}
@@ -97,7 +98,9 @@ func (m *Manager) ReportLeak(ctx context.Context, key string, leak Leak, action 
 // [now+24h, now+25h), each key is announced once 7 days and once a day
 // before it stops working (GitLab's schedule), with no state kept here.
 // Windows are read a page of 100 keys at a time.
-func (m *Manager) NotifyExpiring(ctx context.Context, from, to time.Time) (int, error) {
+func (m *Manager) NotifyExpiring(ctx context.Context, from, to time.Time) (n int, err error) {
+	ctx, end := m.op(ctx, OpNotifyExpiring)
+	defer func() { end(err) }()
 	if m.closed.Load() {
 		return 0, ErrClosed
 	}
@@ -106,7 +109,6 @@ func (m *Manager) NotifyExpiring(ctx context.Context, from, to time.Time) (int, 
 	}
 	no := false
 	q := ListQuery{Revoked: &no, ExpiresFrom: from, ExpiresBefore: to, Limit: 100}
-	n := 0
 	for {
 		recs, err := m.store.List(ctx, q)
 		if err != nil {

@@ -111,13 +111,16 @@ type Op string
 
 // The operations an Observer sees.
 const (
-	OpCreate        Op = "create"
-	OpGet           Op = "get"
-	OpList          Op = "list"
-	OpUpdate        Op = "update"
-	OpRevoke        Op = "revoke"
-	OpRoll          Op = "roll"
-	OpFlushLastUsed Op = "flush_last_used"
+	OpCreate         Op = "create"
+	OpGet            Op = "get"
+	OpList           Op = "list"
+	OpUpdate         Op = "update"
+	OpRevoke         Op = "revoke"
+	OpRoll           Op = "roll"
+	OpFlushLastUsed  Op = "flush_last_used"
+	OpImport         Op = "import"
+	OpNotifyExpiring Op = "notify_expiring"
+	OpReportLeak     Op = "report_leak"
 )
 
 // WithObserver reports every verification and lifecycle operation to o.

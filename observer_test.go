@@ -130,6 +130,15 @@ func TestObserver(t *testing.T) {
 	if err := m.FlushLastUsed(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := m.Import(ctx, []keys.ImportKey{{Key: "not a key", AccountID: "acct_obs", Name: "x", Environment: keys.Test}}); err == nil {
+		t.Fatal("Import of a non-key passed")
+	}
+	if _, err := m.NotifyExpiring(ctx, clk.Now(), clk.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.ReportLeak(ctx, "txc_test_nonsense", keys.Leak{}, keys.LeakRevoke); err != nil {
+		t.Fatal(err)
+	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	want := []keys.Outcome{}
@@ -146,7 +155,7 @@ func TestObserver(t *testing.T) {
 		}
 	}
 	got := strings.Join(rec.ops, " ")
-	wantOps := "create:ok create:ok create:ok create:ok create:ok revoke:ok get:error list:ok update:ok roll:ok flush_last_used:ok"
+	wantOps := "create:ok create:ok create:ok create:ok create:ok revoke:ok get:error list:ok update:ok roll:ok flush_last_used:ok import:error notify_expiring:ok report_leak:ok"
 	if got != wantOps {
 		t.Fatalf("operations:\n got %s\nwant %s", got, wantOps)
 	}
