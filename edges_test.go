@@ -23,13 +23,13 @@ func TestForeignKeyEdges(t *testing.T) {
 	f := newFixture(t, keys.WithForeignPrefixes("sk_"))
 	ctx := context.Background()
 	for key, ok := range map[string]bool{
-		"sk_" + strings.Repeat("a", 16):       true,  // the shortest secret
-		"sk_" + strings.Repeat("a", 15):       false, // one short
-		"sk_" + strings.Repeat("b", 256-3):    true,  // 256 in all
-		"sk_" + strings.Repeat("b", 257-3):    false, // 257
-		"sk_" + strings.Repeat("c", 15) + "~": true,  // the last printable character
-		"sk_" + strings.Repeat("c", 15) + "!": true,  // the first
-		"sk_" + strings.Repeat("c", 15) + " ": false,
+		"sk_" + strings.Repeat("a", 16):          true,  // the shortest secret
+		"sk_" + strings.Repeat("a", 15):          false, // one short
+		"sk_" + strings.Repeat("b", 256-3):       true,  // 256 in all
+		"sk_" + strings.Repeat("b", 257-3):       false, // 257
+		"sk_" + strings.Repeat("c", 15) + "~":    true,  // the last printable character
+		"sk_" + strings.Repeat("c", 15) + "!":    true,  // the first
+		"sk_" + strings.Repeat("c", 15) + " ":    false,
 		"sk_" + strings.Repeat("c", 15) + "\x7f": false,
 	} {
 		_, err := f.m.Import(ctx, []keys.ImportKey{{Key: keys.Secret(key), AccountID: "acct", Name: "edge", Environment: keys.Test}})
@@ -102,7 +102,9 @@ type lyingStore struct {
 	rec *keys.Record
 }
 
-func (s lyingStore) LookupDigest(context.Context, keys.Digest) (*keys.Record, error) { return s.rec, nil }
+func (s lyingStore) LookupDigest(context.Context, keys.Digest) (*keys.Record, error) {
+	return s.rec, nil
+}
 
 func TestDigestIsComparedNotTrusted(t *testing.T) {
 	f := newFixture(t)
