@@ -20,6 +20,20 @@ func TestForeignKeyEdges(t *testing.T) {
 			t.Errorf("WithForeignPrefixes(%q): %v, want ok=%t", p, err, ok)
 		}
 	}
+	for n, ok := range map[int]bool{0: false, 1: true, 8: true, 9: false} {
+		ps := make([]string, n)
+		for i := range ps {
+			ps[i] = "p" + strings.Repeat("x", i+1)
+		}
+		if _, err := keys.New(memstore.New(), keys.WithForeignPrefixes(ps...)); (err == nil) != ok {
+			t.Errorf("WithForeignPrefixes with %d prefixes: %v, want ok=%t", n, err, ok)
+		}
+	}
+	for d, ok := range map[time.Duration]bool{0: true, time.Minute: true, time.Minute - 1: false, -1: false, 1: false} {
+		if _, err := keys.New(memstore.New(), keys.WithMaxKeyLifetime(d)); (err == nil) != ok {
+			t.Errorf("WithMaxKeyLifetime(%v): %v, want ok=%t", d, err, ok)
+		}
+	}
 	f := newFixture(t, keys.WithForeignPrefixes("sk_"))
 	ctx := context.Background()
 	for key, ok := range map[string]bool{
