@@ -287,3 +287,81 @@ func TestExpiring(t *testing.T) {
 		t.Fatalf("an empty window: %v", err)
 	}
 }
+
+// Who disabled a key decides who may enable it: the account its own
+// disable, the host only its own (non-payment, an incident, a leak).
+func TestDisabledByDecidesWhoEnables(t *testing.T) {
+	var ev events
+	f := newFixture(t, keys.WithEventHook(ev.hook))
+	ctx := context.Background()
+	owner := keys.Principal{AccountID: "acct_test", Subject: "user", Permissions: keys.DefaultVocabulary()}
+	as := f.m.As(owner)
+	c := f.create(t, keys.APIKeyCreate{Name: "k", Environment: keys.Test})
+	state := func() keys.DisabledBy {
+		t.Helper()
+		r, err := f.store.Get(ctx, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Disabled
+	}
+	// The account disables and enables its own key.
+	if _, err := as.Update(ctx, c.ID, keys.APIKeyUpdate{Enabled: keys.Change(false)}); err != nil || state() != keys.DisabledByAccount {
+		t.Fatalf("the account's disable: %v, %d", err, state())
+	}
+	if _, err := as.Update(ctx, c.ID, keys.APIKeyUpdate{Enabled: keys.Change(true)}); err != nil || state() != keys.NotDisabled {
+		t.Fatalf("the account's enable: %v, %d", err, state())
+	}
+	// The host disables: the account cannot enable, and nothing changes.
+	if _, err := f.m.Update(ctx, c.ID, keys.APIKeyUpdate{Enabled: keys.Change(false)}); err != nil || state() != keys.DisabledByHost {
+		t.Fatalf("the host's disable: %v, %d", err, state())
+	}
+	var pe *keys.PermissionError
+	if _, err := as.Update(ctx, c.ID, keys.APIKeyUpdate{Enabled: keys.Change(true), Name: keys.Change("sneaky")}); !errors.As(err, &pe) || pe.Param != "enabled" {
+		t.Fatalf("the account enabling the host's disable: %v", err)
+	}
+	if k, _ := f.m.Get(ctx, c.ID); k.Name != "k" || state() != keys.DisabledByHost {
+		t.Fatal("a refused update changed the key")
+	}
+	// The account's own disable of a host-disabled key keeps the host's hold.
+	if _, err := as.Update(ctx, c.ID, keys.APIKeyUpdate{Enabled: keys.Change(false)}); err != nil || state() != keys.DisabledByHost {
+		t.Fatalf("the account disabling again: %v, %d", err, state())
+	}
+	if _, err := f.m.Update(ctx, c.ID, keys.APIKeyUpdate{Enabled: keys.Change(true)}); err != nil || state() != keys.NotDisabled {
+		t.Fatalf("the host's enable: %v, %d", err, state())
+	}
+	// The host disabling a key the account disabled takes the hold over,
+	// with no event: the key was disabled and still is.
+	if _, err := as.Update(ctx, c.ID, keys.APIKeyUpdate{Enabled: keys.Change(false)}); err != nil {
+		t.Fatal(err)
+	}
+	ev.reset()
+	if _, err := f.m.Update(ctx, c.ID, keys.APIKeyUpdate{Enabled: keys.Change(false)}); err != nil || state() != keys.DisabledByHost || len(ev.all) != 0 {
+		t.Fatalf("the host taking over the hold: %v, %d, events %v", err, state(), ev.types())
+	}
+	// A leak report disabling a key is the host's: the account cannot
+	// switch a leaked key back on.
+	l := f.create(t, keys.APIKeyCreate{Name: "leaky", Environment: keys.Test})
+	if _, err := as.Update(ctx, l.ID, keys.APIKeyUpdate{Enabled: keys.Change(false)}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := f.m.ReportLeak(ctx, string(l.Key), keys.Leak{}, keys.LeakDisable); err != nil || !rep.Acted {
+		t.Fatalf("ReportLeak of an account-disabled key: %+v, %v", rep, err)
+	}
+	if _, err := as.Update(ctx, l.ID, keys.APIKeyUpdate{Enabled: keys.Change(true)}); !errors.As(err, &pe) {
+		t.Fatalf("the account enabling a leaked key: %v", err)
+	}
+	// Created disabled: by the host through the Manager, by the account
+	// through Scoped.
+	hc := f.create(t, keys.APIKeyCreate{Name: "h", Environment: keys.Test, Disabled: true})
+	ac, err := as.Create(ctx, keys.APIKeyCreate{Name: "a", Environment: keys.Test, Disabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.Update(ctx, hc.ID, keys.APIKeyUpdate{Enabled: keys.Change(true)}); !errors.As(err, &pe) {
+		t.Fatalf("enabling a key the host created disabled: %v", err)
+	}
+	if _, err := as.Update(ctx, ac.ID, keys.APIKeyUpdate{Enabled: keys.Change(true)}); err != nil {
+		t.Fatalf("enabling a key the account created disabled: %v", err)
+	}
+}

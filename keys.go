@@ -42,7 +42,9 @@ type APIKeyCreate struct {
 	// once compacted, nested at most MaxMetadataDepth deep, no name twice
 	// in one object), returned by Verify, get and list.
 	Metadata json.RawMessage `json:"metadata,omitempty"`
-	// Disabled creates the key disabled (the API's "enabled": false).
+	// Disabled creates the key disabled (the API's "enabled": false): by
+	// the host for the Manager's own Create, by the account for a Scoped
+	// one.
 	Disabled bool `json:"-"`
 	// AccountID is the account the key belongs to. It is not part of the
 	// JSON body. The Manager's own Create requires it; a Scoped Create
@@ -357,6 +359,9 @@ func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts [
 	}
 	if err := c.mayGrant(spec.environment, spec.permissions); err != nil {
 		return nil, err
+	}
+	if spec.disabled != NotDisabled && !c.trusted {
+		spec.disabled = DisabledByAccount
 	}
 	var created *APIKeyCreated
 	if idempotent {

@@ -75,7 +75,7 @@ func (m *Manager) ReportLeak(ctx context.Context, key string, leak Leak, action 
 	case live && action == LeakRevoke:
 		k, err = m.revoke(ctx, trusted, rec.ID)
 		rep.Acted = err == nil
-	case live && !rec.Disabled:
+	case live && rec.Disabled != DisabledByHost:
 		k, err = m.updateKey(ctx, trusted, rec.ID, APIKeyUpdate{Enabled: Change(false)})
 		rep.Acted = err == nil
 	default:

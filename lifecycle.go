@@ -370,8 +370,14 @@ func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUp
 		if !r.RevokedAt.IsZero() {
 			return false, nil, nil, errRetired()
 		}
-		flipped = u.Enabled.Set && u.Enabled.Value == r.Disabled
-		if !u.fields() && !flipped {
+		flipped = u.Enabled.Set && u.Enabled.Value == (r.Disabled != NotDisabled)
+		if flipped && u.Enabled.Value && r.Disabled == DisabledByHost && !c.trusted {
+			return false, nil, nil, &PermissionError{Param: "enabled", Message: "the key was disabled by the provider; only the provider can enable it"}
+		}
+		// The host disabling a key its account disabled takes the hold
+		// over: no event (the key was disabled and still is).
+		held := u.Enabled.Set && !u.Enabled.Value && c.trusted && r.Disabled == DisabledByAccount
+		if !u.fields() && !flipped && !held {
 			return false, nil, nil, nil // nothing to change: no write, no event
 		}
 		return true, nil, nil, apply(r)
@@ -384,7 +390,7 @@ func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUp
 		m.emit(ctx, EventKeyUpdated, k, "", c.p.Subject)
 	}
 	switch {
-	case flipped && rec.Disabled:
+	case flipped && rec.Disabled != NotDisabled:
 		m.emit(ctx, EventKeyDisabled, k, "", c.p.Subject)
 	case flipped:
 		m.emit(ctx, EventKeyEnabled, k, "", c.p.Subject)
@@ -473,8 +479,14 @@ func (m *Manager) validateUpdate(c caller, u APIKeyUpdate) (func(*Record) error,
 		if u.Metadata.Set {
 			r.Metadata = s.metadata
 		}
-		if u.Enabled.Set {
-			r.Disabled = !u.Enabled.Value
+		switch {
+		case !u.Enabled.Set:
+		case u.Enabled.Value:
+			r.Disabled = NotDisabled
+		case c.trusted:
+			r.Disabled = DisabledByHost // a host's hold outlasts the account's own
+		case r.Disabled == NotDisabled:
+			r.Disabled = DisabledByAccount
 		}
 		return nil
 	}, nil

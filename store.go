@@ -33,10 +33,11 @@ type Record struct {
 	Permissions []string       // deduplicated, in the order given
 	AllowedIPs  []netip.Prefix // masked; a single address is a /32 or /128; empty: any address
 	RateLimit   int            // requests per minute; 0: no limit
-	// Disabled keys are refused by Verify (ErrKeyDisabled) until enabled
-	// again; unlike a revocation, this is reversible. (Beside RateLimit:
-	// on a cache line Verify reads anyway.)
-	Disabled  bool
+	// Disabled says whether, and by whom, the key is disabled: Verify
+	// refuses a disabled key (ErrKeyDisabled) until it is enabled again;
+	// unlike a revocation, this is reversible. (Beside RateLimit: on a
+	// cache line Verify reads anyway.)
+	Disabled  DisabledBy
 	Digest    Digest
 	CreatedAt time.Time
 	ExpiresAt time.Time // zero: never expires
@@ -60,6 +61,21 @@ type Record struct {
 	// atomic type makes vet refuse to copy a Record by value: use Clone.
 	noted atomic.Int64
 }
+
+// DisabledBy says who disabled a key, which decides who may enable it.
+type DisabledBy uint8
+
+// The states of Record.Disabled.
+const (
+	NotDisabled DisabledBy = iota
+	// DisabledByAccount: a principal of the key's account disabled it
+	// (Scoped.Update); a principal may enable it again.
+	DisabledByAccount
+	// DisabledByHost: the host disabled it (the Manager's own Update, or
+	// ReportLeak): non-payment, an incident, a leak. Only the host can
+	// enable it again; a principal's attempt is a *PermissionError.
+	DisabledByHost
+)
 
 // Clone returns a deep copy, so that a caller may change it freely.
 func (r *Record) Clone() *Record {
@@ -96,7 +112,7 @@ func (r *Record) APIKey() APIKey {
 		CreatedAt:   r.CreatedAt,
 		OwnerID:     r.OwnerID,
 		Metadata:    r.Metadata,
-		Enabled:     !r.Disabled,
+		Enabled:     r.Disabled == NotDisabled,
 	}
 	if k.Permissions == nil {
 		k.Permissions = []string{}

@@ -49,7 +49,7 @@ type keySpec struct {
 	expiresAt   time.Time
 	ownerID     string
 	metadata    []byte
-	disabled    bool
+	disabled    DisabledBy
 }
 
 // validateCreate is the one place the create rules live. It returns the first
@@ -91,7 +91,9 @@ func (m *Manager) validateCreate(req *APIKeyCreate, now time.Time) (keySpec, err
 	if s.metadata, err = validateMetadata(req.Metadata); err != nil {
 		return s, err
 	}
-	s.disabled = req.Disabled
+	if req.Disabled {
+		s.disabled = DisabledByHost // a Scoped create makes it DisabledByAccount
+	}
 	return s, nil
 }
 

@@ -106,7 +106,7 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 	if !rec.ExpiresAt.IsZero() && !now.Before(rec.ExpiresAt) {
 		return v, ErrKeyExpired
 	}
-	if rec.Disabled {
+	if rec.Disabled != NotDisabled {
 		return v, ErrKeyDisabled
 	}
 	if err := checkOptions(rec, opts); err != nil {

@@ -127,7 +127,7 @@ func Equal(got, want *keys.Record) string {
 	case string(got.Metadata) != string(want.Metadata):
 		return fmt.Sprintf("Metadata %s, want %s (byte for byte)", got.Metadata, want.Metadata)
 	case got.Disabled != want.Disabled:
-		return fmt.Sprintf("Disabled %t, want %t", got.Disabled, want.Disabled)
+		return fmt.Sprintf("Disabled %d, want %d", got.Disabled, want.Disabled)
 	case got.Version != want.Version:
 		return fmt.Sprintf("Version %d, want %d", got.Version, want.Version)
 	}
@@ -518,7 +518,7 @@ func testReplaceReplaces(t *testing.T, s keys.Store) {
 	next.RevokedAt = base.Add(time.Hour)
 	next.OwnerID = "other-owner"
 	next.Metadata = json.RawMessage(`{"changed":true}`)
-	next.Disabled = true
+	next.Disabled = keys.DisabledByHost
 	next.Version = 2
 	want := next.Clone()
 	if err := replace(s, next); err != nil {
@@ -1214,7 +1214,7 @@ func testListFiltersWithCursor(t *testing.T, s keys.Store) {
 // (nil metadata, not "null" or "{}").
 func testNoOptionalFields(t *testing.T, s keys.Store) {
 	r := NewRecord(t)
-	r.OwnerID, r.Metadata, r.ExpiresAt, r.Disabled = "", nil, time.Time{}, true
+	r.OwnerID, r.Metadata, r.ExpiresAt, r.Disabled = "", nil, time.Time{}, keys.DisabledByAccount
 	want := r.Clone()
 	mustCreate(t, s, r, nil)
 	if d := Equal(mustGet(t, s, want.ID), want); d != "" {

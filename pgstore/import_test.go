@@ -111,7 +111,7 @@ func BenchmarkPGImport(b *testing.B) {
 			_, err := pool.CopyFrom(ctx, table, cols, pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
 				r := recs[i]
 				return []any{r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), r.Permissions, r.AllowedIPs, r.RateLimit,
-					r.Digest[:], r.CreatedAt, r.ExpiresAt, nil, nil, r.Version, r.OwnerID, []byte(r.Metadata), r.Disabled}, nil
+					r.Digest[:], r.CreatedAt, r.ExpiresAt, nil, nil, r.Version, r.OwnerID, []byte(r.Metadata), int16(r.Disabled)}, nil
 			}))
 			if err != nil {
 				b.Fatal(err)

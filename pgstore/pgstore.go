@@ -363,7 +363,7 @@ func (s *Store) insertArgs(w keys.Write) []any {
 func recordArgs(r *keys.Record) []any {
 	return []any{r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), nonNil(r.Permissions), nonNil(r.AllowedIPs),
 		r.RateLimit, r.Digest[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version,
-		nullString(r.OwnerID), []byte(r.Metadata), r.Disabled}
+		nullString(r.OwnerID), []byte(r.Metadata), int16(r.Disabled)}
 }
 
 func nullString(s string) *string {
@@ -486,10 +486,12 @@ func scanRecord(row pgx.Row) (*keys.Record, error) {
 	var expires, revoked, used *time.Time
 	var owner *string
 	var meta []byte
+	var disabled int16
 	if err := row.Scan(&r.ID, &r.AccountID, &r.Name, &r.Prefix, &env, &r.Permissions, &r.AllowedIPs, &r.RateLimit,
-		&digest, &r.CreatedAt, &expires, &revoked, &used, &r.Version, &owner, &meta, &r.Disabled); err != nil {
+		&digest, &r.CreatedAt, &expires, &revoked, &used, &r.Version, &owner, &meta, &disabled); err != nil {
 		return nil, err
 	}
+	r.Disabled = keys.DisabledBy(disabled)
 	if owner != nil {
 		r.OwnerID = *owner
 	}
@@ -601,7 +603,7 @@ func (s *Store) replace(ctx context.Context, w keys.Write) error {
 	var deleted []string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, s.qReplace, rec.ID, rec.Name, nonNil(rec.Permissions), nonNil(rec.AllowedIPs), rec.RateLimit,
-			nullTime(rec.ExpiresAt), nullTime(rec.RevokedAt), rec.Version, rec.Digest[:], nullString(rec.OwnerID), []byte(rec.Metadata), rec.Disabled)
+			nullTime(rec.ExpiresAt), nullTime(rec.RevokedAt), rec.Version, rec.Digest[:], nullString(rec.OwnerID), []byte(rec.Metadata), int16(rec.Disabled))
 		if err != nil {
 			return err
 		}

@@ -128,7 +128,7 @@ ALTER TABLE {{schema}}.api_key_idempotency ADD CONSTRAINT api_key_idempotency_ke
 	// filter and two for expiry windows (one account's, every account's
 	// unrevoked keys).
 	`ALTER TABLE {{schema}}.api_keys ADD COLUMN owner_id text, ADD COLUMN metadata json,
-	ADD COLUMN disabled boolean NOT NULL DEFAULT false;
+	ADD COLUMN disabled smallint NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1, 2)); -- keys.DisabledBy
 CREATE INDEX api_keys_account_owner_newest ON {{schema}}.api_keys (account_id, owner_id, created_at DESC, id DESC) WHERE owner_id IS NOT NULL;
 CREATE INDEX api_keys_account_expires ON {{schema}}.api_keys (account_id, expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX api_keys_expires_unrevoked ON {{schema}}.api_keys (expires_at) WHERE expires_at IS NOT NULL AND revoked_at IS NULL;`,

@@ -172,6 +172,15 @@ func TestLifecycleExchanges(t *testing.T) {
 	e.do(t, "PATCH", "/developers/keys/"+owned.ID, e.admin, `{"enabled":true,"metadata":null,"owner_id":null}`, nil, 200)
 	e.do(t, "GET", "/developers/keys", string(owned.Key), "", nil, 200)
 	e.do(t, "PATCH", "/developers/keys/"+owned.ID, e.admin, `{"enabled":null}`, nil, 400)
+	// Disabled by the host (the Manager's own Update): the account cannot
+	// switch it back on.
+	if _, err := e.m.Update(context.Background(), owned.ID, keys.APIKeyUpdate{Enabled: keys.Change(false)}); err != nil {
+		t.Fatal(err)
+	}
+	rec = e.do(t, "PATCH", "/developers/keys/"+owned.ID, e.admin, `{"enabled":true}`, nil, 403)
+	if !strings.Contains(rec.Body.String(), `"param":"enabled"`) {
+		t.Fatalf("enabling a key the host disabled: %s", rec.Body)
+	}
 	e.do(t, "PATCH", "/developers/keys/"+owned.ID, e.admin, `{"metadata":{"big":"`+strings.Repeat("x", 4100)+`"}}`, nil, 400)
 	e.do(t, "PATCH", "/developers/keys/"+owned.ID, e.admin, `{"metadata":{"a":1,"a":2}}`, nil, 400)
 	e.do(t, "PATCH", "/developers/keys/"+owned.ID, e.admin, `{"metadata":`+strings.Repeat(`{"a":`, 9)+`1`+strings.Repeat("}", 9)+`}`, nil, 400)

@@ -92,7 +92,7 @@ func BenchmarkSQLiteCreate(b *testing.B) {
 			_, _ = rand.Read(d[:])
 			if _, err := s.db.ExecContext(ctx, `INSERT INTO api_keys (`+cols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 				"key_"+rand.Text(), "acct_floor", "bench", "txc_live_abcd", "live", `["identity:read","developers:write"]`,
-				`["192.0.2.0/24","2001:db8::1/128"]`, 0, d[:], int64(1), nil, nil, nil, 1, nil, nil, false); err != nil {
+				`["192.0.2.0/24","2001:db8::1/128"]`, 0, d[:], int64(1), nil, nil, nil, 1, nil, nil, 0); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -67,7 +67,7 @@ CREATE INDEX api_key_idempotency_expires ON api_key_idempotency (expires_at);`,
 	// reversible disable. No index: reads are served from memory.
 	`ALTER TABLE api_keys ADD COLUMN owner_id TEXT;
 ALTER TABLE api_keys ADD COLUMN metadata TEXT;
-ALTER TABLE api_keys ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1));`,
+ALTER TABLE api_keys ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1, 2)); -- keys.DisabledBy`,
 }
 
 // migrate creates or upgrades the schema in one transaction (BEGIN

@@ -262,10 +262,12 @@ func scanRecord(rows *sql.Rows) (*keys.Record, error) {
 	var created int64
 	var expires, revoked, used sql.NullInt64
 	var owner, meta sql.NullString
+	var disabled int64
 	if err := rows.Scan(&r.ID, &r.AccountID, &r.Name, &r.Prefix, &env, &perms, &ips, &r.RateLimit, &digest, &created, &expires, &revoked, &used, &r.Version,
-		&owner, &meta, &r.Disabled); err != nil {
+		&owner, &meta, &disabled); err != nil {
 		return nil, err
 	}
+	r.Disabled = keys.DisabledBy(disabled)
 	r.OwnerID = owner.String
 	if meta.Valid {
 		r.Metadata = []byte(meta.String)
@@ -438,7 +440,7 @@ func insertRecord(ctx context.Context, tx *sql.Tx, verb string, r *keys.Record) 
 	res, err := tx.ExecContext(ctx, verb+` INTO api_keys (`+cols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), perms, ips, r.RateLimit,
 		r.Digest[:], r.CreatedAt.UnixNano(), toNull(r.ExpiresAt), toNull(r.RevokedAt), toNull(r.LastUsed), r.Version,
-		nullString(r.OwnerID), metadataArg(r), r.Disabled)
+		nullString(r.OwnerID), metadataArg(r), int64(r.Disabled))
 	if err != nil {
 		return false, err
 	}
@@ -532,7 +534,7 @@ func replace(ctx context.Context, tx *sql.Tx, r *keys.Record) error {
 	// created_at (which never change) and last_used (TouchLastUsed's).
 	_, err = tx.ExecContext(ctx, `UPDATE api_keys SET name = ?, permissions = ?, allowed_ips = ?, rate_limit = ?, expires_at = ?, revoked_at = ?, version = ?,
 	owner_id = ?, metadata = ?, disabled = ? WHERE id = ?`,
-		r.Name, perms, ips, r.RateLimit, toNull(r.ExpiresAt), toNull(r.RevokedAt), r.Version, nullString(r.OwnerID), metadataArg(r), r.Disabled, r.ID)
+		r.Name, perms, ips, r.RateLimit, toNull(r.ExpiresAt), toNull(r.RevokedAt), r.Version, nullString(r.OwnerID), metadataArg(r), int64(r.Disabled), r.ID)
 	return err
 }
 
