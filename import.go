@@ -44,10 +44,10 @@ type ImportResult struct {
 }
 
 // Importer is a Store that imports a batch of records in one step (one
-// transaction, or a COPY). Import inserts every record of recs whose
-// Digest is not stored yet, all or none, and returns how many it
-// inserted; records whose Digest exists are skipped, whatever their other
-// fields. Import does not apply Write's bounds: the host is bringing in
+// transaction, or a COPY). Import inserts every record of recs whose ID
+// and Digest are not stored yet (nor earlier in recs), all or none, and
+// returns how many it inserted; the others are skipped, whatever their
+// other fields. Import does not apply Write's bounds: the host is bringing in
 // keys that already exist. Stores that are not Importers are given one
 // Write per record.
 type Importer interface {

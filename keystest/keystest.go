@@ -1295,7 +1295,7 @@ func testListOwnerExpiry(t *testing.T, s keys.Store) {
 }
 
 // A store that is a keys.Importer inserts a batch all at once, skipping
-// digests already stored (in the store or earlier in the batch).
+// IDs and digests already stored (in the store or earlier in the batch).
 func testImport(t *testing.T, s keys.Store) {
 	imp, ok := s.(keys.Importer)
 	if !ok {
@@ -1312,11 +1312,13 @@ func testImport(t *testing.T, s keys.Store) {
 	dup.Digest = stored.Digest // already stored: skipped
 	again := NewRecord(t)
 	again.Digest = batch[0].Digest // twice in the batch: the first wins
+	sameID := NewRecord(t)
+	sameID.ID = stored.ID // an ID already stored: skipped
 	want := make([]*keys.Record, len(batch))
 	for i, r := range batch {
 		want[i] = r.Clone()
 	}
-	batch = append(batch, dup, again)
+	batch = append(batch, dup, again, sameID)
 	n, err := imp.Import(ctx, batch)
 	if err != nil || n != 5 {
 		t.Fatalf("Import = %d, %v; want 5 inserted", n, err)
@@ -1334,6 +1336,12 @@ func testImport(t *testing.T, s keys.Store) {
 		if _, err := s.Get(ctx, id); !errors.Is(err, keys.ErrNotFound) {
 			t.Fatalf("a skipped record was stored (%v)", err)
 		}
+	}
+	if got := mustGet(t, s, stored.ID); got.Digest != stored.Digest {
+		t.Fatal("a record with a stored ID replaced the stored one")
+	}
+	if _, err := s.LookupDigest(ctx, sameID.Digest); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("the record with a stored ID was stored under its digest (%v)", err)
 	}
 	if n, err := imp.Import(ctx, []*keys.Record{NewRecordLike(t, want[1])}); err != nil || n != 0 {
 		t.Fatalf("importing a stored digest again = %d, %v; want 0", n, err)

@@ -245,32 +245,15 @@ func (s *Store) Write(_ context.Context, w keys.Write) error {
 func (s *Store) Import(_ context.Context, recs []*keys.Record) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, r := range recs {
-		if _, ok := s.byID[r.ID]; ok {
-			return 0, fmt.Errorf("memstore: id %s: %w", r.ID, keys.ErrDuplicate)
-		}
-	}
 	// Imported keys come in any order of creation: each account's new
 	// records are sorted and merged into its index once, instead of
 	// inserted one by one into the middle of it.
 	added := map[*account][]*keys.Record{}
 	for _, r := range recs {
-		if _, ok := s.byID[r.ID]; ok {
-			continue // twice in the batch
+		a, err := s.index(r)
+		if err != nil {
+			continue // its ID or digest is stored (or came earlier in the batch): skipped
 		}
-		sh := s.shardOf(r.Digest)
-		sh.mu.Lock()
-		dup := sh.get(&r.Digest) != nil
-		if !dup {
-			sh.put(r)
-		}
-		sh.mu.Unlock()
-		if dup {
-			continue // its digest is stored: skipped
-		}
-		s.byID[r.ID] = r
-		a := s.account(r.AccountID)
-		a.count(r, 1)
 		added[a] = append(added[a], r)
 	}
 	n := 0
@@ -335,22 +318,33 @@ func (s *Store) delete(r *keys.Record) {
 // insert adds a new record to both indexes, refusing a taken ID or digest.
 // s.mu is held.
 func (s *Store) insert(rec *keys.Record) error {
+	a, err := s.index(rec)
+	if err != nil {
+		return err
+	}
+	a.recs = slices.Insert(a.recs, a.search(rec.CreatedAt, rec.ID), rec)
+	return nil
+}
+
+// index adds rec to the ID and digest indexes and its account's counts,
+// refusing a taken ID or digest, and returns the account, whose sorted
+// list the caller puts rec in (insert one at a time, Import a batch at
+// once). s.mu is held.
+func (s *Store) index(rec *keys.Record) (*account, error) {
 	if _, ok := s.byID[rec.ID]; ok {
-		return fmt.Errorf("memstore: id %s: %w", rec.ID, keys.ErrDuplicate)
+		return nil, fmt.Errorf("memstore: id %s: %w", rec.ID, keys.ErrDuplicate)
 	}
 	sh := s.shardOf(rec.Digest)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.get(&rec.Digest) != nil {
-		return fmt.Errorf("memstore: digest: %w", keys.ErrDuplicate)
+		return nil, fmt.Errorf("memstore: digest: %w", keys.ErrDuplicate)
 	}
 	sh.put(rec)
 	s.byID[rec.ID] = rec
 	a := s.account(rec.AccountID)
-	i := a.search(rec.CreatedAt, rec.ID)
-	a.recs = slices.Insert(a.recs, i, rec)
 	a.count(rec, 1)
-	return nil
+	return a, nil
 }
 
 // account returns the account's index, made if new. s.mu is held.
