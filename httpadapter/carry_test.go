@@ -94,3 +94,21 @@ func serveHandler(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
 	h.ServeHTTP(rec, r)
 	return rec
 }
+
+// An alert body of exactly MaxAlertBody bytes is read and answered; one
+// byte more is a 413.
+func TestAlertBodyBound(t *testing.T) {
+	e := newEnv(t)
+	priv, doc := githubKeys(t, "kid")
+	ghKeys, err := httpadapter.ParseGitHubKeys(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httpadapter.New(e.m).GitHubSecretScanning(ghKeys, keys.LeakRevoke)
+	for n, want := range map[int]int{httpadapter.MaxAlertBody: 200, httpadapter.MaxAlertBody + 1: 413} {
+		body := "[" + strings.Repeat(" ", n-2) + "]"
+		if rec := serveHandler(h, signed(t, priv, "kid", []byte(body))); rec.Code != want {
+			t.Fatalf("a body of %d bytes: %d, want %d", n, rec.Code, want)
+		}
+	}
+}
