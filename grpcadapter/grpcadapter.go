@@ -36,6 +36,7 @@ import (
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/internal/clientip"
+	"github.com/txcloud/keys/internal/refusal"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -241,47 +242,37 @@ func rateLimitMD(rl keys.RateLimit) metadata.MD {
 	)
 }
 
+// grpcCodes is the gRPC code of each kind of refusal. A key limit is
+// ResourceExhausted: gRPC keeps PermissionDenied for refusals that are not
+// about exhausting a resource.
+var grpcCodes = [...]codes.Code{
+	refusal.Internal:            codes.Internal,
+	refusal.Unauthenticated:     codes.Unauthenticated,
+	refusal.Forbidden:           codes.PermissionDenied,
+	refusal.KeyLimit:            codes.ResourceExhausted,
+	refusal.RateLimited:         codes.ResourceExhausted,
+	refusal.Invalid:             codes.InvalidArgument,
+	refusal.IdempotencyConflict: codes.AlreadyExists,
+	refusal.NotFound:            codes.NotFound,
+	refusal.Unavailable:         codes.Unavailable,
+}
+
 // Status maps an error of the keys package to the gRPC status the
 // interceptors answer, with an ErrorInfo detail whose reason is the HTTP
 // adapter's error code (and a RetryInfo on a rate limit). Handlers may use
 // it for their own calls into the Manager. Anything it does not know is
 // Internal, with a fixed message: the error's text is not sent.
 func Status(err error) *status.Status {
-	var pe *keys.PermissionError
-	var rle *keys.RateLimitError
-	var ve *keys.ValidationError
-	code, reason, msg := codes.Internal, "internal_error", "internal error"
+	var code codes.Code
+	var reason, msg string
 	var retry time.Duration
-	switch {
-	case errors.Is(err, errNoCredentials), errors.Is(err, errBadAuth):
+	if errors.Is(err, errNoCredentials) || errors.Is(err, errBadAuth) {
 		code, reason, msg = codes.Unauthenticated, "unauthorized", err.Error()
-	case errors.Is(err, keys.ErrInvalidKey):
-		code, reason, msg = codes.Unauthenticated, "unauthorized", "invalid API key"
-	case errors.Is(err, keys.ErrKeyExpired):
-		code, reason, msg = codes.Unauthenticated, "unauthorized", "API key expired"
-	case errors.Is(err, keys.ErrWrongEnvironment):
-		code, reason, msg = codes.Unauthenticated, "unauthorized", "API key is for another environment"
-	case errors.Is(err, keys.ErrKeyRevoked):
-		code, reason, msg = codes.Unauthenticated, "key_revoked", "API key revoked"
-	case errors.Is(err, keys.ErrKeyDisabled):
-		code, reason, msg = codes.Unauthenticated, "key_disabled", "API key disabled"
-	case errors.Is(err, keys.ErrIPNotAllowed):
-		code, reason, msg = codes.Unauthenticated, "ip_not_allowed", "API key may not be used from this IP address"
-	case errors.As(err, &pe):
-		code, reason, msg = codes.PermissionDenied, "forbidden", pe.Message
-	case errors.Is(err, keys.ErrPermissionDenied):
-		code, reason, msg = codes.PermissionDenied, "forbidden", "permission denied"
-	case errors.Is(err, keys.ErrKeyLimit):
-		code, reason, msg = codes.ResourceExhausted, "key_limit_reached", "the account holds the maximum number of active keys"
-	case errors.As(err, &rle):
-		retry = rle.RateLimit.RetryAfter
-		code, reason, msg = codes.ResourceExhausted, "rate_limit_exceeded", "rate limit exceeded"
-	case errors.As(err, &ve):
-		code, reason, msg = codes.InvalidArgument, ve.Code, ve.Message
-	case errors.Is(err, keys.ErrNotFound):
-		code, reason, msg = codes.NotFound, "not_found", "not found"
-	case errors.Is(err, keys.ErrUnavailable), errors.Is(err, keys.ErrClosed):
-		code, reason, msg = codes.Unavailable, "service_unavailable", "the service is temporarily unavailable; retry later"
+	} else {
+		// Classified once, for this adapter and the HTTP one.
+		r := refusal.Of(err)
+		reason, msg, retry = r.Code, r.Message, r.RetryAfter
+		code = grpcCodes[r.Kind]
 	}
 	st := status.New(code, msg)
 	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: Domain}}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/refusal"
 )
 
 // ErrorBody is the TXCloud error envelope.
@@ -61,50 +62,46 @@ var (
 	errBadAuthHeader = errors.New("malformed Authorization header: send Authorization: Bearer <key>")
 )
 
-// describe maps an error to the envelope: the one place statuses, types and
-// codes are decided. Messages are fixed strings or come from the library's
-// own errors, which never hold a key.
+// describe maps an error to the envelope. The keys package's errors are
+// classified once, for this adapter and the gRPC one, by
+// internal/refusal; this is the one place their kinds become statuses and
+// types. Messages are fixed strings or come from the library's own
+// errors, which never hold a key.
 func describe(err error) (status int, d ErrorDetail) {
 	var he *Error
-	var ve *keys.ValidationError
-	var pe *keys.PermissionError
-	var rle *keys.RateLimitError
 	switch {
 	case errors.As(err, &he):
 		return he.Status, ErrorDetail{Type: he.Type, Code: he.Code, Param: he.Param, Message: he.Message}
-	case errors.As(err, &ve):
-		return http.StatusBadRequest, ErrorDetail{Type: TypeValidation, Code: ve.Code, Param: ve.Param, Message: ve.Message}
 	case errors.Is(err, errNoCredentials), errors.Is(err, errBadAuthHeader):
 		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "unauthorized", Message: err.Error()}
-	case errors.Is(err, keys.ErrInvalidKey):
-		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "unauthorized", Message: "invalid API key"}
-	case errors.Is(err, keys.ErrKeyExpired):
-		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "unauthorized", Message: "API key expired"}
-	case errors.Is(err, keys.ErrWrongEnvironment):
-		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "unauthorized", Message: "API key is for another environment"}
-	case errors.Is(err, keys.ErrKeyDisabled):
-		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "key_disabled", Message: "API key disabled"}
-	case errors.Is(err, keys.ErrKeyRevoked):
-		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "key_revoked", Message: "API key revoked"}
-	case errors.Is(err, keys.ErrIPNotAllowed):
-		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "ip_not_allowed", Message: "API key may not be used from this IP address"}
-	case errors.As(err, &pe):
-		return http.StatusForbidden, ErrorDetail{Type: TypeAuthorization, Code: "forbidden", Param: pe.Param, Message: pe.Message}
-	case errors.Is(err, keys.ErrKeyLimit):
-		return http.StatusForbidden, ErrorDetail{Type: TypeAuthorization, Code: "key_limit_reached", Message: "the account holds the maximum number of active keys; revoke one, or roll a key instead"}
-	case errors.Is(err, keys.ErrPermissionDenied):
-		return http.StatusForbidden, ErrorDetail{Type: TypeAuthorization, Code: "forbidden", Message: "permission denied"}
-	case errors.As(err, &rle):
-		secs := retryAfterSeconds(rle.RateLimit.RetryAfter)
-		return http.StatusTooManyRequests, ErrorDetail{Type: TypeRateLimit, Code: "rate_limit_exceeded", Message: "rate limit exceeded; retry after " + strconv.Itoa(secs) + "s", RetryAfter: &secs}
-	case errors.Is(err, keys.ErrIdempotencyConflict):
-		return http.StatusConflict, ErrorDetail{Type: TypeIdempotency, Code: "idempotency_key_reused", Param: "Idempotency-Key", Message: "this Idempotency-Key was used with a different request"}
-	case errors.Is(err, keys.ErrNotFound):
-		return http.StatusNotFound, ErrorDetail{Type: TypeNotFound, Code: "not_found", Message: "not found"}
-	case errors.Is(err, keys.ErrUnavailable), errors.Is(err, keys.ErrClosed):
-		return http.StatusServiceUnavailable, ErrorDetail{Type: TypeAPI, Code: "service_unavailable", Message: "the service is temporarily unavailable; retry later"}
 	}
-	return http.StatusInternalServerError, ErrorDetail{Type: TypeAPI, Code: "internal_error", Message: "internal error"}
+	r := refusal.Of(err)
+	d = ErrorDetail{Code: r.Code, Message: r.Message, Param: r.Param}
+	switch r.Kind {
+	case refusal.Invalid:
+		return http.StatusBadRequest, withType(d, TypeValidation)
+	case refusal.Unauthenticated:
+		return http.StatusUnauthorized, withType(d, TypeAuthentication)
+	case refusal.Forbidden, refusal.KeyLimit:
+		return http.StatusForbidden, withType(d, TypeAuthorization)
+	case refusal.RateLimited:
+		secs := retryAfterSeconds(r.RetryAfter)
+		d.Message += "; retry after " + strconv.Itoa(secs) + "s"
+		d.RetryAfter = &secs
+		return http.StatusTooManyRequests, withType(d, TypeRateLimit)
+	case refusal.IdempotencyConflict:
+		return http.StatusConflict, withType(d, TypeIdempotency)
+	case refusal.NotFound:
+		return http.StatusNotFound, withType(d, TypeNotFound)
+	case refusal.Unavailable:
+		return http.StatusServiceUnavailable, withType(d, TypeAPI)
+	}
+	return http.StatusInternalServerError, withType(d, TypeAPI)
+}
+
+func withType(d ErrorDetail, typ string) ErrorDetail {
+	d.Type = typ
+	return d
 }
 
 // retryAfterSeconds rounds up: a client that waits the advertised seconds

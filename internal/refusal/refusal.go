@@ -1,0 +1,76 @@
+// Package refusal classifies the keys package's errors once, for every
+// adapter: the kind of refusal (which each transport maps to its own
+// status), the TXCloud error code, a fixed message and the parameter at
+// fault. An error it does not know is Internal, with a fixed message: its
+// text never reaches a client. No message holds a key.
+package refusal
+
+import (
+	"errors"
+	"time"
+
+	"github.com/txcloud/keys"
+)
+
+// Kind is what a transport turns into its status.
+type Kind uint8
+
+// The kinds of refusal.
+const (
+	Internal            Kind = iota // 500, Internal
+	Unauthenticated                 // 401, Unauthenticated
+	Forbidden                       // 403, PermissionDenied
+	KeyLimit                        // 403, ResourceExhausted
+	RateLimited                     // 429, ResourceExhausted
+	Invalid                         // 400, InvalidArgument
+	IdempotencyConflict             // 409, AlreadyExists
+	NotFound                        // 404, NotFound
+	Unavailable                     // 503, Unavailable
+)
+
+// Refusal is an error in the envelope's terms.
+type Refusal struct {
+	Kind       Kind
+	Code       string // the envelope's code, and gRPC's ErrorInfo reason
+	Message    string
+	Param      string        // the request field at fault, if any
+	RetryAfter time.Duration // RateLimited: the wait before the next request may pass
+}
+
+// Of classifies err.
+func Of(err error) Refusal {
+	var ve *keys.ValidationError
+	var pe *keys.PermissionError
+	var rle *keys.RateLimitError
+	switch {
+	case errors.As(err, &ve):
+		return Refusal{Kind: Invalid, Code: ve.Code, Message: ve.Message, Param: ve.Param}
+	case errors.Is(err, keys.ErrInvalidKey):
+		return Refusal{Kind: Unauthenticated, Code: "unauthorized", Message: "invalid API key"}
+	case errors.Is(err, keys.ErrKeyExpired):
+		return Refusal{Kind: Unauthenticated, Code: "unauthorized", Message: "API key expired"}
+	case errors.Is(err, keys.ErrWrongEnvironment):
+		return Refusal{Kind: Unauthenticated, Code: "unauthorized", Message: "API key is for another environment"}
+	case errors.Is(err, keys.ErrKeyRevoked):
+		return Refusal{Kind: Unauthenticated, Code: "key_revoked", Message: "API key revoked"}
+	case errors.Is(err, keys.ErrKeyDisabled):
+		return Refusal{Kind: Unauthenticated, Code: "key_disabled", Message: "API key disabled"}
+	case errors.Is(err, keys.ErrIPNotAllowed):
+		return Refusal{Kind: Unauthenticated, Code: "ip_not_allowed", Message: "API key may not be used from this IP address"}
+	case errors.As(err, &pe):
+		return Refusal{Kind: Forbidden, Code: "forbidden", Message: pe.Message, Param: pe.Param}
+	case errors.Is(err, keys.ErrKeyLimit):
+		return Refusal{Kind: KeyLimit, Code: "key_limit_reached", Message: "the account holds the maximum number of active keys; revoke one, or roll a key instead"}
+	case errors.Is(err, keys.ErrPermissionDenied):
+		return Refusal{Kind: Forbidden, Code: "forbidden", Message: "permission denied"}
+	case errors.As(err, &rle):
+		return Refusal{Kind: RateLimited, Code: "rate_limit_exceeded", Message: "rate limit exceeded", RetryAfter: rle.RateLimit.RetryAfter}
+	case errors.Is(err, keys.ErrIdempotencyConflict):
+		return Refusal{Kind: IdempotencyConflict, Code: "idempotency_key_reused", Param: "Idempotency-Key", Message: "this Idempotency-Key was used with a different request"}
+	case errors.Is(err, keys.ErrNotFound):
+		return Refusal{Kind: NotFound, Code: "not_found", Message: "not found"}
+	case errors.Is(err, keys.ErrUnavailable), errors.Is(err, keys.ErrClosed):
+		return Refusal{Kind: Unavailable, Code: "service_unavailable", Message: "the service is temporarily unavailable; retry later"}
+	}
+	return Refusal{Kind: Internal, Code: "internal_error", Message: "internal error"}
+}

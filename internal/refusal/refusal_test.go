@@ -1,0 +1,57 @@
+package refusal
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/txcloud/keys"
+)
+
+// Every error the keys package returns has its kind and code, wrapped or
+// not; anything else is Internal, with none of its text.
+func TestOf(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		kind Kind
+		code string
+	}{
+		{keys.ErrInvalidKey, Unauthenticated, "unauthorized"},
+		{keys.ErrKeyExpired, Unauthenticated, "unauthorized"},
+		{keys.ErrWrongEnvironment, Unauthenticated, "unauthorized"},
+		{keys.ErrKeyRevoked, Unauthenticated, "key_revoked"},
+		{keys.ErrKeyDisabled, Unauthenticated, "key_disabled"},
+		{keys.ErrIPNotAllowed, Unauthenticated, "ip_not_allowed"},
+		{&keys.PermissionError{Param: "enabled", Message: "no"}, Forbidden, "forbidden"},
+		{keys.ErrPermissionDenied, Forbidden, "forbidden"},
+		{keys.ErrKeyLimit, KeyLimit, "key_limit_reached"},
+		{&keys.RateLimitError{RateLimit: keys.RateLimit{RetryAfter: 1500 * time.Millisecond}}, RateLimited, "rate_limit_exceeded"},
+		{&keys.ValidationError{Param: "name", Code: keys.CodeMissingParameter, Message: "name is required"}, Invalid, keys.CodeMissingParameter},
+		{keys.ErrIdempotencyConflict, IdempotencyConflict, "idempotency_key_reused"},
+		{keys.ErrNotFound, NotFound, "not_found"},
+		{keys.ErrUnavailable, Unavailable, "service_unavailable"},
+		{keys.ErrClosed, Unavailable, "service_unavailable"},
+		{errors.New("db password is hunter2"), Internal, "internal_error"},
+	} {
+		for _, err := range []error{c.err, fmt.Errorf("context: %w", c.err)} {
+			r := Of(err)
+			if r.Kind != c.kind || r.Code != c.code || r.Message == "" {
+				t.Errorf("Of(%v) = %+v, want kind %d, code %s", err, r, c.kind, c.code)
+			}
+		}
+	}
+	if r := Of(errors.New("db password is hunter2")); strings.Contains(r.Message, "hunter2") {
+		t.Fatal("an unknown error's text reached the message")
+	}
+	if r := Of(&keys.PermissionError{Param: "enabled", Message: "no"}); r.Param != "enabled" || r.Message != "no" {
+		t.Fatalf("a permission error's param and message: %+v", r)
+	}
+	if r := Of(&keys.RateLimitError{RateLimit: keys.RateLimit{RetryAfter: 1500 * time.Millisecond}}); r.RetryAfter != 1500*time.Millisecond {
+		t.Fatalf("retry after: %v", r.RetryAfter)
+	}
+	if r := Of(keys.ErrIdempotencyConflict); r.Param != "Idempotency-Key" {
+		t.Fatalf("idempotency conflict param: %q", r.Param)
+	}
+}
