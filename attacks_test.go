@@ -188,9 +188,9 @@ type countingLimiter struct {
 	calls atomic.Int64
 }
 
-func (l *countingLimiter) Allow(ctx context.Context, id string, n int, now time.Time) (keys.RateLimit, bool, error) {
+func (l *countingLimiter) Allow(ctx context.Context, checks keys.Checks, now time.Time) (keys.RateLimit, bool, error) {
 	l.calls.Add(1)
-	return l.Limiter.Allow(ctx, id, n, now)
+	return l.Limiter.Allow(ctx, checks, now)
 }
 
 // A flood of unknown keys touches nothing that valid keys share: not the

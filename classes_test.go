@@ -295,7 +295,7 @@ func TestLimiterSweepKeepsLimitedKeys(t *testing.T) {
 	l := keys.NewMemoryLimiter()
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	allow := func(at time.Time) bool {
-		_, ok, err := l.Allow(ctx, "key_sweep", 2, at)
+		_, ok, err := allowKey(ctx, l, "key_sweep", 2, at)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -358,7 +358,7 @@ func TestRateLimitOfOneAndAFailingLimiter(t *testing.T) {
 
 type failingLimiter struct{}
 
-func (failingLimiter) Allow(context.Context, string, int, time.Time) (keys.RateLimit, bool, error) {
+func (failingLimiter) Allow(context.Context, keys.Checks, time.Time) (keys.RateLimit, bool, error) {
 	return keys.RateLimit{}, false, errors.New("limiter down")
 }
 
@@ -448,7 +448,7 @@ func TestLimiterForgetsIdleKeys(t *testing.T) {
 	l := keys.NewMemoryLimiter()
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 2000 {
-		if _, _, err := l.Allow(ctx, fmt.Sprintf("key_idle_%d", i), 60, t0); err != nil {
+		if _, _, err := allowKey(ctx, l, fmt.Sprintf("key_idle_%d", i), 60, t0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -457,14 +457,14 @@ func TestLimiterForgetsIdleKeys(t *testing.T) {
 	}
 	// Half a window on: nothing is due, and no shard sweeps yet.
 	for i := range 200 {
-		_, _, _ = l.Allow(ctx, fmt.Sprintf("key_mid_%d", i), 60, t0.Add(30*time.Second))
+		_, _, _ = allowKey(ctx, l, fmt.Sprintf("key_mid_%d", i), 60, t0.Add(30*time.Second))
 	}
 	if n := keys.LimiterEntries(l); n != 2200 {
 		t.Fatalf("%d entries half a window on, want 2,200", n)
 	}
 	// A window and a second on, 200 new callers reach every shard.
 	for i := range 200 {
-		_, _, _ = l.Allow(ctx, fmt.Sprintf("key_late_%d", i), 60, t0.Add(61*time.Second))
+		_, _, _ = allowKey(ctx, l, fmt.Sprintf("key_late_%d", i), 60, t0.Add(61*time.Second))
 	}
 	if n := keys.LimiterEntries(l); n > 400 {
 		t.Fatalf("%d entries a window after 2,000 keys went idle: they were not forgotten", n)

@@ -17,8 +17,15 @@ func LimiterEntries(l Limiter) int {
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.mu.Lock()
-		n += len(s.tat)
+		n += len(s.state)
 		s.mu.Unlock()
 	}
 	return n
+}
+
+// EndpointMatches reports whether a plan's endpoint pattern matches a
+// request's method and path.
+func EndpointMatches(pattern, method, path string) bool {
+	ep, err := parseEndpointPattern(pattern)
+	return err == nil && ep.match(method, path)
 }

@@ -109,3 +109,8 @@ func changeLast(key string) string {
 	}
 	return key[:len(key)-1] + string(c)
 }
+
+// allowKey counts one request against a key's own limit of perMinute.
+func allowKey(ctx context.Context, l keys.Limiter, id string, perMinute int, at time.Time) (keys.RateLimit, bool, error) {
+	return l.Allow(ctx, keys.Checks{{Name: keys.LimitKey, ID: id, Max: perMinute}}, at)
+}

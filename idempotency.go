@@ -170,7 +170,7 @@ func (m *Manager) createIdempotent(ctx context.Context, c caller, account string
 		if err != nil {
 			return nil, err
 		}
-		switch err := m.store.Write(ctx, Write{Insert: rec, Idempotency: entry, MaxActive: m.maxKeys, KeepRevoked: m.maxKeys}); {
+		switch err := m.store.Write(ctx, Write{Insert: rec, Idempotency: entry, MaxActive: s.maxKeys, KeepRevoked: s.maxKeys}); {
 		case err == nil:
 			return created, nil
 		case errors.Is(err, ErrIdempotencyKeyExists), errors.Is(err, ErrKeyLimit):

@@ -139,6 +139,7 @@ type Manager struct {
 	maxKeys          int
 	maxLifetime      time.Duration
 	foreign          []string // WithForeignPrefixes
+	plans            *plans   // WithPlans; nil: none
 	closed           atomic.Bool
 }
 
@@ -200,6 +201,9 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		maxKeys:          c.maxKeys,
 		maxLifetime:      c.maxLifetime,
 		foreign:          c.foreign,
+	}
+	if c.plans != nil {
+		m.plans = &plans{fetch: c.plans, ttl: int64(c.planTTL)}
 	}
 	for _, p := range c.foreign {
 		if strings.HasPrefix(p, format.brand) || strings.HasPrefix(format.brand, p) {
@@ -360,6 +364,9 @@ func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts [
 	if err := c.mayGrant(spec.environment, spec.permissions); err != nil {
 		return nil, err
 	}
+	if spec.rateLimit, spec.maxKeys, err = m.planLimits(ctx, account, spec.rateLimit, req.RateLimit != nil); err != nil {
+		return nil, err
+	}
 	if spec.disabled != NotDisabled && !c.trusted {
 		spec.disabled = DisabledByAccount
 	}
@@ -381,7 +388,7 @@ func (m *Manager) issue(ctx context.Context, s keySpec, accountID string, now ti
 	if err != nil {
 		return nil, err
 	}
-	switch err := m.store.Write(ctx, Write{Insert: rec, MaxActive: m.maxKeys, KeepRevoked: m.maxKeys}); {
+	switch err := m.store.Write(ctx, Write{Insert: rec, MaxActive: s.maxKeys, KeepRevoked: s.maxKeys}); {
 	case errors.Is(err, ErrKeyLimit):
 		return nil, err
 	case err != nil:

@@ -361,7 +361,7 @@ func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUp
 	if m.closed.Load() {
 		return nil, ErrClosed
 	}
-	apply, err := m.validateUpdate(c, u)
+	apply, err := m.validateUpdate(ctx, c, u)
 	if err != nil {
 		return nil, err
 	}
@@ -400,7 +400,7 @@ func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUp
 
 // validateUpdate checks every field of u before any record is read, and
 // returns the change to apply.
-func (m *Manager) validateUpdate(c caller, u APIKeyUpdate) (func(*Record) error, error) {
+func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) (func(*Record) error, error) {
 	var s keySpec
 	var err error
 	if u.Name.Set {
@@ -452,6 +452,11 @@ func (m *Manager) validateUpdate(c caller, u APIKeyUpdate) (func(*Record) error,
 		return nil, invalid("enabled", "enabled cannot be cleared; send true or false")
 	}
 	return func(r *Record) error {
+		if u.RateLimit.Set && !u.RateLimit.Null {
+			if _, _, err := m.planLimits(ctx, r.AccountID, s.rateLimit, true); err != nil {
+				return err
+			}
+		}
 		if u.ExpiresAt.Set {
 			// The lifetime bound counts from the key's creation, so an
 			// update cannot stretch a key's life past it.

@@ -4,106 +4,329 @@ import (
 	"context"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// RateLimitWindow is the window rate limits are counted over: rate_limit is
-// requests per minute.
+// RateLimitWindow is the window of every per-minute limit: a key's
+// rate_limit, and a plan's per-minute and per-endpoint limits.
 const RateLimitWindow = time.Minute
 
-// RateLimit is a key's rate-limit state, as the X-RateLimit-* headers show
+// Day is the window of a plan's PerDay quota: a UTC calendar day, from
+// 00:00:00 UTC to the next. See Plan.
+const Day = 24 * time.Hour
+
+// LimitName says which limit a Check counts against, and so which one a
+// refusal names.
+type LimitName uint8
+
+// The limits a request can count against.
+const (
+	// LimitKey is the key's own rate_limit, per minute.
+	LimitKey LimitName = iota + 1
+	// LimitAccount is the plan's requests per minute, all of the
+	// account's keys together.
+	LimitAccount
+	// LimitAccountDay is the plan's requests per UTC day, all of the
+	// account's keys together.
+	LimitAccountDay
+	// LimitEndpoint is the plan's limit on one endpoint, per key, per
+	// minute.
+	LimitEndpoint
+	// LimitConcurrency is the plan's requests in flight at once, all of
+	// the account's keys together (Manager.Acquire).
+	LimitConcurrency
+)
+
+var limitNames = [...]string{"", "key", "account_minute", "account_day", "endpoint", "concurrency"}
+
+// String is the name the API uses for the limit: "key", "account_minute",
+// "account_day", "endpoint" or "concurrency".
+func (n LimitName) String() string {
+	if int(n) < len(limitNames) {
+		return limitNames[n]
+	}
+	return "unknown"
+}
+
+// Window is the period the limit counts over: Day for LimitAccountDay,
+// RateLimitWindow for the others (0 for LimitConcurrency, which counts
+// requests in flight).
+func (n LimitName) Window() time.Duration {
+	switch n {
+	case LimitAccountDay:
+		return Day
+	case LimitConcurrency:
+		return 0
+	}
+	return RateLimitWindow
+}
+
+// RateLimit is the state of one limit, as the X-RateLimit-* headers show
 // it.
 type RateLimit struct {
-	Limit     int       // requests per RateLimitWindow; 0: the key has no limit
+	// Name is the limit this describes: of a request that passed, the
+	// tightest that applied (fewest remaining); of a refused one, the one
+	// that refused it. 0 when no limit applied.
+	Name      LimitName
+	Limit     int       // requests per Name.Window(); 0: no limit applied
 	Remaining int       // requests that would pass right now
 	Reset     time.Time // when the full Limit is available again
 	// RetryAfter is, on a refused request, how long until one more passes.
 	RetryAfter time.Duration
 }
 
-// Limiter counts requests against per-key limits. Implementations must be
-// safe for concurrent use and should not allocate on Allow.
+// MaxChecks is how many limits one request counts against at most: its
+// key's own, its account's per minute and per day, and one endpoint's.
+const MaxChecks = 4
+
+// Check is one limit a request counts against.
+type Check struct {
+	Name LimitName
+	// ID is whose counter it is: the key's ID for LimitKey and
+	// LimitEndpoint, the account's for LimitAccount and LimitAccountDay.
+	ID string
+	// Route tells one endpoint's counter from another's (LimitEndpoint:
+	// the plan's pattern); "" otherwise.
+	Route string
+	// Max is the limit: requests per Name.Window(). A Check with Max 0 is
+	// not there.
+	Max int
+}
+
+// Checks are the limits of one request; those with Max 0 are unused. It is
+// an array, passed by value, so that building it allocates nothing.
+type Checks [MaxChecks]Check
+
+// Limiter counts requests against limits. Implementations must be safe for
+// concurrent use and should not allocate on Allow.
 type Limiter interface {
-	// Allow counts one request by the key with the given id against a limit
-	// of perMinute requests per RateLimitWindow, and reports whether it may
-	// pass. now is the Manager's clock; a shared limiter may use its own
-	// (a Redis server's) to stay consistent across instances. An error
-	// means the limiter could not decide.
-	Allow(ctx context.Context, id string, perMinute int, now time.Time) (RateLimit, bool, error)
+	// Allow counts one request against every check, all or nothing: if
+	// any check refuses, none is counted. It reports whether the request
+	// may pass, and the RateLimit of the tightest check (fewest remaining)
+	// or, on a refusal, of the refusing check whose RetryAfter is longest,
+	// so that one retry after it can pass. Checks named LimitAccountDay
+	// count per UTC calendar day; the others per RateLimitWindow, with a
+	// burst of the whole limit (GCRA). now is the Manager's clock; a
+	// shared limiter may use its own (a Redis server's) to stay consistent
+	// across instances. An error means the limiter could not decide.
+	Allow(ctx context.Context, checks Checks, now time.Time) (RateLimit, bool, error)
+}
+
+// Lease is a request in flight, counted by a ConcurrencyLimiter until it
+// is released.
+type Lease struct {
+	Account string
+	ID      uint64 // the limiter's own: which of the account's leases
+}
+
+// ConcurrencyLimiter is a Limiter that also counts requests in flight,
+// the optional capability behind a plan's Concurrent limit
+// (Manager.Acquire). NewMemoryLimiter's limiter has it, and so does
+// redislimit's, across instances.
+type ConcurrencyLimiter interface {
+	Limiter
+	// Acquire counts one more request of account in flight if fewer than
+	// max are, and returns its lease.
+	Acquire(ctx context.Context, account string, max int, now time.Time) (Lease, bool, error)
+	// Release ends a lease Acquire returned; release each lease once (a
+	// Slot does). The zero Lease is no lease, and releasing it changes
+	// nothing.
+	Release(ctx context.Context, l Lease) error
 }
 
 // memoryLimiter is the in-process Limiter: see NewMemoryLimiter.
 type memoryLimiter struct {
-	seed   maphash.Seed
-	shards [limiterShards]limiterShard
+	seed     maphash.Seed
+	shards   [limiterShards]limiterShard
+	inFlight sync.Map // account → *atomic.Int64
 }
 
 const limiterShards = 64
 
 type limiterShard struct {
-	mu        sync.Mutex
-	tat       map[string]int64 // theoretical arrival time, Unix ns
+	mu sync.Mutex
+	// state is, for a per-minute counter, its theoretical arrival time
+	// (Unix ns); for a per-day one, the day's number and its count
+	// (packDay).
+	state     map[counter]int64
 	lastSweep int64
 	_         [32]byte // keep shards on separate cache lines
 }
 
-var _ Limiter = (*memoryLimiter)(nil)
+// counter names one limit's state.
+type counter struct {
+	name      LimitName
+	id, route string
+}
+
+var _ ConcurrencyLimiter = (*memoryLimiter)(nil)
 
 // NewMemoryLimiter returns an empty in-process Limiter, the Manager's
-// default: GCRA (the generic cell rate algorithm), sharded so that
-// different keys rarely share a mutex. Its Allow never returns an error.
-//
-// A key with rate_limit N may send a burst of N requests at once; after
-// that, one request every minute/N. So at most N pass in any instant, and a
-// key idle for a minute has its full N again. Its state is one int64 per
-// key (the theoretical arrival time), dropped once the key's bucket is full
-// again, so idle keys cost nothing.
+// default. Per-minute limits are GCRA (the generic cell rate algorithm): a
+// limit of N allows a burst of N requests at once, then one every
+// minute/N, so at most N pass in any instant and a counter idle for a
+// minute has its full N again. Per-day limits count a UTC calendar day
+// exactly. The state is sharded so that different counters rarely share a
+// mutex; a counter's state is one int64, dropped once it equals no state
+// (a full bucket, a past day), so idle keys cost nothing. It is also a
+// ConcurrencyLimiter. Its methods never return an error.
 func NewMemoryLimiter() Limiter {
 	l := &memoryLimiter{seed: maphash.MakeSeed()}
 	for i := range l.shards {
-		l.shards[i].tat = make(map[string]int64)
+		l.shards[i].state = make(map[counter]int64)
 	}
 	return l
 }
 
+// dayBits is how much of a per-day state holds the count; the rest is the
+// day's number since 1970.
+const dayBits = 40
+
+func packDay(day, n int64) int64       { return day<<dayBits | n }
+func unpackDay(v int64) (int64, int64) { return v >> dayBits, v & (1<<dayBits - 1) }
+
 // Allow implements Limiter.
-func (l *memoryLimiter) Allow(_ context.Context, id string, perMinute int, now time.Time) (RateLimit, bool, error) {
-	interval := int64(RateLimitWindow) / int64(perMinute)
-	capacity := interval * int64(perMinute)
+func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (RateLimit, bool, error) {
 	t := now.UnixNano()
-
-	s := &l.shards[maphash.String(l.seed, id)%limiterShards]
-	s.mu.Lock()
-	if t-s.lastSweep > int64(RateLimitWindow) {
-		s.sweep(t)
+	// Lock each shard the checks touch once, in ascending order, so that
+	// two requests sharing shards cannot deadlock.
+	var shard [MaxChecks]uint8
+	var locked [MaxChecks]*limiterShard
+	nlocked := 0
+	for i := range checks {
+		if checks[i].Max <= 0 {
+			continue
+		}
+		shard[i] = uint8(maphash.String(l.seed, checks[i].ID) % limiterShards)
 	}
-	tat := s.tat[id]
-	if tat < t {
-		tat = t
+	for s := 0; s < limiterShards; s++ {
+		for i := range checks {
+			if checks[i].Max > 0 && int(shard[i]) == s {
+				locked[nlocked] = &l.shards[s]
+				nlocked++
+				break
+			}
+		}
+		if nlocked == MaxChecks {
+			break
+		}
 	}
-	next := tat + interval
-	allowed := next-t <= capacity
+	for _, s := range locked[:nlocked] {
+		s.mu.Lock()
+		if t-s.lastSweep > int64(RateLimitWindow) {
+			s.sweep(t)
+		}
+	}
+	var next [MaxChecks]int64
+	var best RateLimit
+	allowed, found := true, false
+	for i := range checks {
+		c := &checks[i]
+		if c.Max <= 0 {
+			continue
+		}
+		s := &l.shards[shard[i]]
+		k := counter{c.Name, c.ID, c.Route}
+		var rl RateLimit
+		var ok bool
+		if c.Name == LimitAccountDay {
+			rl, next[i], ok = allowDay(s.state[k], c.Max, t)
+		} else {
+			rl, next[i], ok = allowGCRA(s.state[k], c.Max, t)
+		}
+		rl.Name = c.Name
+		switch {
+		case !found, !ok && (allowed || rl.RetryAfter > best.RetryAfter), ok && allowed && rl.Remaining < best.Remaining:
+			best = rl
+		}
+		found = true
+		allowed = allowed && ok
+	}
 	if allowed {
-		s.tat[id] = next
-		tat = next
+		for i := range checks {
+			if checks[i].Max > 0 {
+				l.shards[shard[i]].state[counter{checks[i].Name, checks[i].ID, checks[i].Route}] = next[i]
+			}
+		}
 	}
-	s.mu.Unlock()
-
-	rl := RateLimit{Limit: perMinute, Reset: time.Unix(0, tat)}
-	if allowed {
-		rl.Remaining = int((capacity - (tat - t)) / interval)
-	} else {
-		rl.RetryAfter = time.Duration(next - t - capacity)
+	for _, s := range locked[:nlocked] {
+		s.mu.Unlock()
 	}
-	return rl, allowed, nil
+	return best, allowed, nil
 }
 
-// sweep drops keys whose bucket is full again: their state equals no state.
+// allowGCRA decides one per-minute check: its state after the request,
+// and whether it may pass.
+func allowGCRA(tat int64, limit int, t int64) (RateLimit, int64, bool) {
+	interval := int64(RateLimitWindow) / int64(limit)
+	capacity := interval * int64(limit)
+	tat = max(tat, t)
+	next := tat + interval
+	rl := RateLimit{Limit: limit}
+	if next-t > capacity {
+		rl.Reset = time.Unix(0, tat)
+		rl.RetryAfter = time.Duration(next - t - capacity)
+		return rl, tat, false
+	}
+	rl.Reset = time.Unix(0, next)
+	rl.Remaining = int((capacity - (next - t)) / interval)
+	return rl, next, true
+}
+
+// allowDay decides one per-day check.
+func allowDay(state int64, limit int, t int64) (RateLimit, int64, bool) {
+	today := t / int64(Day)
+	day, n := unpackDay(state)
+	if day != today {
+		n = 0
+	}
+	end := (today + 1) * int64(Day)
+	rl := RateLimit{Limit: limit, Reset: time.Unix(0, end)}
+	if n >= int64(limit) {
+		rl.RetryAfter = time.Duration(end - t)
+		return rl, state, false
+	}
+	rl.Remaining = limit - int(n) - 1
+	return rl, packDay(today, n+1), true
+}
+
+// sweep drops state that equals no state: a full bucket, a past day.
 func (s *limiterShard) sweep(now int64) {
-	for id, tat := range s.tat {
-		if tat <= now {
-			delete(s.tat, id)
+	today := now / int64(Day)
+	for k, v := range s.state {
+		if k.name == LimitAccountDay {
+			if day, _ := unpackDay(v); day < today {
+				delete(s.state, k)
+			}
+		} else if v <= now {
+			delete(s.state, k)
 		}
 	}
 	s.lastSweep = now
+}
+
+// Acquire implements ConcurrencyLimiter: an atomic count per account.
+func (l *memoryLimiter) Acquire(_ context.Context, account string, limit int, _ time.Time) (Lease, bool, error) {
+	v, ok := l.inFlight.Load(account)
+	if !ok {
+		v, _ = l.inFlight.LoadOrStore(account, new(atomic.Int64))
+	}
+	n := v.(*atomic.Int64)
+	if n.Add(1) > int64(limit) {
+		n.Add(-1)
+		return Lease{}, false, nil
+	}
+	return Lease{Account: account, ID: 1}, true, nil
+}
+
+// Release implements ConcurrencyLimiter.
+func (l *memoryLimiter) Release(_ context.Context, lease Lease) error {
+	if lease.ID == 0 {
+		return nil
+	}
+	if v, ok := l.inFlight.Load(lease.Account); ok {
+		v.(*atomic.Int64).Add(-1)
+	}
+	return nil
 }

@@ -34,6 +34,8 @@ type config struct {
 	observer         Observer
 	maxLifetime      time.Duration
 	foreign          []string
+	plans            PlanFunc
+	planTTL          time.Duration
 }
 
 // WithForeignPrefixes names the prefixes of keys another system issued
@@ -240,9 +242,10 @@ func WithEventHook(hook func(context.Context, Event)) Option {
 // VerifyOption adds a check to Verify. Options are plain values, not
 // closures, so that passing them allocates nothing.
 type VerifyOption struct {
-	ip    netip.Addr
-	perms []string
-	env   Environment
+	ip           netip.Addr
+	perms        []string
+	env          Environment
+	method, path string
 }
 
 // FromIP gives the client's address, checked against the key's allowed_ips.
@@ -257,6 +260,10 @@ func Require(perms ...string) VerifyOption { return VerifyOption{perms: perms} }
 // InEnvironment fails verification with ErrWrongEnvironment unless the key
 // belongs to env.
 func InEnvironment(env Environment) VerifyOption { return VerifyOption{env: env} }
+
+// OnEndpoint gives the request's method and path, which the plan's
+// endpoint limits (Plan.Endpoints) are matched against.
+func OnEndpoint(method, path string) VerifyOption { return VerifyOption{method: method, path: path} }
 
 // IssueOption applies to the calls that issue a secret: Create and Roll.
 type IssueOption struct {

@@ -50,6 +50,7 @@ type keySpec struct {
 	ownerID     string
 	metadata    []byte
 	disabled    DisabledBy
+	maxKeys     int // the account's cap on active keys (Write.MaxActive)
 }
 
 // validateCreate is the one place the create rules live. It returns the first

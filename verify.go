@@ -37,7 +37,9 @@ func (v *Verified) Principal() Principal {
 //     (ErrKeyDisabled), environment
 //     (ErrWrongEnvironment), IP allowlist (ErrIPNotAllowed), permissions
 //     (ErrPermissionDenied);
-//  4. the key's rate limit (a *RateLimitError matching ErrRateLimited);
+//  4. the limits, all at once (a *RateLimitError matching ErrRateLimited,
+//     naming the limit): the key's rate limit and, with WithPlans, its
+//     account's per minute and per day, and its endpoint's (OnEndpoint);
 //  5. last-used time, noted in memory and flushed in batches.
 //
 // Any other error is the store or limiter failing; it matches none of the
@@ -112,8 +114,26 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 	if err := checkOptions(rec, opts); err != nil {
 		return v, err
 	}
+	var checks Checks
 	if rec.RateLimit > 0 {
-		rl, allowed, err := m.limiter.Allow(ctx, rec.ID, rec.RateLimit, now)
+		checks[0] = Check{Name: LimitKey, ID: rec.ID, Max: rec.RateLimit}
+	}
+	if m.plans != nil {
+		e, err := m.plans.of(ctx, rec.AccountID, now)
+		if err != nil {
+			return v, err
+		}
+		checks[1] = Check{Name: LimitAccount, ID: rec.AccountID, Max: e.plan.PerMinute}
+		checks[2] = Check{Name: LimitAccountDay, ID: rec.AccountID, Max: e.plan.PerDay}
+		if len(e.endpoints) > 0 {
+			method, path := endpointOf(opts)
+			if ep := e.endpoint(method, path); ep != nil {
+				checks[3] = Check{Name: LimitEndpoint, ID: rec.ID, Route: ep.pattern, Max: ep.limit}
+			}
+		}
+	}
+	if checks[0].Max|checks[1].Max|checks[2].Max|checks[3].Max != 0 {
+		rl, allowed, err := m.limiter.Allow(ctx, checks, now)
 		if err != nil {
 			return v, fmt.Errorf("%w: rate limiter: %w", ErrUnavailable, err)
 		}
@@ -124,6 +144,16 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 	}
 	m.usage.note(rec, digest[0], now)
 	return v, nil
+}
+
+// endpointOf is the request's method and path (OnEndpoint), if given.
+func endpointOf(opts []VerifyOption) (method, path string) {
+	for i := range opts {
+		if opts[i].method != "" {
+			method, path = opts[i].method, opts[i].path
+		}
+	}
+	return method, path
 }
 
 func checkOptions(rec *Record, opts []VerifyOption) error {

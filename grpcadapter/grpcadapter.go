@@ -133,6 +133,11 @@ func UnaryServerInterceptor(m *keys.Manager, opts ...Option) grpc.UnaryServerInt
 		if err != nil {
 			return nil, err
 		}
+		slot, err := m.Acquire(ctx, &v)
+		if err != nil {
+			return nil, Status(err).Err()
+		}
+		defer slot.Release()
 		return handler(keys.NewContext(ctx, v), req)
 	}
 }
@@ -149,6 +154,11 @@ func StreamServerInterceptor(m *keys.Manager, opts ...Option) grpc.StreamServerI
 		if err != nil {
 			return err
 		}
+		slot, err := m.Acquire(ss.Context(), &v)
+		if err != nil {
+			return Status(err).Err()
+		}
+		defer slot.Release() // a stream is in flight until its handler returns
 		return handler(srv, &stream{ServerStream: ss, ctx: keys.NewContext(ss.Context(), v)})
 	}
 }
@@ -172,8 +182,10 @@ func (c *config) verify(ctx context.Context, m *keys.Manager, method string, set
 	if err != nil {
 		return keys.Verified{}, err
 	}
-	var buf [3]keys.VerifyOption
-	opts := append(buf[:0], keys.FromIP(c.clientIP(ctx)))
+	var buf [4]keys.VerifyOption
+	// A gRPC call is an HTTP/2 POST to its full method name, and plans'
+	// endpoint patterns match it as one: "POST /txcloud.v1.Identity/Verify".
+	opts := append(buf[:0], keys.FromIP(c.clientIP(ctx)), keys.OnEndpoint("POST", method))
 	if perms := c.require[method]; len(perms) > 0 {
 		opts = append(opts, keys.Require(perms...))
 	}
@@ -234,11 +246,15 @@ func rateLimitMD(rl keys.RateLimit) metadata.MD {
 	if rl.Reset.Nanosecond() > 0 {
 		reset++
 	}
+	window := rl.Name.Window()
+	if window == 0 {
+		window = keys.RateLimitWindow
+	}
 	return metadata.Pairs(
 		"x-ratelimit-limit", strconv.Itoa(rl.Limit),
 		"x-ratelimit-remaining", strconv.Itoa(rl.Remaining),
 		"x-ratelimit-reset", strconv.FormatInt(reset, 10),
-		"x-ratelimit-window", strconv.Itoa(int(keys.RateLimitWindow/time.Second)),
+		"x-ratelimit-window", strconv.Itoa(int(window/time.Second)),
 	)
 }
 
@@ -264,18 +280,22 @@ var grpcCodes = [...]codes.Code{
 // Internal, with a fixed message: the error's text is not sent.
 func Status(err error) *status.Status {
 	var code codes.Code
-	var reason, msg string
+	var reason, msg, limit string
 	var retry time.Duration
 	if errors.Is(err, errNoCredentials) || errors.Is(err, errBadAuth) {
 		code, reason, msg = codes.Unauthenticated, "unauthorized", err.Error()
 	} else {
 		// Classified once, for this adapter and the HTTP one.
 		r := refusal.Of(err)
-		reason, msg, retry = r.Code, r.Message, r.RetryAfter
+		reason, msg, retry, limit = r.Code, r.Message, r.RetryAfter, r.Limit
 		code = grpcCodes[r.Kind]
 	}
 	st := status.New(code, msg)
-	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: Domain}}
+	info := &errdetails.ErrorInfo{Reason: reason, Domain: Domain}
+	if limit != "" {
+		info.Metadata = map[string]string{"limit": limit} // which limit refused the call
+	}
+	details := []protoadapt.MessageV1{info}
 	if retry > 0 {
 		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(retry)})
 	}

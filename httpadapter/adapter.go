@@ -89,7 +89,10 @@ func (a *Adapter) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.Serv
 // refuses, in the error envelope, a missing or invalid key (401
 // unauthorized), a revoked key (401 key_revoked), a disallowed client IP
 // (401 ip_not_allowed), a caller lacking a permission (403 forbidden) and a
-// key over its rate limit (429, with Retry-After). A store outage is a 503,
+// key over a limit (429, with Retry-After, naming the limit: the key's
+// own, or its account plan's per minute, per day, per endpoint or in
+// flight). Each request is counted in flight against its account's plan
+// until next returns, or panics. A store outage is a 503,
 // never a 401. The permissions are checked inside Verify, so a key refused
 // for them does not spend its rate limit.
 //
@@ -122,6 +125,12 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 				a.WriteError(w, r, err)
 				return
 			}
+			slot, err := a.m.Acquire(r.Context(), &v)
+			if err != nil {
+				a.WriteError(w, r, err)
+				return
+			}
+			defer slot.Release() // a panicking handler gives it back too
 			next.ServeHTTP(w, r.WithContext(keys.NewContext(r.Context(), v)))
 		})
 	}

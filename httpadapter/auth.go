@@ -111,8 +111,8 @@ func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []s
 	if err != nil {
 		return keys.Verified{}, err
 	}
-	var buf [3]keys.VerifyOption // on the stack
-	opts := append(buf[:0], keys.FromIP(a.c.clientIP(r)))
+	var buf [4]keys.VerifyOption // on the stack
+	opts := append(buf[:0], keys.FromIP(a.c.clientIP(r)), keys.OnEndpoint(r.Method, r.URL.Path))
 	if len(perms) > 0 {
 		opts = append(opts, keys.Require(perms...))
 	}

@@ -27,6 +27,9 @@ type ErrorDetail struct {
 	Param      string `json:"param,omitempty"`
 	RequestID  string `json:"request_id"`
 	RetryAfter *int   `json:"retry_after,omitempty"`
+	// Limit names the limit a 429 hit: key, account_minute, account_day,
+	// endpoint or concurrency.
+	Limit string `json:"limit,omitempty"`
 }
 
 // Error types, one per status class of the envelope.
@@ -88,6 +91,7 @@ func describe(err error) (status int, d ErrorDetail) {
 		secs := retryAfterSeconds(r.RetryAfter)
 		d.Message += "; retry after " + strconv.Itoa(secs) + "s"
 		d.RetryAfter = &secs
+		d.Limit = r.Limit
 		return http.StatusTooManyRequests, withType(d, TypeRateLimit)
 	case refusal.IdempotencyConflict:
 		return http.StatusConflict, withType(d, TypeIdempotency)
@@ -135,8 +139,10 @@ func (a *Adapter) WriteError(w http.ResponseWriter, r *http.Request, err error) 
 	_ = json.NewEncoder(w).Encode(ErrorBody{Error: d})
 }
 
-// setRateLimitHeaders describes the key's limit on every response to a
-// rate-limited key, successes included.
+// setRateLimitHeaders describes the tightest limit that applied to the
+// request (see keys.Limiter) on every response, successes included:
+// X-RateLimit-Window is 60 for a per-minute limit, 86400 for the plan's
+// daily quota.
 func setRateLimitHeaders(h http.Header, rl keys.RateLimit) {
 	if rl.Limit <= 0 {
 		return
@@ -144,7 +150,11 @@ func setRateLimitHeaders(h http.Header, rl keys.RateLimit) {
 	h.Set("X-RateLimit-Limit", strconv.Itoa(rl.Limit))
 	h.Set("X-RateLimit-Remaining", strconv.Itoa(rl.Remaining))
 	h.Set("X-RateLimit-Reset", strconv.FormatInt(ceilUnix(rl.Reset), 10))
-	h.Set("X-RateLimit-Window", strconv.Itoa(int(keys.RateLimitWindow/time.Second)))
+	window := rl.Name.Window()
+	if window == 0 {
+		window = keys.RateLimitWindow
+	}
+	h.Set("X-RateLimit-Window", strconv.Itoa(int(window/time.Second)))
 }
 
 func ceilUnix(t time.Time) int64 {

@@ -43,7 +43,7 @@ func authFailure(err error) error {
 // allowManagement counts a request against the account's limit on the key
 // endpoints (WithManagementLimit).
 func (a *Adapter) allowManagement(r *http.Request, account string) error {
-	rl, ok, err := a.manage.Allow(r.Context(), account, a.c.manageLimit, time.Now())
+	rl, ok, err := a.manage.Allow(r.Context(), keys.Checks{{Name: keys.LimitAccount, ID: account, Max: a.c.manageLimit}}, time.Now())
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w: %w", keys.ErrUnavailable, err)

@@ -177,7 +177,7 @@ func TestLookupSpanWhenTraced(t *testing.T) {
 
 type brokenLimiter struct{}
 
-func (brokenLimiter) Allow(context.Context, string, int, time.Time) (keys.RateLimit, bool, error) {
+func (brokenLimiter) Allow(context.Context, keys.Checks, time.Time) (keys.RateLimit, bool, error) {
 	return keys.RateLimit{}, false, errors.New("redis down")
 }
 

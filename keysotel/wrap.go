@@ -100,18 +100,47 @@ func (s *store) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error 
 	return s.call(ctx, "TouchLastUsed", func(ctx context.Context) error { return s.s.TouchLastUsed(ctx, batch) })
 }
 
-// Limiter wraps l: each failure counts in keys.limiter.errors.
-func (o *Observer) Limiter(l keys.Limiter) keys.Limiter { return &limiter{l: l, o: o} }
+// Limiter wraps l: each failure counts in keys.limiter.errors. A
+// keys.ConcurrencyLimiter stays one.
+func (o *Observer) Limiter(l keys.Limiter) keys.Limiter {
+	if cl, ok := l.(keys.ConcurrencyLimiter); ok {
+		return &concurrencyLimiter{limiter{l: l, o: o}, cl}
+	}
+	return &limiter{l: l, o: o}
+}
 
 type limiter struct {
 	l keys.Limiter
 	o *Observer
 }
 
-func (l *limiter) Allow(ctx context.Context, id string, perMinute int, now time.Time) (keys.RateLimit, bool, error) {
-	rl, ok, err := l.l.Allow(ctx, id, perMinute, now)
+func (l *limiter) Allow(ctx context.Context, checks keys.Checks, now time.Time) (keys.RateLimit, bool, error) {
+	rl, ok, err := l.l.Allow(ctx, checks, now)
 	if err != nil {
 		l.o.limiterErrors.Add(ctx, 1)
 	}
 	return rl, ok, err
+}
+
+type concurrencyLimiter struct {
+	limiter
+	cl keys.ConcurrencyLimiter
+}
+
+var _ keys.ConcurrencyLimiter = (*concurrencyLimiter)(nil)
+
+func (l *concurrencyLimiter) Acquire(ctx context.Context, account string, max int, now time.Time) (keys.Lease, bool, error) {
+	lease, ok, err := l.cl.Acquire(ctx, account, max, now)
+	if err != nil {
+		l.o.limiterErrors.Add(ctx, 1)
+	}
+	return lease, ok, err
+}
+
+func (l *concurrencyLimiter) Release(ctx context.Context, lease keys.Lease) error {
+	err := l.cl.Release(ctx, lease)
+	if err != nil {
+		l.o.limiterErrors.Add(ctx, 1)
+	}
+	return err
 }

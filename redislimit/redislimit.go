@@ -23,60 +23,115 @@ package redislimit
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/txcloud/keys"
 )
 
-// gcra is GCRA with a burst of the whole limit, times in microseconds.
-// KEYS[1]: the key's state; ARGV[1]: emission interval; ARGV[2]: capacity
-// (limit × interval). Returns {allowed, tat, now} as integers. Lua numbers
-// are doubles: microseconds since 1970 (~2^51) are exact. The stored value
-// is formatted by hand because Lua's own number-to-string keeps only 14
-// digits.
-var gcra = redis.NewScript(`
+// allowAll checks every limit of a request and counts it in all of them
+// only if every one passes: one round trip, atomic on the Redis server,
+// with the server's own clock (TIME), so instances with skewed clocks
+// still share one limit. Times are in microseconds; Lua numbers are
+// doubles, and microseconds since 1970 (~2^51) are exact. For each
+// KEYS[i], ARGV holds three numbers: the kind (0: per minute, GCRA with a
+// burst of the whole limit; 1: per UTC day, a count), then for GCRA the
+// emission interval and the capacity (limit × interval), for a day the
+// limit and 0. A day's count expires at the day's end (PXAT), so a stored
+// count is today's. Returns {all allowed, now, then per key: allowed,
+// state}, the state being GCRA's theoretical arrival time or the day's
+// count after this request. Stored values are formatted by hand because
+// Lua's own number-to-string keeps only 14 digits.
+var allowAll = redis.NewScript(`
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
-local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-if tat + interval - now > tonumber(ARGV[2]) then
-  return {0, tat, now}
+local dayEnd = (math.floor(now / 86400000000) + 1) * 86400000000
+local res = {1, now}
+local next = {}
+for i = 1, #KEYS do
+  local kind, x, y = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  local ok = 1
+  if kind == 0 then
+    local tat = tonumber(redis.call('GET', KEYS[i])) or now
+    if tat < now then tat = now end
+    if tat + x - now > y then ok = 0 else tat = tat + x end
+    next[i] = tat
+  else
+    local n = tonumber(redis.call('GET', KEYS[i])) or 0
+    if n >= x then ok = 0 else n = n + 1 end
+    next[i] = n
+  end
+  if ok == 0 then res[1] = 0 end
+  res[#res+1] = ok
+  res[#res+1] = next[i]
 end
-tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
-return {1, tat, now}
+if res[1] == 1 then
+  for i = 1, #KEYS do
+    if tonumber(ARGV[3*i-2]) == 0 then
+      redis.call('SET', KEYS[i], string.format('%.0f', next[i]), 'PX', math.ceil((next[i] - now) / 1000) + 1)
+    else
+      redis.call('SET', KEYS[i], string.format('%.0f', next[i]), 'PXAT', string.format('%.0f', dayEnd / 1000))
+    end
+  end
+end
+return res
 `)
 
-// Limiter is a Redis keys.Limiter. Use New.
+// acquire counts a request in flight: KEYS[1] is the account's sorted set
+// of leases, scored by when each expires. ARGV: the limit, the lease time
+// (µs), the lease's member. Expired leases (an instance that died holding
+// them) are dropped first.
+var acquire = redis.NewScript(`
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) / 1000) + 1)
+return 1
+`)
+
+// Limiter is a Redis keys.Limiter, and a keys.ConcurrencyLimiter. Use New.
 type Limiter struct {
-	client   redis.UniversalClient
-	prefix   string
-	fallback keys.Limiter // nil: fail closed
-	logf     func(msg string, err error)
-	every    time.Duration
+	client    redis.UniversalClient
+	prefix    string
+	fallback  keys.Limiter // nil: fail closed
+	logf      func(msg string, err error)
+	every     time.Duration
+	leaseTime time.Duration
 
 	mu     sync.Mutex
 	logged time.Time
 
 	seed    maphash.Seed
 	refused [refusedShards]refusedShard
+
+	instance string        // this limiter's lease members start with it
+	leases   atomic.Uint64 // the last lease's number
 }
 
 const refusedShards = 16
 
-// refusedShard remembers keys refused until a time (Unix ns, on the clock
-// Allow is given).
+// refusedShard remembers counters refused until a time (Unix ns, on the
+// clock Allow is given).
 type refusedShard struct {
 	mu        sync.Mutex
-	until     map[string]refusal
+	until     map[counter]refusal
 	lastSweep int64
 	_         [32]byte // keep shards on separate cache lines
+}
+
+// counter names one limit's state, as keys.Check does.
+type counter struct {
+	name      keys.LimitName
+	id, route string
 }
 
 type refusal struct {
@@ -93,13 +148,19 @@ type refusal struct {
 // the instance's others (it may be stuck, or its answer lost).
 const askTimeout = int64(250 * time.Millisecond)
 
-var _ keys.Limiter = (*Limiter)(nil)
+var _ keys.ConcurrencyLimiter = (*Limiter)(nil)
 
 // Option configures a Limiter.
 type Option func(*Limiter)
 
 // WithPrefix sets the prefix of the Redis keys (default "txcloud:keys:rl:").
 func WithPrefix(p string) Option { return func(l *Limiter) { l.prefix = p } }
+
+// WithLeaseTime sets how long a request in flight is counted at most
+// (default one minute): an instance that dies holding leases gives them
+// back within it. A request that runs longer stops counting after it, so
+// set it above the server's longest request (its WriteTimeout).
+func WithLeaseTime(d time.Duration) Option { return func(l *Limiter) { l.leaseTime = d } }
 
 // FailOpen makes the limiter fall back to fallback (keys.NewMemoryLimiter()
 // if nil) while Redis is unreachable, logging through logf at most once per
@@ -118,83 +179,209 @@ func New(client redis.UniversalClient, opts ...Option) (*Limiter, error) {
 	if client == nil {
 		return nil, errors.New("redislimit: nil client")
 	}
-	l := &Limiter{client: client, prefix: "txcloud:keys:rl:", logf: func(string, error) {}, every: time.Minute}
+	l := &Limiter{client: client, prefix: "txcloud:keys:rl:", logf: func(string, error) {}, every: time.Minute, leaseTime: time.Minute}
 	for _, o := range opts {
 		o(l)
 	}
+	if l.leaseTime < time.Millisecond {
+		return nil, fmt.Errorf("redislimit: lease time %v is under a millisecond", l.leaseTime)
+	}
 	l.seed = maphash.MakeSeed()
 	for i := range l.refused {
-		l.refused[i].until = make(map[string]refusal)
+		l.refused[i].until = make(map[counter]refusal)
 	}
+	l.instance = rand.Text()
 	return l, nil
 }
 
-// Allow implements keys.Limiter. now is ignored: the Redis server's clock
-// decides, the same for every instance.
-func (l *Limiter) Allow(ctx context.Context, id string, perMinute int, now time.Time) (keys.RateLimit, bool, error) {
-	sh := &l.refused[maphash.String(l.seed, id)%refusedShards]
+// redisKey is the Redis key of a check's counter: one namespace per kind
+// of limit, so that a key ID and an account ID never share a counter.
+func (l *Limiter) redisKey(c *keys.Check) string {
+	switch c.Name {
+	case keys.LimitKey:
+		return l.prefix + "k:" + c.ID
+	case keys.LimitAccount:
+		return l.prefix + "a:" + c.ID
+	case keys.LimitAccountDay:
+		return l.prefix + "d:" + c.ID
+	}
+	return l.prefix + "e:" + c.ID + ":" + c.Route
+}
+
+func (l *Limiter) shard(c *keys.Check) *refusedShard {
+	return &l.refused[maphash.String(l.seed, c.ID)%refusedShards]
+}
+
+// interval is a per-minute check's emission interval in microseconds.
+func interval(c *keys.Check) int64 {
+	return int64(keys.RateLimitWindow/time.Microsecond) / int64(c.Max)
+}
+
+// Allow implements keys.Limiter, in one round trip for all of a request's
+// checks. now is ignored but for the refusals this instance remembers:
+// the Redis server's clock decides, the same for every instance.
+func (l *Limiter) Allow(ctx context.Context, checks keys.Checks, now time.Time) (keys.RateLimit, bool, error) {
 	t := now.UnixNano()
-	interval := int64(keys.RateLimitWindow/time.Microsecond) / int64(perMinute)
-	sh.mu.Lock()
-	r, ok := sh.until[id]
-	asking := false
-	switch {
-	case !ok:
-	case r.limit != perMinute:
-		delete(sh.until, id) // the key's limit changed: ask Redis
-		ok = false
-	case t < r.until:
-	case r.asking != 0 && t-r.asking < askTimeout:
-		// Another request is asking for the slot that came due: refused
-		// for now, told to retry when the slot after it comes.
-		r.until = t + interval*int64(time.Microsecond)
-	default:
-		r.asking = t // passed: this request asks, on behalf of the others
-		sh.until[id] = r
-		ok, asking = false, true
+	if rl, refused := l.remembered(&checks, t); refused {
+		return rl, false, nil
 	}
-	sh.mu.Unlock()
-	if ok {
-		return keys.RateLimit{Limit: perMinute, Reset: time.Unix(0, r.reset), RetryAfter: time.Duration(r.until - t)}, false, nil
+	var asking [keys.MaxChecks]bool
+	l.markAsking(&checks, &asking, t)
+	redisKeys := make([]string, 0, keys.MaxChecks)
+	args := make([]any, 0, 3*keys.MaxChecks)
+	for i := range checks {
+		c := &checks[i]
+		if c.Max <= 0 {
+			continue
+		}
+		redisKeys = append(redisKeys, l.redisKey(c))
+		if c.Name == keys.LimitAccountDay {
+			args = append(args, 1, c.Max, 0)
+		} else {
+			iv := interval(c)
+			args = append(args, 0, iv, iv*int64(c.Max))
+		}
 	}
-	capacity := interval * int64(perMinute)
-	res, err := gcra.Run(ctx, l.client, []string{l.prefix + id}, interval, capacity).Slice()
-	if asking && (err != nil || len(res) != 3 || res[0] == int64(1)) {
-		sh.forget(id, t) // allowed, or no answer: the next request asks
+	res, err := allowAll.Run(ctx, l.client, redisKeys, args...).Int64Slice()
+	if err == nil && len(res) != 2+2*len(redisKeys) {
+		err = fmt.Errorf("redislimit: unexpected script result %v", res)
+	}
+	if err != nil || res[0] == 1 {
+		l.forgetAsking(&checks, &asking, t) // allowed, or no answer: the next request asks
 	}
 	if err != nil {
 		if l.fallback == nil {
 			return keys.RateLimit{}, false, fmt.Errorf("redislimit: %w", err)
 		}
 		l.logOnce(err)
-		return l.fallback.Allow(ctx, id, perMinute, now)
+		return l.fallback.Allow(ctx, checks, now)
 	}
-	allowed, tat, srvNow, err := parse(res)
-	if err != nil {
-		return keys.RateLimit{}, false, err
+	allowed, srvNow := res[0] == 1, res[1]
+	var best keys.RateLimit
+	found, j := false, 2
+	for i := range checks {
+		c := &checks[i]
+		if c.Max <= 0 {
+			continue
+		}
+		ok, state := res[j] == 1, res[j+1]
+		j += 2
+		rl := keys.RateLimit{Name: c.Name, Limit: c.Max}
+		if c.Name == keys.LimitAccountDay {
+			end := (srvNow/int64(keys.Day/time.Microsecond) + 1) * int64(keys.Day/time.Microsecond)
+			rl.Reset = time.UnixMicro(end)
+			if ok {
+				rl.Remaining = c.Max - int(state)
+			} else {
+				rl.RetryAfter = time.Duration(end-srvNow) * time.Microsecond
+			}
+		} else {
+			iv := interval(c)
+			capacity := iv * int64(c.Max)
+			rl.Reset = time.UnixMicro(state)
+			if ok {
+				rl.Remaining = int((capacity - (state - srvNow)) / iv)
+			} else {
+				rl.RetryAfter = time.Duration(state+iv-srvNow-capacity) * time.Microsecond
+			}
+		}
+		if !ok {
+			l.shard(c).remember(counter{c.Name, c.ID, c.Route}, refusal{until: t + int64(rl.RetryAfter), reset: rl.Reset.UnixNano(), limit: c.Max}, t)
+		}
+		switch {
+		case allowed && (!found || rl.Remaining < best.Remaining):
+			best = rl // the tightest
+		case !allowed && !ok && rl.RetryAfter > best.RetryAfter:
+			best = rl // the refusal with the longest wait
+		}
+		found = true
 	}
-	rl := keys.RateLimit{Limit: perMinute, Reset: time.UnixMicro(tat)}
-	if allowed {
-		rl.Remaining = int((capacity - (tat - srvNow)) / interval)
-	} else {
-		rl.RetryAfter = time.Duration(tat+interval-srvNow-capacity) * time.Microsecond
-		sh.remember(id, refusal{until: t + int64(rl.RetryAfter), reset: rl.Reset.UnixNano(), limit: perMinute}, t)
-	}
-	return rl, allowed, nil
+	return best, allowed, nil
 }
 
-// forget drops id's refusal if it is still the one asked about at t.
-func (sh *refusedShard) forget(id string, t int64) {
-	sh.mu.Lock()
-	if r, ok := sh.until[id]; ok && r.asking == t {
-		delete(sh.until, id)
+// remembered refuses the request locally if one of its counters is
+// refused until later, or another request of this instance is asking
+// Redis about it; the refusal with the longest wait answers.
+func (l *Limiter) remembered(checks *keys.Checks, t int64) (keys.RateLimit, bool) {
+	var best keys.RateLimit
+	refused := false
+	for i := range checks {
+		c := &checks[i]
+		if c.Max <= 0 {
+			continue
+		}
+		sh := l.shard(c)
+		k := counter{c.Name, c.ID, c.Route}
+		sh.mu.Lock()
+		r, ok := sh.until[k]
+		switch {
+		case !ok:
+		case r.limit != c.Max:
+			delete(sh.until, k) // the limit changed: ask Redis
+			ok = false
+		case t < r.until:
+		case r.asking != 0 && t-r.asking < askTimeout:
+			// Another request is asking for the slot that came due:
+			// refused for now, told to retry when the slot after it
+			// comes (a second, for a day's quota).
+			wait := int64(time.Second)
+			if c.Name != keys.LimitAccountDay {
+				wait = interval(c) * int64(time.Microsecond)
+			}
+			r.until = t + wait
+		default:
+			ok = false // passed: a request may ask
+		}
+		sh.mu.Unlock()
+		if ok && (!refused || r.until-t > int64(best.RetryAfter)) {
+			best = keys.RateLimit{Name: c.Name, Limit: c.Max, Reset: time.Unix(0, r.reset), RetryAfter: time.Duration(r.until - t)}
+			refused = true
+		}
 	}
-	sh.mu.Unlock()
+	return best, refused
+}
+
+// markAsking marks the request as the one asking Redis for each counter
+// whose remembered refusal has passed, on behalf of the instance's others.
+func (l *Limiter) markAsking(checks *keys.Checks, asking *[keys.MaxChecks]bool, t int64) {
+	for i := range checks {
+		c := &checks[i]
+		if c.Max <= 0 {
+			continue
+		}
+		sh := l.shard(c)
+		k := counter{c.Name, c.ID, c.Route}
+		sh.mu.Lock()
+		if r, ok := sh.until[k]; ok && r.asking == 0 {
+			r.asking = t
+			sh.until[k] = r
+			asking[i] = true
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// forgetAsking drops the refusals this request asked about, if each is
+// still the one asked about at t.
+func (l *Limiter) forgetAsking(checks *keys.Checks, asking *[keys.MaxChecks]bool, t int64) {
+	for i := range checks {
+		if !asking[i] {
+			continue
+		}
+		c := &checks[i]
+		sh := l.shard(c)
+		k := counter{c.Name, c.ID, c.Route}
+		sh.mu.Lock()
+		if r, ok := sh.until[k]; ok && r.asking == t {
+			delete(sh.until, k)
+		}
+		sh.mu.Unlock()
+	}
 }
 
 // remember records a refusal, first dropping the shard's passed ones at
-// most once a window, so the map holds only keys refused right now.
-func (sh *refusedShard) remember(id string, r refusal, now int64) {
+// most once a window, so the map holds only counters refused right now.
+func (sh *refusedShard) remember(k counter, r refusal, now int64) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if now-sh.lastSweep > int64(keys.RateLimitWindow) {
@@ -205,19 +392,54 @@ func (sh *refusedShard) remember(id string, r refusal, now int64) {
 		}
 		sh.lastSweep = now
 	}
-	sh.until[id] = r
+	sh.until[k] = r
 }
 
-func parse(res []any) (allowed bool, tat, now int64, err error) {
-	if len(res) == 3 {
-		a, ok := res[0].(int64)
-		tat, ok2 := res[1].(int64)
-		now, ok3 := res[2].(int64)
-		if ok && ok2 && ok3 {
-			return a == 1, tat, now, nil
+// Acquire implements keys.ConcurrencyLimiter: the account's leases are a
+// sorted set in Redis, each expiring after the lease time, so an instance
+// that dies holding some gives them back within it.
+func (l *Limiter) Acquire(ctx context.Context, account string, max int, now time.Time) (keys.Lease, bool, error) {
+	lease := keys.Lease{Account: account, ID: l.leases.Add(1)}
+	ok, err := acquire.Run(ctx, l.client, []string{l.prefix + "c:" + account}, max, l.leaseTime.Microseconds(), l.member(lease)).Bool()
+	if err != nil {
+		if cl, isCL := l.fallback.(keys.ConcurrencyLimiter); isCL {
+			l.logOnce(err)
+			lease, ok, err := cl.Acquire(ctx, account, max, now)
+			lease.ID |= fallbackLease
+			return lease, ok, err
 		}
+		return keys.Lease{}, false, fmt.Errorf("redislimit: %w", err)
 	}
-	return false, 0, 0, fmt.Errorf("redislimit: unexpected script result %v", res)
+	if !ok {
+		return keys.Lease{}, false, nil
+	}
+	return lease, true, nil
+}
+
+// Release implements keys.ConcurrencyLimiter. A lease of the fallback
+// (taken while Redis was down) goes back to the fallback.
+func (l *Limiter) Release(ctx context.Context, lease keys.Lease) error {
+	if lease.ID == 0 {
+		return nil
+	}
+	if lease.ID&fallbackLease == 0 {
+		if err := l.client.ZRem(ctx, l.prefix+"c:"+lease.Account, l.member(lease)).Err(); err != nil {
+			return fmt.Errorf("redislimit: %w", err)
+		}
+		return nil
+	}
+	if cl, ok := l.fallback.(keys.ConcurrencyLimiter); ok {
+		lease.ID &^= fallbackLease
+		return cl.Release(ctx, lease)
+	}
+	return nil
+}
+
+// fallbackLease marks the leases the fallback gave.
+const fallbackLease = 1 << 63
+
+func (l *Limiter) member(lease keys.Lease) string {
+	return l.instance + ":" + strconv.FormatUint(lease.ID, 10)
 }
 
 func (l *Limiter) logOnce(err error) {

@@ -61,7 +61,7 @@ func flood(t *testing.T, ls []*redislimit.Limiter, workers, limit int, d time.Du
 			go func() {
 				defer wg.Done()
 				for i := 0; (max == 0 || i < max) && time.Since(start) < d; i++ {
-					rl, ok, err := l.Allow(ctx, "flooder", limit, time.Now())
+					rl, ok, err := allowKey(ctx, l, "flooder", limit, time.Now())
 					if err != nil {
 						t.Error(err)
 						return
@@ -98,19 +98,19 @@ func TestBoundary(t *testing.T) {
 	prefix := "keys-test:" + rand.Text() + ":"
 	l, _ := redislimit.New(c, redislimit.WithPrefix(prefix))
 	for i := range 5 {
-		rl, ok, err := l.Allow(ctx, "k1", 5, time.Now())
+		rl, ok, err := allowKey(ctx, l, "k1", 5, time.Now())
 		if err != nil || !ok || rl.Remaining != 4-i || rl.Limit != 5 {
 			t.Fatalf("request %d: %+v %v %v", i+1, rl, ok, err)
 		}
 	}
-	rl, ok, err := l.Allow(ctx, "k1", 5, time.Now())
+	rl, ok, err := allowKey(ctx, l, "k1", 5, time.Now())
 	if err != nil || ok || rl.RetryAfter <= 11*time.Second || rl.RetryAfter > 12*time.Second || rl.Remaining != 0 {
 		t.Fatalf("6th request: %+v %v %v", rl, ok, err)
 	}
-	if _, ok, _ := l.Allow(ctx, "k2", 5, time.Now()); !ok {
+	if _, ok, _ := allowKey(ctx, l, "k2", 5, time.Now()); !ok {
 		t.Fatal("another key was limited")
 	}
-	ttl, err := c.PTTL(ctx, prefix+"k1").Result()
+	ttl, err := c.PTTL(ctx, prefix+"k:k1").Result()
 	if err != nil || ttl <= 0 || ttl > 61*time.Second {
 		t.Fatalf("the key's state does not expire by itself: %v %v", ttl, err)
 	}
@@ -178,7 +178,7 @@ func TestFailOpen(t *testing.T) {
 	var logs atomic.Int64
 	l := newLimiter(t, newClient(t, "127.0.0.1:1"), redislimit.FailOpen(nil, func(string, error) { logs.Add(1) }, time.Hour))
 	for i := range 5 {
-		if _, ok, err := l.Allow(ctx, "k", 3, time.Now()); err != nil || ok != (i < 3) {
+		if _, ok, err := allowKey(ctx, l, "k", 3, time.Now()); err != nil || ok != (i < 3) {
 			t.Fatalf("request %d: %v %v (the in-memory fallback still limits)", i+1, ok, err)
 		}
 	}
@@ -256,17 +256,17 @@ func TestOutageAndRecovery(t *testing.T) {
 	ctx := context.Background()
 	p := startProxy(t, addr(t))
 	l := newLimiter(t, newClient(t, p.addr))
-	if _, ok, err := l.Allow(ctx, "k", 100, time.Now()); err != nil || !ok {
+	if _, ok, err := allowKey(ctx, l, "k", 100, time.Now()); err != nil || !ok {
 		t.Fatalf("before the outage: %v %v", ok, err)
 	}
 	p.cut()
-	if _, _, err := l.Allow(ctx, "k", 100, time.Now()); err == nil {
+	if _, _, err := allowKey(ctx, l, "k", 100, time.Now()); err == nil {
 		t.Fatal("no error while Redis is unreachable")
 	}
 	p.restore(t)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		rl, ok, err := l.Allow(ctx, "k", 100, time.Now())
+		rl, ok, err := allowKey(ctx, l, "k", 100, time.Now())
 		if err == nil {
 			if !ok || rl.Remaining != 98 {
 				t.Fatalf("after recovery the limit's state is wrong: %+v %v", rl, ok)
@@ -288,7 +288,7 @@ func BenchmarkRedisLimit(b *testing.B) {
 	l := newLimiter(b, c)
 	b.Run("limit", func(b *testing.B) {
 		for b.Loop() {
-			if _, _, err := l.Allow(ctx, "bench", 10_000_000, time.Now()); err != nil {
+			if _, _, err := allowKey(ctx, l, "bench", 10_000_000, time.Now()); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -357,7 +357,7 @@ func TestRefusalsAreAnsweredLocally(t *testing.T) {
 	}
 	// Another limit for the key (it was updated) is asked of Redis at once.
 	before := hook.n.Load()
-	if _, _, err := l.Allow(ctx, "flooder", 120, time.Now()); err != nil || hook.n.Load() == before {
+	if _, _, err := allowKey(ctx, l, "flooder", 120, time.Now()); err != nil || hook.n.Load() == before {
 		t.Fatalf("a changed limit was answered from the remembered refusal (%v)", err)
 	}
 }
@@ -371,18 +371,18 @@ func TestRememberedRefusalEndsAtItsRetryTime(t *testing.T) {
 	c.AddHook(hook)
 	l := newLimiter(t, c)
 	t0 := time.Now()
-	if _, ok, err := l.Allow(ctx, "edge", 1, t0); !ok || err != nil {
+	if _, ok, err := allowKey(ctx, l, "edge", 1, t0); !ok || err != nil {
 		t.Fatalf("first request: %v %v", ok, err)
 	}
-	rl, ok, err := l.Allow(ctx, "edge", 1, t0)
+	rl, ok, err := allowKey(ctx, l, "edge", 1, t0)
 	if ok || err != nil || rl.RetryAfter <= 0 {
 		t.Fatalf("second request: %+v %v %v", rl, ok, err)
 	}
 	calls := hook.n.Load()
-	if _, ok, _ := l.Allow(ctx, "edge", 1, t0.Add(rl.RetryAfter-1)); ok || hook.n.Load() != calls {
+	if _, ok, _ := allowKey(ctx, l, "edge", 1, t0.Add(rl.RetryAfter-1)); ok || hook.n.Load() != calls {
 		t.Fatalf("a nanosecond before the retry time: allowed %v, %d Redis calls (want a local refusal)", ok, hook.n.Load()-calls)
 	}
-	if _, _, _ = l.Allow(ctx, "edge", 1, t0.Add(rl.RetryAfter)); hook.n.Load() != calls+1 {
+	if _, _, _ = allowKey(ctx, l, "edge", 1, t0.Add(rl.RetryAfter)); hook.n.Load() != calls+1 {
 		t.Fatal("at the retry time, Redis was not asked again")
 	}
 }
@@ -458,10 +458,10 @@ func TestOneAskerAtATime(t *testing.T) {
 	c.AddHook(block)
 	l := newLimiter(t, c)
 	t0 := time.Now()
-	if _, ok, err := l.Allow(ctx, "one", 1, t0); !ok || err != nil {
+	if _, ok, err := allowKey(ctx, l, "one", 1, t0); !ok || err != nil {
 		t.Fatalf("first request: %v %v", ok, err)
 	}
-	rl, ok, err := l.Allow(ctx, "one", 1, t0)
+	rl, ok, err := allowKey(ctx, l, "one", 1, t0)
 	if ok || err != nil {
 		t.Fatalf("second request: %v %v", ok, err)
 	}
@@ -469,7 +469,7 @@ func TestOneAskerAtATime(t *testing.T) {
 	block.armed.Store(true)
 	asked := make(chan bool)
 	go func() {
-		_, ok, err := l.Allow(ctx, "one", 1, due)
+		_, ok, err := allowKey(ctx, l, "one", 1, due)
 		if err != nil {
 			t.Error(err)
 		}
@@ -477,12 +477,12 @@ func TestOneAskerAtATime(t *testing.T) {
 	}()
 	<-block.entered
 	calls := count.n.Load()
-	rl, ok, err = l.Allow(ctx, "one", 1, due.Add(time.Millisecond))
+	rl, ok, err = allowKey(ctx, l, "one", 1, due.Add(time.Millisecond))
 	if ok || err != nil || count.n.Load() != calls || rl.RetryAfter <= 0 {
 		t.Fatalf("while another asks: allowed %v (%v), %d calls, retry after %v; want a local refusal", ok, err, count.n.Load()-calls, rl.RetryAfter)
 	}
 	// The asker is stuck: past askTimeout the next request asks itself.
-	if _, _, err := l.Allow(ctx, "one", 1, due.Add(300*time.Millisecond)); err != nil || count.n.Load() != calls+1 {
+	if _, _, err := allowKey(ctx, l, "one", 1, due.Add(300*time.Millisecond)); err != nil || count.n.Load() != calls+1 {
 		t.Fatalf("past the ask timeout: %v, %d calls (want 1)", err, count.n.Load()-calls)
 	}
 	close(block.release)
@@ -491,16 +491,21 @@ func TestOneAskerAtATime(t *testing.T) {
 	// An error while asking: the next request asks again (here it gets
 	// the error too) instead of being refused locally.
 	t1 := due.Add(time.Minute)
-	_, _, _ = l.Allow(ctx, "one", 1, t1)
-	if _, ok, err := l.Allow(ctx, "one", 1, t1); ok || err != nil {
+	_, _, _ = allowKey(ctx, l, "one", 1, t1)
+	if _, ok, err := allowKey(ctx, l, "one", 1, t1); ok || err != nil {
 		t.Fatalf("a request over the limit: %v %v", ok, err)
 	}
 	later := t1.Add(2 * time.Minute)
 	_ = c.Close()
-	if _, _, err := l.Allow(ctx, "one", 1, later); err == nil {
+	if _, _, err := allowKey(ctx, l, "one", 1, later); err == nil {
 		t.Fatal("a closed client answered")
 	}
-	if _, _, err := l.Allow(ctx, "one", 1, later.Add(time.Millisecond)); err == nil {
+	if _, _, err := allowKey(ctx, l, "one", 1, later.Add(time.Millisecond)); err == nil {
 		t.Fatal("after an asker's error the next request was refused locally, not asked")
 	}
+}
+
+// allowKey counts one request against a key's own limit of perMinute.
+func allowKey(ctx context.Context, l keys.Limiter, id string, perMinute int, at time.Time) (keys.RateLimit, bool, error) {
+	return l.Allow(ctx, keys.Checks{{Name: keys.LimitKey, ID: id, Max: perMinute}}, at)
 }

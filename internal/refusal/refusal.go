@@ -35,6 +35,16 @@ type Refusal struct {
 	Message    string
 	Param      string        // the request field at fault, if any
 	RetryAfter time.Duration // RateLimited: the wait before the next request may pass
+	Limit      string        // RateLimited: which limit refused (keys.LimitName's String), if known
+}
+
+// limitMessages say which limit refused a request.
+var limitMessages = map[keys.LimitName]string{
+	keys.LimitKey:         "rate limit exceeded: this key's requests per minute",
+	keys.LimitAccount:     "rate limit exceeded: the account's requests per minute (its plan)",
+	keys.LimitAccountDay:  "daily quota exceeded: the account's requests per day (its plan; the day is UTC)",
+	keys.LimitEndpoint:    "rate limit exceeded: this key's requests per minute to this endpoint (its plan)",
+	keys.LimitConcurrency: "too many requests in flight: the account's concurrent requests (its plan)",
 }
 
 // Of classifies err.
@@ -64,7 +74,11 @@ func Of(err error) Refusal {
 	case errors.Is(err, keys.ErrPermissionDenied):
 		return Refusal{Kind: Forbidden, Code: "forbidden", Message: "permission denied"}
 	case errors.As(err, &rle):
-		return Refusal{Kind: RateLimited, Code: "rate_limit_exceeded", Message: "rate limit exceeded", RetryAfter: rle.RateLimit.RetryAfter}
+		r := Refusal{Kind: RateLimited, Code: "rate_limit_exceeded", Message: "rate limit exceeded", RetryAfter: rle.RateLimit.RetryAfter}
+		if msg, ok := limitMessages[rle.RateLimit.Name]; ok {
+			r.Message, r.Limit = msg, rle.RateLimit.Name.String()
+		}
+		return r
 	case errors.Is(err, keys.ErrIdempotencyConflict):
 		return Refusal{Kind: IdempotencyConflict, Code: "idempotency_key_reused", Param: "Idempotency-Key", Message: "this Idempotency-Key was used with a different request"}
 	case errors.Is(err, keys.ErrNotFound):
