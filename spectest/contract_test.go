@@ -125,6 +125,9 @@ var exceptions = []exception{
 	{"`metadata` must be at most 4096 bytes once compacted, nested at most 8 deep, with no name twice in one object", func(s int, d httpadapter.ErrorDetail) bool {
 		return s == 400 && d.Param == "metadata"
 	}},
+	{"`rate_limit` may not exceed the account plan's requests per minute (a plan is the host's, per account)", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && d.Param == "rate_limit" && strings.Contains(d.Message, "plan")
+	}},
 	{"the key's state: a revoked, rolled or expired key cannot be changed or rolled", func(s int, d httpadapter.ErrorDetail) bool {
 		return s == 400 && d.Code == "invalid_request" && d.Param == "" &&
 			(strings.Contains(d.Message, "revoked or already rolled") || strings.Contains(d.Message, "has expired"))

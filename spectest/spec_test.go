@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/txcloud/keys"
@@ -440,5 +441,34 @@ func TestContractRejectsDisagreement(t *testing.T) {
 		if err := c.validate(list, nil, rec); err == nil {
 			t.Errorf("list, %s: accepted", name)
 		}
+	}
+}
+
+// Under an account plan: a rate_limit above the plan is a 400 on
+// rate_limit, the headers report the tightest limit (here the UTC day's
+// quota, window 86400), and a 429 names the limit it hit.
+func TestPlanExchanges(t *testing.T) {
+	plans := func(context.Context, string) (keys.Plan, error) { return keys.Plan{PerMinute: 100, PerDay: 4}, nil }
+	m, err := keys.New(memstore.New(), keys.WithPlans(plans, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	e := &env{t: t, c: newContract(t), h: httpadapter.New(m), m: m}
+	admin := e.key(keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_plan"})
+	rec := e.do(t, "POST", "/developers/keys", admin, `{"name":"over","environment":"test","rate_limit":101}`, nil, 400)
+	var body httpadapter.ErrorBody
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error.Param != "rate_limit" || body.Error.Code != keys.CodeInvalidParameter {
+		t.Fatalf("%v %+v", err, body)
+	}
+	for i := range 3 {
+		rec = e.do(t, "GET", "/developers/keys", admin, "", nil, 200)
+		if rec.Header().Get("X-RateLimit-Window") != "86400" || rec.Header().Get("X-RateLimit-Limit") != "4" || rec.Header().Get("X-RateLimit-Remaining") != strconv.Itoa(2-i) {
+			t.Fatalf("request %d: %v", i+1, rec.Header())
+		}
+	}
+	rec = e.do(t, "GET", "/developers/keys", admin, "", nil, 429)
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error.Limit != "account_day" || body.Error.RetryAfter == nil {
+		t.Fatalf("%v %s", err, rec.Body)
 	}
 }
