@@ -20,7 +20,7 @@
 //	POST /v1/developers/keys   create a key (needs developers:write)
 //	GET  /v1/whoami            the calling key's id, environment, permissions, owner_id, metadata
 //	POST /v1/secret-scanning/github  GitHub's leak alerts (with --github-keys FILE)
-//	GET  /v1/ping              any valid key; shows the rate-limit headers
+//	GET  /v1/ping              any valid key; shows the rate-limit headers (?sleep_ms=N holds it open N ms)
 //
 // Requests are logged to stderr with log/slog; no key is ever logged.
 // Instances sharing a database must share the pepper: set KEYSDEMO_PEPPER
@@ -40,6 +40,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -82,6 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	maxConns := fs.Int("max-conns", 4096, "open connections at most; more are closed as soon as they are accepted")
 	idleTimeout := fs.Duration("idle-timeout", 10*time.Second, "how long an idle keep-alive connection is kept")
 	githubKeys := fs.String("github-keys", "", "JSON file of GitHub's secret-scanning public keys (as https://api.github.com/meta/public_keys/secret_scanning serves it): mounts POST /v1/secret-scanning/github, which revokes reported keys")
+	planName := fs.String("plan", "", "the demo account's plan, TXCloud's table: free (60/min, 1,000/day, 10 in flight), starter (300, 10,000, 50) or growth (1,000, 100,000, 100); empty: none")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (verifications by outcome, operations, store and limiter errors); empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -103,6 +105,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 			logger.Warn("key leaked", "id", e.Key.ID, "url", e.Leak.URL, "source", e.Leak.Source)
 		}
 	})}
+	if *planName != "" {
+		plan, ok := demoPlans[*planName]
+		if !ok {
+			return fmt.Errorf("--plan %q: want free, starter or growth", *planName)
+		}
+		opts = append(opts, keys.WithPlans(func(_ context.Context, account string) (keys.Plan, error) {
+			if account == "acct_demo" {
+				return plan, nil
+			}
+			return keys.Plan{}, nil
+		}, time.Minute))
+	}
 	if p := os.Getenv("KEYSDEMO_PEPPER"); p != "" {
 		opts = append(opts, keys.WithPepper([]byte(p)))
 	}
@@ -279,9 +293,9 @@ func newMux(m *keys.Manager, logger *slog.Logger, openPing bool, ghKeys []httpad
 		mux.Handle("POST /v1/secret-scanning/github", a.GitHubSecretScanning(ghKeys, keys.LeakRevoke))
 	}
 	if openPing {
-		mux.Handle("GET /v1/ping", http.HandlerFunc(ping))
+		mux.Handle("GET /v1/ping", ping(a))
 	} else {
-		mux.Handle("GET /v1/ping", authed(http.HandlerFunc(ping)))
+		mux.Handle("GET /v1/ping", authed(ping(a)))
 	}
 	return mux
 }
@@ -298,7 +312,49 @@ func whoami(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func ping(w http.ResponseWriter, _ *http.Request) { writeJSON(w, map[string]bool{"ok": true}) }
+// ping answers {"ok":true}; ?sleep_ms=N (0 to 5,000) holds the request
+// open that long first, so that a plan's limit on requests in flight can
+// be seen with curl.
+func ping(a *httpadapter.Adapter) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if vals, ok := q["sleep_ms"]; ok {
+			ms, err := strconv.Atoi(vals[0])
+			if len(vals) != 1 || err != nil || ms < 0 || ms > maxSleepMS || len(q) != 1 {
+				a.WriteError(w, r, &httpadapter.Error{Status: http.StatusBadRequest, Type: httpadapter.TypeValidation, Code: keys.CodeInvalidParameter, Param: "sleep_ms",
+					Message: "sleep_ms is a whole number of milliseconds from 0 to 5000, given once"})
+				return
+			}
+			select {
+			case <-time.After(time.Duration(ms) * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+		} else if len(q) != 0 {
+			a.WriteError(w, r, &httpadapter.Error{Status: http.StatusBadRequest, Type: httpadapter.TypeValidation, Code: keys.CodeInvalidParameter, Message: "unknown query parameter"})
+			return
+		}
+		writeJSON(w, map[string]bool{"ok": true})
+	}
+}
+
+const maxSleepMS = 5000
+
+// demoPlans are TXCloud's published plans. The per-endpoint limits are
+// TXCloud's, on routes this demo does not serve; they show how a host
+// writes them.
+var demoPlans = map[string]keys.Plan{
+	"free":    {Name: "free", PerMinute: 60, PerDay: 1_000, Concurrent: 10, Endpoints: txcloudEndpoints},
+	"starter": {Name: "starter", PerMinute: 300, PerDay: 10_000, Concurrent: 50, Endpoints: txcloudEndpoints},
+	"growth":  {Name: "growth", PerMinute: 1_000, PerDay: 100_000, Concurrent: 100, Endpoints: txcloudEndpoints},
+}
+
+var txcloudEndpoints = []keys.EndpointLimit{
+	{Pattern: "POST /v1/identity/verify", PerMinute: 100},
+	{Pattern: "POST /v1/transactions/score", PerMinute: 1_000},
+	{Pattern: "POST /v1/watchlist/screen", PerMinute: 500},
+	{Pattern: "GET /v1/*/analytics/*", PerMinute: 30},
+}
 
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
