@@ -29,3 +29,9 @@ func EndpointMatches(pattern, method, path string) bool {
 	ep, err := parseEndpointPattern(pattern)
 	return err == nil && ep.match(method, path)
 }
+
+// MaxMeterCells is the meter's bound on (key, API) pairs.
+const MaxMeterCells = maxMeterCells
+
+// MaxAPIsPerKey is the meter's bound on one key's APIs.
+const MaxAPIsPerKey = maxAPIsPerKey

@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -140,6 +141,9 @@ type Manager struct {
 	maxLifetime      time.Duration
 	foreign          []string // WithForeignPrefixes
 	plans            *plans   // WithPlans; nil: none
+	meter            *meter   // nil: the store keeps no usage
+	currency         string
+	prices           map[string]int64 // WithPrices
 	closed           atomic.Bool
 }
 
@@ -201,6 +205,8 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		maxKeys:          c.maxKeys,
 		maxLifetime:      c.maxLifetime,
 		foreign:          c.foreign,
+		currency:         cmp.Or(c.currency, "USD"),
+		prices:           c.prices,
 	}
 	if c.plans != nil {
 		m.plans = &plans{fetch: c.plans, ttl: int64(c.planTTL)}
@@ -215,21 +221,26 @@ func New(store Store, opts ...Option) (*Manager, error) {
 	}
 	m.obs, m.epoch = c.observer, time.Now()
 	m.usage = startUsageRecorder(store, c.flushInterval, c.logger, m.obs)
+	m.meter = newMeter(store, c.logger, c.now, m.obs)
 	return m, nil
 }
 
 // Vocabulary returns the permissions a key of this Manager may hold.
 func (m *Manager) Vocabulary() []string { return slices.Clone(m.vocabularyList) }
 
-// Close stops the Manager's background flusher and writes pending last-used
-// times to the store, within ctx's deadline. It does not close the Store,
+// Close stops the Manager's background flushers and writes pending
+// last-used times and usage counts to the store, within ctx's deadline. It does not close the Store,
 // which the caller opened and closes. Close is idempotent; after it, every
 // method returns ErrClosed.
 func (m *Manager) Close(ctx context.Context) error {
 	if !m.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	return m.usage.close(ctx)
+	var err error
+	if m.meter != nil {
+		err = m.meter.close(ctx)
+	}
+	return errors.Join(m.usage.close(ctx), err)
 }
 
 // FlushLastUsed writes the last-used times noted so far to the store now,

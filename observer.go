@@ -118,6 +118,7 @@ const (
 	OpRevoke         Op = "revoke"
 	OpRoll           Op = "roll"
 	OpFlushLastUsed  Op = "flush_last_used"
+	OpFlushUsage     Op = "flush_usage"
 	OpImport         Op = "import"
 	OpNotifyExpiring Op = "notify_expiring"
 	OpReportLeak     Op = "report_leak"

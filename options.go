@@ -36,6 +36,8 @@ type config struct {
 	foreign          []string
 	plans            PlanFunc
 	planTTL          time.Duration
+	currency         string
+	prices           map[string]int64 // millionths of currency per successful request
 }
 
 // WithForeignPrefixes names the prefixes of keys another system issued

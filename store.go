@@ -60,6 +60,9 @@ type Record struct {
 	// a key it noted within the last second. It is not persisted, and the
 	// atomic type makes vet refuse to copy a Record by value: use Clone.
 	noted atomic.Int64
+	// meter is the Manager's usage counters for this record, per API;
+	// not persisted either.
+	meter atomic.Pointer[keyMeter]
 }
 
 // DisabledBy says who disabled a key, which decides who may enable it.

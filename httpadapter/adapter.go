@@ -1,6 +1,8 @@
 package httpadapter
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -36,6 +38,8 @@ const (
 //	PATCH  /developers/keys/{id}       update (developers:write)
 //	DELETE /developers/keys/{id}       revoke (developers:write; 200 with the revoked key)
 //	POST   /developers/keys/{id}/roll  roll (developers:write; 201, new key shown once)
+//	GET    /developers/usage           the account's usage (developers:read)
+//	GET    /developers/keys/{id}/usage a key's usage series (developers:read)
 //
 // The caller authenticates with a key (or through WithAuthenticator) and
 // sees and changes only its own account's keys: another account's key ID is
@@ -61,12 +65,16 @@ func New(m *keys.Manager, opts ...Option) *Adapter {
 	a.mux.Handle("PATCH /developers/keys/{id}", a.endpoint(PermissionManageKeys, a.update))
 	a.mux.Handle("DELETE /developers/keys/{id}", a.endpoint(PermissionManageKeys, a.revoke))
 	a.mux.Handle("POST /developers/keys/{id}/roll", a.endpoint(PermissionManageKeys, a.roll))
+	a.mux.Handle("GET /developers/usage", a.endpoint(PermissionReadKeys, a.usage))
+	a.mux.Handle("GET /developers/keys/{id}/usage", a.endpoint(PermissionReadKeys, a.keyUsage))
 	// Known paths, other methods: 405 in the envelope (ServeMux's own 405
 	// is plain text).
 	for path, allow := range map[string]string{
-		"/developers/keys":           "GET, POST",
-		"/developers/keys/{id}":      "GET, PATCH, DELETE",
-		"/developers/keys/{id}/roll": "POST",
+		"/developers/keys":            "GET, POST",
+		"/developers/keys/{id}":       "GET, PATCH, DELETE",
+		"/developers/keys/{id}/roll":  "POST",
+		"/developers/usage":           "GET",
+		"/developers/keys/{id}/usage": "GET",
 	} {
 		a.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
@@ -121,17 +129,28 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 				return
 			}
 			v, err := a.authenticate(w, r, perms)
-			if err != nil {
-				a.WriteError(w, r, err)
-				return
+			if err == nil {
+				var slot keys.Slot
+				if slot, err = a.m.Acquire(r.Context(), &v); err == nil {
+					defer slot.Release() // a panicking handler gives it back too
+					sw := &statusWriter{ResponseWriter: w}
+					defer func() {
+						if p := recover(); p != nil {
+							// Counted as net/http answers it (500, unless the
+							// handler had answered), then panicking on.
+							a.m.CountUsage(&v, a.c.apiOf(r), cmp.Or(sw.status, http.StatusInternalServerError), false)
+							panic(p)
+						}
+						a.m.CountUsage(&v, a.c.apiOf(r), cmp.Or(sw.status, http.StatusOK), false)
+					}()
+					next.ServeHTTP(sw, r.WithContext(keys.NewContext(r.Context(), v)))
+					return
+				}
 			}
-			slot, err := a.m.Acquire(r.Context(), &v)
-			if err != nil {
-				a.WriteError(w, r, err)
-				return
+			if errors.Is(err, keys.ErrRateLimited) {
+				a.m.CountUsage(&v, a.c.apiOf(r), http.StatusTooManyRequests, true)
 			}
-			defer slot.Release() // a panicking handler gives it back too
-			next.ServeHTTP(w, r.WithContext(keys.NewContext(r.Context(), v)))
+			a.WriteError(w, r, err)
 		})
 	}
 }
@@ -154,3 +173,27 @@ func (a *Adapter) check(v *keys.Verified, perms []string) error {
 // (WithTrustedProxies), the right-most untrusted address of the forwarding
 // header. It is the zero Addr when that header is malformed.
 func (a *Adapter) ClientIP(r *http.Request) netip.Addr { return a.c.clientIP(r) }
+
+// statusWriter notes the status a handler answers with, for usage.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer
+// (Flush, deadlines).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -29,6 +29,7 @@ type config struct {
 	logger          *slog.Logger
 	maxBodyBytes    int64
 	manageLimit     int // requests per minute per account on the key endpoints
+	apiName         func(*http.Request) string
 }
 
 func newConfig(opts []Option) (*config, error) {
@@ -159,6 +160,35 @@ func WithManagementLimit(perMinute int) Option {
 		c.manageLimit = perMinute
 		return nil
 	}
+}
+
+// WithAPIName names the API a request belongs to, for usage (by_api) and
+// for prices: TXCloud groups its routes into APIs such as "identity" and
+// "fraud". The default is the pattern of http.ServeMux's route
+// (Request.Pattern, "GET /v1/ping"), or "other" when the middleware runs
+// outside a ServeMux route. The name should come from a small set (a
+// route, never a path with IDs in it): each key's counters are per name.
+func WithAPIName(name func(*http.Request) string) Option {
+	return func(c *config) error {
+		if name == nil {
+			return errors.New("httpadapter: WithAPIName: nil function")
+		}
+		c.apiName = name
+		return nil
+	}
+}
+
+// apiOf is the request's API name.
+func (c *config) apiOf(r *http.Request) string {
+	if c.apiName != nil {
+		if name := c.apiName(r); name != "" {
+			return name
+		}
+	}
+	if r.Pattern != "" {
+		return r.Pattern
+	}
+	return "other"
 }
 
 func randomRequestID(*http.Request) string { return "req_" + rand.Text() }

@@ -56,6 +56,8 @@ type Store struct {
 	// entry's CreatedAt, a lookup's now, a last-used time): expiry runs on
 	// the Manager's clock, never on one of its own.
 	now time.Time
+
+	usage usage
 }
 
 // account is one account's records, sorted by (CreatedAt, ID) ascending:

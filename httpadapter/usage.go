@@ -1,0 +1,105 @@
+package httpadapter
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/txcloud/keys"
+)
+
+// usage answers GET /developers/usage: the account's usage over a period
+// (start and end, RFC 3339 whole minutes; by default the current UTC month
+// to now), optionally of one key (key_id) or one API (api).
+func (a *Adapter) usage(w http.ResponseWriter, r *http.Request, as keys.Scoped) error {
+	var f keys.UsageFilter
+	err := eachParam(r.URL.Query(), func(name, v string) error {
+		var err error
+		switch name {
+		case "start":
+			f.Start, err = timeParam(name, v)
+		case "end":
+			f.End, err = timeParam(name, v)
+		case "key_id":
+			f.KeyID = v
+		case "api":
+			f.API = v
+		default:
+			return invalidParam(paramName(name), "unknown query parameter")
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s, err := as.UsageSummary(r.Context(), f)
+	if err != nil {
+		return usageError(err)
+	}
+	writeJSON(w, http.StatusOK, s)
+	return nil
+}
+
+// keyUsage answers GET /developers/keys/{id}/usage: one key's usage in
+// buckets (granularity minute, hour or day; hour by default), from start to
+// end (by default the day of buckets up to the current one).
+func (a *Adapter) keyUsage(w http.ResponseWriter, r *http.Request, as keys.Scoped) error {
+	var start, end time.Time
+	g := keys.Hour
+	err := eachParam(r.URL.Query(), func(name, v string) error {
+		var err error
+		switch name {
+		case "start":
+			start, err = timeParam(name, v)
+		case "end":
+			end, err = timeParam(name, v)
+		case "granularity":
+			if g, err = keys.ParseGranularity(v); err != nil {
+				return invalidParam("granularity", err.Error())
+			}
+		default:
+			return invalidParam(paramName(name), "unknown query parameter")
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s, err := as.KeyUsage(r.Context(), r.PathValue("id"), g, start, end)
+	if err != nil {
+		return usageError(err)
+	}
+	writeJSON(w, http.StatusOK, s)
+	return nil
+}
+
+// usageError answers a store without usage as 404: the endpoint is not
+// served there.
+func usageError(err error) error {
+	if errors.Is(err, keys.ErrUsageNotKept) {
+		return &Error{Status: http.StatusNotFound, Type: TypeNotFound, Code: "not_found", Message: "this server keeps no usage"}
+	}
+	return err
+}
+
+// eachParam calls fn with each query parameter, which must be given once.
+func eachParam(q url.Values, fn func(name, v string) error) error {
+	for name, vals := range q {
+		if len(vals) != 1 {
+			return invalidParam(paramName(name), "give "+paramName(name)+" once")
+		}
+		if err := fn(name, vals[0]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func timeParam(name, v string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil || len(v) > 64 {
+		return time.Time{}, invalidParam(name, name+" must be an RFC 3339 time, such as 2026-11-01T00:00:00Z")
+	}
+	return t, nil
+}

@@ -1,0 +1,359 @@
+package keys_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/memstore"
+)
+
+// usageStore is a memstore whose AddUsage can fail, before or after the
+// batch is applied (an answer lost on the way back).
+type usageStore struct {
+	*memstore.Store
+	failBefore, failAfter atomic.Int64 // how many calls fail so
+	adds                  atomic.Int64
+}
+
+func (s *usageStore) AddUsage(ctx context.Context, b keys.UsageBatch) error {
+	s.adds.Add(1)
+	if s.failBefore.Add(-1) >= 0 {
+		return errors.New("connection refused")
+	}
+	err := s.Store.AddUsage(ctx, b)
+	if s.failAfter.Add(-1) >= 0 {
+		return errors.New("connection reset after the commit")
+	}
+	return err
+}
+
+type meterFixture struct {
+	m     *keys.Manager
+	store *usageStore
+	clock *clock
+}
+
+func newMeterFixture(t *testing.T, opts ...keys.Option) *meterFixture {
+	t.Helper()
+	f := &meterFixture{store: &usageStore{Store: memstore.New()}, clock: newClock()}
+	m, err := keys.New(f.store, append([]keys.Option{keys.WithClock(f.clock.Now)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	f.m = m
+	return f
+}
+
+func (f *meterFixture) verified(t *testing.T, account, name string) *keys.Verified {
+	t.Helper()
+	c, err := f.m.Create(context.Background(), keys.APIKeyCreate{AccountID: account, Name: name, Environment: keys.Test})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := f.m.Verify(context.Background(), string(c.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &v
+}
+
+func (f *meterFixture) summary(t *testing.T, account string, filter keys.UsageFilter) *keys.UsageSummary {
+	t.Helper()
+	s, err := f.m.UsageSummary(context.Background(), account, filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Counts from many goroutines, over keys, APIs and outcomes, are exact:
+// read before any flush (from memory), after a flush (from the store),
+// and rolled up to hours and days.
+func TestUsageCountsAreExact(t *testing.T) {
+	f := newMeterFixture(t)
+	a, b := f.verified(t, "acct_u", "a"), f.verified(t, "acct_u", "b")
+	other := f.verified(t, "acct_other", "o")
+	statuses := []int{200, 201, 304, 400, 404, 500, 429}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 700 {
+				v := a
+				if (g+i)%3 == 0 {
+					v = b
+				}
+				st := statuses[i%len(statuses)]
+				f.m.CountUsage(v, []string{"identity", "fraud"}[g%2], st, st == 429)
+			}
+		})
+	}
+	f.m.CountUsage(other, "identity", 200, false)
+	wg.Wait()
+	want := keys.UsageTotals{TotalRequests: 5600, Successful: 2400, Failed: 3200, RateLimitHits: 800}
+	check := func(when string) {
+		t.Helper()
+		s := f.summary(t, "acct_u", keys.UsageFilter{})
+		if s.UsageTotals != want {
+			t.Fatalf("%s: %+v, want %+v", when, s.UsageTotals, want)
+		}
+		if id, fr := s.ByAPI["identity"], s.ByAPI["fraud"]; id.TotalRequests != 2800 || fr.TotalRequests != 2800 || len(s.ByAPI) != 2 {
+			t.Fatalf("%s: by_api %+v", when, s.ByAPI)
+		}
+		byKey := f.summary(t, "acct_u", keys.UsageFilter{KeyID: b.Key.ID})
+		byAPI := f.summary(t, "acct_u", keys.UsageFilter{API: "fraud"})
+		if byKey.TotalRequests+f.summary(t, "acct_u", keys.UsageFilter{KeyID: a.Key.ID}).TotalRequests != 5600 || byKey.TotalRequests == 0 || byAPI.TotalRequests != 2800 {
+			t.Fatalf("%s: key b %d, api fraud %d", when, byKey.TotalRequests, byAPI.TotalRequests)
+		}
+	}
+	check("unflushed")
+	f.clock.Advance(time.Minute)
+	if err := f.m.FlushUsage(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if f.store.adds.Load() != 1 {
+		t.Fatalf("%d batches for one flush", f.store.adds.Load())
+	}
+	check("flushed")
+	now := f.clock.Now()
+	for _, g := range []keys.Granularity{keys.Minute, keys.Hour, keys.UTCDay} {
+		from := now.Truncate(g.Duration()).Add(-g.Duration())
+		rows, err := f.store.Usage(context.Background(), keys.UsageQuery{AccountID: "acct_u", Granularity: g, From: from, To: from.Add(2 * g.Duration())})
+		var total int64
+		for _, r := range rows {
+			total += r.Total()
+		}
+		if err != nil || total != 5600 {
+			t.Fatalf("%v: the store holds %d (%v)", g, total, err)
+		}
+	}
+	if s := f.summary(t, "acct_other", keys.UsageFilter{}); s.TotalRequests != 1 {
+		t.Fatalf("another account: %+v", s.UsageTotals)
+	}
+}
+
+// A flush whose answer is lost after the store applied it is retried with
+// the same batch ID and counts nothing twice; one refused before applying
+// is kept and retried, and loses nothing.
+func TestUsageFlushRetriesAreIdempotent(t *testing.T) {
+	f := newMeterFixture(t)
+	v := f.verified(t, "acct_r", "k")
+	for range 10 {
+		f.m.CountUsage(v, "api", 200, false)
+	}
+	f.clock.Advance(time.Minute)
+	f.store.failAfter.Store(1)
+	if err := f.m.FlushUsage(context.Background()); err == nil {
+		t.Fatal("the lost answer was not reported")
+	}
+	for range 5 {
+		f.m.CountUsage(v, "api", 500, false)
+	}
+	f.clock.Advance(time.Minute)
+	f.store.failBefore.Store(2)
+	for range 2 {
+		if err := f.m.FlushUsage(context.Background()); err == nil {
+			t.Fatal("a failing store was not reported")
+		}
+	}
+	// A read while the store fails fails, rather than guess whether the
+	// batch with the lost answer counts.
+	f.store.failBefore.Store(1)
+	if _, err := f.m.UsageSummary(context.Background(), "acct_r", keys.UsageFilter{}); !errors.Is(err, keys.ErrUnavailable) {
+		t.Fatalf("a read with the store failing: %v", err)
+	}
+	if err := f.m.FlushUsage(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s := f.summary(t, "acct_r", keys.UsageFilter{})
+	if s.TotalRequests != 15 || s.Successful != 10 || s.Failed != 5 {
+		t.Fatalf("after recovery: %+v, want 10 successful and 5 failed, once each", s.UsageTotals)
+	}
+	rows, _ := f.store.Usage(context.Background(), keys.UsageQuery{AccountID: "acct_r", Granularity: keys.UTCDay, From: f.clock.Now().Truncate(keys.Day), To: f.clock.Now().Truncate(keys.Day).Add(keys.Day)})
+	if len(rows) != 1 || rows[0].Total() != 15 {
+		t.Fatalf("the store holds %+v", rows)
+	}
+}
+
+// Each minute's requests land in that minute's bucket, across minute
+// boundaries and with a flush in between.
+func TestUsageMinuteBuckets(t *testing.T) {
+	f := newMeterFixture(t)
+	v := f.verified(t, "acct_b", "k")
+	start := f.clock.Now().Truncate(time.Minute)
+	f.clock.Advance(start.Add(time.Minute).Sub(f.clock.Now()) - time.Nanosecond) // the minute's last instant
+	for m := range 4 {
+		for range m + 1 {
+			f.m.CountUsage(v, "api", 200, false)
+		}
+		f.clock.Advance(time.Minute)
+		if m == 1 {
+			if err := f.m.FlushUsage(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	series, err := f.m.KeyUsage(context.Background(), v.Key.ID, keys.Minute, start, start.Add(5*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int64{1, 2, 3, 4, 0} {
+		if b := series.Data[i]; b.TotalRequests != want || !b.Start.Equal(start.Add(time.Duration(i)*time.Minute)) {
+			t.Fatalf("bucket %d: %+v, want %d", i, b, want)
+		}
+	}
+}
+
+// Close flushes everything, the current minute included.
+func TestCloseFlushesUsage(t *testing.T) {
+	store := memstore.New()
+	m, err := keys.New(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := m.Create(context.Background(), keys.APIKeyCreate{AccountID: "acct_c", Name: "k", Environment: keys.Test})
+	v, _ := m.Verify(context.Background(), string(c.Key))
+	for range 7 {
+		m.CountUsage(&v, "api", 200, false)
+	}
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(keys.Day)
+	rows, err := store.Usage(context.Background(), keys.UsageQuery{AccountID: "acct_c", Granularity: keys.UTCDay, From: now.Add(-keys.Day), To: now.Add(keys.Day)})
+	if err != nil || len(rows) != 1 || rows[0].Successful != 7 {
+		t.Fatalf("after Close the store holds %+v (%v)", rows, err)
+	}
+}
+
+// Past the meter's bounds on a key's APIs and on counted (key, API)
+// pairs, requests are not counted but counted as dropped, and logged.
+func TestUsageMemoryIsBounded(t *testing.T) {
+	var log syncBuffer
+	f := newMeterFixture(t, keys.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
+	v := f.verified(t, "acct_m", "k")
+	for i := range keys.MaxAPIsPerKey + 10 {
+		f.m.CountUsage(v, fmt.Sprint("api-", i), 200, false)
+	}
+	if d := f.m.UsageDropped(); d != 10 {
+		t.Fatalf("%d dropped past a key's %d APIs, want 10", d, keys.MaxAPIsPerKey)
+	}
+	if !strings.Contains(log.String(), "usage past the meter's memory bound") || !strings.Contains(log.String(), "requests_dropped_total=1\n") {
+		t.Fatalf("the drop was not logged: %q", log.String())
+	}
+	if testing.Short() {
+		return
+	}
+	// Many keys: the bound on every key's pairs.
+	recs := make([]*keys.Verified, 0, keys.MaxMeterCells/keys.MaxAPIsPerKey+2)
+	for i := range cap(recs) {
+		recs = append(recs, &keys.Verified{Key: &keys.Record{ID: fmt.Sprint("key_", i), AccountID: "acct_m"}})
+	}
+	for _, r := range recs {
+		for a := range keys.MaxAPIsPerKey {
+			f.m.CountUsage(r, fmt.Sprint("api-", a), 200, false)
+		}
+	}
+	counted := int64(keys.MaxMeterCells - keys.MaxAPIsPerKey) // v's cells count too
+	if d := f.m.UsageDropped(); d != 10+int64(len(recs)*keys.MaxAPIsPerKey)-counted {
+		t.Fatalf("%d dropped, want %d", d, 10+int64(len(recs)*keys.MaxAPIsPerKey)-counted)
+	}
+}
+
+// The summary's estimated cost is its successful requests times their
+// API's price, exactly; without prices it is 0 USD.
+func TestUsageEstimatedCost(t *testing.T) {
+	f := newMeterFixture(t, keys.WithPrices("EUR", map[string]string{"identity": "0.002", "*": "0.000001"}))
+	v := f.verified(t, "acct_p", "k")
+	for range 1234 {
+		f.m.CountUsage(v, "identity", 200, false)
+	}
+	for range 3 {
+		f.m.CountUsage(v, "fraud", 200, false)
+		f.m.CountUsage(v, "identity", 500, false) // free
+	}
+	if s := f.summary(t, "acct_p", keys.UsageFilter{}); s.EstimatedCost.Amount != "2.468003" || s.EstimatedCost.Currency != "EUR" {
+		t.Fatalf("cost %+v, want 2.468003 EUR", s.EstimatedCost)
+	}
+	free := newMeterFixture(t)
+	w := free.verified(t, "acct_p", "k")
+	free.m.CountUsage(w, "identity", 200, false)
+	if s := free.summary(t, "acct_p", keys.UsageFilter{}); s.EstimatedCost.Amount != "0" || s.EstimatedCost.Currency != "USD" {
+		t.Fatalf("without prices: %+v", s.EstimatedCost)
+	}
+	for _, bad := range []string{"", "1.0000001", "-1", "1e3", ".5", "1,5"} {
+		if _, err := keys.New(memstore.New(), keys.WithPrices("USD", map[string]string{"x": bad})); err == nil {
+			t.Errorf("price %q accepted", bad)
+		}
+	}
+	if _, err := keys.New(memstore.New(), keys.WithPrices("usd", nil)); err == nil {
+		t.Error("currency usd accepted")
+	}
+}
+
+// A summary's period is read at the coarsest granularity each part allows,
+// and adds up whatever the split: a period over two days, with edges
+// inside hours, equals the sum of its minutes.
+func TestUsageSummaryOverMixedSpans(t *testing.T) {
+	f := newMeterFixture(t)
+	v := f.verified(t, "acct_s", "k")
+	t0 := f.clock.Now().Truncate(time.Minute)
+	var inside int64
+	for i := range 60 {
+		// one request every 47 minutes, over about two days
+		f.m.CountUsage(v, "api", 200, false)
+		at := f.clock.Now()
+		if !at.Before(t0.Add(13*time.Minute)) && at.Before(t0.Add(40*time.Hour+7*time.Minute)) {
+			inside++
+		}
+		f.clock.Advance(47 * time.Minute)
+		if i%10 == 0 {
+			_ = f.m.FlushUsage(context.Background())
+		}
+	}
+	s := f.summary(t, "acct_s", keys.UsageFilter{Start: t0.Add(13 * time.Minute), End: t0.Add(40*time.Hour + 7*time.Minute)})
+	if s.TotalRequests != inside {
+		t.Fatalf("%d in the period, want %d", s.TotalRequests, inside)
+	}
+}
+
+func TestUsageRefusesBadPeriods(t *testing.T) {
+	f := newMeterFixture(t)
+	v := f.verified(t, "acct_x", "k")
+	now := f.clock.Now().Truncate(time.Minute)
+	var ve *keys.ValidationError
+	for _, c := range []keys.UsageFilter{
+		{Start: now.Add(time.Second)},
+		{Start: now, End: now},
+		{Start: now.Add(-3 * keys.Day).Add(time.Minute), End: now},
+		{Start: now.Add(-500 * keys.Day), End: now},
+	} {
+		if _, err := f.m.UsageSummary(context.Background(), "acct_x", c); !errors.As(err, &ve) {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+	for _, c := range []struct {
+		g          keys.Granularity
+		start, end time.Time
+	}{
+		{keys.Hour, now.Truncate(time.Hour).Add(time.Minute), time.Time{}},
+		{keys.Minute, now.Add(-1441 * time.Minute), now},
+		{keys.Minute, now.Add(-49 * time.Hour), now.Add(-48 * time.Hour)},
+		{keys.UTCDay, now.Truncate(keys.Day), now.Truncate(keys.Day)},
+	} {
+		if _, err := f.m.KeyUsage(context.Background(), v.Key.ID, c.g, c.start, c.end); !errors.As(err, &ve) {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+	if _, err := f.m.KeyUsage(context.Background(), "key_nope", keys.Hour, time.Time{}, time.Time{}); !errors.Is(err, keys.ErrNotFound) {
+		t.Errorf("an unknown key: %v", err)
+	}
+}
