@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -55,6 +56,7 @@ func Run(t *testing.T, newStore func(t *testing.T) keys.Store) {
 		{"ListByOwnerAndExpiry", testListOwnerExpiry},
 		{"NoOptionalFields", testNoOptionalFields},
 		{"Import", testImport},
+		{"Usage", testUsage},
 		{"Concurrent", testConcurrent},
 		{"MaxActive", testMaxActive},
 		{"KeepRevoked", testKeepRevoked},
@@ -1345,6 +1347,75 @@ func testImport(t *testing.T, s keys.Store) {
 	}
 	if n, err := imp.Import(ctx, []*keys.Record{NewRecordLike(t, want[1])}); err != nil || n != 0 {
 		t.Fatalf("importing a stored digest again = %d, %v; want 0", n, err)
+	}
+}
+
+// testUsage checks a keys.UsageStore: minute rows add up, roll up into
+// their hour and UTC day, a batch added twice counts once, and queries
+// filter by account, key, API and period (From inclusive, To exclusive).
+func testUsage(t *testing.T, s keys.Store) {
+	us, ok := s.(keys.UsageStore)
+	if !ok {
+		t.Skip("not a keys.UsageStore: usage is neither kept nor served")
+	}
+	ctx := context.Background()
+	day := time.Date(2031, 5, 6, 0, 0, 0, 0, time.UTC)
+	row := func(at time.Duration, acct, key, api string, s, f, l int64) keys.UsageRow {
+		return keys.UsageRow{Bucket: day.Add(at), AccountID: acct, KeyID: key, API: api, UsageCounts: keys.UsageCounts{Successful: s, Failed: f, RateLimited: l}}
+	}
+	b1 := keys.UsageBatch{ID: "7d9f3f8e0a1b4c2d9e8f7a6b5c4d3e2f", Rows: []keys.UsageRow{
+		row(10*time.Minute, "acct_u", "key_a", "identity", 5, 1, 0),
+		row(10*time.Minute, "acct_u", "key_a", "identity", 2, 0, 1), // the same bucket twice: adds up
+		row(70*time.Minute, "acct_u", "key_b", "identity", 1, 0, 0),
+		row(70*time.Minute, "acct_u", "key_b", "fraud", 0, 3, 0),
+		row(25*time.Hour, "acct_u", "key_a", "fraud", 4, 0, 0), // the next day
+		row(10*time.Minute, "acct_v", "key_v", "identity", 100, 0, 0),
+	}}
+	if err := us.AddUsage(ctx, b1); err != nil {
+		t.Fatal(err)
+	}
+	if err := us.AddUsage(ctx, b1); err != nil { // a retried flush
+		t.Fatal(err)
+	}
+	b2 := keys.UsageBatch{ID: "0a1b2c3d4e5f60718293a4b5c6d7e8f9", Rows: []keys.UsageRow{row(10*time.Minute, "acct_u", "key_a", "identity", 1, 0, 0)}}
+	if err := us.AddUsage(ctx, b2); err != nil {
+		t.Fatal(err)
+	}
+	query := func(q keys.UsageQuery) string {
+		t.Helper()
+		if q.AccountID == "" {
+			q.AccountID = "acct_u"
+		}
+		rows, err := us.Usage(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rows {
+			if r.KeyID != "" || r.AccountID != q.AccountID {
+				t.Fatalf("row %+v: want the account, and no key", r)
+			}
+			out = append(out, fmt.Sprintf("%s %s %d/%d/%d", r.Bucket.Sub(day), r.API, r.Successful, r.Failed, r.RateLimited))
+		}
+		return strings.Join(out, "; ")
+	}
+	for _, c := range []struct {
+		q    keys.UsageQuery
+		want string
+	}{
+		{keys.UsageQuery{Granularity: keys.Minute, From: day, To: day.Add(2 * time.Hour)}, "10m0s identity 8/1/1; 1h10m0s fraud 0/3/0; 1h10m0s identity 1/0/0"},
+		{keys.UsageQuery{Granularity: keys.Minute, From: day.Add(10 * time.Minute), To: day.Add(70 * time.Minute)}, "10m0s identity 8/1/1"},
+		{keys.UsageQuery{Granularity: keys.Hour, From: day, To: day.Add(48 * time.Hour)}, "0s identity 8/1/1; 1h0m0s fraud 0/3/0; 1h0m0s identity 1/0/0; 25h0m0s fraud 4/0/0"},
+		{keys.UsageQuery{Granularity: keys.UTCDay, From: day, To: day.Add(48 * time.Hour)}, "0s fraud 0/3/0; 0s identity 9/1/1; 24h0m0s fraud 4/0/0"},
+		{keys.UsageQuery{Granularity: keys.UTCDay, From: day, To: day.Add(48 * time.Hour), KeyID: "key_b"}, "0s fraud 0/3/0; 0s identity 1/0/0"},
+		{keys.UsageQuery{Granularity: keys.UTCDay, From: day, To: day.Add(48 * time.Hour), API: "fraud"}, "0s fraud 0/3/0; 24h0m0s fraud 4/0/0"},
+		{keys.UsageQuery{Granularity: keys.UTCDay, From: day.Add(24 * time.Hour), To: day.Add(48 * time.Hour)}, "24h0m0s fraud 4/0/0"},
+		{keys.UsageQuery{Granularity: keys.UTCDay, From: day, To: day.Add(24 * time.Hour), AccountID: "acct_v"}, "0s identity 100/0/0"},
+		{keys.UsageQuery{Granularity: keys.UTCDay, From: day, To: day.Add(24 * time.Hour), AccountID: "acct_none"}, ""},
+	} {
+		if got := query(c.q); got != c.want {
+			t.Errorf("%v %s..%s key %q api %q:\n got %s\nwant %s", c.q.Granularity, c.q.From.Sub(day), c.q.To.Sub(day), c.q.KeyID, c.q.API, got, c.want)
+		}
 	}
 }
 

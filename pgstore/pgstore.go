@@ -56,6 +56,8 @@ type Store struct {
 	cancel    context.CancelFunc
 	done      chan struct{}
 	closed    atomic.Bool
+	// usageSwept is when AddUsage last deleted old usage (Unix ns).
+	usageSwept atomic.Int64
 
 	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qDigests, qExpireIdem string
 	// Import's temporary table (one per connection, emptied at each

@@ -132,6 +132,26 @@ ALTER TABLE {{schema}}.api_key_idempotency ADD CONSTRAINT api_key_idempotency_ke
 CREATE INDEX api_keys_account_owner_newest ON {{schema}}.api_keys (account_id, owner_id, created_at DESC, id DESC) WHERE owner_id IS NOT NULL;
 CREATE INDEX api_keys_account_expires ON {{schema}}.api_keys (account_id, expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX api_keys_expires_unrevoked ON {{schema}}.api_keys (expires_at) WHERE expires_at IS NOT NULL AND revoked_at IS NULL;`,
+	// 7: usage counts in minute, hour and UTC day buckets (granularity
+	// 0, 1, 2: keys.Granularity), and the IDs of the batches added, so a
+	// retried flush counts once.
+	`CREATE TABLE {{schema}}.usage_counts (
+	account_id   text        NOT NULL,
+	granularity  smallint    NOT NULL CHECK (granularity IN (0, 1, 2)),
+	bucket       timestamptz NOT NULL,
+	key_id       text        NOT NULL,
+	api          text        NOT NULL,
+	successful   bigint      NOT NULL,
+	failed       bigint      NOT NULL,
+	rate_limited bigint      NOT NULL,
+	PRIMARY KEY (account_id, granularity, bucket, key_id, api)
+);
+CREATE INDEX usage_counts_minutes ON {{schema}}.usage_counts (bucket) WHERE granularity = 0;
+CREATE TABLE {{schema}}.usage_batches (
+	id       text        PRIMARY KEY,
+	added_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX usage_batches_added ON {{schema}}.usage_batches (added_at);`,
 }
 
 // Migrate creates or upgrades the schema. It is idempotent, and safe when
