@@ -24,6 +24,9 @@ func (a *Adapter) usage(w http.ResponseWriter, r *http.Request, as keys.Scoped) 
 		case "key_id":
 			f.KeyID = v
 		case "api":
+			if len(v) > maxAPINameLen {
+				return invalidParam("api", "api is an API's name, at most 256 bytes")
+			}
 			f.API = v
 		default:
 			return invalidParam(paramName(name), "unknown query parameter")
@@ -73,6 +76,9 @@ func (a *Adapter) keyUsage(w http.ResponseWriter, r *http.Request, as keys.Scope
 	writeJSON(w, http.StatusOK, s)
 	return nil
 }
+
+// maxAPINameLen bounds the api filter.
+const maxAPINameLen = 256
 
 // usageError answers a store without usage as 404: the endpoint is not
 // served there.

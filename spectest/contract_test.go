@@ -128,6 +128,9 @@ var exceptions = []exception{
 	{"`rate_limit` may not exceed the account plan's requests per minute (a plan is the host's, per account)", func(s int, d httpadapter.ErrorDetail) bool {
 		return s == 400 && d.Param == "rate_limit" && strings.Contains(d.Message, "plan")
 	}},
+	{"a usage period: `start` before `end`, both whole minutes (a series: on its granularity's boundaries, at most 1,440 buckets), at most 400 days, and whole hours when older than 48 hours", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && (d.Param == "start" || d.Param == "end")
+	}},
 	{"the key's state: a revoked, rolled or expired key cannot be changed or rolled", func(s int, d httpadapter.ErrorDetail) bool {
 		return s == 400 && d.Code == "invalid_request" && d.Param == "" &&
 			(strings.Contains(d.Message, "revoked or already rolled") || strings.Contains(d.Message, "has expired"))

@@ -472,3 +472,46 @@ func TestPlanExchanges(t *testing.T) {
 		t.Fatalf("%v %s", err, rec.Body)
 	}
 }
+
+// The usage endpoints' answers match their schemas, with and without
+// counts, prices and filters.
+func TestUsageExchanges(t *testing.T) {
+	m, err := keys.New(memstore.New(), keys.WithPrices("EUR", map[string]string{"identity": "0.0025"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	e := &env{t: t, c: newContract(t), h: httpadapter.New(m), m: m}
+	admin := e.key(keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_usage"})
+	v, err := m.Verify(context.Background(), admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.do(t, "GET", "/developers/usage", admin, "", nil, 200) // nothing counted yet
+	for i := range 9 {
+		m.CountUsage(&v, []string{"identity", "fraud", "identity"}[i%3], []int{200, 404, 429}[i%3], i%3 == 2)
+	}
+	rec := e.do(t, "GET", "/developers/usage", admin, "", nil, 200)
+	var s keys.UsageSummary
+	if err := json.Unmarshal(rec.Body.Bytes(), &s); err != nil || s.TotalRequests != 9 || s.Successful != 3 || s.Failed != 6 || s.RateLimitHits != 3 || s.EstimatedCost.Amount != "0.0075" {
+		t.Fatalf("%v %s", err, rec.Body)
+	}
+	hour := time.Now().UTC().Truncate(time.Hour)
+	q := "?start=" + hour.Add(-24*time.Hour).Format(time.RFC3339) + "&end=" + hour.Add(time.Hour).Format(time.RFC3339)
+	e.do(t, "GET", "/developers/usage"+q+"&api=fraud&key_id="+v.Key.ID, admin, "", nil, 200)
+	rec = e.do(t, "GET", "/developers/keys/"+v.Key.ID+"/usage"+q+"&granularity=hour", admin, "", nil, 200)
+	var series keys.UsageSeries
+	if err := json.Unmarshal(rec.Body.Bytes(), &series); err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, b := range series.Data {
+		total += b.TotalRequests
+	}
+	if len(series.Data) != 25 || total != 9 {
+		t.Fatalf("%d buckets holding %d requests: %s", len(series.Data), total, rec.Body)
+	}
+	for _, g := range []string{"minute", "hour", "day"} {
+		e.do(t, "GET", "/developers/keys/"+v.Key.ID+"/usage?granularity="+g, admin, "", nil, 200)
+	}
+}

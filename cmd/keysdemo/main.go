@@ -221,7 +221,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		err = serr
 	}
 	if err == nil {
-		logger.Info("keysdemo stopped: requests drained, last-used times flushed")
+		logger.Info("keysdemo stopped: requests drained, last-used times and usage flushed")
 	}
 	return err
 }

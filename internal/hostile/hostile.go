@@ -190,6 +190,27 @@ func Requests(k Keys) []Request {
 		}
 		rows = append(rows, r)
 	}
-
+	// Hostile usage queries.
+	for _, r := range []Request{
+		{Name: "usage: start not a time", Path: "/developers/usage?start=yesterday", Status: 400},
+		{Name: "usage: start 64 KB long", Path: "/developers/usage?start=" + strings.Repeat("9", 64<<10), Status: 400},
+		{Name: "usage: start not a whole minute", Path: "/developers/usage?start=2026-11-01T00:00:30Z", Status: 400},
+		{Name: "usage: end before start", Path: "/developers/usage?start=2026-11-02T00:00:00Z&end=2026-11-01T00:00:00Z", Status: 400},
+		{Name: "usage: a period of 26 years", Path: "/developers/usage?start=2000-01-01T00:00:00Z&end=2026-01-01T00:00:00Z", Status: 400},
+		{Name: "usage: minutes older than kept", Path: "/developers/usage?start=2020-01-01T00:01:00Z&end=2020-01-02T00:00:00Z", Status: 400},
+		{Name: "usage: start twice", Path: "/developers/usage?start=2026-11-01T00:00:00Z&start=2026-11-02T00:00:00Z", Status: 400},
+		{Name: "usage: unknown parameter", Path: "/developers/usage?account_id=acct_other", Status: 400},
+		{Name: "usage: api 5 KB long", Path: "/developers/usage?api=" + strings.Repeat("a", 5000), Status: 400},
+		{Name: "usage: another account's key", Path: "/developers/usage?key_id=" + k.StrangerKeyID, Status: 404},
+		{Name: "key usage: granularity week", Path: "/developers/keys/" + id + "/usage?granularity=week", Status: 400},
+		{Name: "key usage: 1,441 minutes", Path: "/developers/keys/" + id + "/usage?granularity=minute&start=2030-01-01T00:00:00Z&end=2030-01-02T00:01:00Z", Status: 400},
+		{Name: "key usage: start inside an hour", Path: "/developers/keys/" + id + "/usage?start=2030-01-01T00:30:00Z&end=2030-01-01T05:00:00Z", Status: 400},
+		{Name: "key usage: an empty period", Path: "/developers/keys/" + id + "/usage?start=2030-01-01T00:00:00Z&end=2030-01-01T00:00:00Z", Status: 400},
+		{Name: "key usage: another account's key", Path: "/developers/keys/" + k.StrangerKeyID + "/usage", Status: 404},
+	} {
+		r.Method = "GET"
+		r.Headers = map[string][]string{"Authorization": {"Bearer " + k.Admin}}
+		rows = append(rows, r)
+	}
 	return rows
 }
