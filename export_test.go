@@ -17,7 +17,7 @@ func LimiterEntries(l Limiter) int {
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.mu.Lock()
-		n += len(s.state)
+		n += len(s.keys) + len(s.accounts)
 		s.mu.Unlock()
 	}
 	return n
@@ -30,8 +30,18 @@ func EndpointMatches(pattern, method, path string) bool {
 	return err == nil && ep.match(method, path)
 }
 
-// MaxMeterCells is the meter's bound on (key, API) pairs.
-const MaxMeterCells = maxMeterCells
+// SetMeterCells lowers m's bound on (key, API) pairs counted at once.
+func SetMeterCells(m *Manager, n int) {
+	m.meter.mu.Lock()
+	m.meter.maxCells = n
+	m.meter.mu.Unlock()
+}
 
 // MaxAPIsPerKey is the meter's bound on one key's APIs.
 const MaxAPIsPerKey = maxAPIsPerKey
+
+// GenerateForBench returns a new key of m's format, unstored.
+func GenerateForBench(m *Manager) (string, error) {
+	s, _, err := m.format.generate(Live, m.now())
+	return string(s), err
+}

@@ -146,18 +146,42 @@ const limiterShards = 64
 
 type limiterShard struct {
 	mu sync.Mutex
-	// state is, for a per-minute counter, its theoretical arrival time
-	// (Unix ns); for a per-day one, the day's number and its count
-	// (packDay).
-	state     map[counter]int64
-	lastSweep int64
-	_         [32]byte // keep shards on separate cache lines
+	// keys and accounts hold the state of each key's and each account's
+	// counters, by ID: two maps keyed by a plain string hash faster than
+	// one keyed by (limit, ID, route).
+	keys, accounts map[string]*idState
+	lastSweep      int64
+	_              [32]byte // keep shards on separate cache lines
 }
 
-// counter names one limit's state.
-type counter struct {
-	name      LimitName
-	id, route string
+// idState is one key's or one account's counters: for a per-minute
+// counter, its theoretical arrival time (Unix ns); for the day, the day's
+// number and its count (packDay). 0 is no state.
+type idState struct {
+	minute    int64            // LimitKey, or LimitAccount
+	day       int64            // LimitAccountDay
+	endpoints map[string]int64 // LimitEndpoint, by route; nil: none
+}
+
+// counter returns the check's state in s, creating it.
+func (s *limiterShard) counter(c *Check, st **idState) *int64 {
+	if *st == nil {
+		m := s.keys
+		if c.Name == LimitAccount || c.Name == LimitAccountDay {
+			m = s.accounts
+		}
+		if *st = m[c.ID]; *st == nil {
+			*st = new(idState) // once per key or account, until swept
+			m[c.ID] = *st
+		}
+	}
+	switch c.Name {
+	case LimitAccountDay:
+		return &(*st).day
+	case LimitEndpoint:
+		return nil
+	}
+	return &(*st).minute
 }
 
 var _ ConcurrencyLimiter = (*memoryLimiter)(nil)
@@ -174,7 +198,8 @@ var _ ConcurrencyLimiter = (*memoryLimiter)(nil)
 func NewMemoryLimiter() Limiter {
 	l := &memoryLimiter{seed: maphash.MakeSeed()}
 	for i := range l.shards {
-		l.shards[i].state = make(map[counter]int64)
+		l.shards[i].keys = make(map[string]*idState)
+		l.shards[i].accounts = make(map[string]*idState)
 	}
 	return l
 }
@@ -192,32 +217,40 @@ func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (
 	// Lock each shard the checks touch once, in ascending order, so that
 	// two requests sharing shards cannot deadlock.
 	var shard [MaxChecks]uint8
-	var locked [MaxChecks]*limiterShard
-	nlocked := 0
+	var order [MaxChecks]uint8 // distinct shards, sorted
+	n := 0
 	for i := range checks {
 		if checks[i].Max <= 0 {
 			continue
 		}
-		shard[i] = uint8(maphash.String(l.seed, checks[i].ID) % limiterShards)
-	}
-	for s := 0; s < limiterShards; s++ {
-		for i := range checks {
-			if checks[i].Max > 0 && int(shard[i]) == s {
-				locked[nlocked] = &l.shards[s]
-				nlocked++
-				break
-			}
+		var sh uint8
+		if i > 0 && checks[i].ID == checks[i-1].ID && checks[i-1].Max > 0 {
+			sh = shard[i-1] // the account's minute and day: hashed once
+		} else {
+			sh = uint8(maphash.String(l.seed, checks[i].ID) % limiterShards)
 		}
-		if nlocked == MaxChecks {
-			break
+		shard[i] = sh
+		j := n
+		for j > 0 && order[j-1] > sh {
+			j--
 		}
+		if j > 0 && order[j-1] == sh {
+			continue
+		}
+		copy(order[j+1:n+1], order[j:n])
+		order[j] = sh
+		n++
 	}
-	for _, s := range locked[:nlocked] {
+	for _, sh := range order[:n] {
+		s := &l.shards[sh]
 		s.mu.Lock()
 		if t-s.lastSweep > int64(RateLimitWindow) {
 			s.sweep(t)
 		}
 	}
+	// Checks of one ID (the key's own and its endpoint's; the account's
+	// minute and day) share one lookup.
+	var ids [MaxChecks]*idState
 	var next [MaxChecks]int64
 	var best RateLimit
 	allowed, found := true, false
@@ -226,14 +259,25 @@ func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (
 		if c.Max <= 0 {
 			continue
 		}
-		s := &l.shards[shard[i]]
-		k := counter{c.Name, c.ID, c.Route}
+		for j := range i {
+			if ids[j] != nil && checks[j].ID == c.ID && (checks[j].Name == LimitAccount || checks[j].Name == LimitAccountDay) == (c.Name == LimitAccount || c.Name == LimitAccountDay) {
+				ids[i] = ids[j]
+				break
+			}
+		}
+		p := l.shards[shard[i]].counter(c, &ids[i])
+		var cur int64
+		if p != nil {
+			cur = *p
+		} else {
+			cur = ids[i].endpoints[c.Route]
+		}
 		var rl RateLimit
 		var ok bool
 		if c.Name == LimitAccountDay {
-			rl, next[i], ok = allowDay(s.state[k], c.Max, t)
+			rl, next[i], ok = allowDay(cur, c.Max, t)
 		} else {
-			rl, next[i], ok = allowGCRA(s.state[k], c.Max, t)
+			rl, next[i], ok = allowGCRA(cur, c.Max, t)
 		}
 		rl.Name = c.Name
 		switch {
@@ -245,13 +289,23 @@ func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (
 	}
 	if allowed {
 		for i := range checks {
-			if checks[i].Max > 0 {
-				l.shards[shard[i]].state[counter{checks[i].Name, checks[i].ID, checks[i].Route}] = next[i]
+			c := &checks[i]
+			switch {
+			case c.Max <= 0:
+			case c.Name == LimitEndpoint:
+				if ids[i].endpoints == nil {
+					ids[i].endpoints = make(map[string]int64)
+				}
+				ids[i].endpoints[c.Route] = next[i]
+			case c.Name == LimitAccountDay:
+				ids[i].day = next[i]
+			default:
+				ids[i].minute = next[i]
 			}
 		}
 	}
-	for _, s := range locked[:nlocked] {
-		s.mu.Unlock()
+	for _, sh := range order[:n] {
+		l.shards[sh].mu.Unlock()
 	}
 	return best, allowed, nil
 }
@@ -294,13 +348,22 @@ func allowDay(state int64, limit int, t int64) (RateLimit, int64, bool) {
 // sweep drops state that equals no state: a full bucket, a past day.
 func (s *limiterShard) sweep(now int64) {
 	today := now / int64(Day)
-	for k, v := range s.state {
-		if k.name == LimitAccountDay {
-			if day, _ := unpackDay(v); day < today {
-				delete(s.state, k)
+	for _, m := range []map[string]*idState{s.keys, s.accounts} {
+		for id, st := range m {
+			if day, _ := unpackDay(st.day); day < today {
+				st.day = 0
 			}
-		} else if v <= now {
-			delete(s.state, k)
+			if st.minute <= now {
+				st.minute = 0
+			}
+			for r, tat := range st.endpoints {
+				if tat <= now {
+					delete(st.endpoints, r)
+				}
+			}
+			if st.minute == 0 && st.day == 0 && len(st.endpoints) == 0 {
+				delete(m, id)
+			}
 		}
 	}
 	s.lastSweep = now

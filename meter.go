@@ -121,8 +121,10 @@ type UsageStore interface {
 
 // Bounds on what the meter keeps in memory.
 const (
-	// maxMeterCells bounds the (key, API) pairs counted.
-	maxMeterCells = 200_000
+	// maxMeterCells bounds the (key, API) pairs counted at once: a cell
+	// idle for two flushes is retired, so this bounds the pairs in use
+	// within about half a minute.
+	maxMeterCells = 1 << 20
 	// maxAPIsPerKey bounds one key's APIs: a key's cells are looked up by
 	// a walk, and copied when one is added.
 	maxAPIsPerKey = 64
@@ -148,6 +150,7 @@ type meter struct {
 	rows    int          // rows in pending
 	flushMu sync.Mutex   // one flush at a time
 
+	maxCells   int          // maxMeterCells; tests lower it
 	dropped    atomic.Int64 // requests not counted: past a bound
 	lastLogged atomic.Int64 // of the dropped count, Unix ns
 
@@ -157,12 +160,18 @@ type meter struct {
 // keyMeter is the cells of one Record, one per API, replaced (never
 // changed) when a new API is first counted.
 type keyMeter struct {
+	owner *meter // a record shared by two Managers (one store, one process) has one meter's cells at a time
 	cells []*meterCell
 }
 
 type meterCell struct {
 	account, key, api string
+	rec               *Record // whose keyMeter holds the cell, until retired
 	slots             [2]meterSlot
+	// idle counts the drains in a row that found the cell empty; at two it
+	// is retired (unlinked from its record), and one drain later dropped.
+	idle    int
+	retired atomic.Bool
 	// late counts requests whose minute's slot was still held by a minute
 	// the flusher had not drained yet (it was late); a flush attributes
 	// them to its own minute.
@@ -172,7 +181,6 @@ type meterCell struct {
 type meterSlot struct {
 	minute atomic.Int64 // minutes since 1970, plus one; 0: free
 	n      [usageOutcomes]atomic.Int64
-	_      [24]byte // a cache line per slot
 }
 
 func newMeter(store Store, logger *slog.Logger, now func() time.Time, obs Observer) *meter {
@@ -180,7 +188,7 @@ func newMeter(store Store, logger *slog.Logger, now func() time.Time, obs Observ
 	if !ok {
 		return nil
 	}
-	m := &meter{store: us, logger: logger, now: now, obs: obs, stop: make(chan struct{}), done: make(chan struct{})}
+	m := &meter{store: us, logger: logger, now: now, obs: obs, maxCells: maxMeterCells, stop: make(chan struct{}), done: make(chan struct{})}
 	go m.run()
 	return m
 }
@@ -191,7 +199,7 @@ func minuteOf(t time.Time) int64 { return t.Unix()/60 + 1 }
 // the key has a cell for api.
 func (m *meter) count(rec *Record, api string, outcome int, now time.Time) {
 	var c *meterCell
-	if km := rec.meter.Load(); km != nil {
+	if km := rec.meter.Load(); km != nil && km.owner == m {
 		for _, x := range km.cells {
 			if x.api == api {
 				c = x
@@ -199,7 +207,7 @@ func (m *meter) count(rec *Record, api string, outcome int, now time.Time) {
 			}
 		}
 	}
-	if c == nil {
+	if c == nil || c.retired.Load() {
 		if c = m.newCell(rec, api); c == nil {
 			m.drop(1)
 			return
@@ -220,19 +228,22 @@ func (m *meter) newCell(rec *Record, api string) *meterCell {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	km := rec.meter.Load()
+	if km != nil && km.owner != m {
+		km = nil // another Manager's: its cells stay in its registry
+	}
 	if km != nil {
 		for _, x := range km.cells {
-			if x.api == api {
+			if x.api == api && !x.retired.Load() {
 				return x
 			}
 		}
 	}
-	if len(m.cells) >= maxMeterCells || km != nil && len(km.cells) >= maxAPIsPerKey {
+	if len(m.cells) >= m.maxCells || km != nil && len(km.cells) >= maxAPIsPerKey {
 		return nil
 	}
-	c := &meterCell{account: rec.AccountID, key: rec.ID, api: api}
+	c := &meterCell{account: rec.AccountID, key: rec.ID, api: api, rec: rec}
 	m.cells = append(m.cells, c)
-	next := &keyMeter{}
+	next := &keyMeter{owner: m}
 	if km != nil {
 		next.cells = slices.Clone(km.cells)
 	}
@@ -277,11 +288,18 @@ func (m *meter) drain(now time.Time, all bool) []UsageRow {
 	cells := m.cells
 	m.mu.Unlock()
 	var rows []UsageRow
+	var retire, drop []*meterCell
 	for _, c := range cells {
+		before := len(rows)
+		busy := false
 		for i := range c.slots {
 			s := &c.slots[i]
 			minute := s.minute.Load()
-			if minute == 0 || minute >= current && !all {
+			if minute == 0 {
+				continue
+			}
+			if minute >= current && !all {
+				busy = true
 				continue
 			}
 			var n UsageCounts
@@ -300,8 +318,46 @@ func (m *meter) drain(now time.Time, all bool) []UsageRow {
 		if n.Total() > 0 {
 			rows = append(rows, UsageRow{Bucket: now.UTC().Truncate(time.Minute), AccountID: c.account, KeyID: c.key, API: c.api, UsageCounts: n})
 		}
+		switch {
+		case c.retired.Load():
+			drop = append(drop, c) // drained once more after retiring
+		case busy || len(rows) > before:
+			c.idle = 0
+		default:
+			if c.idle++; c.idle >= 2 {
+				retire = append(retire, c)
+			}
+		}
 	}
+	m.retire(retire, drop)
 	return rows
+}
+
+// retire unlinks idle cells from their records, so a request finds none
+// and makes a new one; cells retired at the drain before are dropped from
+// the registry (a request that found one just before it was retired has
+// had a whole flush interval to count).
+func (m *meter) retire(retire, drop []*meterCell) {
+	if len(retire) == 0 && len(drop) == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range retire {
+		c.retired.Store(true)
+		if km := c.rec.meter.Load(); km != nil && km.owner == m {
+			next := &keyMeter{owner: m, cells: slices.DeleteFunc(slices.Clone(km.cells), func(x *meterCell) bool { return x == c })}
+			c.rec.meter.Store(next)
+		}
+		c.rec = nil
+	}
+	if len(drop) > 0 {
+		gone := make(map[*meterCell]bool, len(drop))
+		for _, c := range drop {
+			gone[c] = true
+		}
+		m.cells = slices.DeleteFunc(slices.Clone(m.cells), func(x *meterCell) bool { return gone[x] })
+	}
 }
 
 // flush drains the finished minutes (every minute, if all) into a batch
@@ -432,7 +488,11 @@ func (m *Manager) CountUsage(v *Verified, api string, status int, refusedByLimit
 	case status >= 200 && status < 400:
 		outcome = UsageSuccessful
 	}
-	m.meter.count(v.Key, api, outcome, m.now())
+	at := v.at
+	if at.IsZero() { // a Verified the caller made
+		at = m.now()
+	}
+	m.meter.count(v.Key, api, outcome, at)
 }
 
 // FlushUsage writes the usage counted in every finished minute to the

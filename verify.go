@@ -18,6 +18,9 @@ type Verified struct {
 	// RateLimit is the key's rate-limit state after this request; its
 	// Limit is 0 when the key has no limit.
 	RateLimit RateLimit
+	// at is when Verify ran (the Manager's clock), so that CountUsage
+	// need not read the clock again (a read costs about 50 ns here).
+	at time.Time
 }
 
 // Principal is who the verified key acts as, for Manager.As: its account,
@@ -100,8 +103,8 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 	if !rec.Digest.equal(&digest) {
 		return Verified{}, ErrInvalidKey
 	}
-	v := Verified{Key: rec}
 	now := m.now()
+	v := Verified{Key: rec, at: now}
 	if !rec.RevokedAt.IsZero() && !now.Before(rec.RevokedAt) {
 		return v, ErrKeyRevoked
 	}
