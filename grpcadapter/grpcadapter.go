@@ -131,14 +131,18 @@ func UnaryServerInterceptor(m *keys.Manager, opts ...Option) grpc.UnaryServerInt
 		}
 		v, err := c.verify(ctx, m, info.FullMethod, func(md metadata.MD) { _ = grpc.SetHeader(ctx, md) })
 		if err != nil {
+			countRefusal(m, &v, info.FullMethod, err)
 			return nil, err
 		}
 		slot, err := m.Acquire(ctx, &v)
 		if err != nil {
+			countRefusal(m, &v, info.FullMethod, err)
 			return nil, Status(err).Err()
 		}
 		defer slot.Release()
-		return handler(keys.NewContext(ctx, v), req)
+		resp, err := handler(keys.NewContext(ctx, v), req)
+		m.CountUsage(&v, info.FullMethod, httpStatus(err), false)
+		return resp, err
 	}
 }
 
@@ -152,15 +156,36 @@ func StreamServerInterceptor(m *keys.Manager, opts ...Option) grpc.StreamServerI
 		}
 		v, err := c.verify(ss.Context(), m, info.FullMethod, func(md metadata.MD) { _ = ss.SetHeader(md) })
 		if err != nil {
+			countRefusal(m, &v, info.FullMethod, err)
 			return err
 		}
 		slot, err := m.Acquire(ss.Context(), &v)
 		if err != nil {
+			countRefusal(m, &v, info.FullMethod, err)
 			return Status(err).Err()
 		}
 		defer slot.Release() // a stream is in flight until its handler returns
-		return handler(srv, &stream{ServerStream: ss, ctx: keys.NewContext(ss.Context(), v)})
+		err = handler(srv, &stream{ServerStream: ss, ctx: keys.NewContext(ss.Context(), v)})
+		m.CountUsage(&v, info.FullMethod, httpStatus(err), false)
+		return err
 	}
+}
+
+// countRefusal counts a call a limit refused (its key verified) as a
+// rate-limit hit, under the method's full name as its API.
+func countRefusal(m *keys.Manager, v *keys.Verified, method string, err error) {
+	if status.Code(err) == codes.ResourceExhausted && v.Key != nil {
+		m.CountUsage(v, method, 429, true)
+	}
+}
+
+// httpStatus is the usage outcome of a handler's answer: OK is a success,
+// any other status a failure.
+func httpStatus(err error) int {
+	if err == nil {
+		return 200
+	}
+	return 500
 }
 
 // stream carries the verified key in its context.
@@ -197,7 +222,7 @@ func (c *config) verify(ctx context.Context, m *keys.Manager, method string, set
 		setHeader(rateLimitMD(rl))
 	}
 	if err != nil {
-		return keys.Verified{}, Status(err).Err()
+		return v, Status(err).Err() // v.Key is set when a limit refused a key that verified
 	}
 	return v, nil
 }
