@@ -180,8 +180,8 @@ func parseEndpointPattern(s string) (endpointPattern, error) {
 		ep.method = method
 	}
 	for _, seg := range ep.segments {
-		if seg == "" || strings.ContainsAny(seg, " ?#") {
-			return endpointPattern{}, fmt.Errorf("%w: endpoint pattern %q has an empty or malformed segment", ErrInvalidPlan, s)
+		if seg == "" || strings.ContainsAny(seg, " ?#") || seg != "*" && strings.Contains(seg, "*") {
+			return endpointPattern{}, fmt.Errorf("%w: endpoint pattern %q has an empty or malformed segment (\"*\" stands alone)", ErrInvalidPlan, s)
 		}
 	}
 	return ep, nil
