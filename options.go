@@ -248,6 +248,7 @@ type VerifyOption struct {
 	perms        []string
 	env          Environment
 	method, path string
+	outsidePlan  bool
 }
 
 // FromIP gives the client's address, checked against the key's allowed_ips.
@@ -266,6 +267,13 @@ func InEnvironment(env Environment) VerifyOption { return VerifyOption{env: env}
 // OnEndpoint gives the request's method and path, which the plan's
 // endpoint limits (Plan.Endpoints) are matched against.
 func OnEndpoint(method, path string) VerifyOption { return VerifyOption{method: method, path: path} }
+
+// OutsidePlan leaves the request out of the account's plan limits (the
+// key's own rate_limit still applies). The key endpoints use it: an
+// account that spent its quota, or whose leaked key an attacker is
+// flooding, can still list and revoke its keys and read its usage. They
+// have their own per-account limit (httpadapter.WithManagementLimit).
+func OutsidePlan() VerifyOption { return VerifyOption{outsidePlan: true} }
 
 // IssueOption applies to the calls that issue a secret: Create and Roll.
 type IssueOption struct {

@@ -121,7 +121,7 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 	if rec.RateLimit > 0 {
 		checks[0] = Check{Name: LimitKey, ID: rec.ID, Max: rec.RateLimit}
 	}
-	if m.plans != nil {
+	if m.plans != nil && !outsidePlan(opts) {
 		e, err := m.plans.of(ctx, rec.AccountID, now)
 		if err != nil {
 			return v, err
@@ -147,6 +147,15 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 	}
 	m.usage.note(rec, digest[0], now)
 	return v, nil
+}
+
+func outsidePlan(opts []VerifyOption) bool {
+	for i := range opts {
+		if opts[i].outsidePlan {
+			return true
+		}
+	}
+	return false
 }
 
 // endpointOf is the request's method and path (OnEndpoint), if given.

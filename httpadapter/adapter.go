@@ -128,7 +128,7 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 				next.ServeHTTP(w, r)
 				return
 			}
-			v, err := a.authenticate(w, r, perms)
+			v, err := a.authenticate(w, r, perms, false)
 			if err == nil {
 				var slot keys.Slot
 				if slot, err = a.m.Acquire(r.Context(), &v); err == nil {

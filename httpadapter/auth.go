@@ -95,7 +95,7 @@ func forwardedFor(headers []string) []string {
 // the checks inside Verify so a refused key does not spend its limit).
 // Rate-limit headers are set whenever the limiter counted the request, so
 // a 429 carries them too.
-func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []string) (keys.Verified, error) {
+func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []string, outsidePlan bool) (keys.Verified, error) {
 	if a.c.authenticate != nil {
 		p, err := a.c.authenticate(r)
 		if err != nil {
@@ -111,8 +111,11 @@ func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []s
 	if err != nil {
 		return keys.Verified{}, err
 	}
-	var buf [4]keys.VerifyOption // on the stack
+	var buf [5]keys.VerifyOption // on the stack
 	opts := append(buf[:0], keys.FromIP(a.c.clientIP(r)), keys.OnEndpoint(r.Method, r.URL.Path))
+	if outsidePlan {
+		opts = append(opts, keys.OutsidePlan())
+	}
 	if len(perms) > 0 {
 		opts = append(opts, keys.Require(perms...))
 	}

@@ -55,6 +55,16 @@ func (s *countingStore) Write(ctx context.Context, w keys.Write) error {
 	return s.Store.Write(ctx, w)
 }
 
+// AddUsage and Usage forward to the wrapped store's usage: a wrapper
+// hides the capabilities it does not forward.
+func (s *countingStore) AddUsage(ctx context.Context, b keys.UsageBatch) error {
+	return s.Store.(keys.UsageStore).AddUsage(ctx, b)
+}
+
+func (s *countingStore) Usage(ctx context.Context, q keys.UsageQuery) ([]keys.UsageRow, error) {
+	return s.Store.(keys.UsageStore).Usage(ctx, q)
+}
+
 func (s *countingStore) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Record, error) {
 	if s.down.Load() {
 		return nil, io.ErrUnexpectedEOF

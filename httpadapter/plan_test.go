@@ -158,3 +158,49 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		}
 	}
 }
+
+// A leaked key floods the account's plan (its day's quota spent): the
+// account's other key can still list keys, read usage and revoke the
+// leaked one, since the key endpoints are outside the plan.
+func TestKeyEndpointsOutsideThePlan(t *testing.T) {
+	e, a := planEnv(t, keys.Plan{PerMinute: 1000, PerDay: 50})
+	guarded := a.Middleware()(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	leaked := e.narrow
+	refused := 0
+	for range 80 {
+		req := httptest.NewRequest("GET", "/v1/ping", nil)
+		req.Header.Set("Authorization", "Bearer "+leaked)
+		rec := httptest.NewRecorder()
+		guarded.ServeHTTP(rec, req)
+		if rec.Code == http.StatusTooManyRequests {
+			refused++
+		}
+	}
+	if refused != 30 {
+		t.Fatalf("%d of 80 refused, want the 30 past the day's 50", refused)
+	}
+	serve := func(method, path string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, path, nil)
+		req.Header.Set("Authorization", "Bearer "+e.admin)
+		rec := httptest.NewRecorder()
+		a.ServeHTTP(rec, req)
+		return rec
+	}
+	list := serve("GET", "/developers/keys?limit=100")
+	var page keys.KeyList
+	if err := json.Unmarshal(list.Body.Bytes(), &page); err != nil || list.Code != 200 {
+		t.Fatalf("list with the plan spent: %d %s", list.Code, list.Body)
+	}
+	var id string
+	for _, k := range page.Data {
+		if k.Name == "narrow" {
+			id = k.ID
+		}
+	}
+	if rec := serve("GET", "/developers/usage"); rec.Code != 200 {
+		t.Fatalf("usage with the plan spent: %d %s", rec.Code, rec.Body)
+	}
+	if rec := serve("DELETE", "/developers/keys/"+id); rec.Code != 200 {
+		t.Fatalf("revoking the leaked key with the plan spent: %d %s", rec.Code, rec.Body)
+	}
+}
