@@ -176,7 +176,6 @@ func TestPlanReportsTheTightestLimit(t *testing.T) {
 	f, _ := newPlanFixture(t, map[string]keys.Plan{"acct_test": {PerMinute: 60, PerDay: 3}})
 	ctx := context.Background()
 	limited := string(f.create(t, keys.APIKeyCreate{Name: "own", Environment: keys.Test, RateLimit: intp(10)}).Key)
-	open := string(f.create(t, keys.APIKeyCreate{Name: "open", Environment: keys.Test}).Key)
 	v, err := f.m.Verify(ctx, limited)
 	// key 9 left, account 59, day 2: the day is tightest.
 	if err != nil || v.RateLimit.Name != keys.LimitAccountDay || v.RateLimit.Remaining != 2 || v.RateLimit.Limit != 3 {
@@ -184,7 +183,7 @@ func TestPlanReportsTheTightestLimit(t *testing.T) {
 	}
 	f2, _ := newPlanFixture(t, map[string]keys.Plan{"acct_test": {PerMinute: 60, PerDay: 1000}})
 	limited = string(f2.create(t, keys.APIKeyCreate{Name: "own", Environment: keys.Test, RateLimit: intp(10)}).Key)
-	open = string(f2.create(t, keys.APIKeyCreate{Name: "open", Environment: keys.Test}).Key)
+	open := string(f2.create(t, keys.APIKeyCreate{Name: "open", Environment: keys.Test}).Key)
 	if v, err = f2.m.Verify(ctx, limited); err != nil || v.RateLimit.Name != keys.LimitKey || v.RateLimit.Remaining != 9 {
 		t.Fatalf("key 9, account 59, day 999: %v %+v", err, v.RateLimit)
 	}
