@@ -82,7 +82,7 @@ const (
 
 // Clone returns a deep copy, so that a caller may change it freely.
 func (r *Record) Clone() *Record {
-	return &Record{
+	c := &Record{
 		ID:          r.ID,
 		AccountID:   r.AccountID,
 		Name:        r.Name,
@@ -101,6 +101,11 @@ func (r *Record) Clone() *Record {
 		Disabled:    r.Disabled,
 		Version:     r.Version,
 	}
+	// The clone of the same key keeps its usage counters: a store that
+	// replaces a record on every last-used flush (memstore) would
+	// otherwise cost each busy key a new set of counters a minute.
+	c.meter.Store(r.meter.Load())
+	return c
 }
 
 // APIKey returns the record as the API shows it.
