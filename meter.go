@@ -71,7 +71,8 @@ type UsageCounts struct {
 // Total is every request counted.
 func (c UsageCounts) Total() int64 { return c.Successful + c.Failed + c.RateLimited }
 
-func (c *UsageCounts) add(o UsageCounts) {
+// Add adds o's counts to c.
+func (c *UsageCounts) Add(o UsageCounts) {
 	c.Successful += o.Successful
 	c.Failed += o.Failed
 	c.RateLimited += o.RateLimited
@@ -108,14 +109,16 @@ type UsageQuery struct {
 // and pgstore have it; with a store that lacks it, usage is neither kept
 // nor served.
 type UsageStore interface {
-	// AddUsage adds a batch of minute rows, and adds each to its hour and
-	// its UTC day too. It is idempotent: a batch whose ID was added
+	// AddUsage adds a batch of minute rows (each with a KeyID), and adds
+	// each to its hour and its UTC day too. It is idempotent: a batch whose ID was added
 	// before (within 7 days) changes nothing, so a flush retried after
 	// an answer was lost counts nothing twice. Rows of a batch may repeat
 	// a bucket; their counts add up.
 	AddUsage(ctx context.Context, b UsageBatch) error
 	// Usage returns the query's rows summed by bucket and API (KeyID
-	// empty in each), ordered by bucket.
+	// empty in each), ordered by bucket. Its cost should not grow with the
+	// account's keys when q.KeyID is empty: memstore and pgstore keep the
+	// account's totals beside each key's buckets.
 	Usage(ctx context.Context, q UsageQuery) ([]UsageRow, error)
 }
 
@@ -478,7 +481,7 @@ var ErrUsageNotKept = errors.New("keys: this store keeps no usage")
 // nothing once the key has been counted for api. Without a UsageStore it
 // does nothing.
 func (m *Manager) CountUsage(v *Verified, api string, status int, refusedByLimit bool) {
-	if m.meter == nil || v == nil || v.Key == nil || v.Key.AccountID == "" {
+	if m.meter == nil || v == nil || v.Key == nil || v.Key.AccountID == "" || v.Key.ID == "" {
 		return
 	}
 	outcome := UsageFailed
@@ -552,7 +555,7 @@ func (m *Manager) Usage(ctx context.Context, q UsageQuery) ([]UsageRow, error) {
 			sums[k] = s
 			order = append(order, k)
 		}
-		s.add(r.UsageCounts)
+		s.Add(r.UsageCounts)
 	}
 	for _, r := range stored {
 		add(r)

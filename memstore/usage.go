@@ -69,16 +69,18 @@ func (s *Store) AddUsage(_ context.Context, b keys.UsageBatch) error {
 			acct = make(map[usageKey]*keys.UsageCounts)
 			u.counts[r.AccountID] = acct
 		}
-		for _, g := range []keys.Granularity{keys.Minute, keys.Hour, keys.UTCDay} {
-			k := usageKey{g, r.Bucket.UTC().Truncate(g.Duration()).Unix(), r.KeyID, r.API}
-			c, ok := acct[k]
-			if !ok {
-				c = &keys.UsageCounts{}
-				acct[k] = c
+		// The key's buckets, and the account's totals (keyID ""), so an
+		// account's usage reads its buckets and APIs, not its keys'.
+		for _, keyID := range []string{r.KeyID, ""} {
+			for _, g := range []keys.Granularity{keys.Minute, keys.Hour, keys.UTCDay} {
+				k := usageKey{g, r.Bucket.UTC().Truncate(g.Duration()).Unix(), keyID, r.API}
+				c, ok := acct[k]
+				if !ok {
+					c = &keys.UsageCounts{}
+					acct[k] = c
+				}
+				c.Add(r.UsageCounts)
 			}
-			c.Successful += r.Successful
-			c.Failed += r.Failed
-			c.RateLimited += r.RateLimited
 		}
 	}
 	return nil
@@ -96,8 +98,7 @@ func (s *Store) Usage(_ context.Context, q keys.UsageQuery) ([]keys.UsageRow, er
 	sums := map[bucketAPI]*keys.UsageCounts{}
 	from, to := q.From.Unix(), q.To.Unix()
 	for k, c := range u.counts[q.AccountID] {
-		if k.gran != q.Granularity || k.bucket < from || k.bucket >= to ||
-			q.KeyID != "" && k.keyID != q.KeyID || q.API != "" && k.api != q.API {
+		if k.gran != q.Granularity || k.bucket < from || k.bucket >= to || k.keyID != q.KeyID || q.API != "" && k.api != q.API {
 			continue
 		}
 		ba := bucketAPI{k.bucket, k.api}
@@ -106,9 +107,7 @@ func (s *Store) Usage(_ context.Context, q keys.UsageQuery) ([]keys.UsageRow, er
 			sum = &keys.UsageCounts{}
 			sums[ba] = sum
 		}
-		sum.Successful += c.Successful
-		sum.Failed += c.Failed
-		sum.RateLimited += c.RateLimited
+		sum.Add(*c)
 	}
 	out := make([]keys.UsageRow, 0, len(sums))
 	for ba, c := range sums {

@@ -18,18 +18,23 @@ const MinuteRetention = 48 * time.Hour
 // addUsageSQL adds a batch in one statement: the batch's ID is recorded
 // first, and the rows are added only if it was new, so a retried flush
 // counts nothing twice. Each minute row is added to its minute, its hour
-// and its UTC day; rows are summed per bucket first, since one statement
-// may not update a row twice.
+// and its UTC day, for its key and for the account's total (an empty key_id),
+// so that an account's usage reads as many rows as it has buckets and
+// APIs, however many keys it has; rows are summed per bucket first, since
+// one statement may not update a row twice.
 const addUsageSQL = `WITH batch AS (
 	INSERT INTO {{schema}}.usage_batches (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id
 ), r AS (
 	SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bigint[], $7::bigint[], $8::bigint[])
 		AS r(account_id, key_id, api, minute, successful, failed, rate_limited)
 	WHERE EXISTS (SELECT 1 FROM batch)
+), k AS (
+	SELECT * FROM r
+	UNION ALL SELECT account_id, '', api, minute, successful, failed, rate_limited FROM r
 ), g AS (
-	SELECT 0 AS granularity, minute AS bucket, * FROM r
-	UNION ALL SELECT 1, date_trunc('hour', minute, 'UTC'), * FROM r
-	UNION ALL SELECT 2, date_trunc('day', minute, 'UTC'), * FROM r
+	SELECT 0 AS granularity, minute AS bucket, * FROM k
+	UNION ALL SELECT 1, date_trunc('hour', minute, 'UTC'), * FROM k
+	UNION ALL SELECT 2, date_trunc('day', minute, 'UTC'), * FROM k
 )
 INSERT INTO {{schema}}.usage_counts AS u (account_id, granularity, bucket, key_id, api, successful, failed, rate_limited)
 SELECT account_id, granularity, bucket, key_id, api, sum(successful), sum(failed), sum(rate_limited)
@@ -39,13 +44,14 @@ ON CONFLICT (account_id, granularity, bucket, key_id, api) DO UPDATE SET
 	failed = u.failed + excluded.failed,
 	rate_limited = u.rate_limited + excluded.rate_limited`
 
-// usageSQL sums an account's buckets in a period by bucket and API; key_id
-// and api filter when given. The primary key's prefix (account,
-// granularity, bucket) bounds the read to the period.
+// usageSQL sums an account's buckets in a period by bucket and API: one
+// key's rows, or the account's totals (an empty key_id); api filters when given.
+// The primary key's prefix (account, granularity, bucket) bounds the read
+// to the period.
 const usageSQL = `SELECT bucket, api, sum(successful)::bigint, sum(failed)::bigint, sum(rate_limited)::bigint
 FROM {{schema}}.usage_counts
 WHERE account_id = $1 AND granularity = $2 AND bucket >= $3 AND bucket < $4
-	AND ($5 = '' OR key_id = $5) AND ($6 = '' OR api = $6)
+	AND key_id = $5 AND ($6 = '' OR api = $6)
 GROUP BY bucket, api ORDER BY bucket, api`
 
 // AddUsage implements keys.UsageStore, in one statement; once an hour it
