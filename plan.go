@@ -88,6 +88,16 @@ type plans struct {
 	fetch   PlanFunc
 	ttl     int64
 	entries sync.Map // account → *planEntry
+	asking  sync.Map // account → *planCall: the first answer, asked once
+}
+
+// planCall is an account's first ask, which concurrent requests wait for
+// instead of each asking the PlanFunc (a burst at start-up must not become
+// a burst on the billing database).
+type planCall struct {
+	done  chan struct{}
+	entry *planEntry
+	err   error
 }
 
 type planEntry struct {
@@ -124,12 +134,27 @@ func (p *plans) of(ctx context.Context, account string, now time.Time) (*planEnt
 		p.entries.Store(account, fresh)
 		return fresh, nil
 	}
-	fresh, err := p.ask(ctx, account, t)
-	if err != nil {
-		return nil, err
+	c := &planCall{done: make(chan struct{})}
+	if v, loaded := p.asking.LoadOrStore(account, c); loaded {
+		c = v.(*planCall)
+		select {
+		case <-c.done:
+			return c.entry, c.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: waiting for the plan of account %s: %w", ErrUnavailable, account, ctx.Err())
+		}
 	}
-	p.entries.Store(account, fresh)
-	return fresh, nil
+	if v, ok := p.entries.Load(account); ok { // answered just before
+		c.entry = v.(*planEntry)
+	} else {
+		c.entry, c.err = p.ask(ctx, account, t)
+	}
+	if c.err == nil {
+		p.entries.Store(account, c.entry)
+	}
+	p.asking.Delete(account)
+	close(c.done)
+	return c.entry, c.err
 }
 
 func (p *plans) ask(ctx context.Context, account string, t int64) (*planEntry, error) {

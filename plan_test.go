@@ -442,3 +442,41 @@ func TestPlanConcurrency(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Requests that find no answer for their account at once ask the PlanFunc
+// once between them.
+func TestPlanFirstAskIsShared(t *testing.T) {
+	f := newFixture(t) // a Manager without plans makes the key
+	key := string(f.create(t, keys.APIKeyCreate{Name: "k", Environment: keys.Test}).Key)
+	var asked atomic.Int64
+	release := make(chan struct{})
+	slow := func(context.Context, string) (keys.Plan, error) {
+		asked.Add(1)
+		<-release
+		return keys.Plan{PerMinute: 1000}, nil
+	}
+	m, err := keys.New(f.store, keys.WithPlans(slow, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if v, err := m.Verify(context.Background(), key); err != nil || v.RateLimit.Limit != 1000 {
+				t.Errorf("%v %+v", err, v.RateLimit)
+			}
+		})
+	}
+	for deadline := time.Now().Add(5 * time.Second); asked.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("nobody asked")
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // the others arrive and wait
+	close(release)
+	wg.Wait()
+	if n := asked.Load(); n != 1 {
+		t.Fatalf("50 concurrent first requests asked the PlanFunc %d times", n)
+	}
+}
