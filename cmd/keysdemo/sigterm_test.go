@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net/http"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,46 +19,8 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the demo binary; run without -short")
 	}
-	bin := filepath.Join(t.TempDir(), "keysdemo")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "--addr", "127.0.0.1:0")
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := strings.TrimSpace(strings.TrimPrefix(line, "bootstrap key: "))
-	var logs strings.Builder
-	var logMu sync.Mutex
-	addrCh := make(chan string, 1)
-	logsDone := make(chan struct{})
-	go func() {
-		defer close(logsDone)
-		addrRE := regexp.MustCompile(`addr=http://(\S+)`)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logMu.Lock()
-			logs.WriteString(sc.Text() + "\n")
-			logMu.Unlock()
-			if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
-				addrCh <- m[1]
-			}
-		}
-	}()
-	var addr string
-	select {
-	case addr = <-addrCh:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the demo did not report its address")
-	}
+	p := startBinary(t, buildDemo(t))
+	cmd, key, addr, logsDone := p.cmd, p.key, p.addr, p.logsDone
 
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 	var ok, refused, cut atomic.Int64
@@ -114,9 +72,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 
-	logMu.Lock()
-	out := logs.String()
-	logMu.Unlock()
+	out := p.log()
 	handled := strings.Count(out, "path=/v1/ping status=200")
 	t.Logf("%d requests answered (%d before SIGTERM), %d refused after, %d cut before being handled; the server logged %d handled", ok.Load(), sent, refused.Load(), cut.Load(), handled)
 	if sent == 0 {

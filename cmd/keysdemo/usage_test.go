@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,39 +34,9 @@ func TestSIGTERMFlushesUsage(t *testing.T) {
 	pepper := make([]byte, 32)
 	_, _ = rand.Read(pepper)
 	t.Setenv("KEYSDEMO_PEPPER", base64.StdEncoding.EncodeToString(pepper))
-	bin := filepath.Join(t.TempDir(), "keysdemo")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	args := []string{"--store", "postgres", "--dsn", dsn, "--schema", schema}
-	cmd := exec.Command(bin, append([]string{"--addr", "127.0.0.1:0"}, args...)...)
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := strings.TrimSpace(strings.TrimPrefix(line, "bootstrap key: "))
-	addrCh := make(chan string, 1)
-	go func() {
-		re := regexp.MustCompile(`addr=http://(\S+)`)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				addrCh <- m[1]
-			}
-		}
-	}()
-	var addr string
-	select {
-	case addr = <-addrCh:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the demo did not report its address")
-	}
+	p := startBinary(t, buildDemo(t), args...)
+	cmd, key, addr := p.cmd, p.key, p.addr
 	const pings = 150
 	for i := range pings {
 		if resp, body := call(t, "GET", "http://"+addr+"/v1/ping", key, ""); resp.StatusCode != http.StatusOK {
