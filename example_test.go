@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"strings"
 
 	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/memstore"
 )
 
@@ -71,40 +68,6 @@ func ExampleManager_Verify() {
 	// 203.0.113.7 ok
 	// 198.51.100.1 refused: address not allowed
 	// true
-}
-
-// Mount the key endpoint and the middleware in an existing mux.
-func Example_mount() {
-	ctx := context.Background()
-	m, _ := keys.New(memstore.New())
-	defer m.Close(ctx)
-	admin, _ := m.Create(ctx, keys.APIKeyCreate{
-		Name: "admin", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_1",
-	})
-
-	a := httpadapter.New(m)
-	mux := http.NewServeMux()
-	mux.Handle("/v1/developers/", http.StripPrefix("/v1", a))
-	mux.Handle("GET /v1/whoami", a.Middleware("developers:read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		v, _ := keys.FromContext(r.Context())
-		fmt.Fprint(w, v.Key.Name)
-	})))
-
-	req := httptest.NewRequest("POST", "/v1/developers/keys", strings.NewReader(`{"name":"ci","environment":"test"}`))
-	req.Header.Set("Authorization", "Bearer "+string(admin.Key))
-	req.Header.Set("Content-Type", "application/json")
-	rec := httptest.NewRecorder()
-	mux.ServeHTTP(rec, req)
-	fmt.Println(rec.Code)
-
-	req = httptest.NewRequest("GET", "/v1/whoami", nil)
-	req.Header.Set("Authorization", "Bearer "+string(admin.Key))
-	rec = httptest.NewRecorder()
-	mux.ServeHTTP(rec, req)
-	fmt.Println(rec.Code, rec.Body)
-	// Output:
-	// 201
-	// 200 admin
 }
 
 // Act for a principal, as the HTTP endpoints do: only its account's keys,

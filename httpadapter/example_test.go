@@ -44,3 +44,37 @@ func ExampleAdapter_Middleware() {
 	// 404 {"error":{"type":"not_found_error","code":"not_found","message":"no such report","request_id":"req_example"}}
 	// 403 {"error":{"type":"authorization_error","code":"forbidden","message":"the key lacks \"developers:read\"","request_id":"req_example"}}
 }
+
+// Mount the key endpoint and the middleware in an existing mux.
+func Example_mount() {
+	ctx := context.Background()
+	m, _ := keys.New(memstore.New())
+	defer m.Close(ctx)
+	admin, _ := m.Create(ctx, keys.APIKeyCreate{
+		Name: "admin", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_1",
+	})
+
+	a := httpadapter.New(m)
+	mux := http.NewServeMux()
+	mux.Handle("/v1/developers/", http.StripPrefix("/v1", a))
+	mux.Handle("GET /v1/whoami", a.Middleware("developers:read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, _ := keys.FromContext(r.Context())
+		fmt.Fprint(w, v.Key.Name)
+	})))
+
+	req := httptest.NewRequest("POST", "/v1/developers/keys", strings.NewReader(`{"name":"ci","environment":"test"}`))
+	req.Header.Set("Authorization", "Bearer "+string(admin.Key))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, req)
+	fmt.Println(rec.Code)
+
+	req = httptest.NewRequest("GET", "/v1/whoami", nil)
+	req.Header.Set("Authorization", "Bearer "+string(admin.Key))
+	rec = httptest.NewRecorder()
+	mux.ServeHTTP(rec, req)
+	fmt.Println(rec.Code, rec.Body)
+	// Output:
+	// 201
+	// 200 admin
+}
