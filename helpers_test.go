@@ -74,13 +74,20 @@ type fixture struct {
 func newFixture(t *testing.T, opts ...keys.Option) *fixture {
 	t.Helper()
 	f := &fixture{store: &spyStore{Store: memstore.New()}, clock: newClock()}
-	m, err := keys.New(f.store, append([]keys.Option{keys.WithClock(f.clock.Now)}, opts...)...)
+	f.m = newManagerAt(t, f.store, f.clock, opts...)
+	return f
+}
+
+// newManagerAt is a Manager on store with clock's time, closed when the
+// test ends.
+func newManagerAt(t *testing.T, store keys.Store, clock *clock, opts ...keys.Option) *keys.Manager {
+	t.Helper()
+	m, err := keys.New(store, append([]keys.Option{keys.WithClock(clock.Now)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
-	f.m = m
-	return f
+	return m
 }
 
 // create issues a key as a trusted caller, in acct_test unless req names

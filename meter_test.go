@@ -44,12 +44,7 @@ type meterFixture struct {
 func newMeterFixture(t *testing.T, opts ...keys.Option) *meterFixture {
 	t.Helper()
 	f := &meterFixture{store: &usageStore{Store: memstore.New()}, clock: newClock()}
-	m, err := keys.New(f.store, append([]keys.Option{keys.WithClock(f.clock.Now)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Close(context.Background()) })
-	f.m = m
+	f.m = newManagerAt(t, f.store, f.clock, opts...)
 	return f
 }
 
