@@ -66,7 +66,13 @@ func fingerprint(s keySpec) Digest {
 		AllowedIPs  []string
 		RateLimit   int
 		ExpiresAt   time.Time
-	}{s.name, s.environment, s.permissions, ips, s.rateLimit, s.expiresAt})
+		// Fields added later are left out when unset, so that a request
+		// without them keeps the fingerprint it had before they existed.
+		OwnerID  string          `json:",omitempty"`
+		Metadata json.RawMessage `json:",omitempty"`
+		Disabled DisabledBy      `json:",omitempty"`
+		Credits  *Credits        `json:",omitempty"`
+	}{s.name, s.environment, s.permissions, ips, s.rateLimit, s.expiresAt, s.ownerID, s.metadata, s.disabled, s.credits})
 	return sha256.Sum256(b)
 }
 
@@ -170,7 +176,7 @@ func (m *Manager) createIdempotent(ctx context.Context, c caller, account string
 		if err != nil {
 			return nil, err
 		}
-		switch err := m.store.Write(ctx, Write{Insert: rec, Idempotency: entry, MaxActive: s.maxKeys, KeepRevoked: s.maxKeys}); {
+		switch err := m.store.Write(ctx, Write{Insert: rec, Idempotency: entry, Credits: s.budget(rec), MaxActive: s.maxKeys, KeepRevoked: s.maxKeys}); {
 		case err == nil:
 			return created, nil
 		case errors.Is(err, ErrIdempotencyKeyExists), errors.Is(err, ErrKeyLimit):

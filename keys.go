@@ -43,6 +43,8 @@ type APIKeyCreate struct {
 	// once compacted, nested at most MaxMetadataDepth deep, no name twice
 	// in one object), returned by Verify, get and list.
 	Metadata json.RawMessage `json:"metadata,omitempty"`
+	// Credits gives the key a budget of uses (see Credits); nil: none.
+	Credits *CreditsSpec `json:"credits,omitempty"`
 	// Disabled creates the key disabled (the API's "enabled": false): by
 	// the host for the Manager's own Create, by the account for a Scoped
 	// one.
@@ -74,6 +76,8 @@ type APIKey struct {
 	// Enabled is false for a disabled key, which Verify refuses until it
 	// is enabled again.
 	Enabled bool `json:"enabled"`
+	// Credits is the key's budget as it stands; nil: the key has none.
+	Credits *Credits `json:"credits,omitempty"`
 }
 
 // APIKeyCreated is the 201 response of a create or a roll: the key plus
@@ -142,6 +146,7 @@ type Manager struct {
 	foreign          []string // WithForeignPrefixes
 	plans            *plans   // WithPlans; nil: none
 	meter            *meter   // nil: the store keeps no usage
+	credits          CreditStore // the store's, or nil: it keeps no credits
 	currency         string
 	prices           map[string]int64 // WithPrices
 	closed           atomic.Bool
@@ -208,6 +213,7 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		currency:         cmp.Or(c.currency, "USD"),
 		prices:           c.prices,
 	}
+	m.credits, _ = store.(CreditStore)
 	if c.plans != nil {
 		m.plans = &plans{fetch: c.plans, ttl: int64(c.planTTL)}
 	}
@@ -399,7 +405,7 @@ func (m *Manager) issue(ctx context.Context, s keySpec, accountID string, now ti
 	if err != nil {
 		return nil, err
 	}
-	switch err := m.store.Write(ctx, Write{Insert: rec, MaxActive: s.maxKeys, KeepRevoked: s.maxKeys}); {
+	switch err := m.store.Write(ctx, Write{Insert: rec, Credits: s.budget(rec), MaxActive: s.maxKeys, KeepRevoked: s.maxKeys}); {
 	case errors.Is(err, ErrKeyLimit):
 		return nil, err
 	case err != nil:
@@ -434,6 +440,10 @@ func (m *Manager) newKey(s keySpec, accountID string, now time.Time) (*APIKeyCre
 		Version:     1,
 	}
 	created := &APIKeyCreated{APIKey: rec.APIKey(), Key: secret}
+	if s.credits != nil {
+		rec.CreditsID = id
+		created.Credits = s.credits.shown(now)
+	}
 	return created, rec, nil
 }
 

@@ -46,12 +46,15 @@ type APIKeyUpdate struct {
 	// Enabled disables (false) or enables (true) the key; it cannot be
 	// cleared.
 	Enabled Patch[bool]
+	// Credits sets the key's budget (remaining, and its refill: a refill
+	// left out is none), or clears it: the key spends no credits.
+	Credits Patch[CreditsSpec]
 }
 
 // fields reports whether u changes a field other than Enabled.
 func (u *APIKeyUpdate) fields() bool {
 	return u.Name.Set || u.Permissions.Set || u.AllowedIPs.Set || u.RateLimit.Set || u.ExpiresAt.Set ||
-		u.OwnerID.Set || u.Metadata.Set
+		u.OwnerID.Set || u.Metadata.Set || u.Credits.Set
 }
 
 // MaxExpiringWithin bounds ListFilter.ExpiringWithin.
@@ -139,7 +142,15 @@ func (m *Manager) get(ctx context.Context, c caller, id string) (_ *APIKey, err 
 	if err != nil {
 		return nil, err
 	}
+	return m.shown(ctx, rec)
+}
+
+// shown is rec as the API shows it, its credits read from the store.
+func (m *Manager) shown(ctx context.Context, rec *Record) (*APIKey, error) {
 	k := rec.APIKey()
+	if err := m.showCredits(ctx, []*Record{rec}, []*APIKey{&k}); err != nil {
+		return nil, err
+	}
 	return &k, nil
 }
 
@@ -238,8 +249,13 @@ func (m *Manager) list(ctx context.Context, c caller, f ListFilter) (_ *KeyList,
 		last := recs[len(recs)-1]
 		out.NextCursor = encodeCursor(last.CreatedAt, last.ID)
 	}
-	for _, r := range recs {
+	ks := make([]*APIKey, len(recs))
+	for i, r := range recs {
 		out.Data = append(out.Data, r.APIKey())
+		ks[i] = &out.Data[i]
+	}
+	if err := m.showCredits(ctx, recs, ks); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -273,7 +289,7 @@ func decodeCursor(c string) (*ListPosition, error) {
 // A change edits next, a copy of the stored record, in place. It reports
 // whether there is anything to store, and may give a successor record and
 // an idempotency entry to store atomically with next (a roll does).
-type change func(next *Record) (write bool, successor *Record, entry *IdempotencyRecord, err error)
+type change func(next *Record) (*Write, error)
 
 // updateAttempts bounds the read-modify-write loop; with backoff between
 // attempts it spans about a second of contention on one key.
@@ -297,16 +313,16 @@ func (m *Manager) update(ctx context.Context, c caller, id string, change change
 			return nil, err
 		}
 		next := rec.Clone()
-		write, successor, entry, err := change(next)
-		if err != nil || !write {
+		w, err := change(next)
+		if err != nil || w == nil {
 			return next, err
 		}
 		next.Version = rec.Version + 1
-		w := Write{Replace: next, Insert: successor, Idempotency: entry}
-		if successor != nil {
+		w.Replace = next
+		if w.Insert != nil {
 			w.KeepRevoked = m.maxKeys
 		}
-		err = m.store.Write(ctx, w)
+		err = m.store.Write(ctx, *w)
 		switch {
 		case err == nil:
 			return next.Clone(), nil
@@ -366,25 +382,27 @@ func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUp
 		return nil, err
 	}
 	var flipped bool // the update changes whether the key is enabled
-	rec, err := m.update(ctx, c, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
+	rec, err := m.update(ctx, c, id, func(r *Record) (*Write, error) {
 		if !r.RevokedAt.IsZero() {
-			return false, nil, nil, errRetired()
+			return nil, errRetired()
 		}
 		flipped = u.Enabled.Set && u.Enabled.Value == (r.Disabled != NotDisabled)
 		if flipped && u.Enabled.Value && r.Disabled == DisabledByHost && !c.trusted {
-			return false, nil, nil, &PermissionError{Param: "enabled", Message: "the key was disabled by the provider; only the provider can enable it"}
+			return nil, &PermissionError{Param: "enabled", Message: "the key was disabled by the provider; only the provider can enable it"}
 		}
 		// The host disabling a key its account disabled takes the hold
 		// over: no event (the key was disabled and still is).
 		held := u.Enabled.Set && !u.Enabled.Value && c.trusted && r.Disabled == DisabledByAccount
 		if !u.fields() && !flipped && !held {
-			return false, nil, nil, nil // nothing to change: no write, no event
+			return nil, nil // nothing to change: no write, no event
 		}
-		return true, nil, nil, apply(r)
+		return apply(r)
 	})
 	if err != nil {
 		return nil, err
 	}
+	// The events go out whatever happens after the write: the key
+	// changed. Then the answer reads its credits.
 	k := rec.APIKey()
 	if u.fields() {
 		m.emit(ctx, EventKeyUpdated, k, "", c.p.Subject)
@@ -395,12 +413,12 @@ func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUp
 	case flipped:
 		m.emit(ctx, EventKeyEnabled, k, "", c.p.Subject)
 	}
-	return &k, nil
+	return m.shown(ctx, rec)
 }
 
 // validateUpdate checks every field of u before any record is read, and
 // returns the change to apply.
-func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) (func(*Record) error, error) {
+func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) (func(*Record) (*Write, error), error) {
 	var s keySpec
 	var err error
 	if u.Name.Set {
@@ -451,20 +469,40 @@ func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) 
 	if u.Enabled.Set && u.Enabled.Null {
 		return nil, invalid("enabled", "enabled cannot be cleared; send true or false")
 	}
-	return func(r *Record) error {
+	var credits Credits
+	if u.Credits.Set && !u.Credits.Null {
+		if _, err := m.creditStore(); err != nil {
+			return nil, err
+		}
+		if credits, err = validateCredits(&u.Credits.Value, now); err != nil {
+			return nil, err
+		}
+	}
+	return func(r *Record) (*Write, error) {
 		if u.RateLimit.Set && !u.RateLimit.Null {
 			if _, _, err := m.planLimits(ctx, r.AccountID, s.rateLimit, true); err != nil {
-				return err
+				return nil, err
 			}
 		}
+		w := &Write{}
 		if u.ExpiresAt.Set {
 			// The lifetime bound counts from the key's creation, so an
 			// update cannot stretch a key's life past it.
 			exp, err := m.lifetime(s.expiresAt, true, r.CreatedAt, now)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			r.ExpiresAt = exp
+		}
+		switch {
+		case !u.Credits.Set:
+		case u.Credits.Null:
+			r.CreditsID = ""
+		default:
+			if r.CreditsID == "" {
+				r.CreditsID = r.ID
+			}
+			w.Credits = &CreditBudget{ID: r.CreditsID, Credits: credits}
 		}
 		if u.Name.Set {
 			r.Name = s.name
@@ -493,7 +531,7 @@ func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) 
 		case r.Disabled == NotDisabled:
 			r.Disabled = DisabledByAccount
 		}
-		return nil
+		return w, nil
 	}, nil
 }
 
@@ -515,14 +553,14 @@ func (m *Manager) revoke(ctx context.Context, c caller, id string) (_ *APIKey, e
 	ctx, end := m.op(ctx, OpRevoke)
 	defer func() { end(err) }()
 	revoked := false
-	rec, err := m.update(ctx, c, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
+	rec, err := m.update(ctx, c, id, func(r *Record) (*Write, error) {
 		now := m.now()
 		if !r.RevokedAt.IsZero() && !now.Before(r.RevokedAt) {
-			return false, nil, nil, nil
+			return nil, nil
 		}
 		r.RevokedAt = storedTime(now)
 		revoked = true
-		return true, nil, nil, nil
+		return &Write{}, nil
 	})
 	if err != nil {
 		return nil, err
@@ -531,7 +569,7 @@ func (m *Manager) revoke(ctx context.Context, c caller, id string) (_ *APIKey, e
 	if revoked {
 		m.emit(ctx, EventKeyRevoked, k, "", c.p.Subject)
 	}
-	return &k, nil
+	return m.shown(ctx, rec)
 }
 
 // Roll replaces a key's secret. It makes a successor key (a new ID and
@@ -582,16 +620,16 @@ func (m *Manager) rollKey(ctx context.Context, c caller, id string, grace time.D
 
 func (m *Manager) roll(ctx context.Context, c caller, id string, grace time.Duration, seal sealer) (*APIKeyCreated, error) {
 	var created *APIKeyCreated
-	old, err := m.update(ctx, c, id, func(r *Record) (bool, *Record, *IdempotencyRecord, error) {
+	old, err := m.update(ctx, c, id, func(r *Record) (*Write, error) {
 		now := m.now()
 		switch {
 		case !r.RevokedAt.IsZero():
-			return false, nil, nil, errRetired()
+			return nil, errRetired()
 		case !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt):
-			return false, nil, nil, &ValidationError{Code: CodeInvalidRequest, Message: "the key has expired"}
+			return nil, &ValidationError{Code: CodeInvalidRequest, Message: "the key has expired"}
 		}
 		if err := c.mayGrant("", r.Permissions); err != nil {
-			return false, nil, nil, err
+			return nil, err
 		}
 		spec := keySpec{name: r.Name, environment: r.Environment, permissions: r.Permissions,
 			allowedIPs: r.AllowedIPs, rateLimit: r.RateLimit, expiresAt: r.ExpiresAt,
@@ -601,17 +639,22 @@ func (m *Manager) roll(ctx context.Context, c caller, id string, grace time.Dura
 		}
 		k, successor, err := m.newKey(spec, r.AccountID, now)
 		if err != nil {
-			return false, nil, nil, err
+			return nil, err
+		}
+		// The successor spends the same budget: a roll cannot double it.
+		successor.CreditsID = r.CreditsID
+		if err := m.showCredits(ctx, []*Record{successor}, []*APIKey{&k.APIKey}); err != nil {
+			return nil, err
 		}
 		var entry *IdempotencyRecord
 		if seal != nil {
 			if entry, err = seal(k, successor.ID); err != nil {
-				return false, nil, nil, err
+				return nil, err
 			}
 		}
 		r.RevokedAt = storedTime(now.Add(grace))
 		created = k
-		return true, successor, entry, nil
+		return &Write{Insert: successor, Idempotency: entry}, nil
 	})
 	if err != nil {
 		return nil, err

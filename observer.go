@@ -42,13 +42,14 @@ const (
 	OutcomeRateLimited              //
 	OutcomeUnavailable              // the store or the limiter could not answer
 	OutcomeDisabled                 //
+	OutcomeCreditsExhausted         // the key's credits could not pay for the request
 
 	// NumOutcomes is the number of outcomes: each is less than it.
 	NumOutcomes = iota
 )
 
 var outcomeNames = [NumOutcomes]string{"valid", "invalid", "revoked", "expired", "wrong_environment",
-	"ip_not_allowed", "forbidden", "rate_limited", "unavailable", "disabled"}
+	"ip_not_allowed", "forbidden", "rate_limited", "unavailable", "disabled", "credits_exhausted"}
 
 // String is the outcome's label value, such as "valid" or "rate_limited".
 func (o Outcome) String() string {
@@ -89,6 +90,8 @@ func OutcomeOf(err error) Outcome {
 		return OutcomeForbidden
 	case isRateLimit(err):
 		return OutcomeRateLimited
+	case errors.Is(err, ErrCreditsExhausted):
+		return OutcomeCreditsExhausted
 	}
 	return OutcomeUnavailable
 }

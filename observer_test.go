@@ -216,6 +216,7 @@ func TestOutcomeOf(t *testing.T) {
 		keys.ErrIPNotAllowed:     keys.OutcomeIPNotAllowed,
 		keys.ErrWrongEnvironment: keys.OutcomeWrongEnvironment,
 		keys.ErrKeyDisabled:      keys.OutcomeDisabled,
+		&keys.CreditsError{}:     keys.OutcomeCreditsExhausted,
 	} {
 		if got := keys.OutcomeOf(err); got != want {
 			t.Errorf("OutcomeOf(%v) = %s, want %s", err, got, want)
@@ -225,7 +226,7 @@ func TestOutcomeOf(t *testing.T) {
 	for _, o := range keys.Outcomes() {
 		names[o.String()] = true
 	}
-	if len(names) != 10 || !names["disabled"] || !names["valid"] || !names["rate_limited"] || names["unknown"] || keys.Outcome(keys.NumOutcomes).String() != "unknown" {
+	if len(names) != 11 || !names["credits_exhausted"] || !names["disabled"] || !names["valid"] || !names["rate_limited"] || names["unknown"] || keys.Outcome(keys.NumOutcomes).String() != "unknown" {
 		t.Fatalf("outcome names: %v", names)
 	}
 }

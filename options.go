@@ -249,6 +249,8 @@ type VerifyOption struct {
 	env          Environment
 	method, path string
 	outsidePlan  bool
+	cost         int64
+	hasCost      bool
 }
 
 // FromIP gives the client's address, checked against the key's allowed_ips.
@@ -274,6 +276,12 @@ func OnEndpoint(method, path string) VerifyOption { return VerifyOption{method: 
 // flooding, can still list and revoke its keys and read its usage. They
 // have their own per-account limit (httpadapter.WithManagementLimit).
 func OutsidePlan() VerifyOption { return VerifyOption{outsidePlan: true} }
+
+// CreditCost is what the request costs in credits, for a key that has a budget
+// (Credits): 0 to MaxCost; default 1. CreditCost(0) verifies without spending,
+// even a spent budget. A cost outside the range fails Verify (the host's
+// mistake, not the key's). The key endpoints spend nothing (OutsidePlan).
+func CreditCost(n int64) VerifyOption { return VerifyOption{cost: n, hasCost: true} }
 
 // IssueOption applies to the calls that issue a secret: Create and Roll.
 type IssueOption struct {

@@ -54,6 +54,11 @@ type Record struct {
 	// succeeds only against the version it read, so two concurrent changes
 	// cannot undo each other (an update cannot un-revoke a key).
 	Version int64
+	// CreditsID names the key's credit budget (CreditStore); "": the key
+	// has no credits. It is the ID of the key the budget was set on: a
+	// rolled key's successor names its predecessor's budget, so the two
+	// share it.
+	CreditsID string
 
 	// noted is when a Manager last noted a use of this record in memory
 	// (Unix ns). It lets Verify skip the pending-use map, and its lock, for
@@ -100,6 +105,7 @@ func (r *Record) Clone() *Record {
 		Metadata:    slices.Clone(r.Metadata),
 		Disabled:    r.Disabled,
 		Version:     r.Version,
+		CreditsID:   r.CreditsID,
 	}
 	// The clone of the same key keeps its usage counters: a store that
 	// replaces a record on every last-used flush (memstore) would
@@ -255,6 +261,10 @@ type Write struct {
 	Insert      *Record            // a new record, or nil
 	Replace     *Record            // the next version of a stored record, or nil
 	Idempotency *IdempotencyRecord // an idempotency entry, or nil
+	// Credits, if not nil, sets a credit budget (CreditStore), beside an
+	// Insert or Replace whose record names it. A store without the
+	// CreditStore capability refuses a Write that sets it.
+	Credits *CreditBudget
 
 	// MaxActive, if positive, caps Insert's account: if the account
 	// already holds MaxActive records with a zero RevokedAt, nothing is

@@ -50,7 +50,16 @@ type keySpec struct {
 	ownerID     string
 	metadata    []byte
 	disabled    DisabledBy
-	maxKeys     int // the account's cap on active keys (Write.MaxActive)
+	maxKeys     int      // the account's cap on active keys (Write.MaxActive)
+	credits     *Credits // the key's new budget (create); nil: none
+}
+
+// budget is the credit budget a new key's Write sets, or nil.
+func (s *keySpec) budget(rec *Record) *CreditBudget {
+	if s.credits == nil {
+		return nil
+	}
+	return &CreditBudget{ID: rec.CreditsID, Credits: *s.credits}
 }
 
 // validateCreate is the one place the create rules live. It returns the first
@@ -91,6 +100,16 @@ func (m *Manager) validateCreate(req *APIKeyCreate, now time.Time) (keySpec, err
 	}
 	if s.metadata, err = validateMetadata(req.Metadata); err != nil {
 		return s, err
+	}
+	if req.Credits != nil {
+		if _, err := m.creditStore(); err != nil {
+			return s, err
+		}
+		c, err := validateCredits(req.Credits, now)
+		if err != nil {
+			return s, err
+		}
+		s.credits = &c
 	}
 	if req.Disabled {
 		s.disabled = DisabledByHost // a Scoped create makes it DisabledByAccount

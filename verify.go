@@ -18,6 +18,10 @@ type Verified struct {
 	// RateLimit is the key's rate-limit state after this request; its
 	// Limit is 0 when the key has no limit.
 	RateLimit RateLimit
+	// Credits is the key's credit budget after this request's spend
+	// (Record.CreditsID); zero when the key has none or the request cost
+	// nothing (CreditCost(0), OutsidePlan).
+	Credits Credits
 	// at is when Verify ran (the Manager's clock), so that CountUsage
 	// need not read the clock again (a read costs about 50 ns here).
 	at time.Time
@@ -43,7 +47,9 @@ func (v *Verified) Principal() Principal {
 //  4. the limits, all at once (a *RateLimitError matching ErrRateLimited,
 //     naming the limit): the key's rate limit and, with WithPlans, its
 //     account's per minute and per day, and its endpoint's (OnEndpoint);
-//  5. last-used time, noted in memory and flushed in batches.
+//  5. credits, if the key has a budget: the request's cost (CreditCost, default
+//     1) is spent, or a *CreditsError (ErrCreditsExhausted) refuses it;
+//  6. last-used time, noted in memory and flushed in batches.
 //
 // Any other error is the store or limiter failing; it matches none of the
 // sentinels. On failures after the lookup, the returned Verified still
@@ -117,11 +123,12 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 	if err := checkOptions(rec, opts); err != nil {
 		return v, err
 	}
+	outside := outsidePlan(opts)
 	var checks Checks
 	if rec.RateLimit > 0 {
 		checks[0] = Check{Name: LimitKey, ID: rec.ID, Max: rec.RateLimit}
 	}
-	if m.plans != nil && !outsidePlan(opts) {
+	if m.plans != nil && !outside {
 		e, err := m.plans.of(ctx, rec.AccountID, now)
 		if err != nil {
 			return v, err
@@ -145,6 +152,17 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 			return v, &RateLimitError{RateLimit: rl}
 		}
 	}
+	if rec.CreditsID != "" && !outside {
+		cost, err := costOf(opts)
+		if err != nil {
+			return v, err
+		}
+		if cost > 0 {
+			if v.Credits, err = m.spend(ctx, rec, cost, now); err != nil {
+				return v, err
+			}
+		}
+	}
 	m.usage.note(rec, digest[0], now)
 	return v, nil
 }
@@ -156,6 +174,20 @@ func outsidePlan(opts []VerifyOption) bool {
 		}
 	}
 	return false
+}
+
+// costOf is the request's cost in credits (CreditCost; default 1).
+func costOf(opts []VerifyOption) (int64, error) {
+	cost := int64(1)
+	for i := range opts {
+		if opts[i].hasCost {
+			cost = opts[i].cost
+		}
+	}
+	if cost < 0 || cost > MaxCost {
+		return 0, fmt.Errorf("keys: CreditCost(%d) is outside 0 to %d", cost, MaxCost)
+	}
+	return cost, nil
 }
 
 // endpointOf is the request's method and path (OnEndpoint), if given.

@@ -57,6 +57,8 @@ func Run(t *testing.T, newStore func(t *testing.T) keys.Store) {
 		{"NoOptionalFields", testNoOptionalFields},
 		{"Import", testImport},
 		{"Usage", testUsage},
+		{"Credits", testCredits},
+		{"CreditsConcurrent", testCreditsConcurrent},
 		{"Concurrent", testConcurrent},
 		{"MaxActive", testMaxActive},
 		{"KeepRevoked", testKeepRevoked},
@@ -132,6 +134,8 @@ func Equal(got, want *keys.Record) string {
 		return fmt.Sprintf("Disabled %d, want %d", got.Disabled, want.Disabled)
 	case got.Version != want.Version:
 		return fmt.Sprintf("Version %d, want %d", got.Version, want.Version)
+	case got.CreditsID != want.CreditsID:
+		return fmt.Sprintf("CreditsID %q, want %q", got.CreditsID, want.CreditsID)
 	}
 	return ""
 }
@@ -1424,4 +1428,198 @@ func NewRecordLike(t testing.TB, r *keys.Record) *keys.Record {
 	n := NewRecord(t)
 	n.Digest = r.Digest
 	return n
+}
+
+// creditStore is s's keys.CreditStore, or skips the test.
+func creditStore(t *testing.T, s keys.Store) keys.CreditStore {
+	t.Helper()
+	cs, ok := s.(keys.CreditStore)
+	if !ok {
+		t.Skip("not a keys.CreditStore: keys cannot have credits")
+	}
+	return cs
+}
+
+// withBudget inserts a record naming a budget of its own holding c.
+func withBudget(t *testing.T, s keys.Store, c keys.Credits) *keys.Record {
+	t.Helper()
+	r := NewRecord(t)
+	r.CreditsID = r.ID
+	if err := s.Write(context.Background(), keys.Write{Insert: r, Credits: &keys.CreditBudget{ID: r.ID, Credits: c}}); err != nil {
+		t.Fatalf("Write(Insert, Credits): %v", err)
+	}
+	return r
+}
+
+// spend is SpendCredits, failing the test on an error other than
+// ErrCreditsExhausted; it reports whether the spend passed.
+func spend(t *testing.T, cs keys.CreditStore, id string, cost int64, now time.Time, wantRemaining int64) bool {
+	t.Helper()
+	c, err := cs.SpendCredits(context.Background(), id, cost, now)
+	if err != nil && !errors.Is(err, keys.ErrCreditsExhausted) {
+		t.Fatalf("SpendCredits(%d): %v", cost, err)
+	}
+	if c.Remaining != wantRemaining {
+		t.Fatalf("SpendCredits(%d) at %s: %d remaining (err %v), want %d", cost, now.Format(time.RFC3339), c.Remaining, err, wantRemaining)
+	}
+	return err == nil
+}
+
+// testCredits checks a keys.CreditStore: a Write sets a budget with the
+// record naming it, all or nothing; spends take exactly their cost and
+// never go below zero; a refill happens once, at the first spend or read
+// of a new UTC day or month, and sets (not adds); a Replace that sets no
+// budget leaves it as it is; a roll's successor shares it.
+func testCredits(t *testing.T, s keys.Store) {
+	cs := creditStore(t, s)
+	ctx := context.Background()
+	now := base
+
+	r := withBudget(t, s, keys.Credits{Remaining: 10})
+	if got := mustGet(t, s, r.ID); got.CreditsID != r.ID {
+		t.Fatalf("CreditsID %q after the insert, want %q", got.CreditsID, r.ID)
+	}
+	got, err := cs.ReadCredits(ctx, []string{r.ID, "key_no_such_budget"}, now)
+	if err != nil || len(got) != 1 || got[r.ID].Remaining != 10 || got[r.ID].Refill != nil {
+		t.Fatalf("ReadCredits = %+v, %v; want only %s with 10 remaining and no refill", got, err, r.ID)
+	}
+	if !spend(t, cs, r.ID, 3, now, 7) {
+		t.Fatal("a spend of 3 from 10 was refused")
+	}
+	if spend(t, cs, r.ID, 8, now, 7) {
+		t.Fatal("a spend of 8 from 7 passed")
+	}
+	if !spend(t, cs, r.ID, 7, now, 0) {
+		t.Fatal("a spend of exactly what remains was refused")
+	}
+	if spend(t, cs, r.ID, 1, now.Add(400*24*time.Hour), 0) {
+		t.Fatal("a budget without a refill refilled itself")
+	}
+	if _, err := cs.SpendCredits(ctx, "key_no_such_budget", 1, now); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("spending an unknown budget: %v, want ErrNotFound", err)
+	}
+
+	// A Replace that sets no budget keeps it; one that does sets it.
+	spent := withBudget(t, s, keys.Credits{Remaining: 5})
+	spend(t, cs, spent.ID, 2, now, 3)
+	next := mustGet(t, s, spent.ID).Clone()
+	next.Name, next.Version = "renamed", next.Version+1
+	if err := replace(s, next); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := cs.ReadCredits(ctx, []string{spent.ID}, now); got[spent.ID].Remaining != 3 {
+		t.Fatalf("a Replace without Credits changed the budget to %+v, want 3 remaining", got[spent.ID])
+	}
+	next = next.Clone()
+	next.Version++
+	if err := s.Write(ctx, keys.Write{Replace: next, Credits: &keys.CreditBudget{ID: spent.ID, Credits: keys.Credits{Remaining: 50}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := cs.ReadCredits(ctx, []string{spent.ID}, now); got[spent.ID].Remaining != 50 {
+		t.Fatalf("a Replace with Credits left %+v, want 50 remaining", got[spent.ID])
+	}
+
+	// A roll: the successor names the same budget; spends through either
+	// ID's record are one budget's.
+	old := mustGet(t, s, spent.ID).Clone()
+	old.Version++
+	old.RevokedAt = now.Add(time.Hour)
+	succ := NewRecord(t)
+	succ.AccountID, succ.CreditsID = old.AccountID, old.CreditsID
+	if err := s.Write(ctx, keys.Write{Replace: old, Insert: succ}); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, s, succ.ID); got.CreditsID != spent.ID {
+		t.Fatalf("the successor names budget %q, want %q", got.CreditsID, spent.ID)
+	}
+	spend(t, cs, succ.CreditsID, 20, now, 30)
+
+	// All or nothing: a duplicate insert sets no budget, and a budget no
+	// record of the Write names is refused with nothing written.
+	dup := NewRecordLike(t, r)
+	dup.ID, dup.CreditsID = r.ID, r.ID
+	if err := s.Write(ctx, keys.Write{Insert: dup, Credits: &keys.CreditBudget{ID: r.ID, Credits: keys.Credits{Remaining: 999}}}); !errors.Is(err, keys.ErrDuplicate) {
+		t.Fatalf("a duplicate insert with a budget: %v, want ErrDuplicate", err)
+	}
+	if got, _ := cs.ReadCredits(ctx, []string{r.ID}, now); got[r.ID].Remaining != 0 {
+		t.Fatalf("a refused insert set the budget to %+v", got[r.ID])
+	}
+	stray := NewRecord(t)
+	if err := s.Write(ctx, keys.Write{Insert: stray, Credits: &keys.CreditBudget{ID: "key_someone_else", Credits: keys.Credits{Remaining: 1}}}); err == nil {
+		t.Fatal("a Write set a budget that its record does not name")
+	}
+	if _, err := s.Get(ctx, stray.ID); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("the refused Write stored its record: %v", err)
+	}
+	if got, _ := cs.ReadCredits(ctx, []string{"key_someone_else"}, now); len(got) != 0 {
+		t.Fatalf("the refused Write stored its budget: %+v", got)
+	}
+
+	// A daily refill: set to the amount once per UTC day, at the day's
+	// first spend or read; not before midnight; what is left does not
+	// carry over.
+	day := time.Date(2031, 5, 6, 0, 0, 0, 0, time.UTC)
+	daily := withBudget(t, s, keys.Credits{Remaining: 2, Refill: &keys.Refill{Interval: keys.RefillDaily, Amount: 5}, Period: day})
+	spend(t, cs, daily.ID, 2, day.Add(time.Hour), 0)
+	if spend(t, cs, daily.ID, 1, day.Add(24*time.Hour-time.Nanosecond), 0) {
+		t.Fatal("a daily budget refilled before midnight")
+	}
+	if got, _ := cs.ReadCredits(ctx, []string{daily.ID}, day.Add(24*time.Hour)); got[daily.ID].Remaining != 5 || got[daily.ID].Refill == nil ||
+		*got[daily.ID].Refill != (keys.Refill{Interval: keys.RefillDaily, Amount: 5}) {
+		t.Fatalf("read at midnight: %+v, want 5 remaining and the daily refill", got[daily.ID])
+	}
+	spend(t, cs, daily.ID, 1, day.Add(24*time.Hour), 4)
+	spend(t, cs, daily.ID, 1, day.Add(47*time.Hour), 3) // the same day: no second refill
+	spend(t, cs, daily.ID, 1, day.Add(72*time.Hour+time.Minute), 4)
+
+	// A monthly refill, at the start of the UTC calendar month.
+	month := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	monthly := withBudget(t, s, keys.Credits{Remaining: 1, Refill: &keys.Refill{Interval: keys.RefillMonthly, Amount: 1000}, Period: month})
+	spend(t, cs, monthly.ID, 1, month.Add(30*24*time.Hour+23*time.Hour), 0) // Jan 31, 23:00
+	if spend(t, cs, monthly.ID, 1, time.Date(2031, 1, 31, 23, 59, 59, 0, time.UTC), 0) {
+		t.Fatal("a monthly budget refilled before the month ended")
+	}
+	spend(t, cs, monthly.ID, 10, time.Date(2031, 2, 1, 0, 0, 0, 0, time.UTC), 990)
+	spend(t, cs, monthly.ID, 990, time.Date(2031, 2, 28, 23, 0, 0, 0, time.UTC), 0)
+	spend(t, cs, monthly.ID, 1, time.Date(2031, 3, 1, 0, 0, 1, 0, time.UTC), 999)
+}
+
+// testCreditsConcurrent checks that concurrent spends of one budget pass
+// exactly as many times as it holds, each taking a distinct credit.
+func testCreditsConcurrent(t *testing.T, s keys.Store) {
+	cs := creditStore(t, s)
+	const budget, workers = 200, 12
+	r := withBudget(t, s, keys.Credits{Remaining: budget})
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range budget + 1 { // bounded: a store that never runs out fails below, not by hanging
+				c, err := cs.SpendCredits(context.Background(), r.ID, 1, base)
+				if errors.Is(err, keys.ErrCreditsExhausted) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if seen[c.Remaining] || c.Remaining < 0 {
+					t.Errorf("a spend left %d remaining twice, or below zero", c.Remaining)
+				}
+				seen[c.Remaining] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != budget {
+		t.Fatalf("%d workers spent %d credits of a budget of %d", workers, len(seen), budget)
+	}
+	if got, _ := cs.ReadCredits(context.Background(), []string{r.ID}, base); got[r.ID].Remaining != 0 {
+		t.Fatalf("%d remaining after the budget was spent", got[r.ID].Remaining)
+	}
 }

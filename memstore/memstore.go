@@ -57,7 +57,8 @@ type Store struct {
 	// the Manager's clock, never on one of its own.
 	now time.Time
 
-	usage usage
+	usage   usage
+	credits credits
 }
 
 // account is one account's records, sorted by (CreatedAt, ID) ascending:
@@ -214,6 +215,9 @@ func (s *Store) Write(_ context.Context, w keys.Write) error {
 	if err := s.checkIdempotency(w.Idempotency); err != nil {
 		return err
 	}
+	if err := checkCredits(w); err != nil {
+		return err
+	}
 	var old *keys.Record
 	if r := w.Replace; r != nil {
 		old = s.byID[r.ID]
@@ -236,6 +240,7 @@ func (s *Store) Write(_ context.Context, w keys.Write) error {
 		s.replace(r)
 	}
 	s.storeIdempotency(w.Idempotency)
+	s.setCredits(w.Credits)
 	if r := w.Insert; r != nil && w.KeepRevoked > 0 {
 		s.prune(s.accounts[r.AccountID], w.KeepRevoked, r.CreatedAt)
 	}
@@ -305,6 +310,7 @@ func (s *Store) prune(a *account, keep int, now time.Time) {
 // entry; the caller drops it from the account's. s.mu is held.
 func (s *Store) delete(r *keys.Record) {
 	delete(s.byID, r.ID)
+	s.ref(r.CreditsID, -1)
 	if scope, ok := s.idemOf[r.ID]; ok {
 		if e := s.idem[scope]; e != nil && e.KeyID == r.ID {
 			delete(s.idem, scope)
@@ -344,6 +350,7 @@ func (s *Store) index(rec *keys.Record) (*account, error) {
 	}
 	sh.put(rec)
 	s.byID[rec.ID] = rec
+	s.ref(rec.CreditsID, 1)
 	a := s.account(rec.AccountID)
 	a.count(rec, 1)
 	return a, nil
@@ -395,6 +402,10 @@ func (s *Store) replace(rec *keys.Record) {
 	if old != nil {
 		a.count(old, -1)
 		a.count(rec, 1)
+		if old.CreditsID != rec.CreditsID {
+			s.ref(rec.CreditsID, 1)
+			s.ref(old.CreditsID, -1)
+		}
 	}
 	if i := a.search(rec.CreatedAt, rec.ID); i < len(a.recs) && a.recs[i].ID == rec.ID {
 		a.recs[i] = rec

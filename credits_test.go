@@ -1,0 +1,279 @@
+package keys_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/memstore"
+)
+
+// creditFixture is a Manager on a memstore (a keys.CreditStore) with a
+// settable clock.
+func creditFixture(t *testing.T, opts ...keys.Option) (*keys.Manager, *clock) {
+	t.Helper()
+	c := newClock()
+	return newManagerAt(t, memstore.New(), c, opts...), c
+}
+
+func createWithCredits(t *testing.T, m *keys.Manager, spec keys.CreditsSpec, rateLimit int) *keys.APIKeyCreated {
+	t.Helper()
+	req := keys.APIKeyCreate{Name: "metered", Environment: keys.Live, AccountID: "acct_credits", Credits: &spec}
+	if rateLimit > 0 {
+		req.RateLimit = &rateLimit
+	}
+	k, err := m.Create(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestCreditsAreSpentExactly: many goroutines verifying one key with a
+// budget of N pass exactly N times; every other call is a *CreditsError
+// (not a rate limit), and the budget never goes below zero.
+func TestCreditsAreSpentExactly(t *testing.T) {
+	m, _ := creditFixture(t)
+	const budget = 300
+	k := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](budget)}, 0)
+	var passed, refused atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range budget {
+				v, err := m.Verify(context.Background(), string(k.Key))
+				var ce *keys.CreditsError
+				switch {
+				case err == nil:
+					passed.Add(1)
+					if v.Credits.Remaining < 0 {
+						t.Errorf("a request left %d credits", v.Credits.Remaining)
+					}
+				case errors.As(err, &ce) && !errors.Is(err, keys.ErrRateLimited) && keys.OutcomeOf(err) == keys.OutcomeCreditsExhausted:
+					refused.Add(1)
+					if ce.Credits.Remaining != 0 || ce.Cost != 1 || ce.Credits.RefillsAt != nil {
+						t.Errorf("refusal %+v, want 0 remaining, cost 1, no refill", ce)
+					}
+				default:
+					t.Errorf("Verify: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if passed.Load() != budget || refused.Load() != 7*budget {
+		t.Fatalf("%d passed and %d refused, want %d and %d", passed.Load(), refused.Load(), budget, 7*budget)
+	}
+	got, err := m.Get(context.Background(), k.ID)
+	if err != nil || got.Credits == nil || got.Credits.Remaining != 0 {
+		t.Fatalf("Get after the budget was spent: %+v, %v", got, err)
+	}
+}
+
+// TestCreditCost: a request spends its cost, a request costing more than
+// remains is refused and spends nothing, CreditCost(0) passes even on a
+// spent budget, a cost out of range is the host's error, and the key
+// endpoints (OutsidePlan) spend nothing.
+func TestCreditCost(t *testing.T) {
+	m, _ := creditFixture(t)
+	k := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](12)}, 0)
+	ctx := context.Background()
+	for _, want := range []int64{7, 2} {
+		v, err := m.Verify(ctx, string(k.Key), keys.CreditCost(5))
+		if err != nil || v.Credits.Remaining != want {
+			t.Fatalf("a request costing 5: %d remaining, %v; want %d", v.Credits.Remaining, err, want)
+		}
+	}
+	_, err := m.Verify(ctx, string(k.Key), keys.CreditCost(5))
+	var ce *keys.CreditsError
+	if !errors.As(err, &ce) || ce.Credits.Remaining != 2 || ce.Cost != 5 {
+		t.Fatalf("a request costing 5 with 2 left: %v", err)
+	}
+	if _, err := m.Verify(ctx, string(k.Key), keys.OutsidePlan()); err != nil {
+		t.Fatalf("a key endpoint's request: %v", err)
+	}
+	if v, err := m.Verify(ctx, string(k.Key), keys.CreditCost(2)); err != nil || v.Credits.Remaining != 0 {
+		t.Fatalf("a request costing what remains: %+v, %v (the refused one, or the OutsidePlan one, spent)", v.Credits, err)
+	}
+	if _, err := m.Verify(ctx, string(k.Key), keys.CreditCost(0)); err != nil {
+		t.Fatalf("a free request on a spent budget: %v", err)
+	}
+	for _, bad := range []int64{-1, keys.MaxCost + 1} {
+		if _, err := m.Verify(ctx, string(k.Key), keys.CreditCost(bad)); err == nil || errors.Is(err, keys.ErrCreditsExhausted) {
+			t.Fatalf("CreditCost(%d): %v, want the host's error", bad, err)
+		}
+	}
+}
+
+// TestCreditsRefill: no refill unless asked for; a daily refill sets the
+// budget (not adds) at UTC midnight, and the refusal before it says when.
+func TestCreditsRefill(t *testing.T) {
+	m, clk := creditFixture(t)
+	ctx := context.Background()
+	once := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](1)}, 0)
+	if once.Credits == nil || once.Credits.Refill != nil || once.Credits.RefillsAt != nil {
+		t.Fatalf("a budget created without a refill shows %+v", once.Credits)
+	}
+	daily := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](2), Refill: &keys.Refill{Interval: keys.RefillDaily, Amount: 3}}, 0)
+	midnight := time.Date(2030, 1, 3, 0, 0, 0, 0, time.UTC) // the clock starts at 2030-01-02 03:04:05
+	if c := daily.Credits; c == nil || c.Remaining != 2 || c.RefillsAt == nil || !c.RefillsAt.Equal(midnight) {
+		t.Fatalf("created: %+v, want 2 remaining, refilled at %s", c, midnight)
+	}
+	for range 2 {
+		if _, err := m.Verify(ctx, string(daily.Key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.Advance(midnight.Sub(clk.Now()) - time.Second)
+	_, err := m.Verify(ctx, string(daily.Key))
+	var ce *keys.CreditsError
+	if !errors.As(err, &ce) || ce.RetryAfter(clk.Now()) != time.Second {
+		t.Fatalf("a second before midnight: %v, want a refusal retrying after 1s", err)
+	}
+	clk.Advance(time.Second)
+	for want := int64(2); want >= 0; want-- {
+		v, err := m.Verify(ctx, string(daily.Key))
+		if err != nil || v.Credits.Remaining != want {
+			t.Fatalf("after midnight: %d remaining, %v; want %d", v.Credits.Remaining, err, want)
+		}
+	}
+	if _, err := m.Verify(ctx, string(once.Key)); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(400 * 24 * time.Hour)
+	if _, err := m.Verify(ctx, string(once.Key)); !errors.Is(err, keys.ErrCreditsExhausted) {
+		t.Fatalf("a budget without a refill, a year on: %v", err)
+	}
+}
+
+// TestCreditsAreValidated: every bad credits object is a *ValidationError
+// naming its field, and nothing is stored; a store without credits refuses
+// them by name.
+func TestCreditsAreValidated(t *testing.T) {
+	m, _ := creditFixture(t)
+	ctx := context.Background()
+	for _, c := range []struct {
+		spec  keys.CreditsSpec
+		param string
+	}{
+		{keys.CreditsSpec{}, "credits.remaining"},
+		{keys.CreditsSpec{Remaining: ptr[int64](-1)}, "credits.remaining"},
+		{keys.CreditsSpec{Remaining: ptr[int64](keys.MaxCredits + 1)}, "credits.remaining"},
+		{keys.CreditsSpec{Remaining: ptr[int64](1), Refill: &keys.Refill{Interval: "weekly", Amount: 5}}, "credits.refill.interval"},
+		{keys.CreditsSpec{Remaining: ptr[int64](1), Refill: &keys.Refill{Amount: 5}}, "credits.refill.interval"},
+		{keys.CreditsSpec{Remaining: ptr[int64](1), Refill: &keys.Refill{Interval: keys.RefillMonthly}}, "credits.refill.amount"},
+		{keys.CreditsSpec{Remaining: ptr[int64](1), Refill: &keys.Refill{Interval: keys.RefillMonthly, Amount: keys.MaxCredits + 1}}, "credits.refill.amount"},
+	} {
+		_, err := m.Create(ctx, keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_v", Credits: &c.spec})
+		var ve *keys.ValidationError
+		if !errors.As(err, &ve) || ve.Param != c.param {
+			t.Errorf("credits %+v: %v, want a validation error on %s", c.spec, err, c.param)
+		}
+	}
+	if l, err := m.List(ctx, keys.ListFilter{AccountID: "acct_v"}); err != nil || len(l.Data) != 0 {
+		t.Fatalf("refused creates stored %d keys (%v)", len(l.Data), err)
+	}
+	for _, edge := range []int64{0, keys.MaxCredits} {
+		if _, err := m.Create(ctx, keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_v", Credits: &keys.CreditsSpec{Remaining: ptr(edge)}}); err != nil {
+			t.Errorf("remaining %d: %v", edge, err)
+		}
+	}
+
+	plain := newFixture(t) // its spy store hides memstore's credits
+	_, err := plain.m.Create(ctx, keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_v", Credits: &keys.CreditsSpec{Remaining: ptr[int64](5)}})
+	var ve *keys.ValidationError
+	if !errors.As(err, &ve) || ve.Param != "credits" {
+		t.Fatalf("credits on a store without them: %v", err)
+	}
+}
+
+// TestCreditsThroughTheLifecycle: a rolled key's successor shares the
+// budget; an update sets it (remaining and refill) or clears it; a rate
+// limit refuses before any credit is spent; list and get show it.
+func TestCreditsThroughTheLifecycle(t *testing.T) {
+	m, _ := creditFixture(t)
+	ctx := context.Background()
+	k := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](10)}, 0)
+	for range 4 {
+		if _, err := m.Verify(ctx, string(k.Key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	succ, err := m.Roll(ctx, k.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if succ.Credits == nil || succ.Credits.Remaining != 6 {
+		t.Fatalf("the successor shows %+v, want the shared 6", succ.Credits)
+	}
+	passed := 0
+	for range 5 {
+		for _, key := range []keys.Secret{k.Key, succ.Key} {
+			if _, err := m.Verify(ctx, string(key)); err == nil {
+				passed++
+			}
+		}
+	}
+	if passed != 6 {
+		t.Fatalf("the old and new secrets passed %d times on a shared budget of 6", passed)
+	}
+
+	// Set again by an update, with a refill; the old secret's record
+	// names the same budget.
+	up, err := m.Update(ctx, succ.ID, keys.APIKeyUpdate{Credits: keys.Change(keys.CreditsSpec{Remaining: ptr[int64](2), Refill: &keys.Refill{Interval: keys.RefillMonthly, Amount: 100}})})
+	if err != nil || up.Credits == nil || up.Credits.Remaining != 2 || up.Credits.Refill == nil || up.Credits.RefillsAt == nil ||
+		!up.Credits.RefillsAt.Equal(time.Date(2030, 2, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("update: %+v, %v", up, err)
+	}
+	if _, err := m.Verify(ctx, string(k.Key)); err != nil {
+		t.Fatalf("the old secret after the budget was set: %v", err)
+	}
+	list, err := m.List(ctx, keys.ListFilter{AccountID: "acct_credits"})
+	if err != nil || len(list.Data) != 2 || list.Data[0].Credits == nil || list.Data[1].Credits == nil || list.Data[0].Credits.Remaining != 1 {
+		t.Fatalf("list: %+v, %v; want both keys showing 1 remaining", list, err)
+	}
+
+	// Cleared: the key spends nothing, however often it is used.
+	if up, err := m.Update(ctx, succ.ID, keys.APIKeyUpdate{Credits: keys.Clear[keys.CreditsSpec]()}); err != nil || up.Credits != nil {
+		t.Fatalf("clearing credits: %+v, %v", up, err)
+	}
+	for range 5 {
+		if v, err := m.Verify(ctx, string(succ.Key)); err != nil || v.Credits != (keys.Credits{}) {
+			t.Fatalf("a key without credits: %+v, %v", v.Credits, err)
+		}
+	}
+
+	// A rate limit refuses first: the refused request costs no credit.
+	limited := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](10)}, 2)
+	for range 3 {
+		_, _ = m.Verify(ctx, string(limited.Key))
+	}
+	if got, err := m.Get(ctx, limited.ID); err != nil || got.Credits.Remaining != 8 {
+		t.Fatalf("after two requests and a 429: %+v, %v; want 8 remaining", got.Credits, err)
+	}
+}
+
+// TestCreditsInTheIdempotencyFingerprint: the same idempotency key with
+// other credits is a conflict, not a replay of the first key.
+func TestCreditsInTheIdempotencyFingerprint(t *testing.T) {
+	m, _ := creditFixture(t)
+	ctx := context.Background()
+	req := keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_i", Credits: &keys.CreditsSpec{Remaining: ptr[int64](5)}}
+	if _, err := m.Create(ctx, req, keys.IdempotencyKey("idem-credits-0001")); err != nil {
+		t.Fatal(err)
+	}
+	again, err := m.Create(ctx, req, keys.IdempotencyKey("idem-credits-0001"))
+	if err != nil || !again.Replayed || again.Credits == nil || again.Credits.Remaining != 5 {
+		t.Fatalf("the same request again: %+v, %v", again, err)
+	}
+	req.Credits = &keys.CreditsSpec{Remaining: ptr[int64](5000)}
+	if _, err := m.Create(ctx, req, keys.IdempotencyKey("idem-credits-0001")); !errors.Is(err, keys.ErrIdempotencyConflict) {
+		t.Fatalf("other credits under the same idempotency key: %v", err)
+	}
+}

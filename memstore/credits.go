@@ -1,0 +1,125 @@
+package memstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/txcloud/keys"
+)
+
+var _ keys.CreditStore = (*Store)(nil)
+
+// credits is the store's credit budgets. The map has a lock of its own, so
+// that a spend never waits for a List chunk or a flush; each budget has
+// its own, so that spends of different keys never wait for each other.
+// Write (under the store's lock) takes the map's lock inside it.
+type credits struct {
+	mu      sync.RWMutex
+	budgets map[string]*budget
+	// refs counts the records naming each budget (Record.CreditsID): a
+	// budget no record names is deleted with the last one, so budgets
+	// never outnumber records.
+	refs map[string]int
+}
+
+type budget struct {
+	mu sync.Mutex
+	c  keys.Credits
+}
+
+// SpendCredits implements keys.CreditStore.
+func (s *Store) SpendCredits(_ context.Context, id string, cost int64, now time.Time) (keys.Credits, error) {
+	if cost < 1 {
+		return keys.Credits{}, fmt.Errorf("memstore: a spend of %d credits", cost)
+	}
+	s.credits.mu.RLock()
+	b := s.credits.budgets[id]
+	s.credits.mu.RUnlock()
+	if b == nil {
+		return keys.Credits{}, keys.ErrNotFound
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.c.At(now)
+	if c.Remaining < cost {
+		return c, keys.ErrCreditsExhausted
+	}
+	c.Remaining -= cost
+	b.c = c
+	return c, nil
+}
+
+// ReadCredits implements keys.CreditStore.
+func (s *Store) ReadCredits(_ context.Context, ids []string, now time.Time) (map[string]keys.Credits, error) {
+	out := make(map[string]keys.Credits, len(ids))
+	s.credits.mu.RLock()
+	defer s.credits.mu.RUnlock()
+	for _, id := range ids {
+		if b := s.credits.budgets[id]; b != nil {
+			b.mu.Lock()
+			out[id] = b.c.At(now)
+			b.mu.Unlock()
+		}
+	}
+	return out, nil
+}
+
+// checkCredits refuses a Write setting a budget that none of its records
+// names (checked before anything is written). s.mu is held.
+func checkCredits(w keys.Write) error {
+	b := w.Credits
+	if b == nil {
+		return nil
+	}
+	if b.ID == "" || !(w.Insert != nil && w.Insert.CreditsID == b.ID || w.Replace != nil && w.Replace.CreditsID == b.ID) {
+		return errors.New("memstore: a Write sets a credit budget that neither of its records names")
+	}
+	if b.Credits.Remaining < 0 {
+		return errors.New("memstore: a credit budget below zero")
+	}
+	return nil
+}
+
+// setCredits stores a Write's budget, replacing the one with its ID in
+// place (a spend holding it sees the new value). s.mu is held.
+func (s *Store) setCredits(nb *keys.CreditBudget) {
+	if nb == nil {
+		return
+	}
+	c := &s.credits
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b := c.budgets[nb.ID]; b != nil {
+		b.mu.Lock()
+		b.c = nb.Credits
+		b.mu.Unlock()
+		return
+	}
+	if c.budgets == nil {
+		c.budgets, c.refs = map[string]*budget{}, map[string]int{}
+	}
+	c.budgets[nb.ID] = &budget{c: nb.Credits}
+}
+
+// ref moves the count of records naming id by d; at zero the budget goes.
+// s.mu is held.
+func (s *Store) ref(id string, d int) {
+	if id == "" {
+		return
+	}
+	c := &s.credits
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refs == nil {
+		c.budgets, c.refs = map[string]*budget{}, map[string]int{}
+	}
+	if n := c.refs[id] + d; n > 0 {
+		c.refs[id] = n
+		return
+	}
+	delete(c.refs, id)
+	delete(c.budgets, id)
+}
