@@ -130,6 +130,9 @@ var ErrCreditsExhausted = errors.New("keys: credits exhausted")
 type CreditsError struct {
 	Credits Credits // the budget as it stands, RefillsAt included
 	Cost    int64   // what the request would have cost
+	// RetryAfter is the wait until the refill (from Verify's instant), or
+	// 0 with no refill: then only a change of the budget helps.
+	RetryAfter time.Duration
 }
 
 func (e *CreditsError) Error() string {
@@ -141,14 +144,6 @@ func (e *CreditsError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrCreditsExhausted) hold.
 func (e *CreditsError) Unwrap() error { return ErrCreditsExhausted }
-
-// RetryAfter is the wait until the refill, or 0 with no refill.
-func (e *CreditsError) RetryAfter(now time.Time) time.Duration {
-	if e.Credits.RefillsAt == nil {
-		return 0
-	}
-	return max(e.Credits.RefillsAt.Sub(now), 0)
-}
 
 // shown is c as the API shows it at now: RefillsAt set from its refill.
 func (c Credits) shown(now time.Time) *Credits {
@@ -211,7 +206,11 @@ func (m *Manager) spend(ctx context.Context, rec *Record, cost int64, now time.T
 	case err == nil:
 		return c, nil
 	case errors.Is(err, ErrCreditsExhausted):
-		return c, &CreditsError{Credits: *c.shown(now), Cost: cost}
+		e := &CreditsError{Credits: *c.shown(now), Cost: cost}
+		if e.Credits.RefillsAt != nil {
+			e.RetryAfter = e.Credits.RefillsAt.Sub(now)
+		}
+		return c, e
 	default:
 		return c, fmt.Errorf("%w: spending credits: %w", ErrUnavailable, err)
 	}

@@ -143,9 +143,9 @@ type Manager struct {
 	logger           *slog.Logger
 	maxKeys          int
 	maxLifetime      time.Duration
-	foreign          []string // WithForeignPrefixes
-	plans            *plans   // WithPlans; nil: none
-	meter            *meter   // nil: the store keeps no usage
+	foreign          []string    // WithForeignPrefixes
+	plans            *plans      // WithPlans; nil: none
+	meter            *meter      // nil: the store keeps no usage
 	credits          CreditStore // the store's, or nil: it keeps no credits
 	currency         string
 	prices           map[string]int64 // WithPrices

@@ -22,6 +22,8 @@ type Verified struct {
 	// (Record.CreditsID); zero when the key has none or the request cost
 	// nothing (CreditCost(0), OutsidePlan).
 	Credits Credits
+	// Spent is what this request took from the key's credits (0: none).
+	Spent int64
 	// at is when Verify ran (the Manager's clock), so that CountUsage
 	// need not read the clock again (a read costs about 50 ns here).
 	at time.Time
@@ -48,7 +50,7 @@ func (v *Verified) Principal() Principal {
 //     naming the limit): the key's rate limit and, with WithPlans, its
 //     account's per minute and per day, and its endpoint's (OnEndpoint);
 //  5. credits, if the key has a budget: the request's cost (CreditCost, default
-//     1) is spent, or a *CreditsError (ErrCreditsExhausted) refuses it;
+//  1. is spent, or a *CreditsError (ErrCreditsExhausted) refuses it;
 //  6. last-used time, noted in memory and flushed in batches.
 //
 // Any other error is the store or limiter failing; it matches none of the
@@ -161,6 +163,7 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 			if v.Credits, err = m.spend(ctx, rec, cost, now); err != nil {
 				return v, err
 			}
+			v.Spent = cost
 		}
 	}
 	m.usage.note(rec, digest[0], now)

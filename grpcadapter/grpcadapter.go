@@ -285,13 +285,16 @@ func rateLimitMD(rl keys.RateLimit) metadata.MD {
 
 // grpcCodes is the gRPC code of each kind of refusal. A key limit is
 // ResourceExhausted: gRPC keeps PermissionDenied for refusals that are not
-// about exhausting a resource.
+// about exhausting a resource. Spent credits are ResourceExhausted too
+// ("a per-user quota"), told apart from a rate limit by the ErrorInfo
+// reason (credits_exhausted), with a RetryInfo only when a refill is due.
 var grpcCodes = [...]codes.Code{
 	refusal.Internal:            codes.Internal,
 	refusal.Unauthenticated:     codes.Unauthenticated,
 	refusal.Forbidden:           codes.PermissionDenied,
 	refusal.KeyLimit:            codes.ResourceExhausted,
 	refusal.RateLimited:         codes.ResourceExhausted,
+	refusal.CreditsExhausted:    codes.ResourceExhausted, // ErrorInfo reason credits_exhausted
 	refusal.Invalid:             codes.InvalidArgument,
 	refusal.IdempotencyConflict: codes.AlreadyExists,
 	refusal.NotFound:            codes.NotFound,

@@ -25,6 +25,7 @@ func TestStatusOfEveryError(t *testing.T) {
 		{&keys.PermissionError{Message: "no"}, codes.PermissionDenied, "forbidden"},
 		{keys.ErrKeyLimit, codes.ResourceExhausted, "key_limit_reached"},
 		{&keys.RateLimitError{}, codes.ResourceExhausted, "rate_limit_exceeded"},
+		{&keys.CreditsError{}, codes.ResourceExhausted, "credits_exhausted"},
 		{&keys.ValidationError{Code: keys.CodeInvalidParameter, Message: "bad"}, codes.InvalidArgument, keys.CodeInvalidParameter},
 		{keys.ErrIdempotencyConflict, codes.AlreadyExists, "idempotency_key_reused"},
 		{keys.ErrNotFound, codes.NotFound, "not_found"},

@@ -147,8 +147,11 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 					return
 				}
 			}
-			if errors.Is(err, keys.ErrRateLimited) {
+			switch {
+			case errors.Is(err, keys.ErrRateLimited):
 				a.m.CountUsage(&v, a.c.apiOf(r), http.StatusTooManyRequests, true)
+			case errors.Is(err, keys.ErrCreditsExhausted):
+				a.m.CountUsage(&v, a.c.apiOf(r), http.StatusPaymentRequired, false) // failed, not a rate-limit hit
 			}
 			a.WriteError(w, r, err)
 		})

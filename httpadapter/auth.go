@@ -111,10 +111,12 @@ func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []s
 	if err != nil {
 		return keys.Verified{}, err
 	}
-	var buf [5]keys.VerifyOption // on the stack
+	var buf [6]keys.VerifyOption // on the stack
 	opts := append(buf[:0], keys.FromIP(a.c.clientIP(r)), keys.OnEndpoint(r.Method, r.URL.Path))
 	if outsidePlan {
 		opts = append(opts, keys.OutsidePlan())
+	} else if cost, ok := a.c.costs[a.c.apiOf(r)]; ok {
+		opts = append(opts, keys.CreditCost(cost))
 	}
 	if len(perms) > 0 {
 		opts = append(opts, keys.Require(perms...))
@@ -124,5 +126,6 @@ func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []s
 	}
 	v, err := a.m.Verify(r.Context(), token, opts...)
 	setRateLimitHeaders(w.Header(), v.RateLimit)
+	setCreditsHeader(w.Header(), &v, err)
 	return v, err
 }

@@ -118,6 +118,54 @@ func metadataField(raw json.RawMessage) (json.RawMessage, error) {
 	return raw, nil
 }
 
+// creditsField decodes the credits object, {"remaining": n, "refill":
+// {"interval": "daily"|"monthly", "amount": n}}, as strictly as the body:
+// no field twice, none unknown. A refill left out, or null, is none.
+func creditsField(raw json.RawMessage) (keys.CreditsSpec, error) {
+	var c keys.CreditsSpec
+	if raw[0] != '{' {
+		return c, wrongType("credits", "an object: {\"remaining\": n, \"refill\": {\"interval\": \"daily\" or \"monthly\", \"amount\": n}}")
+	}
+	err := decodeObject(raw, func(name string, raw json.RawMessage) error {
+		switch name {
+		case "remaining":
+			n, err := decodeInt64(raw, "credits.remaining", "an integer", keys.MaxCredits)
+			c.Remaining = &n
+			return err
+		case "refill":
+			if isNull(raw) {
+				return nil
+			}
+			r, err := refillField(raw)
+			c.Refill = &r
+			return err
+		}
+		return unknownField("credits." + name)
+	})
+	return c, err
+}
+
+func refillField(raw json.RawMessage) (keys.Refill, error) {
+	var r keys.Refill
+	if raw[0] != '{' {
+		return r, wrongType("credits.refill", "an object: {\"interval\": \"daily\" or \"monthly\", \"amount\": n}")
+	}
+	err := decodeObject(raw, func(name string, raw json.RawMessage) error {
+		switch name {
+		case "interval":
+			s, err := decodeString(raw, "credits.refill.interval")
+			r.Interval = keys.RefillInterval(s)
+			return err
+		case "amount":
+			n, err := decodeInt64(raw, "credits.refill.amount", "an integer", keys.MaxCredits)
+			r.Amount = n
+			return err
+		}
+		return unknownField("credits.refill." + name)
+	})
+	return r, err
+}
+
 // DecodeCreate parses a create body strictly: exactly one JSON object; no
 // field twice; no field the schema lacks; each field of its schema type
 // (null is none of them: leave an optional field out instead). A malformed
@@ -160,6 +208,10 @@ func DecodeCreate(body []byte) (keys.APIKeyCreate, error) {
 			var on bool
 			on, err = enabledField(raw)
 			req.Disabled = !on
+		case "credits":
+			var c keys.CreditsSpec
+			c, err = creditsField(raw)
+			req.Credits = &c
 		default:
 			err = unknownField(name)
 		}
@@ -170,7 +222,7 @@ func DecodeCreate(body []byte) (keys.APIKeyCreate, error) {
 
 // createFields are the fields of a create body.
 var createFields = map[string]bool{"name": true, "environment": true, "permissions": true, "allowed_ips": true, "rate_limit": true, "expires_at": true,
-	"owner_id": true, "metadata": true, "enabled": true}
+	"owner_id": true, "metadata": true, "enabled": true, "credits": true}
 
 // DecodeUpdate parses a PATCH body with DecodeCreate's strictness. A field
 // absent stays as it is; null clears it (the Manager refuses to clear the
@@ -196,6 +248,8 @@ func DecodeUpdate(body []byte) (keys.APIKeyUpdate, error) {
 			u.Metadata, err = patch(raw, metadataField)
 		case "enabled":
 			u.Enabled, err = patch(raw, enabledField)
+		case "credits":
+			u.Credits, err = patch(raw, creditsField)
 		case "environment":
 			err = invalidParam("environment", "a key's environment cannot change; create a key instead")
 		default:
@@ -286,6 +340,13 @@ func decodeStrings(raw json.RawMessage, param string) ([]string, error) {
 // to just outside any bound the Manager sets, so the Manager's one rule
 // reports them without an int overflow on the way.
 func decodeInt(raw json.RawMessage, param, want string) (int, error) {
+	v, err := decodeInt64(raw, param, want, 1<<31-1) // 2^31 s still fits a time.Duration
+	return int(v), err
+}
+
+// decodeInt64 is decodeInt with a ceiling of the caller's: values are
+// clamped to [-1, ceiling+1].
+func decodeInt64(raw json.RawMessage, param, want string, ceiling int64) (int64, error) {
 	var n json.Number
 	if raw[0] == '"' || json.Unmarshal(raw, &n) != nil {
 		return 0, wrongType(param, want)
@@ -298,7 +359,7 @@ func decodeInt(raw json.RawMessage, param, want string) (int, error) {
 		}
 		return 0, wrongType(param, want)
 	}
-	return int(min(max(v, -1), 1<<31)), nil // 2^31 s still fits a time.Duration
+	return min(max(v, -1), ceiling+1), nil
 }
 
 func decodeTime(raw json.RawMessage, param string) (time.Time, error) {

@@ -19,7 +19,8 @@ type ErrorBody struct {
 }
 
 // ErrorDetail is the object inside the envelope. Param is omitted when no
-// single field is at fault; RetryAfter only accompanies a 429.
+// single field is at fault; RetryAfter only accompanies a 429, or a 402
+// of credits that will be refilled.
 type ErrorDetail struct {
 	Type       string `json:"type"`
 	Code       string `json:"code"`
@@ -40,6 +41,7 @@ const (
 	TypeNotFound       = "not_found_error"
 	TypeIdempotency    = "idempotency_error"
 	TypeRateLimit      = "rate_limit_error"
+	TypeCredits        = "credits_error"
 	TypeAPI            = "api_error"
 )
 
@@ -93,6 +95,15 @@ func describe(err error) (status int, d ErrorDetail) {
 		d.RetryAfter = &secs
 		d.Limit = r.Limit
 		return http.StatusTooManyRequests, withType(d, TypeRateLimit)
+	case refusal.CreditsExhausted:
+		// 402: the key is valid and within its rate limits, but its
+		// budget cannot pay for the request. Not a 429: waiting does not
+		// help, unless a refill is due (then retry_after says when).
+		if r.RetryAfter > 0 {
+			secs := retryAfterSeconds(r.RetryAfter)
+			d.RetryAfter = &secs
+		}
+		return http.StatusPaymentRequired, withType(d, TypeCredits)
 	case refusal.IdempotencyConflict:
 		return http.StatusConflict, withType(d, TypeIdempotency)
 	case refusal.NotFound:
@@ -155,6 +166,19 @@ func setRateLimitHeaders(h http.Header, rl keys.RateLimit) {
 		window = keys.RateLimitWindow
 	}
 	h.Set("X-RateLimit-Window", strconv.Itoa(int(window/time.Second)))
+}
+
+// setCreditsHeader reports a key's credits after the request
+// (X-Credits-Remaining) when the request spent some, or was refused for
+// lack of them.
+func setCreditsHeader(h http.Header, v *keys.Verified, err error) {
+	var ce *keys.CreditsError
+	switch {
+	case err == nil && v.Spent > 0:
+		h.Set("X-Credits-Remaining", strconv.FormatInt(v.Credits.Remaining, 10))
+	case err != nil && errors.As(err, &ce):
+		h.Set("X-Credits-Remaining", strconv.FormatInt(ce.Credits.Remaining, 10))
+	}
 }
 
 func ceilUnix(t time.Time) int64 {

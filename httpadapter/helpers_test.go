@@ -65,6 +65,15 @@ func (s *countingStore) Usage(ctx context.Context, q keys.UsageQuery) ([]keys.Us
 	return s.Store.(keys.UsageStore).Usage(ctx, q)
 }
 
+// SpendCredits and ReadCredits forward to the wrapped store's credits.
+func (s *countingStore) SpendCredits(ctx context.Context, id string, cost int64, now time.Time) (keys.Credits, error) {
+	return s.Store.(keys.CreditStore).SpendCredits(ctx, id, cost, now)
+}
+
+func (s *countingStore) ReadCredits(ctx context.Context, ids []string, now time.Time) (map[string]keys.Credits, error) {
+	return s.Store.(keys.CreditStore).ReadCredits(ctx, ids, now)
+}
+
 func (s *countingStore) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Record, error) {
 	if s.down.Load() {
 		return nil, io.ErrUnexpectedEOF

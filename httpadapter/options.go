@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/netip"
 
@@ -30,6 +31,7 @@ type config struct {
 	maxBodyBytes    int64
 	manageLimit     int // requests per minute per account on the key endpoints
 	apiName         func(*http.Request) string
+	costs           map[string]int64 // WithCosts; by API name
 }
 
 func newConfig(opts []Option) (*config, error) {
@@ -174,6 +176,23 @@ func WithAPIName(name func(*http.Request) string) Option {
 			return errors.New("httpadapter: WithAPIName: nil function")
 		}
 		c.apiName = name
+		return nil
+	}
+}
+
+// WithCosts sets what a request costs in credits, by API name (the names
+// usage is counted by: WithAPIName's, or the route pattern), for keys that
+// have credits (keys.Credits). An API not named costs 1; a cost of 0 makes
+// an API free, even for a key whose credits are spent. A cost outside 0 to
+// keys.MaxCost is an error. The key endpoints cost nothing.
+func WithCosts(costs map[string]int64) Option {
+	return func(c *config) error {
+		for api, n := range costs {
+			if n < 0 || n > keys.MaxCost {
+				return fmt.Errorf("httpadapter: WithCosts: %q costs %d, outside 0 to %d", api, n, keys.MaxCost)
+			}
+		}
+		c.costs = maps.Clone(costs)
 		return nil
 	}
 }

@@ -22,6 +22,7 @@ const (
 	Forbidden                       // 403, PermissionDenied
 	KeyLimit                        // 403, ResourceExhausted
 	RateLimited                     // 429, ResourceExhausted
+	CreditsExhausted                // 402, ResourceExhausted (another ErrorInfo reason)
 	Invalid                         // 400, InvalidArgument
 	IdempotencyConflict             // 409, AlreadyExists
 	NotFound                        // 404, NotFound
@@ -34,7 +35,7 @@ type Refusal struct {
 	Code       string // the envelope's code, and gRPC's ErrorInfo reason
 	Message    string
 	Param      string        // the request field at fault, if any
-	RetryAfter time.Duration // RateLimited: the wait before the next request may pass
+	RetryAfter time.Duration // RateLimited: the wait before the next request may pass; CreditsExhausted: until the refill (0: none)
 	Limit      string        // RateLimited: which limit refused (keys.LimitName's String), if known
 }
 
@@ -52,6 +53,7 @@ func Of(err error) Refusal {
 	var ve *keys.ValidationError
 	var pe *keys.PermissionError
 	var rle *keys.RateLimitError
+	var ce *keys.CreditsError
 	switch {
 	case errors.As(err, &ve):
 		return Refusal{Kind: Invalid, Code: ve.Code, Message: ve.Message, Param: ve.Param}
@@ -79,6 +81,12 @@ func Of(err error) Refusal {
 			r.Message, r.Limit = msg, rle.RateLimit.Name.String()
 		}
 		return r
+	case errors.As(err, &ce):
+		msg := "the key's credits are spent; they are not refilled (the provider can add more)"
+		if ce.RetryAfter > 0 {
+			msg = "the key's credits are spent until their refill"
+		}
+		return Refusal{Kind: CreditsExhausted, Code: "credits_exhausted", Message: msg, RetryAfter: ce.RetryAfter}
 	case errors.Is(err, keys.ErrIdempotencyConflict):
 		return Refusal{Kind: IdempotencyConflict, Code: "idempotency_key_reused", Param: "Idempotency-Key", Message: "this Idempotency-Key was used with a different request"}
 	case errors.Is(err, keys.ErrNotFound):
