@@ -99,6 +99,24 @@ type CreditBudget struct {
 	Credits Credits
 }
 
+// CheckCredits refuses a Write that sets a budget none of its records
+// names, or one out of range. A CreditStore calls it before it writes
+// anything.
+func (w *Write) CheckCredits() error {
+	b := w.Credits
+	if b == nil {
+		return nil
+	}
+	if b.ID == "" || !(w.Insert != nil && w.Insert.CreditsID == b.ID || w.Replace != nil && w.Replace.CreditsID == b.ID) {
+		return errors.New("keys: a Write sets a credit budget that none of its records names")
+	}
+	if c := b.Credits; c.Remaining < 0 || c.Remaining > MaxCredits || c.Refill != nil && (c.Refill.Amount < 1 || c.Refill.Amount > MaxCredits ||
+		c.Refill.Interval != RefillDaily && c.Refill.Interval != RefillMonthly) {
+		return fmt.Errorf("keys: a credit budget out of range: %+v", c)
+	}
+	return nil
+}
+
 // CreditStore is the optional Store capability that keeps credits:
 // memstore and pgstore have it. On a store without it, a key cannot be
 // given credits (a *ValidationError on credits). Package keystest checks

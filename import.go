@@ -84,7 +84,7 @@ func (m *Manager) Import(ctx context.Context, in []ImportKey) (res ImportResult,
 		}
 		recs[i] = r
 	}
-	imp, _ := m.store.(Importer)
+	imp, _ := capability[Importer](m.store)
 	for len(recs) > 0 {
 		batch := recs[:min(ImportBatch, len(recs))]
 		recs = recs[len(batch):]

@@ -213,7 +213,7 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		currency:         cmp.Or(c.currency, "USD"),
 		prices:           c.prices,
 	}
-	m.credits, _ = store.(CreditStore)
+	m.credits, _ = capability[CreditStore](store)
 	if c.plans != nil {
 		m.plans = &plans{fetch: c.plans, ttl: int64(c.planTTL)}
 	}

@@ -187,7 +187,7 @@ type meterSlot struct {
 }
 
 func newMeter(store Store, logger *slog.Logger, now func() time.Time, obs Observer) *meter {
-	us, ok := store.(UsageStore)
+	us, ok := capability[UsageStore](store)
 	if !ok {
 		return nil
 	}

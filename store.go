@@ -239,6 +239,29 @@ type Store interface {
 	TouchLastUsed(ctx context.Context, batch []LastUsed) error
 }
 
+// A Store wrapper (one that observes or counts calls, say) keeps the
+// store's optional capabilities (UsageStore, CreditStore, Importer) by
+// having an Unwrap method returning the Store it wraps: the Manager looks
+// for each capability on the store, then on what Unwrap returns, and so
+// on. Calls to a capability found that way skip the wrapper.
+type wrapper interface{ Unwrap() Store }
+
+// capability is store's T, or the first T found by unwrapping it.
+func capability[T any](store Store) (T, bool) {
+	for range 16 { // a bound: a wrapper that unwraps to itself cannot hang New
+		if c, ok := store.(T); ok {
+			return c, true
+		}
+		w, ok := store.(wrapper)
+		if !ok {
+			break
+		}
+		store = w.Unwrap()
+	}
+	var zero T
+	return zero, false
+}
+
 // Errors a Store returns from Write, which the Manager handles. Match
 // them with errors.Is.
 var (

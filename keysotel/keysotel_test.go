@@ -12,10 +12,12 @@ import (
 	"github.com/txcloud/keys/keysotel"
 	"github.com/txcloud/keys/memstore"
 	"go.opentelemetry.io/otel/attribute"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
 )
 
 type telemetry struct {
@@ -246,5 +248,35 @@ func TestDurationHistogramSamples(t *testing.T) {
 	}
 	if n := tel.sums(t, "keys.verification.duration")["outcome=valid"]; n < 150 || n > 400 {
 		t.Fatalf("%d durations recorded for 4000 verifications, want about 250", n)
+	}
+}
+
+// A wrapped store keeps its optional capabilities: through o.Store, a
+// memstore still keeps credits and usage (before Unwrap, the demo's
+// --metrics-addr silently turned both off).
+func TestWrappedStoreKeepsCapabilities(t *testing.T) {
+	ctx := context.Background()
+	o, err := keysotel.New(keysotel.WithMeterProvider(noopmetric.NewMeterProvider()), keysotel.WithTracerProvider(nooptrace.NewTracerProvider()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := keys.New(o.Store(memstore.New()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = m.Close(ctx) }()
+	one := int64(1)
+	k, err := m.Create(ctx, keys.APIKeyCreate{AccountID: "acct_w", Name: "wrapped", Environment: keys.Live, Credits: &keys.CreditsSpec{Remaining: &one}})
+	if err != nil {
+		t.Fatalf("credits through the wrapper: %v", err)
+	}
+	if _, err := m.Verify(ctx, string(k.Key)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Verify(ctx, string(k.Key)); !errors.Is(err, keys.ErrCreditsExhausted) {
+		t.Fatalf("the second request on a budget of 1: %v", err)
+	}
+	if _, err := m.UsageSummary(ctx, "acct_w", keys.UsageFilter{}); err != nil {
+		t.Fatalf("usage through the wrapper: %v", err)
 	}
 }

@@ -17,7 +17,9 @@ import (
 // span), and each failure counts in keys.store.errors. The contract's
 // answers (ErrNotFound, ErrStale, ErrDuplicate, ErrIdempotencyKeyExists,
 // ErrKeyLimit) are not failures. The wrapper adds no method to s: pass it
-// where s would go.
+// where s would go. The Manager still finds s's optional capabilities
+// (usage, credits, import) through its Unwrap; calls to those are not
+// traced.
 func (o *Observer) Store(s keys.Store) keys.Store {
 	st := &store{s: s, o: o, attrs: map[string]metric.MeasurementOption{}}
 	for _, m := range []string{"Write", "LookupDigest", "Get", "List", "LookupIdempotency", "TouchLastUsed"} {
@@ -58,6 +60,10 @@ func answer(err error) bool {
 	return errors.Is(err, keys.ErrNotFound) || errors.Is(err, keys.ErrStale) || errors.Is(err, keys.ErrDuplicate) ||
 		errors.Is(err, keys.ErrIdempotencyKeyExists) || errors.Is(err, keys.ErrKeyLimit)
 }
+
+// Unwrap returns the wrapped store, where the Manager finds its optional
+// capabilities.
+func (s *store) Unwrap() keys.Store { return s.s }
 
 func (s *store) Write(ctx context.Context, w keys.Write) error {
 	return s.call(ctx, "Write", func(ctx context.Context) error { return s.s.Write(ctx, w) })

@@ -2,7 +2,6 @@ package memstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -65,22 +64,6 @@ func (s *Store) ReadCredits(_ context.Context, ids []string, now time.Time) (map
 		}
 	}
 	return out, nil
-}
-
-// checkCredits refuses a Write setting a budget that none of its records
-// names (checked before anything is written). s.mu is held.
-func checkCredits(w keys.Write) error {
-	b := w.Credits
-	if b == nil {
-		return nil
-	}
-	if b.ID == "" || !(w.Insert != nil && w.Insert.CreditsID == b.ID || w.Replace != nil && w.Replace.CreditsID == b.ID) {
-		return errors.New("memstore: a Write sets a credit budget that neither of its records names")
-	}
-	if b.Credits.Remaining < 0 {
-		return errors.New("memstore: a credit budget below zero")
-	}
-	return nil
 }
 
 // setCredits stores a Write's budget, replacing the one with its ID in

@@ -215,7 +215,7 @@ func (s *Store) Write(_ context.Context, w keys.Write) error {
 	if err := s.checkIdempotency(w.Idempotency); err != nil {
 		return err
 	}
-	if err := checkCredits(w); err != nil {
+	if err := w.CheckCredits(); err != nil {
 		return err
 	}
 	var old *keys.Record

@@ -60,6 +60,8 @@ type Store struct {
 	usageSwept atomic.Int64
 
 	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qDigests, qExpireIdem string
+	qSpend, qReadCredits, qSetCredits, qSweepCredits                                                           string
+	creditsSwept                                                                                               atomic.Int64 // Unix ns of this instance's last budget sweep
 	// Import's temporary table (one per connection, emptied at each
 	// commit), its statements and its name.
 	qImportTable, qImport, importTable string
@@ -67,7 +69,7 @@ type Store struct {
 
 // recordCols are a record's columns, in the order of recordArgs and
 // scanRecord.
-const recordCols = "id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, digest, created_at, expires_at, revoked_at, last_used, version, owner_id, metadata, disabled"
+const recordCols = "id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, digest, created_at, expires_at, revoked_at, last_used, version, owner_id, metadata, disabled, credits_id"
 
 var _ keys.Store = (*Store)(nil)
 
@@ -152,36 +154,36 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	// the key if the account is under keys.Write.MaxActive, deletes the
 	// account's oldest revoked records beyond keys.Write.KeepRevoked, and
 	// notifies the other instances' filters, so the notice goes out
-	// exactly when the row commits. Parameters: the 17 columns, $18 the
-	// channel, $19 MaxActive, $20 KeepRevoked, then (qInsertIdem) the
-	// idempotency entry from $21. It returns whether the cap allowed the
+	// exactly when the row commits. Parameters: the 18 columns, $19 the
+	// channel, $20 MaxActive, $21 KeepRevoked, then (qInsertIdem) the
+	// idempotency entry from $22. It returns whether the cap allowed the
 	// insert, whether the key (and its entry) went in, and the IDs of the
 	// records deleted.
 	const head = `WITH c AS (
 	INSERT INTO {{schema}}.api_key_counts AS c (account_id, active, revoked) VALUES ($2, 0, 0)
 	ON CONFLICT (account_id) DO UPDATE SET active = c.active
 	RETURNING active, revoked
-), ok AS (SELECT 1 FROM c WHERE $19::int <= 0 OR c.active < $19::int), `
+), ok AS (SELECT 1 FROM c WHERE $20::int <= 0 OR c.active < $20::int), `
 	tail := `, p AS (
 	DELETE FROM {{schema}}.api_keys WHERE id IN (
 		` + pruneScan + `
-		LIMIT coalesce((SELECT least(greatest(c.revoked - $20::int, 0), ` + strconv.Itoa(keys.MaxPrunedPerWrite) + `) FROM c WHERE $20::int > 0 AND EXISTS (SELECT 1 FROM k)), 0))
+		LIMIT coalesce((SELECT least(greatest(c.revoked - $21::int, 0), ` + strconv.Itoa(keys.MaxPrunedPerWrite) + `) FROM c WHERE $21::int > 0 AND EXISTS (SELECT 1 FROM k)), 0))
 	RETURNING id
-), n AS (SELECT pg_notify($18, 'd:' || encode(digest, 'hex')) FROM k),
-x AS (SELECT pg_notify($18, id) FROM p)
+), n AS (SELECT pg_notify($19, 'd:' || encode(digest, 'hex')) FROM k),
+x AS (SELECT pg_notify($19, id) FROM p)
 -- n and x are read only so that they run (a CTE that nothing reads does
 -- not; p, which modifies data, always runs). x drops the deleted records
 -- from the other instances' caches.
 `
 	insertKey := `k AS (INSERT INTO {{schema}}.api_keys (` + cols + `)
-	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 FROM %s
+	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18 FROM %s
 	RETURNING digest)`
 	s.qInsert = s.sql(head + fmt.Sprintf(insertKey, "ok") + tail +
 		`SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM k) + 0 * (SELECT count(*) FROM n) + 0 * (SELECT count(*) FROM x),
 	ARRAY(SELECT id FROM p)`)
 	// With an idempotency entry: the key goes in only if the entry does
 	// (its scope free, or held by an expired entry), so both or neither.
-	s.qInsertIdem = s.sql(head + `idem AS (` + upsertIdem(21, "ok") + `), ` + fmt.Sprintf(insertKey, "idem") + tail +
+	s.qInsertIdem = s.sql(head + `idem AS (` + upsertIdem(22, "ok") + `), ` + fmt.Sprintf(insertKey, "idem") + tail +
 		`SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM idem) + 0 * (SELECT count(*) FROM n) + 0 * (SELECT count(*) FROM x),
 	ARRAY(SELECT id FROM p)`)
 	s.importTable = "keys_import_" + s.schema
@@ -203,9 +205,10 @@ SELECT digest FROM k WHERE (SELECT count(*) FROM n) >= 0`)
 	s.qTouch = s.sql(`UPDATE {{schema}}.api_keys AS k SET last_used = greatest(k.last_used, u.at)
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`)
 	s.qReplace = s.sql(`UPDATE {{schema}}.api_keys SET name = $2, permissions = $3, allowed_ips = $4, rate_limit = $5,
-	expires_at = $6, revoked_at = $7, version = $8, owner_id = $10, metadata = $11, disabled = $12
+	expires_at = $6, revoked_at = $7, version = $8, owner_id = $10, metadata = $11, disabled = $12, credits_id = $13
 WHERE id = $1 AND version = $8 - 1 AND digest = $9`)
 	s.qVersion = s.sql(`SELECT version, digest FROM {{schema}}.api_keys WHERE id = $1`)
+	s.qSpend, s.qReadCredits, s.qSetCredits, s.qSweepCredits = s.sql(credSpend), s.sql(credRead), s.sql(credSet), s.sql(credSweep)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
@@ -361,11 +364,11 @@ func (s *Store) insertArgs(w keys.Write) []any {
 	return append(recordArgs(w.Insert), s.channel, w.MaxActive, w.KeepRevoked)
 }
 
-// recordArgs are r's columns, $1 to $17 of the inserts.
+// recordArgs are r's columns, $1 to $18 of the inserts.
 func recordArgs(r *keys.Record) []any {
 	return []any{r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), nonNil(r.Permissions), nonNil(r.AllowedIPs),
 		r.RateLimit, r.Digest[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version,
-		nullString(r.OwnerID), []byte(r.Metadata), int16(r.Disabled)}
+		nullString(r.OwnerID), []byte(r.Metadata), int16(r.Disabled), nullString(r.CreditsID)}
 }
 
 func nullString(s string) *string {
@@ -382,6 +385,9 @@ func nullString(s string) *string {
 func (s *Store) Write(ctx context.Context, w keys.Write) error {
 	if s.closed.Load() {
 		return keys.ErrClosed
+	}
+	if err := w.CheckCredits(); err != nil {
+		return err
 	}
 	if w.Replace == nil {
 		return s.insert(ctx, w)
@@ -403,7 +409,19 @@ func (s *Store) insert(ctx context.Context, w keys.Write) error {
 	// Timed from before the statement: its notification can arrive
 	// before the statement's own answer does.
 	s.lag.sent(&rec.Digest)
-	deleted, err := insertResult(s.pool.QueryRow(ctx, q, args...))
+	var deleted []string
+	var err error
+	if w.Credits == nil {
+		deleted, err = insertResult(s.pool.QueryRow(ctx, q, args...))
+	} else {
+		// With a budget: the key and its budget commit together.
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if deleted, err = insertResult(tx.QueryRow(ctx, q, args...)); err != nil {
+				return err
+			}
+			return s.setCredits(ctx, tx, w.Credits)
+		})
+	}
 	if err != nil {
 		s.lag.forget(&rec.Digest)
 		return err
@@ -486,16 +504,19 @@ func scanRecord(row pgx.Row) (*keys.Record, error) {
 	var env string
 	var digest []byte
 	var expires, revoked, used *time.Time
-	var owner *string
+	var owner, credits *string
 	var meta []byte
 	var disabled int16
 	if err := row.Scan(&r.ID, &r.AccountID, &r.Name, &r.Prefix, &env, &r.Permissions, &r.AllowedIPs, &r.RateLimit,
-		&digest, &r.CreatedAt, &expires, &revoked, &used, &r.Version, &owner, &meta, &disabled); err != nil {
+		&digest, &r.CreatedAt, &expires, &revoked, &used, &r.Version, &owner, &meta, &disabled, &credits); err != nil {
 		return nil, err
 	}
 	r.Disabled = keys.DisabledBy(disabled)
 	if owner != nil {
 		r.OwnerID = *owner
+	}
+	if credits != nil {
+		r.CreditsID = *credits
 	}
 	if meta != nil {
 		r.Metadata = meta
@@ -567,6 +588,9 @@ func (s *Store) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error 
 	if now.IsZero() {
 		return nil
 	}
+	if err := s.sweepCredits(ctx, now); err != nil {
+		return err
+	}
 	return s.expireIdempotency(ctx, now)
 }
 
@@ -605,7 +629,8 @@ func (s *Store) replace(ctx context.Context, w keys.Write) error {
 	var deleted []string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, s.qReplace, rec.ID, rec.Name, nonNil(rec.Permissions), nonNil(rec.AllowedIPs), rec.RateLimit,
-			nullTime(rec.ExpiresAt), nullTime(rec.RevokedAt), rec.Version, rec.Digest[:], nullString(rec.OwnerID), []byte(rec.Metadata), int16(rec.Disabled))
+			nullTime(rec.ExpiresAt), nullTime(rec.RevokedAt), rec.Version, rec.Digest[:], nullString(rec.OwnerID), []byte(rec.Metadata), int16(rec.Disabled),
+			nullString(rec.CreditsID))
 		if err != nil {
 			return err
 		}
@@ -630,6 +655,9 @@ func (s *Store) replace(ctx context.Context, w keys.Write) error {
 				return err
 			}
 			s.filter.add(&w.Insert.Digest) // before commit: a false "present" is harmless
+		}
+		if err := s.setCredits(ctx, tx, w.Credits); err != nil {
+			return err
 		}
 		if idem := w.Idempotency; idem != nil {
 			var n int

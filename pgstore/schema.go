@@ -152,6 +152,19 @@ CREATE TABLE {{schema}}.usage_batches (
 	added_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX usage_batches_added ON {{schema}}.usage_batches (added_at);`,
+	// 8: credit budgets (keys.CreditStore). A key names its budget in
+	// credits_id (a rolled key's successor names its predecessor's); the
+	// CHECK makes a budget below zero impossible whatever the code does.
+	`ALTER TABLE {{schema}}.api_keys ADD COLUMN credits_id text;
+CREATE INDEX api_keys_credits_id ON {{schema}}.api_keys (credits_id) WHERE credits_id IS NOT NULL;
+CREATE TABLE {{schema}}.key_credits (
+	id              text        PRIMARY KEY,
+	remaining       bigint      NOT NULL CHECK (remaining >= 0),
+	refill_interval text        CHECK (refill_interval IN ('daily', 'monthly')),
+	refill_amount   bigint      CHECK (refill_amount > 0),
+	period          timestamptz NOT NULL,
+	CHECK ((refill_interval IS NULL) = (refill_amount IS NULL))
+);`,
 }
 
 // Migrate creates or upgrades the schema. It is idempotent, and safe when

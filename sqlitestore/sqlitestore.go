@@ -342,6 +342,11 @@ func (s *Store) Write(ctx context.Context, w keys.Write) error {
 	if w.Insert == nil && w.Replace == nil {
 		return errors.New("sqlitestore: a Write with neither Insert nor Replace")
 	}
+	if w.Credits != nil || w.Insert != nil && w.Insert.CreditsID != "" || w.Replace != nil && w.Replace.CreditsID != "" {
+		// Not a keys.CreditStore (the Manager refuses credits on it
+		// before any Write): never drop a budget without saying so.
+		return errors.New("sqlitestore: this store keeps no credits")
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Load() {

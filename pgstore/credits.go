@@ -1,0 +1,149 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/txcloud/keys"
+)
+
+var _ keys.CreditStore = (*Store)(nil)
+
+// due is true when a refill period has begun since the budget's period:
+// $3 is the start of the current UTC day, $4 of the current UTC month
+// (keys.RefillInterval.PeriodStart on the Manager's clock).
+const due = `(refill_interval = 'daily' AND period < $3 OR refill_interval = 'monthly' AND period < $4)`
+
+// The credit statements (migration 8).
+const (
+	// credSpend is the whole spend in one statement: the refill, if due,
+	// and the spend, only if what remains pays for it. The row lock and
+	// READ COMMITTED's re-check of the WHERE on the latest row make
+	// concurrent spends, from any instance, serialise on the row, so none
+	// takes a credit twice or the budget below zero.
+	credSpend = `UPDATE {{schema}}.key_credits SET
+	remaining = (CASE WHEN ` + due + ` THEN refill_amount ELSE remaining END) - $2,
+	period = CASE WHEN refill_interval = 'daily' AND period < $3 THEN $3 WHEN refill_interval = 'monthly' AND period < $4 THEN $4 ELSE period END
+WHERE id = $1 AND (CASE WHEN ` + due + ` THEN refill_amount ELSE remaining END) >= $2
+RETURNING remaining, refill_interval, refill_amount, period`
+	credRead = `SELECT id, remaining, refill_interval, refill_amount, period FROM {{schema}}.key_credits WHERE id = ANY($1)`
+	credSet  = `INSERT INTO {{schema}}.key_credits (id, remaining, refill_interval, refill_amount, period) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (id) DO UPDATE SET remaining = EXCLUDED.remaining, refill_interval = EXCLUDED.refill_interval,
+	refill_amount = EXCLUDED.refill_amount, period = EXCLUDED.period`
+	// credSweep deletes budgets no key names, a chunk at a time. A
+	// budget's ID is the ID of the key it was set on, and only a key that
+	// names a budget, or is that key, can name it again (a roll, an
+	// update): so a budget neither named nor set on a stored key stays
+	// unnamed, and deleting it races with nothing.
+	credSweep = `DELETE FROM {{schema}}.key_credits WHERE id IN (
+	SELECT c.id FROM {{schema}}.key_credits c
+	WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.api_keys k WHERE k.credits_id = c.id)
+	  AND NOT EXISTS (SELECT 1 FROM {{schema}}.api_keys k WHERE k.id = c.id)
+	LIMIT 1000)`
+)
+
+// SpendCredits implements keys.CreditStore in one UPDATE. When it spends
+// nothing, a read tells an exhausted budget from a missing one; if the
+// budget was raised in between, the spend is tried once more.
+func (s *Store) SpendCredits(ctx context.Context, id string, cost int64, now time.Time) (keys.Credits, error) {
+	if s.closed.Load() {
+		return keys.Credits{}, keys.ErrClosed
+	}
+	if cost < 1 {
+		return keys.Credits{}, fmt.Errorf("pgstore: a spend of %d credits", cost)
+	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	day, month := keys.RefillDaily.PeriodStart(now), keys.RefillMonthly.PeriodStart(now)
+	for attempt := 0; ; attempt++ {
+		var c keys.Credits
+		err := scanCredits(s.pool.QueryRow(ctx, s.qSpend, id, cost, day, month), &c)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return c, err
+		}
+		got, err := s.readCredits(ctx, []string{id}, now)
+		if err != nil {
+			return keys.Credits{}, err
+		}
+		c, ok := got[id]
+		switch {
+		case !ok:
+			return keys.Credits{}, keys.ErrNotFound
+		case c.Remaining < cost || attempt > 0:
+			return c, keys.ErrCreditsExhausted
+		}
+	}
+}
+
+// ReadCredits implements keys.CreditStore.
+func (s *Store) ReadCredits(ctx context.Context, ids []string, now time.Time) (map[string]keys.Credits, error) {
+	if s.closed.Load() {
+		return nil, keys.ErrClosed
+	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return s.readCredits(ctx, ids, now)
+}
+
+func (s *Store) readCredits(ctx context.Context, ids []string, now time.Time) (map[string]keys.Credits, error) {
+	rows, err := s.pool.Query(ctx, s.qReadCredits, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make(map[string]keys.Credits, len(ids))
+	for rows.Next() {
+		var id string
+		var c keys.Credits
+		if err := scanCredits(rows, &c, &id); err != nil {
+			return nil, err
+		}
+		out[id] = c.At(now)
+	}
+	return out, rows.Err()
+}
+
+// scanCredits reads a budget's columns (remaining, refill_interval,
+// refill_amount, period), after the leading columns in first.
+func scanCredits(row pgx.Row, c *keys.Credits, first ...any) error {
+	var interval *string
+	var amount *int64
+	if err := row.Scan(append(first, &c.Remaining, &interval, &amount, &c.Period)...); err != nil {
+		return err
+	}
+	c.Period = c.Period.UTC()
+	if interval != nil && amount != nil {
+		c.Refill = &keys.Refill{Interval: keys.RefillInterval(*interval), Amount: *amount}
+	}
+	return nil
+}
+
+// setCredits stores a Write's budget in its transaction.
+func (s *Store) setCredits(ctx context.Context, tx pgx.Tx, b *keys.CreditBudget) error {
+	if b == nil {
+		return nil
+	}
+	var interval *string
+	var amount *int64
+	if r := b.Credits.Refill; r != nil {
+		iv := string(r.Interval)
+		interval, amount = &iv, &r.Amount
+	}
+	_, err := tx.Exec(ctx, s.qSetCredits, b.ID, b.Credits.Remaining, interval, amount, b.Credits.Period)
+	return err
+}
+
+// sweepCredits deletes up to 1,000 budgets no key names (those of pruned
+// records, or cleared by an update), at most once an hour per instance:
+// budgets never pile up past the keys that named them.
+func (s *Store) sweepCredits(ctx context.Context, now time.Time) error {
+	last := s.creditsSwept.Load()
+	if now.UnixNano()-last < int64(time.Hour) || !s.creditsSwept.CompareAndSwap(last, now.UnixNano()) {
+		return nil
+	}
+	_, err := s.exec(ctx, s.qSweepCredits)
+	return err
+}

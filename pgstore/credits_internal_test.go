@@ -1,0 +1,117 @@
+package pgstore
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/keystest"
+)
+
+// The sweep deletes the budgets no key names and that were not set on a
+// stored key (a pruned key's), and keeps the others: one a key names, one
+// a roll's successor names after its predecessor went, and one whose key
+// cleared its credits (that key may set them again under the same ID).
+// It runs at most once an hour per instance.
+func TestSweepDeletesOnlyUnnamedBudgets(t *testing.T) {
+	ctx := context.Background()
+	pool, schema := internalPool(t)
+	s := openStore(t, pool, schema)
+	withBudget := func(creditsID string) *keys.Record {
+		r := keystest.NewRecord(t)
+		r.CreditsID = creditsID
+		if creditsID == "" {
+			r.CreditsID = r.ID
+		}
+		if err := s.Write(ctx, keys.Write{Insert: r, Credits: &keys.CreditBudget{ID: r.CreditsID, Credits: keys.Credits{Remaining: 3}}}); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	named := withBudget("")
+	pruned := withBudget("")
+	root := withBudget("")
+	succ := keystest.NewRecord(t)
+	succ.CreditsID = root.ID
+	if err := s.Write(ctx, keys.Write{Insert: succ}); err != nil {
+		t.Fatal(err)
+	}
+	cleared := withBudget("")
+	next := cleared.Clone()
+	next.CreditsID, next.Version = "", next.Version+1
+	if err := s.Write(ctx, keys.Write{Replace: next}); err != nil {
+		t.Fatal(err)
+	}
+	// Deleted as the history bound deletes them.
+	if _, err := pool.Exec(ctx, s.sql(`DELETE FROM {{schema}}.api_keys WHERE id = ANY($1)`), []string{pruned.ID, root.ID}); err != nil {
+		t.Fatal(err)
+	}
+	budgets := func() []string {
+		rows, _ := pool.Query(ctx, s.sql(`SELECT id FROM {{schema}}.key_credits ORDER BY id`))
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	now := time.Now()
+	if err := s.sweepCredits(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{named.ID, root.ID, cleared.ID}
+	slices.Sort(want)
+	if got := budgets(); !slices.Equal(got, want) {
+		t.Fatalf("after the sweep: %v, want %v (the pruned key's %s gone)", got, want, pruned.ID)
+	}
+	// Within the hour the sweep does not run again.
+	if _, err := pool.Exec(ctx, s.sql(`DELETE FROM {{schema}}.api_keys WHERE id = $1`), named.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sweepCredits(ctx, now.Add(59*time.Minute)); err != nil || len(budgets()) != 3 {
+		t.Fatalf("a second sweep within the hour: %v, %v", budgets(), err)
+	}
+	if err := s.sweepCredits(ctx, now.Add(61*time.Minute)); err != nil || len(budgets()) != 2 {
+		t.Fatalf("the sweep an hour on: %v, %v", budgets(), err)
+	}
+}
+
+// A schema at migration 7, with keys in it, migrates to 8: the keys read
+// back without credits, and Verify on them works.
+func TestMigrationToCreditsKeepsKeys(t *testing.T) {
+	ctx := context.Background()
+	pool, schema := internalPool(t)
+	s, err := New(pool, WithSchema(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(ctx) })
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, s.sql(`CREATE SCHEMA {{schema}}; CREATE TABLE {{schema}}.keys_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)); err != nil {
+			return err
+		}
+		for v := 1; v <= 7; v++ {
+			if _, err := tx.Exec(ctx, s.sql(migrations[v-1])); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {{schema}}.keys_migrations (version) VALUES ($1)`), v); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, s.sql(`INSERT INTO {{schema}}.api_keys (id, account_id, name, prefix, environment, digest, created_at, version)
+VALUES ('key_old', 'acct_old', 'before credits', 'txc_live_ab', 'live', $1, now(), 1)`), make([]byte, 32))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Get(ctx, "key_old")
+	if err != nil || r.CreditsID != "" || r.Name != "before credits" {
+		t.Fatalf("the old key after migration 8: %+v, %v", r, err)
+	}
+}
