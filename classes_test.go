@@ -462,11 +462,13 @@ func TestLimiterForgetsIdleKeys(t *testing.T) {
 	if n := keys.LimiterEntries(l); n != 2200 {
 		t.Fatalf("%d entries half a window on, want 2,200", n)
 	}
-	// A window and a second on, 200 new callers reach every shard.
-	for i := range 200 {
+	// A window and a second on, 1,000 new callers reach every shard (with
+	// 200, about one run in twenty left a shard of 64 unreached, holding
+	// its idle keys: a flaky bound, not a leak).
+	for i := range 1000 {
 		_, _, _ = allowKey(ctx, l, fmt.Sprintf("key_late_%d", i), 60, t0.Add(61*time.Second))
 	}
-	if n := keys.LimiterEntries(l); n > 400 {
+	if n := keys.LimiterEntries(l); n > 1100 {
 		t.Fatalf("%d entries a window after 2,000 keys went idle: they were not forgotten", n)
 	}
 }

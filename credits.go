@@ -177,7 +177,7 @@ func (c Credits) shown(now time.Time) *Credits {
 // API's credits object. Remaining is required; Refill is optional and
 // never defaulted.
 type CreditsSpec struct {
-	Remaining *int64  `json:"remaining"`
+	Remaining *int64  `json:"remaining,omitempty"`
 	Refill    *Refill `json:"refill,omitempty"`
 }
 

@@ -307,6 +307,8 @@ func FuzzDecodeCreate(f *testing.F) {
 	f.Add([]byte(`{"name":"a","rate_limit":1e999,"expires_at":"2031-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"name":"a","name":"b"}`))
 	f.Add([]byte(`[{}]`))
+	f.Add([]byte(`{"name":"a","environment":"test","credits":{"remaining":5,"refill":{"interval":"daily","amount":9}}}`))
+	f.Add([]byte(`{"credits":{}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := httpadapter.DecodeCreate(body)
 		if err != nil {
@@ -316,7 +318,8 @@ func FuzzDecodeCreate(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-decoding an accepted request failed: %v", err)
 		}
-		if again.Name != req.Name || again.Environment != req.Environment || len(again.Permissions) != len(req.Permissions) {
+		if again.Name != req.Name || again.Environment != req.Environment || len(again.Permissions) != len(req.Permissions) ||
+			string(mustJSON(t, again.Credits)) != string(mustJSON(t, req.Credits)) {
 			t.Fatalf("round trip changed the request")
 		}
 	})

@@ -189,6 +189,23 @@ func TestLifecycleExchanges(t *testing.T) {
 	e.do(t, "POST", "/developers/keys", e.admin, `{"name":"x","environment":"live","metadata":[1]}`, nil, 400)
 	e.do(t, "POST", "/developers/keys", e.admin, `{"name":"x","environment":"live","owner_id":"has space"}`, nil, 400)
 	e.do(t, "GET", "/developers/keys?expiring_within=0", e.admin, "", nil, 400)
+
+	// Credits: shown on create, get, list, update and roll; bad ones are
+	// 400s the document also calls invalid.
+	rec = e.do(t, "POST", "/developers/keys", e.admin, `{"name":"metered","environment":"live","credits":{"remaining":3,"refill":{"interval":"daily","amount":3}}}`, nil, 201)
+	var metered keys.APIKeyCreated
+	_ = json.Unmarshal(rec.Body.Bytes(), &metered)
+	if metered.Credits == nil || metered.Credits.Remaining != 3 || metered.Credits.RefillsAt == nil {
+		t.Fatalf("created with credits: %s", rec.Body)
+	}
+	e.do(t, "GET", "/developers/keys/"+metered.ID, e.admin, "", nil, 200)
+	e.do(t, "GET", "/developers/keys", e.admin, "", nil, 200)
+	e.do(t, "PATCH", "/developers/keys/"+metered.ID, e.admin, `{"credits":{"remaining":9}}`, nil, 200)
+	e.do(t, "POST", "/developers/keys/"+metered.ID+"/roll", e.admin, "", nil, 201)
+	for _, bad := range []string{`{"remaining":-1}`, `{}`, `{"remaining":1,"refill":{"interval":"weekly","amount":1}}`,
+		`{"remaining":1,"refill":{"interval":"daily","amount":0}}`, `{"remaining":1,"extra":true}`, `{"remaining":1000000000000001}`, `7`} {
+		e.do(t, "POST", "/developers/keys", e.admin, `{"name":"x","environment":"live","credits":`+bad+`}`, nil, 400)
+	}
 }
 
 func keyID(t *testing.T, e *env, key string) string {
@@ -284,6 +301,10 @@ func TestDocumentValidRequestsAreAccepted(t *testing.T) {
 		"owner_id of 128":         `{"name":"a","environment":"test","owner_id":"` + strings.Repeat("~", 128) + `"}`,
 		"metadata 8 deep, 4096 B": `{"name":"a","environment":"test","enabled":false,"metadata":` + strings.Repeat(`{"a":`, 7) + `{"b":"` + strings.Repeat("x", 4096-7*5-8-7) + `"}` + strings.Repeat("}", 7) + `}`,
 		"empty metadata":          `{"name":"a","environment":"test","metadata":{}}`,
+		"credits 0, no refill":    `{"name":"a","environment":"test","credits":{"remaining":0}}`,
+		"credits, null refill":    `{"name":"a","environment":"test","credits":{"remaining":1000000000000000,"refill":null}}`,
+		"credits, daily refill":   `{"name":"a","environment":"test","credits":{"remaining":5,"refill":{"interval":"daily","amount":1}}}`,
+		"credits, monthly refill": `{"name":"a","environment":"test","credits":{"remaining":5,"refill":{"interval":"monthly","amount":1000000000000000}}}`,
 	} {
 		t.Run("create: "+name, func(t *testing.T) { e.do(t, "POST", "/developers/keys", e.admin, body, nil, 201) })
 	}
@@ -296,7 +317,8 @@ func TestDocumentValidRequestsAreAccepted(t *testing.T) {
 		t.Run("list: "+q, func(t *testing.T) { e.do(t, "GET", "/developers/keys?"+q, e.admin, "", nil, 200) })
 	}
 	for name, body := range map[string]string{
-		"every field null": `{"permissions":null,"allowed_ips":null,"rate_limit":null,"expires_at":null,"owner_id":null,"metadata":null}`,
+		"every field null": `{"permissions":null,"allowed_ips":null,"rate_limit":null,"expires_at":null,"owner_id":null,"metadata":null,"credits":null}`,
+		"credits":          `{"credits":{"remaining":7,"refill":{"interval":"monthly","amount":7}}}`,
 		"enable":           `{"enabled":true}`,
 		"name only":        `{"name":"b"}`,
 		"every field":      `{"name":"c","permissions":["kyb:read"],"allowed_ips":["192.0.2.1"],"rate_limit":10000000,"expires_at":"2040-01-01T00:00:00Z"}`,

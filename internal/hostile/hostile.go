@@ -126,6 +126,15 @@ func Requests(k Keys) []Request {
 		{"owner_id with RTL override", "application/json", `{"name":"a","environment":"test","owner_id":"user\u202e"}`, 400},
 		{"enabled as a string", "application/json", `{"name":"a","environment":"test","enabled":"false"}`, 400},
 		{"enabled as 0", "application/json", `{"name":"a","environment":"test","enabled":0}`, 400},
+		{"credits below zero", "application/json", `{"name":"a","environment":"test","credits":{"remaining":-5},"grace_period_seconds":"x"}`, 400},
+		{"credits of 2^63", "application/json", `{"name":"a","environment":"test","credits":{"remaining":9223372036854775808},"grace_period_seconds":"x"}`, 400},
+		{"credits as a float", "application/json", `{"name":"a","environment":"test","credits":{"remaining":1e3},"grace_period_seconds":"x"}`, 400},
+		{"credits as a string", "application/json", `{"name":"a","environment":"test","credits":"unlimited","grace_period_seconds":"x"}`, 400},
+		{"credits naming remaining twice", "application/json", `{"name":"a","environment":"test","credits":{"remaining":1,"remaining":1000000},"grace_period_seconds":"x"}`, 400},
+		{"credits with a negative refill", "application/json", `{"name":"a","environment":"test","credits":{"remaining":1,"refill":{"interval":"daily","amount":-1}},"grace_period_seconds":"x"}`, 400},
+		{"credits refilled hourly", "application/json", `{"name":"a","environment":"test","credits":{"remaining":1,"refill":{"interval":"hourly","amount":1}},"grace_period_seconds":"x"}`, 400},
+		{"credits with a refill day", "application/json", `{"name":"a","environment":"test","credits":{"remaining":1,"refill":{"interval":"monthly","amount":1,"day":31}},"grace_period_seconds":"x"}`, 400},
+		{"credits nested 5,000 deep", "application/json", `{"name":"a","environment":"test","credits":` + strings.Repeat(`{"refill":`, 5000) + `1` + strings.Repeat(`}`, 5000) + `}`, 400},
 	}
 	for _, i := range []int{0, 3, 5} {
 		ep := endpoints[i]
