@@ -53,6 +53,7 @@ const Domain = "keys.txcloud"
 type config struct {
 	require map[string][]string // full method name: permissions
 	public  map[string]bool
+	costs   map[string]int64 // full method name: credits a call costs
 	trusted []netip.Prefix
 	env     keys.Environment
 }
@@ -84,6 +85,13 @@ func WithTrustedProxies(prefixes ...netip.Prefix) Option {
 	return func(c *config) { c.trusted = append(c.trusted, prefixes...) }
 }
 
+// Cost sets what a call of fullMethod costs in credits, for keys that have
+// credits (keys.Credits): 0 to keys.MaxCost, 0 making it free. A method
+// not named costs 1.
+func Cost(fullMethod string, credits int64) Option {
+	return func(c *config) { c.costs[fullMethod] = credits }
+}
+
 // WithEnvironment accepts only keys of env on every method.
 func WithEnvironment(env keys.Environment) Option {
 	return func(c *config) { c.env = env }
@@ -97,7 +105,7 @@ func newConfig(m *keys.Manager, opts []Option) *config {
 	if m == nil {
 		panic("grpcadapter: nil Manager")
 	}
-	c := &config{require: map[string][]string{}, public: map[string]bool{}}
+	c := &config{require: map[string][]string{}, public: map[string]bool{}, costs: map[string]int64{}}
 	for _, o := range opts {
 		o(c)
 	}
@@ -119,6 +127,11 @@ func newConfig(m *keys.Manager, opts []Option) *config {
 	if c.env != "" && c.env != keys.Live && c.env != keys.Test {
 		panic(fmt.Sprintf("grpcadapter: WithEnvironment(%q): want live or test", c.env))
 	}
+	for method, n := range c.costs {
+		if n < 0 || n > keys.MaxCost {
+			panic(fmt.Sprintf("grpcadapter: Cost(%q, %d): want 0 to %d", method, n, keys.MaxCost))
+		}
+	}
 	return c
 }
 
@@ -132,7 +145,7 @@ func UnaryServerInterceptor(m *keys.Manager, opts ...Option) grpc.UnaryServerInt
 		v, err := c.verify(ctx, m, info.FullMethod, func(md metadata.MD) { _ = grpc.SetHeader(ctx, md) })
 		if err != nil {
 			countRefusal(m, &v, info.FullMethod, err)
-			return nil, err
+			return nil, Status(err).Err()
 		}
 		slot, err := m.Acquire(ctx, &v)
 		if err != nil {
@@ -157,7 +170,7 @@ func StreamServerInterceptor(m *keys.Manager, opts ...Option) grpc.StreamServerI
 		v, err := c.verify(ss.Context(), m, info.FullMethod, func(md metadata.MD) { _ = ss.SetHeader(md) })
 		if err != nil {
 			countRefusal(m, &v, info.FullMethod, err)
-			return err
+			return Status(err).Err()
 		}
 		slot, err := m.Acquire(ss.Context(), &v)
 		if err != nil {
@@ -171,11 +184,16 @@ func StreamServerInterceptor(m *keys.Manager, opts ...Option) grpc.StreamServerI
 	}
 }
 
-// countRefusal counts a call a limit refused (its key verified) as a
-// rate-limit hit, under the method's full name as its API.
+// countRefusal counts a call of a verified key that a limit refused (a
+// rate-limit hit) or its credits could not pay for (a failure), under the
+// method's full name as its API. err is the keys package's error.
 func countRefusal(m *keys.Manager, v *keys.Verified, method string, err error) {
-	if status.Code(err) == codes.ResourceExhausted && v.Key != nil {
+	switch {
+	case v.Key == nil:
+	case errors.Is(err, keys.ErrRateLimited):
 		m.CountUsage(v, method, 429, true)
+	case errors.Is(err, keys.ErrCreditsExhausted):
+		m.CountUsage(v, method, 402, false)
 	}
 }
 
@@ -207,7 +225,7 @@ func (c *config) verify(ctx context.Context, m *keys.Manager, method string, set
 	if err != nil {
 		return keys.Verified{}, err
 	}
-	var buf [4]keys.VerifyOption
+	var buf [5]keys.VerifyOption
 	// A gRPC call is an HTTP/2 POST to its full method name, and plans'
 	// endpoint patterns match it as one: "POST /txcloud.v1.Identity/Verify".
 	opts := append(buf[:0], keys.FromIP(c.clientIP(ctx)), keys.OnEndpoint("POST", method))
@@ -217,14 +235,14 @@ func (c *config) verify(ctx context.Context, m *keys.Manager, method string, set
 	if c.env != "" {
 		opts = append(opts, keys.InEnvironment(c.env))
 	}
+	if cost, ok := c.costs[method]; ok {
+		opts = append(opts, keys.CreditCost(cost))
+	}
 	v, err := m.Verify(ctx, token, opts...)
 	if rl := v.RateLimit; rl.Limit > 0 {
 		setHeader(rateLimitMD(rl))
 	}
-	if err != nil {
-		return v, Status(err).Err() // v.Key is set when a limit refused a key that verified
-	}
-	return v, nil
+	return v, err // v.Key is set when a limit or the credits refused a key that verified
 }
 
 var (
@@ -236,14 +254,14 @@ var (
 func bearer(vals []string) (string, error) {
 	switch len(vals) {
 	case 0:
-		return "", Status(errNoCredentials).Err()
+		return "", errNoCredentials
 	case 1:
 	default:
-		return "", Status(errBadAuth).Err()
+		return "", errBadAuth
 	}
 	scheme, token, ok := strings.Cut(vals[0], " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" || strings.ContainsAny(token, " \t") {
-		return "", Status(errBadAuth).Err()
+		return "", errBadAuth
 	}
 	return token, nil
 }

@@ -348,6 +348,8 @@ func TestBadOptionsPanic(t *testing.T) {
 		"not a full method name":              {grpcadapter.Require("Check", "identity:read")},
 		"public and required":                 {grpcadapter.Public(check), grpcadapter.Require(check, "identity:read")},
 		"an unknown environment":              {grpcadapter.WithEnvironment("staging")},
+		"a negative cost":                     {grpcadapter.Cost(check, -1)},
+		"a cost over keys.MaxCost":            {grpcadapter.Cost(check, keys.MaxCost+1)},
 	} {
 		func() {
 			defer func() {

@@ -5,11 +5,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/grpcadapter"
 	"github.com/txcloud/keys/memstore"
 )
 
@@ -48,6 +50,36 @@ func TestPlanAndUsage(t *testing.T) {
 	}
 	check := s.ByAPI["/grpc.health.v1.Health/Check"]
 	if s.TotalRequests != 4 || check.Successful != 3 || check.RateLimitHits != 1 {
+		t.Fatalf("usage %+v", s)
+	}
+}
+
+// Credits over gRPC: a call spends its method's Cost; one the credits
+// cannot pay for is ResourceExhausted with reason credits_exhausted (no
+// RetryInfo: no refill), metered as a failure, not a rate-limit hit.
+func TestCredits(t *testing.T) {
+	m := newManager(t, memstore.New())
+	five := int64(5)
+	key := string(create(t, m, keys.APIKeyCreate{Credits: &keys.CreditsSpec{Remaining: &five}}).Key)
+	c := bufServe(t, m, grpcadapter.Cost("/grpc.health.v1.Health/Check", 2))
+	for i := range 2 {
+		if _, err := c.Check(withKey(key), &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	_, err := c.Check(withKey(key), &healthpb.HealthCheckRequest{})
+	st := refused(t, err, codes.ResourceExhausted, "credits_exhausted", key)
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.RetryInfo); ok {
+			t.Fatal("a refusal for credits that are never refilled carries a RetryInfo")
+		}
+	}
+	s, err := m.UsageSummary(context.Background(), "acct_grpc", keys.UsageFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := s.ByAPI["/grpc.health.v1.Health/Check"]
+	if s.TotalRequests != 3 || check.Successful != 2 || check.Failed != 1 || check.RateLimitHits != 0 {
 		t.Fatalf("usage %+v", s)
 	}
 }

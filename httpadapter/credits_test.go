@@ -119,3 +119,20 @@ func TestCreditsDecoding(t *testing.T) {
 		t.Fatalf("refused creates stored %d keys", n-e.created)
 	}
 }
+
+// WithCosts refuses a cost outside 0 to keys.MaxCost (New panics on a
+// configuration mistake, as for every option).
+func TestWithCostsRange(t *testing.T) {
+	e := newEnv(t)
+	for _, n := range []int64{-1, keys.MaxCost + 1} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("WithCosts(%d): no panic", n)
+				}
+			}()
+			httpadapter.New(e.m, httpadapter.WithCosts(map[string]int64{"GET /x": n}))
+		}()
+	}
+	httpadapter.New(e.m, httpadapter.WithCosts(map[string]int64{"GET /x": 0, "GET /y": keys.MaxCost}))
+}
