@@ -222,3 +222,22 @@ func BenchmarkVerifyDistinctParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkVerifyCredits: a key with credits (memstore: a read-locked map
+// lookup and the budget's own mutex) spends one credit per Verify; beside
+// BenchmarkVerify it is what a credit costs in memory, 0 allocations.
+func BenchmarkVerifyCredits(b *testing.B) {
+	budget := int64(keys.MaxCredits)
+	m, ks := benchKeysLike(b, benchStoreSize, keys.APIKeyCreate{Name: "bench", Environment: keys.Live, AccountID: "acct_bench",
+		Credits: &keys.CreditsSpec{Remaining: &budget}})
+	key := ks[benchStoreSize/2]
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		v, err := m.Verify(ctx, key)
+		if err != nil || v.Spent != 1 {
+			b.Fatal(err)
+		}
+	}
+}

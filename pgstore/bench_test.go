@@ -96,3 +96,38 @@ func BenchmarkPGVerify(b *testing.B) {
 	})
 	b.Run("cold", verify(mCold, string(pk.Key)))
 }
+
+// BenchmarkPGCredits: Verify of a cached key with credits (one conditional
+// UPDATE per request, across instances exact) beside its floor, a raw
+// UPDATE of one bigint column of the same row.
+func BenchmarkPGCredits(b *testing.B) {
+	ctx := context.Background()
+	pool := newPool(b)
+	schema := freshSchema(b, pool)
+	m, err := keys.New(newStore(b, pool, schema))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close(ctx)
+	budget := int64(keys.MaxCredits)
+	k, err := m.Create(ctx, keys.APIKeyCreate{Name: "bench", Environment: keys.Live, AccountID: "acct_bench", Credits: &keys.CreditsSpec{Remaining: &budget}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	table := pgx.Identifier{schema, "key_credits"}.Sanitize()
+	b.Run("floor-raw-update", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := pool.Exec(ctx, `UPDATE `+table+` SET remaining = remaining - 1 WHERE id = $1`, k.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("verify-spend", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if v, err := m.Verify(ctx, string(k.Key)); err != nil || v.Spent != 1 {
+				b.Fatal(err)
+			}
+		}
+	})
+}
