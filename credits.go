@@ -35,6 +35,11 @@ type Credits struct {
 	// UTC day or month in which it was last set or refilled). Stores keep
 	// it beside Remaining; it is not shown.
 	Period time.Time `json:"-"`
+	// ByHost says the provider set the budget (the Manager's own Create
+	// or Update): then only the provider can change or remove it, and a
+	// principal's attempt is a *PermissionError on credits. A budget a
+	// principal set, the principal's account may change. Stores keep it.
+	ByHost bool `json:"-"`
 }
 
 // Refill says when and how a budget is refilled.
@@ -212,6 +217,22 @@ func (m *Manager) creditStore() (CreditStore, error) {
 		return nil, invalid("credits", "this server's key store keeps no credits")
 	}
 	return m.credits, nil
+}
+
+// mayChangeCredits refuses a principal's change of a budget the provider
+// set.
+func (m *Manager) mayChangeCredits(ctx context.Context, id string) error {
+	if m.credits == nil {
+		return nil // creditStore refused the change already
+	}
+	got, err := m.credits.ReadCredits(ctx, []string{id}, m.now())
+	if err != nil {
+		return fmt.Errorf("%w: reading credits: %w", ErrUnavailable, err)
+	}
+	if got[id].ByHost {
+		return &PermissionError{Param: "credits", Message: "the key's credits were set by the provider; only the provider can change or remove them"}
+	}
+	return nil
 }
 
 // spend takes the request's cost from rec's budget at now.

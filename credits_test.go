@@ -277,3 +277,43 @@ func TestCreditsInTheIdempotencyFingerprint(t *testing.T) {
 		t.Fatalf("other credits under the same idempotency key: %v", err)
 	}
 }
+
+// Credits the provider set (the Manager's own Create or Update) only the
+// provider can change or remove: a principal's PATCH of them is a 403 on
+// credits and changes nothing. Credits the account set, it may change.
+func TestCreditsSetByTheProvider(t *testing.T) {
+	m, _ := creditFixture(t)
+	ctx := context.Background()
+	host := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](10)}, 0)
+	as := m.As(keys.Principal{AccountID: "acct_credits", Subject: "key_admin", Permissions: keys.DefaultVocabulary()})
+	for name, u := range map[string]keys.APIKeyUpdate{
+		"raise":  {Credits: keys.Change(keys.CreditsSpec{Remaining: ptr[int64](keys.MaxCredits)})},
+		"remove": {Credits: keys.Clear[keys.CreditsSpec]()},
+		"refill": {Credits: keys.Change(keys.CreditsSpec{Remaining: ptr[int64](10), Refill: &keys.Refill{Interval: keys.RefillDaily, Amount: 1000}})},
+	} {
+		var pe *keys.PermissionError
+		if _, err := as.Update(ctx, host.ID, u); !errors.As(err, &pe) || pe.Param != "credits" {
+			t.Errorf("%s the provider's credits as the account: %v, want a 403 on credits", name, err)
+		}
+	}
+	if _, err := as.Update(ctx, host.ID, keys.APIKeyUpdate{Name: keys.Change("renamed")}); err != nil {
+		t.Fatalf("another field of the same key: %v", err)
+	}
+	if got, err := m.Get(ctx, host.ID); err != nil || got.Credits == nil || got.Credits.Remaining != 10 || got.Credits.Refill != nil {
+		t.Fatalf("after the refused changes: %+v, %v", got.Credits, err)
+	}
+	if _, err := m.Update(ctx, host.ID, keys.APIKeyUpdate{Credits: keys.Change(keys.CreditsSpec{Remaining: ptr[int64](20)})}); err != nil {
+		t.Fatalf("the provider changing its credits: %v", err)
+	}
+
+	own, err := as.Create(ctx, keys.APIKeyCreate{Name: "own", Environment: keys.Live, Credits: &keys.CreditsSpec{Remaining: ptr[int64](3)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up, err := as.Update(ctx, own.ID, keys.APIKeyUpdate{Credits: keys.Change(keys.CreditsSpec{Remaining: ptr[int64](30)})}); err != nil || up.Credits.Remaining != 30 {
+		t.Fatalf("the account changing its own credits: %+v, %v", up, err)
+	}
+	if up, err := as.Update(ctx, own.ID, keys.APIKeyUpdate{Credits: keys.Clear[keys.CreditsSpec]()}); err != nil || up.Credits != nil {
+		t.Fatalf("the account removing its own credits: %+v, %v", up, err)
+	}
+}

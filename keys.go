@@ -387,6 +387,9 @@ func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts [
 	if spec.disabled != NotDisabled && !c.trusted {
 		spec.disabled = DisabledByAccount
 	}
+	if spec.credits != nil {
+		spec.credits.ByHost = c.trusted // the provider's budget is the provider's to change
+	}
 	var created *APIKeyCreated
 	if idempotent {
 		created, err = m.createIdempotent(ctx, c, account, spec, idemKey, now)

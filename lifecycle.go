@@ -494,6 +494,11 @@ func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) 
 			}
 			r.ExpiresAt = exp
 		}
+		if u.Credits.Set && !c.trusted && r.CreditsID != "" {
+			if err := m.mayChangeCredits(ctx, r.CreditsID); err != nil {
+				return nil, err
+			}
+		}
 		switch {
 		case !u.Credits.Set:
 		case u.Credits.Null:
@@ -502,6 +507,7 @@ func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) 
 			if r.CreditsID == "" {
 				r.CreditsID = r.ID
 			}
+			credits.ByHost = c.trusted
 			w.Credits = &CreditBudget{ID: r.CreditsID, Credits: credits}
 		}
 		if u.Name.Set {

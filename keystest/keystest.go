@@ -1555,6 +1555,15 @@ func testCredits(t *testing.T, s keys.Store) {
 		t.Fatalf("the refused Write stored its budget: %+v", got)
 	}
 
+	// ByHost is kept, through a set, a spend and a read.
+	hostSet := withBudget(t, s, keys.Credits{Remaining: 4, ByHost: true})
+	if c, err := cs.SpendCredits(ctx, hostSet.ID, 1, now); err != nil || !c.ByHost || c.Remaining != 3 {
+		t.Fatalf("spending a budget the host set: %+v, %v; want ByHost and 3 remaining", c, err)
+	}
+	if got, _ := cs.ReadCredits(ctx, []string{hostSet.ID, r.ID}, now); !got[hostSet.ID].ByHost || got[r.ID].ByHost {
+		t.Fatalf("ReadCredits lost ByHost: %+v", got)
+	}
+
 	// A daily refill: set to the amount once per UTC day, at the day's
 	// first spend or read; not before midnight; what is left does not
 	// carry over.

@@ -28,11 +28,11 @@ const (
 	remaining = (CASE WHEN ` + due + ` THEN refill_amount ELSE remaining END) - $2,
 	period = CASE WHEN refill_interval = 'daily' AND period < $3 THEN $3 WHEN refill_interval = 'monthly' AND period < $4 THEN $4 ELSE period END
 WHERE id = $1 AND (CASE WHEN ` + due + ` THEN refill_amount ELSE remaining END) >= $2
-RETURNING remaining, refill_interval, refill_amount, period`
-	credRead = `SELECT id, remaining, refill_interval, refill_amount, period FROM {{schema}}.key_credits WHERE id = ANY($1)`
-	credSet  = `INSERT INTO {{schema}}.key_credits (id, remaining, refill_interval, refill_amount, period) VALUES ($1, $2, $3, $4, $5)
+RETURNING remaining, refill_interval, refill_amount, period, by_host`
+	credRead = `SELECT id, remaining, refill_interval, refill_amount, period, by_host FROM {{schema}}.key_credits WHERE id = ANY($1)`
+	credSet  = `INSERT INTO {{schema}}.key_credits (id, remaining, refill_interval, refill_amount, period, by_host) VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (id) DO UPDATE SET remaining = EXCLUDED.remaining, refill_interval = EXCLUDED.refill_interval,
-	refill_amount = EXCLUDED.refill_amount, period = EXCLUDED.period`
+	refill_amount = EXCLUDED.refill_amount, period = EXCLUDED.period, by_host = EXCLUDED.by_host`
 	// credSweep deletes budgets no key names, a chunk at a time. A
 	// budget's ID is the ID of the key it was set on, and only a key that
 	// names a budget, or is that key, can name it again (a roll, an
@@ -107,11 +107,11 @@ func (s *Store) readCredits(ctx context.Context, ids []string, now time.Time) (m
 }
 
 // scanCredits reads a budget's columns (remaining, refill_interval,
-// refill_amount, period), after the leading columns in first.
+// refill_amount, period, by_host), after the leading columns in first.
 func scanCredits(row pgx.Row, c *keys.Credits, first ...any) error {
 	var interval *string
 	var amount *int64
-	if err := row.Scan(append(first, &c.Remaining, &interval, &amount, &c.Period)...); err != nil {
+	if err := row.Scan(append(first, &c.Remaining, &interval, &amount, &c.Period, &c.ByHost)...); err != nil {
 		return err
 	}
 	c.Period = c.Period.UTC()
@@ -132,7 +132,7 @@ func (s *Store) setCredits(ctx context.Context, tx pgx.Tx, b *keys.CreditBudget)
 		iv := string(r.Interval)
 		interval, amount = &iv, &r.Amount
 	}
-	_, err := tx.Exec(ctx, s.qSetCredits, b.ID, b.Credits.Remaining, interval, amount, b.Credits.Period)
+	_, err := tx.Exec(ctx, s.qSetCredits, b.ID, b.Credits.Remaining, interval, amount, b.Credits.Period, b.Credits.ByHost)
 	return err
 }
 

@@ -163,6 +163,7 @@ CREATE TABLE {{schema}}.key_credits (
 	refill_interval text        CHECK (refill_interval IN ('daily', 'monthly')),
 	refill_amount   bigint      CHECK (refill_amount > 0),
 	period          timestamptz NOT NULL,
+	by_host         boolean     NOT NULL,
 	CHECK ((refill_interval IS NULL) = (refill_amount IS NULL))
 );`,
 }
