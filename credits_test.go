@@ -3,6 +3,7 @@ package keys_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -104,6 +105,9 @@ func TestCreditCost(t *testing.T) {
 	if _, err := m.Verify(ctx, string(k.Key), keys.CreditCost(0)); err != nil {
 		t.Fatalf("a free request on a spent budget: %v", err)
 	}
+	if _, err := m.Verify(ctx, string(k.Key), keys.CreditCost(keys.MaxCost)); !errors.Is(err, keys.ErrCreditsExhausted) {
+		t.Fatalf("CreditCost(MaxCost) on a spent budget: %v, want a refusal for credits", err)
+	}
 	for _, bad := range []int64{-1, keys.MaxCost + 1} {
 		if _, err := m.Verify(ctx, string(k.Key), keys.CreditCost(bad)); err == nil || errors.Is(err, keys.ErrCreditsExhausted) {
 			t.Fatalf("CreditCost(%d): %v, want the host's error", bad, err)
@@ -133,7 +137,7 @@ func TestCreditsRefill(t *testing.T) {
 	clk.Advance(midnight.Sub(clk.Now()) - time.Second)
 	_, err := m.Verify(ctx, string(daily.Key))
 	var ce *keys.CreditsError
-	if !errors.As(err, &ce) || ce.RetryAfter != time.Second {
+	if !errors.As(err, &ce) || ce.RetryAfter != time.Second || !strings.HasSuffix(err.Error(), "(0 left, 1 needed) until 2030-01-03T00:00:00Z") {
 		t.Fatalf("a second before midnight: %v, want a refusal retrying after 1s", err)
 	}
 	clk.Advance(time.Second)
@@ -147,7 +151,7 @@ func TestCreditsRefill(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Advance(400 * 24 * time.Hour)
-	if _, err := m.Verify(ctx, string(once.Key)); !errors.Is(err, keys.ErrCreditsExhausted) {
+	if _, err := m.Verify(ctx, string(once.Key)); !errors.Is(err, keys.ErrCreditsExhausted) || !strings.HasSuffix(err.Error(), "(0 left, 1 needed)") {
 		t.Fatalf("a budget without a refill, a year on: %v", err)
 	}
 }
@@ -182,6 +186,17 @@ func TestCreditsAreValidated(t *testing.T) {
 	for _, edge := range []int64{0, keys.MaxCredits} {
 		if _, err := m.Create(ctx, keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_v", Credits: &keys.CreditsSpec{Remaining: ptr(edge)}}); err != nil {
 			t.Errorf("remaining %d: %v", edge, err)
+		}
+		if edge == 0 {
+			continue // a refill of at least 1
+		}
+		for _, every := range []keys.RefillInterval{keys.RefillDaily, keys.RefillMonthly} {
+			for _, amount := range []int64{1, keys.MaxCredits} {
+				spec := keys.CreditsSpec{Remaining: ptr(edge), Refill: &keys.Refill{Interval: every, Amount: amount}}
+				if _, err := m.Create(ctx, keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_v", Credits: &spec}); err != nil {
+					t.Errorf("a %s refill of %d: %v", every, amount, err)
+				}
+			}
 		}
 	}
 
