@@ -61,10 +61,13 @@ type Record struct {
 	CreditsID string
 
 	// noted is when a Manager last noted a use of this record in memory
-	// (Unix ns). It lets Verify skip the pending-use map, and its lock, for
-	// a key it noted within the last second. It is not persisted, and the
-	// atomic type makes vet refuse to copy a Record by value: use Clone.
-	noted atomic.Int64
+	// (Unix ns): the last-used time the next flush writes. It lets Verify
+	// skip the pending list, and its lock, for a key it noted within the
+	// last second. queued says the record is on the list. Neither is
+	// persisted, and the atomic types make vet refuse to copy a Record by
+	// value: use Clone.
+	noted  atomic.Int64
+	queued atomic.Bool
 	// meter is the Manager's usage counters for this record, per API;
 	// not persisted either.
 	meter atomic.Pointer[keyMeter]

@@ -8,9 +8,10 @@ import (
 )
 
 // usageRecorder keeps last-used times in memory so that Verify never writes
-// to the store. Each key's latest use is kept (one map entry per key however
-// often it is used) and written in one TouchLastUsed batch per interval, and
-// on Close.
+// to the store. A record's latest use is the record's own noted time; the
+// recorder lists each record used since the last flush once (the record's
+// queued flag), and writes the list in one TouchLastUsed batch per
+// interval, and on Close.
 type usageRecorder struct {
 	shards   [usageShards]usageShard
 	store    Store
@@ -25,23 +26,22 @@ const usageShards = 64
 
 type usageShard struct {
 	mu sync.Mutex
-	// pending maps a record to its last use (Unix ns). Keyed by pointer,
-	// which hashes faster than the ID; flush reads the ID from the record.
-	pending map[*Record]int64
-	_       [40]byte // keep shards on separate cache lines
+	// pending lists the records used since the last flush, each once: an
+	// append under the lock, where a map keyed by record cost a hash, a
+	// probe and the map's growth for every key's first use in a flush
+	// (on a walk over a million keys, a third of Verify).
+	pending []*Record
+	_       [32]byte // keep shards on separate cache lines
 }
 
 func startUsageRecorder(store Store, interval time.Duration, logger *slog.Logger, obs Observer) *usageRecorder {
 	u := &usageRecorder{store: store, logger: logger, interval: interval, obs: obs, stop: make(chan struct{}), done: make(chan struct{})}
-	for i := range u.shards {
-		u.shards[i].pending = make(map[*Record]int64)
-	}
 	go u.run()
 	return u
 }
 
 // notePrecision is how stale a noted last-used time may be: a key used again
-// within it is not noted again, which keeps the pending map's lock off the
+// within it is not noted again, which keeps the pending list's lock off the
 // hot path of a busy key.
 const notePrecision = int64(time.Second)
 
@@ -49,15 +49,15 @@ const notePrecision = int64(time.Second)
 // same for every use of one key will do (Verify passes a digest byte).
 func (u *usageRecorder) note(rec *Record, hint byte, now time.Time) {
 	t := now.UnixNano()
-	if t-rec.noted.Load() < notePrecision {
-		return
+	if old := rec.noted.Load(); t-old < notePrecision || !rec.noted.CompareAndSwap(old, t) {
+		return // noted within the second, or by another request just now
 	}
-	rec.noted.Store(t)
+	if !rec.queued.CompareAndSwap(false, true) {
+		return // listed already: the flush reads the time from the record
+	}
 	s := &u.shards[hint%usageShards]
 	s.mu.Lock()
-	if s.pending[rec] < t {
-		s.pending[rec] = t
-	}
+	s.pending = append(s.pending, rec)
 	s.mu.Unlock()
 }
 
@@ -95,11 +95,16 @@ func (u *usageRecorder) flush(ctx context.Context) (err error) {
 	for i := range u.shards {
 		s := &u.shards[i]
 		s.mu.Lock()
-		for rec, t := range s.pending {
-			latest[rec.ID] = max(latest[rec.ID], t)
-		}
-		clear(s.pending)
+		recs := s.pending
+		s.pending = nil
 		s.mu.Unlock()
+		for _, rec := range recs {
+			// Unlisted before its time is read: a use in between lists it
+			// again, for the next flush (a time written twice is harmless:
+			// last-used never moves backwards).
+			rec.queued.Store(false)
+			latest[rec.ID] = max(latest[rec.ID], rec.noted.Load())
+		}
 	}
 	if len(latest) == 0 {
 		return nil
@@ -115,15 +120,18 @@ func (u *usageRecorder) flush(ctx context.Context) (err error) {
 }
 
 // restore puts a batch the store refused back for the next flush. The
-// records behind it are not at hand, so each entry goes in under a stand-in
-// Record holding only the ID; flush merges by ID, and a newer use of the
-// same key wins.
+// records behind it are not at hand, so each entry goes in as a stand-in
+// Record holding only the ID and the time; flush merges by ID, and a newer
+// use of the same key wins.
 func (u *usageRecorder) restore(batch []LastUsed) {
 	s := &u.shards[0]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range batch {
-		s.pending[&Record{ID: e.ID}] = e.At.UnixNano()
+		r := &Record{ID: e.ID}
+		r.noted.Store(e.At.UnixNano())
+		r.queued.Store(true)
+		s.pending = append(s.pending, r)
 	}
 }
 
