@@ -76,8 +76,9 @@ func (i RefillInterval) PeriodStart(t time.Time) time.Time {
 	return time.Date(y, mo, d, 0, 0, 0, 0, time.UTC)
 }
 
-// next is the start of the period after the one holding t.
-func (i RefillInterval) next(t time.Time) time.Time {
+// Next is the start of the period after the one holding t: when a budget
+// with this refill is next refilled.
+func (i RefillInterval) Next(t time.Time) time.Time {
 	start := i.PeriodStart(t)
 	if i == RefillMonthly {
 		return start.AddDate(0, 1, 0)
@@ -138,6 +139,12 @@ type CreditStore interface {
 	// with an error matching ErrCreditsExhausted. Concurrent spends of one
 	// budget never take it below zero, nor spend one credit twice. No
 	// such budget: an error matching ErrNotFound.
+	//
+	// A store shared by instances may answer ErrCreditsExhausted from
+	// memory for a budget it found spent, for at most a second and never
+	// past the budget's next refill; a budget set through the same store
+	// value since is read again at once (pgstore does this, so that a
+	// flood on a spent key does not reach the database).
 	SpendCredits(ctx context.Context, id string, cost int64, now time.Time) (Credits, error)
 	// ReadCredits returns the budgets named by ids that exist, as At(now)
 	// computes them, by ID; it stores nothing.
@@ -172,7 +179,7 @@ func (e *CreditsError) Unwrap() error { return ErrCreditsExhausted }
 func (c Credits) shown(now time.Time) *Credits {
 	c = c.At(now)
 	if c.Refill != nil {
-		t := c.Refill.Interval.next(now)
+		t := c.Refill.Interval.Next(now)
 		c.RefillsAt = &t
 	}
 	return &c

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -47,7 +48,11 @@ ON CONFLICT (id) DO UPDATE SET remaining = EXCLUDED.remaining, refill_interval =
 
 // SpendCredits implements keys.CreditStore in one UPDATE. When it spends
 // nothing, a read tells an exhausted budget from a missing one; if the
-// budget was raised in between, the spend is tried once more.
+// budget was raised in between, the spend is tried once more. A budget
+// found spent is remembered for a second (or until its refill, if sooner):
+// a flood of requests on a spent key costs this instance a query a second,
+// not two a request. A raise made through this instance is seen at once;
+// one made through another, within that second.
 func (s *Store) SpendCredits(ctx context.Context, id string, cost int64, now time.Time) (keys.Credits, error) {
 	if s.closed.Load() {
 		return keys.Credits{}, keys.ErrClosed
@@ -55,15 +60,21 @@ func (s *Store) SpendCredits(ctx context.Context, id string, cost int64, now tim
 	if cost < 1 {
 		return keys.Credits{}, fmt.Errorf("pgstore: a spend of %d credits", cost)
 	}
+	if c, ok := s.spent.refuses(id, cost, now); ok {
+		s.spentRefusals.Add(1)
+		return c, keys.ErrCreditsExhausted
+	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	day, month := keys.RefillDaily.PeriodStart(now), keys.RefillMonthly.PeriodStart(now)
 	for attempt := 0; ; attempt++ {
 		var c keys.Credits
+		s.creditQueries.Add(1)
 		err := scanCredits(s.pool.QueryRow(ctx, s.qSpend, id, cost, day, month), &c)
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return c, err
 		}
+		s.creditQueries.Add(1)
 		got, err := s.readCredits(ctx, []string{id}, now)
 		if err != nil {
 			return keys.Credits{}, err
@@ -73,9 +84,74 @@ func (s *Store) SpendCredits(ctx context.Context, id string, cost int64, now tim
 		case !ok:
 			return keys.Credits{}, keys.ErrNotFound
 		case c.Remaining < cost || attempt > 0:
+			s.spent.remember(id, c, now)
 			return c, keys.ErrCreditsExhausted
 		}
 	}
+}
+
+// spentMemo remembers budgets found spent, by ID, each until a second on
+// or its next refill, whichever is sooner. It holds at most maxSpent: past
+// that, expired entries are dropped, and if it is still full a spent
+// budget is not remembered (it costs its queries, as without the memo).
+type spentMemo struct {
+	mu sync.Mutex
+	m  map[string]spentEntry
+}
+
+type spentEntry struct {
+	until int64 // Unix ns
+	c     keys.Credits
+}
+
+const (
+	spentMemory = time.Second
+	maxSpent    = 1 << 16
+)
+
+// refuses reports whether id is remembered spent for a request of cost at
+// now, and the budget as remembered.
+func (m *spentMemo) refuses(id string, cost int64, now time.Time) (keys.Credits, bool) {
+	m.mu.Lock()
+	e, ok := m.m[id]
+	m.mu.Unlock()
+	if !ok || now.UnixNano() >= e.until || e.c.Remaining >= cost {
+		return keys.Credits{}, false
+	}
+	return e.c, true
+}
+
+func (m *spentMemo) remember(id string, c keys.Credits, now time.Time) {
+	until := now.Add(spentMemory)
+	if c.Refill != nil {
+		if next := c.Refill.Interval.Next(now); next.Before(until) {
+			until = next // a refill ends the refusal
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.m == nil {
+		m.m = make(map[string]spentEntry)
+	}
+	if len(m.m) >= maxSpent {
+		t := now.UnixNano()
+		for k, e := range m.m {
+			if e.until <= t {
+				delete(m.m, k)
+			}
+		}
+		if len(m.m) >= maxSpent {
+			return
+		}
+	}
+	m.m[id] = spentEntry{until: until.UnixNano(), c: c}
+}
+
+// forget drops id, whose budget this instance has just set.
+func (m *spentMemo) forget(id string) {
+	m.mu.Lock()
+	delete(m.m, id)
+	m.mu.Unlock()
 }
 
 // ReadCredits implements keys.CreditStore.

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -114,4 +115,76 @@ VALUES ('key_old', 'acct_old', 'before credits', 'txc_live_ab', 'live', $1, now(
 	if err != nil || r.CreditsID != "" || r.Name != "before credits" {
 		t.Fatalf("the old key after migration 8: %+v, %v", r, err)
 	}
+}
+
+// A flood of requests on a spent key costs this instance two queries a
+// second, not two a request; a raise through this instance is seen at
+// once, one through another within the second, and a refill ends the
+// refusal at its instant.
+func TestSpentBudgetFloodIsAnsweredLocally(t *testing.T) {
+	ctx := context.Background()
+	pool, schema := internalPool(t)
+	a, b := openStore(t, pool, schema), openStore(t, pool, schema)
+	r := keystest.NewRecord(t)
+	r.CreditsID = r.ID
+	if err := a.Write(ctx, keys.Write{Insert: r, Credits: &keys.CreditBudget{ID: r.ID, Credits: keys.Credits{Remaining: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2031, 5, 6, 12, 0, 0, 0, time.UTC)
+	for range 2000 {
+		if _, err := a.SpendCredits(ctx, r.ID, 1, now); !errors.Is(err, keys.ErrCreditsExhausted) {
+			t.Fatal(err)
+		}
+	}
+	if st := a.Stats(); st.CreditQueries != 2 || st.SpentRefusals != 1999 {
+		t.Fatalf("2,000 spends of a spent budget: %d queries, %d answered locally; want 2 and 1,999", st.CreditQueries, st.SpentRefusals)
+	}
+	// Raised through the other instance: this one refuses until the
+	// second is up, then spends.
+	next := mustGetRecord(t, b, r.ID).Clone()
+	next.Version++
+	if err := b.Write(ctx, keys.Write{Replace: next, Credits: &keys.CreditBudget{ID: r.ID, Credits: keys.Credits{Remaining: 5}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.SpendCredits(ctx, r.ID, 1, now.Add(spentMemory-time.Nanosecond)); !errors.Is(err, keys.ErrCreditsExhausted) {
+		t.Fatalf("within the second: %v", err)
+	}
+	if c, err := a.SpendCredits(ctx, r.ID, 1, now.Add(spentMemory)); err != nil || c.Remaining != 4 {
+		t.Fatalf("a second on: %+v, %v", c, err)
+	}
+	// Spent again, then raised through this instance: seen at once.
+	if _, err := a.SpendCredits(ctx, r.ID, 5, now.Add(spentMemory)); !errors.Is(err, keys.ErrCreditsExhausted) {
+		t.Fatal(err)
+	}
+	next = next.Clone()
+	next.Version++
+	if err := a.Write(ctx, keys.Write{Replace: next, Credits: &keys.CreditBudget{ID: r.ID, Credits: keys.Credits{Remaining: 5}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.SpendCredits(ctx, r.ID, 5, now.Add(spentMemory)); err != nil {
+		t.Fatalf("after this instance raised it: %v", err)
+	}
+	// A daily refill at midnight ends a refusal remembered a moment before.
+	daily := keys.Credits{Remaining: 0, Refill: &keys.Refill{Interval: keys.RefillDaily, Amount: 3}, Period: keys.RefillDaily.PeriodStart(now)}
+	next = next.Clone()
+	next.Version++
+	if err := a.Write(ctx, keys.Write{Replace: next, Credits: &keys.CreditBudget{ID: r.ID, Credits: daily}}); err != nil {
+		t.Fatal(err)
+	}
+	midnight := keys.RefillDaily.Next(now)
+	if _, err := a.SpendCredits(ctx, r.ID, 1, midnight.Add(-time.Millisecond)); !errors.Is(err, keys.ErrCreditsExhausted) {
+		t.Fatal(err)
+	}
+	if c, err := a.SpendCredits(ctx, r.ID, 1, midnight); err != nil || c.Remaining != 2 {
+		t.Fatalf("at midnight: %+v, %v", c, err)
+	}
+}
+
+func mustGetRecord(t *testing.T, s *Store, id string) *keys.Record {
+	t.Helper()
+	r, err := s.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

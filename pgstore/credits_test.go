@@ -19,9 +19,12 @@ import (
 func TestCreditsAcrossInstances(t *testing.T) {
 	ctx := context.Background()
 	schema := freshSchema(t, newPool(t))
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	var ms []*keys.Manager
 	for range 2 {
-		m, err := keys.New(newStore(t, newPool(t), schema))
+		m, err := keys.New(newStore(t, newPool(t), schema), keys.WithClock(clock))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,6 +68,12 @@ func TestCreditsAcrossInstances(t *testing.T) {
 	if _, err := ms[1].Update(ctx, k.ID, keys.APIKeyUpdate{Credits: keys.Change(keys.CreditsSpec{Remaining: &zero, Refill: &keys.Refill{Interval: keys.RefillDaily, Amount: 7}})}); err != nil {
 		t.Fatal(err)
 	}
+	// The first instance remembers the budget spent for up to a second
+	// (pgstore's SpendCredits), then reads the refill set through the
+	// other.
+	mu.Lock()
+	now = now.Add(time.Second)
+	mu.Unlock()
 	_, err = ms[0].Verify(ctx, string(k.Key))
 	var ce *keys.CreditsError
 	if !errors.As(err, &ce) || ce.Credits.Refill == nil || ce.Credits.RefillsAt == nil || ce.RetryAfter <= 0 || ce.RetryAfter > 24*time.Hour {

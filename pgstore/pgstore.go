@@ -62,6 +62,8 @@ type Store struct {
 	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qDigests, qExpireIdem string
 	qSpend, qReadCredits, qSetCredits, qSweepCredits                                                           string
 	creditsSwept                                                                                               atomic.Int64 // Unix ns of this instance's last budget sweep
+	spent                                                                                                      spentMemo    // budgets found spent, for a second
+	creditQueries, spentRefusals                                                                               atomic.Int64
 	// Import's temporary table (one per connection, emptied at each
 	// commit), its statements and its name.
 	qImportTable, qImport, importTable string
@@ -389,10 +391,16 @@ func (s *Store) Write(ctx context.Context, w keys.Write) error {
 	if err := w.CheckCredits(); err != nil {
 		return err
 	}
+	var err error
 	if w.Replace == nil {
-		return s.insert(ctx, w)
+		err = s.insert(ctx, w)
+	} else {
+		err = s.replace(ctx, w)
 	}
-	return s.replace(ctx, w)
+	if err == nil && w.Credits != nil {
+		s.spent.forget(w.Credits.ID) // after the commit: this instance sees a raise at once
+	}
+	return err
 }
 
 func (s *Store) insert(ctx context.Context, w keys.Write) error {
@@ -883,6 +891,9 @@ type Stats struct {
 	CacheHits      int64 // answered from the cache
 	FilterRefusals int64 // refused by the digest filter without a query
 	Queries        int64 // trips to the database (cache misses the filter let through)
+	// CreditQueries counts SpendCredits' statements; SpentRefusals, the
+	// spends of a budget remembered spent, answered without one.
+	CreditQueries, SpentRefusals int64
 	// NotificationLag is how long this instance's latest insert took,
 	// from its start, to come back to it as a notification: about the time
 	// every other instance waits to hear of a new key (0 until one has).
@@ -892,7 +903,7 @@ type Stats struct {
 
 // Stats reports the store's counters.
 func (s *Store) Stats() Stats {
-	st := Stats{FilterRefusals: s.refusals.Load(), Queries: s.dbLookups.Load(),
+	st := Stats{FilterRefusals: s.refusals.Load(), Queries: s.dbLookups.Load(), CreditQueries: s.creditQueries.Load(), SpentRefusals: s.spentRefusals.Load(),
 		NotificationLag: time.Duration(s.lag.last.Load()), Listening: s.listening.Load()}
 	for i := range s.cache.shards {
 		st.CacheHits += s.cache.shards[i].hits.Load()
