@@ -286,9 +286,10 @@ func decodeCursor(c string) (*ListPosition, error) {
 	return &ListPosition{CreatedAt: time.UnixMicro(us).UTC(), ID: id}, nil
 }
 
-// A change edits next, a copy of the stored record, in place. It reports
-// whether there is anything to store, and may give a successor record and
-// an idempotency entry to store atomically with next (a roll does).
+// A change edits next, a copy of the stored record, in place, and returns
+// what else to store atomically with it: a successor and its idempotency
+// entry (a roll), a credit budget (an update), or an empty Write. nil:
+// nothing to store at all.
 type change func(next *Record) (*Write, error)
 
 // updateAttempts bounds the read-modify-write loop; with backoff between
