@@ -200,13 +200,16 @@ type StoreStats struct {
 	CacheHits       int64
 	FilterRefusals  int64
 	Queries         int64
+	CreditQueries   int64
+	SpentRefusals   int64
 	NotificationLag time.Duration
 	Listening       bool
 }
 
 // ObserveStore reports stats, read at each collection, as the
-// keys.store.cache.hits, keys.store.filter.refusals and keys.store.queries
-// counters, and the keys.store.notification.lag gauge.
+// keys.store.cache.hits, keys.store.filter.refusals, keys.store.queries,
+// keys.store.credit.queries and keys.store.credit.spent_refusals counters,
+// and the keys.store.notification.lag gauge.
 func (o *Observer) ObserveStore(stats func() StoreStats) error {
 	hits, err1 := o.meter.Int64ObservableCounter("keys.store.cache.hits", metric.WithUnit("{lookup}"),
 		metric.WithDescription("Digest lookups answered from the store's cache"))
@@ -218,7 +221,11 @@ func (o *Observer) ObserveStore(stats func() StoreStats) error {
 		metric.WithDescription("How long the latest insert notification took to come back to this instance"))
 	listening, err5 := o.meter.Int64ObservableGauge("keys.store.listening", metric.WithUnit("1"),
 		metric.WithDescription("1 while the store's invalidation listener is connected"))
-	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
+	creditQueries, err6 := o.meter.Int64ObservableCounter("keys.store.credit.queries", metric.WithUnit("{statement}"),
+		metric.WithDescription("Statements spending credits (one per spend; two when a budget is found spent)"))
+	spentRefusals, err7 := o.meter.Int64ObservableCounter("keys.store.credit.spent_refusals", metric.WithUnit("{spend}"),
+		metric.WithDescription("Spends of a budget remembered spent, refused without a statement"))
+	if err := errors.Join(err1, err2, err3, err4, err5, err6, err7); err != nil {
 		return err
 	}
 	_, err := o.meter.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
@@ -226,6 +233,8 @@ func (o *Observer) ObserveStore(stats func() StoreStats) error {
 		obs.ObserveInt64(hits, s.CacheHits)
 		obs.ObserveInt64(refusals, s.FilterRefusals)
 		obs.ObserveInt64(queries, s.Queries)
+		obs.ObserveInt64(creditQueries, s.CreditQueries)
+		obs.ObserveInt64(spentRefusals, s.SpentRefusals)
 		obs.ObserveFloat64(lag, s.NotificationLag.Seconds())
 		up := int64(0)
 		if s.Listening {
@@ -233,6 +242,6 @@ func (o *Observer) ObserveStore(stats func() StoreStats) error {
 		}
 		obs.ObserveInt64(listening, up)
 		return nil
-	}, hits, refusals, queries, lag, listening)
+	}, hits, refusals, queries, creditQueries, spentRefusals, lag, listening)
 	return err
 }

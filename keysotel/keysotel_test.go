@@ -212,12 +212,12 @@ func TestLimiterErrors(t *testing.T) {
 func TestObserveStore(t *testing.T) {
 	tel := newTelemetry(t)
 	if err := tel.o.ObserveStore(func() keysotel.StoreStats {
-		return keysotel.StoreStats{CacheHits: 7, FilterRefusals: 5, Queries: 3, NotificationLag: 1500 * time.Microsecond, Listening: true}
+		return keysotel.StoreStats{CacheHits: 7, FilterRefusals: 5, Queries: 3, CreditQueries: 11, SpentRefusals: 13, NotificationLag: 1500 * time.Microsecond, Listening: true}
 	}); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]int64{"keys.store.cache.hits": 7, "keys.store.filter.refusals": 5, "keys.store.queries": 3,
-		"keys.store.notification.lag": 1500, "keys.store.listening": 1} {
+		"keys.store.credit.queries": 11, "keys.store.credit.spent_refusals": 13, "keys.store.notification.lag": 1500, "keys.store.listening": 1} {
 		if got := tel.sums(t, name)[""]; got != want {
 			t.Errorf("%s: %d, want %d", name, got, want)
 		}

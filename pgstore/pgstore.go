@@ -893,7 +893,8 @@ type Stats struct {
 	Queries        int64 // trips to the database (cache misses the filter let through)
 	// CreditQueries counts SpendCredits' statements; SpentRefusals, the
 	// spends of a budget remembered spent, answered without one.
-	CreditQueries, SpentRefusals int64
+	CreditQueries int64
+	SpentRefusals int64
 	// NotificationLag is how long this instance's latest insert took,
 	// from its start, to come back to it as a notification: about the time
 	// every other instance waits to hear of a new key (0 until one has).
