@@ -94,21 +94,22 @@ func TestCreditsDecoding(t *testing.T) {
 	e := newEnv(t)
 	a := httpadapter.New(e.m)
 	for body, param := range map[string]string{
-		`{"name":"x","environment":"test","credits":5}`:                                                               "credits",
-		`{"name":"x","environment":"test","credits":null}`:                                                            "credits",
-		`{"name":"x","environment":"test","credits":{}}`:                                                              "credits.remaining",
-		`{"name":"x","environment":"test","credits":{"remaining":"5"}}`:                                               "credits.remaining",
-		`{"name":"x","environment":"test","credits":{"remaining":1.5}}`:                                               "credits.remaining",
-		`{"name":"x","environment":"test","credits":{"remaining":-1}}`:                                                "credits.remaining",
-		`{"name":"x","environment":"test","credits":{"remaining":1000000000000001}}`:                                  "credits.remaining",
-		`{"name":"x","environment":"test","credits":{"remaining":99999999999999999999}}`:                              "credits.remaining",
-		`{"name":"x","environment":"test","credits":{"remaining":5,"extra":1}}`:                                       "credits.extra",
-		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"interval":"weekly","amount":5}}}`:       "credits.refill.interval",
-		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"amount":5}}}`:                           "credits.refill.interval",
-		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"interval":"daily"}}}`:                   "credits.refill.amount",
-		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"interval":"daily","amount":0}}}`:        "credits.refill.amount",
-		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":[]}}`:                                     "credits.refill",
-		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"interval":"daily","amount":1,"at":1}}}`: "credits.refill.at",
+		`{"name":"x","environment":"test","credits":5}`:                                                                                "credits",
+		`{"name":"x","environment":"test","credits":null}`:                                                                             "credits",
+		`{"name":"x","environment":"test","credits":{}}`:                                                                               "credits.remaining",
+		`{"name":"x","environment":"test","credits":{"remaining":"5"}}`:                                                                "credits.remaining",
+		`{"name":"x","environment":"test","credits":{"remaining":1.5}}`:                                                                "credits.remaining",
+		`{"name":"x","environment":"test","credits":{"remaining":-1}}`:                                                                 "credits.remaining",
+		`{"name":"x","environment":"test","credits":{"remaining":1000000000000001}}`:                                                   "credits.remaining",
+		`{"name":"x","environment":"test","credits":{"remaining":99999999999999999999}}`:                                               "credits.remaining",
+		`{"name":"x","environment":"test","credits":{"remaining":5,"extra":1}}`:                                                        "credits.extra",
+		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"interval":"weekly","amount":5}}}`:                        "credits.refill.interval",
+		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"amount":5}}}`:                                            "credits.refill.interval",
+		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"interval":"daily"}}}`:                                    "credits.refill.amount",
+		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"interval":"daily","amount":0}}}`:                         "credits.refill.amount",
+		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":[]}}`:                                                      "credits.refill",
+		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"interval":"daily","amount":1,"at":1}}}`:                  "credits.refill.at",
+		`{"name":"x","environment":"test","credits":` + strings.Repeat(`{"refill":`, 5_000) + `1` + strings.Repeat(`}`, 5_000) + `}`: "credits.refill.refill",
 	} {
 		rec := serve(a, request{headers: jsonHeaders(e.admin), body: body})
 		if d := envelope(t, rec); rec.Code != 400 || d.Param != param {
