@@ -217,20 +217,24 @@ func validateCredits(s *CreditsSpec, now time.Time) (Credits, error) {
 	return c, nil
 }
 
-// creditStore is the store's CreditStore, or an error naming the field if
-// it has none.
-func (m *Manager) creditStore() (CreditStore, error) {
+// keepsCredits refuses credits, naming the field, on a store without them.
+func (m *Manager) keepsCredits() error {
 	if m.credits == nil {
-		return nil, invalid("credits", "this server's key store keeps no credits")
+		return invalid("credits", "this server's key store keeps no credits")
 	}
-	return m.credits, nil
+	return nil
 }
+
+// errNoCreditStore: a record names a budget, and the store keeps none (a
+// record written by another program, or a store swapped under the keys):
+// refused, never admitted.
+var errNoCreditStore = fmt.Errorf("%w: the key names a credit budget the store does not keep", ErrUnavailable)
 
 // mayChangeCredits refuses a principal's change of a budget the provider
 // set.
 func (m *Manager) mayChangeCredits(ctx context.Context, id string) error {
 	if m.credits == nil {
-		return nil // creditStore refused the change already
+		return nil // keepsCredits refused the change already
 	}
 	got, err := m.credits.ReadCredits(ctx, []string{id}, m.now())
 	if err != nil {
@@ -244,8 +248,8 @@ func (m *Manager) mayChangeCredits(ctx context.Context, id string) error {
 
 // spend takes the request's cost from rec's budget at now.
 func (m *Manager) spend(ctx context.Context, rec *Record, cost int64, now time.Time) (Credits, error) {
-	if m.credits == nil { // a record naming a budget on a store without credits: refuse, never admit
-		return Credits{}, fmt.Errorf("%w: the key names a credit budget the store does not keep", ErrUnavailable)
+	if m.credits == nil {
+		return Credits{}, errNoCreditStore
 	}
 	c, err := m.credits.SpendCredits(ctx, rec.CreditsID, cost, now)
 	switch {
@@ -275,7 +279,7 @@ func (m *Manager) showCredits(ctx context.Context, recs []*Record, ks []*APIKey)
 		return nil
 	}
 	if m.credits == nil {
-		return fmt.Errorf("%w: the key names a credit budget the store does not keep", ErrUnavailable)
+		return errNoCreditStore
 	}
 	now := m.now()
 	got, err := m.credits.ReadCredits(ctx, ids, now)

@@ -472,7 +472,7 @@ func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) 
 	}
 	var credits Credits
 	if u.Credits.Set && !u.Credits.Null {
-		if _, err := m.creditStore(); err != nil {
+		if err := m.keepsCredits(); err != nil {
 			return nil, err
 		}
 		if credits, err = validateCredits(&u.Credits.Value, now); err != nil {

@@ -102,7 +102,7 @@ func (m *Manager) validateCreate(req *APIKeyCreate, now time.Time) (keySpec, err
 		return s, err
 	}
 	if req.Credits != nil {
-		if _, err := m.creditStore(); err != nil {
+		if err := m.keepsCredits(); err != nil {
 			return s, err
 		}
 		c, err := validateCredits(req.Credits, now)
