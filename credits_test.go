@@ -332,3 +332,22 @@ func TestCreditsSetByTheProvider(t *testing.T) {
 		t.Fatalf("the account removing its own credits: %+v, %v", up, err)
 	}
 }
+
+// A record naming a budget on a store that keeps none (written by another
+// program, or a store swapped under the keys) fails closed: Verify and Get
+// answer ErrUnavailable, never a key that spends nothing.
+func TestCreditsWithoutACreditStoreFailClosed(t *testing.T) {
+	f := newFixture(t) // its spy store hides memstore's credits
+	f.store.onCreate = func(r *keys.Record) { r.CreditsID = r.ID }
+	k := f.create(t, keys.APIKeyCreate{Name: "foreign budget", Environment: keys.Live})
+	ctx := context.Background()
+	if _, err := f.m.Verify(ctx, string(k.Key)); !errors.Is(err, keys.ErrUnavailable) {
+		t.Fatalf("Verify: %v, want ErrUnavailable", err)
+	}
+	if _, err := f.m.Verify(ctx, string(k.Key), keys.OutsidePlan()); err != nil {
+		t.Fatalf("a key endpoint's Verify spends nothing, so it needs no budget: %v", err)
+	}
+	if _, err := f.m.Get(ctx, k.ID); !errors.Is(err, keys.ErrUnavailable) {
+		t.Fatalf("Get: %v, want ErrUnavailable", err)
+	}
+}
