@@ -103,6 +103,8 @@ func TestCreditsDecoding(t *testing.T) {
 		`{"name":"x","environment":"test","credits":{"remaining":1000000000000001}}`:                                                 "credits.remaining",
 		`{"name":"x","environment":"test","credits":{"remaining":99999999999999999999}}`:                                             "credits.remaining",
 		`{"name":"x","environment":"test","credits":{"remaining":5,"extra":1}}`:                                                      "credits.extra",
+		`{"name":"x","environment":"test","credits":{"remaining":5,"remaining":6}}`:                                                  "credits.remaining",
+		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"amount":1,"amount":2}}}`:                               "credits.refill.amount",
 		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"interval":"weekly","amount":5}}}`:                      "credits.refill.interval",
 		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"amount":5}}}`:                                          "credits.refill.interval",
 		`{"name":"x","environment":"test","credits":{"remaining":5,"refill":{"interval":"daily"}}}`:                                  "credits.refill.amount",

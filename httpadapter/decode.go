@@ -48,6 +48,12 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 // each field to field once: a field twice (parsers disagree on which copy
 // wins, so the ambiguity is refused) or a malformed body is an error.
 func decodeObject(body []byte, field func(name string, raw json.RawMessage) error) error {
+	return decodeObjectIn("", body, field)
+}
+
+// decodeObjectIn is decodeObject for an object inside the body, whose
+// fields' params are named under prefix ("credits.", say).
+func decodeObjectIn(prefix string, body []byte, field func(name string, raw json.RawMessage) error) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	tok, err := dec.Token()
@@ -69,7 +75,7 @@ func decodeObject(body []byte, field func(name string, raw json.RawMessage) erro
 			return malformed()
 		}
 		if seen[name] {
-			return invalidParam(paramName(name), "field appears more than once")
+			return invalidParam(paramName(prefix+name), "field appears more than once")
 		}
 		seen[name] = true
 		if err := field(name, raw); err != nil {
@@ -126,7 +132,7 @@ func creditsField(raw json.RawMessage) (keys.CreditsSpec, error) {
 	if raw[0] != '{' {
 		return c, wrongType("credits", "an object: {\"remaining\": n, \"refill\": {\"interval\": \"daily\" or \"monthly\", \"amount\": n}}")
 	}
-	err := decodeObject(raw, func(name string, raw json.RawMessage) error {
+	err := decodeObjectIn("credits.", raw, func(name string, raw json.RawMessage) error {
 		switch name {
 		case "remaining":
 			n, err := decodeInt64(raw, "credits.remaining", "an integer", keys.MaxCredits)
@@ -150,7 +156,7 @@ func refillField(raw json.RawMessage) (keys.Refill, error) {
 	if raw[0] != '{' {
 		return r, wrongType("credits.refill", "an object: {\"interval\": \"daily\" or \"monthly\", \"amount\": n}")
 	}
-	err := decodeObject(raw, func(name string, raw json.RawMessage) error {
+	err := decodeObjectIn("credits.refill.", raw, func(name string, raw json.RawMessage) error {
 		switch name {
 		case "interval":
 			s, err := decodeString(raw, "credits.refill.interval")
