@@ -60,10 +60,14 @@ type Store struct {
 	usageSwept atomic.Int64
 
 	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qDigests, qExpireIdem string
-	qSpend, qReadCredits, qSetCredits, qSweepCredits                                                           string
-	creditsSwept                                                                                               atomic.Int64 // Unix ns of this instance's last budget sweep
-	spent                                                                                                      spentMemo    // budgets found spent, for a second
-	creditQueries, spentRefusals                                                                               atomic.Int64
+
+	// Credits (credits.go): their statements, this instance's last sweep
+	// (Unix ns), the budgets it found spent, and its counters.
+	qSpend, qReadCredits, qSetCredits, qSweepCredits string
+	creditsSwept                                     atomic.Int64
+	spent                                            spentMemo
+	creditQueries, spentRefusals                     atomic.Int64
+
 	// Import's temporary table (one per connection, emptied at each
 	// commit), its statements and its name.
 	qImportTable, qImport, importTable string
