@@ -115,8 +115,10 @@ func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []s
 	opts := append(buf[:0], keys.FromIP(a.c.clientIP(r)), keys.OnEndpoint(r.Method, r.URL.Path))
 	if outsidePlan {
 		opts = append(opts, keys.OutsidePlan())
-	} else if cost, ok := a.c.costs[a.c.apiOf(r)]; ok {
-		opts = append(opts, keys.CreditCost(cost))
+	} else if len(a.c.costs) > 0 { // the API's name is worked out only for a cost
+		if cost, ok := a.c.costs[a.c.apiOf(r)]; ok {
+			opts = append(opts, keys.CreditCost(cost))
+		}
 	}
 	if len(perms) > 0 {
 		opts = append(opts, keys.Require(perms...))
