@@ -125,7 +125,7 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 	if err := checkOptions(rec, opts); err != nil {
 		return v, err
 	}
-	outside := outsidePlan(opts)
+	outside := (m.plans != nil || rec.CreditsID != "") && outsidePlan(opts) // read only where it matters
 	var checks Checks
 	if rec.RateLimit > 0 {
 		checks[0] = Check{Name: LimitKey, ID: rec.ID, Max: rec.RateLimit}
