@@ -480,3 +480,29 @@ func TestPlanFirstAskIsShared(t *testing.T) {
 		t.Fatalf("50 concurrent first requests asked the PlanFunc %d times", n)
 	}
 }
+
+// OutsidePlan leaves a request out of the account's plan (the key
+// endpoints use it): with the account's minute spent, such requests still
+// pass, and spend nothing of the plan; the key's own limit still applies.
+func TestOutsidePlanSkipsThePlan(t *testing.T) {
+	f, _ := newPlanFixture(t, map[string]keys.Plan{"acct_test": {PerMinute: 2, PerDay: 1000}})
+	ctx := context.Background()
+	k := string(f.create(t, keys.APIKeyCreate{Name: "k", Environment: keys.Test, RateLimit: intp(2)}).Key)
+	other := string(f.create(t, keys.APIKeyCreate{Name: "other", Environment: keys.Test}).Key)
+	for range 2 {
+		if _, err := f.m.Verify(ctx, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.m.Verify(ctx, other); refusedBy(t, err).Name != keys.LimitAccount {
+		t.Fatalf("the account's minute: %v", err)
+	}
+	for i := range 2 {
+		if v, err := f.m.Verify(ctx, k, keys.OutsidePlan()); err != nil || v.RateLimit.Name != keys.LimitKey {
+			t.Fatalf("outside the plan, request %d: %+v, %v", i, v.RateLimit, err)
+		}
+	}
+	if _, err := f.m.Verify(ctx, k, keys.OutsidePlan()); refusedBy(t, err).Name != keys.LimitKey {
+		t.Fatalf("the key's own limit outside the plan: %v", err)
+	}
+}
