@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 )
 
 // Presenting what the store keeps, in any encoding, is not presenting the
@@ -86,7 +88,7 @@ func TestUnknownKeyCostIndependentOfStoreSize(t *testing.T) {
 	fill := func(n int) *keys.Manager {
 		s := memstore.New()
 		for range n {
-			if err := s.Write(context.Background(), keys.Write{Insert: randomRecord(t)}); err != nil {
+			if err := s.Write(context.Background(), store.Write{Insert: randomRecord(t)}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -184,11 +186,11 @@ func TestTimingUnknownVersusWrongSecret(t *testing.T) {
 }
 
 type countingLimiter struct {
-	keys.Limiter
+	limit.Limiter
 	calls atomic.Int64
 }
 
-func (l *countingLimiter) Allow(ctx context.Context, checks keys.Checks, now time.Time) (keys.RateLimit, bool, error) {
+func (l *countingLimiter) Allow(ctx context.Context, checks limit.Checks, now time.Time) (limit.Status, bool, error) {
 	l.calls.Add(1)
 	return l.Limiter.Allow(ctx, checks, now)
 }
@@ -197,7 +199,7 @@ func (l *countingLimiter) Allow(ctx context.Context, checks keys.Checks, now tim
 // rate limiter, not the last-used bookkeeping (memstore's lookups take no
 // lock at all: memstore.TestLookupTakesNoLock).
 func TestUnknownKeysTouchNoSharedState(t *testing.T) {
-	lim := &countingLimiter{Limiter: keys.NewMemoryLimiter()}
+	lim := &countingLimiter{Limiter: limit.NewMemory()}
 	f := newFixture(t, keys.WithLimiter(lim), keys.WithLastUsedFlushInterval(time.Hour))
 	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Live, RateLimit: intp(1000)})
 	for i := range 5000 {
@@ -209,7 +211,7 @@ func TestUnknownKeysTouchNoSharedState(t *testing.T) {
 	if n := lim.calls.Load(); n != 0 {
 		t.Fatalf("unknown keys reached the limiter %d times", n)
 	}
-	if err := f.m.FlushLastUsed(context.Background()); err != nil || f.store.touches.Load() != 0 {
+	if err := f.m.Flush(context.Background()); err != nil || f.store.touches.Load() != 0 {
 		t.Fatalf("unknown keys left last-used work: %d flushes", f.store.touches.Load())
 	}
 	if _, err := f.m.Verify(context.Background(), string(c.Key)); err != nil || lim.calls.Load() != 1 {
@@ -220,10 +222,10 @@ func TestUnknownKeysTouchNoSharedState(t *testing.T) {
 // randomRecord is a stored key's record with a random ID and digest (the
 // core's tests do not import keystest: each mutant of gremlins' run would
 // rebuild it and everything it imports).
-func randomRecord(t testing.TB) *keys.Record {
-	var d keys.Digest
+func randomRecord(t testing.TB) *store.Record {
+	var d store.Digest
 	if _, err := rand.Read(d[:]); err != nil {
 		t.Fatal(err)
 	}
-	return &keys.Record{ID: "key_" + hex.EncodeToString(d[:8]), AccountID: "acct_big", Name: "k", Prefix: "txc_test_abcd", Environment: keys.Test, Digest: d, CreatedAt: time.Now(), Version: 1}
+	return &store.Record{ID: "key_" + hex.EncodeToString(d[:8]), AccountID: "acct_big", Name: "k", Prefix: "txc_test_abcd", Environment: "test", Digest: d, CreatedAt: time.Now(), Version: 1}
 }

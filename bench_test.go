@@ -104,7 +104,7 @@ func BenchmarkVerifyWithMetadata(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		v, err := m.Verify(ctx, key)
-		if err != nil || len(v.Key.Metadata) < 1000 {
+		if err != nil || len(v.Metadata) < 1000 {
 			b.Fatal(err)
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"hash/crc32"
 	"log/slog"
 	"math"
@@ -20,7 +19,9 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 )
 
 // A key expires at its expires_at exactly, and a rolled key's grace ends
@@ -285,40 +286,6 @@ func TestIdempotencyFingerprintEveryField(t *testing.T) {
 	}
 }
 
-// The in-memory limiter's sweep (once a window per shard) drops only keys
-// whose bucket is full again: a key still limited when the sweep runs
-// keeps its state. With 2 a minute: two at t0, a third at t0+40s (the
-// bucket refilled one), then at t0+61s, when the sweep runs, exactly one
-// more passes; a sweep that forgot the key would let two through.
-func TestLimiterSweepKeepsLimitedKeys(t *testing.T) {
-	ctx := context.Background()
-	l := keys.NewMemoryLimiter()
-	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	allow := func(at time.Time) bool {
-		_, ok, err := allowKey(ctx, l, "key_sweep", 2, at)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ok
-	}
-	first, second, third := allow(t0), allow(t0), allow(t0)
-	if !first || !second || third {
-		t.Fatal("a burst of 2, then a refusal, at t0")
-	}
-	if !allow(t0.Add(40 * time.Second)) {
-		t.Fatal("one more at t0+40s")
-	}
-	passed := 0
-	for range 3 {
-		if allow(t0.Add(61 * time.Second)) {
-			passed++
-		}
-	}
-	if passed != 1 {
-		t.Fatalf("%d passed at t0+61s, as the sweep ran: want 1", passed)
-	}
-}
-
 // Rules of Verify that live in the core, tested in the core: a limit of 1
 // a minute admits one request and tells the next to wait a minute; a
 // limiter that fails makes the verification unavailable, never valid and
@@ -358,8 +325,8 @@ func TestRateLimitOfOneAndAFailingLimiter(t *testing.T) {
 
 type failingLimiter struct{}
 
-func (failingLimiter) Allow(context.Context, keys.Checks, time.Time) (keys.RateLimit, bool, error) {
-	return keys.RateLimit{}, false, errors.New("limiter down")
+func (failingLimiter) Allow(context.Context, limit.Checks, time.Time) (limit.Status, bool, error) {
+	return limit.Status{}, false, errors.New("limiter down")
 }
 
 // A key prefix is 1 to 16 lowercase letters and digits: each end of each
@@ -440,39 +407,6 @@ func TestPermissionNameCharacters(t *testing.T) {
 	}
 }
 
-// The in-memory limiter forgets idle keys: 2,000 keys each used once hold
-// state for a window, and a window later (when each shard sweeps on its
-// next call) nothing of them remains but the callers of that moment.
-func TestLimiterForgetsIdleKeys(t *testing.T) {
-	ctx := context.Background()
-	l := keys.NewMemoryLimiter()
-	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i := range 2000 {
-		if _, _, err := allowKey(ctx, l, fmt.Sprintf("key_idle_%d", i), 60, t0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := keys.LimiterEntries(l); n != 2000 {
-		t.Fatalf("%d entries after 2,000 keys' first use", n)
-	}
-	// Half a window on: nothing is due, and no shard sweeps yet.
-	for i := range 200 {
-		_, _, _ = allowKey(ctx, l, fmt.Sprintf("key_mid_%d", i), 60, t0.Add(30*time.Second))
-	}
-	if n := keys.LimiterEntries(l); n != 2200 {
-		t.Fatalf("%d entries half a window on, want 2,200", n)
-	}
-	// A window and a second on, 1,000 new callers reach every shard (with
-	// 200, about one run in twenty left a shard of 64 unreached, holding
-	// its idle keys: a flaky bound, not a leak).
-	for i := range 1000 {
-		_, _, _ = allowKey(ctx, l, fmt.Sprintf("key_late_%d", i), 60, t0.Add(61*time.Second))
-	}
-	if n := keys.LimiterEntries(l); n > 1100 {
-		t.Fatalf("%d entries a window after 2,000 keys went idle: they were not forgotten", n)
-	}
-}
-
 // Rolls count toward the history bound as creates do: a chain of 30 rolls
 // of one key under a cap of 3 keeps at most 3 revoked records (and the
 // live successor), not 30.
@@ -520,11 +454,11 @@ func TestEchoedPermissionAt64Bytes(t *testing.T) {
 
 // touchFails is a store whose last-used flushes fail until healed.
 type touchFails struct {
-	keys.Store
+	store.Store
 	healed atomic.Bool
 }
 
-func (s *touchFails) TouchLastUsed(ctx context.Context, b []keys.LastUsed) error {
+func (s *touchFails) TouchLastUsed(ctx context.Context, b []store.LastUsed) error {
 	if !s.healed.Load() {
 		return errors.New("disk full")
 	}

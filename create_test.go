@@ -12,6 +12,7 @@ import (
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 )
 
 func TestCreateStoresDigestNotKey(t *testing.T) {
@@ -40,7 +41,7 @@ func TestCreateStoresDigestNotKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.AccountID != "acct_1" || rec.Digest == (keys.Digest{}) {
+	if rec.AccountID != "acct_1" || rec.Digest == (store.Digest{}) {
 		t.Fatalf("stored record lacks account or digest")
 	}
 	// The record holds no trace of the key beyond its public prefix.
@@ -71,35 +72,35 @@ func TestCreateValidation(t *testing.T) {
 		param string
 		code  string
 	}{
-		{"name missing", base(func(r *keys.APIKeyCreate) { r.Name = "" }), "name", keys.CodeMissingParameter},
-		{"name blank", base(func(r *keys.APIKeyCreate) { r.Name = " \t " }), "name", keys.CodeMissingParameter},
-		{"name too long", base(func(r *keys.APIKeyCreate) { r.Name = long }), "name", keys.CodeInvalidParameter},
-		{"name NUL", base(func(r *keys.APIKeyCreate) { r.Name = "a\x00b" }), "name", keys.CodeInvalidParameter},
-		{"name newline inside", base(func(r *keys.APIKeyCreate) { r.Name = "a\nb" }), "name", keys.CodeInvalidParameter},
-		{"name RTL override", base(func(r *keys.APIKeyCreate) { r.Name = "abc\u202Etxt.exe" }), "name", keys.CodeInvalidParameter},
-		{"name invalid UTF-8", base(func(r *keys.APIKeyCreate) { r.Name = "a\xffb" }), "name", keys.CodeInvalidParameter},
-		{"environment missing", base(func(r *keys.APIKeyCreate) { r.Environment = "" }), "environment", keys.CodeMissingParameter},
-		{"environment other", base(func(r *keys.APIKeyCreate) { r.Environment = "prod" }), "environment", keys.CodeInvalidParameter},
-		{"environment case", base(func(r *keys.APIKeyCreate) { r.Environment = "LIVE" }), "environment", keys.CodeInvalidParameter},
-		{"permission unknown", base(func(r *keys.APIKeyCreate) { r.Permissions = []string{"identity:read", "identity:delete"} }), "permissions[1]", keys.CodeInvalidParameter},
-		{"permission wildcard", base(func(r *keys.APIKeyCreate) { r.Permissions = []string{"*"} }), "permissions[0]", keys.CodeInvalidParameter},
-		{"permission spaces", base(func(r *keys.APIKeyCreate) { r.Permissions = []string{" identity:read"} }), "permissions[0]", keys.CodeInvalidParameter},
-		{"permission empty", base(func(r *keys.APIKeyCreate) { r.Permissions = []string{""} }), "permissions[0]", keys.CodeInvalidParameter},
-		{"ip garbage", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"10.0.0.1", "banana"} }), "allowed_ips[1]", keys.CodeInvalidParameter},
-		{"ip zone", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"fe80::1%eth0"} }), "allowed_ips[0]", keys.CodeInvalidParameter},
-		{"ip /0", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"0.0.0.0/0"} }), "allowed_ips[0]", keys.CodeInvalidParameter},
-		{"ip v6 /0", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"::/0"} }), "allowed_ips[0]", keys.CodeInvalidParameter},
-		{"ip /129", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"2001:db8::/129"} }), "allowed_ips[0]", keys.CodeInvalidParameter},
-		{"ip /33", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"10.0.0.0/33"} }), "allowed_ips[0]", keys.CodeInvalidParameter},
-		{"ip empty", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{""} }), "allowed_ips[0]", keys.CodeInvalidParameter},
-		{"ip leading zeros", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"010.0.0.1"} }), "allowed_ips[0]", keys.CodeInvalidParameter},
-		{"too many ips", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = ips101 }), "allowed_ips", keys.CodeInvalidParameter},
-		{"rate limit zero", base(func(r *keys.APIKeyCreate) { r.RateLimit = intp(0) }), "rate_limit", keys.CodeInvalidParameter},
-		{"rate limit negative", base(func(r *keys.APIKeyCreate) { r.RateLimit = intp(-5) }), "rate_limit", keys.CodeInvalidParameter},
-		{"rate limit huge", base(func(r *keys.APIKeyCreate) { r.RateLimit = intp(10_000_000 + 1) }), "rate_limit", keys.CodeInvalidParameter},
-		{"expires now", base(func(r *keys.APIKeyCreate) { r.ExpiresAt = ptr(newClock().Now()) }), "expires_at", keys.CodeInvalidParameter},
-		{"expires past", base(func(r *keys.APIKeyCreate) { r.ExpiresAt = &past }), "expires_at", keys.CodeInvalidParameter},
-		{"first problem wins", base(func(r *keys.APIKeyCreate) { r.Name = ""; r.ExpiresAt = &future; r.RateLimit = intp(0) }), "name", keys.CodeMissingParameter},
+		{"name missing", base(func(r *keys.APIKeyCreate) { r.Name = "" }), "name", "missing_parameter"},
+		{"name blank", base(func(r *keys.APIKeyCreate) { r.Name = " \t " }), "name", "missing_parameter"},
+		{"name too long", base(func(r *keys.APIKeyCreate) { r.Name = long }), "name", "invalid_parameter"},
+		{"name NUL", base(func(r *keys.APIKeyCreate) { r.Name = "a\x00b" }), "name", "invalid_parameter"},
+		{"name newline inside", base(func(r *keys.APIKeyCreate) { r.Name = "a\nb" }), "name", "invalid_parameter"},
+		{"name RTL override", base(func(r *keys.APIKeyCreate) { r.Name = "abc\u202Etxt.exe" }), "name", "invalid_parameter"},
+		{"name invalid UTF-8", base(func(r *keys.APIKeyCreate) { r.Name = "a\xffb" }), "name", "invalid_parameter"},
+		{"environment missing", base(func(r *keys.APIKeyCreate) { r.Environment = "" }), "environment", "missing_parameter"},
+		{"environment other", base(func(r *keys.APIKeyCreate) { r.Environment = "prod" }), "environment", "invalid_parameter"},
+		{"environment case", base(func(r *keys.APIKeyCreate) { r.Environment = "LIVE" }), "environment", "invalid_parameter"},
+		{"permission unknown", base(func(r *keys.APIKeyCreate) { r.Permissions = []string{"identity:read", "identity:delete"} }), "permissions[1]", "invalid_parameter"},
+		{"permission wildcard", base(func(r *keys.APIKeyCreate) { r.Permissions = []string{"*"} }), "permissions[0]", "invalid_parameter"},
+		{"permission spaces", base(func(r *keys.APIKeyCreate) { r.Permissions = []string{" identity:read"} }), "permissions[0]", "invalid_parameter"},
+		{"permission empty", base(func(r *keys.APIKeyCreate) { r.Permissions = []string{""} }), "permissions[0]", "invalid_parameter"},
+		{"ip garbage", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"10.0.0.1", "banana"} }), "allowed_ips[1]", "invalid_parameter"},
+		{"ip zone", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"fe80::1%eth0"} }), "allowed_ips[0]", "invalid_parameter"},
+		{"ip /0", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"0.0.0.0/0"} }), "allowed_ips[0]", "invalid_parameter"},
+		{"ip v6 /0", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"::/0"} }), "allowed_ips[0]", "invalid_parameter"},
+		{"ip /129", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"2001:db8::/129"} }), "allowed_ips[0]", "invalid_parameter"},
+		{"ip /33", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"10.0.0.0/33"} }), "allowed_ips[0]", "invalid_parameter"},
+		{"ip empty", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{""} }), "allowed_ips[0]", "invalid_parameter"},
+		{"ip leading zeros", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = []string{"010.0.0.1"} }), "allowed_ips[0]", "invalid_parameter"},
+		{"too many ips", base(func(r *keys.APIKeyCreate) { r.AllowedIPs = ips101 }), "allowed_ips", "invalid_parameter"},
+		{"rate limit zero", base(func(r *keys.APIKeyCreate) { r.RateLimit = intp(0) }), "rate_limit", "invalid_parameter"},
+		{"rate limit negative", base(func(r *keys.APIKeyCreate) { r.RateLimit = intp(-5) }), "rate_limit", "invalid_parameter"},
+		{"rate limit huge", base(func(r *keys.APIKeyCreate) { r.RateLimit = intp(10_000_000 + 1) }), "rate_limit", "invalid_parameter"},
+		{"expires now", base(func(r *keys.APIKeyCreate) { r.ExpiresAt = ptr(newClock().Now()) }), "expires_at", "invalid_parameter"},
+		{"expires past", base(func(r *keys.APIKeyCreate) { r.ExpiresAt = &past }), "expires_at", "invalid_parameter"},
+		{"first problem wins", base(func(r *keys.APIKeyCreate) { r.Name = ""; r.ExpiresAt = &future; r.RateLimit = intp(0) }), "name", "missing_parameter"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -305,7 +306,7 @@ func TestCreateIdempotency(t *testing.T) {
 	t.Run("expires after 24h", func(t *testing.T) {
 		f := newFixture(t)
 		a, _ := f.m.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-0004"))
-		f.clock.Advance(keys.IdempotencyTTL - time.Second)
+		f.clock.Advance((24 * time.Hour) - time.Second)
 		if b, _ := f.m.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-0004")); b.ID != a.ID {
 			t.Fatal("not replayed within the TTL")
 		}
@@ -356,10 +357,10 @@ func TestCreateIdempotency(t *testing.T) {
 		}
 	})
 	t.Run("stored entry is sealed", func(t *testing.T) {
-		store := &spyStore{Store: memstore.New()}
+		spy := &spyStore{Store: memstore.New()}
 		var sealed []byte
-		store.onCreate = func(*keys.Record) {}
-		m, _ := keys.New(&idemSpy{spyStore: store, seen: &sealed})
+		spy.onCreate = func(*store.Record) {}
+		m, _ := keys.New(&idemSpy{spyStore: spy, seen: &sealed})
 		defer m.Close(ctx)
 		c, err := m.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-seal"))
 		if err != nil {
@@ -369,7 +370,7 @@ func TestCreateIdempotency(t *testing.T) {
 			t.Fatal("the idempotency entry holds the response in the clear")
 		}
 		// Another manager (another secret) on the same store cannot open it.
-		m2, _ := keys.New(store)
+		m2, _ := keys.New(spy)
 		defer m2.Close(ctx)
 		if _, err := m2.As(p).Create(ctx, req, keys.IdempotencyKey("retry-key-seal")); err == nil || errors.Is(err, keys.ErrIdempotencyConflict) {
 			t.Fatalf("opened with another secret: %v", err)
@@ -394,7 +395,7 @@ type idemSpy struct {
 	seen *[]byte
 }
 
-func (s *idemSpy) Write(ctx context.Context, w keys.Write) error {
+func (s *idemSpy) Write(ctx context.Context, w store.Write) error {
 	if w.Idempotency != nil {
 		*s.seen = append([]byte(nil), w.Idempotency.Sealed...)
 	}

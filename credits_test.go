@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/credits"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 )
 
-// creditFixture is a Manager on a memstore (a keys.CreditStore) with a
+// creditFixture is a Manager on a memstore (a store.CreditStore) with a
 // settable clock.
 func creditFixture(t *testing.T, opts ...keys.Option) (*keys.Manager, *clock) {
 	t.Helper()
@@ -21,7 +23,7 @@ func creditFixture(t *testing.T, opts ...keys.Option) (*keys.Manager, *clock) {
 	return newManagerAt(t, memstore.New(), c, opts...), c
 }
 
-func createWithCredits(t *testing.T, m *keys.Manager, spec keys.CreditsSpec, rateLimit int) *keys.APIKeyCreated {
+func createWithCredits(t *testing.T, m *keys.Manager, spec credits.Budget, rateLimit int) *keys.APIKeyCreated {
 	t.Helper()
 	req := keys.APIKeyCreate{Name: "metered", Environment: keys.Live, AccountID: "acct_credits", Credits: &spec}
 	if rateLimit > 0 {
@@ -40,7 +42,7 @@ func createWithCredits(t *testing.T, m *keys.Manager, spec keys.CreditsSpec, rat
 func TestCreditsAreSpentExactly(t *testing.T) {
 	m, _ := creditFixture(t)
 	const budget = 300
-	k := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](budget)}, 0)
+	k := createWithCredits(t, m, credits.Budget{Remaining: budget}, 0)
 	var passed, refused atomic.Int64
 	var wg sync.WaitGroup
 	for range 8 {
@@ -56,7 +58,7 @@ func TestCreditsAreSpentExactly(t *testing.T) {
 					if v.Credits.Remaining < 0 {
 						t.Errorf("a request left %d credits", v.Credits.Remaining)
 					}
-				case errors.As(err, &ce) && !errors.Is(err, keys.ErrRateLimited) && keys.OutcomeOf(err) == keys.OutcomeCreditsExhausted:
+				case errors.As(err, &ce) && !errors.Is(err, keys.ErrRateLimited):
 					refused.Add(1)
 					if ce.Credits.Remaining != 0 || ce.Cost != 1 || ce.Credits.RefillsAt != nil {
 						t.Errorf("refusal %+v, want 0 remaining, cost 1, no refill", ce)
@@ -83,7 +85,7 @@ func TestCreditsAreSpentExactly(t *testing.T) {
 // endpoints (OutsidePlan) spend nothing.
 func TestCreditCost(t *testing.T) {
 	m, _ := creditFixture(t)
-	k := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](12)}, 0)
+	k := createWithCredits(t, m, credits.Budget{Remaining: 12}, 0)
 	ctx := context.Background()
 	for _, want := range []int64{7, 2} {
 		v, err := m.Verify(ctx, string(k.Key), keys.CreditCost(5))
@@ -105,10 +107,10 @@ func TestCreditCost(t *testing.T) {
 	if _, err := m.Verify(ctx, string(k.Key), keys.CreditCost(0)); err != nil {
 		t.Fatalf("a free request on a spent budget: %v", err)
 	}
-	if _, err := m.Verify(ctx, string(k.Key), keys.CreditCost(keys.MaxCost)); !errors.Is(err, keys.ErrCreditsExhausted) {
+	if _, err := m.Verify(ctx, string(k.Key), keys.CreditCost(credits.MaxCost)); !errors.Is(err, keys.ErrCreditsExhausted) {
 		t.Fatalf("CreditCost(MaxCost) on a spent budget: %v, want a refusal for credits", err)
 	}
-	for _, bad := range []int64{-1, keys.MaxCost + 1} {
+	for _, bad := range []int64{-1, credits.MaxCost + 1} {
 		if _, err := m.Verify(ctx, string(k.Key), keys.CreditCost(bad)); err == nil || errors.Is(err, keys.ErrCreditsExhausted) {
 			t.Fatalf("CreditCost(%d): %v, want the host's error", bad, err)
 		}
@@ -120,11 +122,11 @@ func TestCreditCost(t *testing.T) {
 func TestCreditsRefill(t *testing.T) {
 	m, clk := creditFixture(t)
 	ctx := context.Background()
-	once := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](1)}, 0)
+	once := createWithCredits(t, m, credits.Budget{Remaining: 1}, 0)
 	if once.Credits == nil || once.Credits.Refill != nil || once.Credits.RefillsAt != nil {
 		t.Fatalf("a budget created without a refill shows %+v", once.Credits)
 	}
-	daily := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](2), Refill: &keys.Refill{Interval: keys.RefillDaily, Amount: 3}}, 0)
+	daily := createWithCredits(t, m, credits.Budget{Remaining: 2, Refill: &credits.Refill{Interval: credits.Daily, Amount: 3}}, 0)
 	midnight := time.Date(2030, 1, 3, 0, 0, 0, 0, time.UTC) // the clock starts at 2030-01-02 03:04:05
 	if c := daily.Credits; c == nil || c.Remaining != 2 || c.RefillsAt == nil || !c.RefillsAt.Equal(midnight) {
 		t.Fatalf("created: %+v, want 2 remaining, refilled at %s", c, midnight)
@@ -163,16 +165,15 @@ func TestCreditsAreValidated(t *testing.T) {
 	m, _ := creditFixture(t)
 	ctx := context.Background()
 	for _, c := range []struct {
-		spec  keys.CreditsSpec
+		spec  credits.Budget
 		param string
 	}{
-		{keys.CreditsSpec{}, "credits.remaining"},
-		{keys.CreditsSpec{Remaining: ptr[int64](-1)}, "credits.remaining"},
-		{keys.CreditsSpec{Remaining: ptr[int64](keys.MaxCredits + 1)}, "credits.remaining"},
-		{keys.CreditsSpec{Remaining: ptr[int64](1), Refill: &keys.Refill{Interval: "weekly", Amount: 5}}, "credits.refill.interval"},
-		{keys.CreditsSpec{Remaining: ptr[int64](1), Refill: &keys.Refill{Amount: 5}}, "credits.refill.interval"},
-		{keys.CreditsSpec{Remaining: ptr[int64](1), Refill: &keys.Refill{Interval: keys.RefillMonthly}}, "credits.refill.amount"},
-		{keys.CreditsSpec{Remaining: ptr[int64](1), Refill: &keys.Refill{Interval: keys.RefillMonthly, Amount: keys.MaxCredits + 1}}, "credits.refill.amount"},
+		{credits.Budget{Remaining: -1}, "credits.remaining"},
+		{credits.Budget{Remaining: credits.Max + 1}, "credits.remaining"},
+		{credits.Budget{Remaining: 1, Refill: &credits.Refill{Interval: "weekly", Amount: 5}}, "credits.refill.interval"},
+		{credits.Budget{Remaining: 1, Refill: &credits.Refill{Amount: 5}}, "credits.refill.interval"},
+		{credits.Budget{Remaining: 1, Refill: &credits.Refill{Interval: credits.Monthly}}, "credits.refill.amount"},
+		{credits.Budget{Remaining: 1, Refill: &credits.Refill{Interval: credits.Monthly, Amount: credits.Max + 1}}, "credits.refill.amount"},
 	} {
 		_, err := m.Create(ctx, keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_v", Credits: &c.spec})
 		var ve *keys.ValidationError
@@ -183,16 +184,16 @@ func TestCreditsAreValidated(t *testing.T) {
 	if l, err := m.List(ctx, keys.ListFilter{AccountID: "acct_v"}); err != nil || len(l.Data) != 0 {
 		t.Fatalf("refused creates stored %d keys (%v)", len(l.Data), err)
 	}
-	for _, edge := range []int64{0, keys.MaxCredits} {
-		if _, err := m.Create(ctx, keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_v", Credits: &keys.CreditsSpec{Remaining: ptr(edge)}}); err != nil {
+	for _, edge := range []int64{0, credits.Max} {
+		if _, err := m.Create(ctx, keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_v", Credits: &credits.Budget{Remaining: edge}}); err != nil {
 			t.Errorf("remaining %d: %v", edge, err)
 		}
 		if edge == 0 {
 			continue // a refill of at least 1
 		}
-		for _, every := range []keys.RefillInterval{keys.RefillDaily, keys.RefillMonthly} {
-			for _, amount := range []int64{1, keys.MaxCredits} {
-				spec := keys.CreditsSpec{Remaining: ptr(edge), Refill: &keys.Refill{Interval: every, Amount: amount}}
+		for _, every := range []credits.Interval{credits.Daily, credits.Monthly} {
+			for _, amount := range []int64{1, credits.Max} {
+				spec := credits.Budget{Remaining: edge, Refill: &credits.Refill{Interval: every, Amount: amount}}
 				if _, err := m.Create(ctx, keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_v", Credits: &spec}); err != nil {
 					t.Errorf("a %s refill of %d: %v", every, amount, err)
 				}
@@ -201,7 +202,7 @@ func TestCreditsAreValidated(t *testing.T) {
 	}
 
 	plain := newFixture(t) // its spy store hides memstore's credits
-	_, err := plain.m.Create(ctx, keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_v", Credits: &keys.CreditsSpec{Remaining: ptr[int64](5)}})
+	_, err := plain.m.Create(ctx, keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_v", Credits: &credits.Budget{Remaining: 5}})
 	var ve *keys.ValidationError
 	if !errors.As(err, &ve) || ve.Param != "credits" {
 		t.Fatalf("credits on a store without them: %v", err)
@@ -214,7 +215,7 @@ func TestCreditsAreValidated(t *testing.T) {
 func TestCreditsThroughTheLifecycle(t *testing.T) {
 	m, _ := creditFixture(t)
 	ctx := context.Background()
-	k := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](10)}, 0)
+	k := createWithCredits(t, m, credits.Budget{Remaining: 10}, 0)
 	for range 4 {
 		if _, err := m.Verify(ctx, string(k.Key)); err != nil {
 			t.Fatal(err)
@@ -241,7 +242,7 @@ func TestCreditsThroughTheLifecycle(t *testing.T) {
 
 	// Set again by an update, with a refill; the old secret's record
 	// names the same budget.
-	up, err := m.Update(ctx, succ.ID, keys.APIKeyUpdate{Credits: keys.Change(keys.CreditsSpec{Remaining: ptr[int64](2), Refill: &keys.Refill{Interval: keys.RefillMonthly, Amount: 100}})})
+	up, err := m.Update(ctx, succ.ID, keys.APIKeyUpdate{Credits: keys.Change(credits.Budget{Remaining: 2, Refill: &credits.Refill{Interval: credits.Monthly, Amount: 100}})})
 	if err != nil || up.Credits == nil || up.Credits.Remaining != 2 || up.Credits.Refill == nil || up.Credits.RefillsAt == nil ||
 		!up.Credits.RefillsAt.Equal(time.Date(2030, 2, 1, 0, 0, 0, 0, time.UTC)) {
 		t.Fatalf("update: %+v, %v", up, err)
@@ -255,17 +256,17 @@ func TestCreditsThroughTheLifecycle(t *testing.T) {
 	}
 
 	// Cleared: the key spends nothing, however often it is used.
-	if up, err := m.Update(ctx, succ.ID, keys.APIKeyUpdate{Credits: keys.Clear[keys.CreditsSpec]()}); err != nil || up.Credits != nil {
+	if up, err := m.Update(ctx, succ.ID, keys.APIKeyUpdate{Credits: keys.Clear[credits.Budget]()}); err != nil || up.Credits != nil {
 		t.Fatalf("clearing credits: %+v, %v", up, err)
 	}
 	for range 5 {
-		if v, err := m.Verify(ctx, string(succ.Key)); err != nil || v.Credits != (keys.Credits{}) {
+		if v, err := m.Verify(ctx, string(succ.Key)); err != nil || v.Credits != (credits.Budget{}) {
 			t.Fatalf("a key without credits: %+v, %v", v.Credits, err)
 		}
 	}
 
 	// A rate limit refuses first: the refused request costs no credit.
-	limited := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](10)}, 2)
+	limited := createWithCredits(t, m, credits.Budget{Remaining: 10}, 2)
 	for range 3 {
 		_, _ = m.Verify(ctx, string(limited.Key))
 	}
@@ -279,7 +280,7 @@ func TestCreditsThroughTheLifecycle(t *testing.T) {
 func TestCreditsInTheIdempotencyFingerprint(t *testing.T) {
 	m, _ := creditFixture(t)
 	ctx := context.Background()
-	req := keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_i", Credits: &keys.CreditsSpec{Remaining: ptr[int64](5)}}
+	req := keys.APIKeyCreate{Name: "x", Environment: keys.Live, AccountID: "acct_i", Credits: &credits.Budget{Remaining: 5}}
 	if _, err := m.Create(ctx, req, keys.IdempotencyKey("idem-credits-0001")); err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +288,7 @@ func TestCreditsInTheIdempotencyFingerprint(t *testing.T) {
 	if err != nil || !again.Replayed || again.Credits == nil || again.Credits.Remaining != 5 {
 		t.Fatalf("the same request again: %+v, %v", again, err)
 	}
-	req.Credits = &keys.CreditsSpec{Remaining: ptr[int64](5000)}
+	req.Credits = &credits.Budget{Remaining: 5000}
 	if _, err := m.Create(ctx, req, keys.IdempotencyKey("idem-credits-0001")); !errors.Is(err, keys.ErrIdempotencyConflict) {
 		t.Fatalf("other credits under the same idempotency key: %v", err)
 	}
@@ -299,12 +300,12 @@ func TestCreditsInTheIdempotencyFingerprint(t *testing.T) {
 func TestCreditsSetByTheProvider(t *testing.T) {
 	m, _ := creditFixture(t)
 	ctx := context.Background()
-	host := createWithCredits(t, m, keys.CreditsSpec{Remaining: ptr[int64](10)}, 0)
+	host := createWithCredits(t, m, credits.Budget{Remaining: 10}, 0)
 	as := m.As(keys.Principal{AccountID: "acct_credits", Subject: "key_admin", Permissions: keys.DefaultVocabulary()})
 	for name, u := range map[string]keys.APIKeyUpdate{
-		"raise":  {Credits: keys.Change(keys.CreditsSpec{Remaining: ptr[int64](keys.MaxCredits)})},
-		"remove": {Credits: keys.Clear[keys.CreditsSpec]()},
-		"refill": {Credits: keys.Change(keys.CreditsSpec{Remaining: ptr[int64](10), Refill: &keys.Refill{Interval: keys.RefillDaily, Amount: 1000}})},
+		"raise":  {Credits: keys.Change(credits.Budget{Remaining: credits.Max})},
+		"remove": {Credits: keys.Clear[credits.Budget]()},
+		"refill": {Credits: keys.Change(credits.Budget{Remaining: 10, Refill: &credits.Refill{Interval: credits.Daily, Amount: 1000}})},
 	} {
 		var pe *keys.PermissionError
 		if _, err := as.Update(ctx, host.ID, u); !errors.As(err, &pe) || pe.Param != "credits" {
@@ -317,18 +318,18 @@ func TestCreditsSetByTheProvider(t *testing.T) {
 	if got, err := m.Get(ctx, host.ID); err != nil || got.Credits == nil || got.Credits.Remaining != 10 || got.Credits.Refill != nil {
 		t.Fatalf("after the refused changes: %+v, %v", got.Credits, err)
 	}
-	if _, err := m.Update(ctx, host.ID, keys.APIKeyUpdate{Credits: keys.Change(keys.CreditsSpec{Remaining: ptr[int64](20)})}); err != nil {
+	if _, err := m.Update(ctx, host.ID, keys.APIKeyUpdate{Credits: keys.Change(credits.Budget{Remaining: 20})}); err != nil {
 		t.Fatalf("the provider changing its credits: %v", err)
 	}
 
-	own, err := as.Create(ctx, keys.APIKeyCreate{Name: "own", Environment: keys.Live, Credits: &keys.CreditsSpec{Remaining: ptr[int64](3)}})
+	own, err := as.Create(ctx, keys.APIKeyCreate{Name: "own", Environment: keys.Live, Credits: &credits.Budget{Remaining: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if up, err := as.Update(ctx, own.ID, keys.APIKeyUpdate{Credits: keys.Change(keys.CreditsSpec{Remaining: ptr[int64](30)})}); err != nil || up.Credits.Remaining != 30 {
+	if up, err := as.Update(ctx, own.ID, keys.APIKeyUpdate{Credits: keys.Change(credits.Budget{Remaining: 30})}); err != nil || up.Credits.Remaining != 30 {
 		t.Fatalf("the account changing its own credits: %+v, %v", up, err)
 	}
-	if up, err := as.Update(ctx, own.ID, keys.APIKeyUpdate{Credits: keys.Clear[keys.CreditsSpec]()}); err != nil || up.Credits != nil {
+	if up, err := as.Update(ctx, own.ID, keys.APIKeyUpdate{Credits: keys.Clear[credits.Budget]()}); err != nil || up.Credits != nil {
 		t.Fatalf("the account removing its own credits: %+v, %v", up, err)
 	}
 }
@@ -338,7 +339,7 @@ func TestCreditsSetByTheProvider(t *testing.T) {
 // answer ErrUnavailable, never a key that spends nothing.
 func TestCreditsWithoutACreditStoreFailClosed(t *testing.T) {
 	f := newFixture(t) // its spy store hides memstore's credits
-	f.store.onCreate = func(r *keys.Record) { r.CreditsID = r.ID }
+	f.store.onCreate = func(r *store.Record) { r.CreditsID = r.ID }
 	k := f.create(t, keys.APIKeyCreate{Name: "foreign budget", Environment: keys.Live})
 	ctx := context.Background()
 	if _, err := f.m.Verify(ctx, string(k.Key)); !errors.Is(err, keys.ErrUnavailable) {
@@ -349,5 +350,18 @@ func TestCreditsWithoutACreditStoreFailClosed(t *testing.T) {
 	}
 	if _, err := f.m.Get(ctx, k.ID); !errors.Is(err, keys.ErrUnavailable) {
 		t.Fatalf("Get: %v, want ErrUnavailable", err)
+	}
+}
+
+// WithCreditCosts refuses a cost outside 0 to credits.MaxCost, naming the
+// API, and takes both ends.
+func TestWithCreditCostsRange(t *testing.T) {
+	for _, n := range []int64{-1, credits.MaxCost + 1} {
+		if _, err := keys.New(memstore.New(), keys.WithCreditCosts(map[string]int64{"GET /x": n})); err == nil || !strings.Contains(err.Error(), `"GET /x"`) {
+			t.Errorf("WithCreditCosts(%d): %v", n, err)
+		}
+	}
+	if _, err := keys.New(memstore.New(), keys.WithCreditCosts(map[string]int64{"GET /x": 0, "GET /y": credits.MaxCost})); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -4,19 +4,14 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"log/slog"
+
+	"github.com/txcloud/keys/store"
 )
 
-// Digest is the fixed-length hash under which a key is stored: SHA-256 of the
-// key, or HMAC-SHA-256 under the Manager's pepper. Stores index records by
-// it. It is not the key, but it is still printed redacted: a digest in a log
-// is one step closer to an offline guessing attack than nothing.
-type Digest [sha256.Size]byte
-
-// equal compares two digests in constant time: four 64-bit XORs ORed
-// together, no branch on the data (crypto/subtle's byte loop costs several
-// times as much on the hot path).
-func (d *Digest) equal(o *Digest) bool {
+// digestEqual compares two digests in constant time: four 64-bit XORs
+// ORed together, no branch on the data (crypto/subtle's byte loop costs
+// several times as much on the hot path).
+func digestEqual(d, o *store.Digest) bool {
 	le := binary.LittleEndian
 	// Parenthesised: in Go, ^ and | share one precedence level.
 	x := (le.Uint64(d[0:]) ^ le.Uint64(o[0:])) |
@@ -25,12 +20,6 @@ func (d *Digest) equal(o *Digest) bool {
 		(le.Uint64(d[24:]) ^ le.Uint64(o[24:]))
 	return x == 0
 }
-
-// Format prints a redacted placeholder for every verb.
-func (Digest) Format(s fmt.State, _ rune) { _, _ = s.Write([]byte("[digest redacted]")) }
-
-// LogValue keeps the digest out of log/slog output.
-func (Digest) LogValue() slog.Value { return slog.StringValue("[digest redacted]") }
 
 // digester computes Digests. Without a pepper it is plain SHA-256; with one it
 // is HMAC-SHA-256 written out over two sha256.Sum256 calls (RFC 2104 with a
@@ -60,7 +49,7 @@ func newDigester(pepper []byte) digester {
 	return h
 }
 
-func (h *digester) sum(key []byte) Digest {
+func (h *digester) sum(key []byte) store.Digest {
 	if !h.peppered {
 		return sha256.Sum256(key)
 	}
@@ -75,8 +64,3 @@ func (h *digester) sum(key []byte) Digest {
 
 // Format prints a redacted placeholder: the pads are the pepper in disguise.
 func (digester) Format(s fmt.State, _ rune) { _, _ = s.Write([]byte("[digester redacted]")) }
-
-// MarshalJSON writes a redacted placeholder: nothing needs a digest in
-// JSON (stores use its bytes), and a log handler that encodes structs as
-// JSON would otherwise print it.
-func (Digest) MarshalJSON() ([]byte, error) { return []byte(`"[digest redacted]"`), nil }

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 )
 
 // Each bound of the foreign-key rules at its edge, one unit either side.
@@ -56,9 +58,9 @@ func TestForeignKeyEdges(t *testing.T) {
 			}
 		}
 	}
-	d := keys.Digest(sha256.Sum256([]byte("sk_" + strings.Repeat("d", 20))))
+	d := [32]byte(sha256.Sum256([]byte("sk_" + strings.Repeat("d", 20))))
 	for prefix, ok := range map[string]bool{"sk_12345678": true, "sk_123456789": false, "sk_1234567~": true, "sk_1234 ": false, "sk_": true} {
-		dd := keys.Digest(sha256.Sum256([]byte("digest for " + prefix))) // one of its own for each
+		dd := [32]byte(sha256.Sum256([]byte("digest for " + prefix))) // one of its own for each
 		res, err := f.m.Import(ctx, []keys.ImportKey{{Digest: &dd, Prefix: prefix, AccountID: "acct", Name: "edge", Environment: keys.Test}})
 		if (err == nil) != ok || ok && res.Created != 1 {
 			t.Fatalf("a digest import with prefix %q: %+v, %v, want ok=%t", prefix, res, err, ok)
@@ -101,7 +103,7 @@ func TestNotifyExpiringPages(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, e := range ev.all {
-		seen[e.Key.ID] = true
+		seen[e.KeyID] = true
 	}
 	if len(seen) != 250 {
 		t.Fatalf("%d distinct keys announced of 250", len(seen))
@@ -111,11 +113,11 @@ func TestNotifyExpiringPages(t *testing.T) {
 // lyingStore answers every digest lookup with the same record, as a
 // broken or hostile store might: the Manager compares digests itself.
 type lyingStore struct {
-	keys.Store
-	rec *keys.Record
+	store.Store
+	rec *store.Record
 }
 
-func (s lyingStore) LookupDigest(context.Context, keys.Digest) (*keys.Record, error) {
+func (s lyingStore) LookupDigest(context.Context, store.Digest) (*store.Record, error) {
 	return s.rec, nil
 }
 
@@ -136,7 +138,7 @@ func TestDigestIsComparedNotTrusted(t *testing.T) {
 	if _, err := m.Verify(ctx, string(other.Key)); !errors.Is(err, keys.ErrInvalidKey) {
 		t.Fatalf("Verify trusted the store's record: %v", err)
 	}
-	rep, err := m.ReportLeak(ctx, string(other.Key), keys.Leak{}, keys.LeakRevoke)
+	rep, err := m.ReportLeak(ctx, string(other.Key), event.Leak{}, keys.LeakRevoke)
 	if err != nil || rep.Found {
 		t.Fatalf("ReportLeak trusted the store's record: %+v, %v", rep, err)
 	}

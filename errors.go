@@ -3,6 +3,9 @@ package keys
 import (
 	"errors"
 	"fmt"
+
+	"github.com/txcloud/keys/limit"
+	"github.com/txcloud/keys/store"
 )
 
 // Sentinel errors. Match them with errors.Is; the library wraps them with
@@ -37,25 +40,26 @@ var (
 	// ErrIdempotencyConflict: an idempotency key was reused with a different
 	// request.
 	ErrIdempotencyConflict = errors.New("keys: idempotency key reused with a different request")
-	// ErrNotFound: no such key (or one the caller may not see). Stores
-	// return it, wrapped or not, for every lookup that misses.
-	ErrNotFound = errors.New("keys: not found")
+	// ErrNotFound: no such key (or one the caller may not see). It is the
+	// same value as store.ErrNotFound, which stores return.
+	ErrNotFound = store.ErrNotFound
 	// ErrUnavailable: the store or the rate limiter failed (a database
 	// down, say). It wraps the underlying error. It is the server's fault,
 	// never the key's: the HTTP adapter answers it with 503, not 401.
 	ErrUnavailable = errors.New("keys: store or limiter unavailable")
 	// ErrKeyLimit: the account already holds the most active (unrevoked)
 	// keys it may (WithMaxKeysPerAccount); revoke one, or roll instead.
-	ErrKeyLimit = errors.New("keys: the account holds the maximum number of active keys")
+	// It is the same value as store.ErrKeyLimit.
+	ErrKeyLimit = store.ErrKeyLimit
 	// ErrClosed: the Manager has been closed.
 	ErrClosed = errors.New("keys: closed")
 )
 
-// Validation error codes, as in the TXCloud error envelope.
+// The codes of a ValidationError, as in the TXCloud error envelope.
 const (
-	CodeMissingParameter = "missing_parameter"
-	CodeInvalidParameter = "invalid_parameter"
-	CodeInvalidRequest   = "invalid_request"
+	codeMissingParameter = "missing_parameter"
+	codeInvalidParameter = "invalid_parameter"
+	codeInvalidRequest   = "invalid_request"
 )
 
 // ValidationError is a request that failed validation. Param names the
@@ -63,7 +67,7 @@ const (
 // Message never contains a secret.
 type ValidationError struct {
 	Param   string
-	Code    string // CodeMissingParameter, CodeInvalidParameter or CodeInvalidRequest
+	Code    string // "missing_parameter", "invalid_parameter" or "invalid_request"
 	Message string
 }
 
@@ -78,11 +82,11 @@ func (e *ValidationError) Error() string {
 func (e *ValidationError) Unwrap() error { return ErrValidation }
 
 func invalid(param, format string, args ...any) *ValidationError {
-	return &ValidationError{Param: param, Code: CodeInvalidParameter, Message: fmt.Sprintf(format, args...)}
+	return &ValidationError{Param: param, Code: codeInvalidParameter, Message: fmt.Sprintf(format, args...)}
 }
 
 func missing(param string) *ValidationError {
-	return &ValidationError{Param: param, Code: CodeMissingParameter, Message: param + " is required"}
+	return &ValidationError{Param: param, Code: codeMissingParameter, Message: param + " is required"}
 }
 
 // PermissionError is an attempt to do or grant more than a principal may.
@@ -97,10 +101,10 @@ func (e *PermissionError) Error() string { return "keys: permission denied: " + 
 // Unwrap makes errors.Is(err, ErrPermissionDenied) hold.
 func (e *PermissionError) Unwrap() error { return ErrPermissionDenied }
 
-// RateLimitError is returned (wrapping ErrRateLimited) when a key is over its
-// limit.
+// RateLimitError is returned (wrapping ErrRateLimited) when a request is
+// over a limit: RateLimit names it, and says when to retry.
 type RateLimitError struct {
-	RateLimit RateLimit
+	RateLimit limit.Status
 }
 
 func (e *RateLimitError) Error() string {

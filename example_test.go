@@ -34,7 +34,7 @@ func ExampleManager_Create() {
 	fmt.Println(created.Permissions)
 
 	v, err := m.Verify(ctx, string(created.Key), keys.Require("transactions:read"))
-	fmt.Println(v.Key.ID == created.ID, err)
+	fmt.Println(v.KeyID == created.ID, err)
 	// Output:
 	// true 47
 	// [key redacted]

@@ -10,19 +10,6 @@ func WithValidChecksum(key string) string {
 	return string(appendChecksum([]byte(body), sum))
 }
 
-// LimiterEntries counts the keys an in-memory limiter holds state for.
-func LimiterEntries(l Limiter) int {
-	m := l.(*memoryLimiter)
-	n := 0
-	for i := range m.shards {
-		s := &m.shards[i]
-		s.mu.Lock()
-		n += len(s.keys) + len(s.accounts)
-		s.mu.Unlock()
-	}
-	return n
-}
-
 // EndpointMatches reports whether a plan's endpoint pattern matches a
 // request's method and path.
 func EndpointMatches(pattern, method, path string) bool {
@@ -30,11 +17,21 @@ func EndpointMatches(pattern, method, path string) bool {
 	return err == nil && ep.match(method, path)
 }
 
-// SetMeterCells lowers m's bound on (key, API) pairs counted at once.
-func SetMeterCells(m *Manager, n int) {
-	m.meter.mu.Lock()
-	m.meter.maxCells = n
-	m.meter.mu.Unlock()
+// UsageDropped is how many requests m's meter could not count (past its
+// memory bounds).
+func UsageDropped(m *Manager) int64 { return m.meter.dropped.Load() }
+
+// SetExtraCells lowers m's bound on the cells of further APIs.
+func SetExtraCells(m *Manager, n int64) { m.states.maxExtra = n }
+
+// OutcomeOf is Verify's outcome for err.
+var OutcomeOf = outcomeOf
+
+// States is how many keys m keeps a state for.
+func States(m *Manager) int {
+	n := 0
+	m.states.each(func(*keyState) { n++ })
+	return n
 }
 
 // MaxAPIsPerKey is the meter's bound on one key's APIs.

@@ -3,6 +3,8 @@ package keys
 import (
 	"crypto/sha256"
 	"strings"
+
+	"github.com/txcloud/keys/store"
 )
 
 // Foreign keys are keys another system issued, imported (Manager.Import)
@@ -52,19 +54,19 @@ func (m *Manager) foreignPrefix(key string) (string, bool) {
 // foreignDigest is the digest of a foreign key: one with a configured
 // prefix, at least minForeignSecret more characters, at most
 // maxForeignKeyLen in all, of printable ASCII without spaces.
-func (m *Manager) foreignDigest(key string) (Digest, bool) {
+func (m *Manager) foreignDigest(key string) (store.Digest, bool) {
 	if len(m.foreign) == 0 || strings.HasPrefix(key, m.format.brand) {
-		return Digest{}, false // a malformed key of ours: refused before any hashing
+		return store.Digest{}, false // a malformed key of ours: refused before any hashing
 	}
 	p, ok := m.foreignPrefix(key)
 	if !ok || len(key) < len(p)+minForeignSecret || len(key) > maxForeignKeyLen {
-		return Digest{}, false
+		return store.Digest{}, false
 	}
 	var buf [maxForeignKeyLen]byte
 	for i := 0; i < len(key); i++ {
 		c := key[i]
 		if c <= ' ' || c > '~' {
-			return Digest{}, false
+			return store.Digest{}, false
 		}
 		buf[i] = c
 	}
@@ -75,7 +77,7 @@ func (m *Manager) foreignDigest(key string) (Digest, bool) {
 
 // presentedDigest is the digest a presented key is stored under: this
 // Manager's own format (checksum first), or a foreign key's.
-func (m *Manager) presentedDigest(key string) (Digest, bool) {
+func (m *Manager) presentedDigest(key string) (store.Digest, bool) {
 	var buf [maxKeyLen]byte
 	if _, ok := m.format.parse(key, &buf); ok {
 		return m.digest.sum(buf[:len(key)]), true

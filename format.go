@@ -93,7 +93,7 @@ func (f keyFormat) generate(env Environment, now time.Time) (Secret, string, err
 	if _, err := rand.Read(pool[:]); err != nil {
 		return "", "", fmt.Errorf("keys: reading randomness: %w", err)
 	}
-	id := uuidV7(now, pool[:10])
+	id := uuidV7(idPrefix, now, pool[:10])
 
 	var out [maxKeyLen]byte
 	p := f.prefixFor(env)
@@ -120,9 +120,9 @@ func (f keyFormat) generate(env Environment, now time.Time) (Secret, string, err
 	return Secret(key), id, nil
 }
 
-// uuidV7 formats "key_" and a version 7 UUID (RFC 9562: 48 bits of Unix
-// milliseconds, then random bits) in one allocation.
-func uuidV7(now time.Time, random []byte) string {
+// uuidV7 formats prefix ("key_", "evt_") and a version 7 UUID (RFC 9562:
+// 48 bits of Unix milliseconds, then random bits) in one allocation.
+func uuidV7(prefix string, now time.Time, random []byte) string {
 	var u uuid.UUID
 	ms := uint64(now.UnixMilli())
 	u[0], u[1], u[2], u[3], u[4], u[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
@@ -130,8 +130,8 @@ func uuidV7(now time.Time, random []byte) string {
 	u[6] = u[6]&0x0f | 0x70 // version 7
 	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
 	const hexDigits = "0123456789abcdef"
-	var b [len(idPrefix) + 36]byte
-	n := copy(b[:], idPrefix)
+	var b [4 + 36]byte
+	n := copy(b[:], prefix)
 	for i, x := range u {
 		if i == 4 || i == 6 || i == 8 || i == 10 {
 			b[n] = '-'
@@ -140,11 +140,18 @@ func uuidV7(now time.Time, random []byte) string {
 		b[n], b[n+1] = hexDigits[x>>4], hexDigits[x&0x0f]
 		n += 2
 	}
-	return string(b[:])
+	return string(b[:n])
 }
 
 // idPrefix marks key IDs, so an ID in a log is recognisable as one.
 const idPrefix = "key_"
+
+// newEventID is an event's ID: "evt_" and a version 7 UUID.
+func newEventID(now time.Time) string {
+	var random [10]byte
+	_, _ = rand.Read(random[:]) // crypto/rand.Read does not fail
+	return uuidV7("evt_", now, random[:])
+}
 
 // appendChecksum appends c as exactly checksumChars base62 digits
 // (62^6 > 2^32, so every CRC-32 fits).

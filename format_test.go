@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/txcloud/keys/store"
 )
 
 func testFormat(t testing.TB) keyFormat {
@@ -202,17 +204,17 @@ func TestHMACMatchesStdlib(t *testing.T) {
 }
 
 func TestDigestEqual(t *testing.T) {
-	var a, b Digest
+	var a, b store.Digest
 	for i := range a {
 		a[i], b[i] = byte(i), byte(i)
 	}
-	if !a.equal(&b) {
+	if !digestEqual(&a, &b) {
 		t.Fatal("equal digests compared unequal")
 	}
 	for i := range b {
 		c := b
 		c[i] ^= 0x01
-		if a.equal(&c) {
+		if digestEqual(&a, &c) {
 			t.Fatalf("digests differing in byte %d compared equal", i)
 		}
 	}
@@ -220,11 +222,11 @@ func TestDigestEqual(t *testing.T) {
 
 func TestSecretsPrintRedacted(t *testing.T) {
 	s := Secret("txc_live_SECRETSECRETSECRETSECRETSECRETSE000000")
-	var d Digest
+	var d store.Digest
 	copy(d[:], "0123456789abcdef0123456789abcdef")
 	holder := struct {
 		K Secret
-		D Digest
+		D store.Digest
 	}{s, d}
 	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%T %v"} {
 		for _, out := range []string{fmt.Sprintf(verb, s), fmt.Sprintf(verb, holder), fmt.Sprintf(verb, &holder), fmt.Sprintf(verb, d)} {

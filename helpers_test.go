@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 )
 
 // clock is a settable time source for tests: no sleeps.
@@ -34,15 +36,15 @@ func (c *clock) Advance(d time.Duration) {
 // spyStore counts what reaches the store and can alter records on the way
 // in (to set revocation, which the lifecycle API will do).
 type spyStore struct {
-	keys.Store
+	store.Store
 	lookups  atomic.Int64
 	creates  atomic.Int64
 	touches  atomic.Int64
-	onCreate func(*keys.Record)
+	onCreate func(*store.Record)
 	failWith error
 }
 
-func (s *spyStore) Write(ctx context.Context, w keys.Write) error {
+func (s *spyStore) Write(ctx context.Context, w store.Write) error {
 	if w.Insert != nil && w.Replace == nil {
 		s.creates.Add(1)
 		if s.onCreate != nil {
@@ -52,7 +54,7 @@ func (s *spyStore) Write(ctx context.Context, w keys.Write) error {
 	return s.Store.Write(ctx, w)
 }
 
-func (s *spyStore) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Record, error) {
+func (s *spyStore) LookupDigest(ctx context.Context, h store.Digest) (*store.Record, error) {
 	s.lookups.Add(1)
 	if s.failWith != nil {
 		return nil, s.failWith
@@ -60,7 +62,7 @@ func (s *spyStore) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Recor
 	return s.Store.LookupDigest(ctx, h)
 }
 
-func (s *spyStore) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error {
+func (s *spyStore) TouchLastUsed(ctx context.Context, batch []store.LastUsed) error {
 	s.touches.Add(1)
 	return s.Store.TouchLastUsed(ctx, batch)
 }
@@ -80,7 +82,7 @@ func newFixture(t *testing.T, opts ...keys.Option) *fixture {
 
 // newManagerAt is a Manager on store with clock's time, closed when the
 // test ends.
-func newManagerAt(t *testing.T, store keys.Store, clock *clock, opts ...keys.Option) *keys.Manager {
+func newManagerAt(t *testing.T, store store.Store, clock *clock, opts ...keys.Option) *keys.Manager {
 	t.Helper()
 	m, err := keys.New(store, append([]keys.Option{keys.WithClock(clock.Now)}, opts...)...)
 	if err != nil {
@@ -118,6 +120,6 @@ func changeLast(key string) string {
 }
 
 // allowKey counts one request against a key's own limit of perMinute.
-func allowKey(ctx context.Context, l keys.Limiter, id string, perMinute int, at time.Time) (keys.RateLimit, bool, error) {
-	return l.Allow(ctx, keys.Checks{{Name: keys.LimitKey, ID: id, Max: perMinute}}, at)
+func allowKey(ctx context.Context, l limit.Limiter, id string, perMinute int, at time.Time) (limit.Status, bool, error) {
+	return l.Allow(ctx, limit.Checks{{Name: limit.Key, ID: id, Max: perMinute}}, at)
 }

@@ -13,10 +13,13 @@ import (
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/txcloud/keys/credits"
+	"github.com/txcloud/keys/store"
 )
 
-// IdempotencyTTL is how long an idempotent result is kept.
-const IdempotencyTTL = 24 * time.Hour
+// idempotencyTTL is how long an idempotent result is kept.
+const idempotencyTTL = 24 * time.Hour
 
 // idempotency keeps create results for retries. A replay must return the
 // same response, secret included, yet the library never keeps a key in
@@ -54,10 +57,14 @@ func scopeMaterial(endpoint string, c caller, idempotencyKey string) []byte {
 // fingerprint identifies a request by its validated form, so a retry that
 // differs only in whitespace, field order or duplicate permissions is the
 // same request.
-func fingerprint(s keySpec) Digest {
+func fingerprint(s keySpec) store.Digest {
 	ips := make([]string, len(s.allowedIPs))
 	for i, p := range s.allowedIPs {
 		ips[i] = formatPrefix(p)
+	}
+	var budget *credits.Budget // in the API's JSON shape, as fingerprints have always had it
+	if c := s.credits; c != nil {
+		budget = &credits.Budget{Remaining: c.Remaining, Refill: c.Refill}
 	}
 	b, _ := json.Marshal(struct {
 		Name        string
@@ -68,11 +75,11 @@ func fingerprint(s keySpec) Digest {
 		ExpiresAt   time.Time
 		// Fields added later are left out when unset, so that a request
 		// without them keeps the fingerprint it had before they existed.
-		OwnerID  string          `json:",omitempty"`
-		Metadata json.RawMessage `json:",omitempty"`
-		Disabled DisabledBy      `json:",omitempty"`
-		Credits  *Credits        `json:",omitempty"`
-	}{s.name, s.environment, s.permissions, ips, s.rateLimit, s.expiresAt, s.ownerID, s.metadata, s.disabled, s.credits})
+		OwnerID  string           `json:",omitempty"`
+		Metadata json.RawMessage  `json:",omitempty"`
+		Disabled store.DisabledBy `json:",omitempty"`
+		Credits  *credits.Budget  `json:",omitempty"`
+	}{s.name, s.environment, s.permissions, ips, s.rateLimit, s.expiresAt, s.ownerID, s.metadata, s.disabled, budget})
 	return sha256.Sum256(b)
 }
 
@@ -88,7 +95,7 @@ func (i idempotency) aead(material []byte) (cipher.AEAD, error) {
 	return chacha20poly1305.NewX(k)
 }
 
-func (i idempotency) seal(material []byte, aad Digest, plaintext []byte) ([]byte, error) {
+func (i idempotency) seal(material []byte, aad store.Digest, plaintext []byte) ([]byte, error) {
 	a, err := i.aead(material)
 	if err != nil {
 		return nil, err
@@ -100,7 +107,7 @@ func (i idempotency) seal(material []byte, aad Digest, plaintext []byte) ([]byte
 	return a.Seal(nonce, nonce, plaintext, aad[:]), nil
 }
 
-func (i idempotency) open(material []byte, aad Digest, sealed []byte) ([]byte, error) {
+func (i idempotency) open(material []byte, aad store.Digest, sealed []byte) ([]byte, error) {
 	a, err := i.aead(material)
 	if err != nil {
 		return nil, err
@@ -119,18 +126,18 @@ const (
 
 // sealer makes the idempotency entry that stores created, for a run of
 // withIdempotency to insert atomically with its own change.
-type sealer func(created *APIKeyCreated, keyID string) (*IdempotencyRecord, error)
+type sealer func(created *APIKeyCreated, keyID string) (*store.IdempotencyRecord, error)
 
 // withIdempotency runs run at most once per (principal, endpoint,
-// idempotency key) for IdempotencyTTL: a retry with the same fingerprint
+// idempotency key) for idempotencyTTL: a retry with the same fingerprint
 // replays the stored result, another fingerprint is ErrIdempotencyConflict.
 // run must store its change together with the entry its sealer makes, and
-// return ErrIdempotencyKeyExists if the store refused it for that entry;
+// return store.ErrIdempotencyKeyExists if the store refused it for that entry;
 // then a concurrent request won the race, and its result is replayed.
-func (m *Manager) withIdempotency(ctx context.Context, c caller, endpoint, idempotencyKey string, fp Digest, now time.Time, run func(sealer) (*APIKeyCreated, error)) (*APIKeyCreated, error) {
+func (m *Manager) withIdempotency(ctx context.Context, c caller, endpoint, idempotencyKey string, fp store.Digest, now time.Time, run func(sealer) (*APIKeyCreated, error)) (*APIKeyCreated, error) {
 	material := scopeMaterial(endpoint, c, idempotencyKey)
-	scope := Digest(sha256.Sum256(material))
-	seal := func(created *APIKeyCreated, keyID string) (*IdempotencyRecord, error) {
+	scope := store.Digest(sha256.Sum256(material))
+	seal := func(created *APIKeyCreated, keyID string) (*store.IdempotencyRecord, error) {
 		body, err := json.Marshal(created)
 		if err != nil {
 			return nil, err
@@ -139,9 +146,9 @@ func (m *Manager) withIdempotency(ctx context.Context, c caller, endpoint, idemp
 		if err != nil {
 			return nil, err
 		}
-		return &IdempotencyRecord{
+		return &store.IdempotencyRecord{
 			Scope: scope, Fingerprint: fp, KeyID: keyID, Sealed: sealed,
-			CreatedAt: storedTime(now), ExpiresAt: storedTime(now.Add(IdempotencyTTL)),
+			CreatedAt: storedTime(now), ExpiresAt: storedTime(now.Add(idempotencyTTL)),
 		}, nil
 	}
 	for range 2 {
@@ -149,11 +156,11 @@ func (m *Manager) withIdempotency(ctx context.Context, c caller, endpoint, idemp
 		switch {
 		case err == nil:
 			return m.replay(prev, fp, material)
-		case !errors.Is(err, ErrNotFound):
+		case !errors.Is(err, store.ErrNotFound):
 			return nil, fmt.Errorf("%w: looking up idempotency key: %w", ErrUnavailable, err)
 		}
 		created, err := run(seal)
-		if !errors.Is(err, ErrIdempotencyKeyExists) {
+		if !errors.Is(err, store.ErrIdempotencyKeyExists) {
 			return created, err
 		}
 	}
@@ -176,10 +183,10 @@ func (m *Manager) createIdempotent(ctx context.Context, c caller, account string
 		if err != nil {
 			return nil, err
 		}
-		switch err := m.store.Write(ctx, Write{Insert: rec, Idempotency: entry, Credits: s.budget(rec), MaxActive: s.maxKeys, KeepRevoked: s.maxKeys}); {
+		switch err := m.store.Write(ctx, store.Write{Insert: rec, Idempotency: entry, Credits: s.budget(rec), MaxActive: s.maxKeys, KeepRevoked: s.maxKeys}); {
 		case err == nil:
 			return created, nil
-		case errors.Is(err, ErrIdempotencyKeyExists), errors.Is(err, ErrKeyLimit):
+		case errors.Is(err, store.ErrIdempotencyKeyExists), errors.Is(err, ErrKeyLimit):
 			return nil, err
 		default:
 			return nil, fmt.Errorf("%w: storing key: %w", ErrUnavailable, err)
@@ -187,7 +194,7 @@ func (m *Manager) createIdempotent(ctx context.Context, c caller, account string
 	})
 }
 
-func (m *Manager) replay(prev *IdempotencyRecord, fp Digest, material []byte) (*APIKeyCreated, error) {
+func (m *Manager) replay(prev *store.IdempotencyRecord, fp store.Digest, material []byte) (*APIKeyCreated, error) {
 	if prev.Fingerprint != fp {
 		return nil, ErrIdempotencyConflict
 	}

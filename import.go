@@ -3,11 +3,15 @@ package keys
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/txcloud/keys/observe"
+	"github.com/txcloud/keys/store"
 )
 
 // ImportKey is one key issued elsewhere, for Manager.Import: the key in
@@ -19,7 +23,7 @@ type ImportKey struct {
 	Key Secret
 	// Digest is the SHA-256 of a foreign key, for a key whose plain text
 	// is not known; Prefix then says which foreign prefix it has.
-	Digest *Digest
+	Digest *[sha256.Size]byte
 	// Prefix, for a Digest import, is the key's non-secret beginning, as
 	// responses will show it: a configured foreign prefix, and at most 8
 	// more characters of the key.
@@ -43,36 +47,26 @@ type ImportResult struct {
 	Existing int // keys already stored (an earlier import): left as they are
 }
 
-// Importer is a Store that imports a batch of records in one step (one
-// transaction, or a COPY). Import inserts every record of recs whose ID
-// and Digest are not stored yet (nor earlier in recs), all or none, and
-// returns how many it inserted; the others are skipped, whatever their
-// other fields. Import does not apply Write's bounds: the host is bringing in
-// keys that already exist. Stores that are not Importers are given one
-// Write per record.
-type Importer interface {
-	Import(ctx context.Context, recs []*Record) (inserted int, err error)
-}
-
-// ImportBatch is how many records Import hands a store at once.
-const ImportBatch = 10000
+// importBatch is how many records Import hands a store at once.
+const importBatch = 10000
 
 // Import stores keys issued elsewhere, so that their holders keep using
 // them through Verify. Every entry is validated first, with create's
 // rules (a *ValidationError whose Param names the entry, "[3].name"), and
 // nothing is stored unless all pass. Importing the same keys again creates
 // nothing twice: a key whose digest is stored is counted as Existing. It
-// writes in batches of ImportBatch, each all or nothing; on an error, the
-// batches before it are stored, and importing again finishes the job.
-// Import emits no events: the keys are not new to their holders.
+// writes in batches of 10,000, each all or nothing; on an error, the
+// batches before it are stored (and counted), and importing again
+// finishes the job. Import emits no events: the keys are not new to their
+// holders.
 func (m *Manager) Import(ctx context.Context, in []ImportKey) (res ImportResult, err error) {
-	ctx, end := m.op(ctx, OpImport)
+	ctx, end := m.op(ctx, observe.Import)
 	defer func() { end(err) }()
 	if m.closed.Load() {
 		return res, ErrClosed
 	}
 	now := m.now()
-	recs := make([]*Record, len(in))
+	recs := make([]*store.Record, len(in))
 	for i := range in {
 		r, err := m.importRecord(&in[i], now)
 		if err != nil {
@@ -84,9 +78,9 @@ func (m *Manager) Import(ctx context.Context, in []ImportKey) (res ImportResult,
 		}
 		recs[i] = r
 	}
-	imp, _ := capability[Importer](m.store)
+	imp, _ := store.Capability[store.Importer](m.store)
 	for len(recs) > 0 {
-		batch := recs[:min(ImportBatch, len(recs))]
+		batch := recs[:min(importBatch, len(recs))]
 		recs = recs[len(batch):]
 		n, err := m.importBatch(ctx, imp, batch)
 		res.Created += n
@@ -98,14 +92,14 @@ func (m *Manager) Import(ctx context.Context, in []ImportKey) (res ImportResult,
 	return res, nil
 }
 
-func (m *Manager) importBatch(ctx context.Context, imp Importer, batch []*Record) (int, error) {
+func (m *Manager) importBatch(ctx context.Context, imp store.Importer, batch []*store.Record) (int, error) {
 	if imp != nil {
 		return imp.Import(ctx, batch)
 	}
 	n := 0
 	for _, r := range batch {
-		switch err := m.store.Write(ctx, Write{Insert: r}); {
-		case errors.Is(err, ErrDuplicate):
+		switch err := m.store.Write(ctx, store.Write{Insert: r}); {
+		case errors.Is(err, store.ErrDuplicate):
 		case err != nil:
 			return n, err
 		default:
@@ -116,7 +110,7 @@ func (m *Manager) importBatch(ctx context.Context, imp Importer, batch []*Record
 }
 
 // importRecord validates one entry and makes its record.
-func (m *Manager) importRecord(k *ImportKey, now time.Time) (*Record, error) {
+func (m *Manager) importRecord(k *ImportKey, now time.Time) (*store.Record, error) {
 	if k.AccountID == "" {
 		return nil, missing("account_id")
 	}
@@ -140,7 +134,7 @@ func (m *Manager) importRecord(k *ImportKey, now time.Time) (*Record, error) {
 		}
 		created = k.CreatedAt
 	}
-	r := &Record{AccountID: k.AccountID, Name: s.name, Environment: s.environment, Permissions: s.permissions,
+	r := &store.Record{AccountID: k.AccountID, Name: s.name, Environment: string(s.environment), Permissions: s.permissions,
 		AllowedIPs: s.allowedIPs, RateLimit: s.rateLimit, ExpiresAt: s.expiresAt, OwnerID: s.ownerID,
 		Metadata: s.metadata, CreatedAt: storedTime(created), Version: 1}
 	switch {
@@ -183,5 +177,5 @@ func newKeyID(created time.Time) (string, error) {
 	if _, err := rand.Read(random[:]); err != nil {
 		return "", fmt.Errorf("keys: reading randomness: %w", err)
 	}
-	return uuidV7(created, random[:]), nil
+	return uuidV7(idPrefix, created, random[:]), nil
 }

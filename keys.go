@@ -12,6 +12,12 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/txcloud/keys/credits"
+	"github.com/txcloud/keys/event"
+	"github.com/txcloud/keys/limit"
+	"github.com/txcloud/keys/observe"
+	"github.com/txcloud/keys/store"
 )
 
 // Environment is the environment a key works in.
@@ -39,12 +45,13 @@ type APIKeyCreate struct {
 	// OwnerID is the host's identifier of whoever the key is for: 1 to
 	// 128 printable ASCII characters, no spaces; "": none.
 	OwnerID string `json:"owner_id,omitempty"`
-	// Metadata is a JSON object of the host's (at most MaxMetadataBytes
-	// once compacted, nested at most MaxMetadataDepth deep, no name twice
+	// Metadata is a JSON object of the host's (at most maxMetadataBytes
+	// once compacted, nested at most maxMetadataDepth deep, no name twice
 	// in one object), returned by Verify, get and list.
 	Metadata json.RawMessage `json:"metadata,omitempty"`
-	// Credits gives the key a budget of uses (see Credits); nil: none.
-	Credits *CreditsSpec `json:"credits,omitempty"`
+	// Credits gives the key a budget of uses (package credits); nil:
+	// none. RefillsAt is ignored.
+	Credits *credits.Budget `json:"credits,omitempty"`
 	// Disabled creates the key disabled (the API's "enabled": false): by
 	// the host for the Manager's own Create, by the account for a Scoped
 	// one.
@@ -77,7 +84,7 @@ type APIKey struct {
 	// is enabled again.
 	Enabled bool `json:"enabled"`
 	// Credits is the key's budget as it stands; nil: the key has none.
-	Credits *Credits `json:"credits,omitempty"`
+	Credits *credits.Budget `json:"credits,omitempty"`
 }
 
 // APIKeyCreated is the 201 response of a create or a roll: the key plus
@@ -97,6 +104,46 @@ type APIKeyCreated struct {
 func (c APIKeyCreated) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("id", c.ID), slog.String("prefix", c.Prefix),
 		slog.String("environment", string(c.Environment)), slog.String("key", "[key redacted]"))
+}
+
+// apiKeyOf is rec as the API shows it, without its credits (which the
+// store keeps apart: see Manager.shown).
+func apiKeyOf(r *store.Record) APIKey {
+	k := APIKey{
+		ID:          r.ID,
+		Name:        r.Name,
+		Prefix:      r.Prefix,
+		Environment: Environment(r.Environment),
+		Permissions: slices.Clone(r.Permissions),
+		AllowedIPs:  make([]string, len(r.AllowedIPs)),
+		CreatedAt:   r.CreatedAt,
+		OwnerID:     r.OwnerID,
+		Metadata:    r.Metadata,
+		Enabled:     r.Disabled == store.NotDisabled,
+	}
+	if k.Permissions == nil {
+		k.Permissions = []string{}
+	}
+	for i, p := range r.AllowedIPs {
+		k.AllowedIPs[i] = formatPrefix(p)
+	}
+	if r.RateLimit > 0 {
+		n := r.RateLimit
+		k.RateLimit = &n
+	}
+	if !r.ExpiresAt.IsZero() {
+		t := r.ExpiresAt
+		k.ExpiresAt = &t
+	}
+	if !r.LastUsed.IsZero() {
+		t := r.LastUsed
+		k.LastUsed = &t
+	}
+	if !r.RevokedAt.IsZero() {
+		t := r.RevokedAt
+		k.RevokedAt = &t
+	}
+	return k
 }
 
 // Principal is whoever acts on keys through Manager.As: an authenticated
@@ -126,7 +173,7 @@ func (p Principal) Has(perm string) bool { return slices.Contains(p.Permissions,
 // As(p) gives the same methods acting for a principal, with the rules of
 // the HTTP endpoints.
 type Manager struct {
-	store            Store
+	store            store.Store
 	now              func() time.Time
 	format           keyFormat
 	digest           digester
@@ -134,28 +181,32 @@ type Manager struct {
 	vocabularyList   []string
 	maxAllowedIPs    int
 	defaultRateLimit int
-	limiter          Limiter
-	onEvent          func(context.Context, Event)
+	limiter          limit.Limiter
+	onEvent          func(context.Context, event.Event)
 	idem             idempotency
-	usage            *usageRecorder
-	obs              Observer  // nil: none
-	epoch            time.Time // when New ran: Verify's timer reads the monotonic clock against it
+	states           *states          // what the Manager keeps per key it has verified
+	lastUsed         *lastUsed        // last-used times noted, not flushed yet
+	meter            *meter           // nil: the store keeps no usage
+	obs              observe.Observer // nil: none
+	epoch            time.Time        // when New ran: Verify's timer reads the monotonic clock against it
 	logger           *slog.Logger
 	maxKeys          int
 	maxLifetime      time.Duration
-	foreign          []string    // WithForeignPrefixes
-	plans            *plans      // WithPlans; nil: none
-	meter            *meter      // nil: the store keeps no usage
-	credits          CreditStore // the store's, or nil: it keeps no credits
+	foreign          []string          // WithForeignPrefixes
+	plans            *plans            // WithPlans; nil: none
+	credits          store.CreditStore // the store's, or nil: it keeps no credits
 	currency         string
 	prices           map[string]int64 // WithPrices
+	costs            map[string]int64 // WithCreditCosts
+	background       *background
 	closed           atomic.Bool
 }
 
-// New returns a Manager on store. Close it when done; the store is the
-// caller's to close.
-func New(store Store, opts ...Option) (*Manager, error) {
-	if store == nil {
+// New returns a Manager on st (memstore.New(), or a shared store such as
+// the pgstore module's). Close it when done; the store is the caller's to
+// close.
+func New(st store.Store, opts ...Option) (*Manager, error) {
+	if st == nil {
 		return nil, errors.New("keys: New: nil store")
 	}
 	c := config{
@@ -180,7 +231,7 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		return nil, err
 	}
 	if c.limiter == nil {
-		c.limiter = NewMemoryLimiter()
+		c.limiter = limit.NewMemory()
 	}
 	idemSecret := c.idemSecret
 	if idemSecret == nil && c.pepper != nil {
@@ -195,7 +246,7 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		}
 	}
 	m := &Manager{
-		store:            store,
+		store:            st,
 		now:              c.now,
 		format:           format,
 		digest:           newDigester(c.pepper),
@@ -212,8 +263,11 @@ func New(store Store, opts ...Option) (*Manager, error) {
 		foreign:          c.foreign,
 		currency:         cmp.Or(c.currency, "USD"),
 		prices:           c.prices,
+		costs:            c.costs,
+		obs:              c.observer,
+		epoch:            time.Now(),
 	}
-	m.credits, _ = capability[CreditStore](store)
+	m.credits, _ = store.Capability[store.CreditStore](st)
 	if c.plans != nil {
 		m.plans = &plans{fetch: c.plans, ttl: int64(c.planTTL)}
 	}
@@ -225,33 +279,28 @@ func New(store Store, opts ...Option) (*Manager, error) {
 	for _, p := range c.vocabulary {
 		m.vocabulary[p] = struct{}{}
 	}
-	m.obs, m.epoch = c.observer, time.Now()
-	m.usage = startUsageRecorder(store, c.flushInterval, c.logger, m.obs)
-	m.meter = newMeter(store, c.logger, c.now, m.obs)
+	m.states = newStates()
+	m.lastUsed = &lastUsed{}
+	if us, ok := store.Capability[store.UsageStore](st); ok {
+		m.meter = &meter{store: us}
+	}
+	m.background = m.startBackground(c.flushInterval)
 	return m, nil
 }
 
 // Vocabulary returns the permissions a key of this Manager may hold.
 func (m *Manager) Vocabulary() []string { return slices.Clone(m.vocabularyList) }
 
-// Close stops the Manager's background flushers and writes pending
-// last-used times and usage counts to the store, within ctx's deadline. It does not close the Store,
-// which the caller opened and closes. Close is idempotent; after it, every
-// method returns ErrClosed.
+// Close stops the Manager's background work and writes pending last-used
+// times and usage counts to the store, within ctx's deadline. It does not
+// close the Store, which the caller opened and closes. Close is
+// idempotent; after it, every method returns ErrClosed.
 func (m *Manager) Close(ctx context.Context) error {
 	if !m.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	var err error
-	if m.meter != nil {
-		err = m.meter.close(ctx)
-	}
-	return errors.Join(m.usage.close(ctx), err)
+	return m.background.stop(ctx, m)
 }
-
-// FlushLastUsed writes the last-used times noted so far to the store now,
-// instead of at the next interval.
-func (m *Manager) FlushLastUsed(ctx context.Context) error { return m.usage.flush(ctx) }
 
 // Format prints the Manager without its secrets (the HMAC pads derived from
 // the pepper, the idempotency secret), which fmt would otherwise print by
@@ -291,8 +340,8 @@ func (c caller) account(asked string) (string, error) {
 
 // sees reports whether the caller may see a record: a principal sees only
 // its account's keys, and a test principal only test keys.
-func (c caller) sees(r *Record) bool {
-	return c.trusted || r.AccountID == c.p.AccountID && (c.p.Environment == "" || r.Environment == c.p.Environment)
+func (c caller) sees(r *store.Record) bool {
+	return c.trusted || r.AccountID == c.p.AccountID && (c.p.Environment == "" || r.Environment == string(c.p.Environment))
 }
 
 // mayGrant is the no-escalation rule: a principal grants only permissions it
@@ -355,7 +404,7 @@ func (s Scoped) Create(ctx context.Context, req APIKeyCreate, opts ...IssueOptio
 }
 
 func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts []IssueOption) (_ *APIKeyCreated, err error) {
-	ctx, end := m.op(ctx, OpCreate)
+	ctx, end := m.op(ctx, observe.Create)
 	defer func() { end(err) }()
 	if m.closed.Load() {
 		return nil, ErrClosed
@@ -384,8 +433,8 @@ func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts [
 	if spec.rateLimit, spec.maxKeys, err = m.planLimits(ctx, account, spec.rateLimit, req.RateLimit != nil); err != nil {
 		return nil, err
 	}
-	if spec.disabled != NotDisabled && !c.trusted {
-		spec.disabled = DisabledByAccount
+	if spec.disabled != store.NotDisabled && !c.trusted {
+		spec.disabled = store.DisabledByAccount
 	}
 	if spec.credits != nil {
 		spec.credits.ByHost = c.trusted // the provider's budget is the provider's to change
@@ -397,7 +446,7 @@ func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts [
 		created, err = m.issue(ctx, spec, account, now)
 	}
 	if err == nil && !created.Replayed {
-		m.emit(ctx, EventKeyCreated, created.APIKey, "", c.p.Subject)
+		m.emit(ctx, keyEvent(event.KeyCreated, account, c), &created.APIKey)
 	}
 	return created, err
 }
@@ -408,7 +457,7 @@ func (m *Manager) issue(ctx context.Context, s keySpec, accountID string, now ti
 	if err != nil {
 		return nil, err
 	}
-	switch err := m.store.Write(ctx, Write{Insert: rec, Credits: s.budget(rec), MaxActive: s.maxKeys, KeepRevoked: s.maxKeys}); {
+	switch err := m.store.Write(ctx, store.Write{Insert: rec, Credits: s.budget(rec), MaxActive: s.maxKeys, KeepRevoked: s.maxKeys}); {
 	case errors.Is(err, ErrKeyLimit):
 		return nil, err
 	case err != nil:
@@ -418,19 +467,19 @@ func (m *Manager) issue(ctx context.Context, s keySpec, accountID string, now ti
 }
 
 // newKey generates a secret and the record that stores its digest.
-func (m *Manager) newKey(s keySpec, accountID string, now time.Time) (*APIKeyCreated, *Record, error) {
+func (m *Manager) newKey(s keySpec, accountID string, now time.Time) (*APIKeyCreated, *store.Record, error) {
 	secret, id, err := m.format.generate(s.environment, now)
 	if err != nil {
 		return nil, nil, err
 	}
 	var buf [maxKeyLen]byte
 	n := copy(buf[:], secret)
-	rec := &Record{
+	rec := &store.Record{
 		ID:          id,
 		AccountID:   accountID,
 		Name:        s.name,
 		Prefix:      m.format.displayPrefix(secret),
-		Environment: s.environment,
+		Environment: string(s.environment),
 		Permissions: s.permissions,
 		AllowedIPs:  s.allowedIPs,
 		RateLimit:   s.rateLimit,
@@ -442,10 +491,10 @@ func (m *Manager) newKey(s keySpec, accountID string, now time.Time) (*APIKeyCre
 		Disabled:    s.disabled,
 		Version:     1,
 	}
-	created := &APIKeyCreated{APIKey: rec.APIKey(), Key: secret}
+	created := &APIKeyCreated{APIKey: apiKeyOf(rec), Key: secret}
 	if s.credits != nil {
 		rec.CreditsID = id
-		created.Credits = s.credits.shown(now)
+		created.Credits = shownBudget(*s.credits, now)
 	}
 	return created, rec, nil
 }

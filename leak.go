@@ -4,15 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
-)
 
-// Leak says where a key was found in public (a secret-scanning report).
-type Leak struct {
-	URL    string // where it was found
-	Source string // what kind of place: "content", "commit", "npm", …
-	Type   string // the scanner's name for the kind of secret
-}
+	"github.com/txcloud/keys/event"
+	"github.com/txcloud/keys/observe"
+	"github.com/txcloud/keys/store"
+)
 
 // LeakAction is what ReportLeak does to a live key.
 type LeakAction uint8
@@ -38,15 +34,18 @@ type LeakReport struct {
 	KeyID string
 }
 
-// ReportLeak handles a report that key was seen in public: if it is a
-// stored key, it revokes or disables it as action says (unless it is
-// already revoked, or disabled for LeakDisable), and emits key.leaked,
-// with Event.Leak, for every report of a stored key, so that the host can
-// tell its holder. A key rolled and in its grace period is revoked at
-// once. A key that is not stored (malformed, never issued, or pruned) is
-// not Found, and nothing changes.
-func (m *Manager) ReportLeak(ctx context.Context, key string, leak Leak, action LeakAction) (rep LeakReport, err error) {
-	ctx, end := m.op(ctx, OpReportLeak)
+// ReportLeak handles a report that key was seen in public (where says
+// where): if it is a stored key, it revokes or disables it as action
+// says (unless it is already revoked, or disabled for LeakDisable), and
+// emits key.leaked, with event.Event.Leak, for every report of a stored
+// key, so that the host can tell its holder. A key rolled and in its
+// grace period is revoked at once.
+//
+// A key that is not stored (malformed, never issued, or pruned) is not
+// Found, and nothing changes. Package secretscanning receives GitHub's
+// reports and calls it.
+func (m *Manager) ReportLeak(ctx context.Context, key string, where event.Leak, action LeakAction) (rep LeakReport, err error) {
+	ctx, end := m.op(ctx, observe.ReportLeak)
 	defer func() { end(err) }()
 	if m.closed.Load() {
 		return rep, ErrClosed
@@ -60,11 +59,11 @@ func (m *Manager) ReportLeak(ctx context.Context, key string, leak Leak, action 
 	}
 	rec, err := m.store.LookupDigest(ctx, d)
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 		return rep, nil
 	case err != nil:
 		return rep, fmt.Errorf("%w: looking up key: %w", ErrUnavailable, err)
-	case !rec.Digest.equal(&d):
+	case !digestEqual(&rec.Digest, &d):
 		return rep, nil
 	}
 	rep.Found, rep.KeyID = true, rec.ID
@@ -75,55 +74,18 @@ func (m *Manager) ReportLeak(ctx context.Context, key string, leak Leak, action 
 	case live && action == LeakRevoke:
 		k, err = m.revoke(ctx, trusted, rec.ID)
 		rep.Acted = err == nil
-	case live && rec.Disabled != DisabledByHost:
+	case live && rec.Disabled != store.DisabledByHost:
 		k, err = m.updateKey(ctx, trusted, rec.ID, APIKeyUpdate{Enabled: Change(false)})
 		rep.Acted = err == nil
 	default:
-		kk := rec.APIKey()
+		kk := apiKeyOf(rec)
 		k = &kk
 	}
 	if err != nil {
 		return rep, err
 	}
-	if m.onEvent != nil {
-		l := leak
-		m.onEvent(ctx, Event{Type: EventKeyLeaked, Key: *k, At: m.now(), Leak: &l})
-	}
+	e := keyEvent(event.KeyLeaked, rec.AccountID, trusted)
+	e.Leak = &where
+	m.emit(ctx, e, k)
 	return rep, nil
-}
-
-// NotifyExpiring emits key.expiring for every unrevoked key, of every
-// account, whose expiry falls in [from, to), and returns how many. The
-// host schedules it: called every hour with [now+7d, now+7d+1h) and
-// [now+24h, now+25h), each key is announced once 7 days and once a day
-// before it stops working (GitLab's schedule), with no state kept here.
-// Windows are read a page of 100 keys at a time.
-func (m *Manager) NotifyExpiring(ctx context.Context, from, to time.Time) (n int, err error) {
-	ctx, end := m.op(ctx, OpNotifyExpiring)
-	defer func() { end(err) }()
-	if m.closed.Load() {
-		return 0, ErrClosed
-	}
-	if !from.Before(to) {
-		return 0, invalid("to", "the window must end after it starts")
-	}
-	no := false
-	q := ListQuery{Revoked: &no, ExpiresFrom: from, ExpiresBefore: to, Limit: 100}
-	for {
-		recs, err := m.store.List(ctx, q)
-		if err != nil {
-			return n, fmt.Errorf("%w: listing expiring keys: %w", ErrUnavailable, err)
-		}
-		for _, r := range recs {
-			if m.onEvent != nil {
-				m.onEvent(ctx, Event{Type: EventKeyExpiring, Key: r.APIKey(), At: m.now()})
-			}
-			n++
-		}
-		if len(recs) < q.Limit {
-			return n, nil
-		}
-		last := recs[len(recs)-1]
-		q.After = &ListPosition{CreatedAt: last.CreatedAt, ID: last.ID}
-	}
 }

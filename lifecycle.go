@@ -11,6 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/txcloud/keys/credits"
+	"github.com/txcloud/keys/event"
+	"github.com/txcloud/keys/observe"
+	"github.com/txcloud/keys/store"
 )
 
 // The lifecycle: Get, List, Update, Revoke and Roll, each on the Manager
@@ -47,8 +52,9 @@ type APIKeyUpdate struct {
 	// cleared.
 	Enabled Patch[bool]
 	// Credits sets the key's budget (remaining, and its refill: a refill
-	// left out is none), or clears it: the key spends no credits.
-	Credits Patch[CreditsSpec]
+	// left out is none; RefillsAt is ignored), or clears it: the key
+	// spends no credits.
+	Credits Patch[credits.Budget]
 }
 
 // fields reports whether u changes a field other than Enabled.
@@ -57,58 +63,15 @@ func (u *APIKeyUpdate) fields() bool {
 		u.OwnerID.Set || u.Metadata.Set || u.Credits.Set
 }
 
-// MaxExpiringWithin bounds ListFilter.ExpiringWithin.
-const MaxExpiringWithin = 366 * 24 * time.Hour
+// maxExpiringWithin bounds ListFilter.ExpiringWithin: 366 days.
+const maxExpiringWithin = 366 * 24 * time.Hour
 
-// MaxRollGrace is the longest an old secret may keep working after a roll.
-const MaxRollGrace = 7 * 24 * time.Hour
-
-// EventType names a change to a key.
-type EventType string
-
-// The events passed to the WithEventHook hook.
-const (
-	EventKeyCreated EventType = "key.created"
-	EventKeyUpdated EventType = "key.updated"
-	EventKeyRevoked EventType = "key.revoked"
-	EventKeyRolled  EventType = "key.rolled"
-	// EventKeyDisabled and EventKeyEnabled report an update that disabled
-	// or enabled a key (an update that also changed other fields reports
-	// key.updated as well).
-	EventKeyDisabled EventType = "key.disabled"
-	EventKeyEnabled  EventType = "key.enabled"
-	// EventKeyExpiring reports a key that will expire soon, when the host
-	// asks (Manager.NotifyExpiring).
-	EventKeyExpiring EventType = "key.expiring"
-	// EventKeyLeaked reports a key found in public (Manager.ReportLeak);
-	// Event.Leak says where.
-	EventKeyLeaked EventType = "key.leaked"
-)
-
-// Event reports a change to a key, after it is stored. It never carries a
-// secret or a digest.
-type Event struct {
-	Type EventType
-	// Key is the key after the change; for key.rolled, the new key.
-	Key APIKey
-	// Replaces, for key.rolled, is the ID of the key that was rolled.
-	Replaces string
-	// Actor is the Subject of the principal that made the change; empty
-	// for a trusted caller (the Manager's own methods).
-	Actor string
-	At    time.Time
-	// Leak, for key.leaked, is where the key was found.
-	Leak *Leak
-}
-
-func (m *Manager) emit(ctx context.Context, typ EventType, k APIKey, replaces, actor string) {
-	if m.onEvent != nil {
-		m.onEvent(ctx, Event{Type: typ, Key: k, Replaces: replaces, Actor: actor, At: m.now()})
-	}
-}
+// maxRollGrace is the longest an old secret may keep working after a
+// roll: 7 days.
+const maxRollGrace = 7 * 24 * time.Hour
 
 // load reads a key the caller may see, or ErrNotFound.
-func (m *Manager) load(ctx context.Context, c caller, id string) (*Record, error) {
+func (m *Manager) load(ctx context.Context, c caller, id string) (*store.Record, error) {
 	if m.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -136,7 +99,7 @@ func (m *Manager) Get(ctx context.Context, id string) (*APIKey, error) {
 func (s Scoped) Get(ctx context.Context, id string) (*APIKey, error) { return s.m.get(ctx, s.c, id) }
 
 func (m *Manager) get(ctx context.Context, c caller, id string) (_ *APIKey, err error) {
-	ctx, end := m.op(ctx, OpGet)
+	ctx, end := m.op(ctx, observe.Get)
 	defer func() { end(err) }()
 	rec, err := m.load(ctx, c, id)
 	if err != nil {
@@ -146,9 +109,9 @@ func (m *Manager) get(ctx context.Context, c caller, id string) (_ *APIKey, err 
 }
 
 // shown is rec as the API shows it, its credits read from the store.
-func (m *Manager) shown(ctx context.Context, rec *Record) (*APIKey, error) {
-	k := rec.APIKey()
-	if err := m.showCredits(ctx, []*Record{rec}, []*APIKey{&k}); err != nil {
+func (m *Manager) shown(ctx context.Context, rec *store.Record) (*APIKey, error) {
+	k := apiKeyOf(rec)
+	if err := m.showCredits(ctx, []*store.Record{rec}, []*APIKey{&k}); err != nil {
 		return nil, err
 	}
 	return &k, nil
@@ -164,7 +127,7 @@ type ListFilter struct {
 	Revoked     *bool       // nil: all; true: revoked or scheduled by a roll; false: neither
 	OwnerID     string      // "": any owner
 	// ExpiringWithin, if positive, selects keys that expire from now to
-	// now+ExpiringWithin (at most MaxExpiringWithin).
+	// now+ExpiringWithin (at most maxExpiringWithin).
 	ExpiringWithin time.Duration
 	Limit          int    // 1 to 100; 0 means 20
 	Cursor         string // NextCursor of the previous page; "" for the first
@@ -189,7 +152,7 @@ func (s Scoped) List(ctx context.Context, f ListFilter) (*KeyList, error) {
 }
 
 func (m *Manager) list(ctx context.Context, c caller, f ListFilter) (_ *KeyList, err error) {
-	ctx, end := m.op(ctx, OpList)
+	ctx, end := m.op(ctx, observe.List)
 	defer func() { end(err) }()
 	if m.closed.Load() {
 		return nil, ErrClosed
@@ -197,15 +160,15 @@ func (m *Manager) list(ctx context.Context, c caller, f ListFilter) (_ *KeyList,
 	if err := c.valid(); err != nil {
 		return nil, err
 	}
-	q := ListQuery{Environment: f.Environment, Revoked: f.Revoked, Limit: f.Limit}
+	q := store.ListQuery{Environment: string(f.Environment), Revoked: f.Revoked, Limit: f.Limit}
 	if f.OwnerID != "" {
 		if q.OwnerID, err = validateOwnerID(f.OwnerID); err != nil {
 			return nil, err
 		}
 	}
 	switch {
-	case f.ExpiringWithin < 0 || f.ExpiringWithin > MaxExpiringWithin:
-		return nil, invalid("expiring_within", "expiring_within must be from 1 second to %d seconds", int(MaxExpiringWithin/time.Second))
+	case f.ExpiringWithin < 0 || f.ExpiringWithin > maxExpiringWithin:
+		return nil, invalid("expiring_within", "expiring_within must be from 1 second to %d seconds", int(maxExpiringWithin/time.Second))
 	case f.ExpiringWithin > 0:
 		q.ExpiresFrom = m.now()
 		q.ExpiresBefore = q.ExpiresFrom.Add(f.ExpiringWithin)
@@ -216,8 +179,8 @@ func (m *Manager) list(ctx context.Context, c caller, f ListFilter) (_ *KeyList,
 	case q.Limit < 1 || q.Limit > 100:
 		return nil, invalid("limit", "limit must be from 1 to 100")
 	}
-	if q.Environment != "" {
-		if _, err := validateEnvironment(q.Environment); err != nil {
+	if f.Environment != "" {
+		if _, err := validateEnvironment(f.Environment); err != nil {
 			return nil, err
 		}
 	}
@@ -225,10 +188,10 @@ func (m *Manager) list(ctx context.Context, c caller, f ListFilter) (_ *KeyList,
 		return nil, err
 	}
 	if env := c.p.Environment; !c.trusted && env != "" {
-		if q.Environment != "" && q.Environment != env {
+		if f.Environment != "" && f.Environment != env {
 			return &KeyList{Data: []APIKey{}}, nil
 		}
-		q.Environment = env
+		q.Environment = string(env)
 	}
 	if f.Cursor != "" {
 		pos, err := decodeCursor(f.Cursor)
@@ -251,7 +214,7 @@ func (m *Manager) list(ctx context.Context, c caller, f ListFilter) (_ *KeyList,
 	}
 	ks := make([]*APIKey, len(recs))
 	for i, r := range recs {
-		out.Data = append(out.Data, r.APIKey())
+		out.Data = append(out.Data, apiKeyOf(r))
 		ks[i] = &out.Data[i]
 	}
 	if err := m.showCredits(ctx, recs, ks); err != nil {
@@ -266,7 +229,7 @@ func encodeCursor(t time.Time, id string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(t.UnixMicro(), 10) + "|" + id))
 }
 
-func decodeCursor(c string) (*ListPosition, error) {
+func decodeCursor(c string) (*store.ListPosition, error) {
 	bad := invalid("cursor", "cursor is not one this API returned")
 	if len(c) > 200 {
 		return nil, bad
@@ -283,14 +246,14 @@ func decodeCursor(c string) (*ListPosition, error) {
 	if err != nil {
 		return nil, bad
 	}
-	return &ListPosition{CreatedAt: time.UnixMicro(us).UTC(), ID: id}, nil
+	return &store.ListPosition{CreatedAt: time.UnixMicro(us).UTC(), ID: id}, nil
 }
 
 // A change edits next, a copy of the stored record, in place, and returns
 // what else to store atomically with it: a successor and its idempotency
 // entry (a roll), a credit budget (an update), or an empty Write. nil:
 // nothing to store at all.
-type change func(next *Record) (*Write, error)
+type change func(next *store.Record) (*store.Write, error)
 
 // updateAttempts bounds the read-modify-write loop; with backoff between
 // attempts it spans about a second of contention on one key.
@@ -302,7 +265,7 @@ const updateAttempts = 16
 // Writers that collide back off for a random time that doubles with each
 // collision (up to 64 ms), so that concurrent changes of one key
 // serialise instead of colliding again and again until one gives up.
-func (m *Manager) update(ctx context.Context, c caller, id string, change change) (*Record, error) {
+func (m *Manager) update(ctx context.Context, c caller, id string, change change) (*store.Record, error) {
 	for attempt := range updateAttempts {
 		if attempt > 0 {
 			if err := backoff(ctx, attempt); err != nil {
@@ -327,9 +290,9 @@ func (m *Manager) update(ctx context.Context, c caller, id string, change change
 		switch {
 		case err == nil:
 			return next.Clone(), nil
-		case errors.Is(err, ErrStale):
+		case errors.Is(err, store.ErrStale):
 			continue
-		case errors.Is(err, ErrNotFound), errors.Is(err, ErrIdempotencyKeyExists):
+		case errors.Is(err, ErrNotFound), errors.Is(err, store.ErrIdempotencyKeyExists):
 			return nil, err
 		default:
 			return nil, fmt.Errorf("%w: storing key %s: %w", ErrUnavailable, id, err)
@@ -356,7 +319,7 @@ func backoff(ctx context.Context, n int) error {
 // waiting out its grace period: its record stays as it was, for audit. A
 // new error each time: callers get their own to wrap or change.
 func errRetired() error {
-	return &ValidationError{Code: CodeInvalidRequest, Message: "the key is revoked or already rolled; it cannot change (roll or change its successor instead)"}
+	return &ValidationError{Code: codeInvalidRequest, Message: "the key is revoked or already rolled; it cannot change (roll or change its successor instead)"}
 }
 
 // Update changes a key's name, permissions, allowed IPs, rate limit or
@@ -373,7 +336,7 @@ func (s Scoped) Update(ctx context.Context, id string, u APIKeyUpdate) (*APIKey,
 }
 
 func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUpdate) (_ *APIKey, err error) {
-	ctx, end := m.op(ctx, OpUpdate)
+	ctx, end := m.op(ctx, observe.Update)
 	defer func() { end(err) }()
 	if m.closed.Load() {
 		return nil, ErrClosed
@@ -383,17 +346,17 @@ func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUp
 		return nil, err
 	}
 	var flipped bool // the update changes whether the key is enabled
-	rec, err := m.update(ctx, c, id, func(r *Record) (*Write, error) {
+	rec, err := m.update(ctx, c, id, func(r *store.Record) (*store.Write, error) {
 		if !r.RevokedAt.IsZero() {
 			return nil, errRetired()
 		}
-		flipped = u.Enabled.Set && u.Enabled.Value == (r.Disabled != NotDisabled)
-		if flipped && u.Enabled.Value && r.Disabled == DisabledByHost && !c.trusted {
+		flipped = u.Enabled.Set && u.Enabled.Value == (r.Disabled != store.NotDisabled)
+		if flipped && u.Enabled.Value && r.Disabled == store.DisabledByHost && !c.trusted {
 			return nil, &PermissionError{Param: "enabled", Message: "the key was disabled by the provider; only the provider can enable it"}
 		}
 		// The host disabling a key its account disabled takes the hold
 		// over: no event (the key was disabled and still is).
-		held := u.Enabled.Set && !u.Enabled.Value && c.trusted && r.Disabled == DisabledByAccount
+		held := u.Enabled.Set && !u.Enabled.Value && c.trusted && r.Disabled == store.DisabledByAccount
 		if !u.fields() && !flipped && !held {
 			return nil, nil // nothing to change: no write, no event
 		}
@@ -404,22 +367,22 @@ func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUp
 	}
 	// The events go out whatever happens after the write: the key
 	// changed. Then the answer reads its credits.
-	k := rec.APIKey()
+	k := apiKeyOf(rec)
 	if u.fields() {
-		m.emit(ctx, EventKeyUpdated, k, "", c.p.Subject)
+		m.emit(ctx, keyEvent(event.KeyUpdated, rec.AccountID, c), &k)
 	}
 	switch {
-	case flipped && rec.Disabled != NotDisabled:
-		m.emit(ctx, EventKeyDisabled, k, "", c.p.Subject)
+	case flipped && rec.Disabled != store.NotDisabled:
+		m.emit(ctx, keyEvent(event.KeyDisabled, rec.AccountID, c), &k)
 	case flipped:
-		m.emit(ctx, EventKeyEnabled, k, "", c.p.Subject)
+		m.emit(ctx, keyEvent(event.KeyEnabled, rec.AccountID, c), &k)
 	}
 	return m.shown(ctx, rec)
 }
 
 // validateUpdate checks every field of u before any record is read, and
 // returns the change to apply.
-func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) (func(*Record) (*Write, error), error) {
+func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) (func(*store.Record) (*store.Write, error), error) {
 	var s keySpec
 	var err error
 	if u.Name.Set {
@@ -470,22 +433,22 @@ func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) 
 	if u.Enabled.Set && u.Enabled.Null {
 		return nil, invalid("enabled", "enabled cannot be cleared; send true or false")
 	}
-	var credits Credits
+	var budget store.Budget
 	if u.Credits.Set && !u.Credits.Null {
 		if err := m.keepsCredits(); err != nil {
 			return nil, err
 		}
-		if credits, err = validateCredits(&u.Credits.Value, now); err != nil {
+		if budget, err = validateCredits(&u.Credits.Value, now); err != nil {
 			return nil, err
 		}
 	}
-	return func(r *Record) (*Write, error) {
+	return func(r *store.Record) (*store.Write, error) {
 		if u.RateLimit.Set && !u.RateLimit.Null {
 			if _, _, err := m.planLimits(ctx, r.AccountID, s.rateLimit, true); err != nil {
 				return nil, err
 			}
 		}
-		w := &Write{}
+		w := &store.Write{}
 		if u.ExpiresAt.Set {
 			// The lifetime bound counts from the key's creation, so an
 			// update cannot stretch a key's life past it.
@@ -508,8 +471,8 @@ func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) 
 			if r.CreditsID == "" {
 				r.CreditsID = r.ID
 			}
-			credits.ByHost = c.trusted
-			w.Credits = &CreditBudget{ID: r.CreditsID, Credits: credits}
+			budget.ByHost = c.trusted
+			w.Credits = &store.CreditBudget{ID: r.CreditsID, Budget: budget}
 		}
 		if u.Name.Set {
 			r.Name = s.name
@@ -532,11 +495,11 @@ func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) 
 		switch {
 		case !u.Enabled.Set:
 		case u.Enabled.Value:
-			r.Disabled = NotDisabled
+			r.Disabled = store.NotDisabled
 		case c.trusted:
-			r.Disabled = DisabledByHost // a host's hold outlasts the account's own
-		case r.Disabled == NotDisabled:
-			r.Disabled = DisabledByAccount
+			r.Disabled = store.DisabledByHost // a host's hold outlasts the account's own
+		case r.Disabled == store.NotDisabled:
+			r.Disabled = store.DisabledByAccount
 		}
 		return w, nil
 	}, nil
@@ -557,24 +520,24 @@ func (s Scoped) Revoke(ctx context.Context, id string) (*APIKey, error) {
 }
 
 func (m *Manager) revoke(ctx context.Context, c caller, id string) (_ *APIKey, err error) {
-	ctx, end := m.op(ctx, OpRevoke)
+	ctx, end := m.op(ctx, observe.Revoke)
 	defer func() { end(err) }()
 	revoked := false
-	rec, err := m.update(ctx, c, id, func(r *Record) (*Write, error) {
+	rec, err := m.update(ctx, c, id, func(r *store.Record) (*store.Write, error) {
 		now := m.now()
 		if !r.RevokedAt.IsZero() && !now.Before(r.RevokedAt) {
 			return nil, nil
 		}
 		r.RevokedAt = storedTime(now)
 		revoked = true
-		return &Write{}, nil
+		return &store.Write{}, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	k := rec.APIKey()
+	k := apiKeyOf(rec)
 	if revoked {
-		m.emit(ctx, EventKeyRevoked, k, "", c.p.Subject)
+		m.emit(ctx, keyEvent(event.KeyRevoked, rec.AccountID, c), &k)
 	}
 	return m.shown(ctx, rec)
 }
@@ -583,13 +546,13 @@ func (m *Manager) revoke(ctx context.Context, c caller, id string) (_ *APIKey, e
 // secret, with the old key's name, permissions, allowed IPs, rate limit and
 // expiry), returns it with its secret this once, and schedules the old key's
 // revocation at now+grace: both work during the grace period, and the old
-// one fails after it (grace 0: at once; at most MaxRollGrace). A successor
+// one fails after it (grace 0: at once; at most maxRollGrace). A successor
 // record rather than a new secret on the same record keeps one digest per
 // record, which every store can index; the old record stays, revoked, for
 // audit. A revoked, already rolled or expired key cannot be rolled.
 //
 // With IdempotencyKey, a retry (same caller, key ID and grace) returns the
-// first result, secret included, for IdempotencyTTL: a client that lost the
+// first result, secret included, for 24 hours: a client that lost the
 // response to a roll is not locked out of the new secret.
 func (m *Manager) Roll(ctx context.Context, id string, grace time.Duration, opts ...IssueOption) (*APIKeyCreated, error) {
 	return m.rollKey(ctx, trusted, id, grace, opts)
@@ -602,7 +565,7 @@ func (s Scoped) Roll(ctx context.Context, id string, grace time.Duration, opts .
 }
 
 func (m *Manager) rollKey(ctx context.Context, c caller, id string, grace time.Duration, opts []IssueOption) (_ *APIKeyCreated, err error) {
-	ctx, end := m.op(ctx, OpRoll)
+	ctx, end := m.op(ctx, observe.Roll)
 	defer func() { end(err) }()
 	if m.closed.Load() {
 		return nil, ErrClosed
@@ -611,8 +574,8 @@ func (m *Manager) rollKey(ctx context.Context, c caller, id string, grace time.D
 	if err != nil {
 		return nil, err
 	}
-	if grace < 0 || grace > MaxRollGrace {
-		return nil, invalid("grace_period_seconds", "the grace period must be from 0 to %d seconds", int(MaxRollGrace/time.Second))
+	if grace < 0 || grace > maxRollGrace {
+		return nil, invalid("grace_period_seconds", "the grace period must be from 0 to %d seconds", int(maxRollGrace/time.Second))
 	}
 	run := func(seal sealer) (*APIKeyCreated, error) { return m.roll(ctx, c, id, grace, seal) }
 	if !idempotent {
@@ -621,24 +584,24 @@ func (m *Manager) rollKey(ctx context.Context, c caller, id string, grace time.D
 	if err := c.valid(); err != nil {
 		return nil, err
 	}
-	fp := Digest(sha256.Sum256([]byte(id + "|" + strconv.FormatInt(int64(grace), 10))))
+	fp := store.Digest(sha256.Sum256([]byte(id + "|" + strconv.FormatInt(int64(grace), 10))))
 	return m.withIdempotency(ctx, c, rollEndpoint, idemKey, fp, m.now(), run)
 }
 
 func (m *Manager) roll(ctx context.Context, c caller, id string, grace time.Duration, seal sealer) (*APIKeyCreated, error) {
 	var created *APIKeyCreated
-	old, err := m.update(ctx, c, id, func(r *Record) (*Write, error) {
+	old, err := m.update(ctx, c, id, func(r *store.Record) (*store.Write, error) {
 		now := m.now()
 		switch {
 		case !r.RevokedAt.IsZero():
 			return nil, errRetired()
 		case !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt):
-			return nil, &ValidationError{Code: CodeInvalidRequest, Message: "the key has expired"}
+			return nil, &ValidationError{Code: codeInvalidRequest, Message: "the key has expired"}
 		}
 		if err := c.mayGrant("", r.Permissions); err != nil {
 			return nil, err
 		}
-		spec := keySpec{name: r.Name, environment: r.Environment, permissions: r.Permissions,
+		spec := keySpec{name: r.Name, environment: Environment(r.Environment), permissions: r.Permissions,
 			allowedIPs: r.AllowedIPs, rateLimit: r.RateLimit, expiresAt: r.ExpiresAt,
 			ownerID: r.OwnerID, metadata: r.Metadata, disabled: r.Disabled}
 		if limit := storedTime(now.Add(m.maxLifetime)); m.maxLifetime > 0 && (spec.expiresAt.IsZero() || spec.expiresAt.After(limit)) {
@@ -650,10 +613,10 @@ func (m *Manager) roll(ctx context.Context, c caller, id string, grace time.Dura
 		}
 		// The successor spends the same budget: a roll cannot double it.
 		successor.CreditsID = r.CreditsID
-		if err := m.showCredits(ctx, []*Record{successor}, []*APIKey{&k.APIKey}); err != nil {
+		if err := m.showCredits(ctx, []*store.Record{successor}, []*APIKey{&k.APIKey}); err != nil {
 			return nil, err
 		}
-		var entry *IdempotencyRecord
+		var entry *store.IdempotencyRecord
 		if seal != nil {
 			if entry, err = seal(k, successor.ID); err != nil {
 				return nil, err
@@ -661,11 +624,13 @@ func (m *Manager) roll(ctx context.Context, c caller, id string, grace time.Dura
 		}
 		r.RevokedAt = storedTime(now.Add(grace))
 		created = k
-		return &Write{Insert: successor, Idempotency: entry}, nil
+		return &store.Write{Insert: successor, Idempotency: entry}, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	m.emit(ctx, EventKeyRolled, created.APIKey, old.ID, c.p.Subject)
+	e := keyEvent(event.KeyRolled, old.AccountID, c)
+	e.Replaces = old.ID
+	m.emit(ctx, e, &created.APIKey)
 	return created, nil
 }

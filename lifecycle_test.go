@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 )
 
 var owner = keys.Principal{AccountID: "acct_a", Subject: "user_1", Permissions: keys.DefaultVocabulary()}
@@ -27,8 +29,8 @@ func (f *fixture) createFor(t *testing.T, p keys.Principal, req keys.APIKeyCreat
 
 func TestRevokeThenVerify(t *testing.T) {
 	ctx := context.Background()
-	var events []keys.Event
-	f := newFixture(t, keys.WithEventHook(func(_ context.Context, e keys.Event) { events = append(events, e) }))
+	var events []event.Event
+	f := newFixture(t, keys.WithEventHook(func(_ context.Context, e event.Event) { events = append(events, e) }))
 	c := f.createFor(t, owner, keys.APIKeyCreate{Name: "leaked", Environment: keys.Live})
 	if _, err := f.m.Verify(ctx, string(c.Key)); err != nil {
 		t.Fatal(err)
@@ -60,7 +62,7 @@ func TestRevokeThenVerify(t *testing.T) {
 	} {
 		for _, u := range []keys.APIKeyUpdate{{Name: keys.Change("renamed")}, {}} {
 			var ve *keys.ValidationError
-			if _, err := update(u); !errors.As(err, &ve) || ve.Code != keys.CodeInvalidRequest {
+			if _, err := update(u); !errors.As(err, &ve) || ve.Code != "invalid_request" {
 				t.Fatalf("%s update of a revoked key: %v", name, err)
 			}
 		}
@@ -75,15 +77,15 @@ func TestRevokeThenVerify(t *testing.T) {
 			t.Fatal("an event carries the key")
 		}
 	}
-	if strings.Join(types, ",") != "key.created,key.revoked" || events[1].Actor != "user_1" || events[1].Key.ID != c.ID {
+	if strings.Join(types, ",") != "key.created,key.revoked" || events[1].Actor != "user_1" || events[1].KeyID != c.ID {
 		t.Fatalf("events %v", types)
 	}
 }
 
 func TestRollWithGrace(t *testing.T) {
 	ctx := context.Background()
-	var events []keys.Event
-	f := newFixture(t, keys.WithEventHook(func(_ context.Context, e keys.Event) { events = append(events, e) }))
+	var events []event.Event
+	f := newFixture(t, keys.WithEventHook(func(_ context.Context, e event.Event) { events = append(events, e) }))
 	old := f.createFor(t, owner, keys.APIKeyCreate{Name: "deploy", Environment: keys.Live, Permissions: []string{"kyb:read"}, AllowedIPs: []string{"10.0.0.0/8"}, RateLimit: intp(30)})
 	ip := keys.FromIP(mustAddr("10.1.1.1"))
 	rolled, err := f.m.As(owner).Roll(ctx, old.ID, time.Hour)
@@ -124,16 +126,16 @@ func TestRollWithGrace(t *testing.T) {
 	if _, err := f.m.Verify(ctx, string(now.Key), ip); err != nil {
 		t.Fatal(err)
 	}
-	for _, g := range []time.Duration{-time.Second, keys.MaxRollGrace + time.Second} {
+	for _, g := range []time.Duration{-time.Second, (7 * 24 * time.Hour) + time.Second} {
 		var ve *keys.ValidationError
 		if _, err := f.m.As(owner).Roll(ctx, now.ID, g); !errors.As(err, &ve) || ve.Param != "grace_period_seconds" {
 			t.Fatalf("grace %v: %v", g, err)
 		}
 	}
-	if _, err := f.m.As(owner).Roll(ctx, now.ID, keys.MaxRollGrace); err != nil {
+	if _, err := f.m.As(owner).Roll(ctx, now.ID, (7 * 24 * time.Hour)); err != nil {
 		t.Fatalf("the longest grace: %v", err)
 	}
-	if e := events[1]; e.Type != keys.EventKeyRolled || e.Replaces != old.ID || e.Key.ID != rolled.ID {
+	if e := events[1]; e.Type != event.KeyRolled || e.Replaces != old.ID || e.KeyID != rolled.ID {
 		t.Fatalf("roll event %+v", e)
 	}
 	exp := f.createFor(t, owner, keys.APIKeyCreate{Name: "exp", Environment: keys.Live, ExpiresAt: ptr(f.clock.Now().Add(time.Minute))})
@@ -397,16 +399,16 @@ func TestRollIdempotency(t *testing.T) {
 // slowStore widens the window between a read and the write that depends on
 // it, as a database round trip does.
 type slowStore struct {
-	keys.Store
+	store.Store
 	delay time.Duration
 }
 
-func (s *slowStore) Get(ctx context.Context, id string) (*keys.Record, error) {
+func (s *slowStore) Get(ctx context.Context, id string) (*store.Record, error) {
 	time.Sleep(s.delay)
 	return s.Store.Get(ctx, id)
 }
 
-func (s *slowStore) Write(ctx context.Context, w keys.Write) error {
+func (s *slowStore) Write(ctx context.Context, w store.Write) error {
 	time.Sleep(s.delay)
 	return s.Store.Write(ctx, w)
 }

@@ -8,11 +8,11 @@ import (
 )
 
 const (
-	// MaxMetadataBytes bounds a key's metadata, compacted.
-	MaxMetadataBytes = 4096
-	// MaxMetadataDepth bounds how deep metadata nests: the top object is
+	// maxMetadataBytes bounds a key's metadata, compacted.
+	maxMetadataBytes = 4096
+	// maxMetadataDepth bounds how deep metadata nests: the top object is
 	// depth 1.
-	MaxMetadataDepth = 8
+	maxMetadataDepth = 8
 	// maxMetadataInput bounds the metadata as sent, white space included,
 	// before it is parsed.
 	maxMetadataInput = 64 << 10
@@ -21,9 +21,9 @@ const (
 )
 
 // validateMetadata checks metadata and returns it compacted: a JSON object
-// of valid UTF-8, nested at most MaxMetadataDepth deep, with no name twice
+// of valid UTF-8, nested at most maxMetadataDepth deep, with no name twice
 // in one object (parsers disagree on which copy wins), at most
-// MaxMetadataBytes once compacted. Empty input is no metadata.
+// maxMetadataBytes once compacted. Empty input is no metadata.
 func validateMetadata(raw json.RawMessage) (json.RawMessage, error) {
 	if len(raw) == 0 {
 		return nil, nil
@@ -36,13 +36,13 @@ func validateMetadata(raw json.RawMessage) (json.RawMessage, error) {
 		return nil, bad("metadata must be valid UTF-8")
 	}
 	// Compact first (it checks the syntax, and allocates only its
-	// output), then walk at most MaxMetadataBytes: a 64 KiB body of tiny
+	// output), then walk at most maxMetadataBytes: a 64 KiB body of tiny
 	// objects costs one pass, not a map for each.
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, raw); err != nil {
 		return nil, bad("metadata must be valid JSON")
 	}
-	if buf.Len() > MaxMetadataBytes {
+	if buf.Len() > maxMetadataBytes {
 		return nil, bad("metadata must be at most 4096 bytes of compact JSON")
 	}
 	out := buf.Bytes()
@@ -81,7 +81,7 @@ func validateMetadata(raw json.RawMessage) (json.RawMessage, error) {
 		}
 		switch tok {
 		case json.Delim('{'), json.Delim('['):
-			if len(names) == MaxMetadataDepth {
+			if len(names) == maxMetadataDepth {
 				return nil, bad("metadata nests deeper than 8 levels")
 			}
 			var m map[string]struct{}

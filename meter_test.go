@@ -13,6 +13,8 @@ import (
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/usage"
 )
 
 // usageStore is a memstore whose AddUsage can fail, before or after the
@@ -23,7 +25,7 @@ type usageStore struct {
 	adds                  atomic.Int64
 }
 
-func (s *usageStore) AddUsage(ctx context.Context, b keys.UsageBatch) error {
+func (s *usageStore) AddUsage(ctx context.Context, b store.UsageBatch) error {
 	s.adds.Add(1)
 	if s.failBefore.Add(-1) >= 0 {
 		return errors.New("connection refused")
@@ -61,7 +63,7 @@ func (f *meterFixture) verified(t *testing.T, account, name string) *keys.Verifi
 	return &v
 }
 
-func (f *meterFixture) summary(t *testing.T, account string, filter keys.UsageFilter) *keys.UsageSummary {
+func (f *meterFixture) summary(t *testing.T, account string, filter usage.Filter) *usage.Summary {
 	t.Helper()
 	s, err := f.m.UsageSummary(context.Background(), account, filter)
 	if err != nil {
@@ -87,31 +89,31 @@ func TestUsageCountsAreExact(t *testing.T) {
 					v = b
 				}
 				st := statuses[i%len(statuses)]
-				f.m.CountUsage(v, []string{"identity", "fraud"}[g%2], st, st == 429)
+				f.m.CountUsage(v, []string{"identity", "fraud"}[g%2], st)
 			}
 		})
 	}
-	f.m.CountUsage(other, "identity", 200, false)
+	f.m.CountUsage(other, "identity", 200)
 	wg.Wait()
-	want := keys.UsageTotals{TotalRequests: 5600, Successful: 2400, Failed: 3200, RateLimitHits: 800}
+	want := usage.Totals{TotalRequests: 5600, Successful: 2400, Failed: 3200, RateLimitHits: 800}
 	check := func(when string) {
 		t.Helper()
-		s := f.summary(t, "acct_u", keys.UsageFilter{})
-		if s.UsageTotals != want {
-			t.Fatalf("%s: %+v, want %+v", when, s.UsageTotals, want)
+		s := f.summary(t, "acct_u", usage.Filter{})
+		if s.Totals != want {
+			t.Fatalf("%s: %+v, want %+v", when, s.Totals, want)
 		}
 		if id, fr := s.ByAPI["identity"], s.ByAPI["fraud"]; id.TotalRequests != 2800 || fr.TotalRequests != 2800 || len(s.ByAPI) != 2 {
 			t.Fatalf("%s: by_api %+v", when, s.ByAPI)
 		}
-		byKey := f.summary(t, "acct_u", keys.UsageFilter{KeyID: b.Key.ID})
-		byAPI := f.summary(t, "acct_u", keys.UsageFilter{API: "fraud"})
-		if byKey.TotalRequests+f.summary(t, "acct_u", keys.UsageFilter{KeyID: a.Key.ID}).TotalRequests != 5600 || byKey.TotalRequests == 0 || byAPI.TotalRequests != 2800 {
+		byKey := f.summary(t, "acct_u", usage.Filter{KeyID: b.KeyID})
+		byAPI := f.summary(t, "acct_u", usage.Filter{API: "fraud"})
+		if byKey.TotalRequests+f.summary(t, "acct_u", usage.Filter{KeyID: a.KeyID}).TotalRequests != 5600 || byKey.TotalRequests == 0 || byAPI.TotalRequests != 2800 {
 			t.Fatalf("%s: key b %d, api fraud %d", when, byKey.TotalRequests, byAPI.TotalRequests)
 		}
 	}
 	check("unflushed")
 	f.clock.Advance(time.Minute)
-	if err := f.m.FlushUsage(context.Background()); err != nil {
+	if err := f.m.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if f.store.adds.Load() != 1 {
@@ -119,19 +121,19 @@ func TestUsageCountsAreExact(t *testing.T) {
 	}
 	check("flushed")
 	now := f.clock.Now()
-	for _, g := range []keys.Granularity{keys.Minute, keys.Hour, keys.UTCDay} {
+	for _, g := range []usage.Granularity{usage.Minute, usage.Hour, usage.Day} {
 		from := now.Truncate(g.Duration()).Add(-g.Duration())
-		rows, err := f.store.Usage(context.Background(), keys.UsageQuery{AccountID: "acct_u", Granularity: g, From: from, To: from.Add(2 * g.Duration())})
+		rows, err := f.store.Usage(context.Background(), store.UsageQuery{AccountID: "acct_u", Granularity: g, From: from, To: from.Add(2 * g.Duration())})
 		var total int64
 		for _, r := range rows {
-			total += r.Total()
+			total += (r.Successful + r.Failed)
 		}
 		if err != nil || total != 5600 {
 			t.Fatalf("%v: the store holds %d (%v)", g, total, err)
 		}
 	}
-	if s := f.summary(t, "acct_other", keys.UsageFilter{}); s.TotalRequests != 1 {
-		t.Fatalf("another account: %+v", s.UsageTotals)
+	if s := f.summary(t, "acct_other", usage.Filter{}); s.TotalRequests != 1 {
+		t.Fatalf("another account: %+v", s.Totals)
 	}
 }
 
@@ -142,38 +144,38 @@ func TestUsageFlushRetriesAreIdempotent(t *testing.T) {
 	f := newMeterFixture(t)
 	v := f.verified(t, "acct_r", "k")
 	for range 10 {
-		f.m.CountUsage(v, "api", 200, false)
+		f.m.CountUsage(v, "api", 200)
 	}
 	f.clock.Advance(time.Minute)
 	f.store.failAfter.Store(1)
-	if err := f.m.FlushUsage(context.Background()); err == nil {
+	if err := f.m.Flush(context.Background()); err == nil {
 		t.Fatal("the lost answer was not reported")
 	}
 	for range 5 {
-		f.m.CountUsage(v, "api", 500, false)
+		f.m.CountUsage(v, "api", 500)
 	}
 	f.clock.Advance(time.Minute)
 	f.store.failBefore.Store(2)
 	for range 2 {
-		if err := f.m.FlushUsage(context.Background()); err == nil {
+		if err := f.m.Flush(context.Background()); err == nil {
 			t.Fatal("a failing store was not reported")
 		}
 	}
 	// A read while the store fails fails, rather than guess whether the
 	// batch with the lost answer counts.
 	f.store.failBefore.Store(1)
-	if _, err := f.m.UsageSummary(context.Background(), "acct_r", keys.UsageFilter{}); !errors.Is(err, keys.ErrUnavailable) {
+	if _, err := f.m.UsageSummary(context.Background(), "acct_r", usage.Filter{}); !errors.Is(err, keys.ErrUnavailable) {
 		t.Fatalf("a read with the store failing: %v", err)
 	}
-	if err := f.m.FlushUsage(context.Background()); err != nil {
+	if err := f.m.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	s := f.summary(t, "acct_r", keys.UsageFilter{})
+	s := f.summary(t, "acct_r", usage.Filter{})
 	if s.TotalRequests != 15 || s.Successful != 10 || s.Failed != 5 {
-		t.Fatalf("after recovery: %+v, want 10 successful and 5 failed, once each", s.UsageTotals)
+		t.Fatalf("after recovery: %+v, want 10 successful and 5 failed, once each", s.Totals)
 	}
-	rows, _ := f.store.Usage(context.Background(), keys.UsageQuery{AccountID: "acct_r", Granularity: keys.UTCDay, From: f.clock.Now().Truncate(keys.Day), To: f.clock.Now().Truncate(keys.Day).Add(keys.Day)})
-	if len(rows) != 1 || rows[0].Total() != 15 {
+	rows, _ := f.store.Usage(context.Background(), store.UsageQuery{AccountID: "acct_r", Granularity: usage.Day, From: f.clock.Now().Truncate((24 * time.Hour)), To: f.clock.Now().Truncate((24 * time.Hour)).Add((24 * time.Hour))})
+	if len(rows) != 1 || (rows[0].Successful+rows[0].Failed) != 15 {
 		t.Fatalf("the store holds %+v", rows)
 	}
 }
@@ -184,21 +186,22 @@ func TestUsageMinuteBuckets(t *testing.T) {
 	f := newMeterFixture(t)
 	// A Verified of the host's making: counted at the Manager's clock when
 	// counted (one from Verify counts in Verify's minute).
-	v := &keys.Verified{Key: f.verified(t, "acct_b", "k").Key}
+	vv := *f.verified(t, "acct_b", "k")
+	v := &keys.Verified{KeyID: vv.KeyID, AccountID: vv.AccountID}
 	start := f.clock.Now().Truncate(time.Minute)
 	f.clock.Advance(start.Add(time.Minute).Sub(f.clock.Now()) - time.Nanosecond) // the minute's last instant
 	for m := range 4 {
 		for range m + 1 {
-			f.m.CountUsage(v, "api", 200, false)
+			f.m.CountUsage(v, "api", 200)
 		}
 		f.clock.Advance(time.Minute)
 		if m == 1 {
-			if err := f.m.FlushUsage(context.Background()); err != nil {
+			if err := f.m.Flush(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	series, err := f.m.KeyUsage(context.Background(), v.Key.ID, keys.Minute, start, start.Add(5*time.Minute))
+	series, err := f.m.KeyUsage(context.Background(), v.KeyID, usage.Minute, start, start.Add(5*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,21 +214,21 @@ func TestUsageMinuteBuckets(t *testing.T) {
 
 // Close flushes everything, the current minute included.
 func TestCloseFlushesUsage(t *testing.T) {
-	store := memstore.New()
-	m, err := keys.New(store)
+	ms := memstore.New()
+	m, err := keys.New(ms)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, _ := m.Create(context.Background(), keys.APIKeyCreate{AccountID: "acct_c", Name: "k", Environment: keys.Test})
 	v, _ := m.Verify(context.Background(), string(c.Key))
 	for range 7 {
-		m.CountUsage(&v, "api", 200, false)
+		m.CountUsage(&v, "api", 200)
 	}
 	if err := m.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now().UTC().Truncate(keys.Day)
-	rows, err := store.Usage(context.Background(), keys.UsageQuery{AccountID: "acct_c", Granularity: keys.UTCDay, From: now.Add(-keys.Day), To: now.Add(keys.Day)})
+	now := time.Now().UTC().Truncate((24 * time.Hour))
+	rows, err := ms.Usage(context.Background(), store.UsageQuery{AccountID: "acct_c", Granularity: usage.Day, From: now.Add(-(24 * time.Hour)), To: now.Add((24 * time.Hour))})
 	if err != nil || len(rows) != 1 || rows[0].Successful != 7 {
 		t.Fatalf("after Close the store holds %+v (%v)", rows, err)
 	}
@@ -238,39 +241,47 @@ func TestUsageMemoryIsBounded(t *testing.T) {
 	f := newMeterFixture(t, keys.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
 	v := f.verified(t, "acct_m", "k")
 	for i := range keys.MaxAPIsPerKey + 10 {
-		f.m.CountUsage(v, fmt.Sprint("api-", i), 200, false)
+		f.m.CountUsage(v, fmt.Sprint("api-", i), 200)
 	}
-	if d := f.m.UsageDropped(); d != 10 {
+	if d := keys.UsageDropped(f.m); d != 10 {
 		t.Fatalf("%d dropped past a key's %d APIs, want 10", d, keys.MaxAPIsPerKey)
 	}
 	if !strings.Contains(log.String(), "usage past the meter's memory bound") || !strings.Contains(log.String(), "requests_dropped_total=1\n") {
 		t.Fatalf("the drop was not logged: %q", log.String())
 	}
-	// Many keys: the bound on every key's pairs (lowered to 1,000 here).
-	keys.SetMeterCells(f.m, 1000)
-	before := f.m.UsageDropped()
-	for i := range 1100 - keys.MaxAPIsPerKey {
-		f.m.CountUsage(&keys.Verified{Key: &keys.Record{ID: fmt.Sprint("key_", i), AccountID: "acct_m"}}, "api", 200, false)
+	// Many keys: each key's first API is counted in the key's own state;
+	// the bound is on the cells of further APIs, every key's together
+	// (lowered to 1,000 here, of which the first key holds 63).
+	keys.SetExtraCells(f.m, 1000)
+	before := keys.UsageDropped(f.m)
+	sent := int64(keys.MaxAPIsPerKey + 10)
+	for i := range 1037 {
+		v := &keys.Verified{KeyID: fmt.Sprint("key_", i), AccountID: "acct_m"}
+		f.m.CountUsage(v, "api", 200)
+		f.m.CountUsage(v, "api-2", 200)
+		sent += 2
 	}
-	if d := f.m.UsageDropped() - before; d != 100 {
-		t.Fatalf("%d dropped past 1,000 pairs, want 100", d)
+	if d := keys.UsageDropped(f.m) - before; d != 100 {
+		t.Fatalf("%d dropped past 1,000 extra cells, want 100", d)
 	}
-	// Idle cells are retired (unlinked after two empty flushes, dropped
-	// after a third), so the bound is on pairs in use, not pairs ever
-	// seen: a new key is counted again once they are gone.
+	// Idle keys are let go (drained empty once, then swept at the next
+	// flush), so the bound is on keys in use, not keys ever seen: a new
+	// key's further API is counted again once they are gone.
 	f.clock.Advance(time.Minute)
-	for range 4 { // drained, empty, empty: retired, dropped
-		if err := f.m.FlushUsage(context.Background()); err != nil {
+	for range 4 {
+		if err := f.m.Flush(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	late := &keys.Verified{Key: &keys.Record{ID: "key_late", AccountID: "acct_m"}}
-	f.m.CountUsage(late, "api", 200, false)
-	if d := f.m.UsageDropped() - before; d != 100 {
-		t.Fatalf("a new key after the idle ones retired was dropped (%d)", d)
+	late := &keys.Verified{KeyID: "key_late", AccountID: "acct_m"}
+	f.m.CountUsage(late, "api", 200)
+	f.m.CountUsage(late, "api-2", 200)
+	sent += 2
+	if d := keys.UsageDropped(f.m) - before; d != 100 {
+		t.Fatalf("a new key after the idle ones were let go was dropped (%d)", d-100)
 	}
-	if s := f.summary(t, "acct_m", keys.UsageFilter{KeyID: ""}); s.TotalRequests != int64(keys.MaxAPIsPerKey)+1000-int64(keys.MaxAPIsPerKey)+1 {
-		t.Fatalf("%d counted, want every request that was not dropped", s.TotalRequests)
+	if s := f.summary(t, "acct_m", usage.Filter{KeyID: ""}); s.TotalRequests != sent-keys.UsageDropped(f.m) {
+		t.Fatalf("%d counted of %d sent, %d dropped: want every request that was not dropped", s.TotalRequests, sent, keys.UsageDropped(f.m))
 	}
 }
 
@@ -280,19 +291,19 @@ func TestUsageEstimatedCost(t *testing.T) {
 	f := newMeterFixture(t, keys.WithPrices("EUR", map[string]string{"identity": "0.002", "*": "0.000001"}))
 	v := f.verified(t, "acct_p", "k")
 	for range 1234 {
-		f.m.CountUsage(v, "identity", 200, false)
+		f.m.CountUsage(v, "identity", 200)
 	}
 	for range 3 {
-		f.m.CountUsage(v, "fraud", 200, false)
-		f.m.CountUsage(v, "identity", 500, false) // free
+		f.m.CountUsage(v, "fraud", 200)
+		f.m.CountUsage(v, "identity", 500) // free
 	}
-	if s := f.summary(t, "acct_p", keys.UsageFilter{}); s.EstimatedCost.Amount != "2.468003" || s.EstimatedCost.Currency != "EUR" {
+	if s := f.summary(t, "acct_p", usage.Filter{}); s.EstimatedCost.Amount != "2.468003" || s.EstimatedCost.Currency != "EUR" {
 		t.Fatalf("cost %+v, want 2.468003 EUR", s.EstimatedCost)
 	}
 	free := newMeterFixture(t)
 	w := free.verified(t, "acct_p", "k")
-	free.m.CountUsage(w, "identity", 200, false)
-	if s := free.summary(t, "acct_p", keys.UsageFilter{}); s.EstimatedCost.Amount != "0" || s.EstimatedCost.Currency != "USD" {
+	free.m.CountUsage(w, "identity", 200)
+	if s := free.summary(t, "acct_p", usage.Filter{}); s.EstimatedCost.Amount != "0" || s.EstimatedCost.Currency != "USD" {
 		t.Fatalf("without prices: %+v", s.EstimatedCost)
 	}
 	for _, bad := range []string{"", "1.0000001", "-1", "1e3", ".5", "1,5"} {
@@ -310,22 +321,23 @@ func TestUsageEstimatedCost(t *testing.T) {
 // inside hours, equals the sum of its minutes.
 func TestUsageSummaryOverMixedSpans(t *testing.T) {
 	f := newMeterFixture(t)
-	v := &keys.Verified{Key: f.verified(t, "acct_s", "k").Key}
+	vv := *f.verified(t, "acct_s", "k")
+	v := &keys.Verified{KeyID: vv.KeyID, AccountID: vv.AccountID}
 	t0 := f.clock.Now().Truncate(time.Minute)
 	var inside int64
 	for i := range 60 {
 		// one request every 47 minutes, over about two days
-		f.m.CountUsage(v, "api", 200, false)
+		f.m.CountUsage(v, "api", 200)
 		at := f.clock.Now()
 		if !at.Before(t0.Add(13*time.Minute)) && at.Before(t0.Add(40*time.Hour+7*time.Minute)) {
 			inside++
 		}
 		f.clock.Advance(47 * time.Minute)
 		if i%10 == 0 {
-			_ = f.m.FlushUsage(context.Background())
+			_ = f.m.Flush(context.Background())
 		}
 	}
-	s := f.summary(t, "acct_s", keys.UsageFilter{Start: t0.Add(13 * time.Minute), End: t0.Add(40*time.Hour + 7*time.Minute)})
+	s := f.summary(t, "acct_s", usage.Filter{Start: t0.Add(13 * time.Minute), End: t0.Add(40*time.Hour + 7*time.Minute)})
 	if s.TotalRequests != inside {
 		t.Fatalf("%d in the period, want %d", s.TotalRequests, inside)
 	}
@@ -336,30 +348,30 @@ func TestUsageRefusesBadPeriods(t *testing.T) {
 	v := f.verified(t, "acct_x", "k")
 	now := f.clock.Now().Truncate(time.Minute)
 	var ve *keys.ValidationError
-	for _, c := range []keys.UsageFilter{
+	for _, c := range []usage.Filter{
 		{Start: now.Add(time.Second)},
 		{Start: now, End: now},
-		{Start: now.Add(-3 * keys.Day).Add(time.Minute), End: now},
-		{Start: now.Add(-500 * keys.Day), End: now},
+		{Start: now.Add(-3 * (24 * time.Hour)).Add(time.Minute), End: now},
+		{Start: now.Add(-500 * (24 * time.Hour)), End: now},
 	} {
 		if _, err := f.m.UsageSummary(context.Background(), "acct_x", c); !errors.As(err, &ve) {
 			t.Errorf("%+v: %v", c, err)
 		}
 	}
 	for _, c := range []struct {
-		g          keys.Granularity
+		g          usage.Granularity
 		start, end time.Time
 	}{
-		{keys.Hour, now.Truncate(time.Hour).Add(time.Minute), time.Time{}},
-		{keys.Minute, now.Add(-1441 * time.Minute), now},
-		{keys.Minute, now.Add(-49 * time.Hour), now.Add(-48 * time.Hour)},
-		{keys.UTCDay, now.Truncate(keys.Day), now.Truncate(keys.Day)},
+		{usage.Hour, now.Truncate(time.Hour).Add(time.Minute), time.Time{}},
+		{usage.Minute, now.Add(-1441 * time.Minute), now},
+		{usage.Minute, now.Add(-49 * time.Hour), now.Add(-48 * time.Hour)},
+		{usage.Day, now.Truncate((24 * time.Hour)), now.Truncate((24 * time.Hour))},
 	} {
-		if _, err := f.m.KeyUsage(context.Background(), v.Key.ID, c.g, c.start, c.end); !errors.As(err, &ve) {
+		if _, err := f.m.KeyUsage(context.Background(), v.KeyID, c.g, c.start, c.end); !errors.As(err, &ve) {
 			t.Errorf("%+v: %v", c, err)
 		}
 	}
-	if _, err := f.m.KeyUsage(context.Background(), "key_nope", keys.Hour, time.Time{}, time.Time{}); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := f.m.KeyUsage(context.Background(), "key_nope", usage.Hour, time.Time{}, time.Time{}); !errors.Is(err, keys.ErrNotFound) {
 		t.Errorf("an unknown key: %v", err)
 	}
 }
@@ -387,7 +399,7 @@ func TestUsageOfTwoManagersOnOneStore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.CountUsage(&v, "api", 200, false)
+		m.CountUsage(&v, "api", 200)
 		if i == 9 {
 			if err := ms[0].Close(context.Background()); err != nil {
 				t.Fatal(err)
@@ -395,7 +407,7 @@ func TestUsageOfTwoManagersOnOneStore(t *testing.T) {
 			ms[0] = ms[1]
 		}
 	}
-	s, err := ms[1].UsageSummary(context.Background(), "acct_2", keys.UsageFilter{})
+	s, err := ms[1].UsageSummary(context.Background(), "acct_2", usage.Filter{})
 	if err != nil || s.TotalRequests != 20 {
 		t.Fatalf("%v %+v, want 20", err, s)
 	}

@@ -11,19 +11,22 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/observe"
+	"github.com/txcloud/keys/store"
 )
 
 // recorder is an Observer that keeps what it is told.
 type recorder struct {
 	mu       sync.Mutex
-	outcomes []keys.Outcome
+	outcomes []observe.Outcome
 	timed    int
 	took     []time.Duration
 	ops      []string // "op:ok" or "op:error"
 }
 
-func (r *recorder) Verify(_ context.Context, o keys.Outcome, took time.Duration) {
+func (r *recorder) Verify(_ context.Context, o observe.Outcome, took time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if took < 0 {
@@ -38,7 +41,7 @@ func (r *recorder) Verify(_ context.Context, o keys.Outcome, took time.Duration)
 
 type opKey struct{}
 
-func (r *recorder) Operation(ctx context.Context, op keys.Op) (context.Context, func(error)) {
+func (r *recorder) Operation(ctx context.Context, op observe.Op) (context.Context, func(error)) {
 	return context.WithValue(ctx, opKey{}, op), func(err error) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -52,11 +55,11 @@ func (r *recorder) Operation(ctx context.Context, op keys.Op) (context.Context, 
 
 // opStore checks that store calls run in the context Operation returned.
 type opStore struct {
-	keys.Store
+	store.Store
 	bad chan string
 }
 
-func (s opStore) Write(ctx context.Context, w keys.Write) error {
+func (s opStore) Write(ctx context.Context, w store.Write) error {
 	if ctx.Value(opKey{}) == nil {
 		s.bad <- "Write"
 	}
@@ -101,16 +104,16 @@ func TestObserver(t *testing.T) {
 	calls := []struct {
 		key  string
 		opts []keys.VerifyOption
-		want keys.Outcome
+		want observe.Outcome
 	}{
-		{string(good.Key), nil, keys.OutcomeValid},
-		{"txc_test_nonsense", nil, keys.OutcomeInvalid},
-		{string(revoked.Key), nil, keys.OutcomeRevoked},
-		{string(good.Key), []keys.VerifyOption{keys.InEnvironment(keys.Live)}, keys.OutcomeWrongEnvironment},
-		{string(fenced.Key), []keys.VerifyOption{keys.FromIP(netip.MustParseAddr("192.0.2.1"))}, keys.OutcomeIPNotAllowed},
-		{string(good.Key), []keys.VerifyOption{keys.Require("transactions:read")}, keys.OutcomeForbidden},
-		{string(limited.Key), nil, keys.OutcomeValid},
-		{string(limited.Key), nil, keys.OutcomeRateLimited},
+		{string(good.Key), nil, observe.Valid},
+		{"txc_test_nonsense", nil, observe.Invalid},
+		{string(revoked.Key), nil, observe.Revoked},
+		{string(good.Key), []keys.VerifyOption{keys.InEnvironment(keys.Live)}, observe.WrongEnvironment},
+		{string(fenced.Key), []keys.VerifyOption{keys.FromIP(netip.MustParseAddr("192.0.2.1"))}, observe.IPNotAllowed},
+		{string(good.Key), []keys.VerifyOption{keys.Require("transactions:read")}, observe.Forbidden},
+		{string(limited.Key), nil, observe.Valid},
+		{string(limited.Key), nil, observe.RateLimited},
 	}
 	for _, c := range calls {
 		_, _ = m.Verify(ctx, c.key, c.opts...)
@@ -127,7 +130,7 @@ func TestObserver(t *testing.T) {
 	if _, err := m.Roll(ctx, good.ID, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.FlushLastUsed(ctx); err != nil {
+	if err := m.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Import(ctx, []keys.ImportKey{{Key: "not a key", AccountID: "acct_obs", Name: "x", Environment: keys.Test}}); err == nil {
@@ -136,16 +139,16 @@ func TestObserver(t *testing.T) {
 	if _, err := m.NotifyExpiring(ctx, clk.Now(), clk.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.ReportLeak(ctx, "txc_test_nonsense", keys.Leak{}, keys.LeakRevoke); err != nil {
+	if _, err := m.ReportLeak(ctx, "txc_test_nonsense", event.Leak{}, keys.LeakRevoke); err != nil {
 		t.Fatal(err)
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	want := []keys.Outcome{}
+	want := []observe.Outcome{}
 	for _, c := range calls {
 		want = append(want, c.want)
 	}
-	want = append(want, keys.OutcomeExpired)
+	want = append(want, observe.Expired)
 	if len(rec.outcomes) != len(want) {
 		t.Fatalf("outcomes %v, want %v", rec.outcomes, want)
 	}
@@ -204,29 +207,29 @@ func TestObserverTimesASample(t *testing.T) {
 // OutcomeOf covers every error Verify returns; an error it does not know
 // is unavailable.
 func TestOutcomeOf(t *testing.T) {
-	for err, want := range map[error]keys.Outcome{
-		nil:                      keys.OutcomeValid,
-		keys.ErrInvalidKey:       keys.OutcomeInvalid,
-		keys.ErrUnavailable:      keys.OutcomeUnavailable,
-		errors.New("anything"):   keys.OutcomeUnavailable,
-		&keys.RateLimitError{}:   keys.OutcomeRateLimited,
-		keys.ErrPermissionDenied: keys.OutcomeForbidden,
-		keys.ErrKeyExpired:       keys.OutcomeExpired,
-		keys.ErrKeyRevoked:       keys.OutcomeRevoked,
-		keys.ErrIPNotAllowed:     keys.OutcomeIPNotAllowed,
-		keys.ErrWrongEnvironment: keys.OutcomeWrongEnvironment,
-		keys.ErrKeyDisabled:      keys.OutcomeDisabled,
-		&keys.CreditsError{}:     keys.OutcomeCreditsExhausted,
+	for err, want := range map[error]observe.Outcome{
+		nil:                      observe.Valid,
+		keys.ErrInvalidKey:       observe.Invalid,
+		keys.ErrUnavailable:      observe.Unavailable,
+		errors.New("anything"):   observe.Unavailable,
+		&keys.RateLimitError{}:   observe.RateLimited,
+		keys.ErrPermissionDenied: observe.Forbidden,
+		keys.ErrKeyExpired:       observe.Expired,
+		keys.ErrKeyRevoked:       observe.Revoked,
+		keys.ErrIPNotAllowed:     observe.IPNotAllowed,
+		keys.ErrWrongEnvironment: observe.WrongEnvironment,
+		keys.ErrKeyDisabled:      observe.Disabled,
+		&keys.CreditsError{}:     observe.CreditsExhausted,
 	} {
 		if got := keys.OutcomeOf(err); got != want {
 			t.Errorf("OutcomeOf(%v) = %s, want %s", err, got, want)
 		}
 	}
 	names := map[string]bool{}
-	for _, o := range keys.Outcomes() {
+	for o := range observe.Outcome(observe.NumOutcomes) {
 		names[o.String()] = true
 	}
-	if len(names) != 11 || !names["credits_exhausted"] || !names["disabled"] || !names["valid"] || !names["rate_limited"] || names["unknown"] || keys.Outcome(keys.NumOutcomes).String() != "unknown" {
+	if len(names) != 11 || !names["credits_exhausted"] || !names["disabled"] || !names["valid"] || !names["rate_limited"] || names["unknown"] || observe.Outcome(observe.NumOutcomes).String() != "unknown" {
 		t.Fatalf("outcome names: %v", names)
 	}
 }
@@ -234,8 +237,8 @@ func TestOutcomeOf(t *testing.T) {
 // nop is the cheapest Observer there is, to measure the hook itself.
 type nop struct{}
 
-func (nop) Verify(context.Context, keys.Outcome, time.Duration) {}
-func (nop) Operation(ctx context.Context, _ keys.Op) (context.Context, func(error)) {
+func (nop) Verify(context.Context, observe.Outcome, time.Duration) {}
+func (nop) Operation(ctx context.Context, _ observe.Op) (context.Context, func(error)) {
 	return ctx, func(error) {}
 }
 

@@ -5,9 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/txcloud/keys/credits"
+	"github.com/txcloud/keys/event"
+	"github.com/txcloud/keys/limit"
+	"github.com/txcloud/keys/observe"
 )
 
 // Every option of the package is in this file: Option configures a
@@ -26,18 +33,19 @@ type config struct {
 	vocabulary       []string
 	maxAllowedIPs    int
 	defaultRateLimit int
-	limiter          Limiter
+	limiter          limit.Limiter
 	flushInterval    time.Duration
 	logger           *slog.Logger
-	onEvent          func(context.Context, Event)
+	onEvent          func(context.Context, event.Event)
 	maxKeys          int
-	observer         Observer
+	observer         observe.Observer
 	maxLifetime      time.Duration
 	foreign          []string
-	plans            PlanFunc
+	plans            func(ctx context.Context, accountID string) (Plan, error)
 	planTTL          time.Duration
 	currency         string
 	prices           map[string]int64 // millionths of currency per successful request
+	costs            map[string]int64 // credits per request, by API
 }
 
 // WithForeignPrefixes names the prefixes of keys another system issued
@@ -191,9 +199,10 @@ func WithMaxKeysPerAccount(n int) Option {
 	}
 }
 
-// WithLimiter replaces the in-memory rate limiter, with a shared one when
-// several instances must hold one limit between them.
-func WithLimiter(l Limiter) Option {
+// WithLimiter replaces the in-memory limiter (limit.NewMemory), with a
+// shared one when several instances must hold one limit between them
+// (the redislimit module).
+func WithLimiter(l limit.Limiter) Option {
 	return func(c *config) error {
 		if l == nil {
 			return errors.New("keys: WithLimiter: nil limiter")
@@ -228,15 +237,92 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
-// WithEventHook calls hook after every change to a key (see EventType), in
-// the goroutine that made the change: forward to a webhook or an audit log,
-// and return quickly.
-func WithEventHook(hook func(context.Context, Event)) Option {
+// WithEventHook calls hook after every change to a key (package event),
+// in the goroutine that made the change: forward to a webhook or an audit
+// log, and return quickly.
+func WithEventHook(hook func(context.Context, event.Event)) Option {
 	return func(c *config) error {
 		if hook == nil {
 			return errors.New("keys: WithEventHook: nil hook")
 		}
 		c.onEvent = hook
+		return nil
+	}
+}
+
+// WithObserver reports every verification and operation to o (package
+// observe; the keysotel module is the Observer for OpenTelemetry).
+func WithObserver(o observe.Observer) Option {
+	return func(c *config) error {
+		if o == nil {
+			return errors.New("keys: WithObserver: nil Observer")
+		}
+		c.observer = o
+		return nil
+	}
+}
+
+// WithPlans makes every account's limits its plan's, from plans, which
+// returns an account's plan (the zero Plan, for no limits). Answers are
+// kept for ttl (at least a second), and Manager.InvalidatePlan drops one
+// at once, so a plan change reaches this instance within ttl, or at once
+// on the instance told. When an answer is due again, one request asks
+// plans while the others go on with the answer they have. An error from
+// plans fails the requests that need the plan with ErrUnavailable,
+// unless an earlier answer is at hand; so does a plan that cannot be
+// applied (a negative limit, a malformed pattern): a host's mistake must
+// not lift a customer's limits.
+func WithPlans(plans func(ctx context.Context, accountID string) (Plan, error), ttl time.Duration) Option {
+	return func(c *config) error {
+		if plans == nil {
+			return errors.New("keys: WithPlans: nil plans")
+		}
+		if ttl < time.Second {
+			return fmt.Errorf("keys: WithPlans: ttl %v is under a second", ttl)
+		}
+		c.plans, c.planTTL = plans, ttl
+		return nil
+	}
+}
+
+// WithPrices sets what a successful request to each API costs in money,
+// for the usage summary's estimated_cost: prices maps an API name (as
+// OnAPI gives it; "*" for any other API) to a decimal amount of currency
+// (an ISO 4217 code) with at most 6 decimals, e.g. "0.002". Failed and
+// rate-limited requests cost nothing. Without prices, every request costs
+// nothing: the amount is 0 in currency "USD".
+func WithPrices(currency string, prices map[string]string) Option {
+	return func(c *config) error {
+		if len(currency) != 3 || strings.ToUpper(currency) != currency {
+			return fmt.Errorf("keys: WithPrices: currency %q is not an ISO 4217 code", truncate(currency, 10))
+		}
+		c.currency = currency
+		c.prices = make(map[string]int64, len(prices))
+		for api, p := range prices {
+			micros, err := parseMicros(p)
+			if err != nil {
+				return fmt.Errorf("keys: WithPrices: the price of %q: %w", truncate(api, 40), err)
+			}
+			c.prices[api] = micros
+		}
+		return nil
+	}
+}
+
+// WithCreditCosts sets what a request to each API costs in credits, for
+// keys that have a budget (package credits): costs maps an API name (as
+// OnAPI gives it, the names usage counts by and WithPrices prices) to a
+// cost from 0 to credits.MaxCost. An API not named costs 1; 0 makes an
+// API free, even for a key whose credits are spent. CreditCost overrides
+// it for one request. The key endpoints cost nothing (OutsidePlan).
+func WithCreditCosts(costs map[string]int64) Option {
+	return func(c *config) error {
+		for api, n := range costs {
+			if n < 0 || n > credits.MaxCost {
+				return fmt.Errorf("keys: WithCreditCosts: %q costs %d, outside 0 to %d", truncate(api, 40), n, credits.MaxCost)
+			}
+		}
+		c.costs = maps.Clone(costs)
 		return nil
 	}
 }
@@ -248,6 +334,7 @@ type VerifyOption struct {
 	perms        []string
 	env          Environment
 	method, path string
+	api          string
 	outsidePlan  bool
 	cost         int64
 	hasCost      bool
@@ -270,6 +357,14 @@ func InEnvironment(env Environment) VerifyOption { return VerifyOption{env: env}
 // endpoint limits (Plan.Endpoints) are matched against.
 func OnEndpoint(method, path string) VerifyOption { return VerifyOption{method: method, path: path} }
 
+// OnAPI names the API the request is for: its usage is counted under
+// that name (CountUsage), WithPrices prices it, and WithCreditCosts says
+// what it costs in credits. The name should come from a small set (a
+// route, never a path with IDs in it). The HTTP middleware names a
+// request by its ServeMux pattern, the gRPC interceptors by the full
+// method name.
+func OnAPI(name string) VerifyOption { return VerifyOption{api: name} }
+
 // OutsidePlan leaves the request out of the account's plan limits (the
 // key's own rate_limit still applies). The key endpoints use it: an
 // account that spent its quota, or whose leaked key an attacker is
@@ -277,10 +372,12 @@ func OnEndpoint(method, path string) VerifyOption { return VerifyOption{method: 
 // have their own per-account limit (httpadapter.WithManagementLimit).
 func OutsidePlan() VerifyOption { return VerifyOption{outsidePlan: true} }
 
-// CreditCost is what the request costs in credits, for a key that has a budget
-// (Credits): 0 to MaxCost; default 1. CreditCost(0) verifies without spending,
-// even a spent budget. A cost outside the range fails Verify (the host's
-// mistake, not the key's). The key endpoints spend nothing (OutsidePlan).
+// CreditCost is what the request costs in credits, for a key that has a
+// budget: 0 to credits.MaxCost, in place of the cost WithCreditCosts gives
+// its API (by default 1), for a cost only the request knows (a batch of n
+// items, say). CreditCost(0) verifies without spending, even a spent
+// budget. A cost outside the range fails Verify (the host's mistake, not
+// the key's). The key endpoints spend nothing (OutsidePlan).
 func CreditCost(n int64) VerifyOption { return VerifyOption{cost: n, hasCost: true} }
 
 // IssueOption applies to the calls that issue a secret: Create and Roll.
@@ -290,7 +387,7 @@ type IssueOption struct {
 
 // IdempotencyKey makes a Create or Roll idempotent: a retry by the same
 // caller with the same key and the same request returns the first result,
-// secret included (with Replayed set), for IdempotencyTTL, and a different
+// secret included (with Replayed set), for 24 hours, and a different
 // request is ErrIdempotencyConflict. The key is 10 to 255 letters, digits,
 // '-' and '_'; anything else (the empty string included) is a
 // *ValidationError.

@@ -8,10 +8,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/txcloud/keys/limit"
 )
 
 // Plan is what an account may do. The provider (the host) sets it, through
-// the PlanFunc given to WithPlans; no request of the account's can change
+// the function given to WithPlans; no request of the account's can change
 // it. Every key of the account counts against its limits together. 0, in
 // any field, is no limit.
 //
@@ -51,48 +53,25 @@ type EndpointLimit struct {
 	PerMinute int
 }
 
-// PlanFunc returns an account's plan; an account without one gets the zero
-// Plan (no limits). An error fails the requests that need the plan with
-// ErrUnavailable, unless an earlier answer is at hand.
-type PlanFunc func(ctx context.Context, accountID string) (Plan, error)
-
 // maxEndpointLimits bounds Plan.Endpoints: each is matched on every
 // request of the account.
 const maxEndpointLimits = 16
 
-// ErrInvalidPlan is a PlanFunc's plan that cannot be applied (a negative
-// limit, a malformed pattern). Requests that need it fail with
-// ErrUnavailable: a host's mistake must not lift a customer's limits.
-var ErrInvalidPlan = errors.New("keys: invalid plan")
+// errInvalidPlan is a plan that cannot be applied (a negative limit, a
+// malformed pattern). Requests that need it fail with ErrUnavailable: a
+// host's mistake must not lift a customer's limits.
+var errInvalidPlan = errors.New("keys: invalid plan")
 
-// WithPlans makes every account's limits its plan's, from plans. Answers
-// are kept for ttl (at least a second), and Manager.InvalidatePlan drops
-// one at once, so a plan change reaches this instance within ttl, or at
-// once on the instance told. When an answer is due again, one request
-// asks plans while the others go on with the answer they have.
-func WithPlans(plans PlanFunc, ttl time.Duration) Option {
-	return func(c *config) error {
-		if plans == nil {
-			return errors.New("keys: WithPlans: nil PlanFunc")
-		}
-		if ttl < time.Second {
-			return fmt.Errorf("keys: WithPlans: ttl %v is under a second", ttl)
-		}
-		c.plans, c.planTTL = plans, ttl
-		return nil
-	}
-}
-
-// plans caches PlanFunc's answers per account.
+// plans caches the answers of WithPlans' function per account.
 type plans struct {
-	fetch   PlanFunc
+	fetch   func(ctx context.Context, accountID string) (Plan, error)
 	ttl     int64
 	entries sync.Map // account → *planEntry
 	asking  sync.Map // account → *planCall: the first answer, asked once
 }
 
 // planCall is an account's first ask, which concurrent requests wait for
-// instead of each asking the PlanFunc (a burst at start-up must not become
+// instead of each asking the host (a burst at start-up must not become
 // a burst on the billing database).
 type planCall struct {
 	done  chan struct{}
@@ -114,7 +93,7 @@ type endpointPattern struct {
 	limit    int
 }
 
-// of returns the account's plan, asking PlanFunc when it has no answer or
+// of returns the account's plan, asking the host when it has no answer or
 // its answer is older than the TTL.
 func (p *plans) of(ctx context.Context, account string, now time.Time) (*planEntry, error) {
 	t := now.UnixNano()
@@ -173,11 +152,11 @@ func (p *plans) ask(ctx context.Context, account string, t int64) (*planEntry, e
 func compilePlan(plan Plan) (*planEntry, error) {
 	for _, n := range []int{plan.PerMinute, plan.PerDay, plan.Concurrent, plan.MaxKeys} {
 		if n < 0 || n > maxRateLimit {
-			return nil, fmt.Errorf("%w: a limit of %d (from 0 to %d)", ErrInvalidPlan, n, maxRateLimit)
+			return nil, fmt.Errorf("%w: a limit of %d (from 0 to %d)", errInvalidPlan, n, maxRateLimit)
 		}
 	}
 	if len(plan.Endpoints) > maxEndpointLimits {
-		return nil, fmt.Errorf("%w: %d endpoint limits (at most %d)", ErrInvalidPlan, len(plan.Endpoints), maxEndpointLimits)
+		return nil, fmt.Errorf("%w: %d endpoint limits (at most %d)", errInvalidPlan, len(plan.Endpoints), maxEndpointLimits)
 	}
 	e := &planEntry{plan: plan}
 	e.plan.Endpoints = append([]EndpointLimit(nil), plan.Endpoints...)
@@ -187,7 +166,7 @@ func compilePlan(plan Plan) (*planEntry, error) {
 			return nil, err
 		}
 		if el.PerMinute < 1 || el.PerMinute > maxRateLimit {
-			return nil, fmt.Errorf("%w: endpoint %q: a limit of %d (from 1 to %d)", ErrInvalidPlan, el.Pattern, el.PerMinute, maxRateLimit)
+			return nil, fmt.Errorf("%w: endpoint %q: a limit of %d (from 1 to %d)", errInvalidPlan, el.Pattern, el.PerMinute, maxRateLimit)
 		}
 		ep.limit = el.PerMinute
 		e.endpoints = append(e.endpoints, ep)
@@ -198,7 +177,7 @@ func compilePlan(plan Plan) (*planEntry, error) {
 func parseEndpointPattern(s string) (endpointPattern, error) {
 	method, path, ok := strings.Cut(s, " ")
 	if !ok || method == "" || !strings.HasPrefix(path, "/") || len(path) < 2 || len(s) > 256 {
-		return endpointPattern{}, fmt.Errorf("%w: endpoint pattern %q is not \"METHOD /path\"", ErrInvalidPlan, s)
+		return endpointPattern{}, fmt.Errorf("%w: endpoint pattern %q is not \"METHOD /path\"", errInvalidPlan, s)
 	}
 	ep := endpointPattern{pattern: s, segments: strings.Split(path[1:], "/")}
 	if method != "*" {
@@ -206,7 +185,7 @@ func parseEndpointPattern(s string) (endpointPattern, error) {
 	}
 	for _, seg := range ep.segments {
 		if seg == "" || strings.ContainsAny(seg, " ?#") || seg != "*" && strings.Contains(seg, "*") {
-			return endpointPattern{}, fmt.Errorf("%w: endpoint pattern %q has an empty or malformed segment (\"*\" stands alone)", ErrInvalidPlan, s)
+			return endpointPattern{}, fmt.Errorf("%w: endpoint pattern %q has an empty or malformed segment (\"*\" stands alone)", errInvalidPlan, s)
 		}
 	}
 	return ep, nil
@@ -258,7 +237,7 @@ func (e *planEntry) endpoint(method, path string) *endpointPattern {
 }
 
 // InvalidatePlan drops this instance's answer for the account's plan: the
-// next request asks the PlanFunc. Call it when a plan changes, on every
+// next request asks WithPlans' function. Call it when a plan changes, on every
 // instance (or let WithPlans' ttl bring the change).
 func (m *Manager) InvalidatePlan(accountID string) {
 	if m.plans != nil {
@@ -305,53 +284,42 @@ func (m *Manager) planLimits(ctx context.Context, account string, rateLimit int,
 	return rateLimit, m.maxKeys, nil
 }
 
-// Slot is a request in flight, counted against its account's Concurrent
-// limit until Released. The zero Slot holds nothing.
-type Slot struct {
-	l     ConcurrencyLimiter
-	lease Lease
-}
-
-// Release gives the slot back. Call it once, when the request ends
-// (defer it, so that a panic gives it back too).
-func (s Slot) Release() {
-	if s.l == nil {
-		return
-	}
-	// Not the request's context, which may be cancelled already: a shared
-	// limiter bounds the call by its client's own timeouts, and a lost
-	// release ends when its lease does.
-	_ = s.l.Release(context.Background(), s.lease)
-}
+func noRelease() {}
 
 // Acquire counts a verified request against its account's plan's
-// Concurrent limit, and returns the Slot to Release when the request ends.
-// Over the limit it is a *RateLimitError naming LimitConcurrency (retry
-// after a second). Without plans, or with no Concurrent limit, it counts
-// nothing.
-func (m *Manager) Acquire(ctx context.Context, v *Verified) (Slot, error) {
-	if m.plans == nil || v == nil || v.Key == nil {
-		return Slot{}, nil
+// Concurrent limit, and returns the function that gives its place back:
+// call it once, when the request ends (defer it, so that a panic gives it
+// back too). Over the limit it is a *RateLimitError naming
+// limit.Concurrency (retry after a second). Without plans, or with no
+// Concurrent limit, it counts nothing, and release does nothing.
+func (m *Manager) Acquire(ctx context.Context, v *Verified) (release func(), err error) {
+	if m.plans == nil || v == nil || v.AccountID == "" {
+		return noRelease, nil
 	}
 	now := m.now()
-	e, err := m.plans.of(ctx, v.Key.AccountID, now)
+	e, err := m.plans.of(ctx, v.AccountID, now)
 	if err != nil {
-		return Slot{}, err
+		return noRelease, err
 	}
-	limit := e.plan.Concurrent
-	if limit == 0 {
-		return Slot{}, nil
+	max := e.plan.Concurrent
+	if max == 0 {
+		return noRelease, nil
 	}
-	cl, ok := m.limiter.(ConcurrencyLimiter)
+	cl, ok := m.limiter.(limit.ConcurrencyLimiter)
 	if !ok {
-		return Slot{}, fmt.Errorf("%w: the limiter cannot count requests in flight (it is no keys.ConcurrencyLimiter)", ErrUnavailable)
+		return noRelease, fmt.Errorf("%w: the limiter cannot count requests in flight (it is no limit.ConcurrencyLimiter)", ErrUnavailable)
 	}
-	lease, ok, err := cl.Acquire(ctx, v.Key.AccountID, limit, now)
+	lease, ok, err := cl.Acquire(ctx, v.AccountID, max, now)
 	if err != nil {
-		return Slot{}, fmt.Errorf("%w: rate limiter: %w", ErrUnavailable, err)
+		return noRelease, fmt.Errorf("%w: rate limiter: %w", ErrUnavailable, err)
 	}
 	if !ok {
-		return Slot{}, &RateLimitError{RateLimit: RateLimit{Name: LimitConcurrency, Limit: limit, Reset: now.Add(time.Second), RetryAfter: time.Second}}
+		return noRelease, &RateLimitError{RateLimit: limit.Status{Name: limit.Concurrency, Limit: max, Reset: now.Add(time.Second), RetryAfter: time.Second}}
 	}
-	return Slot{l: cl, lease: lease}, nil
+	return func() {
+		// Not the request's context, which may be cancelled already: a
+		// shared limiter bounds the call by its client's own timeouts,
+		// and a lost release ends when its lease does.
+		_ = cl.Release(context.Background(), lease)
+	}, nil
 }

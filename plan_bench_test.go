@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/credits"
 	"github.com/txcloud/keys/memstore"
 )
 
@@ -51,7 +52,7 @@ func BenchmarkVerifyCounted(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		m.CountUsage(&v, "GET /v1/ping", 200, false)
+		m.CountUsage(&v, "GET /v1/ping", 200)
 	}
 }
 
@@ -74,7 +75,7 @@ func BenchmarkCountUsageParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		v := vs[next.Add(1)%int64(len(vs))]
 		for pb.Next() {
-			m.CountUsage(v, "GET /v1/ping", 200, false)
+			m.CountUsage(v, "GET /v1/ping", 200)
 		}
 	})
 }
@@ -89,7 +90,7 @@ func BenchmarkCountUsage(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		m.CountUsage(&v, "GET /v1/ping", 200, false)
+		m.CountUsage(&v, "GET /v1/ping", 200)
 	}
 }
 
@@ -120,10 +121,10 @@ func distinctSetup(b *testing.B) (*keys.Manager, []string, map[[32]byte]*int) {
 		b.Fatal(err)
 	}
 	ks := make([]string, 0, n)
-	batch := make([]keys.ImportKey, 0, keys.ImportBatch)
+	batch := make([]keys.ImportKey, 0, 10000)
 	for len(ks) < n {
 		batch = batch[:0]
-		for range min(keys.ImportBatch, n-len(ks)) {
+		for range min(10000, n-len(ks)) {
 			c, err := keys.GenerateForBench(m)
 			if err != nil {
 				b.Fatal(err)
@@ -174,7 +175,7 @@ func BenchmarkVerifyDistinct(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		m.CountUsage(&v, "GET /v1/ping", 200, false)
+		m.CountUsage(&v, "GET /v1/ping", 200)
 		if i++; i == len(ks) {
 			i = 0
 		}
@@ -215,7 +216,7 @@ func BenchmarkVerifyDistinctParallel(b *testing.B) {
 				b.Error(err)
 				return
 			}
-			m.CountUsage(&v, "GET /v1/ping", 200, false)
+			m.CountUsage(&v, "GET /v1/ping", 200)
 			if i++; i == len(ks) {
 				i = 0
 			}
@@ -227,9 +228,9 @@ func BenchmarkVerifyDistinctParallel(b *testing.B) {
 // lookup and the budget's own mutex) spends one credit per Verify; beside
 // BenchmarkVerify it is what a credit costs in memory, 0 allocations.
 func BenchmarkVerifyCredits(b *testing.B) {
-	budget := int64(keys.MaxCredits)
+	budget := int64(credits.Max)
 	m, ks := benchKeysLike(b, benchStoreSize, keys.APIKeyCreate{Name: "bench", Environment: keys.Live, AccountID: "acct_bench",
-		Credits: &keys.CreditsSpec{Remaining: &budget}})
+		Credits: &credits.Budget{Remaining: budget}})
 	key := ks[benchStoreSize/2]
 	ctx := context.Background()
 	b.ReportAllocs()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/limit"
 )
 
 // planTable is a PlanFunc over a map the test may change.
@@ -43,7 +44,7 @@ func newPlanFixture(t *testing.T, plans map[string]keys.Plan, opts ...keys.Optio
 }
 
 // refusedBy returns the limit that refused err, or fails the test.
-func refusedBy(t *testing.T, err error) keys.RateLimit {
+func refusedBy(t *testing.T, err error) limit.Status {
 	t.Helper()
 	var rle *keys.RateLimitError
 	if !errors.As(err, &rle) {
@@ -56,8 +57,8 @@ func refusedBy(t *testing.T, err error) keys.RateLimit {
 // account's keys, however many goroutines send them, then refuses them all,
 // naming the account's limit; another account is untouched.
 func TestPlanAccountLimitIsExactAcrossKeys(t *testing.T) {
-	const limit = 50
-	f, _ := newPlanFixture(t, map[string]keys.Plan{"acct_test": {Name: "free", PerMinute: limit}})
+	const perMinute = 50
+	f, _ := newPlanFixture(t, map[string]keys.Plan{"acct_test": {Name: "free", PerMinute: perMinute}})
 	ctx := context.Background()
 	var ks []string
 	for i := range 3 {
@@ -74,7 +75,7 @@ func TestPlanAccountLimitIsExactAcrossKeys(t *testing.T) {
 				case err == nil:
 					passed.Add(1)
 				case errors.Is(err, keys.ErrRateLimited):
-					if rl := refusedBy(t, err); rl.Name != keys.LimitAccount || rl.Limit != limit || rl.RetryAfter <= 0 {
+					if rl := refusedBy(t, err); rl.Name != limit.AccountMinute || rl.Limit != perMinute || rl.RetryAfter <= 0 {
 						t.Errorf("refused by %v (limit %d, retry %v), want the account's per-minute limit", rl.Name, rl.Limit, rl.RetryAfter)
 					}
 					refused.Add(1)
@@ -85,8 +86,8 @@ func TestPlanAccountLimitIsExactAcrossKeys(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if passed.Load() != limit || refused.Load() != 12*20-limit {
-		t.Fatalf("%d passed, %d refused; want exactly %d passed", passed.Load(), refused.Load(), limit)
+	if passed.Load() != perMinute || refused.Load() != 12*20-perMinute {
+		t.Fatalf("%d passed, %d refused; want exactly %d passed", passed.Load(), refused.Load(), perMinute)
 	}
 	for range 100 {
 		if _, err := f.m.Verify(ctx, other); err != nil {
@@ -104,13 +105,13 @@ func TestPlanChecksAreAllOrNothing(t *testing.T) {
 	b := string(f.create(t, keys.APIKeyCreate{Name: "b", Environment: keys.Test}).Key)
 	for i := range 10 {
 		_, err := f.m.Verify(ctx, a)
-		if i < 2 && err != nil || i >= 2 && refusedBy(t, err).Name != keys.LimitKey {
+		if i < 2 && err != nil || i >= 2 && refusedBy(t, err).Name != limit.Key {
 			t.Fatalf("key a, request %d: %v", i, err)
 		}
 	}
 	for i := range 4 {
 		_, err := f.m.Verify(ctx, b)
-		if i < 3 && err != nil || i == 3 && refusedBy(t, err).Name != keys.LimitAccount {
+		if i < 3 && err != nil || i == 3 && refusedBy(t, err).Name != limit.AccountMinute {
 			t.Fatalf("key b, request %d: %v (a's 8 refusals must not have spent the account's 5)", i, err)
 		}
 	}
@@ -121,7 +122,7 @@ func TestPlanChecksAreAllOrNothing(t *testing.T) {
 	// The day counted only the 5 that passed.
 	f.clock.Advance(time.Minute)
 	v, err = f.m.Verify(ctx, b)
-	if err != nil || v.RateLimit.Name != keys.LimitAccount || v.RateLimit.Remaining != 4 {
+	if err != nil || v.RateLimit.Name != limit.AccountMinute || v.RateLimit.Remaining != 4 {
 		t.Fatalf("a minute on: %v %+v", err, v.RateLimit)
 	}
 }
@@ -156,7 +157,7 @@ func TestPlanDayQuotaIsAUTCDay(t *testing.T) {
 	midnight := time.Date(now.Year(), now.Month(), now.Day()+1, 0, 0, 0, 0, time.UTC)
 	_, err := f.m.Verify(ctx, key)
 	rl := refusedBy(t, err)
-	if rl.Name != keys.LimitAccountDay || !rl.Reset.Equal(midnight) || rl.RetryAfter != midnight.Sub(now) || rl.Name.Window() != keys.Day {
+	if rl.Name != limit.AccountDay || !rl.Reset.Equal(midnight) || rl.RetryAfter != midnight.Sub(now) || rl.Name.Window() != (24*time.Hour) {
 		t.Fatalf("refusal %+v, want the day's quota until %v", rl, midnight)
 	}
 	f.clock.Advance(midnight.Sub(now) - 1)
@@ -165,7 +166,7 @@ func TestPlanDayQuotaIsAUTCDay(t *testing.T) {
 	}
 	f.clock.Advance(1)
 	v, err := f.m.Verify(ctx, key)
-	if err != nil || v.RateLimit.Remaining != perDay-1 || !v.RateLimit.Reset.Equal(midnight.Add(keys.Day)) {
+	if err != nil || v.RateLimit.Remaining != perDay-1 || !v.RateLimit.Reset.Equal(midnight.Add((24 * time.Hour))) {
 		t.Fatalf("at midnight: %v %+v", err, v.RateLimit)
 	}
 }
@@ -178,16 +179,16 @@ func TestPlanReportsTheTightestLimit(t *testing.T) {
 	limited := string(f.create(t, keys.APIKeyCreate{Name: "own", Environment: keys.Test, RateLimit: intp(10)}).Key)
 	v, err := f.m.Verify(ctx, limited)
 	// key 9 left, account 59, day 2: the day is tightest.
-	if err != nil || v.RateLimit.Name != keys.LimitAccountDay || v.RateLimit.Remaining != 2 || v.RateLimit.Limit != 3 {
+	if err != nil || v.RateLimit.Name != limit.AccountDay || v.RateLimit.Remaining != 2 || v.RateLimit.Limit != 3 {
 		t.Fatalf("%v %+v", err, v.RateLimit)
 	}
 	f2, _ := newPlanFixture(t, map[string]keys.Plan{"acct_test": {PerMinute: 60, PerDay: 1000}})
 	limited = string(f2.create(t, keys.APIKeyCreate{Name: "own", Environment: keys.Test, RateLimit: intp(10)}).Key)
 	open := string(f2.create(t, keys.APIKeyCreate{Name: "open", Environment: keys.Test}).Key)
-	if v, err = f2.m.Verify(ctx, limited); err != nil || v.RateLimit.Name != keys.LimitKey || v.RateLimit.Remaining != 9 {
+	if v, err = f2.m.Verify(ctx, limited); err != nil || v.RateLimit.Name != limit.Key || v.RateLimit.Remaining != 9 {
 		t.Fatalf("key 9, account 59, day 999: %v %+v", err, v.RateLimit)
 	}
-	if v, err = f2.m.Verify(ctx, open); err != nil || v.RateLimit.Name != keys.LimitAccount || v.RateLimit.Remaining != 58 {
+	if v, err = f2.m.Verify(ctx, open); err != nil || v.RateLimit.Name != limit.AccountMinute || v.RateLimit.Remaining != 58 {
 		t.Fatalf("account 58, day 998: %v %+v", err, v.RateLimit)
 	}
 }
@@ -266,11 +267,11 @@ func TestPlanCache(t *testing.T) {
 		t.Fatalf("asked %d times within the ttl (the create cached the answer)", n)
 	}
 	pt.set("acct_test", keys.Plan{PerMinute: 1000, PerDay: 100})
-	if v, _ := f.m.Verify(ctx, key); v.RateLimit.Name == keys.LimitAccountDay {
+	if v, _ := f.m.Verify(ctx, key); v.RateLimit.Name == limit.AccountDay {
 		t.Fatal("the new plan applied before its ttl or an invalidation")
 	}
 	f.m.InvalidatePlan("acct_test")
-	if v, err := f.m.Verify(ctx, key); err != nil || v.RateLimit.Name != keys.LimitAccountDay || v.RateLimit.Limit != 100 {
+	if v, err := f.m.Verify(ctx, key); err != nil || v.RateLimit.Name != limit.AccountDay || v.RateLimit.Limit != 100 {
 		t.Fatalf("after InvalidatePlan: %v %+v", err, v.RateLimit)
 	}
 	pt.mu.Lock()
@@ -333,7 +334,7 @@ func TestPlanEndpointLimit(t *testing.T) {
 	verify := keys.OnEndpoint("POST", "/identity/verify")
 	for i := range 4 {
 		_, err := f.m.Verify(ctx, a, verify)
-		if i < 3 && err != nil || i == 3 && refusedBy(t, err).Name != keys.LimitEndpoint {
+		if i < 3 && err != nil || i == 3 && refusedBy(t, err).Name != limit.Endpoint {
 			t.Fatalf("request %d: %v", i, err)
 		}
 	}
@@ -348,7 +349,7 @@ func TestPlanEndpointLimit(t *testing.T) {
 	analytics := keys.OnEndpoint("GET", "/fraud/analytics/daily/2026")
 	for i := range 3 {
 		_, err := f.m.Verify(ctx, a, analytics)
-		if i < 2 && err != nil || i == 2 && refusedBy(t, err).Name != keys.LimitEndpoint {
+		if i < 2 && err != nil || i == 2 && refusedBy(t, err).Name != limit.Endpoint {
 			t.Fatalf("analytics %d: %v", i, err)
 		}
 	}
@@ -400,9 +401,9 @@ func TestPlanConcurrency(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				slot, err := f.m.Acquire(ctx, &v)
+				release, err := f.m.Acquire(ctx, &v)
 				if err != nil {
-					if rl := refusedBy(t, err); rl.Name != keys.LimitConcurrency || rl.Limit != burst {
+					if rl := refusedBy(t, err); rl.Name != limit.Concurrency || rl.Limit != burst {
 						t.Errorf("refused by %+v", rl)
 					}
 					refused.Add(1)
@@ -414,7 +415,7 @@ func TestPlanConcurrency(t *testing.T) {
 				admitted.Add(1)
 				time.Sleep(50 * time.Microsecond)
 				inFlight.Add(-1)
-				slot.Release()
+				release()
 			}
 		})
 	}
@@ -424,19 +425,19 @@ func TestPlanConcurrency(t *testing.T) {
 	}
 	// All released: the whole burst is available again.
 	v, _ := f.m.Verify(ctx, key)
-	var slots []keys.Slot
+	var releases []func()
 	for i := range burst {
-		s, err := f.m.Acquire(ctx, &v)
+		release, err := f.m.Acquire(ctx, &v)
 		if err != nil {
 			t.Fatalf("slot %d after every release: %v", i, err)
 		}
-		slots = append(slots, s)
+		releases = append(releases, release)
 	}
 	if _, err := f.m.Acquire(ctx, &v); !errors.Is(err, keys.ErrRateLimited) {
 		t.Fatalf("slot %d: %v", burst+1, err)
 	}
-	for _, s := range slots {
-		s.Release()
+	for _, release := range releases {
+		release()
 	}
 	if _, err := f.m.Acquire(ctx, &v); err != nil {
 		t.Fatal(err)
@@ -494,15 +495,15 @@ func TestOutsidePlanSkipsThePlan(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := f.m.Verify(ctx, other); refusedBy(t, err).Name != keys.LimitAccount {
+	if _, err := f.m.Verify(ctx, other); refusedBy(t, err).Name != limit.AccountMinute {
 		t.Fatalf("the account's minute: %v", err)
 	}
 	for i := range 2 {
-		if v, err := f.m.Verify(ctx, k, keys.OutsidePlan()); err != nil || v.RateLimit.Name != keys.LimitKey {
+		if v, err := f.m.Verify(ctx, k, keys.OutsidePlan()); err != nil || v.RateLimit.Name != limit.Key {
 			t.Fatalf("outside the plan, request %d: %+v, %v", i, v.RateLimit, err)
 		}
 	}
-	if _, err := f.m.Verify(ctx, k, keys.OutsidePlan()); refusedBy(t, err).Name != keys.LimitKey {
+	if _, err := f.m.Verify(ctx, k, keys.OutsidePlan()); refusedBy(t, err).Name != limit.Key {
 		t.Fatalf("the key's own limit outside the plan: %v", err)
 	}
 }

@@ -1,146 +1,281 @@
 package keys
 
 import (
+	"cmp"
 	"context"
-	"log/slog"
-	"sync"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/txcloud/keys/internal/sentinel"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/usage"
 )
 
-// usageRecorder keeps last-used times in memory so that Verify never writes
-// to the store. A record's latest use is the record's own noted time; the
-// recorder lists each record used since the last flush once (the record's
-// queued flag), and writes the list in one TouchLastUsed batch per
-// interval, and on Close.
-type usageRecorder struct {
-	shards   [usageShards]usageShard
-	store    Store
-	logger   *slog.Logger
-	interval time.Duration
-	obs      Observer // nil: none
-	stop     chan struct{}
-	done     chan struct{}
+// errUsageNotKept is what the usage reads return on a store that keeps no
+// usage (no store.UsageStore): a not-found, which the HTTP endpoints
+// answer with 404.
+var errUsageNotKept = fmt.Errorf("keys: %w: %w", sentinel.ErrUsageNotKept, ErrNotFound)
+
+// addTotals adds a stored row's counts to t.
+func addTotals(t *usage.Totals, r store.UsageRow) {
+	t.TotalRequests += r.Successful + r.Failed
+	t.Successful += r.Successful
+	t.Failed += r.Failed
+	t.RateLimitHits += r.RateLimited
 }
 
-const usageShards = 64
+// maxSeriesBuckets bounds a series: a day of minutes.
+const maxSeriesBuckets = 1440
 
-type usageShard struct {
-	mu sync.Mutex
-	// pending lists the records used since the last flush, each once: an
-	// append under the lock, where a map keyed by record cost a hash, a
-	// probe and the map's growth for every key's first use in a flush
-	// (on a walk over a million keys, a third of Verify).
-	pending []*Record
-	_       [32]byte // keep shards on separate cache lines
-}
-
-func startUsageRecorder(store Store, interval time.Duration, logger *slog.Logger, obs Observer) *usageRecorder {
-	u := &usageRecorder{store: store, logger: logger, interval: interval, obs: obs, stop: make(chan struct{}), done: make(chan struct{})}
-	go u.run()
-	return u
-}
-
-// notePrecision is how stale a noted last-used time may be: a key used again
-// within it is not noted again, which keeps the pending list's lock off the
-// hot path of a busy key.
-const notePrecision = int64(time.Second)
-
-// note records a use. hint spreads keys over shards; any byte that is the
-// same for every use of one key will do (Verify passes a digest byte).
-func (u *usageRecorder) note(rec *Record, hint byte, now time.Time) {
-	t := now.UnixNano()
-	if old := rec.noted.Load(); t-old < notePrecision || !rec.noted.CompareAndSwap(old, t) {
-		return // noted within the second, or by another request just now
+// parseMicros reads a non-negative decimal with at most 6 decimals as
+// millionths.
+func parseMicros(s string) (int64, error) {
+	whole, frac, _ := strings.Cut(s, ".")
+	if whole == "" || len(frac) > 6 || len(whole) > 12 || strings.Trim(whole+frac, "0123456789") != "" {
+		return 0, fmt.Errorf("%q is not a decimal amount with at most 6 decimals", truncate(s, 20))
 	}
-	if !rec.queued.CompareAndSwap(false, true) {
-		return // listed already: the flush reads the time from the record
-	}
-	s := &u.shards[hint%usageShards]
-	s.mu.Lock()
-	s.pending = append(s.pending, rec)
-	s.mu.Unlock()
+	w, _ := strconv.ParseInt(whole, 10, 64)
+	f, _ := strconv.ParseInt((frac + "000000")[:6], 10, 64)
+	return w*1_000_000 + f, nil
 }
 
-func (u *usageRecorder) run() {
-	defer close(u.done)
-	tick := time.NewTicker(u.interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-u.stop:
-			return
-		case <-tick.C:
-			ctx, cancel := context.WithTimeout(context.Background(), u.interval)
-			if err := u.flush(ctx); err != nil {
-				u.logger.Warn("keys: flushing last-used times failed; will retry", "err", err)
+// formatMicros writes millionths as a decimal.
+func formatMicros(n int64) json.Number {
+	s := fmt.Sprintf("%d.%06d", n/1_000_000, n%1_000_000)
+	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	return json.Number(s)
+}
+
+// day is a UTC calendar day's length.
+const day = 24 * time.Hour
+
+// usageSpans splits [start, end) into spans each read at the coarsest
+// granularity whose boundaries it lies on: minutes up to the first whole
+// hour, hours up to the first whole day, days, then hours and minutes at
+// the end.
+func usageSpans(start, end time.Time) []store.UsageQuery {
+	var spans []store.UsageQuery
+	add := func(g usage.Granularity, from, to time.Time) {
+		if from.Before(to) {
+			spans = append(spans, store.UsageQuery{Granularity: g, From: from, To: to})
+		}
+	}
+	ceil := func(t time.Time, d time.Duration) time.Time {
+		if c := t.Truncate(d); c.Equal(t) {
+			return c
+		} else {
+			return c.Add(d)
+		}
+	}
+	h1, d1 := ceil(start, time.Hour), ceil(start, day)
+	d2, h2 := end.Truncate(day), end.Truncate(time.Hour)
+	if !d1.Before(d2) { // no whole day inside
+		if !h1.Before(h2) { // no whole hour either
+			add(usage.Minute, start, end)
+			return spans
+		}
+		add(usage.Minute, start, h1)
+		add(usage.Hour, h1, h2)
+		add(usage.Minute, h2, end)
+		return spans
+	}
+	add(usage.Minute, start, h1)
+	add(usage.Hour, h1, d1)
+	add(usage.Day, d1, d2)
+	add(usage.Hour, d2, h2)
+	add(usage.Minute, h2, end)
+	return spans
+}
+
+// UsageSummary is the account's usage over f's period (package usage):
+// what the store holds plus this instance's counts not yet flushed, so a
+// client sees its own requests at once. On a store that keeps no usage
+// it is an error the HTTP endpoints answer with 404.
+func (m *Manager) UsageSummary(ctx context.Context, accountID string, f usage.Filter) (*usage.Summary, error) {
+	now := m.now().UTC()
+	if f.Start.IsZero() {
+		f.Start = time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	}
+	if f.End.IsZero() {
+		f.End = now.Truncate(time.Minute).Add(time.Minute)
+	}
+	f.Start, f.End = f.Start.UTC(), f.End.UTC()
+	switch {
+	case !f.Start.Truncate(time.Minute).Equal(f.Start):
+		return nil, invalid("start", "start must be a whole minute")
+	case !f.End.Truncate(time.Minute).Equal(f.End):
+		return nil, invalid("end", "end must be a whole minute")
+	case !f.Start.Before(f.End):
+		return nil, invalid("end", "end must be after start")
+	case f.End.Sub(f.Start) > 400*day:
+		return nil, invalid("end", "a period is at most 400 days")
+	}
+	s := &usage.Summary{Period: usage.Period{Start: f.Start, End: f.End}, ByAPI: map[string]usage.Totals{},
+		EstimatedCost: usage.Money{Amount: "0", Currency: m.currency}}
+	var cost int64
+	for _, span := range usageSpans(f.Start, f.End) {
+		if span.Granularity == usage.Minute && span.From.Before(now.Add(-store.MinuteRetention)) {
+			return nil, invalid("start", "minutes are kept 48 hours: an older start or end must be a whole hour")
+		}
+		span.AccountID, span.KeyID, span.API = accountID, f.KeyID, f.API
+		rows, err := m.usageRows(ctx, span)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			addTotals(&s.Totals, r)
+			t := s.ByAPI[r.API]
+			addTotals(&t, r)
+			s.ByAPI[r.API] = t
+			price, ok := m.prices[r.API]
+			if !ok {
+				price = m.prices["*"]
 			}
-			cancel()
+			cost += price * r.Successful
 		}
 	}
+	s.EstimatedCost.Amount = formatMicros(cost)
+	return s, nil
 }
 
-// flush writes every pending time in one batch. If the store fails, the
-// batch goes back to memory (unless newer uses arrived meanwhile) for the
-// next flush.
-func (u *usageRecorder) flush(ctx context.Context) (err error) {
-	if u.obs != nil {
-		var end func(error)
-		ctx, end = u.obs.Operation(ctx, OpFlushLastUsed)
-		defer func() { end(err) }()
+// KeyUsage is one key's usage from start to end in buckets of g, empty
+// buckets included. Zero end is the end of the current bucket, zero start
+// a day of buckets before it (30 days of days). start and end must lie on
+// g's boundaries, at most 1,440 buckets apart.
+func (m *Manager) KeyUsage(ctx context.Context, keyID string, g usage.Granularity, start, end time.Time) (*usage.Series, error) {
+	rec, err := m.load(ctx, trusted, keyID)
+	if err != nil {
+		return nil, err
 	}
-	// Merge by ID: a store that replaces a record (memstore on every
-	// TouchLastUsed) leaves two pointers for one key, and a batch must name
-	// each key once.
-	latest := make(map[string]int64)
-	for i := range u.shards {
-		s := &u.shards[i]
-		s.mu.Lock()
-		recs := s.pending
-		s.pending = nil
-		s.mu.Unlock()
-		for _, rec := range recs {
-			// Unlisted before its time is read: a use in between lists it
-			// again, for the next flush (a time written twice is harmless:
-			// last-used never moves backwards).
-			rec.queued.Store(false)
-			latest[rec.ID] = max(latest[rec.ID], rec.noted.Load())
+	return m.keyUsage(ctx, rec, g, start, end)
+}
+
+func (m *Manager) keyUsage(ctx context.Context, rec *store.Record, g usage.Granularity, start, end time.Time) (*usage.Series, error) {
+	d := g.Duration()
+	now := m.now().UTC()
+	if end.IsZero() {
+		end = now.Truncate(d).Add(d)
+	}
+	if start.IsZero() {
+		span := day
+		if g == usage.Day {
+			span = 30 * day
+		}
+		start = end.Add(-span)
+	}
+	start, end = start.UTC(), end.UTC()
+	switch {
+	case !start.Truncate(d).Equal(start):
+		return nil, invalid("start", "start must be a whole %s", g)
+	case !end.Truncate(d).Equal(end):
+		return nil, invalid("end", "end must be a whole %s", g)
+	case !start.Before(end):
+		return nil, invalid("end", "end must be after start")
+	case end.Sub(start)/d > maxSeriesBuckets:
+		return nil, invalid("end", "a series is at most %d buckets", maxSeriesBuckets)
+	case g == usage.Minute && start.Before(now.Add(-store.MinuteRetention)):
+		return nil, invalid("start", "minutes are kept 48 hours")
+	}
+	rows, err := m.usageRows(ctx, store.UsageQuery{AccountID: rec.AccountID, KeyID: rec.ID, Granularity: g, From: start, To: end})
+	if err != nil {
+		return nil, err
+	}
+	series := &usage.Series{KeyID: rec.ID, Granularity: g.String(), Period: usage.Period{Start: start, End: end}, Data: make([]usage.Bucket, end.Sub(start)/d)}
+	for i := range series.Data {
+		series.Data[i].Start = start.Add(time.Duration(i) * d)
+	}
+	for _, r := range rows {
+		addTotals(&series.Data[r.Bucket.Sub(start)/d].Totals, r)
+	}
+	return series, nil
+}
+
+// UsageSummary is the principal's account's usage. A KeyID must name a
+// key the principal may see (ErrNotFound otherwise).
+func (s Scoped) UsageSummary(ctx context.Context, f usage.Filter) (*usage.Summary, error) {
+	if err := s.c.valid(); err != nil {
+		return nil, err
+	}
+	if f.KeyID != "" {
+		if _, err := s.m.load(ctx, s.c, f.KeyID); err != nil {
+			return nil, err
 		}
 	}
-	if len(latest) == 0 {
-		return nil
-	}
-	batch := make([]LastUsed, 0, len(latest))
-	for id, t := range latest {
-		batch = append(batch, LastUsed{ID: id, At: time.Unix(0, t).UTC()})
-	}
-	if err = u.store.TouchLastUsed(ctx, batch); err != nil {
-		u.restore(batch)
-	}
-	return err
+	return s.m.UsageSummary(ctx, s.c.p.AccountID, f)
 }
 
-// restore puts a batch the store refused back for the next flush. The
-// records behind it are not at hand, so each entry goes in as a stand-in
-// Record holding only the ID and the time; flush merges by ID, and a newer
-// use of the same key wins.
-func (u *usageRecorder) restore(batch []LastUsed) {
-	s := &u.shards[0]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, e := range batch {
-		r := &Record{ID: e.ID}
-		r.noted.Store(e.At.UnixNano())
-		r.queued.Store(true)
-		s.pending = append(s.pending, r)
+// KeyUsage is the usage series of one of the principal's keys.
+func (s Scoped) KeyUsage(ctx context.Context, keyID string, g usage.Granularity, start, end time.Time) (*usage.Series, error) {
+	rec, err := s.m.load(ctx, s.c, keyID)
+	if err != nil {
+		return nil, err
 	}
+	return s.m.keyUsage(ctx, rec, g, start, end)
 }
 
-func (u *usageRecorder) close(ctx context.Context) error {
-	close(u.stop)
-	select {
-	case <-u.done:
-	case <-ctx.Done():
-		return ctx.Err()
+// usageRows returns the query's usage, summed by bucket and API: what the
+// store holds plus what this instance has counted and not flushed yet.
+// Batches a flush could not store are stored first; while the store
+// fails, it fails (ErrUnavailable) rather than answer a count it cannot
+// vouch for.
+func (m *Manager) usageRows(ctx context.Context, q store.UsageQuery) ([]store.UsageRow, error) {
+	if m.meter == nil {
+		return nil, errUsageNotKept
 	}
-	return u.flush(ctx)
+	if q.AccountID == "" || !q.From.Before(q.To) || !bucketOf(q.From, q.Granularity).Equal(q.From) || !bucketOf(q.To, q.Granularity).Equal(q.To) {
+		return nil, invalid("start", "give an account, and a start before the end, each on a %s boundary", q.Granularity)
+	}
+	// Batches a flush could not store are stored first (the store may
+	// have applied one whose answer was lost: idempotent, it counts once),
+	// so that the read is exact: the store, then what the cells hold.
+	m.background.mu.Lock()
+	defer m.background.mu.Unlock()
+	if err := m.meter.storePending(ctx); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	stored, err := m.meter.store.Usage(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading usage: %w", ErrUnavailable, err)
+	}
+	type bucketAPI struct {
+		bucket int64
+		api    string
+	}
+	sums := make(map[bucketAPI]*store.UsageRow, len(stored))
+	var order []bucketAPI
+	add := func(r store.UsageRow) {
+		k := bucketAPI{r.Bucket.Unix(), r.API}
+		s, ok := sums[k]
+		if !ok {
+			s = &store.UsageRow{Bucket: r.Bucket.UTC(), AccountID: q.AccountID, KeyID: q.KeyID, API: r.API}
+			sums[k] = s
+			order = append(order, k)
+		}
+		s.Successful += r.Successful
+		s.Failed += r.Failed
+		s.RateLimited += r.RateLimited
+	}
+	for _, r := range stored {
+		add(r)
+	}
+	for _, r := range m.unflushed(q, m.now()) {
+		add(r)
+	}
+	slices.SortFunc(order, func(a, b bucketAPI) int {
+		if c := cmp.Compare(a.bucket, b.bucket); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.api, b.api)
+	})
+	out := make([]store.UsageRow, 0, len(order))
+	for _, k := range order {
+		if s := sums[k]; s.Successful+s.Failed > 0 {
+			out = append(out, *s)
+		}
+	}
+	return out, nil
 }

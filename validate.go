@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/txcloud/keys/store"
 )
 
 const (
@@ -49,17 +51,17 @@ type keySpec struct {
 	expiresAt   time.Time
 	ownerID     string
 	metadata    []byte
-	disabled    DisabledBy
-	maxKeys     int      // the account's cap on active keys (Write.MaxActive)
-	credits     *Credits // the key's new budget (create); nil: none
+	disabled    store.DisabledBy
+	maxKeys     int           // the account's cap on active keys (Write.MaxActive)
+	credits     *store.Budget // the key's new budget (create); nil: none
 }
 
 // budget is the credit budget a new key's Write sets, or nil.
-func (s *keySpec) budget(rec *Record) *CreditBudget {
+func (s *keySpec) budget(rec *store.Record) *store.CreditBudget {
 	if s.credits == nil {
 		return nil
 	}
-	return &CreditBudget{ID: rec.CreditsID, Credits: *s.credits}
+	return &store.CreditBudget{ID: rec.CreditsID, Budget: *s.credits}
 }
 
 // validateCreate is the one place the create rules live. It returns the first
@@ -112,7 +114,7 @@ func (m *Manager) validateCreate(req *APIKeyCreate, now time.Time) (keySpec, err
 		s.credits = &c
 	}
 	if req.Disabled {
-		s.disabled = DisabledByHost // a Scoped create makes it DisabledByAccount
+		s.disabled = store.DisabledByHost // a Scoped create makes it store.DisabledByAccount
 	}
 	return s, nil
 }

@@ -80,7 +80,7 @@ func FuzzValidateMetadata(f *testing.F) {
 			}
 			return
 		}
-		if len(out) > MaxMetadataBytes || out[0] != '{' || !json.Valid(out) {
+		if len(out) > maxMetadataBytes || out[0] != '{' || !json.Valid(out) {
 			t.Fatalf("accepted %q as %q", raw, out)
 		}
 		var buf bytes.Buffer

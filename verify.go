@@ -2,38 +2,51 @@ package keys
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/txcloud/keys/credits"
+	"github.com/txcloud/keys/limit"
+	"github.com/txcloud/keys/store"
 )
 
-// Verified is a key that passed Verify.
+// Verified is a key that passed Verify: who it is and what it may do, and
+// the state of its limits and credits after this request. Its slices are
+// shared with the store's record: read them, never change them.
 type Verified struct {
-	// Key is the stored record. It is read-only and may be shared with the
-	// store (Clone it to get a copy of your own).
-	Key *Record
-	// RateLimit is the key's rate-limit state after this request; its
-	// Limit is 0 when the key has no limit.
-	RateLimit RateLimit
-	// Credits is the key's credit budget after this request's spend
-	// (Record.CreditsID); zero when the key has none or the request cost
-	// nothing (CreditCost(0), OutsidePlan).
-	Credits Credits
+	KeyID       string
+	AccountID   string
+	Name        string // the key's name
+	Environment Environment
+	Permissions []string
+	OwnerID     string          // the host's identifier of whoever the key is for; "": none
+	Metadata    json.RawMessage // the key's metadata, as stored; nil: none
+	// RateLimit is the state of the key's limits after this request: the
+	// tightest that applied, or the one that refused it. Its Limit is 0
+	// when no limit applied.
+	RateLimit limit.Status
+	// Credits is the key's credit budget after this request's spend;
+	// zero when the key has none or the request cost nothing.
+	Credits credits.Budget
 	// Spent is what this request took from the key's credits (0: none).
 	Spent int64
+
 	// at is when Verify ran (the Manager's clock), so that CountUsage
 	// need not read the clock again (a read costs about 50 ns here).
 	at time.Time
+	// state is the Manager's state of the key: where CountUsage counts.
+	state *keyState
 }
 
 // Principal is who the verified key acts as, for Manager.As: its account,
 // its ID as the Subject, its environment and (a copy of) its permissions.
 func (v *Verified) Principal() Principal {
-	r := v.Key
-	return Principal{AccountID: r.AccountID, Subject: r.ID, Environment: r.Environment, Permissions: slices.Clone(r.Permissions)}
+	return Principal{AccountID: v.AccountID, Subject: v.KeyID, Environment: v.Environment, Permissions: slices.Clone(v.Permissions)}
 }
 
 // Verify checks a presented key and the request's circumstances, cheapest
@@ -43,19 +56,20 @@ func (v *Verified) Principal() Principal {
 //     before any hashing or store access;
 //  2. digest, then one lookup by digest: unknown is ErrInvalidKey;
 //  3. revoked (ErrKeyRevoked), expired (ErrKeyExpired), disabled
-//     (ErrKeyDisabled), environment
-//     (ErrWrongEnvironment), IP allowlist (ErrIPNotAllowed), permissions
-//     (ErrPermissionDenied);
+//     (ErrKeyDisabled), environment (ErrWrongEnvironment), IP allowlist
+//     (ErrIPNotAllowed), permissions (ErrPermissionDenied);
 //  4. the limits, all at once (a *RateLimitError matching ErrRateLimited,
 //     naming the limit): the key's rate limit and, with WithPlans, its
 //     account's per minute and per day, and its endpoint's (OnEndpoint);
-//  5. credits, if the key has a budget: the request's cost (CreditCost, default
-//  1. is spent, or a *CreditsError (ErrCreditsExhausted) refuses it;
+//  5. credits, if the key has a budget: the request's cost is spent (1,
+//     or what WithCreditCosts or CreditCost say), or a *CreditsError
+//     (ErrCreditsExhausted) refuses it;
 //  6. last-used time, noted in memory and flushed in batches.
 //
-// Any other error is the store or limiter failing; it matches none of the
-// sentinels. On failures after the lookup, the returned Verified still
-// carries the record so the caller can log which key failed.
+// Any other error is the store or limiter failing (ErrUnavailable). A
+// request refused at one step spends nothing at a later one. On failures
+// after the lookup, the returned Verified still says which key failed, so
+// the caller can log it.
 //
 // The store is searched by digest, never by a prefix of the key, so the
 // time Verify takes depends on the digest of what was presented, which an
@@ -76,12 +90,12 @@ func (m *Manager) Verify(ctx context.Context, key string, opts ...VerifyOption) 
 func (m *Manager) verifyObserved(ctx context.Context, key string, opts []VerifyOption) (Verified, error) {
 	if rand.Uint32()%verifyTimedEvery != 0 {
 		v, err := m.verify(ctx, key, opts)
-		m.obs.Verify(ctx, OutcomeOf(err), 0)
+		m.obs.Verify(ctx, outcomeOf(err), 0)
 		return v, err
 	}
 	start := time.Since(m.epoch)
 	v, err := m.verify(ctx, key, opts)
-	m.obs.Verify(ctx, OutcomeOf(err), max(time.Since(m.epoch)-start, 1))
+	m.obs.Verify(ctx, outcomeOf(err), max(time.Since(m.epoch)-start, 1))
 	return v, err
 }
 
@@ -93,7 +107,7 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 		return Verified{}, ErrClosed
 	}
 	var buf [maxKeyLen]byte
-	var digest Digest
+	var digest store.Digest
 	if _, ok := m.format.parse(key, &buf); ok {
 		digest = m.digest.sum(buf[:len(key)])
 	} else if len(m.foreign) == 0 {
@@ -103,44 +117,49 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 	}
 	rec, err := m.store.LookupDigest(ctx, digest)
 	if err != nil {
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, store.ErrNotFound) {
 			return Verified{}, ErrInvalidKey
 		}
 		return Verified{}, fmt.Errorf("%w: looking up key: %w", ErrUnavailable, err)
 	}
-	if !rec.Digest.equal(&digest) {
+	if !digestEqual(&rec.Digest, &digest) {
 		return Verified{}, ErrInvalidKey
 	}
 	now := m.now()
-	v := Verified{Key: rec, at: now}
+	v := Verified{KeyID: rec.ID, AccountID: rec.AccountID, Name: rec.Name, Environment: Environment(rec.Environment),
+		Permissions: rec.Permissions, OwnerID: rec.OwnerID, Metadata: rec.Metadata, at: now}
 	if !rec.RevokedAt.IsZero() && !now.Before(rec.RevokedAt) {
 		return v, ErrKeyRevoked
 	}
 	if !rec.ExpiresAt.IsZero() && !now.Before(rec.ExpiresAt) {
 		return v, ErrKeyExpired
 	}
-	if rec.Disabled != NotDisabled {
+	if rec.Disabled != store.NotDisabled {
 		return v, ErrKeyDisabled
 	}
 	if err := checkOptions(rec, opts); err != nil {
 		return v, err
 	}
+	api := apiOf(opts)
+	if v.state = m.states.get(&digest); v.state == nil {
+		v.state = m.states.insert(&digest, rec.ID, rec.AccountID, api)
+	}
 	outside := (m.plans != nil || rec.CreditsID != "") && outsidePlan(opts) // read only where it matters
-	var checks Checks
+	var checks limit.Checks
 	if rec.RateLimit > 0 {
-		checks[0] = Check{Name: LimitKey, ID: rec.ID, Max: rec.RateLimit}
+		checks[0] = limit.Check{Name: limit.Key, ID: rec.ID, Max: rec.RateLimit}
 	}
 	if m.plans != nil && !outside {
 		e, err := m.plans.of(ctx, rec.AccountID, now)
 		if err != nil {
 			return v, err
 		}
-		checks[1] = Check{Name: LimitAccount, ID: rec.AccountID, Max: e.plan.PerMinute}
-		checks[2] = Check{Name: LimitAccountDay, ID: rec.AccountID, Max: e.plan.PerDay}
+		checks[1] = limit.Check{Name: limit.AccountMinute, ID: rec.AccountID, Max: e.plan.PerMinute}
+		checks[2] = limit.Check{Name: limit.AccountDay, ID: rec.AccountID, Max: e.plan.PerDay}
 		if len(e.endpoints) > 0 {
 			method, path := endpointOf(opts)
 			if ep := e.endpoint(method, path); ep != nil {
-				checks[3] = Check{Name: LimitEndpoint, ID: rec.ID, Route: ep.pattern, Max: ep.limit}
+				checks[3] = limit.Check{Name: limit.Endpoint, ID: rec.ID, Route: ep.pattern, Max: ep.limit}
 			}
 		}
 	}
@@ -155,18 +174,18 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 		}
 	}
 	if rec.CreditsID != "" && !outside {
-		cost, err := costOf(opts)
+		cost, err := m.costOf(api, opts)
 		if err != nil {
 			return v, err
 		}
 		if cost > 0 {
-			if v.Credits, err = m.spend(ctx, rec, cost, now); err != nil {
+			if v.Credits, err = m.spend(ctx, rec.CreditsID, cost, now); err != nil {
 				return v, err
 			}
 			v.Spent = cost
 		}
 	}
-	m.usage.note(rec, digest[0], now)
+	m.lastUsed.note(v.state, digest[0], now)
 	return v, nil
 }
 
@@ -179,18 +198,33 @@ func outsidePlan(opts []VerifyOption) bool {
 	return false
 }
 
-// costOf is the request's cost in credits (CreditCost; default 1).
-func costOf(opts []VerifyOption) (int64, error) {
+// costOf is the request's cost in credits: CreditCost's, or its API's
+// (WithCreditCosts), or 1.
+func (m *Manager) costOf(api string, opts []VerifyOption) (int64, error) {
 	cost := int64(1)
+	if c, ok := m.costs[api]; ok {
+		cost = c
+	}
 	for i := range opts {
 		if opts[i].hasCost {
 			cost = opts[i].cost
 		}
 	}
-	if cost < 0 || cost > MaxCost {
-		return 0, fmt.Errorf("keys: CreditCost(%d) is outside 0 to %d", cost, MaxCost)
+	if cost < 0 || cost > credits.MaxCost {
+		return 0, fmt.Errorf("keys: CreditCost(%d) is outside 0 to %d", cost, credits.MaxCost)
 	}
 	return cost, nil
+}
+
+// apiOf is the request's API (OnAPI), if given.
+func apiOf(opts []VerifyOption) string {
+	api := ""
+	for i := range opts {
+		if opts[i].api != "" {
+			api = opts[i].api
+		}
+	}
+	return api
 }
 
 // endpointOf is the request's method and path (OnEndpoint), if given.
@@ -203,9 +237,9 @@ func endpointOf(opts []VerifyOption) (method, path string) {
 	return method, path
 }
 
-func checkOptions(rec *Record, opts []VerifyOption) error {
+func checkOptions(rec *store.Record, opts []VerifyOption) error {
 	for i := range opts {
-		if env := opts[i].env; env != "" && env != rec.Environment {
+		if env := opts[i].env; env != "" && string(env) != rec.Environment {
 			return ErrWrongEnvironment
 		}
 	}
@@ -268,11 +302,13 @@ func NewContext(ctx context.Context, v Verified) context.Context {
 	return &verifiedContext{Context: ctx, v: v}
 }
 
-// FromContext returns the verified key that NewContext stored in ctx.
-func FromContext(ctx context.Context) (*Verified, bool) {
+// FromContext returns the verified key that NewContext stored in ctx (the
+// HTTP middleware and the gRPC interceptors do, for the handlers behind
+// them).
+func FromContext(ctx context.Context) (Verified, bool) {
 	c, ok := ctx.Value(verifiedKey{}).(*verifiedContext)
 	if !ok {
-		return nil, false
+		return Verified{}, false
 	}
-	return &c.v, true
+	return c.v, true
 }

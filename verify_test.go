@@ -11,6 +11,7 @@ import (
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 )
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
@@ -23,9 +24,9 @@ func TestVerify(t *testing.T) {
 	testKey := f.create(t, keys.APIKeyCreate{Name: "test", Environment: keys.Test})
 	ipKey := f.create(t, keys.APIKeyCreate{Name: "ip", Environment: keys.Live, AllowedIPs: []string{"192.0.2.0/24", "2001:db8::/32", "198.51.100.7"}})
 	expiring := f.create(t, keys.APIKeyCreate{Name: "exp", Environment: keys.Live, ExpiresAt: ptr(now.Add(time.Minute))})
-	f.store.onCreate = func(r *keys.Record) { r.RevokedAt = now }
+	f.store.onCreate = func(r *store.Record) { r.RevokedAt = now }
 	revoked := f.create(t, keys.APIKeyCreate{Name: "rev", Environment: keys.Live})
-	f.store.onCreate = func(r *keys.Record) { r.RevokedAt = now.Add(time.Hour) }
+	f.store.onCreate = func(r *store.Record) { r.RevokedAt = now.Add(time.Hour) }
 	revokedLater := f.create(t, keys.APIKeyCreate{Name: "rev later", Environment: keys.Live})
 	f.store.onCreate = nil
 	f.clock.Advance(2 * time.Minute)
@@ -69,7 +70,7 @@ func TestVerify(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			v, err := f.m.Verify(ctx, tt.key, tt.opts...)
 			if tt.want == nil {
-				if err != nil || v.Key == nil {
+				if err != nil || v.KeyID == "" {
 					t.Fatalf("err = %v", err)
 				}
 				return
@@ -133,7 +134,7 @@ func TestRateLimitBoundary(t *testing.T) {
 	if !errors.As(err, &rle) || !errors.Is(err, keys.ErrRateLimited) {
 		t.Fatalf("request %d: err = %v, want rate limited", n+1, err)
 	}
-	if rle.RateLimit.RetryAfter != time.Minute/n || v.RateLimit.Remaining != 0 || v.Key == nil {
+	if rle.RateLimit.RetryAfter != time.Minute/n || v.RateLimit.Remaining != 0 || v.KeyID == "" {
 		t.Fatalf("retry after %v, state %+v", rle.RateLimit.RetryAfter, v.RateLimit)
 	}
 	// One interval later, exactly one more request passes.
@@ -194,7 +195,7 @@ func TestLastUsed(t *testing.T) {
 		t.Fatal("Verify wrote to the store")
 	}
 	used := f.clock.Now()
-	if err := f.m.FlushLastUsed(ctx); err != nil {
+	if err := f.m.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if f.store.touches.Load() != 1 {
@@ -207,7 +208,7 @@ func TestLastUsed(t *testing.T) {
 		t.Fatal("an unused key got a last-used time")
 	}
 	// Nothing pending: no write.
-	if err := f.m.FlushLastUsed(ctx); err != nil || f.store.touches.Load() != 1 {
+	if err := f.m.Flush(ctx); err != nil || f.store.touches.Load() != 1 {
 		t.Fatal("an empty flush wrote")
 	}
 	// A use more than a second later is noted again, and Close flushes it.
@@ -281,7 +282,7 @@ func TestConcurrentUse(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if err := f.m.FlushLastUsed(ctx); err != nil {
+				if err := f.m.Flush(ctx); err != nil {
 					t.Error(err)
 					return
 				}

@@ -37,6 +37,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/internal/clientip"
 	"github.com/txcloud/keys/internal/refusal"
+	"github.com/txcloud/keys/limit"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -53,7 +54,6 @@ const Domain = "keys.txcloud"
 type config struct {
 	require map[string][]string // full method name: permissions
 	public  map[string]bool
-	costs   map[string]int64 // full method name: credits a call costs
 	trusted []netip.Prefix
 	env     keys.Environment
 }
@@ -85,13 +85,6 @@ func WithTrustedProxies(prefixes ...netip.Prefix) Option {
 	return func(c *config) { c.trusted = append(c.trusted, prefixes...) }
 }
 
-// Cost sets what a call of fullMethod costs in credits, for keys that have
-// credits (keys.Credits): 0 to keys.MaxCost, 0 making it free. A method
-// not named costs 1.
-func Cost(fullMethod string, credits int64) Option {
-	return func(c *config) { c.costs[fullMethod] = credits }
-}
-
 // WithEnvironment accepts only keys of env on every method.
 func WithEnvironment(env keys.Environment) Option {
 	return func(c *config) { c.env = env }
@@ -105,7 +98,7 @@ func newConfig(m *keys.Manager, opts []Option) *config {
 	if m == nil {
 		panic("grpcadapter: nil Manager")
 	}
-	c := &config{require: map[string][]string{}, public: map[string]bool{}, costs: map[string]int64{}}
+	c := &config{require: map[string][]string{}, public: map[string]bool{}}
 	for _, o := range opts {
 		o(c)
 	}
@@ -127,11 +120,6 @@ func newConfig(m *keys.Manager, opts []Option) *config {
 	if c.env != "" && c.env != keys.Live && c.env != keys.Test {
 		panic(fmt.Sprintf("grpcadapter: WithEnvironment(%q): want live or test", c.env))
 	}
-	for method, n := range c.costs {
-		if n < 0 || n > keys.MaxCost {
-			panic(fmt.Sprintf("grpcadapter: Cost(%q, %d): want 0 to %d", method, n, keys.MaxCost))
-		}
-	}
 	return c
 }
 
@@ -147,14 +135,14 @@ func UnaryServerInterceptor(m *keys.Manager, opts ...Option) grpc.UnaryServerInt
 			countRefusal(m, &v, info.FullMethod, err)
 			return nil, Status(err).Err()
 		}
-		slot, err := m.Acquire(ctx, &v)
+		release, err := m.Acquire(ctx, &v)
 		if err != nil {
 			countRefusal(m, &v, info.FullMethod, err)
 			return nil, Status(err).Err()
 		}
-		defer slot.Release()
+		defer release()
 		resp, err := handler(keys.NewContext(ctx, v), req)
-		m.CountUsage(&v, info.FullMethod, httpStatus(err), false)
+		m.CountUsage(&v, info.FullMethod, httpStatus(err))
 		return resp, err
 	}
 }
@@ -172,14 +160,14 @@ func StreamServerInterceptor(m *keys.Manager, opts ...Option) grpc.StreamServerI
 			countRefusal(m, &v, info.FullMethod, err)
 			return Status(err).Err()
 		}
-		slot, err := m.Acquire(ss.Context(), &v)
+		release, err := m.Acquire(ss.Context(), &v)
 		if err != nil {
 			countRefusal(m, &v, info.FullMethod, err)
 			return Status(err).Err()
 		}
-		defer slot.Release() // a stream is in flight until its handler returns
+		defer release() // a stream is in flight until its handler returns
 		err = handler(srv, &stream{ServerStream: ss, ctx: keys.NewContext(ss.Context(), v)})
-		m.CountUsage(&v, info.FullMethod, httpStatus(err), false)
+		m.CountUsage(&v, info.FullMethod, httpStatus(err))
 		return err
 	}
 }
@@ -189,11 +177,11 @@ func StreamServerInterceptor(m *keys.Manager, opts ...Option) grpc.StreamServerI
 // method's full name as its API. err is the keys package's error.
 func countRefusal(m *keys.Manager, v *keys.Verified, method string, err error) {
 	switch {
-	case v.Key == nil:
+	case v.KeyID == "":
 	case errors.Is(err, keys.ErrRateLimited):
-		m.CountUsage(v, method, 429, true)
+		m.CountUsage(v, method, 429)
 	case errors.Is(err, keys.ErrCreditsExhausted):
-		m.CountUsage(v, method, 402, false)
+		m.CountUsage(v, method, 402)
 	}
 }
 
@@ -228,21 +216,19 @@ func (c *config) verify(ctx context.Context, m *keys.Manager, method string, set
 	var buf [5]keys.VerifyOption
 	// A gRPC call is an HTTP/2 POST to its full method name, and plans'
 	// endpoint patterns match it as one: "POST /txcloud.v1.Identity/Verify".
-	opts := append(buf[:0], keys.FromIP(c.clientIP(ctx)), keys.OnEndpoint("POST", method))
+	// Its API (usage, prices, credit costs) is the full method name.
+	opts := append(buf[:0], keys.FromIP(c.clientIP(ctx)), keys.OnEndpoint("POST", method), keys.OnAPI(method))
 	if perms := c.require[method]; len(perms) > 0 {
 		opts = append(opts, keys.Require(perms...))
 	}
 	if c.env != "" {
 		opts = append(opts, keys.InEnvironment(c.env))
 	}
-	if cost, ok := c.costs[method]; ok {
-		opts = append(opts, keys.CreditCost(cost))
-	}
 	v, err := m.Verify(ctx, token, opts...)
 	if rl := v.RateLimit; rl.Limit > 0 {
 		setHeader(rateLimitMD(rl))
 	}
-	return v, err // v.Key is set when a limit or the credits refused a key that verified
+	return v, err // v.KeyID is set when a limit or the credits refused a key that verified
 }
 
 var (
@@ -284,14 +270,14 @@ func (c *config) clientIP(ctx context.Context) netip.Addr {
 	})
 }
 
-func rateLimitMD(rl keys.RateLimit) metadata.MD {
+func rateLimitMD(rl limit.Status) metadata.MD {
 	reset := rl.Reset.Unix()
 	if rl.Reset.Nanosecond() > 0 {
 		reset++
 	}
 	window := rl.Name.Window()
 	if window == 0 {
-		window = keys.RateLimitWindow
+		window = limit.Window
 	}
 	return metadata.Pairs(
 		"x-ratelimit-limit", strconv.Itoa(rl.Limit),

@@ -12,6 +12,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/grpcadapter"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -35,14 +36,14 @@ type health struct {
 
 func (health) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
 	if v, ok := keys.FromContext(ctx); ok {
-		_ = grpc.SetTrailer(ctx, metadata.Pairs("key-id", v.Key.ID))
+		_ = grpc.SetTrailer(ctx, metadata.Pairs("key-id", v.KeyID))
 	}
 	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
 }
 
 func (health) Watch(_ *healthpb.HealthCheckRequest, s grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
 	if v, ok := keys.FromContext(s.Context()); ok {
-		s.SetTrailer(metadata.Pairs("key-id", v.Key.ID))
+		s.SetTrailer(metadata.Pairs("key-id", v.KeyID))
 	}
 	return s.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
 }
@@ -110,8 +111,8 @@ func refused(t *testing.T, err error, code codes.Code, reason string, secrets ..
 	return st
 }
 
-func newManager(t testing.TB, store keys.Store, opts ...keys.Option) *keys.Manager {
-	m, err := keys.New(store, opts...)
+func newManager(t testing.TB, st store.Store, opts ...keys.Option) *keys.Manager {
+	m, err := keys.New(st, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,9 +236,9 @@ func TestRateLimit(t *testing.T) {
 }
 
 // failing is a store that cannot answer.
-type failing struct{ keys.Store }
+type failing struct{ store.Store }
 
-func (failing) LookupDigest(context.Context, keys.Digest) (*keys.Record, error) {
+func (failing) LookupDigest(context.Context, store.Digest) (*store.Record, error) {
 	return nil, errors.New("connection refused")
 }
 
@@ -348,8 +349,6 @@ func TestBadOptionsPanic(t *testing.T) {
 		"not a full method name":              {grpcadapter.Require("Check", "identity:read")},
 		"public and required":                 {grpcadapter.Public(check), grpcadapter.Require(check, "identity:read")},
 		"an unknown environment":              {grpcadapter.WithEnvironment("staging")},
-		"a negative cost":                     {grpcadapter.Cost(check, -1)},
-		"a cost over keys.MaxCost":            {grpcadapter.Cost(check, keys.MaxCost+1)},
 	} {
 		func() {
 			defer func() {

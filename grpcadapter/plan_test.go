@@ -11,8 +11,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/grpcadapter"
+	"github.com/txcloud/keys/credits"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/usage"
 )
 
 // Under a plan, a call over the account's limit is ResourceExhausted
@@ -44,7 +45,7 @@ func TestPlanAndUsage(t *testing.T) {
 	if limit != "account_minute" {
 		t.Fatalf("the refusal names %q, want account_minute", limit)
 	}
-	s, err := m.UsageSummary(context.Background(), "acct_grpc", keys.UsageFilter{})
+	s, err := m.UsageSummary(context.Background(), "acct_grpc", usage.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,14 +55,14 @@ func TestPlanAndUsage(t *testing.T) {
 	}
 }
 
-// Credits over gRPC: a call spends its method's Cost; one the credits
+// Credits over gRPC: a call spends its method's cost (keys.WithCreditCosts
+// by the full method name, the call's API); one the credits
 // cannot pay for is ResourceExhausted with reason credits_exhausted (no
 // RetryInfo: no refill), metered as a failure, not a rate-limit hit.
 func TestCredits(t *testing.T) {
-	m := newManager(t, memstore.New())
-	five := int64(5)
-	key := string(create(t, m, keys.APIKeyCreate{Credits: &keys.CreditsSpec{Remaining: &five}}).Key)
-	c := bufServe(t, m, grpcadapter.Cost("/grpc.health.v1.Health/Check", 2))
+	m := newManager(t, memstore.New(), keys.WithCreditCosts(map[string]int64{"/grpc.health.v1.Health/Check": 2}))
+	key := string(create(t, m, keys.APIKeyCreate{Credits: &credits.Budget{Remaining: 5}}).Key)
+	c := bufServe(t, m)
 	for i := range 2 {
 		if _, err := c.Check(withKey(key), &healthpb.HealthCheckRequest{}); err != nil {
 			t.Fatalf("call %d: %v", i, err)
@@ -74,7 +75,7 @@ func TestCredits(t *testing.T) {
 			t.Fatal("a refusal for credits that are never refilled carries a RetryInfo")
 		}
 	}
-	s, err := m.UsageSummary(context.Background(), "acct_grpc", keys.UsageFilter{})
+	s, err := m.UsageSummary(context.Background(), "acct_grpc", usage.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func TestStatusOfEveryError(t *testing.T) {
 		{keys.ErrKeyLimit, codes.ResourceExhausted, "key_limit_reached"},
 		{&keys.RateLimitError{}, codes.ResourceExhausted, "rate_limit_exceeded"},
 		{&keys.CreditsError{}, codes.ResourceExhausted, "credits_exhausted"},
-		{&keys.ValidationError{Code: keys.CodeInvalidParameter, Message: "bad"}, codes.InvalidArgument, keys.CodeInvalidParameter},
+		{&keys.ValidationError{Code: "invalid_parameter", Message: "bad"}, codes.InvalidArgument, "invalid_parameter"},
 		{keys.ErrIdempotencyConflict, codes.AlreadyExists, "idempotency_key_reused"},
 		{keys.ErrNotFound, codes.NotFound, "not_found"},
 		{keys.ErrUnavailable, codes.Unavailable, "service_unavailable"},

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/limit"
 )
 
 // Adapter is the one configured value behind everything this package
@@ -20,7 +21,7 @@ type Adapter struct {
 	m      *keys.Manager
 	c      *config
 	mux    *http.ServeMux
-	manage keys.Limiter // the key endpoints' per-account limit
+	manage limit.Limiter // the key endpoints' per-account limit
 }
 
 // Permissions the endpoints need.
@@ -58,7 +59,7 @@ func New(m *keys.Manager, opts ...Option) *Adapter {
 	if err != nil {
 		panic(err)
 	}
-	a := &Adapter{m: m, c: c, mux: http.NewServeMux(), manage: keys.NewMemoryLimiter()}
+	a := &Adapter{m: m, c: c, mux: http.NewServeMux(), manage: limit.NewMemory()}
 	a.mux.Handle("POST /developers/keys", a.endpoint(PermissionManageKeys, a.create))
 	a.mux.Handle("GET /developers/keys", a.endpoint(PermissionReadKeys, a.list))
 	a.mux.Handle("GET /developers/keys/{id}", a.endpoint(PermissionReadKeys, a.get))
@@ -120,28 +121,29 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 	perms = slices.Clone(perms)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if v, ok := keys.FromContext(r.Context()); ok && v.Key != nil {
-				if err := a.check(v, perms); err != nil {
+			if v, ok := keys.FromContext(r.Context()); ok && v.KeyID != "" {
+				if err := a.check(&v, perms); err != nil {
 					a.WriteError(w, r, err)
 					return
 				}
 				next.ServeHTTP(w, r)
 				return
 			}
-			v, err := a.authenticate(w, r, perms, false)
+			api := a.c.apiOf(r)
+			v, err := a.authenticate(w, r, perms, api)
 			if err == nil {
-				var slot keys.Slot
-				if slot, err = a.m.Acquire(r.Context(), &v); err == nil {
-					defer slot.Release() // a panicking handler gives it back too
+				var release func()
+				if release, err = a.m.Acquire(r.Context(), &v); err == nil {
+					defer release() // a panicking handler gives it back too
 					sw := &statusWriter{ResponseWriter: w}
 					defer func() {
 						if p := recover(); p != nil {
 							// Counted as net/http answers it (500, unless the
 							// handler had answered), then panicking on.
-							a.m.CountUsage(&v, a.c.apiOf(r), cmp.Or(sw.status, http.StatusInternalServerError), false)
+							a.m.CountUsage(&v, api, cmp.Or(sw.status, http.StatusInternalServerError))
 							panic(p)
 						}
-						a.m.CountUsage(&v, a.c.apiOf(r), cmp.Or(sw.status, http.StatusOK), false)
+						a.m.CountUsage(&v, api, cmp.Or(sw.status, http.StatusOK))
 					}()
 					next.ServeHTTP(sw, r.WithContext(keys.NewContext(r.Context(), v)))
 					return
@@ -149,9 +151,9 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 			}
 			switch {
 			case errors.Is(err, keys.ErrRateLimited):
-				a.m.CountUsage(&v, a.c.apiOf(r), http.StatusTooManyRequests, true)
+				a.m.CountUsage(&v, api, http.StatusTooManyRequests)
 			case errors.Is(err, keys.ErrCreditsExhausted):
-				a.m.CountUsage(&v, a.c.apiOf(r), http.StatusPaymentRequired, false) // failed, not a rate-limit hit
+				a.m.CountUsage(&v, api, http.StatusPaymentRequired) // failed, not a rate-limit hit
 			}
 			a.WriteError(w, r, err)
 		})
@@ -160,11 +162,11 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 
 // check holds an already verified caller to the environment and perms.
 func (a *Adapter) check(v *keys.Verified, perms []string) error {
-	if a.c.env != "" && v.Key.Environment != a.c.env {
+	if a.c.env != "" && v.Environment != a.c.env {
 		return keys.ErrWrongEnvironment
 	}
 	for _, p := range perms {
-		if !slices.Contains(v.Key.Permissions, p) {
+		if !slices.Contains(v.Permissions, p) {
 			return &keys.PermissionError{Message: "this needs " + p}
 		}
 	}

@@ -93,9 +93,10 @@ func forwardedFor(headers []string) []string {
 // environment and to perms: with the host's Authenticator if there is one,
 // otherwise by API key (bearer token, client IP, then keys.Verify, with
 // the checks inside Verify so a refused key does not spend its limit).
-// Rate-limit headers are set whenever the limiter counted the request, so
-// a 429 carries them too.
-func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []string, outsidePlan bool) (keys.Verified, error) {
+// api is the request's API name; "" for the key endpoints, which are
+// outside the account's plan and spend no credits. Rate-limit headers are
+// set whenever the limiter counted the request, so a 429 carries them too.
+func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []string, api string) (keys.Verified, error) {
 	if a.c.authenticate != nil {
 		p, err := a.c.authenticate(r)
 		if err != nil {
@@ -104,7 +105,7 @@ func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []s
 		if p.AccountID == "" {
 			return keys.Verified{}, errNoCredentials
 		}
-		v := keys.Verified{Key: &keys.Record{ID: p.Subject, AccountID: p.AccountID, Environment: p.Environment, Permissions: slices.Clone(p.Permissions)}}
+		v := keys.Verified{KeyID: p.Subject, AccountID: p.AccountID, Environment: p.Environment, Permissions: slices.Clone(p.Permissions)}
 		return v, a.check(&v, perms)
 	}
 	token, err := BearerToken(r)
@@ -113,12 +114,10 @@ func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []s
 	}
 	var buf [6]keys.VerifyOption // on the stack
 	opts := append(buf[:0], keys.FromIP(a.c.clientIP(r)), keys.OnEndpoint(r.Method, r.URL.Path))
-	if outsidePlan {
+	if api == "" {
 		opts = append(opts, keys.OutsidePlan())
-	} else if len(a.c.costs) > 0 { // the API's name is worked out only for a cost
-		if cost, ok := a.c.costs[a.c.apiOf(r)]; ok {
-			opts = append(opts, keys.CreditCost(cost))
-		}
+	} else {
+		opts = append(opts, keys.OnAPI(api))
 	}
 	if len(perms) > 0 {
 		opts = append(opts, keys.Require(perms...))

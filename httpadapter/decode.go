@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/credits"
 )
 
 // checkJSON refuses bodies that do not say they are JSON.
@@ -126,17 +127,19 @@ func metadataField(raw json.RawMessage) (json.RawMessage, error) {
 
 // creditsField decodes the credits object, {"remaining": n, "refill":
 // {"interval": "daily"|"monthly", "amount": n}}, as strictly as the body:
-// no field twice, none unknown. A refill left out, or null, is none.
-func creditsField(raw json.RawMessage) (keys.CreditsSpec, error) {
-	var c keys.CreditsSpec
+// no field twice, none unknown, remaining required. A refill left out, or
+// null, is none.
+func creditsField(raw json.RawMessage) (credits.Budget, error) {
+	var c credits.Budget
+	remaining := false
 	if raw[0] != '{' {
 		return c, wrongType("credits", "an object: {\"remaining\": n, \"refill\": {\"interval\": \"daily\" or \"monthly\", \"amount\": n}}")
 	}
 	err := decodeObjectIn("credits.", raw, func(name string, raw json.RawMessage) error {
 		switch name {
 		case "remaining":
-			n, err := decodeInt64(raw, "credits.remaining", "an integer", keys.MaxCredits)
-			c.Remaining = &n
+			n, err := decodeInt64(raw, "credits.remaining", "an integer", credits.Max)
+			c.Remaining, remaining = n, true
 			return err
 		case "refill":
 			if isNull(raw) {
@@ -148,11 +151,14 @@ func creditsField(raw json.RawMessage) (keys.CreditsSpec, error) {
 		}
 		return unknownField("credits." + name)
 	})
+	if err == nil && !remaining {
+		err = &keys.ValidationError{Code: "missing_parameter", Param: "credits.remaining", Message: "credits.remaining is required"}
+	}
 	return c, err
 }
 
-func refillField(raw json.RawMessage) (keys.Refill, error) {
-	var r keys.Refill
+func refillField(raw json.RawMessage) (credits.Refill, error) {
+	var r credits.Refill
 	if raw[0] != '{' {
 		return r, wrongType("credits.refill", "an object: {\"interval\": \"daily\" or \"monthly\", \"amount\": n}")
 	}
@@ -160,10 +166,10 @@ func refillField(raw json.RawMessage) (keys.Refill, error) {
 		switch name {
 		case "interval":
 			s, err := decodeString(raw, "credits.refill.interval")
-			r.Interval = keys.RefillInterval(s)
+			r.Interval = credits.Interval(s)
 			return err
 		case "amount":
-			n, err := decodeInt64(raw, "credits.refill.amount", "an integer", keys.MaxCredits)
+			n, err := decodeInt64(raw, "credits.refill.amount", "an integer", credits.Max)
 			r.Amount = n
 			return err
 		}
@@ -215,7 +221,7 @@ func DecodeCreate(body []byte) (keys.APIKeyCreate, error) {
 			on, err = enabledField(raw)
 			req.Disabled = !on
 		case "credits":
-			var c keys.CreditsSpec
+			var c credits.Budget
 			c, err = creditsField(raw)
 			req.Credits = &c
 		default:
@@ -301,7 +307,7 @@ func malformed() error {
 }
 
 func invalidParam(param, message string) error {
-	return &Error{Status: http.StatusBadRequest, Type: TypeValidation, Code: keys.CodeInvalidParameter, Param: param, Message: message}
+	return &Error{Status: http.StatusBadRequest, Type: TypeValidation, Code: "invalid_parameter", Param: param, Message: message}
 }
 
 func unknownField(name string) error { return invalidParam(paramName(name), "unknown field") }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/internal/refusal"
+	"github.com/txcloud/keys/limit"
 )
 
 // ErrorBody is the TXCloud error envelope.
@@ -59,7 +60,7 @@ type Error struct {
 func (e *Error) Error() string { return e.Message }
 
 func badRequest(status int, param, message string) *Error {
-	return &Error{Status: status, Type: TypeValidation, Code: keys.CodeInvalidRequest, Param: param, Message: message}
+	return &Error{Status: status, Type: TypeValidation, Code: "invalid_request", Param: param, Message: message}
 }
 
 var (
@@ -151,10 +152,10 @@ func (a *Adapter) WriteError(w http.ResponseWriter, r *http.Request, err error) 
 }
 
 // setRateLimitHeaders describes the tightest limit that applied to the
-// request (see keys.Limiter) on every response, successes included:
+// request (see limit.Limiter) on every response, successes included:
 // X-RateLimit-Window is 60 for a per-minute limit, 86400 for the plan's
 // daily quota.
-func setRateLimitHeaders(h http.Header, rl keys.RateLimit) {
+func setRateLimitHeaders(h http.Header, rl limit.Status) {
 	if rl.Limit <= 0 {
 		return
 	}
@@ -163,7 +164,7 @@ func setRateLimitHeaders(h http.Header, rl keys.RateLimit) {
 	h.Set("X-RateLimit-Reset", strconv.FormatInt(ceilUnix(rl.Reset), 10))
 	window := rl.Name.Window()
 	if window == 0 {
-		window = keys.RateLimitWindow
+		window = limit.Window
 	}
 	h.Set("X-RateLimit-Window", strconv.Itoa(int(window/time.Second)))
 }

@@ -29,7 +29,7 @@ func ExampleAdapter_Middleware() {
 			return
 		}
 		v, _ := keys.FromContext(r.Context())
-		fmt.Fprintf(w, "report 2026 for %s", v.Key.AccountID)
+		fmt.Fprintf(w, "report 2026 for %s", v.AccountID)
 	})))
 
 	for _, path := range []string{"/v1/reports/2026", "/v1/reports/1999", "/v1/developers/keys"} {
@@ -59,7 +59,7 @@ func Example_mount() {
 	mux.Handle("/v1/developers/", http.StripPrefix("/v1", a))
 	mux.Handle("GET /v1/whoami", a.Middleware("developers:read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v, _ := keys.FromContext(r.Context())
-		fmt.Fprint(w, v.Key.Name)
+		fmt.Fprint(w, v.Name)
 	})))
 
 	req := httptest.NewRequest("POST", "/v1/developers/keys", strings.NewReader(`{"name":"ci","environment":"test"}`))

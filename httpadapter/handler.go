@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/limit"
 )
 
 // endpoint authenticates the caller, who must hold perm, then runs fn as
@@ -18,9 +19,9 @@ func (a *Adapter) endpoint(perm string, fn func(http.ResponseWriter, *http.Reque
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Outside the account's plan: a customer over its quota, or under a
 		// flood of its leaked key, can still revoke keys and read usage.
-		v, err := a.authenticate(w, r, perms, true)
+		v, err := a.authenticate(w, r, perms, "")
 		if err == nil {
-			err = a.allowManagement(r, v.Key.AccountID)
+			err = a.allowManagement(r, v.AccountID)
 		}
 		if err == nil {
 			err = fn(w, r, a.m.As(v.Principal()))
@@ -45,7 +46,7 @@ func authFailure(err error) error {
 // allowManagement counts a request against the account's limit on the key
 // endpoints (WithManagementLimit).
 func (a *Adapter) allowManagement(r *http.Request, account string) error {
-	rl, ok, err := a.manage.Allow(r.Context(), keys.Checks{{Name: keys.LimitAccount, ID: account, Max: a.c.manageLimit}}, time.Now())
+	rl, ok, err := a.manage.Allow(r.Context(), limit.Checks{{Name: limit.AccountMinute, ID: account, Max: a.c.manageLimit}}, time.Now())
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w: %w", keys.ErrUnavailable, err)

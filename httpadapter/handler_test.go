@@ -45,8 +45,8 @@ func TestCreateEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the created key does not verify: %v", err)
 	}
-	if v.Key.AccountID != "acct_a" {
-		t.Fatalf("key belongs to %q, not the caller's account", v.Key.AccountID)
+	if v.AccountID != "acct_a" {
+		t.Fatalf("key belongs to %q, not the caller's account", v.AccountID)
 	}
 }
 
@@ -259,7 +259,7 @@ func TestCustomAuthenticator(t *testing.T) {
 	}
 	var c keys.APIKeyCreated
 	_ = json.Unmarshal(rec.Body.Bytes(), &c)
-	if v, err := e.m.Verify(context.Background(), string(c.Key)); err != nil || v.Key.AccountID != "acct_dash" {
+	if v, err := e.m.Verify(context.Background(), string(c.Key)); err != nil || v.AccountID != "acct_dash" {
 		t.Fatalf("key not in the dashboard user's account: %v", err)
 	}
 	for session, status := range map[string]int{"": 401, "db-down": 503, "weird": 401} {

@@ -16,6 +16,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 )
 
 type clock struct {
@@ -28,21 +29,21 @@ func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.
 
 // countingStore counts creates and can alter records on their way in.
 type countingStore struct {
-	keys.Store
+	store.Store
 	creates   atomic.Int64
-	onCreate  func(*keys.Record)
+	onCreate  func(*store.Record)
 	down      atomic.Bool
 	touchDown atomic.Bool
 }
 
-func (s *countingStore) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error {
+func (s *countingStore) TouchLastUsed(ctx context.Context, batch []store.LastUsed) error {
 	if s.touchDown.Load() {
 		return io.ErrClosedPipe
 	}
 	return s.Store.TouchLastUsed(ctx, batch)
 }
 
-func (s *countingStore) Write(ctx context.Context, w keys.Write) error {
+func (s *countingStore) Write(ctx context.Context, w store.Write) error {
 	if s.down.Load() {
 		return io.ErrUnexpectedEOF
 	}
@@ -57,24 +58,24 @@ func (s *countingStore) Write(ctx context.Context, w keys.Write) error {
 
 // AddUsage and Usage forward to the wrapped store's usage: a wrapper
 // hides the capabilities it does not forward.
-func (s *countingStore) AddUsage(ctx context.Context, b keys.UsageBatch) error {
-	return s.Store.(keys.UsageStore).AddUsage(ctx, b)
+func (s *countingStore) AddUsage(ctx context.Context, b store.UsageBatch) error {
+	return s.Store.(store.UsageStore).AddUsage(ctx, b)
 }
 
-func (s *countingStore) Usage(ctx context.Context, q keys.UsageQuery) ([]keys.UsageRow, error) {
-	return s.Store.(keys.UsageStore).Usage(ctx, q)
+func (s *countingStore) Usage(ctx context.Context, q store.UsageQuery) ([]store.UsageRow, error) {
+	return s.Store.(store.UsageStore).Usage(ctx, q)
 }
 
 // SpendCredits and ReadCredits forward to the wrapped store's credits.
-func (s *countingStore) SpendCredits(ctx context.Context, id string, cost int64, now time.Time) (keys.Credits, error) {
-	return s.Store.(keys.CreditStore).SpendCredits(ctx, id, cost, now)
+func (s *countingStore) SpendCredits(ctx context.Context, id string, cost int64, now time.Time) (store.Budget, error) {
+	return s.Store.(store.CreditStore).SpendCredits(ctx, id, cost, now)
 }
 
-func (s *countingStore) ReadCredits(ctx context.Context, ids []string, now time.Time) (map[string]keys.Credits, error) {
-	return s.Store.(keys.CreditStore).ReadCredits(ctx, ids, now)
+func (s *countingStore) ReadCredits(ctx context.Context, ids []string, now time.Time) (map[string]store.Budget, error) {
+	return s.Store.(store.CreditStore).ReadCredits(ctx, ids, now)
 }
 
-func (s *countingStore) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Record, error) {
+func (s *countingStore) LookupDigest(ctx context.Context, h store.Digest) (*store.Record, error) {
 	if s.down.Load() {
 		return nil, io.ErrUnexpectedEOF
 	}
@@ -118,7 +119,7 @@ func newEnv(t *testing.T, opts ...keys.Option) *env {
 	e.ipBound = mk(keys.APIKeyCreate{Name: "office", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AllowedIPs: []string{"203.0.113.0/24"}})
 	e.limited = mk(keys.APIKeyCreate{Name: "limited", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), RateLimit: intp(3)})
 	e.stranger = mk(keys.APIKeyCreate{Name: "stranger", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_b"})
-	e.store.onCreate = func(r *keys.Record) { r.RevokedAt = e.clock.Now() }
+	e.store.onCreate = func(r *store.Record) { r.RevokedAt = e.clock.Now() }
 	e.revoked = mk(keys.APIKeyCreate{Name: "revoked", Environment: keys.Test, Permissions: keys.DefaultVocabulary()})
 	e.store.onCreate = nil
 	e.created = e.store.creates.Load()
@@ -187,7 +188,7 @@ func envelope(t *testing.T, rec *httptest.ResponseRecorder) httpadapter.ErrorDet
 	return d
 }
 
-func memstoreNew() keys.Store { return memstore.New() }
+func memstoreNew() store.Store { return memstore.New() }
 
 // forgeKey makes a well-formed key that was never issued: the checksum is
 // public (CRC-32 in base62), so anyone can.

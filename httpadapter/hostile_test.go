@@ -4,18 +4,18 @@ import (
 	"context"
 	"testing"
 
-	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/internal/hostile"
-	"github.com/txcloud/keys/keystest"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/store/storetest"
 )
 
 // snapshot is every record of the test accounts, as the store has them.
-func snapshot(t *testing.T, s keys.Store) map[string]*keys.Record {
+func snapshot(t *testing.T, s store.Store) map[string]*store.Record {
 	t.Helper()
-	out := map[string]*keys.Record{}
+	out := map[string]*store.Record{}
 	for _, acct := range []string{"acct_a", "acct_b"} {
-		rs, err := s.List(context.Background(), keys.ListQuery{AccountID: acct, Limit: 10_000})
+		rs, err := s.List(context.Background(), store.ListQuery{AccountID: acct, Limit: 10_000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -26,7 +26,7 @@ func snapshot(t *testing.T, s keys.Store) map[string]*keys.Record {
 	return out
 }
 
-func sameSnapshot(t *testing.T, before, after map[string]*keys.Record) {
+func sameSnapshot(t *testing.T, before, after map[string]*store.Record) {
 	t.Helper()
 	if len(before) != len(after) {
 		t.Fatalf("%d records before, %d after", len(before), len(after))
@@ -36,7 +36,7 @@ func sameSnapshot(t *testing.T, before, after map[string]*keys.Record) {
 		if !ok {
 			t.Fatalf("record %s disappeared", id)
 		}
-		if d := keystest.Equal(a, b); d != "" {
+		if d := storetest.Equal(a, b); d != "" {
 			t.Fatalf("record %s changed: %s", id, d)
 		}
 	}

@@ -23,7 +23,7 @@ var whoami = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no key in context", 500)
 		return
 	}
-	w.Write([]byte(v.Key.ID))
+	w.Write([]byte(v.KeyID))
 })
 
 func TestMiddleware(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/http"
 	"net/netip"
 
@@ -31,7 +30,6 @@ type config struct {
 	maxBodyBytes    int64
 	manageLimit     int // requests per minute per account on the key endpoints
 	apiName         func(*http.Request) string
-	costs           map[string]int64 // WithCosts; by API name
 }
 
 func newConfig(opts []Option) (*config, error) {
@@ -164,9 +162,10 @@ func WithManagementLimit(perMinute int) Option {
 	}
 }
 
-// WithAPIName names the API a request belongs to, for usage (by_api) and
-// for prices: TXCloud groups its routes into APIs such as "identity" and
-// "fraud". The default is the pattern of http.ServeMux's route
+// WithAPIName names the API a request belongs to (keys.OnAPI), for usage
+// (by_api), prices (keys.WithPrices) and credit costs
+// (keys.WithCreditCosts): TXCloud groups its routes into APIs such as
+// "identity" and "fraud". The default is the pattern of http.ServeMux's route
 // (Request.Pattern, "GET /v1/ping"), or "other" when the middleware runs
 // outside a ServeMux route. The name should come from a small set (a
 // route, never a path with IDs in it): each key's counters are per name.
@@ -176,23 +175,6 @@ func WithAPIName(name func(*http.Request) string) Option {
 			return errors.New("httpadapter: WithAPIName: nil function")
 		}
 		c.apiName = name
-		return nil
-	}
-}
-
-// WithCosts sets what a request costs in credits, by API name (the names
-// usage is counted by: WithAPIName's, or the route pattern), for keys that
-// have credits (keys.Credits). An API not named costs 1; a cost of 0 makes
-// an API free, even for a key whose credits are spent. A cost outside 0 to
-// keys.MaxCost is an error. The key endpoints cost nothing.
-func WithCosts(costs map[string]int64) Option {
-	return func(c *config) error {
-		for api, n := range costs {
-			if n < 0 || n > keys.MaxCost {
-				return fmt.Errorf("httpadapter: WithCosts: %q costs %d, outside 0 to %d", api, n, keys.MaxCost)
-			}
-		}
-		c.costs = maps.Clone(costs)
 		return nil
 	}
 }

@@ -18,8 +18,10 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 )
 
 // leakChecker knows every secret of a run and finds any of them in text.
@@ -63,9 +65,9 @@ func TestNoSecretLeaks(t *testing.T) {
 	var logMu sync.Mutex
 	logger := slog.New(slog.NewJSONHandler(lockedWriter{&logs, &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var events []string
-	store := &countingStore{Store: memstore.New()}
-	m, err := keys.New(store, keys.WithPepper(pepper), keys.WithForeignPrefixes("sk_live_"), keys.WithLogger(logger), keys.WithLastUsedFlushInterval(5*time.Millisecond),
-		keys.WithEventHook(func(_ context.Context, e keys.Event) { events = append(events, fmt.Sprintf("%v %+v %#v", e, e, e)) }))
+	st := &countingStore{Store: memstore.New()}
+	m, err := keys.New(st, keys.WithPepper(pepper), keys.WithForeignPrefixes("sk_live_"), keys.WithLogger(logger), keys.WithLastUsedFlushInterval(5*time.Millisecond),
+		keys.WithEventHook(func(_ context.Context, e event.Event) { events = append(events, fmt.Sprintf("%v %+v %#v", e, e, e)) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +121,7 @@ func TestNoSecretLeaks(t *testing.T) {
 	note(err)
 	for secret := range lc.secrets {
 		if strings.HasPrefix(secret, "txc_") && secret != string(admin.Key) {
-			rep, err := m.ReportLeak(ctx, secret, keys.Leak{URL: "https://github.com/o/r", Source: "content"}, keys.LeakDisable)
+			rep, err := m.ReportLeak(ctx, secret, event.Leak{URL: "https://github.com/o/r", Source: "content"}, keys.LeakDisable)
 			note(err)
 			errs = append(errs, fmt.Sprintf("%v %+v %#v", rep, rep, rep))
 		}
@@ -142,19 +144,19 @@ func TestNoSecretLeaks(t *testing.T) {
 		}
 	}
 	// Failures that are logged: a store outage, a failed flush.
-	store.down.Store(true)
+	st.down.Store(true)
 	call(request{headers: jsonHeaders(string(admin.Key)), body: `{"name":"x","environment":"test"}`})
 	_, err = m.Verify(ctx, string(admin.Key))
 	note(err)
-	store.down.Store(false)
-	store.touchDown.Store(true)
+	st.down.Store(false)
+	st.touchDown.Store(true)
 	serve(mw, request{method: "GET", headers: authOnly(string(admin.Key))})
-	note(m.FlushLastUsed(ctx))
+	note(m.Flush(ctx))
 	time.Sleep(30 * time.Millisecond) // let the background flusher fail and log too
-	store.touchDown.Store(false)
+	st.touchDown.Store(false)
 
 	// Every type, every verb.
-	rec, err := store.Get(ctx, id)
+	rec, err := st.Get(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +183,7 @@ func TestNoSecretLeaks(t *testing.T) {
 	lc.check(t, "a printed value", strings.Join(printed, "\n"))
 	// The store: every field of every record, walked by reflection, holds
 	// no plaintext key (the digest is expected there; the key is not).
-	stored, err := store.List(ctx, keys.ListQuery{AccountID: "acct_s", Limit: 1000})
+	stored, err := st.List(ctx, store.ListQuery{AccountID: "acct_s", Limit: 1000})
 	if err != nil || len(stored) < 3 {
 		t.Fatalf("store: %d records, %v", len(stored), err)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/event"
 )
 
 // GitHubKey is one of the public keys GitHub signs secret-scanning alerts
@@ -164,7 +165,7 @@ func (s *scanReceiver) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := make([]feedback, 0, len(alerts))
 	for _, al := range alerts {
-		rep, err := s.a.m.ReportLeak(r.Context(), al.Token, keys.Leak{URL: al.URL, Source: al.Source, Type: al.Type}, s.action)
+		rep, err := s.a.m.ReportLeak(r.Context(), al.Token, event.Leak{URL: al.URL, Source: al.Source, Type: al.Type}, s.action)
 		if err != nil {
 			s.forget(digest) // let GitHub's retry in: not every token was handled
 			return err

@@ -21,6 +21,7 @@ import (
 	"testing"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/memstore"
 )
@@ -59,10 +60,10 @@ func signed(t *testing.T, priv *ecdsa.PrivateKey, id string, body []byte) *http.
 func TestGitHubSecretScanning(t *testing.T) {
 	ctx := context.Background()
 	var logs bytes.Buffer
-	var leaked []keys.Event
+	var leaked []event.Event
 	m, err := keys.New(memstore.New(), keys.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))),
-		keys.WithEventHook(func(_ context.Context, e keys.Event) {
-			if e.Type == keys.EventKeyLeaked {
+		keys.WithEventHook(func(_ context.Context, e event.Event) {
+			if e.Type == event.KeyLeaked {
 				leaked = append(leaked, e)
 			}
 		}))

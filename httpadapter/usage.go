@@ -1,19 +1,19 @@
 package httpadapter
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/usage"
 )
 
 // usage answers GET /developers/usage: the account's usage over a period
 // (start and end, RFC 3339 whole minutes; by default the current UTC month
 // to now), optionally of one key (key_id) or one API (api).
 func (a *Adapter) usage(w http.ResponseWriter, r *http.Request, as keys.Scoped) error {
-	var f keys.UsageFilter
+	var f usage.Filter
 	err := eachParam(r.URL.Query(), func(name, v string) error {
 		var err error
 		switch name {
@@ -38,7 +38,7 @@ func (a *Adapter) usage(w http.ResponseWriter, r *http.Request, as keys.Scoped) 
 	}
 	s, err := as.UsageSummary(r.Context(), f)
 	if err != nil {
-		return usageError(err)
+		return err
 	}
 	writeJSON(w, http.StatusOK, s)
 	return nil
@@ -49,7 +49,7 @@ func (a *Adapter) usage(w http.ResponseWriter, r *http.Request, as keys.Scoped) 
 // end (by default the day of buckets up to the current one).
 func (a *Adapter) keyUsage(w http.ResponseWriter, r *http.Request, as keys.Scoped) error {
 	var start, end time.Time
-	g := keys.Hour
+	g := usage.Hour
 	err := eachParam(r.URL.Query(), func(name, v string) error {
 		var err error
 		switch name {
@@ -58,7 +58,7 @@ func (a *Adapter) keyUsage(w http.ResponseWriter, r *http.Request, as keys.Scope
 		case "end":
 			end, err = timeParam(name, v)
 		case "granularity":
-			if g, err = keys.ParseGranularity(v); err != nil {
+			if g, err = usage.ParseGranularity(v); err != nil {
 				return invalidParam("granularity", err.Error())
 			}
 		default:
@@ -71,7 +71,7 @@ func (a *Adapter) keyUsage(w http.ResponseWriter, r *http.Request, as keys.Scope
 	}
 	s, err := as.KeyUsage(r.Context(), r.PathValue("id"), g, start, end)
 	if err != nil {
-		return usageError(err)
+		return err
 	}
 	writeJSON(w, http.StatusOK, s)
 	return nil
@@ -79,15 +79,6 @@ func (a *Adapter) keyUsage(w http.ResponseWriter, r *http.Request, as keys.Scope
 
 // maxAPINameLen bounds the api filter.
 const maxAPINameLen = 256
-
-// usageError answers a store without usage as 404: the endpoint is not
-// served there.
-func usageError(err error) error {
-	if errors.Is(err, keys.ErrUsageNotKept) {
-		return &Error{Status: http.StatusNotFound, Type: TypeNotFound, Code: "not_found", Message: "this server keeps no usage"}
-	}
-	return err
-}
 
 // eachParam calls fn with each query parameter, which must be given once.
 func eachParam(q url.Values, fn func(name, v string) error) error {

@@ -9,7 +9,7 @@
 // Metrics (meter "github.com/txcloud/keys"):
 //
 //	keys.verifications               counter    outcome
-//	keys.verification.duration       histogram  outcome       seconds; one verification in 16 (see keys.Observer)
+//	keys.verification.duration       histogram  outcome       seconds; one verification in 16 (see observe.Observer)
 //	keys.operations                  counter    operation, result
 //	keys.operation.duration          histogram  operation, result   seconds
 //	keys.store.errors                counter    method
@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/observe"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -44,7 +45,7 @@ import (
 // Name is the instrumentation scope of the meter and the tracer.
 const Name = "github.com/txcloud/keys"
 
-// Observer is a keys.Observer on OpenTelemetry. Use New.
+// Observer is a observe.Observer on OpenTelemetry. Use New.
 type Observer struct {
 	meter  metric.Meter
 	tracer trace.Tracer
@@ -58,7 +59,7 @@ type Observer struct {
 
 	// The options of each outcome's label set, made once, in slices
 	// passed as they are: recording a verification allocates nothing.
-	byOutcome [keys.NumOutcomes]outcomeOpts
+	byOutcome [observe.NumOutcomes]outcomeOpts
 }
 
 type outcomeOpts struct {
@@ -66,7 +67,7 @@ type outcomeOpts struct {
 	record []metric.RecordOption
 }
 
-var _ keys.Observer = (*Observer)(nil)
+var _ observe.Observer = (*Observer)(nil)
 
 type config struct {
 	mp metric.MeterProvider
@@ -120,17 +121,17 @@ func New(opts ...Option) (*Observer, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	for _, oc := range keys.Outcomes() {
+	for oc := range observe.Outcome(observe.NumOutcomes) {
 		set := metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", oc.String())))
 		o.byOutcome[oc] = outcomeOpts{add: []metric.AddOption{set}, record: []metric.RecordOption{set}}
 	}
 	return o, nil
 }
 
-// Verify implements keys.Observer.
-func (o *Observer) Verify(ctx context.Context, outcome keys.Outcome, took time.Duration) {
+// Verify implements observe.Observer.
+func (o *Observer) Verify(ctx context.Context, outcome observe.Outcome, took time.Duration) {
 	if int(outcome) >= len(o.byOutcome) {
-		outcome = keys.OutcomeUnavailable // none such: a newer keys than this keysotel
+		outcome = observe.Unavailable // none such: a newer keys than this keysotel
 	}
 	opts := &o.byOutcome[outcome]
 	o.verifications.Add(ctx, 1, opts.add...)
@@ -139,9 +140,9 @@ func (o *Observer) Verify(ctx context.Context, outcome keys.Outcome, took time.D
 	}
 }
 
-// Operation implements keys.Observer: a span "keys.<op>" around the
+// Operation implements observe.Observer: a span "keys.<op>" around the
 // operation, and its count and duration when it ends.
-func (o *Observer) Operation(ctx context.Context, op keys.Op) (context.Context, func(error)) {
+func (o *Observer) Operation(ctx context.Context, op observe.Op) (context.Context, func(error)) {
 	ctx, span := o.tracer.Start(ctx, "keys."+string(op), trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(attribute.String("keys.operation", string(op))))
 	start := time.Now()
@@ -188,8 +189,25 @@ func Kind(err error) string {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "deadline_exceeded"
 	}
-	if oc := keys.OutcomeOf(err); oc != keys.OutcomeUnavailable {
-		return oc.String()
+	var rle *keys.RateLimitError
+	var ce *keys.CreditsError
+	switch {
+	case errors.Is(err, keys.ErrInvalidKey):
+		return observe.Invalid.String()
+	case errors.Is(err, keys.ErrKeyRevoked):
+		return observe.Revoked.String()
+	case errors.Is(err, keys.ErrKeyExpired):
+		return observe.Expired.String()
+	case errors.Is(err, keys.ErrKeyDisabled):
+		return observe.Disabled.String()
+	case errors.Is(err, keys.ErrWrongEnvironment):
+		return observe.WrongEnvironment.String()
+	case errors.Is(err, keys.ErrIPNotAllowed):
+		return observe.IPNotAllowed.String()
+	case errors.As(err, &rle):
+		return observe.RateLimited.String()
+	case errors.As(err, &ce):
+		return observe.CreditsExhausted.String()
 	}
 	return "error"
 }

@@ -9,8 +9,12 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/credits"
 	"github.com/txcloud/keys/keysotel"
+	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/usage"
 	"go.opentelemetry.io/otel/attribute"
 	noopmetric "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -85,9 +89,9 @@ func label(s attribute.Set) string {
 }
 
 // down is a store whose Get fails, as a store whose database is gone.
-type down struct{ keys.Store }
+type down struct{ store.Store }
 
-func (down) Get(context.Context, string) (*keys.Record, error) {
+func (down) Get(context.Context, string) (*store.Record, error) {
 	return nil, errors.New("connection refused")
 }
 
@@ -179,8 +183,8 @@ func TestLookupSpanWhenTraced(t *testing.T) {
 
 type brokenLimiter struct{}
 
-func (brokenLimiter) Allow(context.Context, keys.Checks, time.Time) (keys.RateLimit, bool, error) {
-	return keys.RateLimit{}, false, errors.New("redis down")
+func (brokenLimiter) Allow(context.Context, limit.Checks, time.Time) (limit.Status, bool, error) {
+	return limit.Status{}, false, errors.New("redis down")
 }
 
 // Limiter failures are counted, and the verification is unavailable.
@@ -266,7 +270,7 @@ func TestWrappedStoreKeepsCapabilities(t *testing.T) {
 	}
 	defer func() { _ = m.Close(ctx) }()
 	one := int64(1)
-	k, err := m.Create(ctx, keys.APIKeyCreate{AccountID: "acct_w", Name: "wrapped", Environment: keys.Live, Credits: &keys.CreditsSpec{Remaining: &one}})
+	k, err := m.Create(ctx, keys.APIKeyCreate{AccountID: "acct_w", Name: "wrapped", Environment: keys.Live, Credits: &credits.Budget{Remaining: one}})
 	if err != nil {
 		t.Fatalf("credits through the wrapper: %v", err)
 	}
@@ -276,7 +280,7 @@ func TestWrappedStoreKeepsCapabilities(t *testing.T) {
 	if _, err := m.Verify(ctx, string(k.Key)); !errors.Is(err, keys.ErrCreditsExhausted) {
 		t.Fatalf("the second request on a budget of 1: %v", err)
 	}
-	if _, err := m.UsageSummary(ctx, "acct_w", keys.UsageFilter{}); err != nil {
+	if _, err := m.UsageSummary(ctx, "acct_w", usage.Filter{}); err != nil {
 		t.Fatalf("usage through the wrapper: %v", err)
 	}
 }

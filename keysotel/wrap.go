@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/limit"
+	"github.com/txcloud/keys/store"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -20,23 +22,23 @@ import (
 // where s would go. The Manager still finds s's optional capabilities
 // (usage, credits, import) through its Unwrap; calls to those are not
 // traced.
-func (o *Observer) Store(s keys.Store) keys.Store {
-	st := &store{s: s, o: o, attrs: map[string]metric.MeasurementOption{}}
+func (o *Observer) Store(s store.Store) store.Store {
+	st := &tracedStore{s: s, o: o, attrs: map[string]metric.MeasurementOption{}}
 	for _, m := range []string{"Write", "LookupDigest", "Get", "List", "LookupIdempotency", "TouchLastUsed"} {
 		st.attrs[m] = metric.WithAttributeSet(attribute.NewSet(attribute.String("method", m)))
 	}
 	return st
 }
 
-type store struct {
-	s     keys.Store
+type tracedStore struct {
+	s     store.Store
 	o     *Observer
 	attrs map[string]metric.MeasurementOption
 }
 
 // call runs f under a span (if the caller is traced) and counts its
 // failure.
-func (s *store) call(ctx context.Context, method string, f func(context.Context) error) error {
+func (s *tracedStore) call(ctx context.Context, method string, f func(context.Context) error) error {
 	var span trace.Span
 	if trace.SpanFromContext(ctx).IsRecording() {
 		ctx, span = s.o.tracer.Start(ctx, "keys.store."+method, trace.WithSpanKind(trace.SpanKindInternal))
@@ -57,21 +59,21 @@ func (s *store) call(ctx context.Context, method string, f func(context.Context)
 // answer reports whether err is one of the contract's answers rather than
 // a failure of the store.
 func answer(err error) bool {
-	return errors.Is(err, keys.ErrNotFound) || errors.Is(err, keys.ErrStale) || errors.Is(err, keys.ErrDuplicate) ||
-		errors.Is(err, keys.ErrIdempotencyKeyExists) || errors.Is(err, keys.ErrKeyLimit)
+	return errors.Is(err, keys.ErrNotFound) || errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrDuplicate) ||
+		errors.Is(err, store.ErrIdempotencyKeyExists) || errors.Is(err, keys.ErrKeyLimit)
 }
 
 // Unwrap returns the wrapped store, where the Manager finds its optional
 // capabilities.
-func (s *store) Unwrap() keys.Store { return s.s }
+func (s *tracedStore) Unwrap() store.Store { return s.s }
 
-func (s *store) Write(ctx context.Context, w keys.Write) error {
+func (s *tracedStore) Write(ctx context.Context, w store.Write) error {
 	return s.call(ctx, "Write", func(ctx context.Context) error { return s.s.Write(ctx, w) })
 }
 
 // LookupDigest is on Verify's hot path: with no recording span and no
 // error, it costs one check beyond the store's own lookup.
-func (s *store) LookupDigest(ctx context.Context, d keys.Digest) (*keys.Record, error) {
+func (s *tracedStore) LookupDigest(ctx context.Context, d store.Digest) (*store.Record, error) {
 	if !trace.SpanFromContext(ctx).IsRecording() {
 		r, err := s.s.LookupDigest(ctx, d)
 		if err != nil && !answer(err) {
@@ -79,48 +81,48 @@ func (s *store) LookupDigest(ctx context.Context, d keys.Digest) (*keys.Record, 
 		}
 		return r, err
 	}
-	var r *keys.Record
+	var r *store.Record
 	err := s.call(ctx, "LookupDigest", func(ctx context.Context) (err error) { r, err = s.s.LookupDigest(ctx, d); return })
 	return r, err
 }
 
-func (s *store) Get(ctx context.Context, id string) (*keys.Record, error) {
-	var r *keys.Record
+func (s *tracedStore) Get(ctx context.Context, id string) (*store.Record, error) {
+	var r *store.Record
 	err := s.call(ctx, "Get", func(ctx context.Context) (err error) { r, err = s.s.Get(ctx, id); return })
 	return r, err
 }
 
-func (s *store) List(ctx context.Context, q keys.ListQuery) ([]*keys.Record, error) {
-	var rs []*keys.Record
+func (s *tracedStore) List(ctx context.Context, q store.ListQuery) ([]*store.Record, error) {
+	var rs []*store.Record
 	err := s.call(ctx, "List", func(ctx context.Context) (err error) { rs, err = s.s.List(ctx, q); return })
 	return rs, err
 }
 
-func (s *store) LookupIdempotency(ctx context.Context, scope keys.Digest, now time.Time) (*keys.IdempotencyRecord, error) {
-	var e *keys.IdempotencyRecord
+func (s *tracedStore) LookupIdempotency(ctx context.Context, scope store.Digest, now time.Time) (*store.IdempotencyRecord, error) {
+	var e *store.IdempotencyRecord
 	err := s.call(ctx, "LookupIdempotency", func(ctx context.Context) (err error) { e, err = s.s.LookupIdempotency(ctx, scope, now); return })
 	return e, err
 }
 
-func (s *store) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error {
+func (s *tracedStore) TouchLastUsed(ctx context.Context, batch []store.LastUsed) error {
 	return s.call(ctx, "TouchLastUsed", func(ctx context.Context) error { return s.s.TouchLastUsed(ctx, batch) })
 }
 
 // Limiter wraps l: each failure counts in keys.limiter.errors. A
-// keys.ConcurrencyLimiter stays one.
-func (o *Observer) Limiter(l keys.Limiter) keys.Limiter {
-	if cl, ok := l.(keys.ConcurrencyLimiter); ok {
+// limit.ConcurrencyLimiter stays one.
+func (o *Observer) Limiter(l limit.Limiter) limit.Limiter {
+	if cl, ok := l.(limit.ConcurrencyLimiter); ok {
 		return &concurrencyLimiter{limiter{l: l, o: o}, cl}
 	}
 	return &limiter{l: l, o: o}
 }
 
 type limiter struct {
-	l keys.Limiter
+	l limit.Limiter
 	o *Observer
 }
 
-func (l *limiter) Allow(ctx context.Context, checks keys.Checks, now time.Time) (keys.RateLimit, bool, error) {
+func (l *limiter) Allow(ctx context.Context, checks limit.Checks, now time.Time) (limit.Status, bool, error) {
 	rl, ok, err := l.l.Allow(ctx, checks, now)
 	if err != nil {
 		l.o.limiterErrors.Add(ctx, 1)
@@ -130,12 +132,12 @@ func (l *limiter) Allow(ctx context.Context, checks keys.Checks, now time.Time) 
 
 type concurrencyLimiter struct {
 	limiter
-	cl keys.ConcurrencyLimiter
+	cl limit.ConcurrencyLimiter
 }
 
-var _ keys.ConcurrencyLimiter = (*concurrencyLimiter)(nil)
+var _ limit.ConcurrencyLimiter = (*concurrencyLimiter)(nil)
 
-func (l *concurrencyLimiter) Acquire(ctx context.Context, account string, max int, now time.Time) (keys.Lease, bool, error) {
+func (l *concurrencyLimiter) Acquire(ctx context.Context, account string, max int, now time.Time) (limit.Lease, bool, error) {
 	lease, ok, err := l.cl.Acquire(ctx, account, max, now)
 	if err != nil {
 		l.o.limiterErrors.Add(ctx, 1)
@@ -143,7 +145,7 @@ func (l *concurrencyLimiter) Acquire(ctx context.Context, account string, max in
 	return lease, ok, err
 }
 
-func (l *concurrencyLimiter) Release(ctx context.Context, lease keys.Lease) error {
+func (l *concurrencyLimiter) Release(ctx context.Context, lease limit.Lease) error {
 	err := l.cl.Release(ctx, lease)
 	if err != nil {
 		l.o.limiterErrors.Add(ctx, 1)

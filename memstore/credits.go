@@ -6,10 +6,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/store"
 )
 
-var _ keys.CreditStore = (*Store)(nil)
+var _ store.CreditStore = (*Store)(nil)
 
 // credits is the store's credit budgets. The map has a lock of its own, so
 // that a spend never waits for a List chunk or a flush; each budget has
@@ -18,7 +18,7 @@ var _ keys.CreditStore = (*Store)(nil)
 type credits struct {
 	mu      sync.RWMutex
 	budgets map[string]*budget
-	// refs counts the records naming each budget (Record.CreditsID): a
+	// refs counts the records naming each budget (store.Record.CreditsID): a
 	// budget no record names is deleted with the last one, so budgets
 	// never outnumber records.
 	refs map[string]int
@@ -26,40 +26,40 @@ type credits struct {
 
 type budget struct {
 	mu sync.Mutex
-	c  keys.Credits
+	b  store.Budget
 }
 
-// SpendCredits implements keys.CreditStore.
-func (s *Store) SpendCredits(_ context.Context, id string, cost int64, now time.Time) (keys.Credits, error) {
+// SpendCredits implements store.CreditStore.
+func (s *Store) SpendCredits(_ context.Context, id string, cost int64, now time.Time) (store.Budget, error) {
 	if cost < 1 {
-		return keys.Credits{}, fmt.Errorf("memstore: a spend of %d credits", cost)
+		return store.Budget{}, fmt.Errorf("memstore: a spend of %d credits", cost)
 	}
 	s.credits.mu.RLock()
 	b := s.credits.budgets[id]
 	s.credits.mu.RUnlock()
 	if b == nil {
-		return keys.Credits{}, keys.ErrNotFound
+		return store.Budget{}, store.ErrNotFound
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	c := b.c.At(now)
+	c := b.b.At(now)
 	if c.Remaining < cost {
-		return c, keys.ErrCreditsExhausted
+		return c, store.ErrCreditsExhausted
 	}
 	c.Remaining -= cost
-	b.c = c
+	b.b = c
 	return c, nil
 }
 
-// ReadCredits implements keys.CreditStore.
-func (s *Store) ReadCredits(_ context.Context, ids []string, now time.Time) (map[string]keys.Credits, error) {
-	out := make(map[string]keys.Credits, len(ids))
+// ReadCredits implements store.CreditStore.
+func (s *Store) ReadCredits(_ context.Context, ids []string, now time.Time) (map[string]store.Budget, error) {
+	out := make(map[string]store.Budget, len(ids))
 	s.credits.mu.RLock()
 	defer s.credits.mu.RUnlock()
 	for _, id := range ids {
 		if b := s.credits.budgets[id]; b != nil {
 			b.mu.Lock()
-			out[id] = b.c.At(now)
+			out[id] = b.b.At(now)
 			b.mu.Unlock()
 		}
 	}
@@ -68,7 +68,7 @@ func (s *Store) ReadCredits(_ context.Context, ids []string, now time.Time) (map
 
 // setCredits stores a Write's budget, replacing the one with its ID in
 // place (a spend holding it sees the new value). s.mu is held.
-func (s *Store) setCredits(nb *keys.CreditBudget) {
+func (s *Store) setCredits(nb *store.CreditBudget) {
 	if nb == nil {
 		return
 	}
@@ -77,14 +77,14 @@ func (s *Store) setCredits(nb *keys.CreditBudget) {
 	defer c.mu.Unlock()
 	if b := c.budgets[nb.ID]; b != nil {
 		b.mu.Lock()
-		b.c = nb.Credits
+		b.b = nb.Budget
 		b.mu.Unlock()
 		return
 	}
 	if c.budgets == nil {
 		c.budgets, c.refs = map[string]*budget{}, map[string]int{}
 	}
-	c.budgets[nb.ID] = &budget{c: nb.Credits}
+	c.budgets[nb.ID] = &budget{b: nb.Budget}
 }
 
 // ref moves the count of records naming id by d; at zero the budget goes.

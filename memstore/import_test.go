@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/keystest"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/store/storetest"
 )
 
 // Imported records, created in any order, are merged into the account's
@@ -18,22 +18,22 @@ func TestImportKeepsListOrder(t *testing.T) {
 	s := memstore.New()
 	base := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 50 {
-		r := keystest.NewRecord(t)
+		r := storetest.NewRecord(t)
 		r.AccountID, r.CreatedAt = "acct", base.Add(time.Duration(i*2)*time.Second)
-		if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
+		if err := s.Write(ctx, store.Write{Insert: r}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var batch []*keys.Record
+	var batch []*store.Record
 	for range 200 {
-		r := keystest.NewRecord(t)
+		r := storetest.NewRecord(t)
 		r.AccountID, r.CreatedAt = "acct", base.Add(time.Duration(rand.IntN(120))*time.Second)
 		batch = append(batch, r)
 	}
 	if n, err := s.Import(ctx, batch); err != nil || n != 200 {
 		t.Fatalf("Import = %d, %v", n, err)
 	}
-	all, err := s.List(ctx, keys.ListQuery{AccountID: "acct", Limit: 1000})
+	all, err := s.List(ctx, store.ListQuery{AccountID: "acct", Limit: 1000})
 	if err != nil || len(all) != 250 {
 		t.Fatalf("List: %d records, %v", len(all), err)
 	}
@@ -45,7 +45,7 @@ func TestImportKeepsListOrder(t *testing.T) {
 	}
 	// Paging from the middle still finds each record once.
 	seen := map[string]bool{}
-	q := keys.ListQuery{AccountID: "acct", Limit: 7}
+	q := store.ListQuery{AccountID: "acct", Limit: 7}
 	for {
 		page, _ := s.List(ctx, q)
 		for _, r := range page {
@@ -58,7 +58,7 @@ func TestImportKeepsListOrder(t *testing.T) {
 			break
 		}
 		last := page[len(page)-1]
-		q.After = &keys.ListPosition{CreatedAt: last.CreatedAt, ID: last.ID}
+		q.After = &store.ListPosition{CreatedAt: last.CreatedAt, ID: last.ID}
 	}
 	if len(seen) != 250 {
 		t.Fatalf("paged through %d of 250", len(seen))

@@ -1,4 +1,4 @@
-// Package memstore is the in-memory keys.Store: for tests, demos and a
+// Package memstore is the in-memory store.Store: for tests, demos and a
 // single-instance host. Everything is lost when the process ends.
 //
 // Records are held by digest in 256 shards. Each shard is an
@@ -8,7 +8,7 @@
 // uniformly random 256-bit value, so its own bytes serve as the hash: no
 // hashing on lookup, and no one can flood a probe chain, since only
 // server-generated keys are ever inserted. Every read returns the stored
-// *keys.Record without copying: records are read-only under the keys.Store
+// *store.Record without copying: records are read-only under the store.Store
 // contract, and the store never changes one in place, it replaces it.
 //
 // Staleness: none. A Write is visible to every lookup that starts after it
@@ -32,22 +32,22 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/store"
 )
 
-// Store is an in-memory keys.Store. Use New.
+// Store is an in-memory store.Store. Use New.
 type Store struct {
 	shards [shardCount]shard
 
 	// byID, accounts and idem are off the hot path, behind one lock that
 	// Write also takes so that its parts appear together.
 	mu       sync.RWMutex
-	byID     map[string]*keys.Record
+	byID     map[string]*store.Record
 	accounts map[string]*account
-	idem     map[keys.Digest]*keys.IdempotencyRecord
+	idem     map[store.Digest]*store.IdempotencyRecord
 	// idemOf names the idempotency entry of a record (its KeyID), so that
 	// a record deleted by Write.KeepRevoked takes its entry with it.
-	idemOf map[string]keys.Digest
+	idemOf map[string]store.Digest
 	// expiring lists idempotency entries in the order they were stored,
 	// which is the order they expire in (every entry lives the same TTL):
 	// expiry pops them from the front, a chunk at a time.
@@ -57,7 +57,7 @@ type Store struct {
 	// the Manager's clock, never on one of its own.
 	now time.Time
 
-	usage   usage
+	usage   usageCounts
 	credits credits
 }
 
@@ -65,13 +65,13 @@ type Store struct {
 // List's order read backwards. Keys are created in time order, so an
 // insert is almost always an append.
 type account struct {
-	recs    []*keys.Record
+	recs    []*store.Record
 	active  int // records with a zero RevokedAt
 	revoked int // the others
 }
 
 // count moves the account's counts by d for a record in r's state.
-func (a *account) count(r *keys.Record, d int) {
+func (a *account) count(r *store.Record, d int) {
 	if r.RevokedAt.IsZero() {
 		a.active += d
 	} else {
@@ -80,7 +80,7 @@ func (a *account) count(r *keys.Record, d int) {
 }
 
 type idemExpiry struct {
-	scope     keys.Digest
+	scope     store.Digest
 	expiresAt time.Time
 }
 
@@ -103,19 +103,19 @@ type shard struct {
 // no ID, which probes pass over and which growing drops. So a reader that
 // takes no lock never stops short of a record further along its chain.
 type table struct {
-	slots []atomic.Pointer[keys.Record]
+	slots []atomic.Pointer[store.Record]
 	mask  uint64
 }
 
 func newTable(size int) *table {
-	return &table{slots: make([]atomic.Pointer[keys.Record], size), mask: uint64(size - 1)}
+	return &table{slots: make([]atomic.Pointer[store.Record], size), mask: uint64(size - 1)}
 }
 
 // home is where a digest's probe starts: bytes the shard index (byte 0)
 // does not use.
-func home(h *keys.Digest) uint64 { return binary.LittleEndian.Uint64(h[8:16]) }
+func home(h *store.Digest) uint64 { return binary.LittleEndian.Uint64(h[8:16]) }
 
-func (t *table) find(h *keys.Digest) (*atomic.Pointer[keys.Record], *keys.Record) {
+func (t *table) find(h *store.Digest) (*atomic.Pointer[store.Record], *store.Record) {
 	for i := home(h) & t.mask; ; i = (i + 1) & t.mask {
 		slot := &t.slots[i]
 		r := slot.Load()
@@ -126,7 +126,7 @@ func (t *table) find(h *keys.Digest) (*atomic.Pointer[keys.Record], *keys.Record
 }
 
 // put inserts or replaces r; sh.mu is held.
-func (sh *shard) put(r *keys.Record) {
+func (sh *shard) put(r *store.Record) {
 	t := sh.table.Load()
 	slot, old := t.find(&r.Digest)
 	if old != nil {
@@ -169,29 +169,29 @@ func (sh *shard) rebuild(t *table) *table {
 
 // remove puts a tombstone in the place of the record with digest h.
 // sh.mu is held.
-func (sh *shard) remove(h *keys.Digest) {
+func (sh *shard) remove(h *store.Digest) {
 	if slot, r := sh.table.Load().find(h); r != nil {
-		slot.Store(&keys.Record{})
+		slot.Store(&store.Record{})
 	}
 }
 
-func (sh *shard) get(h *keys.Digest) *keys.Record {
+func (sh *shard) get(h *store.Digest) *store.Record {
 	_, r := sh.table.Load().find(h)
 	return r
 }
 
 var (
-	_ keys.Store    = (*Store)(nil)
-	_ keys.Importer = (*Store)(nil)
+	_ store.Store    = (*Store)(nil)
+	_ store.Importer = (*Store)(nil)
 )
 
 // New returns an empty store.
 func New() *Store {
 	s := &Store{
-		byID:     make(map[string]*keys.Record),
+		byID:     make(map[string]*store.Record),
 		accounts: make(map[string]*account),
-		idem:     make(map[keys.Digest]*keys.IdempotencyRecord),
-		idemOf:   make(map[string]keys.Digest),
+		idem:     make(map[store.Digest]*store.IdempotencyRecord),
+		idemOf:   make(map[string]store.Digest),
 	}
 	for i := range s.shards {
 		s.shards[i].table.Store(newTable(8))
@@ -199,33 +199,33 @@ func New() *Store {
 	return s
 }
 
-func (s *Store) shardOf(h keys.Digest) *shard { return &s.shards[h[0]] }
+func (s *Store) shardOf(h store.Digest) *shard { return &s.shards[h[0]] }
 
-// Write implements keys.Store. An inserted record (a roll's successor) is
+// Write implements store.Store. An inserted record (a roll's successor) is
 // published before the replaced one, so a reader never sees the old key
 // revoked without its successor in place.
-func (s *Store) Write(_ context.Context, w keys.Write) error {
+func (s *Store) Write(_ context.Context, w store.Write) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r := w.Insert; r != nil && w.MaxActive > 0 {
 		if a := s.accounts[r.AccountID]; a != nil && a.active >= w.MaxActive {
-			return fmt.Errorf("memstore: account holds %d active keys: %w", a.active, keys.ErrKeyLimit)
+			return fmt.Errorf("memstore: account holds %d active keys: %w", a.active, store.ErrKeyLimit)
 		}
 	}
 	if err := s.checkIdempotency(w.Idempotency); err != nil {
 		return err
 	}
-	if err := w.CheckCredits(); err != nil {
+	if err := w.Check(); err != nil {
 		return err
 	}
-	var old *keys.Record
+	var old *store.Record
 	if r := w.Replace; r != nil {
 		old = s.byID[r.ID]
 		switch {
 		case old == nil:
-			return keys.ErrNotFound
+			return store.ErrNotFound
 		case old.Version != r.Version-1:
-			return fmt.Errorf("memstore: %s is at version %d, not %d: %w", r.ID, old.Version, r.Version-1, keys.ErrStale)
+			return fmt.Errorf("memstore: %s is at version %d, not %d: %w", r.ID, old.Version, r.Version-1, store.ErrStale)
 		case old.Digest != r.Digest:
 			return errors.New("memstore: a Replace may not change a record's digest")
 		}
@@ -247,15 +247,15 @@ func (s *Store) Write(_ context.Context, w keys.Write) error {
 	return nil
 }
 
-// Import implements keys.Importer: the batch appears at once, under the
-// write lock (a batch is at most keys.ImportBatch records).
-func (s *Store) Import(_ context.Context, recs []*keys.Record) (int, error) {
+// Import implements store.Importer: the batch appears at once, under the
+// write lock (a batch is at most store.ImportBatch records).
+func (s *Store) Import(_ context.Context, recs []*store.Record) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Imported keys come in any order of creation: each account's new
 	// records are sorted and merged into its index once, instead of
 	// inserted one by one into the middle of it.
-	added := map[*account][]*keys.Record{}
+	added := map[*account][]*store.Record{}
 	for _, r := range recs {
 		a, err := s.index(r)
 		if err != nil {
@@ -266,7 +266,7 @@ func (s *Store) Import(_ context.Context, recs []*keys.Record) (int, error) {
 	n := 0
 	for a, rs := range added {
 		slices.SortFunc(rs, older)
-		merged := make([]*keys.Record, 0, len(a.recs)+len(rs))
+		merged := make([]*store.Record, 0, len(a.recs)+len(rs))
 		i := 0
 		for _, r := range rs {
 			for i < len(a.recs) && older(a.recs[i], r) < 0 {
@@ -282,13 +282,13 @@ func (s *Store) Import(_ context.Context, recs []*keys.Record) (int, error) {
 }
 
 // prune deletes a's oldest records revoked by now while it holds more
-// than keep revoked records, at most keys.MaxPrunedPerWrite of them, in
+// than keep revoked records, at most store.MaxPrunedPerWrite of them, in
 // one pass over its index. s.mu is held.
 func (s *Store) prune(a *account, keep int, now time.Time) {
 	if a.revoked <= keep {
 		return
 	}
-	j, budget := 0, keys.MaxPrunedPerWrite
+	j, budget := 0, store.MaxPrunedPerWrite
 	for i, r := range a.recs {
 		if a.revoked > keep && budget > 0 && !r.RevokedAt.IsZero() && !r.RevokedAt.After(now) {
 			s.delete(r)
@@ -308,7 +308,7 @@ func (s *Store) prune(a *account, keep int, now time.Time) {
 
 // delete drops r from the ID and digest indexes, with its idempotency
 // entry; the caller drops it from the account's. s.mu is held.
-func (s *Store) delete(r *keys.Record) {
+func (s *Store) delete(r *store.Record) {
 	delete(s.byID, r.ID)
 	s.ref(r.CreditsID, -1)
 	if scope, ok := s.idemOf[r.ID]; ok {
@@ -325,7 +325,7 @@ func (s *Store) delete(r *keys.Record) {
 
 // insert adds a new record to both indexes, refusing a taken ID or digest.
 // s.mu is held.
-func (s *Store) insert(rec *keys.Record) error {
+func (s *Store) insert(rec *store.Record) error {
 	a, err := s.index(rec)
 	if err != nil {
 		return err
@@ -338,15 +338,15 @@ func (s *Store) insert(rec *keys.Record) error {
 // refusing a taken ID or digest, and returns the account, whose sorted
 // list the caller puts rec in (insert one at a time, Import a batch at
 // once). s.mu is held.
-func (s *Store) index(rec *keys.Record) (*account, error) {
+func (s *Store) index(rec *store.Record) (*account, error) {
 	if _, ok := s.byID[rec.ID]; ok {
-		return nil, fmt.Errorf("memstore: id %s: %w", rec.ID, keys.ErrDuplicate)
+		return nil, fmt.Errorf("memstore: id %s: %w", rec.ID, store.ErrDuplicate)
 	}
 	sh := s.shardOf(rec.Digest)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.get(&rec.Digest) != nil {
-		return nil, fmt.Errorf("memstore: digest: %w", keys.ErrDuplicate)
+		return nil, fmt.Errorf("memstore: digest: %w", store.ErrDuplicate)
 	}
 	sh.put(rec)
 	s.byID[rec.ID] = rec
@@ -367,7 +367,7 @@ func (s *Store) account(id string) *account {
 }
 
 // older orders records as an account's index does: by CreatedAt, then ID.
-func older(x, y *keys.Record) int {
+func older(x, y *store.Record) int {
 	if c := x.CreatedAt.Compare(y.CreatedAt); c != 0 {
 		return c
 	}
@@ -380,7 +380,7 @@ func (a *account) search(t time.Time, id string) int {
 	i, _ := slices.BinarySearchFunc(a.recs, struct {
 		t  time.Time
 		id string
-	}{t, id}, func(r *keys.Record, k struct {
+	}{t, id}, func(r *store.Record, k struct {
 		t  time.Time
 		id string
 	}) int {
@@ -394,7 +394,7 @@ func (a *account) search(t time.Time, id string) int {
 
 // replace publishes rec in place of the record with its ID and digest, in
 // both indexes. s.mu is held.
-func (s *Store) replace(rec *keys.Record) {
+func (s *Store) replace(rec *store.Record) {
 	old := s.byID[rec.ID]
 	s.byID[rec.ID] = rec
 	// CreatedAt and ID never change, so the record keeps its place.
@@ -440,33 +440,33 @@ func (s *Store) expire(now time.Time) (more bool) {
 	return n == chunk
 }
 
-// LookupDigest implements keys.Store. It takes no lock.
-func (s *Store) LookupDigest(_ context.Context, d keys.Digest) (*keys.Record, error) {
+// LookupDigest implements store.Store. It takes no lock.
+func (s *Store) LookupDigest(_ context.Context, d store.Digest) (*store.Record, error) {
 	rec := s.shardOf(d).get(&d)
 	if rec == nil {
-		return nil, keys.ErrNotFound
+		return nil, store.ErrNotFound
 	}
 	return rec, nil
 }
 
-// Get implements keys.Store.
-func (s *Store) Get(_ context.Context, id string) (*keys.Record, error) {
+// Get implements store.Store.
+func (s *Store) Get(_ context.Context, id string) (*store.Record, error) {
 	s.mu.RLock()
 	rec := s.byID[id]
 	s.mu.RUnlock()
 	if rec == nil {
-		return nil, keys.ErrNotFound
+		return nil, store.ErrNotFound
 	}
 	return rec, nil
 }
 
-// LookupIdempotency implements keys.Store.
-func (s *Store) LookupIdempotency(_ context.Context, scope keys.Digest, now time.Time) (*keys.IdempotencyRecord, error) {
+// LookupIdempotency implements store.Store.
+func (s *Store) LookupIdempotency(_ context.Context, scope store.Digest, now time.Time) (*store.IdempotencyRecord, error) {
 	s.mu.RLock()
 	e := s.idem[scope]
 	s.mu.RUnlock()
 	if e == nil || !e.ExpiresAt.After(now) {
-		return nil, keys.ErrNotFound
+		return nil, store.ErrNotFound
 	}
 	c := *e
 	c.Sealed = append([]byte(nil), e.Sealed...)
@@ -475,19 +475,19 @@ func (s *Store) LookupIdempotency(_ context.Context, scope keys.Digest, now time
 
 // checkIdempotency refuses an entry whose scope holds an unexpired one.
 // s.mu is held.
-func (s *Store) checkIdempotency(idem *keys.IdempotencyRecord) error {
+func (s *Store) checkIdempotency(idem *store.IdempotencyRecord) error {
 	if idem == nil {
 		return nil
 	}
 	if prev, ok := s.idem[idem.Scope]; ok && prev.ExpiresAt.After(idem.CreatedAt) {
-		return keys.ErrIdempotencyKeyExists
+		return store.ErrIdempotencyKeyExists
 	}
 	return nil
 }
 
 // storeIdempotency keeps an entry that checkIdempotency allowed. s.mu is
 // held.
-func (s *Store) storeIdempotency(idem *keys.IdempotencyRecord) {
+func (s *Store) storeIdempotency(idem *store.IdempotencyRecord) {
 	if idem != nil {
 		if prev := s.idem[idem.Scope]; prev != nil {
 			delete(s.idemOf, prev.KeyID) // expired, and replaced here
@@ -507,16 +507,16 @@ func (s *Store) saw(t time.Time) {
 	}
 }
 
-// List implements keys.Store. It seeks to the cursor in the account's own
+// List implements store.Store. It seeks to the cursor in the account's own
 // index and walks it newest first, releasing the lock every chunk records
 // (the index is re-sought by position, so a write in between changes
 // nothing it has not yet reached).
-func (s *Store) List(ctx context.Context, q keys.ListQuery) ([]*keys.Record, error) {
+func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*store.Record, error) {
 	if q.AccountID == "" {
 		return s.listEveryAccount(ctx, q)
 	}
-	var out []*keys.Record
-	var pos keys.ListPosition // the last record examined, once started
+	var out []*store.Record
+	var pos store.ListPosition // the last record examined, once started
 	started := q.After != nil
 	if started {
 		pos = *q.After
@@ -529,7 +529,7 @@ func (s *Store) List(ctx context.Context, q keys.ListQuery) ([]*keys.Record, err
 // listChunk examines at most chunk records after *pos (from the newest if
 // not *started), appending matches to out and moving *pos past what it
 // examined. It reports whether the listing is complete.
-func (s *Store) listChunk(q keys.ListQuery, pos *keys.ListPosition, started *bool, out *[]*keys.Record) bool {
+func (s *Store) listChunk(q store.ListQuery, pos *store.ListPosition, started *bool, out *[]*store.Record) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	a := s.accounts[q.AccountID]
@@ -555,7 +555,7 @@ func (s *Store) listChunk(q keys.ListQuery, pos *keys.ListPosition, started *boo
 }
 
 // matches applies q's filters to r.
-func matches(q *keys.ListQuery, r *keys.Record) bool {
+func matches(q *store.ListQuery, r *store.Record) bool {
 	return (q.Environment == "" || r.Environment == q.Environment) &&
 		(q.Revoked == nil || *q.Revoked != r.RevokedAt.IsZero()) &&
 		(q.OwnerID == "" || r.OwnerID == q.OwnerID) &&
@@ -566,7 +566,7 @@ func matches(q *keys.ListQuery, r *keys.Record) bool {
 // accounts, for the host): one page from each account, merged. Each
 // account is read as its own List, so the lock is released between
 // chunks as there.
-func (s *Store) listEveryAccount(ctx context.Context, q keys.ListQuery) ([]*keys.Record, error) {
+func (s *Store) listEveryAccount(ctx context.Context, q store.ListQuery) ([]*store.Record, error) {
 	if q.ExpiresBefore.IsZero() {
 		return nil, errors.New("memstore: List: an account is required unless an expiry window is given")
 	}
@@ -576,13 +576,13 @@ func (s *Store) listEveryAccount(ctx context.Context, q keys.ListQuery) ([]*keys
 		ids = append(ids, id)
 	}
 	s.mu.RUnlock()
-	var out []*keys.Record
+	var out []*store.Record
 	for _, id := range ids {
 		q.AccountID = id
 		page, _ := s.List(ctx, q)
 		out = append(out, page...)
 	}
-	slices.SortFunc(out, func(a, b *keys.Record) int {
+	slices.SortFunc(out, func(a, b *store.Record) int {
 		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
 			return c
 		}
@@ -591,13 +591,13 @@ func (s *Store) listEveryAccount(ctx context.Context, q keys.ListQuery) ([]*keys
 	return out[:min(len(out), q.Limit)], nil
 }
 
-// TouchLastUsed implements keys.Store. It replaces each touched record with
+// TouchLastUsed implements store.Store. It replaces each touched record with
 // an updated copy, never changing one a reader may hold, and releases its
 // lock between chunks of the batch. The Manager flushes once a minute, so
 // it also expires due idempotency entries, a chunk per hold of the lock:
 // entries expire without a goroutine, and without a later idempotent
 // create having to come along.
-func (s *Store) TouchLastUsed(_ context.Context, batch []keys.LastUsed) error {
+func (s *Store) TouchLastUsed(_ context.Context, batch []store.LastUsed) error {
 	for len(batch) > 0 {
 		n := min(len(batch), chunk)
 		s.touch(batch[:n])
@@ -620,8 +620,8 @@ func (s *Store) expireChunk() bool {
 // GC assist it brings, holds up nobody), and swapped in under the write
 // lock if each is still the one copied; a record replaced meanwhile is
 // copied again.
-func (s *Store) touch(batch []keys.LastUsed) {
-	olds := make([]*keys.Record, len(batch))
+func (s *Store) touch(batch []store.LastUsed) {
+	olds := make([]*store.Record, len(batch))
 	for len(batch) > 0 {
 		olds = olds[:len(batch)]
 		s.mu.RLock()
@@ -629,14 +629,14 @@ func (s *Store) touch(batch []keys.LastUsed) {
 			olds[i] = s.byID[e.ID]
 		}
 		s.mu.RUnlock()
-		recs := make([]*keys.Record, len(batch))
+		recs := make([]*store.Record, len(batch))
 		for i, e := range batch {
 			if old := olds[i]; old != nil && e.At.After(old.LastUsed) {
 				recs[i] = old.Clone()
 				recs[i].LastUsed = e.At.UTC().Truncate(time.Microsecond)
 			}
 		}
-		var again []keys.LastUsed
+		var again []store.LastUsed
 		s.mu.Lock()
 		for i, e := range batch {
 			s.saw(e.At)

@@ -7,16 +7,17 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/keystest"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/store/storetest"
 )
 
 // With every writer lock held, lookups still answer: a flood of lookups
 // (unknown keys included) never waits on, or holds up, a lock.
 func TestLookupTakesNoLock(t *testing.T) {
 	s := New()
-	r := keystest.NewRecord(t)
+	r := storetest.NewRecord(t)
 	h := r.Digest
-	if err := s.Write(context.Background(), keys.Write{Insert: r}); err != nil {
+	if err := s.Write(context.Background(), store.Write{Insert: r}); err != nil {
 		t.Fatal(err)
 	}
 	s.mu.Lock()
@@ -29,7 +30,7 @@ func TestLookupTakesNoLock(t *testing.T) {
 			done <- err
 			return
 		}
-		_, err := s.LookupDigest(context.Background(), keys.Digest{9, 9, 9})
+		_, err := s.LookupDigest(context.Background(), store.Digest{9, 9, 9})
 		if err != keys.ErrNotFound {
 			done <- err
 			return
@@ -56,10 +57,10 @@ func TestLookupTakesNoLock(t *testing.T) {
 func TestIdempotencyEntriesExpireWithoutANewCreate(t *testing.T) {
 	s := New()
 	created := time.Date(2031, 7, 1, 0, 0, 0, 0, time.UTC)
-	var kept keys.Digest
+	var kept store.Digest
 	for i := range 1000 {
-		r := keystest.NewRecord(t)
-		e := &keys.IdempotencyRecord{KeyID: r.ID, CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
+		r := storetest.NewRecord(t)
+		e := &store.IdempotencyRecord{KeyID: r.ID, CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
 		e.Scope[0], e.Scope[1] = byte(i), byte(i>>8)
 		switch i {
 		case 998: // expires at the very instant of the flush: due
@@ -68,11 +69,11 @@ func TestIdempotencyEntriesExpireWithoutANewCreate(t *testing.T) {
 			e.CreatedAt, e.ExpiresAt = created.Add(12*time.Hour), created.Add(36*time.Hour+time.Microsecond)
 			kept = e.Scope
 		}
-		if err := s.Write(context.Background(), keys.Write{Insert: r, Idempotency: e}); err != nil {
+		if err := s.Write(context.Background(), store.Write{Insert: r, Idempotency: e}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.TouchLastUsed(context.Background(), []keys.LastUsed{{ID: "key_unknown", At: created.Add(36 * time.Hour)}}); err != nil {
+	if err := s.TouchLastUsed(context.Background(), []store.LastUsed{{ID: "key_unknown", At: created.Add(36 * time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
 	s.mu.RLock()
@@ -83,16 +84,16 @@ func TestIdempotencyEntriesExpireWithoutANewCreate(t *testing.T) {
 	}
 }
 
-// One write deletes at most keys.MaxPrunedPerWrite revoked records, so no
+// One write deletes at most store.MaxPrunedPerWrite revoked records, so no
 // write does unbounded work; the next write goes on.
 func TestPruneIsBoundedPerWrite(t *testing.T) {
 	ctx := context.Background()
 	s := New()
 	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 150 {
-		r := keystest.NewRecord(t)
+		r := storetest.NewRecord(t)
 		r.AccountID, r.CreatedAt, r.RevokedAt = "acct_prune", now.Add(time.Duration(i)*time.Millisecond), now
-		if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
+		if err := s.Write(ctx, store.Write{Insert: r}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -102,9 +103,9 @@ func TestPruneIsBoundedPerWrite(t *testing.T) {
 		return s.accounts["acct_prune"].revoked
 	}
 	for _, want := range []int{50, 0} {
-		r := keystest.NewRecord(t)
+		r := storetest.NewRecord(t)
 		r.AccountID, r.CreatedAt = "acct_prune", now.Add(time.Hour)
-		if err := s.Write(ctx, keys.Write{Insert: r, KeepRevoked: 1}); err != nil {
+		if err := s.Write(ctx, store.Write{Insert: r, KeepRevoked: 1}); err != nil {
 			t.Fatal(err)
 		}
 		if got := revoked(); got != max(want, 1) {
@@ -193,10 +194,10 @@ func expireAll(t *testing.T, n int) (longest time.Duration, holds int, total tim
 	s := New()
 	created := time.Date(2031, 7, 1, 0, 0, 0, 0, time.UTC)
 	for i := range n {
-		r := keystest.NewRecord(t)
-		e := &keys.IdempotencyRecord{KeyID: r.ID, CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
+		r := storetest.NewRecord(t)
+		e := &store.IdempotencyRecord{KeyID: r.ID, CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
 		e.Scope[0], e.Scope[1], e.Scope[2] = byte(i), byte(i>>8), byte(i>>16)
-		if err := s.Write(context.Background(), keys.Write{Insert: r, Idempotency: e}); err != nil {
+		if err := s.Write(context.Background(), store.Write{Insert: r, Idempotency: e}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -7,21 +7,22 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/keystest"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/store/storetest"
 )
 
 func TestConformance(t *testing.T) {
-	keystest.Run(t, func(*testing.T) keys.Store { return memstore.New() })
+	storetest.Run(t, func(*testing.T) store.Store { return memstore.New() })
 }
 
 func BenchmarkLookupDigest(b *testing.B) {
 	s := memstore.New()
-	var hs []keys.Digest
+	var hs []store.Digest
 	for range 100_000 {
-		r := keystest.NewRecord(b)
+		r := storetest.NewRecord(b)
 		hs = append(hs, r.Digest)
-		if err := s.Write(context.Background(), keys.Write{Insert: r}); err != nil {
+		if err := s.Write(context.Background(), store.Write{Insert: r}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -56,11 +57,11 @@ func BenchmarkLookupDigest(b *testing.B) {
 func TestGrowthUnderConcurrentReads(t *testing.T) {
 	s := memstore.New()
 	ctx := context.Background()
-	var hs []keys.Digest
+	var hs []store.Digest
 	for range 100 {
-		r := keystest.NewRecord(t)
+		r := storetest.NewRecord(t)
 		hs = append(hs, r.Digest)
-		if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
+		if err := s.Write(ctx, store.Write{Insert: r}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -75,9 +76,9 @@ func TestGrowthUnderConcurrentReads(t *testing.T) {
 		}
 	}()
 	for range 5_000 {
-		r := keystest.NewRecord(t)
+		r := storetest.NewRecord(t)
 		h := r.Digest
-		if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
+		if err := s.Write(ctx, store.Write{Insert: r}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.LookupDigest(ctx, h); err != nil {
@@ -85,7 +86,7 @@ func TestGrowthUnderConcurrentReads(t *testing.T) {
 		}
 	}
 	<-done
-	var absent keys.Digest
+	var absent store.Digest
 	for i := range 1000 {
 		absent[0], absent[8], absent[9] = byte(i), byte(i>>8), 0xAA
 		if _, err := s.LookupDigest(ctx, absent); err != keys.ErrNotFound {
@@ -99,10 +100,10 @@ func fill(t testing.TB, s *memstore.Store, acct string, n int) {
 	t.Helper()
 	base := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range n {
-		r := keystest.NewRecord(t)
+		r := storetest.NewRecord(t)
 		r.AccountID = acct
 		r.CreatedAt = base.Add(time.Duration(i) * time.Millisecond)
-		if err := s.Write(context.Background(), keys.Write{Insert: r}); err != nil {
+		if err := s.Write(context.Background(), store.Write{Insert: r}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -131,7 +132,7 @@ func TestListCostIndependentOfOtherTenants(t *testing.T) {
 	s := memstore.New()
 	fill(t, s, "acct_b", 30)
 	listB := func() {
-		if rs, err := s.List(ctx, keys.ListQuery{AccountID: "acct_b", Limit: 21}); err != nil || len(rs) != 21 {
+		if rs, err := s.List(ctx, store.ListQuery{AccountID: "acct_b", Limit: 21}); err != nil || len(rs) != 21 {
 			t.Fatalf("B's list: %d, %v", len(rs), err)
 		}
 	}
@@ -139,13 +140,13 @@ func TestListCostIndependentOfOtherTenants(t *testing.T) {
 	fill(t, s, "acct_a", 100_000)
 	beside := median(501, listB)
 	// A's page deep in its keys, by cursor.
-	mid, err := s.List(ctx, keys.ListQuery{AccountID: "acct_a", Limit: 50_000})
+	mid, err := s.List(ctx, store.ListQuery{AccountID: "acct_a", Limit: 50_000})
 	if err != nil || len(mid) != 50_000 {
 		t.Fatal(err)
 	}
-	cursor := &keys.ListPosition{CreatedAt: mid[len(mid)-1].CreatedAt, ID: mid[len(mid)-1].ID}
+	cursor := &store.ListPosition{CreatedAt: mid[len(mid)-1].CreatedAt, ID: mid[len(mid)-1].ID}
 	deep := median(501, func() {
-		if rs, err := s.List(ctx, keys.ListQuery{AccountID: "acct_a", Limit: 21, After: cursor}); err != nil || len(rs) != 21 {
+		if rs, err := s.List(ctx, store.ListQuery{AccountID: "acct_a", Limit: 21, After: cursor}); err != nil || len(rs) != 21 {
 			t.Fatalf("A's deep page: %d, %v", len(rs), err)
 		}
 	})
@@ -176,10 +177,10 @@ func maxWait(t *testing.T, s *memstore.Store, work func()) (wait, took time.Dura
 				running = false
 			default:
 			}
-			r := keystest.NewRecord(t)
+			r := storetest.NewRecord(t)
 			r.AccountID = "acct_other"
 			begin := time.Now()
-			if err := s.Write(context.Background(), keys.Write{Insert: r}); err != nil {
+			if err := s.Write(context.Background(), store.Write{Insert: r}); err != nil {
 				t.Fatal(err)
 			}
 			worst = max(worst, time.Since(begin))
@@ -205,16 +206,16 @@ func TestFlushHoldsNoLongLock(t *testing.T) {
 	ctx := context.Background()
 	s := memstore.New()
 	fill(t, s, "acct_a", 100_000)
-	rs, err := s.List(ctx, keys.ListQuery{AccountID: "acct_a", Limit: 100_000})
+	rs, err := s.List(ctx, store.ListQuery{AccountID: "acct_a", Limit: 100_000})
 	if err != nil {
 		t.Fatal(err)
 	}
 	at := time.Date(2031, 6, 1, 0, 0, 0, 0, time.UTC)
 	wait, took := maxWait(t, s, func() {
 		at = at.Add(time.Second) // each run moves every key's last use
-		batch := make([]keys.LastUsed, len(rs))
+		batch := make([]store.LastUsed, len(rs))
 		for i, r := range rs {
-			batch[i] = keys.LastUsed{ID: r.ID, At: at}
+			batch[i] = store.LastUsed{ID: r.ID, At: at}
 		}
 		if err := s.TouchLastUsed(ctx, batch); err != nil {
 			t.Error(err)
@@ -295,14 +296,14 @@ func TestTenantLatencyWhileAnotherListsItsKeys(t *testing.T) {
 	lister := func(stop <-chan struct{}, pages *int) {
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
-		var after *keys.ListPosition
+		var after *store.ListPosition
 		for {
 			select {
 			case <-stop:
 				return
 			case <-tick.C:
 			}
-			rs, err := s.List(ctx, keys.ListQuery{AccountID: "acct_a", Limit: 100, After: after})
+			rs, err := s.List(ctx, store.ListQuery{AccountID: "acct_a", Limit: 100, After: after})
 			if err != nil {
 				t.Error(err)
 				return
@@ -310,7 +311,7 @@ func TestTenantLatencyWhileAnotherListsItsKeys(t *testing.T) {
 			*pages++
 			after = nil
 			if len(rs) == 100 {
-				after = &keys.ListPosition{CreatedAt: rs[99].CreatedAt, ID: rs[99].ID}
+				after = &store.ListPosition{CreatedAt: rs[99].CreatedAt, ID: rs[99].ID}
 			}
 		}
 	}

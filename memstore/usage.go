@@ -6,40 +6,47 @@ import (
 	"sync"
 	"time"
 
-	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/usage"
 )
 
-var _ keys.UsageStore = (*Store)(nil)
+var _ store.UsageStore = (*Store)(nil)
 
-// usage is the store's usage counts, behind a lock of their own (a flush
-// never holds up a key's lookup or write).
-type usage struct {
+// usageCounts is the store's usage counts, behind a lock of their own (a
+// flush never holds up a key's lookup or write).
+type usageCounts struct {
 	mu      sync.Mutex
-	counts  map[string]map[usageKey]*keys.UsageCounts // by account
-	batches map[string]time.Time                      // batch IDs added, for 7 days
+	counts  map[string]map[usageKey]*counts // by account
+	batches map[string]time.Time            // batch IDs added, for 7 days
 	swept   time.Time
 }
 
 type usageKey struct {
-	gran       keys.Granularity
+	gran       usage.Granularity
 	bucket     int64 // Unix seconds
 	keyID, api string
+}
+
+// counts are one bucket's: Failed includes RateLimited.
+type counts struct{ successful, failed, rateLimited int64 }
+
+func (c *counts) add(r *store.UsageRow) {
+	c.successful += r.Successful
+	c.failed += r.Failed
+	c.rateLimited += r.RateLimited
 }
 
 // batchMemory is how long an added batch's ID is remembered.
 const batchMemory = 7 * 24 * time.Hour
 
-// MinuteRetention is how long minute buckets are kept; hours and days are
-// kept for good.
-const MinuteRetention = 48 * time.Hour
-
-// AddUsage implements keys.UsageStore.
-func (s *Store) AddUsage(_ context.Context, b keys.UsageBatch) error {
+// AddUsage implements store.UsageStore. Minute buckets are kept for
+// store.MinuteRetention; hours and days for good.
+func (s *Store) AddUsage(_ context.Context, b store.UsageBatch) error {
 	u := &s.usage
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.counts == nil {
-		u.counts = make(map[string]map[usageKey]*keys.UsageCounts)
+		u.counts = make(map[string]map[usageKey]*counts)
 		u.batches = make(map[string]time.Time)
 	}
 	now := time.Now()
@@ -49,10 +56,10 @@ func (s *Store) AddUsage(_ context.Context, b keys.UsageBatch) error {
 				delete(u.batches, id)
 			}
 		}
-		oldest := now.Add(-MinuteRetention).Unix()
+		oldest := now.Add(-store.MinuteRetention).Unix()
 		for _, acct := range u.counts {
 			for k := range acct {
-				if k.gran == keys.Minute && k.bucket < oldest {
+				if k.gran == usage.Minute && k.bucket < oldest {
 					delete(acct, k)
 				}
 			}
@@ -63,31 +70,32 @@ func (s *Store) AddUsage(_ context.Context, b keys.UsageBatch) error {
 		return nil
 	}
 	u.batches[b.ID] = now
-	for _, r := range b.Rows {
+	for i := range b.Rows {
+		r := &b.Rows[i]
 		acct := u.counts[r.AccountID]
 		if acct == nil {
-			acct = make(map[usageKey]*keys.UsageCounts)
+			acct = make(map[usageKey]*counts)
 			u.counts[r.AccountID] = acct
 		}
 		// The key's buckets, and the account's totals (keyID ""), so an
 		// account's usage reads its buckets and APIs, not its keys'.
 		for _, keyID := range []string{r.KeyID, ""} {
-			for _, g := range []keys.Granularity{keys.Minute, keys.Hour, keys.UTCDay} {
+			for _, g := range []usage.Granularity{usage.Minute, usage.Hour, usage.Day} {
 				k := usageKey{g, r.Bucket.UTC().Truncate(g.Duration()).Unix(), keyID, r.API}
 				c, ok := acct[k]
 				if !ok {
-					c = &keys.UsageCounts{}
+					c = &counts{}
 					acct[k] = c
 				}
-				c.Add(r.UsageCounts)
+				c.add(r)
 			}
 		}
 	}
 	return nil
 }
 
-// Usage implements keys.UsageStore. It reads every bucket of the account.
-func (s *Store) Usage(_ context.Context, q keys.UsageQuery) ([]keys.UsageRow, error) {
+// Usage implements store.UsageStore. It reads every bucket of the account.
+func (s *Store) Usage(_ context.Context, q store.UsageQuery) ([]store.UsageRow, error) {
 	u := &s.usage
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -95,7 +103,7 @@ func (s *Store) Usage(_ context.Context, q keys.UsageQuery) ([]keys.UsageRow, er
 		bucket int64
 		api    string
 	}
-	sums := map[bucketAPI]*keys.UsageCounts{}
+	sums := map[bucketAPI]*store.UsageRow{}
 	from, to := q.From.Unix(), q.To.Unix()
 	for k, c := range u.counts[q.AccountID] {
 		if k.gran != q.Granularity || k.bucket < from || k.bucket >= to || k.keyID != q.KeyID || q.API != "" && k.api != q.API {
@@ -104,14 +112,16 @@ func (s *Store) Usage(_ context.Context, q keys.UsageQuery) ([]keys.UsageRow, er
 		ba := bucketAPI{k.bucket, k.api}
 		sum, ok := sums[ba]
 		if !ok {
-			sum = &keys.UsageCounts{}
+			sum = &store.UsageRow{Bucket: time.Unix(ba.bucket, 0).UTC(), AccountID: q.AccountID, API: ba.api}
 			sums[ba] = sum
 		}
-		sum.Add(*c)
+		sum.Successful += c.successful
+		sum.Failed += c.failed
+		sum.RateLimited += c.rateLimited
 	}
-	out := make([]keys.UsageRow, 0, len(sums))
-	for ba, c := range sums {
-		out = append(out, keys.UsageRow{Bucket: time.Unix(ba.bucket, 0).UTC(), AccountID: q.AccountID, API: ba.api, UsageCounts: *c})
+	out := make([]store.UsageRow, 0, len(sums))
+	for _, r := range sums {
+		out = append(out, *r)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].Bucket.Equal(out[j].Bucket) {

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/pgstore"
+	"github.com/txcloud/keys/store"
 )
 
 // A last-used flush of 100,000 keys holds no row lock for long: it updates
@@ -30,10 +30,10 @@ SELECT 'key_' || i, 'acct_flush', 'k', 'txc_test_abcd', 'test', sha256(convert_t
 FROM generate_series(1, $1) AS i`, n); err != nil {
 		t.Fatal(err)
 	}
-	batch := make([]keys.LastUsed, n)
+	batch := make([]store.LastUsed, n)
 	at := time.Now().UTC().Truncate(time.Microsecond)
 	for i := range batch {
-		batch[i] = keys.LastUsed{ID: "key_" + strconv.Itoa(i+1), At: at}
+		batch[i] = store.LastUsed{ID: "key_" + strconv.Itoa(i+1), At: at}
 	}
 	flushed := make(chan time.Duration, 1)
 	start := time.Now()
@@ -58,7 +58,7 @@ FROM generate_series(1, $1) AS i`, n); err != nil {
 		next := r.Clone()
 		next.RevokedAt, next.Version = at, r.Version+1
 		begin := time.Now()
-		if err := s.Write(ctx, keys.Write{Replace: next}); err != nil {
+		if err := s.Write(ctx, store.Write{Replace: next}); err != nil {
 			t.Fatal(err)
 		}
 		worst = max(worst, time.Since(begin))

@@ -8,9 +8,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/keystest"
+	"github.com/txcloud/keys/credits"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/pgstore"
+	"github.com/txcloud/keys/store/storetest"
 )
 
 // BenchmarkPGCreate: Manager.Create on pgstore beside a raw pgx INSERT of
@@ -28,7 +29,7 @@ func BenchmarkPGCreate(b *testing.B) {
 	defer m.Close(ctx)
 	table := pgx.Identifier{schema, "api_keys"}.Sanitize()
 	b.Run("floor-raw-insert", func(b *testing.B) {
-		r := keystest.NewRecord(b)
+		r := storetest.NewRecord(b)
 		for b.Loop() {
 			rand.Read(r.Digest[:])
 			r.ID = "key_" + rand.Text()
@@ -109,8 +110,8 @@ func BenchmarkPGCredits(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Close(ctx)
-	budget := int64(keys.MaxCredits)
-	k, err := m.Create(ctx, keys.APIKeyCreate{Name: "bench", Environment: keys.Live, AccountID: "acct_bench", Credits: &keys.CreditsSpec{Remaining: &budget}})
+	budget := int64(credits.Max)
+	k, err := m.Create(ctx, keys.APIKeyCreate{Name: "bench", Environment: keys.Live, AccountID: "acct_bench", Credits: &credits.Budget{Remaining: budget}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/store"
 )
 
 // The miss budget lets a burst of 20 misses through, then one every 50 ms,
@@ -36,11 +36,11 @@ func TestFilterLoadsExistingKeys(t *testing.T) {
 	ctx := context.Background()
 	pool, schema := internalPool(t)
 	writer := openStore(t, pool, schema)
-	var ds []keys.Digest
+	var ds []store.Digest
 	for range 100 {
 		r := record(t)
 		ds = append(ds, r.Digest)
-		if err := writer.Write(ctx, keys.Write{Insert: r}); err != nil {
+		if err := writer.Write(ctx, store.Write{Insert: r}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -74,11 +74,11 @@ func TestCacheSizeBound(t *testing.T) {
 	pool, schema := internalPool(t)
 	for _, c := range []struct{ size, keys, maxHits, minHits int }{{2, 3, 2, 0}, {10, 5, 5, 5}} {
 		s := openStore(t, pool, schema, WithCache(c.size, time.Hour))
-		var ds []keys.Digest
+		var ds []store.Digest
 		for range c.keys {
 			r := record(t)
 			ds = append(ds, r.Digest)
-			if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
+			if err := s.Write(ctx, store.Write{Insert: r}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/store"
 )
 
 // A record read before an invalidation is not cached after it: put checks
@@ -12,7 +12,7 @@ import (
 // put the old record back for a TTL.
 func TestPutAfterInvalidationIsDropped(t *testing.T) {
 	c := newCache(100, time.Hour)
-	r := &keys.Record{ID: "key_race", Digest: keys.Digest{1}}
+	r := &store.Record{ID: "key_race", Digest: store.Digest{1}}
 	gen := c.generation() // the lookup starts
 	c.invalidate(r.ID)    // a revocation lands meanwhile
 	c.put(r, gen)         // the lookup's now-stale answer

@@ -8,14 +8,15 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/credits"
+	"github.com/txcloud/keys/store"
 )
 
-var _ keys.CreditStore = (*Store)(nil)
+var _ store.CreditStore = (*Store)(nil)
 
 // due is true when a refill period has begun since the budget's period:
 // $3 is the start of the current UTC day, $4 of the current UTC month
-// (keys.RefillInterval.PeriodStart on the Manager's clock).
+// (credits.Interval.PeriodStart on the Manager's clock).
 const due = `(refill_interval = 'daily' AND period < $3 OR refill_interval = 'monthly' AND period < $4)`
 
 // The credit statements (migration 8).
@@ -46,29 +47,29 @@ ON CONFLICT (id) DO UPDATE SET remaining = EXCLUDED.remaining, refill_interval =
 	LIMIT 1000)`
 )
 
-// SpendCredits implements keys.CreditStore in one UPDATE. When it spends
+// SpendCredits implements store.CreditStore in one UPDATE. When it spends
 // nothing, a read tells an exhausted budget from a missing one; if the
 // budget was raised in between, the spend is tried once more. A budget
 // found spent is remembered for a second (or until its refill, if sooner):
 // a flood of requests on a spent key costs this instance a query a second,
 // not two a request. A raise made through this instance is seen at once;
 // one made through another, within that second.
-func (s *Store) SpendCredits(ctx context.Context, id string, cost int64, now time.Time) (keys.Credits, error) {
+func (s *Store) SpendCredits(ctx context.Context, id string, cost int64, now time.Time) (store.Budget, error) {
 	if s.closed.Load() {
-		return keys.Credits{}, keys.ErrClosed
+		return store.Budget{}, ErrClosed
 	}
 	if cost < 1 {
-		return keys.Credits{}, fmt.Errorf("pgstore: a spend of %d credits", cost)
+		return store.Budget{}, fmt.Errorf("pgstore: a spend of %d credits", cost)
 	}
 	if c, ok := s.spent.refuses(id, cost, now); ok {
 		s.spentRefusals.Add(1)
-		return c, keys.ErrCreditsExhausted
+		return c, store.ErrCreditsExhausted
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	day, month := keys.RefillDaily.PeriodStart(now), keys.RefillMonthly.PeriodStart(now)
+	day, month := credits.Daily.PeriodStart(now), credits.Monthly.PeriodStart(now)
 	for attempt := 0; ; attempt++ {
-		var c keys.Credits
+		var c store.Budget
 		s.creditQueries.Add(1)
 		err := scanCredits(s.pool.QueryRow(ctx, s.qSpend, id, cost, day, month), &c)
 		if !errors.Is(err, pgx.ErrNoRows) {
@@ -77,15 +78,15 @@ func (s *Store) SpendCredits(ctx context.Context, id string, cost int64, now tim
 		s.creditQueries.Add(1)
 		got, err := s.readCredits(ctx, []string{id}, now)
 		if err != nil {
-			return keys.Credits{}, err
+			return store.Budget{}, err
 		}
 		c, ok := got[id]
 		switch {
 		case !ok:
-			return keys.Credits{}, keys.ErrNotFound
+			return store.Budget{}, store.ErrNotFound
 		case c.Remaining < cost || attempt > 0:
 			s.spent.remember(id, c, now)
-			return c, keys.ErrCreditsExhausted
+			return c, store.ErrCreditsExhausted
 		}
 	}
 }
@@ -101,7 +102,7 @@ type spentMemo struct {
 
 type spentEntry struct {
 	until int64 // Unix ns
-	c     keys.Credits
+	c     store.Budget
 }
 
 const (
@@ -111,17 +112,17 @@ const (
 
 // refuses reports whether id is remembered spent for a request of cost at
 // now, and the budget as remembered.
-func (m *spentMemo) refuses(id string, cost int64, now time.Time) (keys.Credits, bool) {
+func (m *spentMemo) refuses(id string, cost int64, now time.Time) (store.Budget, bool) {
 	m.mu.Lock()
 	e, ok := m.m[id]
 	m.mu.Unlock()
 	if !ok || now.UnixNano() >= e.until || e.c.Remaining >= cost {
-		return keys.Credits{}, false
+		return store.Budget{}, false
 	}
 	return e.c, true
 }
 
-func (m *spentMemo) remember(id string, c keys.Credits, now time.Time) {
+func (m *spentMemo) remember(id string, c store.Budget, now time.Time) {
 	until := now.Add(spentMemory)
 	if c.Refill != nil {
 		if next := c.Refill.Interval.Next(now); next.Before(until) {
@@ -154,26 +155,26 @@ func (m *spentMemo) forget(id string) {
 	m.mu.Unlock()
 }
 
-// ReadCredits implements keys.CreditStore.
-func (s *Store) ReadCredits(ctx context.Context, ids []string, now time.Time) (map[string]keys.Credits, error) {
+// ReadCredits implements store.CreditStore.
+func (s *Store) ReadCredits(ctx context.Context, ids []string, now time.Time) (map[string]store.Budget, error) {
 	if s.closed.Load() {
-		return nil, keys.ErrClosed
+		return nil, ErrClosed
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	return s.readCredits(ctx, ids, now)
 }
 
-func (s *Store) readCredits(ctx context.Context, ids []string, now time.Time) (map[string]keys.Credits, error) {
+func (s *Store) readCredits(ctx context.Context, ids []string, now time.Time) (map[string]store.Budget, error) {
 	rows, err := s.pool.Query(ctx, s.qReadCredits, ids)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	out := make(map[string]keys.Credits, len(ids))
+	out := make(map[string]store.Budget, len(ids))
 	for rows.Next() {
 		var id string
-		var c keys.Credits
+		var c store.Budget
 		if err := scanCredits(rows, &c, &id); err != nil {
 			return nil, err
 		}
@@ -184,7 +185,7 @@ func (s *Store) readCredits(ctx context.Context, ids []string, now time.Time) (m
 
 // scanCredits reads a budget's columns (remaining, refill_interval,
 // refill_amount, period, by_host), after the leading columns in first.
-func scanCredits(row pgx.Row, c *keys.Credits, first ...any) error {
+func scanCredits(row pgx.Row, c *store.Budget, first ...any) error {
 	var interval *string
 	var amount *int64
 	if err := row.Scan(append(first, &c.Remaining, &interval, &amount, &c.Period, &c.ByHost)...); err != nil {
@@ -192,23 +193,23 @@ func scanCredits(row pgx.Row, c *keys.Credits, first ...any) error {
 	}
 	c.Period = c.Period.UTC()
 	if interval != nil && amount != nil {
-		c.Refill = &keys.Refill{Interval: keys.RefillInterval(*interval), Amount: *amount}
+		c.Refill = &credits.Refill{Interval: credits.Interval(*interval), Amount: *amount}
 	}
 	return nil
 }
 
 // setCredits stores a Write's budget in its transaction.
-func (s *Store) setCredits(ctx context.Context, tx pgx.Tx, b *keys.CreditBudget) error {
+func (s *Store) setCredits(ctx context.Context, tx pgx.Tx, b *store.CreditBudget) error {
 	if b == nil {
 		return nil
 	}
 	var interval *string
 	var amount *int64
-	if r := b.Credits.Refill; r != nil {
+	if r := b.Budget.Refill; r != nil {
 		iv := string(r.Interval)
 		interval, amount = &iv, &r.Amount
 	}
-	_, err := tx.Exec(ctx, s.qSetCredits, b.ID, b.Credits.Remaining, interval, amount, b.Credits.Period, b.Credits.ByHost)
+	_, err := tx.Exec(ctx, s.qSetCredits, b.ID, b.Budget.Remaining, interval, amount, b.Budget.Period, b.Budget.ByHost)
 	return err
 }
 

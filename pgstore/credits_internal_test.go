@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/keystest"
+	"github.com/txcloud/keys/credits"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/store/storetest"
 )
 
 // The sweep deletes the budgets no key names and that were not set on a
@@ -21,13 +22,13 @@ func TestSweepDeletesOnlyUnnamedBudgets(t *testing.T) {
 	ctx := context.Background()
 	pool, schema := internalPool(t)
 	s := openStore(t, pool, schema)
-	withBudget := func(creditsID string) *keys.Record {
-		r := keystest.NewRecord(t)
+	withBudget := func(creditsID string) *store.Record {
+		r := storetest.NewRecord(t)
 		r.CreditsID = creditsID
 		if creditsID == "" {
 			r.CreditsID = r.ID
 		}
-		if err := s.Write(ctx, keys.Write{Insert: r, Credits: &keys.CreditBudget{ID: r.CreditsID, Credits: keys.Credits{Remaining: 3}}}); err != nil {
+		if err := s.Write(ctx, store.Write{Insert: r, Credits: &store.CreditBudget{ID: r.CreditsID, Budget: store.Budget{Remaining: 3}}}); err != nil {
 			t.Fatal(err)
 		}
 		return r
@@ -35,15 +36,15 @@ func TestSweepDeletesOnlyUnnamedBudgets(t *testing.T) {
 	named := withBudget("")
 	pruned := withBudget("")
 	root := withBudget("")
-	succ := keystest.NewRecord(t)
+	succ := storetest.NewRecord(t)
 	succ.CreditsID = root.ID
-	if err := s.Write(ctx, keys.Write{Insert: succ}); err != nil {
+	if err := s.Write(ctx, store.Write{Insert: succ}); err != nil {
 		t.Fatal(err)
 	}
 	cleared := withBudget("")
 	next := cleared.Clone()
 	next.CreditsID, next.Version = "", next.Version+1
-	if err := s.Write(ctx, keys.Write{Replace: next}); err != nil {
+	if err := s.Write(ctx, store.Write{Replace: next}); err != nil {
 		t.Fatal(err)
 	}
 	// Deleted as the history bound deletes them.
@@ -125,14 +126,14 @@ func TestSpentBudgetFloodIsAnsweredLocally(t *testing.T) {
 	ctx := context.Background()
 	pool, schema := internalPool(t)
 	a, b := openStore(t, pool, schema), openStore(t, pool, schema)
-	r := keystest.NewRecord(t)
+	r := storetest.NewRecord(t)
 	r.CreditsID = r.ID
-	if err := a.Write(ctx, keys.Write{Insert: r, Credits: &keys.CreditBudget{ID: r.ID, Credits: keys.Credits{Remaining: 0}}}); err != nil {
+	if err := a.Write(ctx, store.Write{Insert: r, Credits: &store.CreditBudget{ID: r.ID, Budget: store.Budget{Remaining: 0}}}); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Date(2031, 5, 6, 12, 0, 0, 0, time.UTC)
 	for range 2000 {
-		if _, err := a.SpendCredits(ctx, r.ID, 1, now); !errors.Is(err, keys.ErrCreditsExhausted) {
+		if _, err := a.SpendCredits(ctx, r.ID, 1, now); !errors.Is(err, store.ErrCreditsExhausted) {
 			t.Fatal(err)
 		}
 	}
@@ -143,36 +144,36 @@ func TestSpentBudgetFloodIsAnsweredLocally(t *testing.T) {
 	// second is up, then spends.
 	next := mustGetRecord(t, b, r.ID).Clone()
 	next.Version++
-	if err := b.Write(ctx, keys.Write{Replace: next, Credits: &keys.CreditBudget{ID: r.ID, Credits: keys.Credits{Remaining: 5}}}); err != nil {
+	if err := b.Write(ctx, store.Write{Replace: next, Credits: &store.CreditBudget{ID: r.ID, Budget: store.Budget{Remaining: 5}}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.SpendCredits(ctx, r.ID, 1, now.Add(spentMemory-time.Nanosecond)); !errors.Is(err, keys.ErrCreditsExhausted) {
+	if _, err := a.SpendCredits(ctx, r.ID, 1, now.Add(spentMemory-time.Nanosecond)); !errors.Is(err, store.ErrCreditsExhausted) {
 		t.Fatalf("within the second: %v", err)
 	}
 	if c, err := a.SpendCredits(ctx, r.ID, 1, now.Add(spentMemory)); err != nil || c.Remaining != 4 {
 		t.Fatalf("a second on: %+v, %v", c, err)
 	}
 	// Spent again, then raised through this instance: seen at once.
-	if _, err := a.SpendCredits(ctx, r.ID, 5, now.Add(spentMemory)); !errors.Is(err, keys.ErrCreditsExhausted) {
+	if _, err := a.SpendCredits(ctx, r.ID, 5, now.Add(spentMemory)); !errors.Is(err, store.ErrCreditsExhausted) {
 		t.Fatal(err)
 	}
 	next = next.Clone()
 	next.Version++
-	if err := a.Write(ctx, keys.Write{Replace: next, Credits: &keys.CreditBudget{ID: r.ID, Credits: keys.Credits{Remaining: 5}}}); err != nil {
+	if err := a.Write(ctx, store.Write{Replace: next, Credits: &store.CreditBudget{ID: r.ID, Budget: store.Budget{Remaining: 5}}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.SpendCredits(ctx, r.ID, 5, now.Add(spentMemory)); err != nil {
 		t.Fatalf("after this instance raised it: %v", err)
 	}
 	// A daily refill at midnight ends a refusal remembered a moment before.
-	daily := keys.Credits{Remaining: 0, Refill: &keys.Refill{Interval: keys.RefillDaily, Amount: 3}, Period: keys.RefillDaily.PeriodStart(now)}
+	daily := store.Budget{Remaining: 0, Refill: &credits.Refill{Interval: credits.Daily, Amount: 3}, Period: credits.Daily.PeriodStart(now)}
 	next = next.Clone()
 	next.Version++
-	if err := a.Write(ctx, keys.Write{Replace: next, Credits: &keys.CreditBudget{ID: r.ID, Credits: daily}}); err != nil {
+	if err := a.Write(ctx, store.Write{Replace: next, Credits: &store.CreditBudget{ID: r.ID, Budget: daily}}); err != nil {
 		t.Fatal(err)
 	}
-	midnight := keys.RefillDaily.Next(now)
-	if _, err := a.SpendCredits(ctx, r.ID, 1, midnight.Add(-time.Millisecond)); !errors.Is(err, keys.ErrCreditsExhausted) {
+	midnight := credits.Daily.Next(now)
+	if _, err := a.SpendCredits(ctx, r.ID, 1, midnight.Add(-time.Millisecond)); !errors.Is(err, store.ErrCreditsExhausted) {
 		t.Fatal(err)
 	}
 	if c, err := a.SpendCredits(ctx, r.ID, 1, midnight); err != nil || c.Remaining != 2 {
@@ -180,7 +181,7 @@ func TestSpentBudgetFloodIsAnsweredLocally(t *testing.T) {
 	}
 }
 
-func mustGetRecord(t *testing.T, s *Store, id string) *keys.Record {
+func mustGetRecord(t *testing.T, s *Store, id string) *store.Record {
 	t.Helper()
 	r, err := s.Get(context.Background(), id)
 	if err != nil {

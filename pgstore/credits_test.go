@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/credits"
 )
 
 // Two instances (two Managers, two pools, one database) spend one key's
@@ -33,7 +34,7 @@ func TestCreditsAcrossInstances(t *testing.T) {
 	}
 	const budget = 400
 	n := int64(budget)
-	k, err := ms[0].Create(ctx, keys.APIKeyCreate{AccountID: "acct_c", Name: "metered", Environment: keys.Live, Credits: &keys.CreditsSpec{Remaining: &n}})
+	k, err := ms[0].Create(ctx, keys.APIKeyCreate{AccountID: "acct_c", Name: "metered", Environment: keys.Live, Credits: &credits.Budget{Remaining: n}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func TestCreditsAcrossInstances(t *testing.T) {
 		}
 	}
 	zero := int64(0)
-	if _, err := ms[1].Update(ctx, k.ID, keys.APIKeyUpdate{Credits: keys.Change(keys.CreditsSpec{Remaining: &zero, Refill: &keys.Refill{Interval: keys.RefillDaily, Amount: 7}})}); err != nil {
+	if _, err := ms[1].Update(ctx, k.ID, keys.APIKeyUpdate{Credits: keys.Change(credits.Budget{Remaining: zero, Refill: &credits.Refill{Interval: credits.Daily, Amount: 7}})}); err != nil {
 		t.Fatal(err)
 	}
 	// The first instance remembers the budget spent for up to a second

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/store"
 )
 
 // Every List filter is served by an index: at 200,000 keys in one account,
@@ -43,11 +43,11 @@ ANALYZE {{schema}}.api_keys`)); err != nil {
 	prune := strings.NewReplacer("$2", "$1", "$10", "$2").Replace(s.sql(pruneScan)) + " LIMIT 100"
 	checkPlan(t, pool, "history bound", prune, "acct_a", time.Now())
 	yes, no := true, false
-	middle := &keys.ListPosition{CreatedAt: time.Now().Add(-100_000 * time.Second), ID: "key_100000"}
-	for _, env := range []keys.Environment{"", keys.Live} {
+	middle := &store.ListPosition{CreatedAt: time.Now().Add(-100_000 * time.Second), ID: "key_100000"}
+	for _, env := range []string{"", "live"} {
 		for _, revoked := range []*bool{nil, &yes, &no} {
-			for _, after := range []*keys.ListPosition{nil, middle} {
-				q := keys.ListQuery{AccountID: "acct_a", Environment: env, Revoked: revoked, After: after, Limit: 21}
+			for _, after := range []*store.ListPosition{nil, middle} {
+				q := store.ListQuery{AccountID: "acct_a", Environment: env, Revoked: revoked, After: after, Limit: 21}
 				sql, args := s.listSQL(q)
 				name := "env=" + string(env) + " revoked=" + boolStr(revoked) + " cursor=" + boolStr2(after != nil)
 				checkPlan(t, pool, name, sql, args...)
@@ -56,8 +56,8 @@ ANALYZE {{schema}}.api_keys`)); err != nil {
 	}
 	// The owner filter reads the owner's keys only: an owner with none
 	// costs an empty range, whatever the account holds.
-	for _, after := range []*keys.ListPosition{nil, middle} {
-		sql, args := s.listSQL(keys.ListQuery{AccountID: "acct_a", OwnerID: "nobody", After: after, Limit: 21})
+	for _, after := range []*store.ListPosition{nil, middle} {
+		sql, args := s.listSQL(store.ListQuery{AccountID: "acct_a", OwnerID: "nobody", After: after, Limit: 21})
 		checkPlan(t, pool, "owner=nobody cursor="+boolStr2(after != nil), sql, args...)
 	}
 	// An expiry window reads its range of an expiry index and sorts what
@@ -68,9 +68,9 @@ ANALYZE {{schema}}.api_keys`)); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	sql, args := s.listSQL(keys.ListQuery{AccountID: "acct_a", ExpiresFrom: now, ExpiresBefore: now.Add(time.Hour), Limit: 21})
+	sql, args := s.listSQL(store.ListQuery{AccountID: "acct_a", ExpiresFrom: now, ExpiresBefore: now.Add(time.Hour), Limit: 21})
 	checkWindowPlan(t, pool, "expiry window, one account", "api_keys_account_expires", sql, args...)
-	sql, args = s.listSQL(keys.ListQuery{Revoked: &no, ExpiresFrom: now, ExpiresBefore: now.Add(time.Hour), Limit: 100})
+	sql, args = s.listSQL(store.ListQuery{Revoked: &no, ExpiresFrom: now, ExpiresBefore: now.Add(time.Hour), Limit: 100})
 	checkWindowPlan(t, pool, "expiry window, every account", "api_keys_expires_unrevoked", sql, args...)
 }
 

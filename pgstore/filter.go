@@ -5,7 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/store"
 )
 
 // filter is a Bloom filter of every digest in the table, so that a key
@@ -49,7 +49,7 @@ func newBitset(n int) *bitset {
 
 // positions derives the bit positions of d by double hashing on two of its
 // 64-bit words (bytes the stores' own indexes do not use).
-func positions(d *keys.Digest, f func(pos uint64) bool) {
+func positions(d *store.Digest, f func(pos uint64) bool) {
 	h1 := binary.LittleEndian.Uint64(d[16:24])
 	h2 := binary.LittleEndian.Uint64(d[24:32]) | 1
 	for i := range uint64(filterHashes) {
@@ -59,7 +59,7 @@ func positions(d *keys.Digest, f func(pos uint64) bool) {
 	}
 }
 
-func (b *bitset) add(d *keys.Digest) {
+func (b *bitset) add(d *store.Digest) {
 	positions(d, func(p uint64) bool {
 		p &= b.mask
 		b.words[p/64].Or(1 << (p % 64))
@@ -67,7 +67,7 @@ func (b *bitset) add(d *keys.Digest) {
 	})
 }
 
-func (b *bitset) has(d *keys.Digest) bool {
+func (b *bitset) has(d *store.Digest) bool {
 	in := true
 	positions(d, func(p uint64) bool {
 		p &= b.mask
@@ -78,7 +78,7 @@ func (b *bitset) has(d *keys.Digest) bool {
 }
 
 // add records a digest in the current filter.
-func (f *filter) add(d *keys.Digest) {
+func (f *filter) add(d *store.Digest) {
 	if b := f.bits.Load(); b != nil {
 		b.add(d)
 	}
@@ -86,7 +86,7 @@ func (f *filter) add(d *keys.Digest) {
 
 // absent reports whether d was certainly never stored, as far as a ready
 // filter knows and the miss budget does not let the lookup through.
-func (f *filter) absent(d *keys.Digest) bool {
+func (f *filter) absent(d *store.Digest) bool {
 	if !f.ready.Load() {
 		return false
 	}

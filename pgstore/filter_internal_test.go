@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 )
 
 // internalPool is the test database's pool and a fresh schema name, for
@@ -59,12 +60,12 @@ func openStore(t *testing.T, pool *pgxpool.Pool, schema string, opts ...Option) 
 	return s
 }
 
-func record(t *testing.T) *keys.Record {
-	var d keys.Digest
+func record(t *testing.T) *store.Record {
+	var d store.Digest
 	if _, err := rand.Read(d[:]); err != nil {
 		t.Fatal(err)
 	}
-	return &keys.Record{ID: "key_" + rand.Text(), AccountID: "acct_f", Name: "k", Prefix: "txc_test_abcd", Environment: keys.Test,
+	return &store.Record{ID: "key_" + rand.Text(), AccountID: "acct_f", Name: "k", Prefix: "txc_test_abcd", Environment: "test",
 		Digest: d, CreatedAt: time.Now().UTC().Truncate(time.Microsecond), Version: 1}
 }
 
@@ -78,18 +79,18 @@ func TestForgedKeysCostNoQuery(t *testing.T) {
 	pool, schema := internalPool(t)
 	a := openStore(t, pool, schema)
 	b := openStore(t, pool, schema) // another instance
-	var real []keys.Digest
+	var real []store.Digest
 	for range 500 {
 		r := record(t)
 		real = append(real, r.Digest)
-		if err := a.Write(ctx, keys.Write{Insert: r}); err != nil {
+		if err := a.Write(ctx, store.Write{Insert: r}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Created on A, looked up on B at once: found, whether B's
 	// notification has arrived or the miss budget lets it through.
 	fresh := record(t)
-	if err := a.Write(ctx, keys.Write{Insert: fresh}); err != nil {
+	if err := a.Write(ctx, store.Write{Insert: fresh}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.LookupDigest(ctx, fresh.Digest); err != nil {
@@ -100,7 +101,7 @@ func TestForgedKeysCostNoQuery(t *testing.T) {
 	const forged = 20_000
 	start := time.Now()
 	for i := range forged {
-		var d keys.Digest
+		var d store.Digest
 		_, _ = rand.Read(d[:])
 		if _, err := b.LookupDigest(ctx, d); err != keys.ErrNotFound {
 			t.Fatalf("forged digest %d: %v", i, err)
@@ -128,7 +129,7 @@ func TestForgedKeysCostNoQuery(t *testing.T) {
 	// the database as before.
 	b.filter.ready.Store(false)
 	before = b.dbLookups.Load()
-	var d keys.Digest
+	var d store.Digest
 	_, _ = rand.Read(d[:])
 	if _, err := b.LookupDigest(ctx, d); err != keys.ErrNotFound || b.dbLookups.Load() != before+1 {
 		t.Fatalf("with the filter not ready, a lookup did not ask the database (%v)", err)

@@ -5,22 +5,22 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/store"
 )
 
-var _ keys.Importer = (*Store)(nil)
+var _ store.Importer = (*Store)(nil)
 
-// Import implements keys.Importer in one transaction: COPY the batch into
+// Import implements store.Importer in one transaction: COPY the batch into
 // a temporary table (emptied at commit), then one INSERT … SELECT that
 // skips every record whose digest (or ID) is stored, or comes earlier in
 // the batch, and notifies the other instances' filters of each key it
 // inserted. COPY is PostgreSQL's fastest way in; the INSERT is what makes
 // a second import of the same keys create nothing. It is not bounded by
-// the store's statement timeout: a batch of keys.ImportBatch rows can
+// the store's statement timeout: a batch of 10000 rows can
 // take longer than a lookup should.
-func (s *Store) Import(ctx context.Context, recs []*keys.Record) (int, error) {
+func (s *Store) Import(ctx context.Context, recs []*store.Record) (int, error) {
 	if s.closed.Load() {
-		return 0, keys.ErrClosed
+		return 0, ErrClosed
 	}
 	var inserted [][]byte
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -46,7 +46,7 @@ func (s *Store) Import(ctx context.Context, recs []*keys.Record) (int, error) {
 		return 0, err
 	}
 	for _, d := range inserted {
-		var dg keys.Digest
+		var dg store.Digest
 		copy(dg[:], d)
 		s.filter.add(&dg)
 	}

@@ -11,7 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/keystest"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/store/storetest"
 )
 
 // Keys imported on one instance, as plain text and as digests, verify on
@@ -47,7 +48,7 @@ func TestImportAcrossInstances(t *testing.T) {
 		if i%2 == 0 {
 			in[i].Key = keys.Secret(plain[i])
 		} else {
-			d := keys.Digest(sha256.Sum256([]byte(plain[i])))
+			d := sha256.Sum256([]byte(plain[i]))
 			in[i].Digest, in[i].Prefix = &d, "sk_live_0000"
 		}
 	}
@@ -68,7 +69,7 @@ func TestImportAcrossInstances(t *testing.T) {
 	for _, i := range []int{0, 1, n / 2, n/2 + 1, n - 1} {
 		waitFor(t, "B to verify imported key "+strconv.Itoa(i), func() bool {
 			v, err := b.Verify(ctx, plain[i])
-			return err == nil && v.Key.OwnerID == "owner" && string(v.Key.Metadata) == `{"from":"legacy"}`
+			return err == nil && v.OwnerID == "owner" && string(v.Metadata) == `{"from":"legacy"}`
 		})
 	}
 }
@@ -89,10 +90,10 @@ func BenchmarkPGImport(b *testing.B) {
 	table := pgx.Identifier{schema, "api_keys"}
 	cols := []string{"id", "account_id", "name", "prefix", "environment", "permissions", "allowed_ips", "rate_limit", "digest",
 		"created_at", "expires_at", "revoked_at", "last_used", "version", "owner_id", "metadata", "disabled"}
-	fresh := func() []*keys.Record {
-		recs := make([]*keys.Record, n)
+	fresh := func() []*store.Record {
+		recs := make([]*store.Record, n)
 		for i := range recs {
-			recs[i] = keystest.NewRecord(b)
+			recs[i] = storetest.NewRecord(b)
 			recs[i].AccountID = "acct_" + strconv.Itoa(i%100)
 		}
 		return recs
@@ -126,7 +127,7 @@ func BenchmarkPGImport(b *testing.B) {
 			recs := fresh()
 			b.StartTimer()
 			for len(recs) > 0 {
-				batch := recs[:min(keys.ImportBatch, len(recs))]
+				batch := recs[:min(10000, len(recs))]
 				recs = recs[len(batch):]
 				if _, err := s.Import(ctx, batch); err != nil {
 					b.Fatal(err)

@@ -1,4 +1,4 @@
-// Package pgstore is a PostgreSQL keys.Store, for hosts that run several
+// Package pgstore is a PostgreSQL store.Store, for hosts that run several
 // instances on one database: every instance sees every key, revocation and
 // update.
 //
@@ -9,7 +9,7 @@
 // the notification arrives, normally within milliseconds; the instance
 // that wrote drops it before Write returns.
 //
-// Staleness bound (the keys.Store contract asks each store to state it):
+// Staleness bound (the store.Store contract asks each store to state it):
 // none for Writes through the same Store value; for another instance's
 // Writes, the notification's delivery time while this instance's listener
 // is connected, and the cache TTL (default 5 s) while it is not (it
@@ -35,10 +35,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/store"
 )
 
-// Store is a PostgreSQL keys.Store. Use New.
+// Store is a PostgreSQL store.Store. Use New.
 type Store struct {
 	pool    *pgxpool.Pool
 	schema  string // as given, for the advisory lock and the channel
@@ -77,7 +77,7 @@ type Store struct {
 // scanRecord.
 const recordCols = "id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, digest, created_at, expires_at, revoked_at, last_used, version, owner_id, metadata, disabled, credits_id"
 
-var _ keys.Store = (*Store)(nil)
+var _ store.Store = (*Store)(nil)
 
 // Option configures a Store.
 type Option func(*Store) error
@@ -157,8 +157,8 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	s.qGet = s.sql(`SELECT ` + cols + ` FROM {{schema}}.api_keys WHERE id = $1`)
 	// Every insert is one statement: it locks the account's count row
 	// (so that concurrent creates are checked one after another), inserts
-	// the key if the account is under keys.Write.MaxActive, deletes the
-	// account's oldest revoked records beyond keys.Write.KeepRevoked, and
+	// the key if the account is under store.Write.MaxActive, deletes the
+	// account's oldest revoked records beyond store.Write.KeepRevoked, and
 	// notifies the other instances' filters, so the notice goes out
 	// exactly when the row commits. Parameters: the 18 columns, $19 the
 	// channel, $20 MaxActive, $21 KeepRevoked, then (qInsertIdem) the
@@ -173,7 +173,7 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	tail := `, p AS (
 	DELETE FROM {{schema}}.api_keys WHERE id IN (
 		` + pruneScan + `
-		LIMIT coalesce((SELECT least(greatest(c.revoked - $21::int, 0), ` + strconv.Itoa(keys.MaxPrunedPerWrite) + `) FROM c WHERE $21::int > 0 AND EXISTS (SELECT 1 FROM k)), 0))
+		LIMIT coalesce((SELECT least(greatest(c.revoked - $21::int, 0), ` + strconv.Itoa(store.MaxPrunedPerWrite) + `) FROM c WHERE $21::int > 0 AND EXISTS (SELECT 1 FROM k)), 0))
 	RETURNING id
 ), n AS (SELECT pg_notify($19, 'd:' || encode(digest, 'hex')) FROM k),
 x AS (SELECT pg_notify($19, id) FROM p)
@@ -225,7 +225,7 @@ WHERE id = $1 AND version = $8 - 1 AND digest = $9`)
 func (s *Store) sql(q string) string { return strings.ReplaceAll(q, "{{schema}}", s.quoted) }
 
 // pruneScan finds an account's ($2) records revoked by $10, oldest first:
-// the records the history bound (keys.Write.KeepRevoked) deletes. It reads
+// the records the history bound (store.Write.KeepRevoked) deletes. It reads
 // the partial index of revoked records backwards, so the account's active
 // keys cost nothing (TestListPlansAreIndexBacked checks the plan).
 const pruneScan = `SELECT id FROM {{schema}}.api_keys WHERE account_id = $2 AND revoked_at <= $10 ORDER BY created_at, id`
@@ -300,7 +300,7 @@ func (s *Store) listenOnce(ctx context.Context) error {
 			return err
 		}
 		if hexDigest, ok := strings.CutPrefix(n.Payload, "d:"); ok {
-			var d keys.Digest
+			var d store.Digest
 			if _, err := hex.Decode(d[:], []byte(hexDigest)); err == nil {
 				s.filter.add(&d)
 				s.lag.received(&d)
@@ -325,7 +325,7 @@ func (s *Store) loadFilter(ctx context.Context, conn *pgx.Conn) error {
 	}
 	defer rows.Close()
 	var raw []byte
-	var d keys.Digest
+	var d store.Digest
 	for rows.Next() {
 		if err := rows.Scan(&raw); err != nil {
 			return err
@@ -340,8 +340,11 @@ func (s *Store) loadFilter(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
+// ErrClosed is what a Store's methods return after Close.
+var ErrClosed = errors.New("pgstore: closed")
+
 // Close stops the listener. It does not close the pool. After it, Write
-// and TouchLastUsed return keys.ErrClosed.
+// and TouchLastUsed return ErrClosed.
 func (s *Store) Close(ctx context.Context) error {
 	if s.closed.Swap(true) {
 		return nil
@@ -356,22 +359,22 @@ func (s *Store) Close(ctx context.Context) error {
 }
 
 // insertError maps an insert's unique violation (a taken ID or digest) to
-// keys.ErrDuplicate, as the Store contract asks.
+// store.ErrDuplicate, as the Store contract asks.
 func insertError(err error) error {
 	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "23505" {
-		return fmt.Errorf("pgstore: %w", keys.ErrDuplicate)
+		return fmt.Errorf("pgstore: %w", store.ErrDuplicate)
 	}
 	return err
 }
 
 // insertArgs are qInsert's parameters for w: its record's 14 columns,
 // the notification channel and the bounds.
-func (s *Store) insertArgs(w keys.Write) []any {
+func (s *Store) insertArgs(w store.Write) []any {
 	return append(recordArgs(w.Insert), s.channel, w.MaxActive, w.KeepRevoked)
 }
 
 // recordArgs are r's columns, $1 to $18 of the inserts.
-func recordArgs(r *keys.Record) []any {
+func recordArgs(r *store.Record) []any {
 	return []any{r.ID, r.AccountID, r.Name, r.Prefix, string(r.Environment), nonNil(r.Permissions), nonNil(r.AllowedIPs),
 		r.RateLimit, r.Digest[:], r.CreatedAt, nullTime(r.ExpiresAt), nullTime(r.RevokedAt), nullTime(r.LastUsed), r.Version,
 		nullString(r.OwnerID), []byte(r.Metadata), int16(r.Disabled), nullString(r.CreditsID)}
@@ -384,15 +387,15 @@ func nullString(s string) *string {
 	return &s
 }
 
-// Write implements keys.Store: one INSERT, or one statement inserting the
+// Write implements store.Store: one INSERT, or one statement inserting the
 // key and its idempotency entry together, when only Insert is set; a
 // transaction otherwise (the idempotency entry, the inserted successor,
 // the versioned UPDATE and the invalidation notice).
-func (s *Store) Write(ctx context.Context, w keys.Write) error {
+func (s *Store) Write(ctx context.Context, w store.Write) error {
 	if s.closed.Load() {
-		return keys.ErrClosed
+		return ErrClosed
 	}
-	if err := w.CheckCredits(); err != nil {
+	if err := w.Check(); err != nil {
 		return err
 	}
 	var err error
@@ -407,7 +410,7 @@ func (s *Store) Write(ctx context.Context, w keys.Write) error {
 	return err
 }
 
-func (s *Store) insert(ctx context.Context, w keys.Write) error {
+func (s *Store) insert(ctx context.Context, w store.Write) error {
 	rec, idem := w.Insert, w.Idempotency
 	if rec == nil {
 		return errors.New("pgstore: a Write with neither Insert nor Replace")
@@ -451,9 +454,9 @@ func insertResult(row pgx.Row) (deleted []string, err error) {
 	case err != nil:
 		return nil, insertError(err)
 	case allowed == 0:
-		return nil, fmt.Errorf("pgstore: %w", keys.ErrKeyLimit)
+		return nil, fmt.Errorf("pgstore: %w", store.ErrKeyLimit)
 	case stored == 0:
-		return nil, keys.ErrIdempotencyKeyExists
+		return nil, store.ErrIdempotencyKeyExists
 	}
 	return deleted, nil
 }
@@ -466,16 +469,16 @@ func (s *Store) dropDeleted(ids []string) {
 	}
 }
 
-// LookupDigest implements keys.Store, from the cache when it can. A digest
+// LookupDigest implements store.Store, from the cache when it can. A digest
 // the filter has never seen is not found without asking the database,
 // beyond a small budget (see filter).
-func (s *Store) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Record, error) {
+func (s *Store) LookupDigest(ctx context.Context, h store.Digest) (*store.Record, error) {
 	if r := s.cache.get(h); r != nil {
 		return r, nil
 	}
 	if s.filter.absent(&h) {
 		s.refusals.Add(1)
-		return nil, keys.ErrNotFound
+		return nil, store.ErrNotFound
 	}
 	return s.lookupMiss(ctx, h)
 }
@@ -483,7 +486,7 @@ func (s *Store) LookupDigest(ctx context.Context, h keys.Digest) (*keys.Record, 
 // lookupMiss is LookupDigest's trip to the database. It is a function of
 // its own because passing h[:] to pgx moves h to the heap, and in
 // LookupDigest that allocation happened on every call, cache hits included.
-func (s *Store) lookupMiss(ctx context.Context, h keys.Digest) (*keys.Record, error) {
+func (s *Store) lookupMiss(ctx context.Context, h store.Digest) (*store.Record, error) {
 	s.dbLookups.Add(1)
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -496,23 +499,23 @@ func (s *Store) lookupMiss(ctx context.Context, h keys.Digest) (*keys.Record, er
 	return r, nil
 }
 
-// Get implements keys.Store. It always reads the database.
-func (s *Store) Get(ctx context.Context, id string) (*keys.Record, error) {
+// Get implements store.Store. It always reads the database.
+func (s *Store) Get(ctx context.Context, id string) (*store.Record, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	return s.scanOne(s.pool.QueryRow(ctx, s.qGet, id))
 }
 
-func (s *Store) scanOne(row pgx.Row) (*keys.Record, error) {
+func (s *Store) scanOne(row pgx.Row) (*store.Record, error) {
 	r, err := scanRecord(row)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, keys.ErrNotFound
+		return nil, store.ErrNotFound
 	}
 	return r, err
 }
 
-func scanRecord(row pgx.Row) (*keys.Record, error) {
-	var r keys.Record
+func scanRecord(row pgx.Row) (*store.Record, error) {
+	var r store.Record
 	var env string
 	var digest []byte
 	var expires, revoked, used *time.Time
@@ -523,7 +526,7 @@ func scanRecord(row pgx.Row) (*keys.Record, error) {
 		&digest, &r.CreatedAt, &expires, &revoked, &used, &r.Version, &owner, &meta, &disabled, &credits); err != nil {
 		return nil, err
 	}
-	r.Disabled = keys.DisabledBy(disabled)
+	r.Disabled = store.DisabledBy(disabled)
 	if owner != nil {
 		r.OwnerID = *owner
 	}
@@ -533,7 +536,7 @@ func scanRecord(row pgx.Row) (*keys.Record, error) {
 	if meta != nil {
 		r.Metadata = meta
 	}
-	r.Environment = keys.Environment(env)
+	r.Environment = env
 	if len(digest) != len(r.Digest) {
 		return nil, fmt.Errorf("pgstore: stored digest of %d bytes", len(digest))
 	}
@@ -549,15 +552,15 @@ func scanRecord(row pgx.Row) (*keys.Record, error) {
 	return &r, nil
 }
 
-// LookupIdempotency implements keys.Store.
-func (s *Store) LookupIdempotency(ctx context.Context, scope keys.Digest, now time.Time) (*keys.IdempotencyRecord, error) {
+// LookupIdempotency implements store.Store.
+func (s *Store) LookupIdempotency(ctx context.Context, scope store.Digest, now time.Time) (*store.IdempotencyRecord, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	var e keys.IdempotencyRecord
+	var e store.IdempotencyRecord
 	var sc, fp []byte
 	err := s.pool.QueryRow(ctx, s.qLookupIdem, scope[:], now).Scan(&sc, &fp, &e.KeyID, &e.Sealed, &e.CreatedAt, &e.ExpiresAt)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, keys.ErrNotFound
+		return nil, store.ErrNotFound
 	}
 	if err != nil {
 		return nil, err
@@ -572,14 +575,14 @@ func (s *Store) LookupIdempotency(ctx context.Context, scope keys.Digest, now ti
 // large flush holds no long transaction or many row locks at once.
 const touchChunk = 1000
 
-// TouchLastUsed implements keys.Store: one UPDATE per chunk of the batch.
+// TouchLastUsed implements store.Store: one UPDATE per chunk of the batch.
 // It leaves the cache alone: last_used decides no Verify, and cached
 // records catch up within the TTL. The Manager flushes once a minute, so
 // it then deletes idempotency entries that expired by the batch's latest
 // time (the Manager's clock, never the database's), a chunk per statement.
-func (s *Store) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error {
+func (s *Store) TouchLastUsed(ctx context.Context, batch []store.LastUsed) error {
 	if s.closed.Load() {
-		return keys.ErrClosed
+		return ErrClosed
 	}
 	var now time.Time
 	for len(batch) > 0 {
@@ -634,7 +637,7 @@ func (s *Store) touch(ctx context.Context, ids []string, ats []time.Time) error 
 // replace is a Write with a Replace: one transaction holding the
 // idempotency entry, the successor, the versioned update and the
 // invalidation notice.
-func (s *Store) replace(ctx context.Context, w keys.Write) error {
+func (s *Store) replace(ctx context.Context, w store.Write) error {
 	rec := w.Replace
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -652,13 +655,13 @@ func (s *Store) replace(ctx context.Context, w keys.Write) error {
 			err := tx.QueryRow(ctx, s.qVersion, rec.ID).Scan(&v, &d)
 			switch {
 			case errors.Is(err, pgx.ErrNoRows):
-				return keys.ErrNotFound
+				return store.ErrNotFound
 			case err != nil:
 				return err
 			case string(d) != string(rec.Digest[:]):
 				return errors.New("pgstore: a Replace may not change a record's digest")
 			}
-			return fmt.Errorf("pgstore: %s is at version %d, not %d: %w", rec.ID, v, rec.Version-1, keys.ErrStale)
+			return fmt.Errorf("pgstore: %s is at version %d, not %d: %w", rec.ID, v, rec.Version-1, store.ErrStale)
 		}
 		// The successor after the update, so that the history bound
 		// counts the revocation; the entry after the successor it names.
@@ -678,7 +681,7 @@ func (s *Store) replace(ctx context.Context, w keys.Write) error {
 				return err
 			}
 			if n == 0 {
-				return keys.ErrIdempotencyKeyExists
+				return store.ErrIdempotencyKeyExists
 			}
 		}
 		// Delivered to every listener when the transaction commits.
@@ -700,7 +703,7 @@ func (s *Store) replace(ctx context.Context, w keys.Write) error {
 // costs an empty index range, not a scan of the account (the README
 // beside this file shows the plans). An expiry window reads the expiry
 // index's range and sorts what it finds: the keys expiring in a window.
-func (s *Store) listSQL(q keys.ListQuery) (string, []any) {
+func (s *Store) listSQL(q store.ListQuery) (string, []any) {
 	args := []any{q.AccountID, q.Limit}
 	var where []string
 	if q.AccountID != "" {
@@ -736,9 +739,9 @@ func (s *Store) listSQL(q keys.ListQuery) (string, []any) {
 		` ORDER BY created_at DESC, id DESC LIMIT $2`), args
 }
 
-// List implements keys.Store with keyset pagination on an index in List's
+// List implements store.Store with keyset pagination on an index in List's
 // order for each combination of filters.
-func (s *Store) List(ctx context.Context, q keys.ListQuery) ([]*keys.Record, error) {
+func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*store.Record, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	if q.AccountID == "" && q.ExpiresBefore.IsZero() {
@@ -750,7 +753,7 @@ func (s *Store) List(ctx context.Context, q keys.ListQuery) ([]*keys.Record, err
 		return nil, err
 	}
 	defer rows.Close()
-	var out []*keys.Record
+	var out []*store.Record
 	for rows.Next() {
 		r, err := scanRecord(rows)
 		if err != nil {
@@ -793,7 +796,7 @@ type cache struct {
 	gen    atomic.Uint64 // bumped by every invalidation
 	shards [cacheShards]cacheShard
 	idMu   sync.Mutex
-	byID   map[string]keys.Digest
+	byID   map[string]store.Digest
 }
 
 const cacheShards = 32
@@ -801,26 +804,26 @@ const cacheShards = 32
 type cacheShard struct {
 	mu   sync.RWMutex
 	hits atomic.Int64
-	byH  map[keys.Digest]cached
+	byH  map[store.Digest]cached
 	_    [32]byte // keep shards on separate cache lines
 }
 
 type cached struct {
-	rec   *keys.Record
+	rec   *store.Record
 	until int64 // Unix ns
 }
 
 func newCache(size int, ttl time.Duration) *cache {
-	c := &cache{size: size, ttl: ttl, byID: make(map[string]keys.Digest)}
+	c := &cache{size: size, ttl: ttl, byID: make(map[string]store.Digest)}
 	for i := range c.shards {
-		c.shards[i].byH = make(map[keys.Digest]cached)
+		c.shards[i].byH = make(map[store.Digest]cached)
 	}
 	return c
 }
 
-func (c *cache) shard(h keys.Digest) *cacheShard { return &c.shards[h[0]%cacheShards] }
+func (c *cache) shard(h store.Digest) *cacheShard { return &c.shards[h[0]%cacheShards] }
 
-func (c *cache) get(h keys.Digest) *keys.Record {
+func (c *cache) get(h store.Digest) *store.Record {
 	if c.size == 0 {
 		return nil
 	}
@@ -840,7 +843,7 @@ func (c *cache) generation() uint64 { return c.gen.Load() }
 // put caches r unless an invalidation happened since gen was read: the
 // record may predate it. idMu is held throughout, so an invalidation cannot
 // slip between the check and the insert.
-func (c *cache) put(r *keys.Record, gen uint64) {
+func (c *cache) put(r *store.Record, gen uint64) {
 	if c.size == 0 {
 		return
 	}
@@ -863,7 +866,7 @@ func (c *cache) put(r *keys.Record, gen uint64) {
 }
 
 // drop removes one entry; idMu is held.
-func (c *cache) drop(id string, h keys.Digest) {
+func (c *cache) drop(id string, h store.Digest) {
 	sh := c.shard(h)
 	sh.mu.Lock()
 	delete(sh.byH, h)
@@ -922,24 +925,24 @@ func (s *Store) Stats() Stats {
 // when its create began.
 type lagMeter struct {
 	mu      sync.Mutex
-	pending map[keys.Digest]int64 // Unix ns; at most lagPending entries
-	last    atomic.Int64          // ns
+	pending map[store.Digest]int64 // Unix ns; at most lagPending entries
+	last    atomic.Int64           // ns
 }
 
 const lagPending = 256
 
-func (l *lagMeter) sent(d *keys.Digest) {
+func (l *lagMeter) sent(d *store.Digest) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.pending == nil {
-		l.pending = make(map[keys.Digest]int64)
+		l.pending = make(map[store.Digest]int64)
 	}
 	if len(l.pending) < lagPending {
 		l.pending[*d] = time.Now().UnixNano()
 	}
 }
 
-func (l *lagMeter) received(d *keys.Digest) {
+func (l *lagMeter) received(d *store.Digest) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if t, ok := l.pending[*d]; ok {
@@ -948,7 +951,7 @@ func (l *lagMeter) received(d *keys.Digest) {
 	}
 }
 
-func (l *lagMeter) forget(d *keys.Digest) {
+func (l *lagMeter) forget(d *store.Digest) {
 	l.mu.Lock()
 	delete(l.pending, *d)
 	l.mu.Unlock()

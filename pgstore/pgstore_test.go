@@ -14,8 +14,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/keystest"
 	"github.com/txcloud/keys/pgstore"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/store/storetest"
 )
 
 // dsn is the database the tests use: KEYS_TEST_POSTGRES. Unset, the tests
@@ -70,7 +71,7 @@ func newStore(t testing.TB, pool *pgxpool.Pool, schema string, opts ...pgstore.O
 
 func TestConformance(t *testing.T) {
 	pool := newPool(t)
-	keystest.Run(t, func(t *testing.T) keys.Store { return newStore(t, pool, "") })
+	storetest.Run(t, func(t *testing.T) store.Store { return newStore(t, pool, "") })
 }
 
 func TestMigrateConcurrentlyAndTwice(t *testing.T) {
@@ -103,7 +104,7 @@ func TestMigrateConcurrentlyAndTwice(t *testing.T) {
 	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{schema}.Sanitize()+".keys_migrations").Scan(&n); err != nil || n != 8 {
 		t.Fatalf("%d migrations recorded, %v", n, err)
 	}
-	if err := s.Write(context.Background(), keys.Write{Insert: keystest.NewRecord(t)}); err != nil {
+	if err := s.Write(context.Background(), store.Write{Insert: storetest.NewRecord(t)}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -125,10 +126,10 @@ func TestClose(t *testing.T) {
 	if s.Listening() {
 		t.Fatal("still listening after Close")
 	}
-	if err := s.Write(ctx, keys.Write{Insert: keystest.NewRecord(t)}); !errors.Is(err, keys.ErrClosed) {
+	if err := s.Write(ctx, store.Write{Insert: storetest.NewRecord(t)}); !errors.Is(err, pgstore.ErrClosed) {
 		t.Fatalf("Write after Close: %v", err)
 	}
-	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: "key_x", At: time.Now()}}); !errors.Is(err, keys.ErrClosed) {
+	if err := s.TouchLastUsed(ctx, []store.LastUsed{{ID: "key_x", At: time.Now()}}); !errors.Is(err, pgstore.ErrClosed) {
 		t.Fatalf("TouchLastUsed after Close: %v", err)
 	}
 }
@@ -468,10 +469,10 @@ func TestFlushDeletesExpiredIdempotencyEntries(t *testing.T) {
 	schema := freshSchema(t, pool)
 	s := newStore(t, pool, schema)
 	created := time.Date(2031, 7, 1, 0, 0, 0, 0, time.UTC)
-	var last *keys.Record
+	var last *store.Record
 	for i := range 2500 {
-		r := keystest.NewRecord(t)
-		e := &keys.IdempotencyRecord{KeyID: r.ID, Sealed: []byte("x"), CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
+		r := storetest.NewRecord(t)
+		e := &store.IdempotencyRecord{KeyID: r.ID, Sealed: []byte("x"), CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
 		switch i {
 		case 2498: // expires at the flush's very time: due
 			e.ExpiresAt = created.Add(48 * time.Hour)
@@ -481,12 +482,12 @@ func TestFlushDeletesExpiredIdempotencyEntries(t *testing.T) {
 		if _, err := rand.Read(e.Scope[:]); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Write(ctx, keys.Write{Insert: r, Idempotency: e}); err != nil {
+		if err := s.Write(ctx, store.Write{Insert: r, Idempotency: e}); err != nil {
 			t.Fatal(err)
 		}
 		last = r
 	}
-	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: last.ID, At: created.Add(48 * time.Hour)}}); err != nil {
+	if err := s.TouchLastUsed(ctx, []store.LastUsed{{ID: last.ID, At: created.Add(48 * time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
 	var left int
@@ -508,8 +509,8 @@ func TestStats(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	r := keystest.NewRecord(t)
-	if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
+	r := storetest.NewRecord(t)
+	if err := s.Write(ctx, store.Write{Insert: r}); err != nil {
 		t.Fatal(err)
 	}
 	for s.Stats().NotificationLag == 0 {
@@ -525,7 +526,7 @@ func TestStats(t *testing.T) {
 		}
 	}
 	for range 100 {
-		var forged keys.Digest
+		var forged store.Digest
 		_, _ = rand.Read(forged[:])
 		_, _ = s.LookupDigest(ctx, forged)
 	}
@@ -568,8 +569,8 @@ func TestOptionEdges(t *testing.T) {
 		}
 	}
 	s := newStore(t, pool, "", pgstore.WithQueryTimeout(0))
-	r := keystest.NewRecord(t)
-	if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
+	r := storetest.NewRecord(t)
+	if err := s.Write(ctx, store.Write{Insert: r}); err != nil {
 		t.Fatalf("with no query timeout: %v", err)
 	}
 	if _, err := s.Get(ctx, r.ID); err != nil {

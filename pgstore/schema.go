@@ -39,7 +39,7 @@ CREATE TABLE {{schema}}.api_key_idempotency (
 	expires_at  timestamptz NOT NULL
 );
 CREATE INDEX api_key_idempotency_expires ON {{schema}}.api_key_idempotency (expires_at);`,
-	// 2: one name for the concept, as in the Go API (keys.Record.Digest).
+	// 2: one name for the concept, as in the Go API (store.Record.Digest).
 	`ALTER TABLE {{schema}}.api_keys RENAME COLUMN hash TO digest;
 ALTER INDEX {{schema}}.api_keys_hash RENAME TO api_keys_digest;`,
 	// 3: an index for every List filter, so a filter that matches nothing
@@ -83,8 +83,8 @@ END $$;
 CREATE TRIGGER api_keys_count_revocations AFTER UPDATE OF revoked_at ON {{schema}}.api_keys
 	FOR EACH ROW EXECUTE FUNCTION {{schema}}.api_keys_count_revocations();`,
 	// 5: revoked records counted beside active ones, so that an insert can
-	// bound an account's history (keys.Write.KeepRevoked) and the cap on
-	// active keys is checked inside the insert (keys.Write.MaxActive);
+	// bound an account's history (store.Write.KeepRevoked) and the cap on
+	// active keys is checked inside the insert (store.Write.MaxActive);
 	// deletes counted too; an idempotency entry deleted with the key it
 	// names, so entries are bounded by records.
 	`ALTER TABLE {{schema}}.api_key_counts ADD COLUMN revoked bigint NOT NULL DEFAULT 0;
@@ -110,7 +110,7 @@ BEGIN
 END $$;
 -- Row by row: a statement-level trigger would run on every insert's
 -- (nearly always empty) history deletion, and a deletion is at most 100
--- rows (keys.MaxPrunedPerWrite).
+-- rows (store.MaxPrunedPerWrite).
 CREATE FUNCTION {{schema}}.api_keys_count_deletes() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
 	UPDATE {{schema}}.api_key_counts SET active = active - (OLD.revoked_at IS NULL)::int, revoked = revoked - (OLD.revoked_at IS NOT NULL)::int
@@ -128,12 +128,12 @@ ALTER TABLE {{schema}}.api_key_idempotency ADD CONSTRAINT api_key_idempotency_ke
 	// filter and two for expiry windows (one account's, every account's
 	// unrevoked keys).
 	`ALTER TABLE {{schema}}.api_keys ADD COLUMN owner_id text, ADD COLUMN metadata json,
-	ADD COLUMN disabled smallint NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1, 2)); -- keys.DisabledBy
+	ADD COLUMN disabled smallint NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1, 2)); -- store.DisabledBy
 CREATE INDEX api_keys_account_owner_newest ON {{schema}}.api_keys (account_id, owner_id, created_at DESC, id DESC) WHERE owner_id IS NOT NULL;
 CREATE INDEX api_keys_account_expires ON {{schema}}.api_keys (account_id, expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX api_keys_expires_unrevoked ON {{schema}}.api_keys (expires_at) WHERE expires_at IS NOT NULL AND revoked_at IS NULL;`,
 	// 7: usage counts in minute, hour and UTC day buckets (granularity
-	// 0, 1, 2: keys.Granularity), and the IDs of the batches added, so a
+	// 0, 1, 2: usage.Granularity), and the IDs of the batches added, so a
 	// retried flush counts once.
 	`CREATE TABLE {{schema}}.usage_counts (
 	account_id   text        NOT NULL,
@@ -152,7 +152,7 @@ CREATE TABLE {{schema}}.usage_batches (
 	added_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX usage_batches_added ON {{schema}}.usage_batches (added_at);`,
-	// 8: credit budgets (keys.CreditStore). A key names its budget in
+	// 8: credit budgets (store.CreditStore). A key names its budget in
 	// credits_id (a rolled key's successor names its predecessor's); the
 	// CHECK makes a budget below zero impossible whatever the code does.
 	`ALTER TABLE {{schema}}.api_keys ADD COLUMN credits_id text;

@@ -6,14 +6,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/store"
 )
 
-var _ keys.UsageStore = (*Store)(nil)
-
-// MinuteRetention is how long minute buckets are kept; hours and days are
-// kept for good. Batch IDs are kept 7 days.
-const MinuteRetention = 48 * time.Hour
+var _ store.UsageStore = (*Store)(nil)
 
 // addUsageSQL adds a batch in one statement: the batch's ID is recorded
 // first, and the rows are added only if it was new, so a retried flush
@@ -54,12 +50,12 @@ WHERE account_id = $1 AND granularity = $2 AND bucket >= $3 AND bucket < $4
 	AND key_id = $5 AND ($6 = '' OR api = $6)
 GROUP BY bucket, api ORDER BY bucket, api`
 
-// AddUsage implements keys.UsageStore, in one statement; once an hour it
-// also deletes minute buckets past MinuteRetention and batch IDs past 7
+// AddUsage implements store.UsageStore, in one statement; once an hour it
+// also deletes minute buckets past store.MinuteRetention and batch IDs past 7
 // days, a chunk at a time.
-func (s *Store) AddUsage(ctx context.Context, b keys.UsageBatch) error {
+func (s *Store) AddUsage(ctx context.Context, b store.UsageBatch) error {
 	if s.closed.Load() {
-		return keys.ErrClosed
+		return ErrClosed
 	}
 	n := len(b.Rows)
 	accounts, keyIDs, apis := make([]string, n), make([]string, n), make([]string, n)
@@ -67,7 +63,10 @@ func (s *Store) AddUsage(ctx context.Context, b keys.UsageBatch) error {
 	succ, fail, lim := make([]int64, n), make([]int64, n), make([]int64, n)
 	for i, r := range b.Rows {
 		accounts[i], keyIDs[i], apis[i], minutes[i] = r.AccountID, r.KeyID, r.API, r.Bucket.UTC()
-		succ[i], fail[i], lim[i] = r.Successful, r.Failed, r.RateLimited
+		// The failed column counts the failures other than a limit's
+		// (the rows of migration 7 kept them apart): the contract's
+		// Failed includes RateLimited.
+		succ[i], fail[i], lim[i] = r.Successful, r.Failed-r.RateLimited, r.RateLimited
 	}
 	if _, err := s.exec(ctx, s.sql(addUsageSQL), b.ID, accounts, keyIDs, apis, minutes, succ, fail, lim); err != nil {
 		return fmt.Errorf("pgstore: adding usage: %w", err)
@@ -85,7 +84,7 @@ func (s *Store) sweepUsage(ctx context.Context, now time.Time) error {
 		sql    string
 		before time.Time
 	}{
-		{`DELETE FROM {{schema}}.usage_counts WHERE ctid IN (SELECT ctid FROM {{schema}}.usage_counts WHERE granularity = 0 AND bucket < $1 LIMIT 1000)`, now.Add(-MinuteRetention)},
+		{`DELETE FROM {{schema}}.usage_counts WHERE ctid IN (SELECT ctid FROM {{schema}}.usage_counts WHERE granularity = 0 AND bucket < $1 LIMIT 1000)`, now.Add(-store.MinuteRetention)},
 		{`DELETE FROM {{schema}}.usage_batches WHERE id IN (SELECT id FROM {{schema}}.usage_batches WHERE added_at < $1 LIMIT 1000)`, now.Add(-7 * 24 * time.Hour)},
 	} {
 		for range 100 {
@@ -101,10 +100,10 @@ func (s *Store) sweepUsage(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// Usage implements keys.UsageStore.
-func (s *Store) Usage(ctx context.Context, q keys.UsageQuery) ([]keys.UsageRow, error) {
+// Usage implements store.UsageStore.
+func (s *Store) Usage(ctx context.Context, q store.UsageQuery) ([]store.UsageRow, error) {
 	if s.closed.Load() {
-		return nil, keys.ErrClosed
+		return nil, ErrClosed
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -112,10 +111,10 @@ func (s *Store) Usage(ctx context.Context, q keys.UsageQuery) ([]keys.UsageRow, 
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: reading usage: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (keys.UsageRow, error) {
-		r := keys.UsageRow{AccountID: q.AccountID}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.UsageRow, error) {
+		r := store.UsageRow{AccountID: q.AccountID}
 		err := row.Scan(&r.Bucket, &r.API, &r.Successful, &r.Failed, &r.RateLimited)
-		r.Bucket = r.Bucket.UTC()
+		r.Bucket, r.Failed = r.Bucket.UTC(), r.Failed+r.RateLimited
 		return r, err
 	})
 	if err != nil {

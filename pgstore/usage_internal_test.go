@@ -7,7 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/usage"
 )
 
 // An account's usage reads as many rows as it has buckets and APIs, not
@@ -19,10 +20,10 @@ func TestUsageReadCostIndependentOfKeys(t *testing.T) {
 	ctx := context.Background()
 	pool, schema := internalPool(t)
 	s := openStore(t, pool, schema)
-	day := time.Now().UTC().Truncate(keys.Day)
-	b := keys.UsageBatch{ID: "batch-5000-keys"}
+	day := time.Now().UTC().Truncate((24 * time.Hour))
+	b := store.UsageBatch{ID: "batch-5000-keys"}
 	for i := range 5000 {
-		b.Rows = append(b.Rows, keys.UsageRow{Bucket: day.Add(time.Minute), AccountID: "acct_big", KeyID: fmt.Sprint("key_", i), API: "identity", UsageCounts: keys.UsageCounts{Successful: 1}})
+		b.Rows = append(b.Rows, store.UsageRow{Bucket: day.Add(time.Minute), AccountID: "acct_big", KeyID: fmt.Sprint("key_", i), API: "identity", Successful: 1})
 	}
 	if err := s.AddUsage(ctx, b); err != nil {
 		t.Fatal(err)
@@ -31,7 +32,7 @@ func TestUsageReadCostIndependentOfKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	var raw []byte
-	if err := pool.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+s.sql(usageSQL), "acct_big", int16(keys.UTCDay), day, day.Add(keys.Day), "", "").Scan(&raw); err != nil {
+	if err := pool.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+s.sql(usageSQL), "acct_big", int16(usage.Day), day, day.Add((24 * time.Hour)), "", "").Scan(&raw); err != nil {
 		t.Fatal(err)
 	}
 	var plan []struct {
@@ -52,7 +53,7 @@ func TestUsageReadCostIndependentOfKeys(t *testing.T) {
 	if read != 1 {
 		t.Fatalf("the account's day read %.0f rows, want 1 (the account's total)", read)
 	}
-	rows, err := s.Usage(ctx, keys.UsageQuery{AccountID: "acct_big", Granularity: keys.UTCDay, From: day, To: day.Add(keys.Day)})
+	rows, err := s.Usage(ctx, store.UsageQuery{AccountID: "acct_big", Granularity: usage.Day, From: day, To: day.Add((24 * time.Hour))})
 	if err != nil || len(rows) != 1 || rows[0].Successful != 5000 {
 		t.Fatalf("%v %+v", err, rows)
 	}

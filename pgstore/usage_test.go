@@ -9,6 +9,7 @@ import (
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/pgstore"
+	"github.com/txcloud/keys/usage"
 )
 
 // Two instances on one schema count usage; totals read from either equal
@@ -49,14 +50,14 @@ func TestUsageAcrossInstancesAndOutage(t *testing.T) {
 		for range 4 {
 			wg.Go(func() {
 				for range n / 4 {
-					m.CountUsage(&v, "identity", status, false)
+					m.CountUsage(&v, "identity", status)
 				}
 			})
 		}
 		wg.Wait()
 	}
 	total := func(m *keys.Manager) (int64, error) {
-		s, err := m.UsageSummary(ctx, "acct_u", keys.UsageFilter{})
+		s, err := m.UsageSummary(ctx, "acct_u", usage.Filter{})
 		if err != nil {
 			return 0, err
 		}
@@ -66,7 +67,7 @@ func TestUsageAcrossInstancesAndOutage(t *testing.T) {
 	send(b, 200, 500)
 	advance(time.Minute)
 	for _, m := range ms {
-		if err := m.FlushUsage(ctx); err != nil {
+		if err := m.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -87,7 +88,7 @@ func TestUsageAcrossInstancesAndOutage(t *testing.T) {
 	}
 	send(a, 100, 200)
 	advance(time.Minute)
-	if err := a.FlushUsage(ctx); err == nil {
+	if err := a.Flush(ctx); err == nil {
 		t.Fatal("a flush into a locked table succeeded")
 	}
 	if _, err := total(a); !errors.Is(err, keys.ErrUnavailable) {
@@ -99,10 +100,10 @@ func TestUsageAcrossInstancesAndOutage(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.FlushUsage(ctx); err != nil {
+	if err := a.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.FlushUsage(ctx); err != nil { // nothing left: a no-op
+	if err := a.Flush(ctx); err != nil { // nothing left: a no-op
 		t.Fatal(err)
 	}
 	for i, m := range ms {

@@ -11,17 +11,18 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/redislimit"
 )
 
 // planChecks are a request's checks under a plan: the key's own limit,
 // the account's per minute and per day.
-func planChecks(key, account string, keyLimit, perMinute, perDay int) keys.Checks {
-	return keys.Checks{
-		{Name: keys.LimitKey, ID: key, Max: keyLimit},
-		{Name: keys.LimitAccount, ID: account, Max: perMinute},
-		{Name: keys.LimitAccountDay, ID: account, Max: perDay},
+func planChecks(key, account string, keyLimit, perMinute, perDay int) limit.Checks {
+	return limit.Checks{
+		{Name: limit.Key, ID: key, Max: keyLimit},
+		{Name: limit.AccountMinute, ID: account, Max: perMinute},
+		{Name: limit.AccountDay, ID: account, Max: perDay},
 	}
 }
 
@@ -33,27 +34,27 @@ func TestAccountLimitAcrossInstances(t *testing.T) {
 	c := liveClient(t)
 	prefix := redislimit.WithPrefix("keys-test:" + rand.Text() + ":")
 	ls := []*redislimit.Limiter{newLimiter(t, c, prefix), newLimiter(t, c, prefix)}
-	const limit = 40
+	const perMinute = 40
 	var passed atomic.Int64
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 15 {
-				rl, ok, err := ls[g%2].Allow(ctx, planChecks(fmt.Sprint("key_", i%3), "acct_a", 0, limit, 0), time.Now())
+				rl, ok, err := ls[g%2].Allow(ctx, planChecks(fmt.Sprint("key_", i%3), "acct_a", 0, perMinute, 0), time.Now())
 				switch {
 				case err != nil:
 					t.Error(err)
 				case ok:
 					passed.Add(1)
-				case rl.Name != keys.LimitAccount || rl.RetryAfter <= 0:
+				case rl.Name != limit.AccountMinute || rl.RetryAfter <= 0:
 					t.Errorf("refused by %+v", rl)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	if passed.Load() != limit {
-		t.Fatalf("%d passed across two instances, want exactly %d", passed.Load(), limit)
+	if passed.Load() != perMinute {
+		t.Fatalf("%d passed across two instances, want exactly %d", passed.Load(), perMinute)
 	}
 }
 
@@ -70,7 +71,7 @@ func TestDayQuotaAcrossInstancesAndAllOrNothing(t *testing.T) {
 	// spend the account's day.
 	for i := range 6 {
 		rl, ok, err := ls[i%2].Allow(ctx, planChecks("key_a", "acct_d", 2, 0, 10), time.Now())
-		if err != nil || ok != (i < 2) || !ok && rl.Name != keys.LimitKey {
+		if err != nil || ok != (i < 2) || !ok && rl.Name != limit.Key {
 			t.Fatalf("key a, request %d: %v %v %+v", i, ok, err, rl)
 		}
 	}
@@ -84,7 +85,7 @@ func TestDayQuotaAcrossInstancesAndAllOrNothing(t *testing.T) {
 					t.Error(err)
 				} else if ok {
 					passed.Add(1)
-				} else if rl.Name != keys.LimitAccountDay {
+				} else if rl.Name != limit.AccountDay {
 					t.Errorf("refused by %+v", rl)
 				}
 			}
@@ -98,9 +99,9 @@ func TestDayQuotaAcrossInstancesAndAllOrNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	midnight := srv.UTC().Truncate(keys.Day).Add(keys.Day)
+	midnight := srv.UTC().Truncate((24 * time.Hour)).Add((24 * time.Hour))
 	rl, ok, err := ls[0].Allow(ctx, planChecks("key_c", "acct_d", 0, 0, 10), time.Now())
-	if err != nil || ok || rl.Name != keys.LimitAccountDay || !rl.Reset.Equal(midnight) || rl.RetryAfter > midnight.Sub(srv) || rl.RetryAfter < midnight.Sub(srv)-5*time.Second {
+	if err != nil || ok || rl.Name != limit.AccountDay || !rl.Reset.Equal(midnight) || rl.RetryAfter > midnight.Sub(srv) || rl.RetryAfter < midnight.Sub(srv)-5*time.Second {
 		t.Fatalf("over the day: %v %v %+v, want a refusal until %v", ok, err, rl, midnight)
 	}
 	// The day's count expires by itself at midnight.
@@ -118,7 +119,7 @@ func TestAllChecksInOneRoundTrip(t *testing.T) {
 	c.AddHook(hook)
 	l := newLimiter(t, c)
 	checks := planChecks("key_r", "acct_r", 100, 1000, 10_000)
-	checks[3] = keys.Check{Name: keys.LimitEndpoint, ID: "key_r", Route: "POST /identity/verify", Max: 100}
+	checks[3] = limit.Check{Name: limit.Endpoint, ID: "key_r", Route: "POST /identity/verify", Max: 100}
 	for i := range 10 {
 		if _, ok, err := l.Allow(ctx, checks, time.Now()); !ok || err != nil {
 			t.Fatalf("request %d: %v %v", i, ok, err)
@@ -146,7 +147,7 @@ func TestAccountRefusalIsRememberedForEveryKey(t *testing.T) {
 	calls := hook.n.Load()
 	for i := range 100 {
 		rl, ok, err := l.Allow(ctx, planChecks(fmt.Sprint("key_other_", i), "acct_m", 0, 2, 0), time.Now())
-		if err != nil || ok || rl.Name != keys.LimitAccount {
+		if err != nil || ok || rl.Name != limit.AccountMinute {
 			t.Fatalf("another key of the account: %v %v %+v", ok, err, rl)
 		}
 	}
@@ -249,12 +250,12 @@ func TestTightestCheckIsReported(t *testing.T) {
 	l := newLimiter(t, liveClient(t))
 	for _, c := range []struct {
 		key, minute, day int
-		want             keys.LimitName
+		want             limit.Name
 		remaining        int
 	}{
-		{10, 5, 100, keys.LimitAccount, 4},
-		{3, 5, 100, keys.LimitKey, 2},
-		{30, 50, 20, keys.LimitAccountDay, 19},
+		{10, 5, 100, limit.AccountMinute, 4},
+		{3, 5, 100, limit.Key, 2},
+		{30, 50, 20, limit.AccountDay, 19},
 	} {
 		rl, ok, err := l.Allow(ctx, planChecks("key_"+rand.Text(), "acct_"+rand.Text(), c.key, c.minute, c.day), time.Now())
 		if err != nil || !ok || rl.Name != c.want || rl.Remaining != c.remaining {
@@ -298,20 +299,20 @@ func TestPlansThroughTwoManagers(t *testing.T) {
 	if passed != 30 {
 		t.Fatalf("%d passed across two Managers, want 30", passed)
 	}
-	v := keys.Verified{Key: &keys.Record{ID: created.ID, AccountID: "acct_two"}}
+	v := keys.Verified{KeyID: created.ID, AccountID: "acct_two"}
 	s1, err1 := ms[0].Acquire(ctx, &v)
 	s2, err2 := ms[1].Acquire(ctx, &v)
 	_, err3 := ms[0].Acquire(ctx, &v)
 	if err1 != nil || err2 != nil || !errors.Is(err3, keys.ErrRateLimited) {
 		t.Fatalf("acquire: %v %v %v", err1, err2, err3)
 	}
-	s1.Release()
+	s1()
 	if s3, err := ms[1].Acquire(ctx, &v); err != nil {
 		t.Fatalf("after a release on the other instance: %v", err)
 	} else {
-		s3.Release()
+		s3()
 	}
-	s2.Release()
+	s2()
 }
 
 // BenchmarkRedisPlan is a request under a plan (its key's limit, its

@@ -1,4 +1,4 @@
-// Package redislimit is a keys.Limiter shared by every instance of a host
+// Package redislimit is a limit.Limiter shared by every instance of a host
 // through Redis, so that a key's rate_limit holds across all of them.
 //
 // Each check is one round trip: a Lua script runs GCRA atomically on the
@@ -33,7 +33,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/limit"
 )
 
 // allowAll checks every limit of a request and counts it in all of them
@@ -98,11 +98,11 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) / 1000) + 1)
 return 1
 `)
 
-// Limiter is a Redis keys.Limiter, and a keys.ConcurrencyLimiter. Use New.
+// Limiter is a Redis limit.Limiter, and a limit.ConcurrencyLimiter. Use New.
 type Limiter struct {
 	client    redis.UniversalClient
 	prefix    string
-	fallback  keys.Limiter // nil: fail closed
+	fallback  limit.Limiter // nil: fail closed
 	logf      func(msg string, err error)
 	every     time.Duration
 	leaseTime time.Duration
@@ -128,9 +128,9 @@ type refusedShard struct {
 	_         [32]byte // keep shards on separate cache lines
 }
 
-// counter names one limit's state, as keys.Check does.
+// counter names one limit's state, as limit.Check does.
 type counter struct {
-	name      keys.LimitName
+	name      limit.Name
 	id, route string
 }
 
@@ -148,7 +148,7 @@ type refusal struct {
 // the instance's others (it may be stuck, or its answer lost).
 const askTimeout = int64(250 * time.Millisecond)
 
-var _ keys.ConcurrencyLimiter = (*Limiter)(nil)
+var _ limit.ConcurrencyLimiter = (*Limiter)(nil)
 
 // Option configures a Limiter.
 type Option func(*Limiter)
@@ -162,13 +162,13 @@ func WithPrefix(p string) Option { return func(l *Limiter) { l.prefix = p } }
 // set it above the server's longest request (its WriteTimeout).
 func WithLeaseTime(d time.Duration) Option { return func(l *Limiter) { l.leaseTime = d } }
 
-// FailOpen makes the limiter fall back to fallback (keys.NewMemoryLimiter()
+// FailOpen makes the limiter fall back to fallback (limit.NewMemory()
 // if nil) while Redis is unreachable, logging through logf at most once per
 // every. Without it the limiter fails closed.
-func FailOpen(fallback keys.Limiter, logf func(msg string, err error), every time.Duration) Option {
+func FailOpen(fallback limit.Limiter, logf func(msg string, err error), every time.Duration) Option {
 	return func(l *Limiter) {
 		if fallback == nil {
-			fallback = keys.NewMemoryLimiter()
+			fallback = limit.NewMemory()
 		}
 		l.fallback, l.logf, l.every = fallback, logf, every
 	}
@@ -196,46 +196,46 @@ func New(client redis.UniversalClient, opts ...Option) (*Limiter, error) {
 
 // redisKey is the Redis key of a check's counter: one namespace per kind
 // of limit, so that a key ID and an account ID never share a counter.
-func (l *Limiter) redisKey(c *keys.Check) string {
+func (l *Limiter) redisKey(c *limit.Check) string {
 	switch c.Name {
-	case keys.LimitKey:
+	case limit.Key:
 		return l.prefix + "k:" + c.ID
-	case keys.LimitAccount:
+	case limit.AccountMinute:
 		return l.prefix + "a:" + c.ID
-	case keys.LimitAccountDay:
+	case limit.AccountDay:
 		return l.prefix + "d:" + c.ID
 	}
 	return l.prefix + "e:" + c.ID + ":" + c.Route
 }
 
-func (l *Limiter) shard(c *keys.Check) *refusedShard {
+func (l *Limiter) shard(c *limit.Check) *refusedShard {
 	return &l.refused[maphash.String(l.seed, c.ID)%refusedShards]
 }
 
 // interval is a per-minute check's emission interval in microseconds.
-func interval(c *keys.Check) int64 {
-	return int64(keys.RateLimitWindow/time.Microsecond) / int64(c.Max)
+func interval(c *limit.Check) int64 {
+	return int64(limit.Window/time.Microsecond) / int64(c.Max)
 }
 
-// Allow implements keys.Limiter, in one round trip for all of a request's
+// Allow implements limit.Limiter, in one round trip for all of a request's
 // checks. now is ignored but for the refusals this instance remembers:
 // the Redis server's clock decides, the same for every instance.
-func (l *Limiter) Allow(ctx context.Context, checks keys.Checks, now time.Time) (keys.RateLimit, bool, error) {
+func (l *Limiter) Allow(ctx context.Context, checks limit.Checks, now time.Time) (limit.Status, bool, error) {
 	t := now.UnixNano()
 	if rl, refused := l.remembered(&checks, t); refused {
 		return rl, false, nil
 	}
-	var asking [keys.MaxChecks]bool
+	var asking [limit.MaxChecks]bool
 	l.markAsking(&checks, &asking, t)
-	redisKeys := make([]string, 0, keys.MaxChecks)
-	args := make([]any, 0, 3*keys.MaxChecks)
+	redisKeys := make([]string, 0, limit.MaxChecks)
+	args := make([]any, 0, 3*limit.MaxChecks)
 	for i := range checks {
 		c := &checks[i]
 		if c.Max <= 0 {
 			continue
 		}
 		redisKeys = append(redisKeys, l.redisKey(c))
-		if c.Name == keys.LimitAccountDay {
+		if c.Name == limit.AccountDay {
 			args = append(args, 1, c.Max, 0)
 		} else {
 			iv := interval(c)
@@ -251,13 +251,13 @@ func (l *Limiter) Allow(ctx context.Context, checks keys.Checks, now time.Time) 
 	}
 	if err != nil {
 		if l.fallback == nil {
-			return keys.RateLimit{}, false, fmt.Errorf("redislimit: %w", err)
+			return limit.Status{}, false, fmt.Errorf("redislimit: %w", err)
 		}
 		l.logOnce(err)
 		return l.fallback.Allow(ctx, checks, now)
 	}
 	allowed, srvNow := res[0] == 1, res[1]
-	var best keys.RateLimit
+	var best limit.Status
 	found, j := false, 2
 	for i := range checks {
 		c := &checks[i]
@@ -266,9 +266,9 @@ func (l *Limiter) Allow(ctx context.Context, checks keys.Checks, now time.Time) 
 		}
 		ok, state := res[j] == 1, res[j+1]
 		j += 2
-		rl := keys.RateLimit{Name: c.Name, Limit: c.Max}
-		if c.Name == keys.LimitAccountDay {
-			end := (srvNow/int64(keys.Day/time.Microsecond) + 1) * int64(keys.Day/time.Microsecond)
+		rl := limit.Status{Name: c.Name, Limit: c.Max}
+		if c.Name == limit.AccountDay {
+			end := (srvNow/int64((24*time.Hour)/time.Microsecond) + 1) * int64((24*time.Hour)/time.Microsecond)
 			rl.Reset = time.UnixMicro(end)
 			if ok {
 				rl.Remaining = c.Max - int(state)
@@ -302,8 +302,8 @@ func (l *Limiter) Allow(ctx context.Context, checks keys.Checks, now time.Time) 
 // remembered refuses the request locally if one of its counters is
 // refused until later, or another request of this instance is asking
 // Redis about it; the refusal with the longest wait answers.
-func (l *Limiter) remembered(checks *keys.Checks, t int64) (keys.RateLimit, bool) {
-	var best keys.RateLimit
+func (l *Limiter) remembered(checks *limit.Checks, t int64) (limit.Status, bool) {
+	var best limit.Status
 	refused := false
 	for i := range checks {
 		c := &checks[i]
@@ -325,7 +325,7 @@ func (l *Limiter) remembered(checks *keys.Checks, t int64) (keys.RateLimit, bool
 			// refused for now, told to retry when the slot after it
 			// comes (a second, for a day's quota).
 			wait := int64(time.Second)
-			if c.Name != keys.LimitAccountDay {
+			if c.Name != limit.AccountDay {
 				wait = interval(c) * int64(time.Microsecond)
 			}
 			r.until = t + wait
@@ -334,7 +334,7 @@ func (l *Limiter) remembered(checks *keys.Checks, t int64) (keys.RateLimit, bool
 		}
 		sh.mu.Unlock()
 		if ok && (!refused || r.until-t > int64(best.RetryAfter)) {
-			best = keys.RateLimit{Name: c.Name, Limit: c.Max, Reset: time.Unix(0, r.reset), RetryAfter: time.Duration(r.until - t)}
+			best = limit.Status{Name: c.Name, Limit: c.Max, Reset: time.Unix(0, r.reset), RetryAfter: time.Duration(r.until - t)}
 			refused = true
 		}
 	}
@@ -343,7 +343,7 @@ func (l *Limiter) remembered(checks *keys.Checks, t int64) (keys.RateLimit, bool
 
 // markAsking marks the request as the one asking Redis for each counter
 // whose remembered refusal has passed, on behalf of the instance's others.
-func (l *Limiter) markAsking(checks *keys.Checks, asking *[keys.MaxChecks]bool, t int64) {
+func (l *Limiter) markAsking(checks *limit.Checks, asking *[limit.MaxChecks]bool, t int64) {
 	for i := range checks {
 		c := &checks[i]
 		if c.Max <= 0 {
@@ -363,7 +363,7 @@ func (l *Limiter) markAsking(checks *keys.Checks, asking *[keys.MaxChecks]bool, 
 
 // forgetAsking drops the refusals this request asked about, if each is
 // still the one asked about at t.
-func (l *Limiter) forgetAsking(checks *keys.Checks, asking *[keys.MaxChecks]bool, t int64) {
+func (l *Limiter) forgetAsking(checks *limit.Checks, asking *[limit.MaxChecks]bool, t int64) {
 	for i := range checks {
 		if !asking[i] {
 			continue
@@ -384,7 +384,7 @@ func (l *Limiter) forgetAsking(checks *keys.Checks, asking *[keys.MaxChecks]bool
 func (sh *refusedShard) remember(k counter, r refusal, now int64) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if now-sh.lastSweep > int64(keys.RateLimitWindow) {
+	if now-sh.lastSweep > int64(limit.Window) {
 		for k, e := range sh.until {
 			if now >= e.until {
 				delete(sh.until, k)
@@ -395,30 +395,30 @@ func (sh *refusedShard) remember(k counter, r refusal, now int64) {
 	sh.until[k] = r
 }
 
-// Acquire implements keys.ConcurrencyLimiter: the account's leases are a
+// Acquire implements limit.ConcurrencyLimiter: the account's leases are a
 // sorted set in Redis, each expiring after the lease time, so an instance
 // that dies holding some gives them back within it.
-func (l *Limiter) Acquire(ctx context.Context, account string, max int, now time.Time) (keys.Lease, bool, error) {
-	lease := keys.Lease{Account: account, ID: l.leases.Add(1)}
+func (l *Limiter) Acquire(ctx context.Context, account string, max int, now time.Time) (limit.Lease, bool, error) {
+	lease := limit.Lease{Account: account, ID: l.leases.Add(1)}
 	ok, err := acquire.Run(ctx, l.client, []string{l.prefix + "c:" + account}, max, l.leaseTime.Microseconds(), l.member(lease)).Bool()
 	if err != nil {
-		if cl, isCL := l.fallback.(keys.ConcurrencyLimiter); isCL {
+		if cl, isCL := l.fallback.(limit.ConcurrencyLimiter); isCL {
 			l.logOnce(err)
 			lease, ok, err := cl.Acquire(ctx, account, max, now)
 			lease.ID |= fallbackLease
 			return lease, ok, err
 		}
-		return keys.Lease{}, false, fmt.Errorf("redislimit: %w", err)
+		return limit.Lease{}, false, fmt.Errorf("redislimit: %w", err)
 	}
 	if !ok {
-		return keys.Lease{}, false, nil
+		return limit.Lease{}, false, nil
 	}
 	return lease, true, nil
 }
 
-// Release implements keys.ConcurrencyLimiter. A lease of the fallback
+// Release implements limit.ConcurrencyLimiter. A lease of the fallback
 // (taken while Redis was down) goes back to the fallback.
-func (l *Limiter) Release(ctx context.Context, lease keys.Lease) error {
+func (l *Limiter) Release(ctx context.Context, lease limit.Lease) error {
 	if lease.ID == 0 {
 		return nil
 	}
@@ -428,7 +428,7 @@ func (l *Limiter) Release(ctx context.Context, lease keys.Lease) error {
 		}
 		return nil
 	}
-	if cl, ok := l.fallback.(keys.ConcurrencyLimiter); ok {
+	if cl, ok := l.fallback.(limit.ConcurrencyLimiter); ok {
 		lease.ID &^= fallbackLease
 		return cl.Release(ctx, lease)
 	}
@@ -438,7 +438,7 @@ func (l *Limiter) Release(ctx context.Context, lease keys.Lease) error {
 // fallbackLease marks the leases the fallback gave.
 const fallbackLease = 1 << 63
 
-func (l *Limiter) member(lease keys.Lease) string {
+func (l *Limiter) member(lease limit.Lease) string {
 	return l.instance + ":" + strconv.FormatUint(lease.ID, 10)
 }
 

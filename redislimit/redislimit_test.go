@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/redislimit"
 )
@@ -506,6 +507,6 @@ func TestOneAskerAtATime(t *testing.T) {
 }
 
 // allowKey counts one request against a key's own limit of perMinute.
-func allowKey(ctx context.Context, l keys.Limiter, id string, perMinute int, at time.Time) (keys.RateLimit, bool, error) {
-	return l.Allow(ctx, keys.Checks{{Name: keys.LimitKey, ID: id, Max: perMinute}}, at)
+func allowKey(ctx context.Context, l limit.Limiter, id string, perMinute int, at time.Time) (limit.Status, bool, error) {
+	return l.Allow(ctx, limit.Checks{{Name: limit.Key, ID: id, Max: perMinute}}, at)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/internal/hostile"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/usage"
 )
 
 type env struct {
@@ -214,7 +215,7 @@ func keyID(t *testing.T, e *env, key string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return v.Key.ID
+	return v.KeyID
 }
 
 // The hostile corpus of httpadapter's TestHostileInput, each exchange held
@@ -482,7 +483,7 @@ func TestPlanExchanges(t *testing.T) {
 	admin := e.key(keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_plan"})
 	rec := e.do(t, "POST", "/developers/keys", admin, `{"name":"over","environment":"test","rate_limit":101}`, nil, 400)
 	var body httpadapter.ErrorBody
-	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error.Param != "rate_limit" || body.Error.Code != keys.CodeInvalidParameter {
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error.Param != "rate_limit" || body.Error.Code != "invalid_parameter" {
 		t.Fatalf("%v %+v", err, body)
 	}
 	for range 4 {
@@ -521,18 +522,18 @@ func TestUsageExchanges(t *testing.T) {
 	}
 	e.do(t, "GET", "/developers/usage", admin, "", nil, 200) // nothing counted yet
 	for i := range 9 {
-		m.CountUsage(&v, []string{"identity", "fraud", "identity"}[i%3], []int{200, 404, 429}[i%3], i%3 == 2)
+		m.CountUsage(&v, []string{"identity", "fraud", "identity"}[i%3], []int{200, 404, 429}[i%3])
 	}
 	rec := e.do(t, "GET", "/developers/usage", admin, "", nil, 200)
-	var s keys.UsageSummary
+	var s usage.Summary
 	if err := json.Unmarshal(rec.Body.Bytes(), &s); err != nil || s.TotalRequests != 9 || s.Successful != 3 || s.Failed != 6 || s.RateLimitHits != 3 || s.EstimatedCost.Amount != "0.0075" {
 		t.Fatalf("%v %s", err, rec.Body)
 	}
 	hour := time.Now().UTC().Truncate(time.Hour)
 	q := "?start=" + hour.Add(-24*time.Hour).Format(time.RFC3339) + "&end=" + hour.Add(time.Hour).Format(time.RFC3339)
-	e.do(t, "GET", "/developers/usage"+q+"&api=fraud&key_id="+v.Key.ID, admin, "", nil, 200)
-	rec = e.do(t, "GET", "/developers/keys/"+v.Key.ID+"/usage"+q+"&granularity=hour", admin, "", nil, 200)
-	var series keys.UsageSeries
+	e.do(t, "GET", "/developers/usage"+q+"&api=fraud&key_id="+v.KeyID, admin, "", nil, 200)
+	rec = e.do(t, "GET", "/developers/keys/"+v.KeyID+"/usage"+q+"&granularity=hour", admin, "", nil, 200)
+	var series usage.Series
 	if err := json.Unmarshal(rec.Body.Bytes(), &series); err != nil {
 		t.Fatal(err)
 	}
@@ -544,6 +545,6 @@ func TestUsageExchanges(t *testing.T) {
 		t.Fatalf("%d buckets holding %d requests: %s", len(series.Data), total, rec.Body)
 	}
 	for _, g := range []string{"minute", "hour", "day"} {
-		e.do(t, "GET", "/developers/keys/"+v.Key.ID+"/usage?granularity="+g, admin, "", nil, 200)
+		e.do(t, "GET", "/developers/keys/"+v.KeyID+"/usage?granularity="+g, admin, "", nil, 200)
 	}
 }

@@ -9,7 +9,8 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/keystest"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/store/storetest"
 )
 
 // The copy in memory and the file agree after a mix of everything a
@@ -62,7 +63,7 @@ func TestCopyMatchesFile(t *testing.T) {
 		case 2:
 			_, err = m.Update(ctx, id, keys.APIKeyUpdate{Name: keys.Change("renamed " + strconv.Itoa(i))})
 		case 3:
-			err = m.FlushLastUsed(ctx)
+			err = m.Flush(ctx)
 		}
 		if err != nil && !errors.Is(err, keys.ErrNotFound) && !errors.As(err, new(*keys.ValidationError)) {
 			t.Fatalf("op %d on %s: %v", i, id, err)
@@ -71,7 +72,7 @@ func TestCopyMatchesFile(t *testing.T) {
 			ids = ids[1:]
 		}
 	}
-	if err := m.FlushLastUsed(ctx); err != nil {
+	if err := m.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 	fresh, err := s.load(ctx)
@@ -81,7 +82,7 @@ func TestCopyMatchesFile(t *testing.T) {
 	mem := s.mem.Load()
 	total := 0
 	for a := range 3 {
-		q := keys.ListQuery{AccountID: "acct_" + strconv.Itoa(a), Limit: 1 << 20}
+		q := store.ListQuery{AccountID: "acct_" + strconv.Itoa(a), Limit: 1 << 20}
 		want, err := fresh.List(ctx, q)
 		if err != nil {
 			t.Fatal(err)
@@ -94,7 +95,7 @@ func TestCopyMatchesFile(t *testing.T) {
 			t.Fatalf("account %d: the copy lists %d records, the file %d", a, len(got), len(want))
 		}
 		for i := range got {
-			if d := keystest.Equal(got[i], want[i]); d != "" {
+			if d := storetest.Equal(got[i], want[i]); d != "" {
 				t.Fatalf("account %d, record %s: the copy and the file differ: %s", a, got[i].ID, d)
 			}
 		}

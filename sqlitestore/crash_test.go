@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/sqlitestore"
+	"github.com/txcloud/keys/store"
 	_ "modernc.org/sqlite"
 )
 
@@ -33,17 +33,17 @@ func crashChild(path string, first int) {
 		os.Exit(2)
 	}
 	w := bufio.NewWriter(os.Stdout)
-	var live []*keys.Record
+	var live []*store.Record
 	for i := first; ; i++ {
-		r := &keys.Record{ID: fmt.Sprintf("key_%06d", i), AccountID: "acct_crash", Name: "crash", Prefix: "txc_test_abcd",
-			Environment: keys.Test, Permissions: []string{"identity:read"}, CreatedAt: base.Add(time.Duration(i) * time.Millisecond), Version: 1}
+		r := &store.Record{ID: fmt.Sprintf("key_%06d", i), AccountID: "acct_crash", Name: "crash", Prefix: "txc_test_abcd",
+			Environment: "test", Permissions: []string{"identity:read"}, CreatedAt: base.Add(time.Duration(i) * time.Millisecond), Version: 1}
 		_, _ = crand.Read(r.Digest[:])
 		switch {
 		case i%5 == 3 && len(live) > 0: // revoke the oldest live key
 			old := live[0]
 			next := old.Clone()
 			next.RevokedAt, next.Version = r.CreatedAt, old.Version+1
-			if err := s.Write(ctx, keys.Write{Replace: next}); err != nil {
+			if err := s.Write(ctx, store.Write{Replace: next}); err != nil {
 				fmt.Println("revoke:", err)
 				os.Exit(2)
 			}
@@ -53,14 +53,14 @@ func crashChild(path string, first int) {
 			old := live[0]
 			next := old.Clone()
 			next.RevokedAt, next.Version = r.CreatedAt.Add(time.Hour), old.Version+1
-			if err := s.Write(ctx, keys.Write{Replace: next, Insert: r}); err != nil {
+			if err := s.Write(ctx, store.Write{Replace: next, Insert: r}); err != nil {
 				fmt.Println("roll:", err)
 				os.Exit(2)
 			}
 			live = append(live[1:], r)
 			fmt.Fprintf(w, "L %s %s\n", old.ID, r.ID)
 		default:
-			if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
+			if err := s.Write(ctx, store.Write{Insert: r}); err != nil {
 				fmt.Println("create:", err)
 				os.Exit(2)
 			}
@@ -156,11 +156,11 @@ func TestKillDuringWrites(t *testing.T) {
 				t.Fatalf("round %d: %s was %s, but its revoked_at is %v", round, id, what, r.RevokedAt)
 			}
 		}
-		all, err := s.List(ctx, keys.ListQuery{AccountID: "acct_crash", Limit: 1 << 20})
+		all, err := s.List(ctx, store.ListQuery{AccountID: "acct_crash", Limit: 1 << 20})
 		if err != nil {
 			t.Fatal(err)
 		}
-		byID := map[string]*keys.Record{}
+		byID := map[string]*store.Record{}
 		for _, r := range all {
 			byID[r.ID] = r
 		}

@@ -9,7 +9,7 @@ import (
 // Never edit one that has shipped: add the next.
 var migrations = []string{
 	// 1: keys, their counts per account (kept by triggers, for
-	// keys.Write's bounds), and idempotency entries, deleted with the key
+	// store.Write's bounds), and idempotency entries, deleted with the key
 	// they name. Times are Unix nanoseconds; permissions and allowed_ips
 	// JSON arrays of strings.
 	`CREATE TABLE api_keys (
@@ -67,7 +67,7 @@ CREATE INDEX api_key_idempotency_expires ON api_key_idempotency (expires_at);`,
 	// reversible disable. No index: reads are served from memory.
 	`ALTER TABLE api_keys ADD COLUMN owner_id TEXT;
 ALTER TABLE api_keys ADD COLUMN metadata TEXT;
-ALTER TABLE api_keys ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1, 2)); -- keys.DisabledBy`,
+ALTER TABLE api_keys ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1, 2)); -- store.DisabledBy`,
 }
 
 // migrate creates or upgrades the schema in one transaction (BEGIN

@@ -1,4 +1,4 @@
-// Package sqlitestore is a keys.Store in one SQLite file, for a host that
+// Package sqlitestore is a store.Store in one SQLite file, for a host that
 // runs one instance and wants its keys to outlive the process without a
 // database server. It uses modernc.org/sqlite, a translation of SQLite's C
 // source to Go: no cgo, so the host still cross-compiles and builds static
@@ -46,8 +46,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -55,7 +55,7 @@ import (
 // ErrLocked: another Store (in this process or another) holds the file.
 var ErrLocked = errors.New("sqlitestore: the database file is in use by another store")
 
-// Store is a keys.Store on one SQLite file. Use Open.
+// Store is a store.Store on one SQLite file. Use Open.
 type Store struct {
 	db     *sql.DB
 	path   string
@@ -71,8 +71,8 @@ type Store struct {
 }
 
 var (
-	_ keys.Store    = (*Store)(nil)
-	_ keys.Importer = (*Store)(nil)
+	_ store.Store    = (*Store)(nil)
+	_ store.Importer = (*Store)(nil)
 )
 
 type config struct {
@@ -177,7 +177,7 @@ func (s *Store) load(ctx context.Context) (*memstore.Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sqlitestore: loading %s: %w", s.path, err)
 		}
-		if err := mem.Write(ctx, keys.Write{Insert: r, Idempotency: entries[r.ID]}); err != nil {
+		if err := mem.Write(ctx, store.Write{Insert: r, Idempotency: entries[r.ID]}); err != nil {
 			return nil, fmt.Errorf("sqlitestore: loading %s: record %s: %w", s.path, r.ID, err)
 		}
 	}
@@ -188,15 +188,15 @@ func (s *Store) load(ctx context.Context) (*memstore.Store, error) {
 }
 
 // loadEntries reads the idempotency entries, by the key each names.
-func (s *Store) loadEntries(ctx context.Context) (map[string]*keys.IdempotencyRecord, error) {
+func (s *Store) loadEntries(ctx context.Context) (map[string]*store.IdempotencyRecord, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT key_id, scope, fingerprint, sealed, created_at, expires_at FROM api_key_idempotency`)
 	if err != nil {
 		return nil, s.openError(err)
 	}
 	defer rows.Close()
-	out := map[string]*keys.IdempotencyRecord{}
+	out := map[string]*store.IdempotencyRecord{}
 	for rows.Next() {
-		var e keys.IdempotencyRecord
+		var e store.IdempotencyRecord
 		var scope, fp []byte
 		var created, expires int64
 		if err := rows.Scan(&e.KeyID, &scope, &fp, &e.Sealed, &created, &expires); err != nil {
@@ -213,7 +213,10 @@ func (s *Store) loadEntries(ctx context.Context) (map[string]*keys.IdempotencyRe
 	return out, nil
 }
 
-// Close releases the file. Calls after Close fail with keys.ErrClosed.
+// ErrClosed is what a Store's methods return after Close.
+var ErrClosed = errors.New("sqlitestore: closed")
+
+// Close releases the file. Calls after Close fail with ErrClosed.
 func (s *Store) Close(context.Context) error {
 	if s.closed.Swap(true) {
 		return nil
@@ -223,31 +226,31 @@ func (s *Store) Close(context.Context) error {
 	return s.db.Close()
 }
 
-// LookupDigest implements keys.Store, from the copy: no query, no lock.
-func (s *Store) LookupDigest(ctx context.Context, d keys.Digest) (*keys.Record, error) {
+// LookupDigest implements store.Store, from the copy: no query, no lock.
+func (s *Store) LookupDigest(ctx context.Context, d store.Digest) (*store.Record, error) {
 	return s.mem.Load().LookupDigest(ctx, d)
 }
 
-// Get implements keys.Store, from the copy.
-func (s *Store) Get(ctx context.Context, id string) (*keys.Record, error) {
+// Get implements store.Store, from the copy.
+func (s *Store) Get(ctx context.Context, id string) (*store.Record, error) {
 	if s.closed.Load() {
-		return nil, keys.ErrClosed
+		return nil, ErrClosed
 	}
 	return s.mem.Load().Get(ctx, id)
 }
 
-// List implements keys.Store, from the copy.
-func (s *Store) List(ctx context.Context, q keys.ListQuery) ([]*keys.Record, error) {
+// List implements store.Store, from the copy.
+func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*store.Record, error) {
 	if s.closed.Load() {
-		return nil, keys.ErrClosed
+		return nil, ErrClosed
 	}
 	return s.mem.Load().List(ctx, q)
 }
 
-// LookupIdempotency implements keys.Store, from the copy.
-func (s *Store) LookupIdempotency(ctx context.Context, scope keys.Digest, now time.Time) (*keys.IdempotencyRecord, error) {
+// LookupIdempotency implements store.Store, from the copy.
+func (s *Store) LookupIdempotency(ctx context.Context, scope store.Digest, now time.Time) (*store.IdempotencyRecord, error) {
 	if s.closed.Load() {
-		return nil, keys.ErrClosed
+		return nil, ErrClosed
 	}
 	return s.mem.Load().LookupIdempotency(ctx, scope, now)
 }
@@ -255,8 +258,8 @@ func (s *Store) LookupIdempotency(ctx context.Context, scope keys.Digest, now ti
 const cols = `id, account_id, name, prefix, environment, permissions, allowed_ips, rate_limit, digest, created_at, expires_at, revoked_at, last_used, version, owner_id, metadata, disabled`
 
 // scanRecord reads a row of cols.
-func scanRecord(rows *sql.Rows) (*keys.Record, error) {
-	var r keys.Record
+func scanRecord(rows *sql.Rows) (*store.Record, error) {
+	var r store.Record
 	var env, perms, ips string
 	var digest []byte
 	var created int64
@@ -267,7 +270,7 @@ func scanRecord(rows *sql.Rows) (*keys.Record, error) {
 		&owner, &meta, &disabled); err != nil {
 		return nil, err
 	}
-	r.Disabled = keys.DisabledBy(disabled)
+	r.Disabled = store.DisabledBy(disabled)
 	r.OwnerID = owner.String
 	if meta.Valid {
 		r.Metadata = []byte(meta.String)
@@ -276,7 +279,7 @@ func scanRecord(rows *sql.Rows) (*keys.Record, error) {
 		return nil, fmt.Errorf("record %s: a digest of %d bytes", r.ID, len(digest))
 	}
 	copy(r.Digest[:], digest)
-	r.Environment = keys.Environment(env)
+	r.Environment = env
 	if err := json.Unmarshal([]byte(perms), &r.Permissions); err != nil {
 		return nil, fmt.Errorf("record %s: permissions: %w", r.ID, err)
 	}
@@ -315,7 +318,7 @@ func toNull(t time.Time) any {
 }
 
 // lists encodes r's permissions and allowed_ips as their columns hold them.
-func lists(r *keys.Record) (perms, ips string, err error) {
+func lists(r *store.Record) (perms, ips string, err error) {
 	p, err := json.Marshal(nonNil(r.Permissions))
 	if err != nil {
 		return "", "", err
@@ -335,22 +338,25 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// Write implements keys.Store: one transaction, in the contract's order of
+// Write implements store.Store: one transaction, in the contract's order of
 // checks (the cap, the idempotency scope, the replaced version, the
 // insert), then the history bound; the memory index follows the commit.
-func (s *Store) Write(ctx context.Context, w keys.Write) error {
+func (s *Store) Write(ctx context.Context, w store.Write) error {
 	if w.Insert == nil && w.Replace == nil {
 		return errors.New("sqlitestore: a Write with neither Insert nor Replace")
 	}
+	if err := w.Check(); err != nil {
+		return fmt.Errorf("sqlitestore: %w", err)
+	}
 	if w.Credits != nil || w.Insert != nil && w.Insert.CreditsID != "" || w.Replace != nil && w.Replace.CreditsID != "" {
-		// Not a keys.CreditStore (the Manager refuses credits on it
+		// Not a store.CreditStore (the Manager refuses credits on it
 		// before any Write): never drop a budget without saying so.
 		return errors.New("sqlitestore: this store keeps no credits")
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Load() {
-		return keys.ErrClosed
+		return ErrClosed
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -390,7 +396,7 @@ func (s *Store) reload(ctx context.Context, why error) error {
 
 // write applies w in tx and returns the digests of the records the
 // history bound deleted.
-func write(ctx context.Context, tx *sql.Tx, w keys.Write) ([]keys.Digest, error) {
+func write(ctx context.Context, tx *sql.Tx, w store.Write) ([]store.Digest, error) {
 	if r := w.Insert; r != nil && w.MaxActive > 0 {
 		var active int
 		err := tx.QueryRowContext(ctx, `SELECT active FROM api_key_counts WHERE account_id = ?`, r.AccountID).Scan(&active)
@@ -399,7 +405,7 @@ func write(ctx context.Context, tx *sql.Tx, w keys.Write) ([]keys.Digest, error)
 		case err != nil:
 			return nil, err
 		case active >= w.MaxActive:
-			return nil, fmt.Errorf("sqlitestore: account holds %d active keys: %w", active, keys.ErrKeyLimit)
+			return nil, fmt.Errorf("sqlitestore: account holds %d active keys: %w", active, store.ErrKeyLimit)
 		}
 	}
 	if e := w.Idempotency; e != nil {
@@ -410,7 +416,7 @@ func write(ctx context.Context, tx *sql.Tx, w keys.Write) ([]keys.Digest, error)
 		case err != nil:
 			return nil, err
 		case expires > e.CreatedAt.UnixNano():
-			return nil, keys.ErrIdempotencyKeyExists
+			return nil, store.ErrIdempotencyKeyExists
 		}
 	}
 	if r := w.Replace; r != nil {
@@ -437,7 +443,7 @@ func write(ctx context.Context, tx *sql.Tx, w keys.Write) ([]keys.Digest, error)
 
 // insertRecord inserts r with verb (INSERT, or INSERT OR IGNORE to skip a
 // record whose ID or digest is stored) and reports whether it went in.
-func insertRecord(ctx context.Context, tx *sql.Tx, verb string, r *keys.Record) (bool, error) {
+func insertRecord(ctx context.Context, tx *sql.Tx, verb string, r *store.Record) (bool, error) {
 	perms, ips, err := lists(r)
 	if err != nil {
 		return false, err
@@ -454,7 +460,7 @@ func insertRecord(ctx context.Context, tx *sql.Tx, verb string, r *keys.Record) 
 }
 
 // metadataArg is the metadata column's value: its JSON text, or NULL.
-func metadataArg(r *keys.Record) any {
+func metadataArg(r *store.Record) any {
 	if r.Metadata == nil {
 		return nil
 	}
@@ -468,14 +474,14 @@ func nullString(s string) any {
 	return s
 }
 
-// Import implements keys.Importer: the batch in one transaction (one sync
+// Import implements store.Importer: the batch in one transaction (one sync
 // to disk), each record skipped if its ID or digest is stored; then the
 // copy in memory, which skips the same ones.
-func (s *Store) Import(ctx context.Context, recs []*keys.Record) (int, error) {
+func (s *Store) Import(ctx context.Context, recs []*store.Record) (int, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Load() {
-		return 0, keys.ErrClosed
+		return 0, ErrClosed
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -511,25 +517,25 @@ func nonNilBytes(b []byte) []byte {
 func insertError(err error) error {
 	var se *sqlite.Error
 	if errors.As(err, &se) && (se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY || se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE) {
-		return fmt.Errorf("sqlitestore: %w", keys.ErrDuplicate)
+		return fmt.Errorf("sqlitestore: %w", store.ErrDuplicate)
 	}
 	return err
 }
 
 // replace writes r over the stored record if that is at r.Version-1.
-func replace(ctx context.Context, tx *sql.Tx, r *keys.Record) error {
+func replace(ctx context.Context, tx *sql.Tx, r *store.Record) error {
 	var version int64
 	var digest []byte
 	err := tx.QueryRowContext(ctx, `SELECT version, digest FROM api_keys WHERE id = ?`, r.ID).Scan(&version, &digest)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return keys.ErrNotFound
+		return store.ErrNotFound
 	case err != nil:
 		return err
 	case string(digest) != string(r.Digest[:]):
 		return errors.New("sqlitestore: a Replace may not change a record's digest")
 	case version != r.Version-1:
-		return fmt.Errorf("sqlitestore: %s is at version %d, not %d: %w", r.ID, version, r.Version-1, keys.ErrStale)
+		return fmt.Errorf("sqlitestore: %s is at version %d, not %d: %w", r.ID, version, r.Version-1, store.ErrStale)
 	}
 	perms, ips, err := lists(r)
 	if err != nil {
@@ -544,27 +550,27 @@ func replace(ctx context.Context, tx *sql.Tx, r *keys.Record) error {
 }
 
 // prune deletes the account's oldest records revoked by now beyond keep
-// (at most keys.MaxPrunedPerWrite), with their idempotency entries (by
+// (at most store.MaxPrunedPerWrite), with their idempotency entries (by
 // the foreign key), and returns their digests.
-func prune(ctx context.Context, tx *sql.Tx, account string, keep int, now time.Time) ([]keys.Digest, error) {
+func prune(ctx context.Context, tx *sql.Tx, account string, keep int, now time.Time) ([]store.Digest, error) {
 	var revoked int
 	if err := tx.QueryRowContext(ctx, `SELECT revoked FROM api_key_counts WHERE account_id = ?`, account).Scan(&revoked); err != nil || revoked <= keep {
 		return nil, err
 	}
 	rows, err := tx.QueryContext(ctx, `DELETE FROM api_keys WHERE id IN (
 	SELECT id FROM api_keys WHERE account_id = ? AND revoked_at IS NOT NULL AND revoked_at <= ? ORDER BY created_at, id LIMIT ?)
-RETURNING digest`, account, now.UnixNano(), min(revoked-keep, keys.MaxPrunedPerWrite))
+RETURNING digest`, account, now.UnixNano(), min(revoked-keep, store.MaxPrunedPerWrite))
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []keys.Digest
+	var out []store.Digest
 	for rows.Next() {
 		var b []byte
 		if err := rows.Scan(&b); err != nil {
 			return nil, err
 		}
-		var d keys.Digest
+		var d store.Digest
 		copy(d[:], b)
 		out = append(out, d)
 	}
@@ -575,13 +581,13 @@ RETURNING digest`, account, now.UnixNano(), min(revoked-keep, keys.MaxPrunedPerW
 // a large flush holds up a Write for one chunk at most.
 const touchChunk = 1000
 
-// TouchLastUsed implements keys.Store: a transaction per chunk of the
+// TouchLastUsed implements store.Store: a transaction per chunk of the
 // batch. Then, as the Manager flushes once a minute, it deletes the
 // idempotency entries expired by the batch's latest time (the Manager's
 // clock), touchChunk at a time.
-func (s *Store) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error {
+func (s *Store) TouchLastUsed(ctx context.Context, batch []store.LastUsed) error {
 	if s.closed.Load() {
-		return keys.ErrClosed
+		return ErrClosed
 	}
 	var now time.Time
 	for len(batch) > 0 {
@@ -614,7 +620,7 @@ func (s *Store) TouchLastUsed(ctx context.Context, batch []keys.LastUsed) error 
 
 // touch applies one chunk to the file, under wmu so that the copy
 // follows in the file's order.
-func (s *Store) touch(ctx context.Context, batch []keys.LastUsed) error {
+func (s *Store) touch(ctx context.Context, batch []store.LastUsed) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	tx, err := s.db.BeginTx(ctx, nil)

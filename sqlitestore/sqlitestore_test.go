@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/keystest"
 	"github.com/txcloud/keys/sqlitestore"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/store/storetest"
 )
 
 func open(t testing.TB, path string) *sqlitestore.Store {
@@ -23,7 +23,7 @@ func open(t testing.TB, path string) *sqlitestore.Store {
 }
 
 func TestConformance(t *testing.T) {
-	keystest.Run(t, func(t *testing.T) keys.Store {
+	storetest.Run(t, func(t *testing.T) store.Store {
 		return open(t, filepath.Join(t.TempDir(), "keys.db"))
 	})
 }
@@ -38,27 +38,27 @@ func TestReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := keystest.NewRecord(t)
-	if err := s.Write(ctx, keys.Write{Insert: r}); err != nil {
+	r := storetest.NewRecord(t)
+	if err := s.Write(ctx, store.Write{Insert: r}); err != nil {
 		t.Fatal(err)
 	}
-	gone := keystest.NewRecord(t)
+	gone := storetest.NewRecord(t)
 	gone.AccountID = r.AccountID
-	if err := s.Write(ctx, keys.Write{Insert: gone}); err != nil {
+	if err := s.Write(ctx, store.Write{Insert: gone}); err != nil {
 		t.Fatal(err)
 	}
 	next := gone.Clone()
 	next.RevokedAt, next.Version = next.CreatedAt, next.Version+1
-	if err := s.Write(ctx, keys.Write{Replace: next}); err != nil {
+	if err := s.Write(ctx, store.Write{Replace: next}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: r.ID, At: r.CreatedAt.Add(1)}}); err != nil {
+	if err := s.TouchLastUsed(ctx, []store.LastUsed{{ID: r.ID, At: r.CreatedAt.Add(1)}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Get(ctx, r.ID); !errors.Is(err, keys.ErrClosed) {
+	if _, err := s.Get(ctx, r.ID); !errors.Is(err, sqlitestore.ErrClosed) {
 		t.Fatalf("Get after Close: %v", err)
 	}
 	for range 2 {
@@ -67,7 +67,7 @@ func TestReopen(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after reopening, the key is not found by digest: %v", err)
 		}
-		if d := keystest.Equal(got, r); d != "" && got.LastUsed.IsZero() {
+		if d := storetest.Equal(got, r); d != "" && got.LastUsed.IsZero() {
 			t.Fatalf("after reopening: %s", d)
 		}
 		g, err := s.Get(ctx, r.ID)
@@ -124,7 +124,7 @@ func TestBadFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 300 {
-		if err := s.Write(ctx, keys.Write{Insert: keystest.NewRecord(t)}); err != nil {
+		if err := s.Write(ctx, store.Write{Insert: storetest.NewRecord(t)}); err != nil {
 			t.Fatal(err)
 		}
 	}

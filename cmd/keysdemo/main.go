@@ -48,12 +48,15 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/keysotel"
+	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/pgstore"
 	"github.com/txcloud/keys/redislimit"
 	"github.com/txcloud/keys/sqlitestore"
+	"github.com/txcloud/keys/store"
 )
 
 func main() {
@@ -100,9 +103,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 			return err
 		}
 	}
-	opts := []keys.Option{keys.WithLogger(logger), keys.WithEventHook(func(_ context.Context, e keys.Event) {
-		if e.Type == keys.EventKeyLeaked { // where the host would tell the key's holder
-			logger.Warn("key leaked", "id", e.Key.ID, "url", e.Leak.URL, "source", e.Leak.Source)
+	opts := []keys.Option{keys.WithLogger(logger), keys.WithEventHook(func(_ context.Context, e event.Event) {
+		if e.Type == event.KeyLeaked { // where the host would tell the key's holder
+			logger.Warn("key leaked", "id", e.KeyID, "url", e.Leak.URL, "source", e.Leak.Source)
 		}
 	})}
 	if *planName != "" {
@@ -227,7 +230,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 }
 
 // openStore opens the store --store names, and returns how to close it.
-func openStore(ctx context.Context, kind, dsn, schema, dbPath string, logger *slog.Logger) (keys.Store, func(), error) {
+func openStore(ctx context.Context, kind, dsn, schema, dbPath string, logger *slog.Logger) (store.Store, func(), error) {
 	switch kind {
 	case "memory":
 		return memstore.New(), func() {}, nil
@@ -266,7 +269,7 @@ func openStore(ctx context.Context, kind, dsn, schema, dbPath string, logger *sl
 }
 
 // openLimiter connects the shared Redis limiter.
-func openLimiter(addr string, failOpen bool, logger *slog.Logger) (keys.Limiter, func(), error) {
+func openLimiter(addr string, failOpen bool, logger *slog.Logger) (limit.Limiter, func(), error) {
 	client := redis.NewClient(&redis.Options{Addr: addr})
 	var opts []redislimit.Option
 	if failOpen {
@@ -302,13 +305,17 @@ func newMux(m *keys.Manager, logger *slog.Logger, openPing bool, ghKeys []httpad
 
 func whoami(w http.ResponseWriter, r *http.Request) {
 	v, _ := keys.FromContext(r.Context())
+	perms := v.Permissions
+	if perms == nil {
+		perms = []string{} // an array, never null
+	}
 	writeJSON(w, map[string]any{
-		"id":          v.Key.ID,
-		"environment": v.Key.Environment,
-		"permissions": v.Key.APIKey().Permissions,
-		"account_id":  v.Key.AccountID,
-		"owner_id":    v.Key.OwnerID,
-		"metadata":    v.Key.Metadata, // as stored: no decoding per request
+		"id":          v.KeyID,
+		"environment": v.Environment,
+		"permissions": perms,
+		"account_id":  v.AccountID,
+		"owner_id":    v.OwnerID,
+		"metadata":    v.Metadata, // as stored: no decoding per request
 	})
 }
 
@@ -321,7 +328,7 @@ func ping(a *httpadapter.Adapter) http.HandlerFunc {
 		if vals, ok := q["sleep_ms"]; ok {
 			ms, err := strconv.Atoi(vals[0])
 			if len(vals) != 1 || err != nil || ms < 0 || ms > maxSleepMS || len(q) != 1 {
-				a.WriteError(w, r, &httpadapter.Error{Status: http.StatusBadRequest, Type: httpadapter.TypeValidation, Code: keys.CodeInvalidParameter, Param: "sleep_ms",
+				a.WriteError(w, r, &httpadapter.Error{Status: http.StatusBadRequest, Type: httpadapter.TypeValidation, Code: "invalid_parameter", Param: "sleep_ms",
 					Message: "sleep_ms is a whole number of milliseconds from 0 to 5000, given once"})
 				return
 			}
@@ -331,7 +338,7 @@ func ping(a *httpadapter.Adapter) http.HandlerFunc {
 				return
 			}
 		} else if len(q) != 0 {
-			a.WriteError(w, r, &httpadapter.Error{Status: http.StatusBadRequest, Type: httpadapter.TypeValidation, Code: keys.CodeInvalidParameter, Message: "unknown query parameter"})
+			a.WriteError(w, r, &httpadapter.Error{Status: http.StatusBadRequest, Type: httpadapter.TypeValidation, Code: "invalid_parameter", Message: "unknown query parameter"})
 			return
 		}
 		writeJSON(w, map[string]bool{"ok": true})

@@ -10,9 +10,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/keysotel"
 	"github.com/txcloud/keys/pgstore"
+	"github.com/txcloud/keys/store"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 )
@@ -22,7 +22,7 @@ import (
 // host that already uses OpenTelemetry takes, with no second adapter. The
 // registry is the demo's own, not Prometheus's global one. It returns the
 // Observer and a function that stops the server.
-func serveMetrics(ctx context.Context, addr string, store keys.Store, logger *slog.Logger) (*keysotel.Observer, func(), error) {
+func serveMetrics(ctx context.Context, addr string, store store.Store, logger *slog.Logger) (*keysotel.Observer, func(), error) {
 	reg := prometheus.NewRegistry()
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {

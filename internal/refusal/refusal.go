@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/sentinel"
+	"github.com/txcloud/keys/limit"
 )
 
 // Kind is what a transport turns into its status.
@@ -36,16 +38,16 @@ type Refusal struct {
 	Message    string
 	Param      string        // the request field at fault, if any
 	RetryAfter time.Duration // RateLimited: the wait before the next request may pass; CreditsExhausted: until the refill (0: none)
-	Limit      string        // RateLimited: which limit refused (keys.LimitName's String), if known
+	Limit      string        // RateLimited: which limit refused (limit.Name's String), if known
 }
 
 // limitMessages say which limit refused a request.
-var limitMessages = map[keys.LimitName]string{
-	keys.LimitKey:         "rate limit exceeded: this key's requests per minute",
-	keys.LimitAccount:     "rate limit exceeded: the account's requests per minute (its plan)",
-	keys.LimitAccountDay:  "daily quota exceeded: the account's requests per day (its plan; the day is UTC)",
-	keys.LimitEndpoint:    "rate limit exceeded: this key's requests per minute to this endpoint (its plan)",
-	keys.LimitConcurrency: "too many requests in flight: the account's concurrent requests (its plan)",
+var limitMessages = map[limit.Name]string{
+	limit.Key:           "rate limit exceeded: this key's requests per minute",
+	limit.AccountMinute: "rate limit exceeded: the account's requests per minute (its plan)",
+	limit.AccountDay:    "daily quota exceeded: the account's requests per day (its plan; the day is UTC)",
+	limit.Endpoint:      "rate limit exceeded: this key's requests per minute to this endpoint (its plan)",
+	limit.Concurrency:   "too many requests in flight: the account's concurrent requests (its plan)",
 }
 
 // Of classifies err.
@@ -89,6 +91,8 @@ func Of(err error) Refusal {
 		return Refusal{Kind: CreditsExhausted, Code: "credits_exhausted", Message: msg, RetryAfter: ce.RetryAfter}
 	case errors.Is(err, keys.ErrIdempotencyConflict):
 		return Refusal{Kind: IdempotencyConflict, Code: "idempotency_key_reused", Param: "Idempotency-Key", Message: "this Idempotency-Key was used with a different request"}
+	case errors.Is(err, sentinel.ErrUsageNotKept):
+		return Refusal{Kind: NotFound, Code: "not_found", Message: sentinel.ErrUsageNotKept.Error()}
 	case errors.Is(err, keys.ErrNotFound):
 		return Refusal{Kind: NotFound, Code: "not_found", Message: "not found"}
 	case errors.Is(err, keys.ErrUnavailable), errors.Is(err, keys.ErrClosed):

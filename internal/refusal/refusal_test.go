@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/limit"
 )
 
 // Every error the keys package returns has its kind and code, wrapped or
@@ -27,8 +28,8 @@ func TestOf(t *testing.T) {
 		{&keys.PermissionError{Param: "enabled", Message: "no"}, Forbidden, "forbidden"},
 		{keys.ErrPermissionDenied, Forbidden, "forbidden"},
 		{keys.ErrKeyLimit, KeyLimit, "key_limit_reached"},
-		{&keys.RateLimitError{RateLimit: keys.RateLimit{RetryAfter: 1500 * time.Millisecond}}, RateLimited, "rate_limit_exceeded"},
-		{&keys.ValidationError{Param: "name", Code: keys.CodeMissingParameter, Message: "name is required"}, Invalid, keys.CodeMissingParameter},
+		{&keys.RateLimitError{RateLimit: limit.Status{RetryAfter: 1500 * time.Millisecond}}, RateLimited, "rate_limit_exceeded"},
+		{&keys.ValidationError{Param: "name", Code: "missing_parameter", Message: "name is required"}, Invalid, "missing_parameter"},
 		{keys.ErrIdempotencyConflict, IdempotencyConflict, "idempotency_key_reused"},
 		{keys.ErrNotFound, NotFound, "not_found"},
 		{keys.ErrUnavailable, Unavailable, "service_unavailable"},
@@ -48,7 +49,7 @@ func TestOf(t *testing.T) {
 	if r := Of(&keys.PermissionError{Param: "enabled", Message: "no"}); r.Param != "enabled" || r.Message != "no" {
 		t.Fatalf("a permission error's param and message: %+v", r)
 	}
-	if r := Of(&keys.RateLimitError{RateLimit: keys.RateLimit{RetryAfter: 1500 * time.Millisecond}}); r.RetryAfter != 1500*time.Millisecond {
+	if r := Of(&keys.RateLimitError{RateLimit: limit.Status{RetryAfter: 1500 * time.Millisecond}}); r.RetryAfter != 1500*time.Millisecond {
 		t.Fatalf("retry after: %v", r.RetryAfter)
 	}
 	if r := Of(keys.ErrIdempotencyConflict); r.Param != "Idempotency-Key" {

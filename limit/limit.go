@@ -1,4 +1,15 @@
-package keys
+// Package limit counts requests against limits: a key's own rate limit,
+// an account plan's requests per minute, per UTC day and per endpoint, and
+// its requests in flight. It holds the Limiter contract, which a limiter
+// shared by several instances implements (the redislimit module, on
+// Redis), and NewMemory, the in-process limiter a keys.Manager uses unless
+// keys.WithLimiter gives another.
+//
+// The Manager builds the Checks of a request in keys.Manager.Verify and
+// asks the Limiter once, all or nothing: a request refused by one limit
+// spends none of the others. A Status is what the X-RateLimit-* headers
+// show.
+package limit
 
 import (
 	"context"
@@ -8,67 +19,64 @@ import (
 	"time"
 )
 
-// RateLimitWindow is the window of every per-minute limit: a key's
-// rate_limit, and a plan's per-minute and per-endpoint limits.
-const RateLimitWindow = time.Minute
+// Window is the window of every per-minute limit: a key's rate_limit, and
+// a plan's per-minute and per-endpoint limits.
+const Window = time.Minute
 
-// Day is the window of a plan's PerDay quota: a UTC calendar day, from
-// 00:00:00 UTC to the next. See Plan.
-const Day = 24 * time.Hour
+// dayLength is the window of a plan's per-day quota: a UTC calendar day.
+const dayLength = 24 * time.Hour
 
-// LimitName says which limit a Check counts against, and so which one a
+// Name says which limit a Check counts against, and so which one a
 // refusal names.
-type LimitName uint8
+type Name uint8
 
 // The limits a request can count against.
 const (
-	// LimitKey is the key's own rate_limit, per minute.
-	LimitKey LimitName = iota + 1
-	// LimitAccount is the plan's requests per minute, all of the
+	// Key is the key's own rate_limit, per minute.
+	Key Name = iota + 1
+	// AccountMinute is the plan's requests per minute, all of the
 	// account's keys together.
-	LimitAccount
-	// LimitAccountDay is the plan's requests per UTC day, all of the
-	// account's keys together.
-	LimitAccountDay
-	// LimitEndpoint is the plan's limit on one endpoint, per key, per
-	// minute.
-	LimitEndpoint
-	// LimitConcurrency is the plan's requests in flight at once, all of
-	// the account's keys together (Manager.Acquire).
-	LimitConcurrency
+	AccountMinute
+	// AccountDay is the plan's requests per UTC day, all of the account's
+	// keys together.
+	AccountDay
+	// Endpoint is the plan's limit on one endpoint, per key, per minute.
+	Endpoint
+	// Concurrency is the plan's requests in flight at once, all of the
+	// account's keys together (ConcurrencyLimiter).
+	Concurrency
 )
 
-var limitNames = [...]string{"", "key", "account_minute", "account_day", "endpoint", "concurrency"}
+var names = [...]string{"", "key", "account_minute", "account_day", "endpoint", "concurrency"}
 
-// String is the name the API uses for the limit: "key", "account_minute",
-// "account_day", "endpoint" or "concurrency".
-func (n LimitName) String() string {
-	if int(n) < len(limitNames) {
-		return limitNames[n]
+// String is the name the API uses for the limit: "key",
+// "account_minute", "account_day", "endpoint" or "concurrency".
+func (n Name) String() string {
+	if int(n) < len(names) {
+		return names[n]
 	}
 	return "unknown"
 }
 
-// Window is the period the limit counts over: Day for LimitAccountDay,
-// RateLimitWindow for the others (0 for LimitConcurrency, which counts
-// requests in flight).
-func (n LimitName) Window() time.Duration {
+// Window is the period the limit counts over: a UTC day for AccountDay,
+// Window for the others (0 for Concurrency, which counts requests in
+// flight).
+func (n Name) Window() time.Duration {
 	switch n {
-	case LimitAccountDay:
-		return Day
-	case LimitConcurrency:
+	case AccountDay:
+		return dayLength
+	case Concurrency:
 		return 0
 	}
-	return RateLimitWindow
+	return Window
 }
 
-// RateLimit is the state of one limit, as the X-RateLimit-* headers show
-// it.
-type RateLimit struct {
+// Status is the state of one limit, as the X-RateLimit-* headers show it.
+type Status struct {
 	// Name is the limit this describes: of a request that passed, the
 	// tightest that applied (fewest remaining); of a refused one, the one
 	// that refused it. 0 when no limit applied.
-	Name      LimitName
+	Name      Name
 	Limit     int       // requests per Name.Window(); 0: no limit applied
 	Remaining int       // requests that would pass right now
 	Reset     time.Time // when the full Limit is available again
@@ -82,20 +90,20 @@ const MaxChecks = 4
 
 // Check is one limit a request counts against.
 type Check struct {
-	Name LimitName
-	// ID is whose counter it is: the key's ID for LimitKey and
-	// LimitEndpoint, the account's for LimitAccount and LimitAccountDay.
+	Name Name
+	// ID is whose counter it is: the key's ID for Key and Endpoint, the
+	// account's for AccountMinute and AccountDay.
 	ID string
-	// Route tells one endpoint's counter from another's (LimitEndpoint:
-	// the plan's pattern); "" otherwise.
+	// Route tells one endpoint's counter from another's (Endpoint: the
+	// plan's pattern); "" otherwise.
 	Route string
 	// Max is the limit: requests per Name.Window(). A Check with Max 0 is
 	// not there.
 	Max int
 }
 
-// Checks are the limits of one request; those with Max 0 are unused. It is
-// an array, passed by value, so that building it allocates nothing.
+// Checks are the limits of one request; those with Max 0 are unused. It
+// is an array, passed by value, so that building it allocates nothing.
 type Checks [MaxChecks]Check
 
 // Limiter counts requests against limits. Implementations must be safe for
@@ -103,14 +111,14 @@ type Checks [MaxChecks]Check
 type Limiter interface {
 	// Allow counts one request against every check, all or nothing: if
 	// any check refuses, none is counted. It reports whether the request
-	// may pass, and the RateLimit of the tightest check (fewest remaining)
+	// may pass, and the Status of the tightest check (fewest remaining)
 	// or, on a refusal, of the refusing check whose RetryAfter is longest,
-	// so that one retry after it can pass. Checks named LimitAccountDay
-	// count per UTC calendar day; the others per RateLimitWindow, with a
-	// burst of the whole limit (GCRA). now is the Manager's clock; a
-	// shared limiter may use its own (a Redis server's) to stay consistent
-	// across instances. An error means the limiter could not decide.
-	Allow(ctx context.Context, checks Checks, now time.Time) (RateLimit, bool, error)
+	// so that one retry after it can pass. Checks named AccountDay count
+	// per UTC calendar day; the others per Window, with a burst of the
+	// whole limit (GCRA). now is the Manager's clock; a shared limiter
+	// may use its own (a Redis server's) to stay consistent across
+	// instances. An error means the limiter could not decide.
+	Allow(ctx context.Context, checks Checks, now time.Time) (Status, bool, error)
 }
 
 // Lease is a request in flight, counted by a ConcurrencyLimiter until it
@@ -122,20 +130,19 @@ type Lease struct {
 
 // ConcurrencyLimiter is a Limiter that also counts requests in flight,
 // the optional capability behind a plan's Concurrent limit
-// (Manager.Acquire). NewMemoryLimiter's limiter has it, and so does
+// (keys.Manager.Acquire). NewMemory's limiter has it, and so does
 // redislimit's, across instances.
 type ConcurrencyLimiter interface {
 	Limiter
 	// Acquire counts one more request of account in flight if fewer than
 	// max are, and returns its lease.
 	Acquire(ctx context.Context, account string, max int, now time.Time) (Lease, bool, error)
-	// Release ends a lease Acquire returned; release each lease once (a
-	// Slot does). The zero Lease is no lease, and releasing it changes
-	// nothing.
+	// Release ends a lease Acquire returned; release each lease once.
+	// The zero Lease is no lease, and releasing it changes nothing.
 	Release(ctx context.Context, l Lease) error
 }
 
-// memoryLimiter is the in-process Limiter: see NewMemoryLimiter.
+// memoryLimiter is the in-process Limiter: see NewMemory.
 type memoryLimiter struct {
 	seed     maphash.Seed
 	shards   [limiterShards]limiterShard
@@ -158,16 +165,16 @@ type limiterShard struct {
 // counter, its theoretical arrival time (Unix ns); for the day, the day's
 // number and its count (packDay). 0 is no state.
 type idState struct {
-	minute    int64            // LimitKey, or LimitAccount
-	day       int64            // LimitAccountDay
-	endpoints map[string]int64 // LimitEndpoint, by route; nil: none
+	minute    int64            // Key, or AccountMinute
+	day       int64            // AccountDay
+	endpoints map[string]int64 // Endpoint, by route; nil: none
 }
 
 // counter returns the check's state in s, creating it.
 func (s *limiterShard) counter(c *Check, st **idState) *int64 {
 	if *st == nil {
 		m := s.keys
-		if c.Name == LimitAccount || c.Name == LimitAccountDay {
+		if c.Name == AccountMinute || c.Name == AccountDay {
 			m = s.accounts
 		}
 		if *st = m[c.ID]; *st == nil {
@@ -176,9 +183,9 @@ func (s *limiterShard) counter(c *Check, st **idState) *int64 {
 		}
 	}
 	switch c.Name {
-	case LimitAccountDay:
+	case AccountDay:
 		return &(*st).day
-	case LimitEndpoint:
+	case Endpoint:
 		return nil
 	}
 	return &(*st).minute
@@ -186,16 +193,16 @@ func (s *limiterShard) counter(c *Check, st **idState) *int64 {
 
 var _ ConcurrencyLimiter = (*memoryLimiter)(nil)
 
-// NewMemoryLimiter returns an empty in-process Limiter, the Manager's
-// default. Per-minute limits are GCRA (the generic cell rate algorithm): a
-// limit of N allows a burst of N requests at once, then one every
-// minute/N, so at most N pass in any instant and a counter idle for a
-// minute has its full N again. Per-day limits count a UTC calendar day
-// exactly. The state is sharded so that different counters rarely share a
-// mutex; a counter's state is one int64, dropped once it equals no state
-// (a full bucket, a past day), so idle keys cost nothing. It is also a
-// ConcurrencyLimiter. Its methods never return an error.
-func NewMemoryLimiter() Limiter {
+// NewMemory returns an empty in-process limiter, the Manager's default.
+// Per-minute limits are GCRA (the generic cell rate algorithm): a limit
+// of N allows a burst of N requests at once, then one every minute/N, so
+// at most N pass in any instant and a counter idle for a minute has its
+// full N again. Per-day limits count a UTC calendar day exactly. The
+// state is sharded so that different counters rarely share a mutex; a
+// counter's state is one int64, dropped once it equals no state (a full
+// bucket, a past day), so idle keys cost nothing. Its methods never
+// return an error.
+func NewMemory() ConcurrencyLimiter {
 	l := &memoryLimiter{seed: maphash.MakeSeed()}
 	for i := range l.shards {
 		l.shards[i].keys = make(map[string]*idState)
@@ -212,7 +219,7 @@ func packDay(day, n int64) int64       { return day<<dayBits | n }
 func unpackDay(v int64) (int64, int64) { return v >> dayBits, v & (1<<dayBits - 1) }
 
 // Allow implements Limiter.
-func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (RateLimit, bool, error) {
+func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (Status, bool, error) {
 	t := now.UnixNano()
 	// Lock each shard the checks touch once, in ascending order, so that
 	// two requests sharing shards cannot deadlock.
@@ -244,7 +251,7 @@ func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (
 	for _, sh := range order[:n] {
 		s := &l.shards[sh]
 		s.mu.Lock()
-		if t-s.lastSweep > int64(RateLimitWindow) {
+		if t-s.lastSweep > int64(Window) {
 			s.sweep(t)
 		}
 	}
@@ -252,7 +259,7 @@ func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (
 	// minute and day) share one lookup.
 	var ids [MaxChecks]*idState
 	var next [MaxChecks]int64
-	var best RateLimit
+	var best Status
 	allowed, found := true, false
 	for i := range checks {
 		c := &checks[i]
@@ -260,7 +267,7 @@ func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (
 			continue
 		}
 		for j := range i {
-			if ids[j] != nil && checks[j].ID == c.ID && (checks[j].Name == LimitAccount || checks[j].Name == LimitAccountDay) == (c.Name == LimitAccount || c.Name == LimitAccountDay) {
+			if ids[j] != nil && checks[j].ID == c.ID && (checks[j].Name == AccountMinute || checks[j].Name == AccountDay) == (c.Name == AccountMinute || c.Name == AccountDay) {
 				ids[i] = ids[j]
 				break
 			}
@@ -272,9 +279,9 @@ func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (
 		} else {
 			cur = ids[i].endpoints[c.Route]
 		}
-		var rl RateLimit
+		var rl Status
 		var ok bool
-		if c.Name == LimitAccountDay {
+		if c.Name == AccountDay {
 			rl, next[i], ok = allowDay(cur, c.Max, t)
 		} else {
 			rl, next[i], ok = allowGCRA(cur, c.Max, t)
@@ -292,12 +299,12 @@ func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (
 			c := &checks[i]
 			switch {
 			case c.Max <= 0:
-			case c.Name == LimitEndpoint:
+			case c.Name == Endpoint:
 				if ids[i].endpoints == nil {
 					ids[i].endpoints = make(map[string]int64)
 				}
 				ids[i].endpoints[c.Route] = next[i]
-			case c.Name == LimitAccountDay:
+			case c.Name == AccountDay:
 				ids[i].day = next[i]
 			default:
 				ids[i].minute = next[i]
@@ -312,12 +319,12 @@ func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (
 
 // allowGCRA decides one per-minute check: its state after the request,
 // and whether it may pass.
-func allowGCRA(tat int64, limit int, t int64) (RateLimit, int64, bool) {
-	interval := int64(RateLimitWindow) / int64(limit)
+func allowGCRA(tat int64, limit int, t int64) (Status, int64, bool) {
+	interval := int64(Window) / int64(limit)
 	capacity := interval * int64(limit)
 	tat = max(tat, t)
 	next := tat + interval
-	rl := RateLimit{Limit: limit}
+	rl := Status{Limit: limit}
 	if next-t > capacity {
 		rl.Reset = time.Unix(0, tat)
 		rl.RetryAfter = time.Duration(next - t - capacity)
@@ -329,14 +336,14 @@ func allowGCRA(tat int64, limit int, t int64) (RateLimit, int64, bool) {
 }
 
 // allowDay decides one per-day check.
-func allowDay(state int64, limit int, t int64) (RateLimit, int64, bool) {
-	today := t / int64(Day)
+func allowDay(state int64, limit int, t int64) (Status, int64, bool) {
+	today := t / int64(dayLength)
 	day, n := unpackDay(state)
 	if day != today {
 		n = 0
 	}
-	end := (today + 1) * int64(Day)
-	rl := RateLimit{Limit: limit, Reset: time.Unix(0, end)}
+	end := (today + 1) * int64(dayLength)
+	rl := Status{Limit: limit, Reset: time.Unix(0, end)}
 	if n >= int64(limit) {
 		rl.RetryAfter = time.Duration(end - t)
 		return rl, state, false
@@ -347,7 +354,7 @@ func allowDay(state int64, limit int, t int64) (RateLimit, int64, bool) {
 
 // sweep drops state that equals no state: a full bucket, a past day.
 func (s *limiterShard) sweep(now int64) {
-	today := now / int64(Day)
+	today := now / int64(dayLength)
 	for _, m := range []map[string]*idState{s.keys, s.accounts} {
 		for id, st := range m {
 			if day, _ := unpackDay(st.day); day < today {

@@ -1,12 +1,12 @@
-// Package keystest is the conformance suite for keys.Store implementations.
+// Package keystest is the conformance suite for store.Store implementations.
 // A store's tests call Run with a constructor; every case gets a fresh
 // store, so stores backed by a server should give each one its own schema
 // or database.
 //
 //	func TestConformance(t *testing.T) {
-//		keystest.Run(t, func(t *testing.T) keys.Store { return memstore.New() })
+//		keystest.Run(t, func(t *testing.T) store.Store { return memstore.New() })
 //	}
-package keystest
+package storetest
 
 import (
 	"context"
@@ -22,16 +22,19 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/credits"
+	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/usage"
 )
 
 // Run checks that the stores newStore returns keep every rule of the
-// keys.Store contract, then runs a keys.Manager on one: create, verify,
+// store.Store contract, then runs a keys.Manager on one: create, verify,
 // update, roll, revoke and list. Each case gets a fresh store; clean it up
 // with t.Cleanup in newStore if it needs closing.
-func Run(t *testing.T, newStore func(t *testing.T) keys.Store) {
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	cases := []struct {
 		name string
-		fn   func(*testing.T, keys.Store)
+		fn   func(*testing.T, store.Store)
 	}{
 		{"InsertThenGetAndLookup", testInsertGetLookup},
 		{"NotFound", testNotFound},
@@ -72,18 +75,18 @@ func Run(t *testing.T, newStore func(t *testing.T) keys.Store) {
 var base = time.Date(2031, 5, 6, 7, 8, 9, 123456000, time.UTC)
 
 // NewRecord returns a record with every field set and a random ID and hash.
-func NewRecord(t testing.TB) *keys.Record {
+func NewRecord(t testing.TB) *store.Record {
 	t.Helper()
-	var h keys.Digest
+	var h store.Digest
 	if _, err := rand.Read(h[:]); err != nil {
 		t.Fatal(err)
 	}
-	return &keys.Record{
+	return &store.Record{
 		ID:          "key_" + rand.Text(),
 		AccountID:   "acct_" + rand.Text()[:8],
 		Name:        "conformance ✓",
 		Prefix:      "txc_test_abcd",
-		Environment: keys.Test,
+		Environment: "test",
 		Permissions: []string{"identity:read", "developers:write"},
 		AllowedIPs:  []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::1/128")},
 		RateLimit:   120,
@@ -98,7 +101,7 @@ func NewRecord(t testing.TB) *keys.Record {
 
 // Equal reports how two records differ, or "" if they do not. Times are
 // compared as instants.
-func Equal(got, want *keys.Record) string {
+func Equal(got, want *store.Record) string {
 	switch {
 	case got.ID != want.ID:
 		return fmt.Sprintf("ID %q, want %q", got.ID, want.ID)
@@ -140,22 +143,22 @@ func Equal(got, want *keys.Record) string {
 	return ""
 }
 
-func mustCreate(t *testing.T, s keys.Store, r *keys.Record, idem *keys.IdempotencyRecord) {
+func mustCreate(t *testing.T, s store.Store, r *store.Record, idem *store.IdempotencyRecord) {
 	t.Helper()
-	if err := s.Write(context.Background(), keys.Write{Insert: r, Idempotency: idem}); err != nil {
+	if err := s.Write(context.Background(), store.Write{Insert: r, Idempotency: idem}); err != nil {
 		t.Fatalf("Write(Insert): %v", err)
 	}
 }
 
-func insert(s keys.Store, r *keys.Record, idem *keys.IdempotencyRecord) error {
-	return s.Write(context.Background(), keys.Write{Insert: r, Idempotency: idem})
+func insert(s store.Store, r *store.Record, idem *store.IdempotencyRecord) error {
+	return s.Write(context.Background(), store.Write{Insert: r, Idempotency: idem})
 }
 
-func replace(s keys.Store, r *keys.Record) error {
-	return s.Write(context.Background(), keys.Write{Replace: r})
+func replace(s store.Store, r *store.Record) error {
+	return s.Write(context.Background(), store.Write{Replace: r})
 }
 
-func testInsertGetLookup(t *testing.T, s keys.Store) {
+func testInsertGetLookup(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
 	want := r.Clone()
@@ -188,21 +191,21 @@ func testInsertGetLookup(t *testing.T, s keys.Store) {
 	}
 }
 
-func testNotFound(t *testing.T, s keys.Store) {
+func testNotFound(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	mustCreate(t, s, NewRecord(t), nil)
-	if _, err := s.Get(ctx, "key_missing"); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.Get(ctx, "key_missing"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Get(missing) = %v, want ErrNotFound", err)
 	}
-	if _, err := s.LookupDigest(ctx, keys.Digest{1, 2, 3}); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.LookupDigest(ctx, store.Digest{1, 2, 3}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("LookupDigest(missing) = %v, want ErrNotFound", err)
 	}
-	if _, err := s.LookupIdempotency(ctx, keys.Digest{4, 5, 6}, base); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.LookupIdempotency(ctx, store.Digest{4, 5, 6}, base); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("LookupIdempotency(missing) = %v, want ErrNotFound", err)
 	}
 }
 
-func testDuplicateID(t *testing.T, s keys.Store) {
+func testDuplicateID(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	first := NewRecord(t)
 	id := first.ID
@@ -210,30 +213,30 @@ func testDuplicateID(t *testing.T, s keys.Store) {
 	second := NewRecord(t)
 	second.ID = id
 	h := second.Digest
-	if err := insert(s, second, nil); !errors.Is(err, keys.ErrDuplicate) {
+	if err := insert(s, second, nil); !errors.Is(err, store.ErrDuplicate) {
 		t.Fatalf("Insert(same ID) = %v, want ErrDuplicate", err)
 	}
-	if _, err := s.LookupDigest(ctx, h); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.LookupDigest(ctx, h); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the refused record is findable: %v", err)
 	}
 }
 
-func testDuplicateDigest(t *testing.T, s keys.Store) {
+func testDuplicateDigest(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	first := NewRecord(t)
 	mustCreate(t, s, first, nil)
 	second := NewRecord(t)
 	second.Digest = first.Digest
 	id := second.ID
-	if err := insert(s, second, nil); !errors.Is(err, keys.ErrDuplicate) {
+	if err := insert(s, second, nil); !errors.Is(err, store.ErrDuplicate) {
 		t.Fatalf("Insert(same digest) = %v, want ErrDuplicate", err)
 	}
-	if _, err := s.Get(ctx, id); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.Get(ctx, id); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the refused record is findable: %v", err)
 	}
 }
 
-func testLookupIgnoresState(t *testing.T, s keys.Store) {
+func testLookupIgnoresState(t *testing.T, s store.Store) {
 	r := NewRecord(t)
 	r.ExpiresAt = base.Add(-time.Hour)
 	r.RevokedAt = base.Add(-time.Minute)
@@ -251,14 +254,14 @@ func testLookupIgnoresState(t *testing.T, s keys.Store) {
 // Records a store returns are read-only and may be shared, so the store
 // must never change one after handing it out: a Replace or a TouchLastUsed
 // makes a new record.
-func testReturnedRecordsNeverChange(t *testing.T, s keys.Store) {
+func testReturnedRecordsNeverChange(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
 	mustCreate(t, s, r, nil)
 	id, d, acct := r.ID, r.Digest, r.AccountID
 	// hold returns the record as Get, LookupDigest and List give it, and a
 	// copy of each to compare it with later (a lookup's LastUsed may lag).
-	type held struct{ got, want *keys.Record }
+	type held struct{ got, want *store.Record }
 	hold := func() map[string]held {
 		t.Helper()
 		byID, err := s.Get(ctx, id)
@@ -269,7 +272,7 @@ func testReturnedRecordsNeverChange(t *testing.T, s keys.Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		listed, err := s.List(ctx, keys.ListQuery{AccountID: acct, Limit: 10})
+		listed, err := s.List(ctx, store.ListQuery{AccountID: acct, Limit: 10})
 		if err != nil || len(listed) != 1 {
 			t.Fatalf("List: %d records, %v", len(listed), err)
 		}
@@ -284,7 +287,7 @@ func testReturnedRecordsNeverChange(t *testing.T, s keys.Store) {
 		}
 	}
 	records := hold()
-	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: id, At: base.Add(time.Hour)}}); err != nil {
+	if err := s.TouchLastUsed(ctx, []store.LastUsed{{ID: id, At: base.Add(time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
 	unchanged("a TouchLastUsed", records)
@@ -299,7 +302,7 @@ func testReturnedRecordsNeverChange(t *testing.T, s keys.Store) {
 
 // A hot key is looked up on every request: a repeated lookup of the same
 // digest must not allocate.
-func testLookupAllocatesNothing(t *testing.T, s keys.Store) {
+func testLookupAllocatesNothing(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
 	d := r.Digest
@@ -314,9 +317,9 @@ func testLookupAllocatesNothing(t *testing.T, s keys.Store) {
 	}
 }
 
-func newIdem(t *testing.T, keyID string, created time.Time) *keys.IdempotencyRecord {
+func newIdem(t *testing.T, keyID string, created time.Time) *store.IdempotencyRecord {
 	t.Helper()
-	e := &keys.IdempotencyRecord{KeyID: keyID, Sealed: []byte("sealed\x00bytes"), CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
+	e := &store.IdempotencyRecord{KeyID: keyID, Sealed: []byte("sealed\x00bytes"), CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
 	if _, err := rand.Read(e.Scope[:]); err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +329,7 @@ func newIdem(t *testing.T, keyID string, created time.Time) *keys.IdempotencyRec
 	return e
 }
 
-func testIdempotencyRoundTrip(t *testing.T, s keys.Store) {
+func testIdempotencyRoundTrip(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
 	e := newIdem(t, r.ID, base)
@@ -344,7 +347,7 @@ func testIdempotencyRoundTrip(t *testing.T, s keys.Store) {
 	if _, err := s.LookupIdempotency(ctx, want.Scope, want.ExpiresAt.Add(-time.Microsecond)); err != nil {
 		t.Fatalf("entry missing just before it expires: %v", err)
 	}
-	if _, err := s.LookupIdempotency(ctx, want.Scope, want.ExpiresAt); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.LookupIdempotency(ctx, want.Scope, want.ExpiresAt); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("entry found at its expiry: %v", err)
 	}
 	if _, err := s.Get(ctx, r.ID); err != nil {
@@ -352,7 +355,7 @@ func testIdempotencyRoundTrip(t *testing.T, s keys.Store) {
 	}
 }
 
-func testIdempotencyExists(t *testing.T, s keys.Store) {
+func testIdempotencyExists(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	first := NewRecord(t)
 	e := newIdem(t, first.ID, base)
@@ -362,10 +365,10 @@ func testIdempotencyExists(t *testing.T, s keys.Store) {
 	id := second.ID
 	e2 := newIdem(t, id, base.Add(time.Hour))
 	e2.Scope = scope
-	if err := insert(s, second, e2); !errors.Is(err, keys.ErrIdempotencyKeyExists) {
+	if err := insert(s, second, e2); !errors.Is(err, store.ErrIdempotencyKeyExists) {
 		t.Fatalf("Write(same scope) = %v, want ErrIdempotencyKeyExists", err)
 	}
-	if _, err := s.Get(ctx, id); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.Get(ctx, id); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the record of a refused idempotent create was stored: %v", err)
 	}
 	got, err := s.LookupIdempotency(ctx, scope, base.Add(time.Hour))
@@ -374,7 +377,7 @@ func testIdempotencyExists(t *testing.T, s keys.Store) {
 	}
 }
 
-func testIdempotencyExpired(t *testing.T, s keys.Store) {
+func testIdempotencyExpired(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	first := NewRecord(t)
 	e := newIdem(t, first.ID, base)
@@ -394,7 +397,7 @@ func testIdempotencyExpired(t *testing.T, s keys.Store) {
 	}
 }
 
-func testDuplicateWithIdempotency(t *testing.T, s keys.Store) {
+func testDuplicateWithIdempotency(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	first := NewRecord(t)
 	mustCreate(t, s, first, nil)
@@ -402,22 +405,22 @@ func testDuplicateWithIdempotency(t *testing.T, s keys.Store) {
 	dup.ID = first.ID
 	e := newIdem(t, dup.ID, base)
 	scope := e.Scope
-	if err := insert(s, dup, e); !errors.Is(err, keys.ErrDuplicate) {
+	if err := insert(s, dup, e); !errors.Is(err, store.ErrDuplicate) {
 		t.Fatalf("Write = %v, want ErrDuplicate", err)
 	}
-	if _, err := s.LookupIdempotency(ctx, scope, base); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.LookupIdempotency(ctx, scope, base); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the idempotency entry of a refused create was stored: %v", err)
 	}
 }
 
-func testTouchLastUsed(t *testing.T, s keys.Store) {
+func testTouchLastUsed(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	a, b := NewRecord(t), NewRecord(t)
 	aID, bID := a.ID, b.ID
 	mustCreate(t, s, a, nil)
 	mustCreate(t, s, b, nil)
 	t1 := base.Add(time.Minute)
-	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: aID, At: t1}, {ID: "key_unknown", At: t1}}); err != nil {
+	if err := s.TouchLastUsed(ctx, []store.LastUsed{{ID: aID, At: t1}, {ID: "key_unknown", At: t1}}); err != nil {
 		t.Fatalf("TouchLastUsed: %v", err)
 	}
 	check := func(id string, want time.Time) {
@@ -429,7 +432,7 @@ func testTouchLastUsed(t *testing.T, s keys.Store) {
 		if !got.LastUsed.Equal(want) {
 			t.Fatalf("LastUsed of %s = %v, want %v", id, got.LastUsed, want)
 		}
-		listed, err := s.List(ctx, keys.ListQuery{AccountID: got.AccountID, Limit: 1})
+		listed, err := s.List(ctx, store.ListQuery{AccountID: got.AccountID, Limit: 1})
 		if err != nil || len(listed) != 1 || !listed[0].LastUsed.Equal(want) {
 			t.Fatalf("List does not see LastUsed %v (%v)", want, err)
 		}
@@ -437,7 +440,7 @@ func testTouchLastUsed(t *testing.T, s keys.Store) {
 	check(aID, t1)
 	check(bID, time.Time{})
 	// Never backwards.
-	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: aID, At: base}, {ID: bID, At: t1}}); err != nil {
+	if err := s.TouchLastUsed(ctx, []store.LastUsed{{ID: aID, At: base}, {ID: bID, At: t1}}); err != nil {
 		t.Fatal(err)
 	}
 	check(aID, t1)
@@ -446,13 +449,13 @@ func testTouchLastUsed(t *testing.T, s keys.Store) {
 		t.Fatalf("empty batch: %v", err)
 	}
 	// A large batch in one call.
-	var batch []keys.LastUsed
+	var batch []store.LastUsed
 	var ids []string
 	for range 300 {
 		r := NewRecord(t)
 		ids = append(ids, r.ID)
 		mustCreate(t, s, r, nil)
-		batch = append(batch, keys.LastUsed{ID: r.ID, At: t1})
+		batch = append(batch, store.LastUsed{ID: r.ID, At: t1})
 	}
 	if err := s.TouchLastUsed(ctx, batch); err != nil {
 		t.Fatal(err)
@@ -462,11 +465,11 @@ func testTouchLastUsed(t *testing.T, s keys.Store) {
 	}
 }
 
-func testConcurrent(t *testing.T, s keys.Store) {
+func testConcurrent(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	const workers, each = 8, 25
 	var wg sync.WaitGroup
-	hashes := make([][]keys.Digest, workers)
+	hashes := make([][]store.Digest, workers)
 	for w := range workers {
 		wg.Add(1)
 		go func() {
@@ -482,7 +485,7 @@ func testConcurrent(t *testing.T, s keys.Store) {
 					t.Error(err)
 					return
 				}
-				if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: id, At: base}}); err != nil {
+				if err := s.TouchLastUsed(ctx, []store.LastUsed{{ID: id, At: base}}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -502,7 +505,7 @@ func testConcurrent(t *testing.T, s keys.Store) {
 
 // mustGet returns a copy of the stored record, free to edit (records a
 // store returns are read-only).
-func mustGet(t *testing.T, s keys.Store, id string) *keys.Record {
+func mustGet(t *testing.T, s store.Store, id string) *store.Record {
 	t.Helper()
 	r, err := s.Get(context.Background(), id)
 	if err != nil {
@@ -511,7 +514,7 @@ func mustGet(t *testing.T, s keys.Store, id string) *keys.Record {
 	return r.Clone()
 }
 
-func testReplaceReplaces(t *testing.T, s keys.Store) {
+func testReplaceReplaces(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
 	mustCreate(t, s, r, nil)
@@ -524,7 +527,7 @@ func testReplaceReplaces(t *testing.T, s keys.Store) {
 	next.RevokedAt = base.Add(time.Hour)
 	next.OwnerID = "other-owner"
 	next.Metadata = json.RawMessage(`{"changed":true}`)
-	next.Disabled = keys.DisabledByHost
+	next.Disabled = store.DisabledByHost
 	next.Version = 2
 	want := next.Clone()
 	if err := replace(s, next); err != nil {
@@ -544,12 +547,12 @@ func testReplaceReplaces(t *testing.T, s keys.Store) {
 	}
 	missing := NewRecord(t)
 	missing.Version = 2
-	if err := replace(s, missing); !errors.Is(err, keys.ErrNotFound) {
+	if err := replace(s, missing); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Replace(unknown) = %v, want ErrNotFound", err)
 	}
 }
 
-func testReplaceStale(t *testing.T, s keys.Store) {
+func testReplaceStale(t *testing.T, s store.Store) {
 	r := NewRecord(t)
 	want := r.Clone()
 	mustCreate(t, s, r, nil)
@@ -557,7 +560,7 @@ func testReplaceStale(t *testing.T, s keys.Store) {
 		stale := mustGet(t, s, want.ID)
 		stale.Name = "lost update"
 		stale.Version = v
-		if err := replace(s, stale); !errors.Is(err, keys.ErrStale) {
+		if err := replace(s, stale); !errors.Is(err, store.ErrStale) {
 			t.Fatalf("Replace at version %d over 1 = %v, want ErrStale", v, err)
 		}
 	}
@@ -571,7 +574,7 @@ func testReplaceStale(t *testing.T, s keys.Store) {
 	if err := replace(s, a); err != nil {
 		t.Fatal(err)
 	}
-	if err := replace(s, b); !errors.Is(err, keys.ErrStale) {
+	if err := replace(s, b); !errors.Is(err, store.ErrStale) {
 		t.Fatalf("second writer: %v, want ErrStale", err)
 	}
 	if got := mustGet(t, s, want.ID); got.RevokedAt.IsZero() {
@@ -582,14 +585,14 @@ func testReplaceStale(t *testing.T, s keys.Store) {
 // LastUsed belongs to TouchLastUsed: a Replace keeps the stored one,
 // whether its own is earlier (a Manager's copy read before a flush) or
 // later.
-func testReplaceKeepsLastUsed(t *testing.T, s keys.Store) {
+func testReplaceKeepsLastUsed(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
 	id := r.ID
 	mustCreate(t, s, r, nil)
 	next := mustGet(t, s, id) // LastUsed zero
 	used := base.Add(time.Hour)
-	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: id, At: used}}); err != nil {
+	if err := s.TouchLastUsed(ctx, []store.LastUsed{{ID: id, At: used}}); err != nil {
 		t.Fatal(err)
 	}
 	next.Name, next.Version = "renamed", 2
@@ -612,13 +615,13 @@ func testReplaceKeepsLastUsed(t *testing.T, s keys.Store) {
 // A key's secret is fixed: a Replace that changes the Digest is refused
 // and writes nothing, so the old digest still finds the record and the new
 // one finds nothing.
-func testReplaceKeepsDigest(t *testing.T, s keys.Store) {
+func testReplaceKeepsDigest(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
 	want := r.Clone()
 	mustCreate(t, s, r, nil)
 	next := mustGet(t, s, want.ID)
-	var other keys.Digest
+	var other store.Digest
 	if _, err := rand.Read(other[:]); err != nil {
 		t.Fatal(err)
 	}
@@ -629,7 +632,7 @@ func testReplaceKeepsDigest(t *testing.T, s keys.Store) {
 	if d := Equal(mustGet(t, s, want.ID), want); d != "" {
 		t.Fatalf("a refused Replace changed the record: %s", d)
 	}
-	if _, err := s.LookupDigest(ctx, other); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.LookupDigest(ctx, other); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the refused digest finds a record: %v", err)
 	}
 	if got, err := s.LookupDigest(ctx, want.Digest); err != nil || got.ID != want.ID {
@@ -637,7 +640,7 @@ func testReplaceKeepsDigest(t *testing.T, s keys.Store) {
 	}
 }
 
-func testReplaceWithInsert(t *testing.T, s keys.Store) {
+func testReplaceWithInsert(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	r := NewRecord(t)
 	mustCreate(t, s, r, nil)
@@ -647,7 +650,7 @@ func testReplaceWithInsert(t *testing.T, s keys.Store) {
 	wantOld, wantSucc := old.Clone(), succ.Clone()
 	e := newIdem(t, wantSucc.ID, base)
 	scope := e.Scope
-	if err := s.Write(ctx, keys.Write{Replace: old, Insert: succ, Idempotency: e}); err != nil {
+	if err := s.Write(ctx, store.Write{Replace: old, Insert: succ, Idempotency: e}); err != nil {
 		t.Fatalf("Write(Replace, Insert): %v", err)
 	}
 	if got, err := s.LookupIdempotency(ctx, scope, base); err != nil || got.KeyID != wantSucc.ID {
@@ -671,10 +674,10 @@ func testReplaceWithInsert(t *testing.T, s keys.Store) {
 	dupID := dup.ID
 	e2 := newIdem(t, dupID, base)
 	scope2 := e2.Scope
-	if err := s.Write(ctx, keys.Write{Replace: again, Insert: dup, Idempotency: e2}); !errors.Is(err, keys.ErrDuplicate) {
+	if err := s.Write(ctx, store.Write{Replace: again, Insert: dup, Idempotency: e2}); !errors.Is(err, store.ErrDuplicate) {
 		t.Fatalf("colliding successor: %v, want ErrDuplicate", err)
 	}
-	if _, err := s.LookupIdempotency(ctx, scope2, base); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.LookupIdempotency(ctx, scope2, base); !errors.Is(err, store.ErrNotFound) {
 		t.Fatal("the idempotency entry of a refused Write was stored")
 	}
 	if d := Equal(mustGet(t, s, wantOld.ID), wantOld); d != "" {
@@ -687,21 +690,21 @@ func testReplaceWithInsert(t *testing.T, s keys.Store) {
 	succ2ID := succ2.ID
 	e3 := newIdem(t, succ2ID, base.Add(time.Minute))
 	e3.Scope = scope
-	if err := s.Write(ctx, keys.Write{Replace: again, Insert: succ2, Idempotency: e3}); !errors.Is(err, keys.ErrIdempotencyKeyExists) {
+	if err := s.Write(ctx, store.Write{Replace: again, Insert: succ2, Idempotency: e3}); !errors.Is(err, store.ErrIdempotencyKeyExists) {
 		t.Fatalf("Write into a taken scope: %v, want ErrIdempotencyKeyExists", err)
 	}
-	if _, err := s.Get(ctx, succ2ID); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.Get(ctx, succ2ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatal("the successor of a refused Write was stored")
 	}
 	if d := Equal(mustGet(t, s, wantOld.ID), wantOld); d != "" {
 		t.Fatalf("the update of a refused pair was stored: %s", d)
 	}
-	if _, err := s.Get(ctx, dupID); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.Get(ctx, dupID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatal("the refused successor was stored")
 	}
 }
 
-func testListOrderAndFilters(t *testing.T, s keys.Store) {
+func testListOrderAndFilters(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	acct := "acct_list_" + rand.Text()[:6]
 	want := map[string]bool{}
@@ -710,7 +713,7 @@ func testListOrderAndFilters(t *testing.T, s keys.Store) {
 		r.AccountID = acct
 		r.CreatedAt = base.Add(time.Duration(i/2) * time.Minute) // pairs share a time: ID breaks the tie
 		if i%3 == 0 {
-			r.Environment = keys.Live
+			r.Environment = "live"
 		}
 		if i == 4 {
 			r.RevokedAt = base
@@ -722,7 +725,7 @@ func testListOrderAndFilters(t *testing.T, s keys.Store) {
 	other.AccountID = "acct_other_" + rand.Text()[:6]
 	mustCreate(t, s, other, nil)
 
-	got, err := s.List(ctx, keys.ListQuery{AccountID: acct, Limit: 100})
+	got, err := s.List(ctx, store.ListQuery{AccountID: acct, Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -740,7 +743,7 @@ func testListOrderAndFilters(t *testing.T, s keys.Store) {
 			t.Fatalf("not newest first at %d", i)
 		}
 	}
-	count := func(q keys.ListQuery) int {
+	count := func(q store.ListQuery) int {
 		t.Helper()
 		q.AccountID, q.Limit = acct, 100
 		rs, err := s.List(ctx, q)
@@ -750,22 +753,22 @@ func testListOrderAndFilters(t *testing.T, s keys.Store) {
 		return len(rs)
 	}
 	yes, no := true, false
-	if n := count(keys.ListQuery{Environment: keys.Live}); n != 2 {
+	if n := count(store.ListQuery{Environment: "live"}); n != 2 {
 		t.Fatalf("live: %d, want 2", n)
 	}
-	if n := count(keys.ListQuery{Revoked: &yes}); n != 1 {
+	if n := count(store.ListQuery{Revoked: &yes}); n != 1 {
 		t.Fatalf("revoked: %d, want 1", n)
 	}
-	if n := count(keys.ListQuery{Revoked: &no, Environment: keys.Test}); n != 3 {
+	if n := count(store.ListQuery{Revoked: &no, Environment: "test"}); n != 3 {
 		t.Fatalf("unrevoked test keys: %d, want 3", n)
 	}
-	page, err := s.List(ctx, keys.ListQuery{AccountID: acct, Limit: 2})
+	page, err := s.List(ctx, store.ListQuery{AccountID: acct, Limit: 2})
 	if err != nil || len(page) != 2 || page[0].ID != got[0].ID || page[1].ID != got[1].ID {
 		t.Fatalf("limit 2: %d records, %v", len(page), err)
 	}
 }
 
-func testListPaging(t *testing.T, s keys.Store) {
+func testListPaging(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	acct := "acct_page_" + rand.Text()[:6]
 	existing := map[string]bool{}
@@ -777,9 +780,9 @@ func testListPaging(t *testing.T, s keys.Store) {
 		mustCreate(t, s, r, nil)
 	}
 	seen := map[string]int{}
-	var after *keys.ListPosition
+	var after *store.ListPosition
 	for page := 0; ; page++ {
-		rs, err := s.List(ctx, keys.ListQuery{AccountID: acct, Limit: 7, After: after})
+		rs, err := s.List(ctx, store.ListQuery{AccountID: acct, Limit: 7, After: after})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -797,7 +800,7 @@ func testListPaging(t *testing.T, s keys.Store) {
 			break
 		}
 		last := rs[len(rs)-1]
-		after = &keys.ListPosition{CreatedAt: last.CreatedAt, ID: last.ID}
+		after = &store.ListPosition{CreatedAt: last.CreatedAt, ID: last.ID}
 	}
 	for id := range existing {
 		if seen[id] != 1 {
@@ -813,7 +816,7 @@ func testListPaging(t *testing.T, s keys.Store) {
 
 // testManager runs a keys.Manager on the store: every operation of the
 // lifecycle, checked through Verify as a host would see it.
-func testManager(t *testing.T, s keys.Store) {
+func testManager(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	var mu sync.Mutex
 	now := time.Now().UTC().Truncate(time.Second)
@@ -834,8 +837,8 @@ func testManager(t *testing.T, s keys.Store) {
 		t.Fatalf("Create: %v", err)
 	}
 	v, err := m.Verify(ctx, string(admin.Key), keys.Require("developers:write"))
-	if err != nil || v.Key.ID != admin.ID || v.Key.AccountID != acct {
-		t.Fatalf("Verify(new key) = %+v, %v", v.Key, err)
+	if err != nil || v.KeyID != admin.ID || v.AccountID != acct {
+		t.Fatalf("Verify(new key) = %+v, %v", v, err)
 	}
 	p := v.Principal()
 	as := m.As(p)
@@ -862,8 +865,8 @@ func testManager(t *testing.T, s keys.Store) {
 		t.Fatalf("Update: %v", err)
 	}
 	v, err = m.Verify(ctx, string(svc.Key))
-	if err != nil || v.Key.Name != "renamed" || len(v.Key.Permissions) != 0 {
-		t.Fatalf("Verify after Update: %+v, %v", v.Key, err)
+	if err != nil || v.Name != "renamed" || len(v.Permissions) != 0 {
+		t.Fatalf("Verify after Update: %+v, %v", v, err)
 	}
 	if _, err := m.Verify(ctx, string(svc.Key), keys.Require("kyb:read")); !errors.Is(err, keys.ErrPermissionDenied) {
 		t.Fatalf("a removed permission still passes: %v", err)
@@ -897,8 +900,8 @@ func testManager(t *testing.T, s keys.Store) {
 
 	// List sees the account's three keys, newest first; last-used times
 	// reach the store when flushed.
-	if err := m.FlushLastUsed(ctx); err != nil {
-		t.Fatalf("FlushLastUsed: %v", err)
+	if err := m.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
 	}
 	l, err := as.List(ctx, keys.ListFilter{})
 	if err != nil || len(l.Data) != 3 {
@@ -930,8 +933,8 @@ func testManagerCarries(t *testing.T, m *keys.Manager, as keys.Scoped, advance f
 		t.Fatalf("Create with owner and metadata: %v", err)
 	}
 	v, err := m.Verify(ctx, string(c.Key))
-	if err != nil || v.Key.OwnerID != "owner-1" || string(v.Key.Metadata) != meta {
-		t.Fatalf("Verify: %v, owner %q, metadata %s", err, v.Key.OwnerID, v.Key.Metadata)
+	if err != nil || v.OwnerID != "owner-1" || string(v.Metadata) != meta {
+		t.Fatalf("Verify: %v, owner %q, metadata %s", err, v.OwnerID, v.Metadata)
 	}
 	if k, err := as.Get(ctx, c.ID); err != nil || k.OwnerID != "owner-1" || string(k.Metadata) != meta || !k.Enabled {
 		t.Fatalf("Get: %v %+v", err, k)
@@ -943,8 +946,8 @@ func testManagerCarries(t *testing.T, m *keys.Manager, as keys.Scoped, advance f
 		t.Fatalf("Update: %v", err)
 	}
 	v, err = m.Verify(ctx, string(c.Key))
-	if !errors.Is(err, keys.ErrKeyDisabled) || string(v.Key.Metadata) != `{"plan":"free"}` {
-		t.Fatalf("Verify of the disabled key: %v, metadata %s", err, v.Key.Metadata)
+	if !errors.Is(err, keys.ErrKeyDisabled) || string(v.Metadata) != `{"plan":"free"}` {
+		t.Fatalf("Verify of the disabled key: %v, metadata %s", err, v.Metadata)
 	}
 	if _, err := as.Update(ctx, c.ID, keys.APIKeyUpdate{Enabled: keys.Change(true)}); err != nil {
 		t.Fatal(err)
@@ -956,7 +959,7 @@ func testManagerCarries(t *testing.T, m *keys.Manager, as keys.Scoped, advance f
 	if err != nil || r.OwnerID != "owner-1" || string(r.Metadata) != `{"plan":"free"}` {
 		t.Fatalf("Roll: %v %+v", err, r)
 	}
-	if v, err := m.Verify(ctx, string(r.Key)); err != nil || v.Key.OwnerID != "owner-1" {
+	if v, err := m.Verify(ctx, string(r.Key)); err != nil || v.OwnerID != "owner-1" {
 		t.Fatalf("Verify of the successor: %v", err)
 	}
 }
@@ -966,11 +969,11 @@ func testManagerCarries(t *testing.T, m *keys.Manager, as keys.Scoped, advance f
 // accounts never count, a refused write stores nothing (neither the
 // record nor its idempotency entry), and concurrent inserts cannot pass
 // the cap together, even into an account the store has never seen.
-func testMaxActive(t *testing.T, s keys.Store) {
+func testMaxActive(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	acct := "acct_cap_" + rand.Text()[:6]
-	bounded := func(r *keys.Record, idem *keys.IdempotencyRecord, maxActive int) error {
-		return s.Write(ctx, keys.Write{Insert: r, Idempotency: idem, MaxActive: maxActive})
+	bounded := func(r *store.Record, idem *store.IdempotencyRecord, maxActive int) error {
+		return s.Write(ctx, store.Write{Insert: r, Idempotency: idem, MaxActive: maxActive})
 	}
 	var ids []string
 	for i := range 3 {
@@ -992,16 +995,16 @@ func testMaxActive(t *testing.T, s keys.Store) {
 	refused := NewRecord(t)
 	refused.AccountID = acct
 	e := newIdem(t, refused.ID, base)
-	if err := bounded(refused, e, 3); !errors.Is(err, keys.ErrKeyLimit) {
+	if err := bounded(refused, e, 3); !errors.Is(err, store.ErrKeyLimit) {
 		t.Fatalf("a fourth active key under a cap of 3: %v, want ErrKeyLimit", err)
 	}
-	if _, err := s.Get(ctx, refused.ID); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.Get(ctx, refused.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the refused record was stored: %v", err)
 	}
-	if _, err := s.LookupDigest(ctx, refused.Digest); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.LookupDigest(ctx, refused.Digest); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the refused record's digest was stored: %v", err)
 	}
-	if _, err := s.LookupIdempotency(ctx, e.Scope, base); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.LookupIdempotency(ctx, e.Scope, base); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the refused write's idempotency entry was stored: %v", err)
 	}
 	if err := bounded(NewRecord(t), nil, 1); err != nil {
@@ -1012,7 +1015,7 @@ func testMaxActive(t *testing.T, s keys.Store) {
 	if err := replace(s, next); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.TouchLastUsed(ctx, []keys.LastUsed{{ID: ids[1], At: base}}); err != nil {
+	if err := s.TouchLastUsed(ctx, []store.LastUsed{{ID: ids[1], At: base}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := bounded(refused, e, 3); err != nil {
@@ -1039,7 +1042,7 @@ func testMaxActive(t *testing.T, s keys.Store) {
 			switch {
 			case err == nil:
 				passed++
-			case errors.Is(err, keys.ErrKeyLimit):
+			case errors.Is(err, store.ErrKeyLimit):
 				limited++
 			default:
 				t.Errorf("concurrent insert: %v", err)
@@ -1057,13 +1060,13 @@ func testMaxActive(t *testing.T, s keys.Store) {
 // account holds KeepRevoked revoked records; a scheduled revocation (a
 // grace period) is counted but never deleted; active records and other
 // accounts are untouched; a Replace in the same write counts.
-func testKeepRevoked(t *testing.T, s keys.Store) {
+func testKeepRevoked(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	acct := "acct_keep_" + rand.Text()[:6]
 	now := base.Add(10 * time.Hour)
 	// r0..r4, oldest first: revoked, active, revoked, scheduled, revoked.
-	var rs []*keys.Record
-	var entry *keys.IdempotencyRecord
+	var rs []*store.Record
+	var entry *store.IdempotencyRecord
 	for i := range 5 {
 		r := NewRecord(t)
 		r.AccountID = acct
@@ -1074,7 +1077,7 @@ func testKeepRevoked(t *testing.T, s keys.Store) {
 		case 3:
 			r.RevokedAt = now.Add(time.Hour) // still in its grace period
 		}
-		var e *keys.IdempotencyRecord
+		var e *store.IdempotencyRecord
 		if i == 0 {
 			e = newIdem(t, r.ID, now)
 			entry = e
@@ -1086,14 +1089,14 @@ func testKeepRevoked(t *testing.T, s keys.Store) {
 	other.RevokedAt = base
 	mustCreate(t, s, other, nil)
 
-	gone := func(r *keys.Record) bool {
+	gone := func(r *store.Record) bool {
 		t.Helper()
 		_, err := s.Get(ctx, r.ID)
 		_, lerr := s.LookupDigest(ctx, r.Digest)
-		if errors.Is(err, keys.ErrNotFound) != errors.Is(lerr, keys.ErrNotFound) {
+		if errors.Is(err, store.ErrNotFound) != errors.Is(lerr, store.ErrNotFound) {
 			t.Fatalf("record %s: Get says %v, LookupDigest %v", r.ID, err, lerr)
 		}
-		if err != nil && !errors.Is(err, keys.ErrNotFound) {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			t.Fatal(err)
 		}
 		return err != nil
@@ -1108,7 +1111,7 @@ func testKeepRevoked(t *testing.T, s keys.Store) {
 		if gone(other) {
 			t.Fatalf("%s: another account's revoked record was deleted", step)
 		}
-		l, err := s.List(ctx, keys.ListQuery{AccountID: acct, Limit: 100})
+		l, err := s.List(ctx, store.ListQuery{AccountID: acct, Limit: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1125,12 +1128,12 @@ func testKeepRevoked(t *testing.T, s keys.Store) {
 
 	r5 := NewRecord(t)
 	r5.AccountID, r5.CreatedAt = acct, now
-	if err := s.Write(ctx, keys.Write{Insert: r5, KeepRevoked: 2}); err != nil {
+	if err := s.Write(ctx, store.Write{Insert: r5, KeepRevoked: 2}); err != nil {
 		t.Fatal(err)
 	}
 	rs = append(rs, r5)
 	check("keep 2 of 4 revoked", true, false, true, false, false, false)
-	if _, err := s.LookupIdempotency(ctx, entry.Scope, now); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.LookupIdempotency(ctx, entry.Scope, now); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a deleted record's idempotency entry remains: %v", err)
 	}
 
@@ -1140,7 +1143,7 @@ func testKeepRevoked(t *testing.T, s keys.Store) {
 	next.RevokedAt, next.Version = now, next.Version+1
 	r6 := NewRecord(t)
 	r6.AccountID, r6.CreatedAt = acct, now.Add(time.Second)
-	if err := s.Write(ctx, keys.Write{Replace: next, Insert: r6, KeepRevoked: 2}); err != nil {
+	if err := s.Write(ctx, store.Write{Replace: next, Insert: r6, KeepRevoked: 2}); err != nil {
 		t.Fatal(err)
 	}
 	rs = append(rs, r6)
@@ -1148,7 +1151,7 @@ func testKeepRevoked(t *testing.T, s keys.Store) {
 
 	r7 := NewRecord(t)
 	r7.AccountID, r7.CreatedAt = acct, now.Add(2*time.Second)
-	if err := s.Write(ctx, keys.Write{Insert: r7, KeepRevoked: 1}); err != nil {
+	if err := s.Write(ctx, store.Write{Insert: r7, KeepRevoked: 1}); err != nil {
 		t.Fatal(err)
 	}
 	rs = append(rs, r7)
@@ -1156,7 +1159,7 @@ func testKeepRevoked(t *testing.T, s keys.Store) {
 
 	r8 := NewRecord(t)
 	r8.AccountID, r8.CreatedAt = acct, now.Add(3*time.Second)
-	if err := s.Write(ctx, keys.Write{Insert: r8}); err != nil {
+	if err := s.Write(ctx, store.Write{Insert: r8}); err != nil {
 		t.Fatal(err)
 	}
 	rs = append(rs, r8)
@@ -1166,16 +1169,16 @@ func testKeepRevoked(t *testing.T, s keys.Store) {
 // testListFiltersWithCursor pages through each filter combination with a
 // cursor: every matching record exactly once, newest first, and nothing
 // else (a cursor's parameters come after a filter's).
-func testListFiltersWithCursor(t *testing.T, s keys.Store) {
+func testListFiltersWithCursor(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	acct := "acct_fcur_" + rand.Text()[:6]
-	var all []*keys.Record
+	var all []*store.Record
 	for i := range 12 {
 		r := NewRecord(t)
 		r.AccountID = acct
 		r.CreatedAt = base.Add(time.Duration(i) * time.Second)
 		if i%2 == 0 {
-			r.Environment = keys.Live
+			r.Environment = "live"
 		}
 		if i%3 == 0 {
 			r.RevokedAt = base
@@ -1184,7 +1187,7 @@ func testListFiltersWithCursor(t *testing.T, s keys.Store) {
 		all = append(all, r)
 	}
 	yes, no := true, false
-	for _, env := range []keys.Environment{"", keys.Live, keys.Test} {
+	for _, env := range []string{"", "live", "test"} {
 		for _, rev := range []*bool{nil, &yes, &no} {
 			var want []string
 			for i := len(all) - 1; i >= 0; i-- {
@@ -1194,7 +1197,7 @@ func testListFiltersWithCursor(t *testing.T, s keys.Store) {
 				}
 			}
 			var got []string
-			q := keys.ListQuery{AccountID: acct, Environment: env, Revoked: rev, Limit: 2}
+			q := store.ListQuery{AccountID: acct, Environment: env, Revoked: rev, Limit: 2}
 			for page := 0; page < 20; page++ {
 				rs, err := s.List(ctx, q)
 				if err != nil {
@@ -1207,7 +1210,7 @@ func testListFiltersWithCursor(t *testing.T, s keys.Store) {
 					break
 				}
 				last := rs[len(rs)-1]
-				q.After = &keys.ListPosition{CreatedAt: last.CreatedAt, ID: last.ID}
+				q.After = &store.ListPosition{CreatedAt: last.CreatedAt, ID: last.ID}
 			}
 			if !slices.Equal(got, want) {
 				t.Fatalf("env %q revoked %v, paged by 2: %v, want %v", env, rev, got, want)
@@ -1218,9 +1221,9 @@ func testListFiltersWithCursor(t *testing.T, s keys.Store) {
 
 // A record without an owner, metadata or expiry reads back without them
 // (nil metadata, not "null" or "{}").
-func testNoOptionalFields(t *testing.T, s keys.Store) {
+func testNoOptionalFields(t *testing.T, s store.Store) {
 	r := NewRecord(t)
-	r.OwnerID, r.Metadata, r.ExpiresAt, r.Disabled = "", nil, time.Time{}, keys.DisabledByAccount
+	r.OwnerID, r.Metadata, r.ExpiresAt, r.Disabled = "", nil, time.Time{}, store.DisabledByAccount
 	want := r.Clone()
 	mustCreate(t, s, r, nil)
 	if d := Equal(mustGet(t, s, want.ID), want); d != "" {
@@ -1238,7 +1241,7 @@ func testNoOptionalFields(t *testing.T, s keys.Store) {
 // List filters by owner, and by an expiry window within one account or,
 // with no account, across every account; both in List's order, and with a
 // cursor.
-func testListOwnerExpiry(t *testing.T, s keys.Store) {
+func testListOwnerExpiry(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	tag := rand.Text()[:6]
 	accts := []string{"acct_x_" + tag, "acct_y_" + tag}
@@ -1261,7 +1264,7 @@ func testListOwnerExpiry(t *testing.T, s keys.Store) {
 		}
 		mustCreate(t, s, r, nil)
 	}
-	list := func(q keys.ListQuery) []string {
+	list := func(q store.ListQuery) []string {
 		t.Helper()
 		rs, err := s.List(ctx, q)
 		if err != nil {
@@ -1273,13 +1276,13 @@ func testListOwnerExpiry(t *testing.T, s keys.Store) {
 		}
 		return ids
 	}
-	if got := list(keys.ListQuery{AccountID: accts[0], OwnerID: "bob", Limit: 100}); len(got) != 2 {
+	if got := list(store.ListQuery{AccountID: accts[0], OwnerID: "bob", Limit: 100}); len(got) != 2 {
 		t.Fatalf("owner bob in %s: %d records, want 2", accts[0], len(got))
 	}
-	if got := list(keys.ListQuery{AccountID: accts[0], OwnerID: "nobody", Limit: 100}); len(got) != 0 {
+	if got := list(store.ListQuery{AccountID: accts[0], OwnerID: "nobody", Limit: 100}); len(got) != 0 {
 		t.Fatalf("an owner with no keys: %d records", len(got))
 	}
-	window := keys.ListQuery{ExpiresFrom: base.Add(time.Hour), ExpiresBefore: base.Add(2 * time.Hour), Limit: 100}
+	window := store.ListQuery{ExpiresFrom: base.Add(time.Hour), ExpiresBefore: base.Add(2 * time.Hour), Limit: 100}
 	q := window
 	q.AccountID = accts[0]
 	if got := list(q); len(got) != 1 || got[0] != inWindow[1] {
@@ -1294,23 +1297,23 @@ func testListOwnerExpiry(t *testing.T, s keys.Store) {
 	q.Limit = 1
 	first := list(q)
 	last, _ := s.Get(ctx, first[0])
-	q.After = &keys.ListPosition{CreatedAt: last.CreatedAt, ID: last.ID}
+	q.After = &store.ListPosition{CreatedAt: last.CreatedAt, ID: last.ID}
 	if got := list(q); len(got) != 1 || got[0] != inWindow[1] {
 		t.Fatalf("window across accounts, second page: %v, want [%s]", got, inWindow[1])
 	}
 }
 
-// A store that is a keys.Importer inserts a batch all at once, skipping
+// A store that is a store.Importer inserts a batch all at once, skipping
 // IDs and digests already stored (in the store or earlier in the batch).
-func testImport(t *testing.T, s keys.Store) {
-	imp, ok := s.(keys.Importer)
+func testImport(t *testing.T, s store.Store) {
+	imp, ok := s.(store.Importer)
 	if !ok {
-		t.Skip("not a keys.Importer: the Manager imports with one Write per record")
+		t.Skip("not a store.Importer: the Manager imports with one Write per record")
 	}
 	ctx := context.Background()
 	stored := NewRecord(t)
 	mustCreate(t, s, stored, nil)
-	var batch []*keys.Record
+	var batch []*store.Record
 	for range 5 {
 		batch = append(batch, NewRecord(t))
 	}
@@ -1320,7 +1323,7 @@ func testImport(t *testing.T, s keys.Store) {
 	again.Digest = batch[0].Digest // twice in the batch: the first wins
 	sameID := NewRecord(t)
 	sameID.ID = stored.ID // an ID already stored: skipped
-	want := make([]*keys.Record, len(batch))
+	want := make([]*store.Record, len(batch))
 	for i, r := range batch {
 		want[i] = r.Clone()
 	}
@@ -1339,35 +1342,35 @@ func testImport(t *testing.T, s keys.Store) {
 		}
 	}
 	for _, id := range []string{dup.ID, again.ID} {
-		if _, err := s.Get(ctx, id); !errors.Is(err, keys.ErrNotFound) {
+		if _, err := s.Get(ctx, id); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("a skipped record was stored (%v)", err)
 		}
 	}
 	if got := mustGet(t, s, stored.ID); got.Digest != stored.Digest {
 		t.Fatal("a record with a stored ID replaced the stored one")
 	}
-	if _, err := s.LookupDigest(ctx, sameID.Digest); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.LookupDigest(ctx, sameID.Digest); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the record with a stored ID was stored under its digest (%v)", err)
 	}
-	if n, err := imp.Import(ctx, []*keys.Record{NewRecordLike(t, want[1])}); err != nil || n != 0 {
+	if n, err := imp.Import(ctx, []*store.Record{NewRecordLike(t, want[1])}); err != nil || n != 0 {
 		t.Fatalf("importing a stored digest again = %d, %v; want 0", n, err)
 	}
 }
 
-// testUsage checks a keys.UsageStore: minute rows add up, roll up into
+// testUsage checks a store.UsageStore: minute rows add up, roll up into
 // their hour and UTC day, a batch added twice counts once, and queries
 // filter by account, key, API and period (From inclusive, To exclusive).
-func testUsage(t *testing.T, s keys.Store) {
-	us, ok := s.(keys.UsageStore)
+func testUsage(t *testing.T, s store.Store) {
+	us, ok := s.(store.UsageStore)
 	if !ok {
-		t.Skip("not a keys.UsageStore: usage is neither kept nor served")
+		t.Skip("not a store.UsageStore: usage is neither kept nor served")
 	}
 	ctx := context.Background()
 	day := time.Date(2031, 5, 6, 0, 0, 0, 0, time.UTC)
-	row := func(at time.Duration, acct, key, api string, s, f, l int64) keys.UsageRow {
-		return keys.UsageRow{Bucket: day.Add(at), AccountID: acct, KeyID: key, API: api, UsageCounts: keys.UsageCounts{Successful: s, Failed: f, RateLimited: l}}
+	row := func(at time.Duration, acct, key, api string, s, f, l int64) store.UsageRow {
+		return store.UsageRow{Bucket: day.Add(at), AccountID: acct, KeyID: key, API: api, Successful: s, Failed: f + l, RateLimited: l}
 	}
-	b1 := keys.UsageBatch{ID: "7d9f3f8e0a1b4c2d9e8f7a6b5c4d3e2f", Rows: []keys.UsageRow{
+	b1 := store.UsageBatch{ID: "7d9f3f8e0a1b4c2d9e8f7a6b5c4d3e2f", Rows: []store.UsageRow{
 		row(10*time.Minute, "acct_u", "key_a", "identity", 5, 1, 0),
 		row(10*time.Minute, "acct_u", "key_a", "identity", 2, 0, 1), // the same bucket twice: adds up
 		row(70*time.Minute, "acct_u", "key_b", "identity", 1, 0, 0),
@@ -1381,11 +1384,11 @@ func testUsage(t *testing.T, s keys.Store) {
 	if err := us.AddUsage(ctx, b1); err != nil { // a retried flush
 		t.Fatal(err)
 	}
-	b2 := keys.UsageBatch{ID: "0a1b2c3d4e5f60718293a4b5c6d7e8f9", Rows: []keys.UsageRow{row(10*time.Minute, "acct_u", "key_a", "identity", 1, 0, 0)}}
+	b2 := store.UsageBatch{ID: "0a1b2c3d4e5f60718293a4b5c6d7e8f9", Rows: []store.UsageRow{row(10*time.Minute, "acct_u", "key_a", "identity", 1, 0, 0)}}
 	if err := us.AddUsage(ctx, b2); err != nil {
 		t.Fatal(err)
 	}
-	query := func(q keys.UsageQuery) string {
+	query := func(q store.UsageQuery) string {
 		t.Helper()
 		if q.AccountID == "" {
 			q.AccountID = "acct_u"
@@ -1399,23 +1402,23 @@ func testUsage(t *testing.T, s keys.Store) {
 			if r.KeyID != "" || r.AccountID != q.AccountID {
 				t.Fatalf("row %+v: want the account, and no key", r)
 			}
-			out = append(out, fmt.Sprintf("%s %s %d/%d/%d", r.Bucket.Sub(day), r.API, r.Successful, r.Failed, r.RateLimited))
+			out = append(out, fmt.Sprintf("%s %s %d/%d/%d", r.Bucket.Sub(day), r.API, r.Successful, r.Failed, r.RateLimited)) // failed includes rate-limited
 		}
 		return strings.Join(out, "; ")
 	}
 	for _, c := range []struct {
-		q    keys.UsageQuery
+		q    store.UsageQuery
 		want string
 	}{
-		{keys.UsageQuery{Granularity: keys.Minute, From: day, To: day.Add(2 * time.Hour)}, "10m0s identity 8/1/1; 1h10m0s fraud 0/3/0; 1h10m0s identity 1/0/0"},
-		{keys.UsageQuery{Granularity: keys.Minute, From: day.Add(10 * time.Minute), To: day.Add(70 * time.Minute)}, "10m0s identity 8/1/1"},
-		{keys.UsageQuery{Granularity: keys.Hour, From: day, To: day.Add(48 * time.Hour)}, "0s identity 8/1/1; 1h0m0s fraud 0/3/0; 1h0m0s identity 1/0/0; 25h0m0s fraud 4/0/0"},
-		{keys.UsageQuery{Granularity: keys.UTCDay, From: day, To: day.Add(48 * time.Hour)}, "0s fraud 0/3/0; 0s identity 9/1/1; 24h0m0s fraud 4/0/0"},
-		{keys.UsageQuery{Granularity: keys.UTCDay, From: day, To: day.Add(48 * time.Hour), KeyID: "key_b"}, "0s fraud 0/3/0; 0s identity 1/0/0"},
-		{keys.UsageQuery{Granularity: keys.UTCDay, From: day, To: day.Add(48 * time.Hour), API: "fraud"}, "0s fraud 0/3/0; 24h0m0s fraud 4/0/0"},
-		{keys.UsageQuery{Granularity: keys.UTCDay, From: day.Add(24 * time.Hour), To: day.Add(48 * time.Hour)}, "24h0m0s fraud 4/0/0"},
-		{keys.UsageQuery{Granularity: keys.UTCDay, From: day, To: day.Add(24 * time.Hour), AccountID: "acct_v"}, "0s identity 100/0/0"},
-		{keys.UsageQuery{Granularity: keys.UTCDay, From: day, To: day.Add(24 * time.Hour), AccountID: "acct_none"}, ""},
+		{store.UsageQuery{Granularity: usage.Minute, From: day, To: day.Add(2 * time.Hour)}, "10m0s identity 8/2/1; 1h10m0s fraud 0/3/0; 1h10m0s identity 1/0/0"},
+		{store.UsageQuery{Granularity: usage.Minute, From: day.Add(10 * time.Minute), To: day.Add(70 * time.Minute)}, "10m0s identity 8/2/1"},
+		{store.UsageQuery{Granularity: usage.Hour, From: day, To: day.Add(48 * time.Hour)}, "0s identity 8/2/1; 1h0m0s fraud 0/3/0; 1h0m0s identity 1/0/0; 25h0m0s fraud 4/0/0"},
+		{store.UsageQuery{Granularity: usage.Day, From: day, To: day.Add(48 * time.Hour)}, "0s fraud 0/3/0; 0s identity 9/2/1; 24h0m0s fraud 4/0/0"},
+		{store.UsageQuery{Granularity: usage.Day, From: day, To: day.Add(48 * time.Hour), KeyID: "key_b"}, "0s fraud 0/3/0; 0s identity 1/0/0"},
+		{store.UsageQuery{Granularity: usage.Day, From: day, To: day.Add(48 * time.Hour), API: "fraud"}, "0s fraud 0/3/0; 24h0m0s fraud 4/0/0"},
+		{store.UsageQuery{Granularity: usage.Day, From: day.Add(24 * time.Hour), To: day.Add(48 * time.Hour)}, "24h0m0s fraud 4/0/0"},
+		{store.UsageQuery{Granularity: usage.Day, From: day, To: day.Add(24 * time.Hour), AccountID: "acct_v"}, "0s identity 100/0/0"},
+		{store.UsageQuery{Granularity: usage.Day, From: day, To: day.Add(24 * time.Hour), AccountID: "acct_none"}, ""},
 	} {
 		if got := query(c.q); got != c.want {
 			t.Errorf("%v %s..%s key %q api %q:\n got %s\nwant %s", c.q.Granularity, c.q.From.Sub(day), c.q.To.Sub(day), c.q.KeyID, c.q.API, got, c.want)
@@ -1424,28 +1427,28 @@ func testUsage(t *testing.T, s keys.Store) {
 }
 
 // NewRecordLike returns a new record (new ID) with r's digest.
-func NewRecordLike(t testing.TB, r *keys.Record) *keys.Record {
+func NewRecordLike(t testing.TB, r *store.Record) *store.Record {
 	n := NewRecord(t)
 	n.Digest = r.Digest
 	return n
 }
 
-// creditStore is s's keys.CreditStore, or skips the test.
-func creditStore(t *testing.T, s keys.Store) keys.CreditStore {
+// creditStore is s's store.CreditStore, or skips the test.
+func creditStore(t *testing.T, s store.Store) store.CreditStore {
 	t.Helper()
-	cs, ok := s.(keys.CreditStore)
+	cs, ok := s.(store.CreditStore)
 	if !ok {
-		t.Skip("not a keys.CreditStore: keys cannot have credits")
+		t.Skip("not a store.CreditStore: keys cannot have credits")
 	}
 	return cs
 }
 
 // withBudget inserts a record naming a budget of its own holding c.
-func withBudget(t *testing.T, s keys.Store, c keys.Credits) *keys.Record {
+func withBudget(t *testing.T, s store.Store, c store.Budget) *store.Record {
 	t.Helper()
 	r := NewRecord(t)
 	r.CreditsID = r.ID
-	if err := s.Write(context.Background(), keys.Write{Insert: r, Credits: &keys.CreditBudget{ID: r.ID, Credits: c}}); err != nil {
+	if err := s.Write(context.Background(), store.Write{Insert: r, Credits: &store.CreditBudget{ID: r.ID, Budget: c}}); err != nil {
 		t.Fatalf("Write(Insert, Credits): %v", err)
 	}
 	return r
@@ -1453,10 +1456,10 @@ func withBudget(t *testing.T, s keys.Store, c keys.Credits) *keys.Record {
 
 // spend is SpendCredits, failing the test on an error other than
 // ErrCreditsExhausted; it reports whether the spend passed.
-func spend(t *testing.T, cs keys.CreditStore, id string, cost int64, now time.Time, wantRemaining int64) bool {
+func spend(t *testing.T, cs store.CreditStore, id string, cost int64, now time.Time, wantRemaining int64) bool {
 	t.Helper()
 	c, err := cs.SpendCredits(context.Background(), id, cost, now)
-	if err != nil && !errors.Is(err, keys.ErrCreditsExhausted) {
+	if err != nil && !errors.Is(err, store.ErrCreditsExhausted) {
 		t.Fatalf("SpendCredits(%d): %v", cost, err)
 	}
 	if c.Remaining != wantRemaining {
@@ -1465,17 +1468,17 @@ func spend(t *testing.T, cs keys.CreditStore, id string, cost int64, now time.Ti
 	return err == nil
 }
 
-// testCredits checks a keys.CreditStore: a Write sets a budget with the
+// testCredits checks a store.CreditStore: a Write sets a budget with the
 // record naming it, all or nothing; spends take exactly their cost and
 // never go below zero; a refill happens once, at the first spend or read
 // of a new UTC day or month, and sets (not adds); a Replace that sets no
 // budget leaves it as it is; a roll's successor shares it.
-func testCredits(t *testing.T, s keys.Store) {
+func testCredits(t *testing.T, s store.Store) {
 	cs := creditStore(t, s)
 	ctx := context.Background()
 	now := base
 
-	r := withBudget(t, s, keys.Credits{Remaining: 10})
+	r := withBudget(t, s, store.Budget{Remaining: 10})
 	if got := mustGet(t, s, r.ID); got.CreditsID != r.ID {
 		t.Fatalf("CreditsID %q after the insert, want %q", got.CreditsID, r.ID)
 	}
@@ -1495,12 +1498,12 @@ func testCredits(t *testing.T, s keys.Store) {
 	if spend(t, cs, r.ID, 1, now.Add(400*24*time.Hour), 0) {
 		t.Fatal("a budget without a refill refilled itself")
 	}
-	if _, err := cs.SpendCredits(ctx, "key_no_such_budget", 1, now); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := cs.SpendCredits(ctx, "key_no_such_budget", 1, now); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("spending an unknown budget: %v, want ErrNotFound", err)
 	}
 
 	// A Replace that sets no budget keeps it; one that does sets it.
-	spent := withBudget(t, s, keys.Credits{Remaining: 5})
+	spent := withBudget(t, s, store.Budget{Remaining: 5})
 	spend(t, cs, spent.ID, 2, now, 3)
 	next := mustGet(t, s, spent.ID).Clone()
 	next.Name, next.Version = "renamed", next.Version+1
@@ -1512,7 +1515,7 @@ func testCredits(t *testing.T, s keys.Store) {
 	}
 	next = next.Clone()
 	next.Version++
-	if err := s.Write(ctx, keys.Write{Replace: next, Credits: &keys.CreditBudget{ID: spent.ID, Credits: keys.Credits{Remaining: 50}}}); err != nil {
+	if err := s.Write(ctx, store.Write{Replace: next, Credits: &store.CreditBudget{ID: spent.ID, Budget: store.Budget{Remaining: 50}}}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := cs.ReadCredits(ctx, []string{spent.ID}, now); got[spent.ID].Remaining != 50 {
@@ -1526,7 +1529,7 @@ func testCredits(t *testing.T, s keys.Store) {
 	old.RevokedAt = now.Add(time.Hour)
 	succ := NewRecord(t)
 	succ.AccountID, succ.CreditsID = old.AccountID, old.CreditsID
-	if err := s.Write(ctx, keys.Write{Replace: old, Insert: succ}); err != nil {
+	if err := s.Write(ctx, store.Write{Replace: old, Insert: succ}); err != nil {
 		t.Fatal(err)
 	}
 	if got := mustGet(t, s, succ.ID); got.CreditsID != spent.ID {
@@ -1538,17 +1541,17 @@ func testCredits(t *testing.T, s keys.Store) {
 	// record of the Write names is refused with nothing written.
 	dup := NewRecordLike(t, r)
 	dup.ID, dup.CreditsID = r.ID, r.ID
-	if err := s.Write(ctx, keys.Write{Insert: dup, Credits: &keys.CreditBudget{ID: r.ID, Credits: keys.Credits{Remaining: 999}}}); !errors.Is(err, keys.ErrDuplicate) {
+	if err := s.Write(ctx, store.Write{Insert: dup, Credits: &store.CreditBudget{ID: r.ID, Budget: store.Budget{Remaining: 999}}}); !errors.Is(err, store.ErrDuplicate) {
 		t.Fatalf("a duplicate insert with a budget: %v, want ErrDuplicate", err)
 	}
 	if got, _ := cs.ReadCredits(ctx, []string{r.ID}, now); got[r.ID].Remaining != 0 {
 		t.Fatalf("a refused insert set the budget to %+v", got[r.ID])
 	}
 	stray := NewRecord(t)
-	if err := s.Write(ctx, keys.Write{Insert: stray, Credits: &keys.CreditBudget{ID: "key_someone_else", Credits: keys.Credits{Remaining: 1}}}); err == nil {
+	if err := s.Write(ctx, store.Write{Insert: stray, Credits: &store.CreditBudget{ID: "key_someone_else", Budget: store.Budget{Remaining: 1}}}); err == nil {
 		t.Fatal("a Write set a budget that its record does not name")
 	}
-	if _, err := s.Get(ctx, stray.ID); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := s.Get(ctx, stray.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the refused Write stored its record: %v", err)
 	}
 	if got, _ := cs.ReadCredits(ctx, []string{"key_someone_else"}, now); len(got) != 0 {
@@ -1556,7 +1559,7 @@ func testCredits(t *testing.T, s keys.Store) {
 	}
 
 	// ByHost is kept, through a set, a spend and a read.
-	hostSet := withBudget(t, s, keys.Credits{Remaining: 4, ByHost: true})
+	hostSet := withBudget(t, s, store.Budget{Remaining: 4, ByHost: true})
 	if c, err := cs.SpendCredits(ctx, hostSet.ID, 1, now); err != nil || !c.ByHost || c.Remaining != 3 {
 		t.Fatalf("spending a budget the host set: %+v, %v; want ByHost and 3 remaining", c, err)
 	}
@@ -1568,13 +1571,13 @@ func testCredits(t *testing.T, s keys.Store) {
 	// first spend or read; not before midnight; what is left does not
 	// carry over.
 	day := time.Date(2031, 5, 6, 0, 0, 0, 0, time.UTC)
-	daily := withBudget(t, s, keys.Credits{Remaining: 2, Refill: &keys.Refill{Interval: keys.RefillDaily, Amount: 5}, Period: day})
+	daily := withBudget(t, s, store.Budget{Remaining: 2, Refill: &credits.Refill{Interval: credits.Daily, Amount: 5}, Period: day})
 	spend(t, cs, daily.ID, 2, day.Add(time.Hour), 0)
 	if spend(t, cs, daily.ID, 1, day.Add(24*time.Hour-time.Nanosecond), 0) {
 		t.Fatal("a daily budget refilled before midnight")
 	}
 	if got, _ := cs.ReadCredits(ctx, []string{daily.ID}, day.Add(24*time.Hour)); got[daily.ID].Remaining != 5 || got[daily.ID].Refill == nil ||
-		*got[daily.ID].Refill != (keys.Refill{Interval: keys.RefillDaily, Amount: 5}) {
+		*got[daily.ID].Refill != (credits.Refill{Interval: credits.Daily, Amount: 5}) {
 		t.Fatalf("read at midnight: %+v, want 5 remaining and the daily refill", got[daily.ID])
 	}
 	spend(t, cs, daily.ID, 1, day.Add(24*time.Hour), 4)
@@ -1583,7 +1586,7 @@ func testCredits(t *testing.T, s keys.Store) {
 
 	// A monthly refill, at the start of the UTC calendar month.
 	month := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
-	monthly := withBudget(t, s, keys.Credits{Remaining: 1, Refill: &keys.Refill{Interval: keys.RefillMonthly, Amount: 1000}, Period: month})
+	monthly := withBudget(t, s, store.Budget{Remaining: 1, Refill: &credits.Refill{Interval: credits.Monthly, Amount: 1000}, Period: month})
 	spend(t, cs, monthly.ID, 1, month.Add(30*24*time.Hour+23*time.Hour), 0) // Jan 31, 23:00
 	if spend(t, cs, monthly.ID, 1, time.Date(2031, 1, 31, 23, 59, 59, 0, time.UTC), 0) {
 		t.Fatal("a monthly budget refilled before the month ended")
@@ -1595,10 +1598,10 @@ func testCredits(t *testing.T, s keys.Store) {
 
 // testCreditsConcurrent checks that concurrent spends of one budget pass
 // exactly as many times as it holds, each taking a distinct credit.
-func testCreditsConcurrent(t *testing.T, s keys.Store) {
+func testCreditsConcurrent(t *testing.T, s store.Store) {
 	cs := creditStore(t, s)
 	const budget, workers = 200, 12
-	r := withBudget(t, s, keys.Credits{Remaining: budget})
+	r := withBudget(t, s, store.Budget{Remaining: budget})
 	var mu sync.Mutex
 	seen := map[int64]bool{}
 	var wg sync.WaitGroup
@@ -1608,7 +1611,7 @@ func testCreditsConcurrent(t *testing.T, s keys.Store) {
 			defer wg.Done()
 			for range budget + 1 { // bounded: a store that never runs out fails below, not by hanging
 				c, err := cs.SpendCredits(context.Background(), r.ID, 1, base)
-				if errors.Is(err, keys.ErrCreditsExhausted) {
+				if errors.Is(err, store.ErrCreditsExhausted) {
 					return
 				}
 				if err != nil {

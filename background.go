@@ -1,0 +1,116 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/txcloud/keys/observe"
+)
+
+// background is the Manager's one goroutine: it writes last-used times
+// every flush interval, and usage counts every usageFlushInterval (with a
+// store that keeps usage), and after each last-used flush takes the
+// states of keys no longer in use out of memory. Close stops it.
+type background struct {
+	mu       sync.Mutex // flushMu: one flush, drain or sweep at a time
+	stopping chan struct{}
+	done     chan struct{}
+	// swept is when the last sweep ran (the Manager's clock, Unix ns): a
+	// state noted since is in use.
+	swept int64
+}
+
+func (m *Manager) startBackground(interval time.Duration) *background {
+	b := &background{stopping: make(chan struct{}), done: make(chan struct{}), swept: m.now().UnixNano()}
+	go m.run(b, interval)
+	return b
+}
+
+func (m *Manager) run(b *background, interval time.Duration) {
+	defer close(b.done)
+	lastUsed := time.NewTicker(interval)
+	defer lastUsed.Stop()
+	var usageTick <-chan time.Time
+	if m.meter != nil {
+		t := time.NewTicker(usageFlushInterval)
+		defer t.Stop()
+		usageTick = t.C
+	}
+	for {
+		select {
+		case <-b.stopping:
+			return
+		case <-usageTick:
+			ctx, cancel := context.WithTimeout(context.Background(), usageFlushInterval)
+			if err := m.flushUsageObserved(ctx, false); err != nil {
+				m.logger.Warn("keys: flushing usage failed; will retry", "err", err)
+			}
+			cancel()
+		case <-lastUsed.C:
+			ctx, cancel := context.WithTimeout(context.Background(), interval)
+			if err := m.flushLastUsedObserved(ctx); err != nil {
+				m.logger.Warn("keys: flushing last-used times failed; will retry", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// Flush writes to the store now, instead of at the next interval, the
+// last-used times noted so far and the usage counted in every finished
+// minute, then lets go of the memory of keys no longer in use.
+func (m *Manager) Flush(ctx context.Context) error {
+	err := m.flushLastUsedObserved(ctx)
+	if m.meter != nil {
+		err = errors.Join(err, m.flushUsageObserved(ctx, false))
+	}
+	return err
+}
+
+func (m *Manager) flushLastUsedObserved(ctx context.Context) (err error) {
+	ctx, end := m.op(ctx, observe.FlushLastUsed)
+	defer func() { end(err) }()
+	b := m.background
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	err = m.lastUsed.flush(ctx, m.store)
+	m.sweep()
+	return err
+}
+
+func (m *Manager) flushUsageObserved(ctx context.Context, all bool) (err error) {
+	ctx, end := m.op(ctx, observe.FlushUsage)
+	defer func() { end(err) }()
+	m.background.mu.Lock()
+	defer m.background.mu.Unlock()
+	return m.flushUsage(ctx, all)
+}
+
+// sweep takes out of memory the states of keys not used since the last
+// sweep: not on a pending list, and (with usage kept) drained empty. A
+// key used again gets a fresh state. The caller holds b.mu.
+func (m *Manager) sweep() {
+	b := m.background
+	since := b.swept
+	b.swept = m.now().UnixNano()
+	m.states.sweep(func(st *keyState) bool {
+		return !st.queued.Load() && st.noted.Load() < since && (m.meter == nil || st.idle > 0)
+	})
+}
+
+// stop ends the goroutine and writes what is pending, within ctx.
+func (b *background) stop(ctx context.Context, m *Manager) error {
+	close(b.stopping)
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	var err error
+	if m.meter != nil {
+		err = m.flushUsageObserved(ctx, true)
+	}
+	return errors.Join(m.flushLastUsedObserved(ctx), err)
+}

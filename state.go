@@ -1,0 +1,213 @@
+package keys
+
+import (
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+
+	"github.com/txcloud/keys/store"
+)
+
+// keyState is what a Manager keeps about a key it has verified: when it
+// last noted a use, and the key's usage counters. A store's Record is
+// plain data the Manager never writes to; this is the Manager's own,
+// found by the key's digest in a table of its own, so a store may return
+// a fresh copy of a record on every lookup and usage and last-used times
+// stay exact.
+type keyState struct {
+	digest      store.Digest
+	id, account string
+	// noted is the latest use noted (Unix ns, the Manager's clock): the
+	// last-used time the next flush writes. It lets Verify skip the
+	// pending list, and its lock, for a key it noted within the last
+	// second. queued says the state is on a pending list.
+	noted  atomic.Int64
+	queued atomic.Bool
+	// swept says the state was taken out of the table: a request that
+	// still holds it counts in the key's fresh state instead.
+	swept atomic.Bool
+	// first holds the counts of the first API the key is counted for
+	// (hasFirst), in the state's own allocation; more, those of further
+	// APIs, replaced (never changed) when one is added.
+	hasFirst atomic.Bool
+	first    meterCell
+	more     atomic.Pointer[[]*meterCell]
+	// idle counts the drains in a row that found no count in the
+	// state's cells; the flusher's, under Manager.flushMu.
+	idle int
+}
+
+// states is the Manager's table of keyStates, by digest: sharded
+// open-addressing tables that Verify searches without a lock (one atomic
+// load per probe), while an insert takes its shard's mutex. A digest is a
+// uniformly random 256-bit value, so its own bytes are the hash, and only
+// keys that are stored and pass their checks ever get a state, so nobody
+// can flood a probe chain.
+type states struct {
+	shards [stateShards]stateShard
+	// extra counts the cells of further APIs (keyState.more), bounded by
+	// maxExtra (maxExtraCells; tests lower it).
+	extra    atomic.Int64
+	maxExtra int64
+	// retired are the states swept at the last sweep: drained once more
+	// by the next drain (a request may have counted in one just before it
+	// was swept), then dropped. Under Manager.flushMu.
+	retired []*keyState
+}
+
+const stateShards = 64
+
+type stateShard struct {
+	mu   sync.Mutex // inserts and sweeps
+	tab  atomic.Pointer[stateTable]
+	used int      // slots filled, tombstones included; under mu
+	_    [40]byte // keep shards on separate cache lines
+}
+
+// stateTable is kept at most half full (tombstones included). A slot is
+// filled once, and emptied only by a tombstone, which probes pass over
+// and a rebuild drops: a reader that takes no lock never stops short of a
+// state further along its chain.
+type stateTable struct {
+	slots []atomic.Pointer[keyState]
+	mask  uint64
+}
+
+// tombstone marks a slot whose state was swept.
+var tombstone = new(keyState)
+
+func newStates() *states {
+	s := &states{maxExtra: maxExtraCells}
+	for i := range s.shards {
+		s.shards[i].tab.Store(&stateTable{slots: make([]atomic.Pointer[keyState], 8), mask: 7})
+	}
+	return s
+}
+
+func (s *states) shard(d *store.Digest) *stateShard { return &s.shards[d[31]%stateShards] }
+
+// home is where a digest's probe starts: bytes other tables keyed by
+// digest (memstore's) do not use.
+func home(d *store.Digest) uint64 { return binary.LittleEndian.Uint64(d[16:24]) }
+
+func (t *stateTable) find(d *store.Digest) (*atomic.Pointer[keyState], *keyState) {
+	for i := home(d) & t.mask; ; i = (i + 1) & t.mask {
+		slot := &t.slots[i]
+		st := slot.Load()
+		if st == nil || st != tombstone && st.digest == *d {
+			return slot, st
+		}
+	}
+}
+
+// get returns the key's state, or nil. It takes no lock.
+func (s *states) get(d *store.Digest) *keyState {
+	_, st := s.shard(d).tab.Load().find(d)
+	return st
+}
+
+// insert returns the key's state, making it if there is none; api, if
+// not empty, names its first cell.
+func (s *states) insert(d *store.Digest, id, account, api string) *keyState {
+	sh := s.shard(d)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.tab.Load()
+	slot, st := t.find(d)
+	if st != nil {
+		return st
+	}
+	if 2*(sh.used+1) > len(t.slots) {
+		t = sh.rebuild(t)
+		slot, _ = t.find(d)
+	}
+	st = &keyState{digest: *d, id: id, account: account}
+	if api != "" {
+		st.first.api = api
+		st.hasFirst.Store(true)
+	}
+	slot.Store(st)
+	sh.used++
+	return st
+}
+
+// rebuild copies the live states of t into a new table sized for them (at
+// most a quarter full), and publishes it. sh.mu is held.
+func (sh *stateShard) rebuild(t *stateTable) *stateTable {
+	live := 0
+	for i := range t.slots {
+		if st := t.slots[i].Load(); st != nil && st != tombstone {
+			live++
+		}
+	}
+	size := 8
+	for size < 4*(live+1) {
+		size *= 2
+	}
+	n := &stateTable{slots: make([]atomic.Pointer[keyState], size), mask: uint64(size - 1)}
+	for i := range t.slots {
+		if st := t.slots[i].Load(); st != nil && st != tombstone {
+			slot, _ := n.find(&st.digest)
+			slot.Store(st)
+		}
+	}
+	sh.tab.Store(n)
+	sh.used = live
+	return n
+}
+
+// each calls fn with every state in the tables. It takes no lock: a state
+// inserted meanwhile may be missed.
+func (s *states) each(fn func(*keyState)) {
+	for i := range s.shards {
+		t := s.shards[i].tab.Load()
+		for j := range t.slots {
+			if st := t.slots[j].Load(); st != nil && st != tombstone {
+				fn(st)
+			}
+		}
+	}
+}
+
+// sweep takes out of the tables every state for which idle reports true,
+// and keeps them as retired until the next drain. The caller holds
+// Manager.flushMu.
+func (s *states) sweep(idle func(*keyState) bool) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		t := sh.tab.Load()
+		var gone []*keyState
+		for j := range t.slots {
+			if st := t.slots[j].Load(); st != nil && st != tombstone && idle(st) {
+				gone = append(gone, st)
+			}
+		}
+		if len(gone) == 0 {
+			continue
+		}
+		sh.mu.Lock()
+		t = sh.tab.Load() // an insert may have rebuilt it
+		for _, st := range gone {
+			if slot, found := t.find(&st.digest); found == st {
+				slot.Store(tombstone)
+				st.swept.Store(true)
+				s.retired = append(s.retired, st)
+				if more := st.more.Load(); more != nil {
+					s.extra.Add(-int64(len(*more)))
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// live returns st, or the key's state in the table if st was swept.
+func (s *states) live(st *keyState) *keyState {
+	if !st.swept.Load() {
+		return st
+	}
+	if fresh := s.get(&st.digest); fresh != nil {
+		return fresh
+	}
+	return s.insert(&st.digest, st.id, st.account, "")
+}
