@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -66,6 +67,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"MaxActive", testMaxActive},
 		{"KeepRevoked", testKeepRevoked},
 		{"Manager", testManager},
+		{"ManagerOnCopies", func(t *testing.T, s store.Store) { testManager(t, copying{s}) }},
+		{"ManagerCountsExactly", testManagerCounts},
+		{"ManagerCountsExactlyOnCopies", func(t *testing.T, s store.Store) { testManagerCounts(t, copying{s}) }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, newStore(t)) })
@@ -812,6 +816,136 @@ func testListPaging(t *testing.T, s store.Store) {
 			t.Fatal("paging returned a record created after it began, or one twice")
 		}
 	}
+}
+
+// copying hands out a fresh copy of every record the store returns, as the
+// contract allows a store to: a Manager must keep nothing of its own in a
+// record. Through Unwrap the Manager still finds the store's capabilities.
+type copying struct{ store.Store }
+
+func (c copying) Unwrap() store.Store { return c.Store }
+
+func (c copying) LookupDigest(ctx context.Context, d store.Digest) (*store.Record, error) {
+	r, err := c.Store.LookupDigest(ctx, d)
+	if r != nil {
+		r = r.Clone()
+	}
+	return r, err
+}
+
+func (c copying) Get(ctx context.Context, id string) (*store.Record, error) {
+	r, err := c.Store.Get(ctx, id)
+	if r != nil {
+		r = r.Clone()
+	}
+	return r, err
+}
+
+func (c copying) List(ctx context.Context, q store.ListQuery) ([]*store.Record, error) {
+	rs, err := c.Store.List(ctx, q)
+	for i := range rs {
+		rs[i] = rs[i].Clone()
+	}
+	return rs, err
+}
+
+// testManagerCounts runs a Manager on the store and counts requests from
+// several goroutines over several keys: the usage it reads (with a
+// store.UsageStore) is exact, before and after a flush, every key's
+// last-used time reaches the store, and the Manager's memory does not
+// grow with lookups. Run on copies (ManagerCountsExactlyOnCopies), it
+// holds a Manager to keeping its state apart from the records.
+func testManagerCounts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	now := time.Now().UTC().Truncate(time.Minute)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	m, err := keys.New(s, keys.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := m.Close(ctx); err != nil {
+			t.Errorf("Manager.Close: %v", err)
+		}
+	}()
+	acct := "acct_count_" + rand.Text()[:8]
+	var secrets []string
+	for i := range 5 {
+		c, err := m.Create(ctx, keys.APIKeyCreate{Name: fmt.Sprint("k", i), Environment: keys.Test, AccountID: acct})
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, string(c.Key))
+	}
+	const workers, each = 6, 400
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				v, err := m.Verify(ctx, secrets[(w+i)%len(secrets)], keys.OnAPI("GET /count"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				m.CountUsage(&v, "GET /count", []int{200, 404}[i%2])
+			}
+		})
+	}
+	wg.Wait()
+	if err := m.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l, err := m.List(ctx, keys.ListFilter{AccountID: acct})
+	if err != nil || len(l.Data) != len(secrets) {
+		t.Fatalf("List: %v, %v", l, err)
+	}
+	for _, k := range l.Data {
+		if k.LastUsed == nil || !k.LastUsed.Equal(now) {
+			t.Errorf("key %s: last used %v after a flush, want %v", k.ID, k.LastUsed, now)
+		}
+	}
+	// The Manager's memory does not grow with lookups: a Manager that
+	// kept its counters in the records it was handed would hold a set per
+	// lookup of a store that copies them (about 600 bytes each).
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range 20_000 {
+		v, err := m.Verify(ctx, secrets[0], keys.OnAPI("GET /count"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.CountUsage(&v, "GET /count", 200)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 4<<20 {
+		t.Errorf("20,000 lookups of one key grew the heap by %d bytes", grew)
+	}
+	if _, ok := store.Capability[store.UsageStore](s); !ok {
+		return
+	}
+	want := int64(workers*each + 20_000)
+	half := int64(workers * each / 2)
+	check := func(when string) {
+		t.Helper()
+		u, err := m.UsageSummary(ctx, acct, usage.Filter{Start: now.Add(-time.Hour), End: now.Add(2 * time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.TotalRequests != want || u.Failed != half || u.Successful != want-half {
+			t.Fatalf("%s: usage %+v, want %d requests, %d of them failed", when, u.Totals, want, half)
+		}
+	}
+	check("before the minute is flushed")
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	if err := m.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("after the minute is flushed")
 }
 
 // testManager runs a keys.Manager on the store: every operation of the
