@@ -22,10 +22,10 @@ type background struct {
 	swept int64
 }
 
-func (m *Manager) startBackground(interval time.Duration) *background {
-	b := &background{stopping: make(chan struct{}), done: make(chan struct{}), swept: m.now().UnixNano()}
-	go m.run(b, interval)
-	return b
+// startBackground sets m.background and starts the goroutine.
+func (m *Manager) startBackground(interval time.Duration) {
+	m.background = &background{stopping: make(chan struct{}), done: make(chan struct{}), swept: m.now().UnixNano()}
+	go m.run(m.background, interval)
 }
 
 func (m *Manager) run(b *background, interval time.Duration) {

@@ -284,7 +284,7 @@ func New(st store.Store, opts ...Option) (*Manager, error) {
 	if us, ok := store.Capability[store.UsageStore](st); ok {
 		m.meter = &meter{store: us}
 	}
-	m.background = m.startBackground(c.flushInterval)
+	m.startBackground(c.flushInterval)
 	return m, nil
 }
 
