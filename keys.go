@@ -108,14 +108,18 @@ func (c APIKeyCreated) LogValue() slog.Value {
 
 // apiKeyOf is rec as the API shows it, without its credits (which the
 // store keeps apart: see Manager.shown).
-func apiKeyOf(r *store.Record) APIKey {
+func apiKeyOf(r *store.Record) APIKey { return apiKeyWith(r, nil) }
+
+// apiKeyWith is apiKeyOf, with the record's allowlist as text already
+// (validateAllowedIPs' own, a slice of the caller's), if not nil.
+func apiKeyWith(r *store.Record, ipText []string) APIKey {
 	k := APIKey{
 		ID:          r.ID,
 		Name:        r.Name,
 		Prefix:      r.Prefix,
 		Environment: Environment(r.Environment),
 		Permissions: slices.Clone(r.Permissions),
-		AllowedIPs:  make([]string, len(r.AllowedIPs)),
+		AllowedIPs:  ipText,
 		CreatedAt:   r.CreatedAt,
 		OwnerID:     r.OwnerID,
 		Metadata:    r.Metadata,
@@ -124,8 +128,11 @@ func apiKeyOf(r *store.Record) APIKey {
 	if k.Permissions == nil {
 		k.Permissions = []string{}
 	}
-	for i, p := range r.AllowedIPs {
-		k.AllowedIPs[i] = formatPrefix(p)
+	if ipText == nil {
+		k.AllowedIPs = make([]string, len(r.AllowedIPs))
+		for i, p := range r.AllowedIPs {
+			k.AllowedIPs[i] = formatPrefix(p)
+		}
 	}
 	if r.RateLimit > 0 {
 		n := r.RateLimit
@@ -491,7 +498,7 @@ func (m *Manager) newKey(s keySpec, accountID string, now time.Time) (*APIKeyCre
 		Disabled:    s.disabled,
 		Version:     1,
 	}
-	created := &APIKeyCreated{APIKey: apiKeyOf(rec), Key: secret}
+	created := &APIKeyCreated{APIKey: apiKeyWith(rec, s.ipText), Key: secret}
 	if s.credits != nil {
 		rec.CreditsID = id
 		created.Credits = shownBudget(*s.credits, now)

@@ -402,7 +402,7 @@ func (m *Manager) validateUpdate(ctx context.Context, c caller, u APIKeyUpdate) 
 		}
 	}
 	if u.AllowedIPs.Set {
-		if s.allowedIPs, err = m.validateAllowedIPs(u.AllowedIPs.Value); err != nil {
+		if s.allowedIPs, _, err = m.validateAllowedIPs(u.AllowedIPs.Value); err != nil {
 			return nil, err
 		}
 	}

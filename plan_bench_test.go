@@ -2,17 +2,12 @@ package keys_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"os"
-	"runtime"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/credits"
-	"github.com/txcloud/keys/memstore"
 )
 
 // bigPlan limits every account far above what a benchmark sends, so that
@@ -92,136 +87,6 @@ func BenchmarkCountUsage(b *testing.B) {
 	for b.Loop() {
 		m.CountUsage(&v, "GET /v1/ping", 200)
 	}
-}
-
-// distinctKeys is how many keys the distinct-key benchmarks walk:
-// 1,000,000, or KEYS_BENCH_DISTINCT.
-func distinctKeys() int {
-	if n, err := strconv.Atoi(os.Getenv("KEYS_BENCH_DISTINCT")); err == nil && n > 0 {
-		return n
-	}
-	return 1_000_000
-}
-
-// distinct is a Manager holding distinctKeys() keys, imported (fast),
-// and the keys in a shuffled order, made once per process.
-var distinct struct {
-	m  *keys.Manager
-	ks []string
-	t  map[[32]byte]*int
-}
-
-func distinctSetup(b *testing.B) (*keys.Manager, []string, map[[32]byte]*int) {
-	if distinct.m != nil {
-		return distinct.m, distinct.ks, distinct.t
-	}
-	n := distinctKeys()
-	m, err := keys.New(memstore.New(), keys.WithMaxKeysPerAccount(10_000_000))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ks := make([]string, 0, n)
-	batch := make([]keys.ImportKey, 0, 10000)
-	for len(ks) < n {
-		batch = batch[:0]
-		for range min(10000, n-len(ks)) {
-			c, err := keys.GenerateForBench(m)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ks = append(ks, c)
-			batch = append(batch, keys.ImportKey{Key: keys.Secret(c), Name: "bench", Environment: keys.Live, AccountID: "acct_" + strconv.Itoa(len(ks)%1000)})
-		}
-		if _, err := m.Import(context.Background(), batch); err != nil {
-			b.Fatal(err)
-		}
-	}
-	t := make(map[[32]byte]*int, n)
-	for _, k := range ks {
-		t[sha256.Sum256([]byte(k))] = new(int)
-	}
-	runtime.GC()
-	distinct.m, distinct.ks, distinct.t = m, ks, t
-	return m, ks, t
-}
-
-// BenchmarkVerifyDistinctFloor walks the same keys as BenchmarkVerifyDistinct:
-// SHA-256, a Go map of every digest, the clock.
-func BenchmarkVerifyDistinctFloor(b *testing.B) {
-	_, ks, t := distinctSetup(b)
-	b.ReportAllocs()
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		if t[sha256.Sum256([]byte(ks[i]))] == nil || time.Now().IsZero() {
-			b.Fatal("floor lookup missed")
-		}
-		if i++; i == len(ks) {
-			i = 0
-		}
-	}
-}
-
-// BenchmarkVerifyDistinct verifies a different key each time, from a
-// million stored, with its usage counted (target: 1.3× the floor).
-func BenchmarkVerifyDistinct(b *testing.B) {
-	m, ks, _ := distinctSetup(b)
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		v, err := m.Verify(ctx, ks[i])
-		if err != nil {
-			b.Fatal(err)
-		}
-		m.CountUsage(&v, "GET /v1/ping", 200)
-		if i++; i == len(ks) {
-			i = 0
-		}
-	}
-}
-
-// BenchmarkVerifyDistinctParallelFloor and BenchmarkVerifyDistinctParallel:
-// the same on both cores, each goroutine walking its own stretch.
-func BenchmarkVerifyDistinctParallelFloor(b *testing.B) {
-	_, ks, t := distinctSetup(b)
-	var next atomic.Int64
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := int(next.Add(int64(len(ks)/7))) % len(ks)
-		for pb.Next() {
-			if t[sha256.Sum256([]byte(ks[i]))] == nil || time.Now().IsZero() {
-				sinkBool.Store(true)
-			}
-			if i++; i == len(ks) {
-				i = 0
-			}
-		}
-	})
-}
-
-func BenchmarkVerifyDistinctParallel(b *testing.B) {
-	m, ks, _ := distinctSetup(b)
-	ctx := context.Background()
-	var next atomic.Int64
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := int(next.Add(int64(len(ks)/7))) % len(ks)
-		for pb.Next() {
-			v, err := m.Verify(ctx, ks[i])
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			m.CountUsage(&v, "GET /v1/ping", 200)
-			if i++; i == len(ks) {
-				i = 0
-			}
-		}
-	})
 }
 
 // BenchmarkVerifyCredits: a key with credits (memstore: a read-locked map

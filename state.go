@@ -94,7 +94,7 @@ func (t *stateTable) find(d *store.Digest) (*atomic.Pointer[keyState], *keyState
 	for i := home(d) & t.mask; ; i = (i + 1) & t.mask {
 		slot := &t.slots[i]
 		st := slot.Load()
-		if st == nil || st != tombstone && st.digest == *d {
+		if st == nil || st != tombstone && digestEqual(&st.digest, d) {
 			return slot, st
 		}
 	}

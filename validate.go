@@ -47,13 +47,16 @@ type keySpec struct {
 	environment Environment
 	permissions []string
 	allowedIPs  []netip.Prefix
-	rateLimit   int
-	expiresAt   time.Time
-	ownerID     string
-	metadata    []byte
-	disabled    store.DisabledBy
-	maxKeys     int           // the account's cap on active keys (Write.MaxActive)
-	credits     *store.Budget // the key's new budget (create); nil: none
+	// ipText is allowedIPs as the API shows them (formatPrefix); nil for
+	// a spec not made by validateAllowedIPs (a roll's successor).
+	ipText    []string
+	rateLimit int
+	expiresAt time.Time
+	ownerID   string
+	metadata  []byte
+	disabled  store.DisabledBy
+	maxKeys   int           // the account's cap on active keys (Write.MaxActive)
+	credits   *store.Budget // the key's new budget (create); nil: none
 }
 
 // budget is the credit budget a new key's Write sets, or nil.
@@ -78,7 +81,7 @@ func (m *Manager) validateCreate(req *APIKeyCreate, now time.Time) (keySpec, err
 	if s.permissions, err = m.validatePermissions(req.Permissions); err != nil {
 		return s, err
 	}
-	if s.allowedIPs, err = m.validateAllowedIPs(req.AllowedIPs); err != nil {
+	if s.allowedIPs, s.ipText, err = m.validateAllowedIPs(req.AllowedIPs); err != nil {
 		return s, err
 	}
 	s.rateLimit = m.defaultRateLimit
@@ -178,21 +181,44 @@ func (m *Manager) validatePermissions(perms []string) ([]string, error) {
 	return out, nil
 }
 
-func (m *Manager) validateAllowedIPs(ips []string) ([]netip.Prefix, error) {
+// validateAllowedIPs parses, masks and deduplicates an allowlist, and
+// returns each entry's text as the API shows it: the entry as sent, when
+// it is already in that form (no copy), or its formatPrefix.
+func (m *Manager) validateAllowedIPs(ips []string) ([]netip.Prefix, []string, error) {
 	if len(ips) > m.maxAllowedIPs {
-		return nil, invalid("allowed_ips", "at most %d entries, got %d", m.maxAllowedIPs, len(ips))
+		return nil, nil, invalid("allowed_ips", "at most %d entries, got %d", m.maxAllowedIPs, len(ips))
+	}
+	if len(ips) == 0 {
+		return []netip.Prefix{}, []string{}, nil
 	}
 	out := make([]netip.Prefix, 0, len(ips))
+	text := make([]string, 0, len(ips))
 	for i, s := range ips {
 		p, err := parseAllowedIP(s)
 		if err != nil {
-			return nil, invalid(fmt.Sprintf("allowed_ips[%d]", i), "%v", err)
+			return nil, nil, invalid(fmt.Sprintf("allowed_ips[%d]", i), "%v", err)
 		}
 		if !slices.Contains(out, p) {
 			out = append(out, p)
+			text = append(text, prefixText(p, s))
 		}
 	}
-	return out, nil
+	return out, text, nil
+}
+
+// prefixText is formatPrefix(p), without a copy when sent already is.
+func prefixText(p netip.Prefix, sent string) string {
+	var buf [64]byte
+	b := buf[:0]
+	if p.IsSingleIP() {
+		b = p.Addr().AppendTo(b)
+	} else {
+		b = p.AppendTo(b)
+	}
+	if string(b) == sent {
+		return sent
+	}
+	return string(b)
 }
 
 // parseAllowedIP parses one allowed_ips entry: an IPv4 or IPv6 address, or a

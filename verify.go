@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys/credits"
+	"github.com/txcloud/keys/internal/verifiedctx"
 	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/store"
 )
@@ -21,7 +22,6 @@ import (
 type Verified struct {
 	KeyID       string
 	AccountID   string
-	Name        string // the key's name
 	Environment Environment
 	Permissions []string
 	OwnerID     string          // the host's identifier of whoever the key is for; "": none
@@ -30,15 +30,14 @@ type Verified struct {
 	// tightest that applied, or the one that refused it. Its Limit is 0
 	// when no limit applied.
 	RateLimit limit.Status
-	// Credits is the key's credit budget after this request's spend;
-	// zero when the key has none or the request cost nothing.
-	Credits credits.Budget
-	// Spent is what this request took from the key's credits (0: none).
-	Spent int64
+	// Spent is what this request took from the key's credits (0: none),
+	// and Credits what they hold after it (when Spent > 0).
+	Spent, Credits int64
 
-	// at is when Verify ran (the Manager's clock), so that CountUsage
-	// need not read the clock again (a read costs about 50 ns here).
-	at time.Time
+	// at is when Verify ran (the Manager's clock, Unix ns), so that
+	// CountUsage need not read the clock again (a read costs about 50 ns
+	// here).
+	at int64
 	// state is the Manager's state of the key: where CountUsage counts.
 	state *keyState
 }
@@ -75,11 +74,15 @@ func (v *Verified) Principal() Principal {
 // time Verify takes depends on the digest of what was presented, which an
 // attacker cannot steer toward a stored key. The final digest comparison is
 // constant-time.
-func (m *Manager) Verify(ctx context.Context, key string, opts ...VerifyOption) (Verified, error) {
+func (m *Manager) Verify(ctx context.Context, key string, opts ...VerifyOption) (v Verified, err error) {
+	// verify fills in the result where it lies: Verified is a few hundred
+	// bytes, and a copy of it on the way out is a few percent of Verify.
 	if m.obs != nil {
-		return m.verifyObserved(ctx, key, opts)
+		err = m.verifyObserved(ctx, key, opts, &v)
+	} else {
+		err = m.verify(ctx, key, opts, &v)
 	}
-	return m.verify(ctx, key, opts)
+	return v, err
 }
 
 // verifyObserved is Verify reported to the Observer. Every outcome is
@@ -87,64 +90,92 @@ func (m *Manager) Verify(ctx context.Context, key string, opts ...VerifyOption) 
 // alone (time.Since of an instant taken in New): a clock read costs about
 // 50 ns on this machine's virtual CPUs, and two on every call would double
 // what the hook costs.
-func (m *Manager) verifyObserved(ctx context.Context, key string, opts []VerifyOption) (Verified, error) {
+func (m *Manager) verifyObserved(ctx context.Context, key string, opts []VerifyOption, v *Verified) error {
 	if rand.Uint32()%verifyTimedEvery != 0 {
-		v, err := m.verify(ctx, key, opts)
+		err := m.verify(ctx, key, opts, v)
 		m.obs.Verify(ctx, outcomeOf(err), 0)
-		return v, err
+		return err
 	}
 	start := time.Since(m.epoch)
-	v, err := m.verify(ctx, key, opts)
+	err := m.verify(ctx, key, opts, v)
 	m.obs.Verify(ctx, outcomeOf(err), max(time.Since(m.epoch)-start, 1))
-	return v, err
+	return err
 }
 
 // verifyTimedEvery: one Verify in this many is timed for the Observer.
 const verifyTimedEvery = 16
 
-func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (Verified, error) {
+// verify fills in v (zero until the key is found) and returns the error.
+func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption, v *Verified) error {
 	if m.closed.Load() {
-		return Verified{}, ErrClosed
+		return ErrClosed
 	}
 	var buf [maxKeyLen]byte
 	var digest store.Digest
 	if _, ok := m.format.parse(key, &buf); ok {
 		digest = m.digest.sum(buf[:len(key)])
 	} else if len(m.foreign) == 0 {
-		return Verified{}, ErrInvalidKey // the common case: no foreign keys, no call
+		return ErrInvalidKey // the common case: no foreign keys, no call
 	} else if digest, ok = m.foreignDigest(key); !ok {
-		return Verified{}, ErrInvalidKey
+		return ErrInvalidKey
 	}
 	rec, err := m.store.LookupDigest(ctx, digest)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return Verified{}, ErrInvalidKey
+			return ErrInvalidKey
 		}
-		return Verified{}, fmt.Errorf("%w: looking up key: %w", ErrUnavailable, err)
+		return fmt.Errorf("%w: looking up key: %w", ErrUnavailable, err)
 	}
 	if !digestEqual(&rec.Digest, &digest) {
-		return Verified{}, ErrInvalidKey
+		return ErrInvalidKey
 	}
 	now := m.now()
-	v := Verified{KeyID: rec.ID, AccountID: rec.AccountID, Name: rec.Name, Environment: Environment(rec.Environment),
-		Permissions: rec.Permissions, OwnerID: rec.OwnerID, Metadata: rec.Metadata, at: now}
+	v.KeyID, v.AccountID, v.Environment = rec.ID, rec.AccountID, Environment(rec.Environment)
+	v.Permissions, v.OwnerID, v.Metadata, v.at = rec.Permissions, rec.OwnerID, rec.Metadata, now.UnixNano()
 	if !rec.RevokedAt.IsZero() && !now.Before(rec.RevokedAt) {
-		return v, ErrKeyRevoked
+		return ErrKeyRevoked
 	}
 	if !rec.ExpiresAt.IsZero() && !now.Before(rec.ExpiresAt) {
-		return v, ErrKeyExpired
+		return ErrKeyExpired
 	}
 	if rec.Disabled != store.NotDisabled {
-		return v, ErrKeyDisabled
+		return ErrKeyDisabled
 	}
 	if err := checkOptions(rec, opts); err != nil {
-		return v, err
+		return err
 	}
 	api := apiOf(opts)
 	if v.state = m.states.get(&digest); v.state == nil {
 		v.state = m.states.insert(&digest, rec.ID, rec.AccountID, api)
 	}
 	outside := (m.plans != nil || rec.CreditsID != "") && outsidePlan(opts) // read only where it matters
+	if rec.RateLimit > 0 || m.plans != nil && !outside {
+		if err := m.countLimits(ctx, rec, opts, outside, now, v); err != nil {
+			return err
+		}
+	}
+	if rec.CreditsID != "" && !outside {
+		cost, err := m.costOf(api, opts)
+		if err != nil {
+			return err
+		}
+		if cost > 0 {
+			left, err := m.spend(ctx, rec.CreditsID, cost, now)
+			if err != nil {
+				return err
+			}
+			v.Credits = left.Remaining
+			v.Spent = cost
+		}
+	}
+	m.lastUsed.note(v.state, digest[0], now)
+	return nil
+}
+
+// countLimits counts the request against the key's limits, all at once; a
+// refusal is a *RateLimitError. Apart from verify, so that a key without
+// limits does not pay for zeroing their checks.
+func (m *Manager) countLimits(ctx context.Context, rec *store.Record, opts []VerifyOption, outside bool, now time.Time, v *Verified) error {
 	var checks limit.Checks
 	if rec.RateLimit > 0 {
 		checks[0] = limit.Check{Name: limit.Key, ID: rec.ID, Max: rec.RateLimit}
@@ -152,7 +183,7 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 	if m.plans != nil && !outside {
 		e, err := m.plans.of(ctx, rec.AccountID, now)
 		if err != nil {
-			return v, err
+			return err
 		}
 		checks[1] = limit.Check{Name: limit.AccountMinute, ID: rec.AccountID, Max: e.plan.PerMinute}
 		checks[2] = limit.Check{Name: limit.AccountDay, ID: rec.AccountID, Max: e.plan.PerDay}
@@ -166,27 +197,14 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption) (
 	if checks[0].Max|checks[1].Max|checks[2].Max|checks[3].Max != 0 {
 		rl, allowed, err := m.limiter.Allow(ctx, checks, now)
 		if err != nil {
-			return v, fmt.Errorf("%w: rate limiter: %w", ErrUnavailable, err)
+			return fmt.Errorf("%w: rate limiter: %w", ErrUnavailable, err)
 		}
 		v.RateLimit = rl
 		if !allowed {
-			return v, &RateLimitError{RateLimit: rl}
+			return &RateLimitError{RateLimit: rl}
 		}
 	}
-	if rec.CreditsID != "" && !outside {
-		cost, err := m.costOf(api, opts)
-		if err != nil {
-			return v, err
-		}
-		if cost > 0 {
-			if v.Credits, err = m.spend(ctx, rec.CreditsID, cost, now); err != nil {
-				return v, err
-			}
-			v.Spent = cost
-		}
-	}
-	m.lastUsed.note(v.state, digest[0], now)
-	return v, nil
+	return nil
 }
 
 func outsidePlan(opts []VerifyOption) bool {
@@ -280,35 +298,18 @@ func ipAllowed(allowed []netip.Prefix, ip netip.Addr) bool {
 	return false
 }
 
-// verifiedContext carries a Verified by value: one allocation, where
-// context.WithValue and a pointer would take two on every request.
-type verifiedContext struct {
-	context.Context
-	v Verified
-}
-
-type verifiedKey struct{}
-
-func (c *verifiedContext) Value(key any) any {
-	if key == (verifiedKey{}) {
-		return c
-	}
-	return c.Context.Value(key)
-}
-
-// NewContext returns ctx carrying v, as the HTTP middleware does for the
-// handlers behind it.
+// NewContext returns ctx carrying v, as the HTTP middleware and the gRPC
+// interceptors do for the handlers behind them.
 func NewContext(ctx context.Context, v Verified) context.Context {
-	return &verifiedContext{Context: ctx, v: v}
+	return &verifiedctx.Holder[Verified]{Context: ctx, V: v}
 }
 
 // FromContext returns the verified key that NewContext stored in ctx (the
 // HTTP middleware and the gRPC interceptors do, for the handlers behind
 // them).
 func FromContext(ctx context.Context) (Verified, bool) {
-	c, ok := ctx.Value(verifiedKey{}).(*verifiedContext)
-	if !ok {
-		return Verified{}, false
+	if v := verifiedctx.Get[Verified](ctx); v != nil {
+		return *v, true
 	}
-	return c.v, true
+	return Verified{}, false
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/verifiedctx"
 	"github.com/txcloud/keys/limit"
 )
 
@@ -121,8 +122,8 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 	perms = slices.Clone(perms)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if v, ok := keys.FromContext(r.Context()); ok && v.KeyID != "" {
-				if err := a.check(&v, perms); err != nil {
+			if v := verifiedctx.Get[keys.Verified](r.Context()); v != nil && v.KeyID != "" {
+				if err := a.check(v, perms); err != nil {
 					a.WriteError(w, r, err)
 					return
 				}
@@ -130,22 +131,25 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 				return
 			}
 			api := a.c.apiOf(r)
-			v, err := a.authenticate(w, r, perms, api)
+			var v keys.Verified
+			err := a.authenticate(w, r, perms, api, &v)
 			if err == nil {
 				var release func()
 				if release, err = a.m.Acquire(r.Context(), &v); err == nil {
 					defer release() // a panicking handler gives it back too
-					sw := &statusWriter{ResponseWriter: w}
+					// The handler's context and its status writer, in one
+					// allocation.
+					s := &served{ctx: verifiedctx.Holder[keys.Verified]{Context: r.Context(), V: v}, sw: statusWriter{ResponseWriter: w}}
 					defer func() {
 						if p := recover(); p != nil {
 							// Counted as net/http answers it (500, unless the
 							// handler had answered), then panicking on.
-							a.m.CountUsage(&v, api, cmp.Or(sw.status, http.StatusInternalServerError))
+							a.m.CountUsage(&v, api, cmp.Or(s.sw.status, http.StatusInternalServerError))
 							panic(p)
 						}
-						a.m.CountUsage(&v, api, cmp.Or(sw.status, http.StatusOK))
+						a.m.CountUsage(&v, api, cmp.Or(s.sw.status, http.StatusOK))
 					}()
-					next.ServeHTTP(sw, r.WithContext(keys.NewContext(r.Context(), v)))
+					next.ServeHTTP(&s.sw, r.WithContext(&s.ctx))
 					return
 				}
 			}
@@ -158,6 +162,14 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 			a.WriteError(w, r, err)
 		})
 	}
+}
+
+// served is what the middleware gives the handler of a verified request:
+// its context (carrying the verified key) and the writer that notes the
+// status for usage.
+type served struct {
+	ctx verifiedctx.Holder[keys.Verified]
+	sw  statusWriter
 }
 
 // check holds an already verified caller to the environment and perms.

@@ -89,28 +89,28 @@ func forwardedFor(headers []string) []string {
 	return out
 }
 
-// authenticate identifies the caller and holds it to the adapter's
+// authenticate identifies the caller (into v) and holds it to the adapter's
 // environment and to perms: with the host's Authenticator if there is one,
 // otherwise by API key (bearer token, client IP, then keys.Verify, with
 // the checks inside Verify so a refused key does not spend its limit).
 // api is the request's API name; "" for the key endpoints, which are
 // outside the account's plan and spend no credits. Rate-limit headers are
 // set whenever the limiter counted the request, so a 429 carries them too.
-func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []string, api string) (keys.Verified, error) {
+func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []string, api string, v *keys.Verified) error {
 	if a.c.authenticate != nil {
 		p, err := a.c.authenticate(r)
 		if err != nil {
-			return keys.Verified{}, authFailure(err)
+			return authFailure(err)
 		}
 		if p.AccountID == "" {
-			return keys.Verified{}, errNoCredentials
+			return errNoCredentials
 		}
-		v := keys.Verified{KeyID: p.Subject, AccountID: p.AccountID, Environment: p.Environment, Permissions: slices.Clone(p.Permissions)}
-		return v, a.check(&v, perms)
+		*v = keys.Verified{KeyID: p.Subject, AccountID: p.AccountID, Environment: p.Environment, Permissions: slices.Clone(p.Permissions)}
+		return a.check(v, perms)
 	}
 	token, err := BearerToken(r)
 	if err != nil {
-		return keys.Verified{}, err
+		return err
 	}
 	var buf [6]keys.VerifyOption // on the stack
 	opts := append(buf[:0], keys.FromIP(a.c.clientIP(r)), keys.OnEndpoint(r.Method, r.URL.Path))
@@ -125,8 +125,8 @@ func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []s
 	if a.c.env != "" {
 		opts = append(opts, keys.InEnvironment(a.c.env))
 	}
-	v, err := a.m.Verify(r.Context(), token, opts...)
+	*v, err = a.m.Verify(r.Context(), token, opts...)
 	setRateLimitHeaders(w.Header(), v.RateLimit)
-	setCreditsHeader(w.Header(), &v, err)
-	return v, err
+	setCreditsHeader(w.Header(), v, err)
+	return err
 }

@@ -176,7 +176,7 @@ func setCreditsHeader(h http.Header, v *keys.Verified, err error) {
 	var ce *keys.CreditsError
 	switch {
 	case err == nil && v.Spent > 0:
-		h.Set("X-Credits-Remaining", strconv.FormatInt(v.Credits.Remaining, 10))
+		h.Set("X-Credits-Remaining", strconv.FormatInt(v.Credits, 10))
 	case err != nil && errors.As(err, &ce):
 		h.Set("X-Credits-Remaining", strconv.FormatInt(ce.Credits.Remaining, 10))
 	}

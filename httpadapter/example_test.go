@@ -59,7 +59,7 @@ func Example_mount() {
 	mux.Handle("/v1/developers/", http.StripPrefix("/v1", a))
 	mux.Handle("GET /v1/whoami", a.Middleware("developers:read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v, _ := keys.FromContext(r.Context())
-		fmt.Fprint(w, v.Name)
+		fmt.Fprint(w, v.AccountID, " ", v.Environment)
 	})))
 
 	req := httptest.NewRequest("POST", "/v1/developers/keys", strings.NewReader(`{"name":"ci","environment":"test"}`))
@@ -76,5 +76,5 @@ func Example_mount() {
 	fmt.Println(rec.Code, rec.Body)
 	// Output:
 	// 201
-	// 200 admin
+	// 200 acct_1 test
 }

@@ -19,7 +19,8 @@ func (a *Adapter) endpoint(perm string, fn func(http.ResponseWriter, *http.Reque
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Outside the account's plan: a customer over its quota, or under a
 		// flood of its leaked key, can still revoke keys and read usage.
-		v, err := a.authenticate(w, r, perms, "")
+		var v keys.Verified
+		err := a.authenticate(w, r, perms, "", &v)
 		if err == nil {
 			err = a.allowManagement(r, v.AccountID)
 		}

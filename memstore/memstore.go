@@ -115,14 +115,39 @@ func newTable(size int) *table {
 // does not use.
 func home(h *store.Digest) uint64 { return binary.LittleEndian.Uint64(h[8:16]) }
 
+// sameDigest compares two digests as four 64-bit words: inlined, where
+// == on the arrays calls the runtime's memequal.
+func sameDigest(a, b *store.Digest) bool {
+	le := binary.LittleEndian
+	return le.Uint64(a[0:]) == le.Uint64(b[0:]) && le.Uint64(a[8:]) == le.Uint64(b[8:]) &&
+		le.Uint64(a[16:]) == le.Uint64(b[16:]) && le.Uint64(a[24:]) == le.Uint64(b[24:])
+}
+
 func (t *table) find(h *store.Digest) (*atomic.Pointer[store.Record], *store.Record) {
 	for i := home(h) & t.mask; ; i = (i + 1) & t.mask {
 		slot := &t.slots[i]
 		r := slot.Load()
-		if r == nil || (r.Digest == *h && r.ID != "") {
+		if r == nil || (sameDigest(&r.Digest, h) && r.ID != "") {
 			return slot, r
 		}
 	}
+}
+
+// add inserts r, unless a record with its digest is there: then it
+// returns false and changes nothing. One probe does both. sh.mu is held.
+func (sh *shard) add(r *store.Record) bool {
+	t := sh.table.Load()
+	slot, old := t.find(&r.Digest)
+	if old != nil {
+		return false
+	}
+	if 2*(sh.count+1) > len(t.slots) {
+		t = sh.rebuild(t)
+		slot, _ = t.find(&r.Digest)
+	}
+	slot.Store(r)
+	sh.count++
+	return true
 }
 
 // put inserts or replaces r; sh.mu is held.
@@ -230,8 +255,10 @@ func (s *Store) Write(_ context.Context, w store.Write) error {
 			return errors.New("memstore: a Replace may not change a record's digest")
 		}
 	}
+	var a *account // Insert's
 	if w.Insert != nil {
-		if err := s.insert(w.Insert); err != nil {
+		var err error
+		if a, err = s.insert(w.Insert); err != nil {
 			return err
 		}
 	}
@@ -242,7 +269,7 @@ func (s *Store) Write(_ context.Context, w store.Write) error {
 	s.storeIdempotency(w.Idempotency)
 	s.setCredits(w.Credits)
 	if r := w.Insert; r != nil && w.KeepRevoked > 0 {
-		s.prune(s.accounts[r.AccountID], w.KeepRevoked, r.CreatedAt)
+		s.prune(a, w.KeepRevoked, r.CreatedAt)
 	}
 	return nil
 }
@@ -323,15 +350,19 @@ func (s *Store) delete(r *store.Record) {
 	sh.mu.Unlock()
 }
 
-// insert adds a new record to both indexes, refusing a taken ID or digest.
-// s.mu is held.
-func (s *Store) insert(rec *store.Record) error {
+// insert adds a new record to both indexes, refusing a taken ID or
+// digest, and returns its account. s.mu is held.
+func (s *Store) insert(rec *store.Record) (*account, error) {
 	a, err := s.index(rec)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if n := len(a.recs); n == 0 || older(a.recs[n-1], rec) < 0 {
+		a.recs = append(a.recs, rec) // the usual case: keys are made in time order
+		return a, nil
 	}
 	a.recs = slices.Insert(a.recs, a.search(rec.CreatedAt, rec.ID), rec)
-	return nil
+	return a, nil
 }
 
 // index adds rec to the ID and digest indexes and its account's counts,
@@ -339,21 +370,40 @@ func (s *Store) insert(rec *store.Record) error {
 // list the caller puts rec in (insert one at a time, Import a batch at
 // once). s.mu is held.
 func (s *Store) index(rec *store.Record) (*account, error) {
-	if _, ok := s.byID[rec.ID]; ok {
+	// The ID goes in first, in one map operation: an ID is new but for a
+	// caller's mistake, so the old record is found again only then.
+	n := len(s.byID)
+	s.byID[rec.ID] = rec
+	if len(s.byID) == n {
+		s.byID[rec.ID] = s.recordWithID(rec.ID, rec)
 		return nil, fmt.Errorf("memstore: id %s: %w", rec.ID, store.ErrDuplicate)
 	}
 	sh := s.shardOf(rec.Digest)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if sh.get(&rec.Digest) != nil {
+	added := sh.add(rec)
+	sh.mu.Unlock()
+	if !added {
+		delete(s.byID, rec.ID)
 		return nil, fmt.Errorf("memstore: digest: %w", store.ErrDuplicate)
 	}
-	sh.put(rec)
-	s.byID[rec.ID] = rec
 	s.ref(rec.CreditsID, 1)
 	a := s.account(rec.AccountID)
 	a.count(rec, 1)
 	return a, nil
+}
+
+// recordWithID finds the stored record with id other than not, by a walk
+// of every account's index: the slow way, for an ID given twice. s.mu is
+// held.
+func (s *Store) recordWithID(id string, not *store.Record) *store.Record {
+	for _, a := range s.accounts {
+		for _, r := range a.recs {
+			if r.ID == id && r != not {
+				return r
+			}
+		}
+	}
+	panic("memstore: an ID in the ID index is in no account's") // the indexes disagree: a bug here, never input
 }
 
 // account returns the account's index, made if new. s.mu is held.
