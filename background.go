@@ -75,7 +75,7 @@ func (m *Manager) flushLastUsedObserved(ctx context.Context) (err error) {
 	b := m.background
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	err = m.lastUsed.flush(ctx, m.store)
+	err = m.lastUsed.flush(ctx, m.store, m.states)
 	m.sweep()
 	return err
 }

@@ -9,66 +9,60 @@ import (
 )
 
 // lastUsed keeps last-used times in memory so that Verify never writes to
-// the store. A key's latest use is its state's noted time; the pending
-// lists name each key used since the last flush once (its queued flag),
-// and a flush writes them in one TouchLastUsed batch.
+// the store. A key's latest use is its state's noted time, and its queued
+// flag says it has one the store has not been told: Verify touches only
+// the key's own state (no list, no lock shared with other keys), and a
+// flush walks the states and writes the queued ones in one TouchLastUsed
+// batch.
 type lastUsed struct {
-	shards [lastUsedShards]lastUsedShard
-}
-
-const lastUsedShards = 64
-
-type lastUsedShard struct {
 	mu sync.Mutex
-	// pending lists the states used since the last flush, each once: an
-	// append under the lock, where a map keyed by key cost a hash, a
-	// probe and the map's growth for every key's first use in a flush.
-	pending []*keyState
-	_       [32]byte // keep shards on separate cache lines
+	// failed is a batch the store refused, written again with the next.
+	failed []store.LastUsed
 }
 
-// notePrecision is how stale a noted last-used time may be: a key used again
-// within it is not noted again, which keeps the pending list's lock off the
-// hot path of a busy key.
+// notePrecision is how stale a noted last-used time may be: a key used
+// again within it is not noted again, which keeps even the key's own
+// state from being written by every request of a busy key.
 const notePrecision = int64(time.Second)
 
-// note records a use of st at now. hint spreads keys over shards; any
-// byte that is the same for every use of one key will do.
-func (u *lastUsed) note(st *keyState, hint byte, now time.Time) {
+// note records a use of st at now.
+func (u *lastUsed) note(st *keyState, now time.Time) {
 	t := now.UnixNano()
 	if old := st.noted.Load(); t-old < notePrecision || !st.noted.CompareAndSwap(old, t) {
 		return // noted within the second, or by another request just now
 	}
-	if !st.queued.CompareAndSwap(false, true) {
-		return // listed already: the flush reads the time from the state
+	if !st.queued.Load() {
+		st.queued.Store(true)
 	}
-	s := &u.shards[hint%lastUsedShards]
-	s.mu.Lock()
-	s.pending = append(s.pending, st)
-	s.mu.Unlock()
 }
 
-// flush writes every pending time in one batch. If the store fails, the
-// batch goes back to memory (unless newer uses arrived meanwhile) for the
-// next flush.
-func (u *lastUsed) flush(ctx context.Context, st store.Store) error {
+// flush writes the time of every queued state (and of a batch the store
+// refused before) in one batch. If the store fails, the batch is kept for
+// the next flush.
+func (u *lastUsed) flush(ctx context.Context, st store.Store, states *states) error {
 	// Merge by ID: a key swept and used again has two states, and a batch
 	// names each key once.
 	latest := make(map[string]int64)
-	for i := range u.shards {
-		s := &u.shards[i]
-		s.mu.Lock()
-		states := s.pending
-		s.pending = nil
-		s.mu.Unlock()
-		for _, k := range states {
-			// Unlisted before its time is read: a use in between lists it
-			// again, for the next flush (a time written twice is harmless:
-			// last-used never moves backwards).
-			k.queued.Store(false)
-			latest[k.id] = max(latest[k.id], k.noted.Load())
+	take := func(k *keyState) {
+		if !k.queued.Load() {
+			return
 		}
+		// Unqueued before its time is read: a use in between queues it
+		// again, for the next flush (a time written twice is harmless:
+		// last-used never moves backwards).
+		k.queued.Store(false)
+		latest[k.id] = max(latest[k.id], k.noted.Load())
 	}
+	states.each(take)
+	for _, k := range states.retired {
+		take(k)
+	}
+	u.mu.Lock()
+	for _, e := range u.failed {
+		latest[e.ID] = max(latest[e.ID], e.At.UnixNano())
+	}
+	u.failed = nil
+	u.mu.Unlock()
 	if len(latest) == 0 {
 		return nil
 	}
@@ -77,24 +71,10 @@ func (u *lastUsed) flush(ctx context.Context, st store.Store) error {
 		batch = append(batch, store.LastUsed{ID: id, At: time.Unix(0, t).UTC()})
 	}
 	if err := st.TouchLastUsed(ctx, batch); err != nil {
-		u.restore(batch)
+		u.mu.Lock()
+		u.failed = batch
+		u.mu.Unlock()
 		return err
 	}
 	return nil
-}
-
-// restore puts a batch the store refused back for the next flush. The
-// states behind it are not at hand, so each entry goes in as a stand-in
-// holding only the ID and the time; flush merges by ID, and a newer use
-// of the same key wins.
-func (u *lastUsed) restore(batch []store.LastUsed) {
-	s := &u.shards[0]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, e := range batch {
-		k := &keyState{id: e.ID}
-		k.noted.Store(e.At.UnixNano())
-		k.queued.Store(true)
-		s.pending = append(s.pending, k)
-	}
 }

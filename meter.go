@@ -250,10 +250,9 @@ func (m *Manager) drain(now time.Time, all bool) []store.UsageRow {
 		}
 	}
 	m.states.each(one)
-	for _, st := range m.states.retired { // swept at the last sweep: drained this once more
+	for _, st := range m.states.retired { // swept at the last sweep: drained until the next
 		one(st)
 	}
-	m.states.retired = nil
 	return rows
 }
 

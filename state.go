@@ -18,9 +18,8 @@ type keyState struct {
 	digest      store.Digest
 	id, account string
 	// noted is the latest use noted (Unix ns, the Manager's clock): the
-	// last-used time the next flush writes. It lets Verify skip the
-	// pending list, and its lock, for a key it noted within the last
-	// second. queued says the state is on a pending list.
+	// last-used time the next flush writes, if queued says so. A key
+	// noted within the last second is not noted again.
 	noted  atomic.Int64
 	queued atomic.Bool
 	// swept says the state was taken out of the table: a request that
@@ -49,9 +48,10 @@ type states struct {
 	// maxExtra (maxExtraCells; tests lower it).
 	extra    atomic.Int64
 	maxExtra int64
-	// retired are the states swept at the last sweep: drained once more
-	// by the next drain (a request may have counted in one just before it
-	// was swept), then dropped. Under Manager.flushMu.
+	// retired are the states swept at the last sweep: still drained and
+	// flushed (a request may have counted in one, or noted it, just before
+	// it was swept) until the next sweep drops them. Under the
+	// background's mutex.
 	retired []*keyState
 }
 
@@ -156,6 +156,30 @@ func (sh *stateShard) rebuild(t *stateTable) *stateTable {
 	return n
 }
 
+// compact replaces t, which sweep has just left tombstones in, by a table
+// without them: the same size, or half if shrink. sh.mu is held.
+func (sh *stateShard) compact(t *stateTable, shrink bool) {
+	live := 0
+	for i := range t.slots {
+		if st := t.slots[i].Load(); st != nil && st != tombstone {
+			live++
+		}
+	}
+	size := len(t.slots)
+	if shrink && size > 8 {
+		size /= 2
+	}
+	n := &stateTable{slots: make([]atomic.Pointer[keyState], size), mask: uint64(size - 1)}
+	for i := range t.slots {
+		if st := t.slots[i].Load(); st != nil && st != tombstone {
+			slot, _ := n.find(&st.digest)
+			slot.Store(st)
+		}
+	}
+	sh.tab.Store(n)
+	sh.used = live
+}
+
 // each calls fn with every state in the tables. It takes no lock: a state
 // inserted meanwhile may be missed.
 func (s *states) each(fn func(*keyState)) {
@@ -170,16 +194,21 @@ func (s *states) each(fn func(*keyState)) {
 }
 
 // sweep takes out of the tables every state for which idle reports true,
-// and keeps them as retired until the next drain. The caller holds
-// Manager.flushMu.
+// and keeps them as retired until the next sweep. The caller holds the
+// background's mutex.
 func (s *states) sweep(idle func(*keyState) bool) {
+	s.retired = nil
 	for i := range s.shards {
 		sh := &s.shards[i]
 		t := sh.tab.Load()
 		var gone []*keyState
+		live := 0
 		for j := range t.slots {
-			if st := t.slots[j].Load(); st != nil && st != tombstone && idle(st) {
-				gone = append(gone, st)
+			if st := t.slots[j].Load(); st != nil && st != tombstone {
+				live++
+				if idle(st) {
+					gone = append(gone, st)
+				}
 			}
 		}
 		if len(gone) == 0 {
@@ -197,6 +226,10 @@ func (s *states) sweep(idle func(*keyState) bool) {
 				}
 			}
 		}
+		// The tombstones go now, off Verify's path: a table as large
+		// again (keys used now and then come back as fast as they went),
+		// smaller only when it was mostly empty even before.
+		sh.compact(t, 16*live < len(t.slots))
 		sh.mu.Unlock()
 	}
 }

@@ -168,7 +168,7 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption, v
 			v.Spent = cost
 		}
 	}
-	m.lastUsed.note(v.state, digest[0], now)
+	m.lastUsed.note(v.state, now)
 	return nil
 }
 

@@ -133,23 +133,26 @@ var (
 // Record is what a Store keeps for one key: its metadata and the Digest of
 // the secret, never the secret itself. It is plain data.
 type Record struct {
+	// The fields Verify reads come first, together, so that a lookup
+	// touches as few cache lines as it can.
+	Digest      Digest
 	ID          string
 	AccountID   string
-	Name        string
-	Prefix      string         // the non-secret beginning of the key
-	Environment string         // "live" or "test"
-	Permissions []string       // deduplicated, in the order given
-	AllowedIPs  []netip.Prefix // masked; a single address is a /32 or /128; empty: any address
-	RateLimit   int            // requests per minute; 0: no limit
+	Environment string // "live" or "test"
+	RateLimit   int    // requests per minute; 0: no limit
 	// Disabled says whether, and by whom, the key is disabled: Verify
 	// refuses a disabled key until it is enabled again; unlike a
 	// revocation, this is reversible.
 	Disabled  DisabledBy
-	Digest    Digest
-	CreatedAt time.Time
-	ExpiresAt time.Time // zero: never expires
 	RevokedAt time.Time // zero: not revoked; in the future: revocation scheduled (a rolled key's grace period)
-	LastUsed  time.Time // zero: never used (as flushed; lags by up to the flush interval)
+	ExpiresAt time.Time // zero: never expires
+	// CreditsID names the key's credit budget (CreditStore); "": the key
+	// has no credits. It is the ID of the key the budget was set on: a
+	// rolled key's successor names its predecessor's budget, so the two
+	// share it.
+	CreditsID   string
+	Permissions []string       // deduplicated, in the order given
+	AllowedIPs  []netip.Prefix // masked; a single address is a /32 or /128; empty: any address
 	// OwnerID is the host's own identifier of whoever the key is for (a
 	// customer, a user); empty: none.
 	OwnerID string
@@ -157,15 +160,15 @@ type Record struct {
 	// 4,096 bytes); nil: none. It is handed out as stored, never decoded
 	// on the way: Verify returns it without work.
 	Metadata json.RawMessage
+
+	Name      string
+	Prefix    string    // the non-secret beginning of the key
+	CreatedAt time.Time //
+	LastUsed  time.Time // zero: never used (as flushed; lags by up to the flush interval)
 	// Version counts the record's changes, from 1 at creation; a Replace
 	// succeeds only against the version it read, so two concurrent changes
 	// cannot undo each other (an update cannot un-revoke a key).
 	Version int64
-	// CreditsID names the key's credit budget (CreditStore); "": the key
-	// has no credits. It is the ID of the key the budget was set on: a
-	// rolled key's successor names its predecessor's budget, so the two
-	// share it.
-	CreditsID string
 }
 
 // DisabledBy says who disabled a key, which decides who may enable it.
