@@ -50,6 +50,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/httpadapter/secretscanning"
 	"github.com/txcloud/keys/keysotel"
 	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/memstore"
@@ -93,13 +94,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 
-	var ghKeys []httpadapter.GitHubKey
+	var ghKeys []secretscanning.PublicKey
 	if *githubKeys != "" {
 		data, err := os.ReadFile(*githubKeys)
 		if err != nil {
 			return err
 		}
-		if ghKeys, err = httpadapter.ParseGitHubKeys(data); err != nil {
+		if ghKeys, err = secretscanning.ParsePublicKeys(data); err != nil {
 			return err
 		}
 	}
@@ -286,14 +287,14 @@ func openLimiter(addr string, failOpen bool, logger *slog.Logger) (limit.Limiter
 // newMux serves the key endpoints and the two demo routes, and GitHub's
 // secret-scanning alerts if ghKeys are given; opts are added to the
 // adapter's (tests use them).
-func newMux(m *keys.Manager, logger *slog.Logger, openPing bool, ghKeys []httpadapter.GitHubKey, opts ...httpadapter.Option) *http.ServeMux {
+func newMux(m *keys.Manager, logger *slog.Logger, openPing bool, ghKeys []secretscanning.PublicKey, opts ...httpadapter.Option) *http.ServeMux {
 	a := httpadapter.New(m, append([]httpadapter.Option{httpadapter.WithLogger(logger)}, opts...)...)
 	authed := a.Middleware()
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", http.StripPrefix("/v1", a))
 	mux.Handle("GET /v1/whoami", authed(http.HandlerFunc(whoami)))
 	if ghKeys != nil {
-		mux.Handle("POST /v1/secret-scanning/github", a.GitHubSecretScanning(ghKeys, keys.LeakRevoke))
+		mux.Handle("POST /v1/secret-scanning/github", secretscanning.New(m, ghKeys, keys.LeakRevoke, a.WriteError))
 	}
 	if openPing {
 		mux.Handle("GET /v1/ping", ping(a))

@@ -1,4 +1,4 @@
-package httpadapter
+package secretscanning
 
 import (
 	"encoding/binary"
@@ -8,7 +8,7 @@ import (
 
 // The receiver's memory of delivered bodies is bounded in count and time.
 func TestAlertMemoryIsBounded(t *testing.T) {
-	s := &scanReceiver{seen: map[[32]byte]time.Time{}}
+	s := &receiver{seen: map[[32]byte]time.Time{}}
 	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
 	var first [32]byte
 	for i := range maxRemembered + 500 {

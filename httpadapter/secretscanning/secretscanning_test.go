@@ -1,4 +1,4 @@
-package httpadapter_test
+package secretscanning_test
 
 import (
 	"bytes"
@@ -23,6 +23,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/httpadapter/secretscanning"
 	"github.com/txcloud/keys/memstore"
 )
 
@@ -78,11 +79,11 @@ func TestGitHubSecretScanning(t *testing.T) {
 	}
 	priv, doc := githubKeys(t, "kid-1")
 	other, _ := githubKeys(t, "kid-1")
-	ghKeys, err := httpadapter.ParseGitHubKeys(doc)
+	ghKeys, err := secretscanning.ParsePublicKeys(doc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := httpadapter.New(m, httpadapter.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil)))).GitHubSecretScanning(ghKeys, keys.LeakRevoke)
+	h := secretscanning.New(m, ghKeys, keys.LeakRevoke, httpadapter.New(m, httpadapter.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil)))).WriteError)
 	serve := func(r *http.Request) *httptest.ResponseRecorder {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, r)
@@ -154,7 +155,7 @@ func TestGitHubSecretScanning(t *testing.T) {
 			t.Fatalf("%s: %d", name, rec.Code)
 		}
 	}
-	many := "[" + strings.TrimSuffix(strings.Repeat(`{"token":"x"},`, httpadapter.MaxAlertTokens+1), ",") + "]"
+	many := "[" + strings.TrimSuffix(strings.Repeat(`{"token":"x"},`, secretscanning.MaxTokens+1), ",") + "]"
 	if rec := serve(signed(t, priv, "kid-1", []byte(many))); rec.Code != http.StatusBadRequest {
 		t.Fatalf("too many tokens: %d", rec.Code)
 	}
@@ -165,10 +166,60 @@ func TestGitHubSecretScanning(t *testing.T) {
 		t.Fatalf("GET: %d", rec.Code)
 	}
 	for _, bad := range []string{`{}`, `{"public_keys":[{"key_identifier":"k","key":"not pem"}]}`, `{"public_keys":[{"key":"-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----"}]}`} {
-		if _, err := httpadapter.ParseGitHubKeys([]byte(bad)); err == nil {
-			t.Fatalf("ParseGitHubKeys(%s) accepted", bad)
+		if _, err := secretscanning.ParsePublicKeys([]byte(bad)); err == nil {
+			t.Fatalf("ParsePublicKeys(%s) accepted", bad)
 		}
 	}
 }
 
 func readCloser(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
+
+// An alert of exactly MaxTokens tokens is handled; one more is not.
+func TestAlertTokenBound(t *testing.T) {
+	m, err := keys.New(memstore.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	priv, doc := githubKeys(t, "kid")
+	ghKeys, err := secretscanning.ParsePublicKeys(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := secretscanning.New(m, ghKeys, keys.LeakRevoke, httpadapter.New(m).WriteError)
+	for n, want := range map[int]int{secretscanning.MaxTokens: 200, secretscanning.MaxTokens + 1: 400} {
+		body := "[" + strings.TrimSuffix(strings.Repeat(`{"token":"x","type":"t"},`, n), ",") + "]"
+		rec := serveHandler(h, signed(t, priv, "kid", []byte(body)))
+		if rec.Code != want {
+			t.Fatalf("%d tokens: %d, want %d", n, rec.Code, want)
+		}
+	}
+}
+
+func serveHandler(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	return rec
+}
+
+// An alert body of exactly MaxBody bytes is read and answered; one
+// byte more is a 413.
+func TestAlertBodyBound(t *testing.T) {
+	m, err := keys.New(memstore.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	priv, doc := githubKeys(t, "kid")
+	ghKeys, err := secretscanning.ParsePublicKeys(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := secretscanning.New(m, ghKeys, keys.LeakRevoke, httpadapter.New(m).WriteError)
+	for n, want := range map[int]int{secretscanning.MaxBody: 200, secretscanning.MaxBody + 1: 413} {
+		body := "[" + strings.Repeat(" ", n-2) + "]"
+		if rec := serveHandler(h, signed(t, priv, "kid", []byte(body))); rec.Code != want {
+			t.Fatalf("a body of %d bytes: %d, want %d", n, rec.Code, want)
+		}
+	}
+}
