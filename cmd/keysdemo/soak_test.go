@@ -19,6 +19,7 @@ import (
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/internal/demo"
 	"github.com/txcloud/keys/memstore"
 )
 
@@ -85,7 +86,7 @@ func TestSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(logRequests(logger, newSummary(logger, "request refused: no valid credentials", 10*time.Second), newMux(m, logger, false, nil, httpadapter.WithManagementLimit(10_000_000))))
+	srv := httptest.NewServer(demo.LogRequests(logger, demo.NewSummary(logger, "request refused: no valid credentials", 10*time.Second), demo.NewMux(m, logger, false, nil, httpadapter.WithManagementLimit(10_000_000))))
 	defer srv.Close()
 	client := srv.Client()
 

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -20,7 +20,7 @@ type capListener struct {
 	net.Listener
 	max     int64
 	open    atomic.Int64
-	refused *summary // logs refusals, a line per interval at most
+	refused *Summary // logs refusals, a line per interval at most
 }
 
 func (l *capListener) Accept() (net.Conn, error) {
@@ -51,12 +51,12 @@ func (c *capConn) Close() error {
 	return err
 }
 
-// summary logs a kind of event that may come in floods (refused
+// Summary logs a kind of event that may come in floods (refused
 // credentials, accept errors) as at most one line per interval, with a
 // count, instead of one line per event. It needs no goroutine: the line
 // for an interval is written by the first event after it ends, or by
 // Flush.
-type summary struct {
+type Summary struct {
 	logger   *slog.Logger
 	msg      string
 	interval time.Duration
@@ -65,13 +65,13 @@ type summary struct {
 	since    time.Time
 }
 
-func newSummary(logger *slog.Logger, msg string, interval time.Duration) *summary {
-	return &summary{logger: logger, msg: msg, interval: interval}
+func NewSummary(logger *slog.Logger, msg string, interval time.Duration) *Summary {
+	return &Summary{logger: logger, msg: msg, interval: interval}
 }
 
 // Add counts one event, logging the first of a quiet period at once and
 // the rest in the interval's summary line.
-func (s *summary) Add(attrs ...slog.Attr) {
+func (s *Summary) Add(attrs ...slog.Attr) {
 	s.mu.Lock()
 	now := time.Now()
 	if s.count == 0 && now.Sub(s.since) >= s.interval {
@@ -92,7 +92,7 @@ func (s *summary) Add(attrs ...slog.Attr) {
 }
 
 // Flush writes the pending summary, if any.
-func (s *summary) Flush() {
+func (s *Summary) Flush() {
 	s.mu.Lock()
 	n, since := s.count, s.since
 	s.count = 0
@@ -105,7 +105,7 @@ func (s *summary) Flush() {
 // summaryWriter adapts a summary to the io.Writer that http.Server's
 // ErrorLog needs: accept errors ("too many open files") repeat every few
 // milliseconds while they last.
-type summaryWriter struct{ s *summary }
+type summaryWriter struct{ s *Summary }
 
 func (w summaryWriter) Write(p []byte) (int, error) {
 	w.s.Add(slog.String("error", string(p)))

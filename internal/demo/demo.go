@@ -1,0 +1,304 @@
+// Package demo is the demo server both demo commands run: cmd/quickstart
+// (the in-memory store, nothing outside the core module) and
+// cmd/keysdemo (every store, a Redis limiter and Prometheus metrics). It
+// holds what they share: the flags, the bootstrap key, the routes, the
+// request log and the server's defences, so that a route added here is
+// served by both.
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/event"
+	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/httpadapter/secretscanning"
+)
+
+// Flags are the flags both commands take.
+type Flags struct {
+	Addr          string
+	BootstrapRate int
+	OpenPing      bool
+	MaxConns      int
+	IdleTimeout   time.Duration
+	GitHubKeys    string
+	Plan          string
+}
+
+// AddFlags registers the shared flags on fs.
+func AddFlags(fs *flag.FlagSet) *Flags {
+	f := &Flags{}
+	fs.StringVar(&f.Addr, "addr", "127.0.0.1:8080", "address to listen on")
+	fs.IntVar(&f.BootstrapRate, "bootstrap-rate-limit", 0, "rate limit (requests/minute) of the bootstrap key; 0 for none")
+	fs.BoolVar(&f.OpenPing, "unauthenticated-ping", false, "serve /v1/ping without the key middleware (only to measure what verification costs under load)")
+	fs.IntVar(&f.MaxConns, "max-conns", 4096, "open connections at most; more are closed as soon as they are accepted")
+	fs.DurationVar(&f.IdleTimeout, "idle-timeout", 10*time.Second, "how long an idle keep-alive connection is kept")
+	fs.StringVar(&f.GitHubKeys, "github-keys", "", "JSON file of GitHub's secret-scanning public keys (as https://api.github.com/meta/public_keys/secret_scanning serves it): mounts POST /v1/secret-scanning/github, which revokes reported keys")
+	fs.StringVar(&f.Plan, "plan", "", "the demo account's plan, TXCloud's table: free (60/min, 1,000/day, 10 in flight), starter (300, 10,000, 50) or growth (1,000, 100,000, 100); empty: none")
+	return f
+}
+
+// Account is the demo account: the bootstrap key's, and the one --plan
+// applies to.
+const Account = "acct_demo"
+
+// ManagerOptions are the Manager's options the flags ask for (the plan,
+// the pepper from KEYSDEMO_PEPPER) and the demo's own (its logger, and a
+// hook that logs leaked keys).
+func (f *Flags) ManagerOptions(logger *slog.Logger) ([]keys.Option, error) {
+	opts := []keys.Option{keys.WithLogger(logger), keys.WithEventHook(func(_ context.Context, e event.Event) {
+		if e.Type == event.KeyLeaked { // where the host would tell the key's holder
+			logger.Warn("key leaked", "id", e.KeyID, "url", e.Leak.URL, "source", e.Leak.Source)
+		}
+	})}
+	if f.Plan != "" {
+		plan, ok := Plans[f.Plan]
+		if !ok {
+			return nil, fmt.Errorf("--plan %q: want free, starter or growth", f.Plan)
+		}
+		opts = append(opts, keys.WithPlans(func(_ context.Context, account string) (keys.Plan, error) {
+			if account == Account {
+				return plan, nil
+			}
+			return keys.Plan{}, nil
+		}, time.Minute))
+	}
+	if p := os.Getenv("KEYSDEMO_PEPPER"); p != "" {
+		opts = append(opts, keys.WithPepper([]byte(p)))
+	}
+	return opts, nil
+}
+
+// Bootstrap issues the bootstrap key (test environment, every permission,
+// the demo account) and prints it on stdout: "bootstrap key: txc_test_…".
+func (f *Flags) Bootstrap(ctx context.Context, m *keys.Manager, stdout io.Writer) error {
+	boot := keys.APIKeyCreate{Name: "bootstrap", Environment: keys.Test, Permissions: m.Vocabulary(), AccountID: Account}
+	if f.BootstrapRate > 0 {
+		boot.RateLimit = &f.BootstrapRate
+	}
+	bootstrap, err := m.Create(ctx, boot)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "bootstrap key: %s\n", string(bootstrap.Key))
+	return nil
+}
+
+// Serve serves m's routes on f.Addr until ctx is done, then shuts down
+// gracefully and closes m. ready, if not nil, is told the address once the
+// server listens; opts are added to the adapter's (tests use them).
+func (f *Flags) Serve(ctx context.Context, m *keys.Manager, logger *slog.Logger, ready func(net.Addr), opts ...httpadapter.Option) error {
+	var ghKeys []secretscanning.PublicKey
+	if f.GitHubKeys != "" {
+		data, err := os.ReadFile(f.GitHubKeys)
+		if err != nil {
+			return err
+		}
+		if ghKeys, err = secretscanning.ParsePublicKeys(data); err != nil {
+			return err
+		}
+	}
+	if f.MaxConns < 1 || f.IdleTimeout <= 0 {
+		return errors.New("--max-conns and --idle-timeout must be positive")
+	}
+	inner, err := net.Listen("tcp", f.Addr)
+	if err != nil {
+		return err
+	}
+	connRefusals := NewSummary(logger, "connection refused: --max-conns reached", 10*time.Second)
+	defer connRefusals.Flush()
+	ln := &capListener{Listener: inner, max: int64(f.MaxConns), refused: connRefusals}
+	refusals := NewSummary(logger, "request refused: no valid credentials", 10*time.Second)
+	defer refusals.Flush()
+	acceptErrors := NewSummary(logger, "keysdemo: accept failed", 10*time.Second)
+	defer acceptErrors.Flush()
+	srv := &http.Server{
+		Handler:           LogRequests(logger, refusals, NewMux(m, logger, f.OpenPing, ghKeys, opts...)),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       f.IdleTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          log.New(summaryWriter{acceptErrors}, "", 0),
+	}
+	logger.Info("keysdemo listening", "addr", "http://"+ln.Addr().String())
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		_ = m.Close(context.Background())
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("keysdemo shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(shutdownCtx)
+	if cerr := m.Close(shutdownCtx); err == nil {
+		err = cerr
+	}
+	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if err == nil {
+		logger.Info("keysdemo stopped: requests drained, last-used times and usage flushed")
+	}
+	return err
+}
+
+// NewMux serves the key endpoints and the demo routes, and GitHub's
+// secret-scanning alerts if ghKeys are given; opts are added to the
+// adapter's. Routes:
+//
+//	/v1/developers/…  the key endpoints and usage (httpadapter)
+//	GET  /v1/whoami   the calling key's id, environment, permissions, account, owner_id, metadata
+//	GET  /v1/ping     any valid key; shows the rate-limit headers (?sleep_ms=N holds it open N ms)
+//	POST /v1/secret-scanning/github  GitHub's leak alerts (with --github-keys FILE)
+func NewMux(m *keys.Manager, logger *slog.Logger, openPing bool, ghKeys []secretscanning.PublicKey, opts ...httpadapter.Option) *http.ServeMux {
+	a := httpadapter.New(m, append([]httpadapter.Option{httpadapter.WithLogger(logger)}, opts...)...)
+	authed := a.Middleware()
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", http.StripPrefix("/v1", a))
+	mux.Handle("GET /v1/whoami", authed(http.HandlerFunc(whoami)))
+	if ghKeys != nil {
+		mux.Handle("POST /v1/secret-scanning/github", secretscanning.New(m, ghKeys, keys.LeakRevoke, a.WriteError))
+	}
+	if openPing {
+		mux.Handle("GET /v1/ping", ping(a))
+	} else {
+		mux.Handle("GET /v1/ping", authed(ping(a)))
+	}
+	return mux
+}
+
+func whoami(w http.ResponseWriter, r *http.Request) {
+	v, _ := keys.FromContext(r.Context())
+	perms := v.Permissions
+	if perms == nil {
+		perms = []string{} // an array, never null
+	}
+	writeJSON(w, map[string]any{
+		"id":          v.KeyID,
+		"environment": v.Environment,
+		"permissions": perms,
+		"account_id":  v.AccountID,
+		"owner_id":    v.OwnerID,
+		"metadata":    v.Metadata, // as stored: no decoding per request
+	})
+}
+
+// ping answers {"ok":true}; ?sleep_ms=N (0 to 5,000) holds the request
+// open that long first, so that a plan's limit on requests in flight can
+// be seen with curl.
+func ping(a *httpadapter.Adapter) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if vals, ok := q["sleep_ms"]; ok {
+			ms, err := strconv.Atoi(vals[0])
+			if len(vals) != 1 || err != nil || ms < 0 || ms > maxSleepMS || len(q) != 1 {
+				a.WriteError(w, r, &httpadapter.Error{Status: http.StatusBadRequest, Type: httpadapter.TypeValidation, Code: "invalid_parameter", Param: "sleep_ms",
+					Message: "sleep_ms is a whole number of milliseconds from 0 to 5000, given once"})
+				return
+			}
+			select {
+			case <-time.After(time.Duration(ms) * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+		} else if len(q) != 0 {
+			a.WriteError(w, r, &httpadapter.Error{Status: http.StatusBadRequest, Type: httpadapter.TypeValidation, Code: "invalid_parameter", Message: "unknown query parameter"})
+			return
+		}
+		writeJSON(w, map[string]bool{"ok": true})
+	}
+}
+
+const maxSleepMS = 5000
+
+// Plans are TXCloud's published plans. The per-endpoint limits are
+// TXCloud's, on routes this demo does not serve; they show how a host
+// writes them.
+var Plans = map[string]keys.Plan{
+	"free":    {Name: "free", PerMinute: 60, PerDay: 1_000, Concurrent: 10, Endpoints: txcloudEndpoints},
+	"starter": {Name: "starter", PerMinute: 300, PerDay: 10_000, Concurrent: 50, Endpoints: txcloudEndpoints},
+	"growth":  {Name: "growth", PerMinute: 1_000, PerDay: 100_000, Concurrent: 100, Endpoints: txcloudEndpoints},
+}
+
+var txcloudEndpoints = []keys.EndpointLimit{
+	{Pattern: "POST /v1/identity/verify", PerMinute: 100},
+	{Pattern: "POST /v1/transactions/score", PerMinute: 1_000},
+	{Pattern: "POST /v1/watchlist/screen", PerMinute: 500},
+	{Pattern: "GET /v1/*/analytics/*", PerMinute: 30},
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// LogRequests logs method, path (never the query string, where a careless
+// client might put a key; and with any key-shaped path segment redacted, as
+// when a key is pasted where a key ID belongs), status and duration.
+// Headers are not logged. A 401 (no valid credentials: what an anonymous
+// flood gets) goes to the refusals summary instead: a line for the first
+// of a quiet period, then one line with a count per interval, so a flood
+// cannot fill the disk with log.
+func LogRequests(logger *slog.Logger, refusals *Summary, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", redactPath(r.URL.Path)),
+			slog.Int("status", sw.status), slog.Duration("duration", time.Since(start))}
+		if id := w.Header().Get("Request-Id"); id != "" { // set on error responses
+			attrs = append(attrs, slog.String("request_id", id))
+		}
+		if sw.status == http.StatusUnauthorized {
+			refusals.Add(attrs...)
+			return
+		}
+		logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	})
+}
+
+// redactPath replaces every path segment that starts like a key.
+func redactPath(path string) string {
+	if !strings.Contains(path, "txc_") {
+		return path
+	}
+	segs := strings.Split(path, "/")
+	for i, seg := range segs {
+		if strings.HasPrefix(seg, "txc_live_") || strings.HasPrefix(seg, "txc_test_") {
+			segs[i] = "[key redacted]"
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
