@@ -2,12 +2,15 @@ package keys_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/store"
@@ -122,4 +125,69 @@ func changeLast(key string) string {
 // allowKey counts one request against a key's own limit of perMinute.
 func allowKey(ctx context.Context, l limit.Limiter, id string, perMinute int, at time.Time) (limit.Status, bool, error) {
 	return l.Allow(ctx, limit.Checks{{Name: limit.Key, ID: id, Max: perMinute}}, at)
+}
+
+type failingLimiter struct{}
+
+func (failingLimiter) Allow(context.Context, limit.Checks, time.Time) (limit.Status, bool, error) {
+	return limit.Status{}, false, errors.New("limiter down")
+}
+
+// touchFails is a store whose last-used flushes fail until healed.
+type touchFails struct {
+	store.Store
+	healed atomic.Bool
+}
+
+func (s *touchFails) TouchLastUsed(ctx context.Context, b []store.LastUsed) error {
+	if !s.healed.Load() {
+		return errors.New("disk full")
+	}
+	return s.Store.TouchLastUsed(ctx, b)
+}
+
+// syncBuffer is a bytes.Buffer for a logger written by another goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// events records what the event hook saw.
+type events struct {
+	mu  sync.Mutex
+	all []event.Event
+}
+
+func (e *events) hook(_ context.Context, ev event.Event) {
+	e.mu.Lock()
+	e.all = append(e.all, ev)
+	e.mu.Unlock()
+}
+
+func (e *events) types() []event.Type {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []event.Type
+	for _, ev := range e.all {
+		out = append(out, ev.Type)
+	}
+	return out
+}
+
+func (e *events) reset() {
+	e.mu.Lock()
+	e.all = nil
+	e.mu.Unlock()
 }

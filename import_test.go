@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/event"
+	"github.com/txcloud/keys/internal/buildtag"
 	"github.com/txcloud/keys/memstore"
 )
 
@@ -26,7 +27,7 @@ func TestImportForeignAndOwnKeys(t *testing.T) {
 	other := newFixture(t)
 	moved := other.create(t, keys.APIKeyCreate{Name: "moved", Environment: keys.Test})
 	n := 100_000 // the size; .ci/run runs it without -race
-	if raceEnabled || mutation {
+	if buildtag.Race || buildtag.Mutation {
 		n = 10_000
 	}
 	var in []keys.ImportKey
@@ -114,49 +115,60 @@ func TestImportValidatesFirst(t *testing.T) {
 	}
 }
 
-// A leaked key is revoked (or disabled) and reported with where it was
-// found; a revoked one is found but not acted on; an unknown one is not
-// found and changes nothing.
-func TestReportLeak(t *testing.T) {
-	var ev events
-	f := newFixture(t, keys.WithEventHook(ev.hook))
-	ctx := context.Background()
-	a := f.create(t, keys.APIKeyCreate{Name: "a", Environment: keys.Live})
-	b := f.create(t, keys.APIKeyCreate{Name: "b", Environment: keys.Live})
-	leak := event.Leak{URL: "https://github.com/o/r/blob/x/f.txt", Source: "content", Type: "txcloud_api_key"}
-	ev.reset()
-	rep, err := f.m.ReportLeak(ctx, string(a.Key), leak, keys.LeakRevoke)
-	if err != nil || !rep.Found || !rep.Acted || rep.KeyID != a.ID {
-		t.Fatalf("ReportLeak = %+v, %v", rep, err)
-	}
-	if _, err := f.m.Verify(ctx, string(a.Key)); !errors.Is(err, keys.ErrKeyRevoked) {
-		t.Fatalf("a leaked key still works: %v", err)
-	}
-	types := ev.types()
-	if len(types) != 2 || types[0] != event.KeyRevoked || types[1] != event.KeyLeaked || ev.all[1].Leak.URL != leak.URL {
-		t.Fatalf("events %v", types)
-	}
-	if strings.Contains(fmt.Sprintf("%+v", ev.all), string(a.Key)) {
-		t.Fatal("an event holds the key")
-	}
-	rep, err = f.m.ReportLeak(ctx, string(a.Key), leak, keys.LeakRevoke)
-	if err != nil || !rep.Found || rep.Acted {
-		t.Fatalf("reporting a revoked key again = %+v, %v", rep, err)
-	}
-	rep, err = f.m.ReportLeak(ctx, string(b.Key), leak, keys.LeakDisable)
-	if err != nil || !rep.Acted {
-		t.Fatalf("disable = %+v, %v", rep, err)
-	}
-	if _, err := f.m.Verify(ctx, string(b.Key)); !errors.Is(err, keys.ErrKeyDisabled) {
-		t.Fatalf("a leaked key, disabled: %v", err)
-	}
-	ev.reset()
-	for _, k := range []string{changeLast(string(b.Key)), "txc_live_" + strings.Repeat("A", 38), "anything"} {
-		if rep, err := f.m.ReportLeak(ctx, k, leak, keys.LeakRevoke); err != nil || rep.Found {
-			t.Fatalf("ReportLeak(unknown) = %+v, %v", rep, err)
+// Each bound of the foreign-key rules at its edge, one unit either side.
+func TestForeignKeyEdges(t *testing.T) {
+	for p, ok := range map[string]bool{"ab": true, "a": false, strings.Repeat("p", 32): true, strings.Repeat("p", 33): false, "a~": false, "a_-": true} {
+		if _, err := keys.New(memstore.New(), keys.WithForeignPrefixes(p)); (err == nil) != ok {
+			t.Errorf("WithForeignPrefixes(%q): %v, want ok=%t", p, err, ok)
 		}
 	}
-	if len(ev.all) != 0 {
-		t.Fatalf("unknown keys emitted %v", ev.types())
+	for n, ok := range map[int]bool{0: false, 1: true, 8: true, 9: false} {
+		ps := make([]string, n)
+		for i := range ps {
+			ps[i] = "p" + strings.Repeat("x", i+1)
+		}
+		if _, err := keys.New(memstore.New(), keys.WithForeignPrefixes(ps...)); (err == nil) != ok {
+			t.Errorf("WithForeignPrefixes with %d prefixes: %v, want ok=%t", n, err, ok)
+		}
+	}
+	for d, ok := range map[time.Duration]bool{0: true, time.Minute: true, time.Minute - 1: false, -1: false, 1: false} {
+		if _, err := keys.New(memstore.New(), keys.WithMaxKeyLifetime(d)); (err == nil) != ok {
+			t.Errorf("WithMaxKeyLifetime(%v): %v, want ok=%t", d, err, ok)
+		}
+	}
+	f := newFixture(t, keys.WithForeignPrefixes("sk_"))
+	ctx := context.Background()
+	for key, ok := range map[string]bool{
+		"sk_" + strings.Repeat("a", 16):          true,  // the shortest secret
+		"sk_" + strings.Repeat("a", 15):          false, // one short
+		"sk_" + strings.Repeat("b", 256-3):       true,  // 256 in all
+		"sk_" + strings.Repeat("b", 257-3):       false, // 257
+		"sk_" + strings.Repeat("c", 15) + "~":    true,  // the last printable character
+		"sk_" + strings.Repeat("c", 15) + "!":    true,  // the first
+		"sk_" + strings.Repeat("c", 15) + " ":    false,
+		"sk_" + strings.Repeat("c", 15) + "\x7f": false,
+	} {
+		_, err := f.m.Import(ctx, []keys.ImportKey{{Key: keys.Secret(key), AccountID: "acct", Name: "edge", Environment: keys.Test}})
+		if (err == nil) != ok {
+			t.Fatalf("Import(%d characters ending %q): %v, want ok=%t", len(key), key[len(key)-1:], err, ok)
+		}
+		if ok {
+			if _, err := f.m.Verify(ctx, key); err != nil {
+				t.Fatalf("Verify of an imported key of %d characters: %v", len(key), err)
+			}
+		}
+	}
+	d := [32]byte(sha256.Sum256([]byte("sk_" + strings.Repeat("d", 20))))
+	for prefix, ok := range map[string]bool{"sk_12345678": true, "sk_123456789": false, "sk_1234567~": true, "sk_1234 ": false, "sk_": true} {
+		dd := [32]byte(sha256.Sum256([]byte("digest for " + prefix))) // one of its own for each
+		res, err := f.m.Import(ctx, []keys.ImportKey{{Digest: &dd, Prefix: prefix, AccountID: "acct", Name: "edge", Environment: keys.Test}})
+		if (err == nil) != ok || ok && res.Created != 1 {
+			t.Fatalf("a digest import with prefix %q: %+v, %v, want ok=%t", prefix, res, err, ok)
+		}
+	}
+	var ve *keys.ValidationError
+	_, err := f.m.Import(ctx, []keys.ImportKey{{Key: keys.Secret("sk_" + strings.Repeat("e", 20)), Digest: &d, Prefix: "sk_", AccountID: "acct", Name: "both", Environment: keys.Test}})
+	if !errors.As(err, &ve) || ve.Param != "[0].key" {
+		t.Fatalf("a key and a digest both: %v", err)
 	}
 }

@@ -451,3 +451,28 @@ func TestConcurrentUpdatesOfOneKeyAllLand(t *testing.T) {
 		t.Fatalf("version %d after %d updates (%v)", rec.Version, writers*each, err)
 	}
 }
+
+// Rolls count toward the history bound as creates do: a chain of 30 rolls
+// of one key under a cap of 3 keeps at most 3 revoked records (and the
+// live successor), not 30.
+func TestRollChainHistoryIsBounded(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, keys.WithMaxKeysPerAccount(3))
+	k := f.create(t, keys.APIKeyCreate{Name: "chain", Environment: keys.Test, AccountID: "acct_chain"})
+	id := k.ID
+	for i := range 30 {
+		f.clock.Advance(time.Millisecond)
+		next, err := f.m.Roll(ctx, id, 0)
+		if err != nil {
+			t.Fatalf("roll %d: %v", i, err)
+		}
+		id = next.ID
+	}
+	all, err := f.m.List(ctx, keys.ListFilter{AccountID: "acct_chain", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all.Data) > 4 {
+		t.Fatalf("after 30 rolls, %d records kept (cap 3): rolls escape the history bound", len(all.Data))
+	}
+}

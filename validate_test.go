@@ -1,119 +1,136 @@
-package keys
+package keys_test
 
 import (
-	"bytes"
-	"encoding/json"
+	"context"
+	"encoding/base64"
 	"errors"
-	"fmt"
-	"net/netip"
+	"strings"
 	"testing"
+
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/memstore"
 )
 
-func TestParseAllowedIP(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.7":            "192.0.2.7",
-		"192.0.2.7/32":         "192.0.2.7",
-		"10.1.2.3/8":           "10.0.0.0/8",
-		"::ffff:192.0.2.7":     "192.0.2.7",
-		"::ffff:10.0.0.0/104":  "10.0.0.0/8",
-		"2001:DB8::1":          "2001:db8::1",
-		"2001:db8::1/32":       "2001:db8::/32",
-		"2001:db8:0:0:0:0:0:1": "2001:db8::1",
-		"0.0.0.1/1":            "0.0.0.0/1",
+// A key name is at most 200 characters as sent, counted in characters,
+// not bytes: 200 multi-byte characters pass, 201 do not, and surrounding
+// spaces count before they are trimmed.
+func TestNameLengthBoundary(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct {
+		name string
+		ok   bool
+	}{
+		{strings.Repeat("é", 200), true},
+		{strings.Repeat("é", 201), false},
+		{strings.Repeat("a", 199) + " ", true},
+		{" " + strings.Repeat("a", 199) + " ", false},
+		{strings.Repeat("a", 200), true},
 	} {
-		p, err := parseAllowedIP(in)
-		if err != nil || formatPrefix(p) != want {
-			t.Errorf("%q: got %q, %v; want %q", in, formatPrefix(p), err, want)
-		}
-	}
-	for _, in := range []string{"", "banana", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.4/33", "::/129", "::/0", "0.0.0.0/0",
-		"fe80::1%eth0", "fe80::1%eth0/64", "1.2.3.4/-1", "1.2.3.4/", "/8", " 1.2.3.4", "1.2.3.4 ", "1.2.3.4:80", "[::1]"} {
-		if p, err := parseAllowedIP(in); err == nil {
-			t.Errorf("%q accepted as %v", in, p)
+		_, err := f.m.Create(context.Background(), keys.APIKeyCreate{Name: c.name, Environment: keys.Test, AccountID: "acct_test"})
+		var ve *keys.ValidationError
+		if c.ok != (err == nil) || (err != nil && (!errors.As(err, &ve) || ve.Param != "name")) {
+			t.Errorf("a name of %d characters (%d bytes): %v", len([]rune(c.name)), len(c.name), err)
 		}
 	}
 }
 
-// FuzzParseAllowedIP: no panic, and what is accepted is canonical: masked,
-// no zone, no IPv4-mapped form, not /0, and it reads back from its stored
-// text unchanged.
-func FuzzParseAllowedIP(f *testing.F) {
-	for _, s := range []string{"192.0.2.7", "10.1.2.3/8", "::ffff:10.0.0.0/104", "2001:db8::/32", "fe80::1%eth0", "::/0"} {
-		f.Add(s)
+// Every bidirectional-formatting control (the nine of CVE-2021-42574 and
+// the three marks) and every C0 and C1 control character is refused in a
+// name; their neighbours in the code charts are not.
+func TestEveryInvisibleCharacterRefused(t *testing.T) {
+	f := newFixture(t)
+	create := func(name string) error {
+		_, err := f.m.Create(context.Background(), keys.APIKeyCreate{Name: name, Environment: keys.Test, AccountID: "acct_test"})
+		return err
 	}
-	f.Fuzz(func(t *testing.T, s string) {
-		p, err := parseAllowedIP(s)
-		if err != nil {
-			return
-		}
-		a := p.Addr()
-		if !p.IsValid() || p != p.Masked() || a.Zone() != "" || a.Is4In6() || p.Bits() == 0 {
-			t.Fatalf("%q gave non-canonical %v", s, p)
-		}
-		again, err := parseAllowedIP(formatPrefix(p))
-		if err != nil || again != p {
-			t.Fatalf("%q: stored form %q reads back as %v, %v", s, formatPrefix(p), again, err)
-		}
-		if !ipAllowed([]netip.Prefix{p}, a) {
-			t.Fatalf("%v does not contain its own address", p)
-		}
-	})
-}
-
-// Metadata that passes is a compact JSON object within the bounds, that
-// passes again unchanged; nothing panics.
-func FuzzValidateMetadata(f *testing.F) {
-	for _, s := range []string{`{}`, `{"a":1}`, `{"a":{"b":[1,2,{"c":null}]}}`, `{"a":1,"a":2}`, `[1]`, `{"a":"\u00e9\ud83d\ude00"}`, "{\"a\":\"\xff\"}", ` { "a" : [ ] } `, `{"a":{},"b":{}}`, `{"":""}`} {
-		f.Add([]byte(s))
+	var refused []rune
+	for r := rune(0); r < 0x20; r++ {
+		refused = append(refused, r)
 	}
-	f.Fuzz(func(t *testing.T, raw []byte) {
-		out, err := validateMetadata(raw)
-		if err != nil {
-			if !errors.Is(err, ErrValidation) {
-				t.Fatalf("an error that is not a validation error: %v", err)
+	for r := rune(0x7F); r <= 0x9F; r++ {
+		refused = append(refused, r)
+	}
+	refused = append(refused, 0x061C, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069)
+	for _, r := range refused {
+		if r == '\t' || r == '\n' || r == '\v' || r == '\f' || r == '\r' || r == 0x85 {
+			continue // white space: trimmed at the ends, so try it inside
+		}
+		for _, name := range []string{"a" + string(r) + "b", string(r) + "ab", "ab" + string(r)} {
+			var ve *keys.ValidationError
+			if err := create(name); !errors.As(err, &ve) || ve.Param != "name" {
+				t.Errorf("a name with U+%04X: %v", r, err)
 			}
-			return
 		}
-		if len(raw) == 0 {
-			if out != nil {
-				t.Fatalf("empty input gave %q", out)
-			}
-			return
+	}
+	for _, r := range []rune{'\t', '\n', '\v', '\f', '\r', 0x85} {
+		if err := create("a" + string(r) + "b"); err == nil {
+			t.Errorf("a name with U+%04X inside it was accepted", r)
 		}
-		if len(out) > maxMetadataBytes || out[0] != '{' || !json.Valid(out) {
-			t.Fatalf("accepted %q as %q", raw, out)
+	}
+	for _, r := range []rune{0x20, 0x7E, 0xA0, 0x061B, 0x061D, 0x200D, 0x2029, 0x2065, 0x206A, 0x2070, 0x2029, 0x202F} {
+		if err := create("a" + string(r) + "b"); err != nil {
+			t.Errorf("a name with U+%04X, which is no control: %v", r, err)
 		}
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, out); err != nil || buf.String() != string(out) {
-			t.Fatalf("%q is not compact", out)
-		}
-		again, err := validateMetadata(out)
-		if err != nil || string(again) != string(out) {
-			t.Fatalf("its own output %q: %q, %v", out, again, err)
-		}
-	})
+	}
 }
 
-// Oversized metadata is refused before it is walked: a 60 KiB object of
-// tiny objects (a map each, in the walk) costs a few allocations, not
-// thousands.
-func TestOversizedMetadataIsNotWalked(t *testing.T) {
-	var b bytes.Buffer
-	b.WriteString("{")
-	for i := 0; b.Len() < 60<<10; i++ {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		fmt.Fprintf(&b, `"k%d":{}`, i)
+// A permission name is resource:action, each part of lowercase letters,
+// digits, '_', '.' and '-': every end of every range passes, its
+// neighbours outside do not, nor an empty part or a second colon.
+func TestPermissionNameCharacters(t *testing.T) {
+	vocab := func(p string) error {
+		_, err := keys.New(memstore.New(), keys.WithVocabulary(p))
+		return err
 	}
-	b.WriteString("}")
-	raw := b.Bytes()
-	allocs := testing.AllocsPerRun(20, func() {
-		if _, err := validateMetadata(raw); err == nil {
-			t.Fatal("60 KiB of metadata accepted")
+	for _, p := range []string{"a:z", "z:a", "0:9", "9:0", "a_b:c.d", "a-b:c-d", "az09_.-:az09_.-"} {
+		if err := vocab(p); err != nil {
+			t.Errorf("%q: %v", p, err)
 		}
-	})
-	if allocs > 20 {
-		t.Fatalf("refusing 60 KiB of metadata took %.0f allocations", allocs)
+	}
+	for _, p := range []string{"`:a", "{:a", "/:a", "a:`", "a:{", "a:/", "A:a", "a:Z", ":a", "a:", "a", "a:b:c", "a :b", "a:b@"} {
+		if err := vocab(p); err == nil {
+			t.Errorf("%q accepted", p)
+		}
+	}
+}
+
+// An unknown permission is echoed whole up to 64 bytes, and cut with an
+// ellipsis beyond; WithMaxKeysPerAccount accepts 1.
+func TestEchoedPermissionAt64Bytes(t *testing.T) {
+	f := newFixture(t)
+	for n, cut := range map[int]bool{64: false, 65: true} {
+		p := "x:" + strings.Repeat("y", n-2)
+		_, err := f.m.Create(context.Background(), keys.APIKeyCreate{Name: "n", Environment: keys.Test, AccountID: "acct_test", Permissions: []string{p}})
+		var ve *keys.ValidationError
+		if !errors.As(err, &ve) {
+			t.Fatalf("an unknown permission of %d bytes: %v", n, err)
+		}
+		if got := strings.Contains(ve.Message, "…"); got != cut || (!cut && !strings.Contains(ve.Message, p)) {
+			t.Errorf("an unknown permission of %d bytes is echoed as %q", n, ve.Message)
+		}
+	}
+	if _, err := keys.New(memstore.New(), keys.WithMaxKeysPerAccount(1)); err != nil {
+		t.Fatalf("WithMaxKeysPerAccount(1): %v", err)
+	}
+}
+
+// A cursor is at most 200 characters: a well-formed one of exactly 200
+// (a position with a long ID) is read, and one character more is refused.
+func TestCursorLengthBoundary(t *testing.T) {
+	f := newFixture(t)
+	f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test})
+	var c200 string
+	for idLen := 1; len(c200) < 200; idLen++ {
+		c200 = base64.RawURLEncoding.EncodeToString([]byte("1700000000000000|key_" + strings.Repeat("z", idLen)))
+	}
+	if len(c200) != 200 {
+		t.Fatalf("a cursor of %d characters", len(c200))
+	}
+	if _, err := f.m.List(context.Background(), keys.ListFilter{AccountID: "acct_test", Cursor: c200}); err != nil {
+		t.Fatalf("a well-formed cursor of 200 characters: %v", err)
+	}
+	var ve *keys.ValidationError
+	if _, err := f.m.List(context.Background(), keys.ListFilter{AccountID: "acct_test", Cursor: c200 + "A"}); !errors.As(err, &ve) || ve.Param != "cursor" {
+		t.Fatalf("a cursor of 201 characters: %v", err)
 	}
 }

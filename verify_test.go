@@ -180,67 +180,6 @@ func TestPermissionFailureDoesNotSpendRateLimit(t *testing.T) {
 	}
 }
 
-func TestLastUsed(t *testing.T) {
-	ctx := context.Background()
-	f := newFixture(t, keys.WithLastUsedFlushInterval(time.Hour))
-	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test})
-	idle := f.create(t, keys.APIKeyCreate{Name: "idle", Environment: keys.Test})
-	f.clock.Advance(time.Minute)
-	for range 100 {
-		if _, err := f.m.Verify(ctx, string(c.Key)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if rec, _ := f.store.Get(ctx, c.ID); !rec.LastUsed.IsZero() || f.store.touches.Load() != 0 {
-		t.Fatal("Verify wrote to the store")
-	}
-	used := f.clock.Now()
-	if err := f.m.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if f.store.touches.Load() != 1 {
-		t.Fatalf("%d batches for one flush", f.store.touches.Load())
-	}
-	if rec, _ := f.store.Get(ctx, c.ID); !rec.LastUsed.Equal(used) {
-		t.Fatalf("last used %v, want %v", rec.LastUsed, used)
-	}
-	if rec, _ := f.store.Get(ctx, idle.ID); !rec.LastUsed.IsZero() {
-		t.Fatal("an unused key got a last-used time")
-	}
-	// Nothing pending: no write.
-	if err := f.m.Flush(ctx); err != nil || f.store.touches.Load() != 1 {
-		t.Fatal("an empty flush wrote")
-	}
-	// A use more than a second later is noted again, and Close flushes it.
-	f.clock.Advance(2 * time.Second)
-	if _, err := f.m.Verify(ctx, string(c.Key)); err != nil {
-		t.Fatal(err)
-	}
-	later := f.clock.Now()
-	if err := f.m.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if rec, _ := f.store.Get(ctx, c.ID); !rec.LastUsed.Equal(later) {
-		t.Fatalf("Close did not flush: %v, want %v", rec.LastUsed, later)
-	}
-}
-
-func TestLastUsedBackgroundFlush(t *testing.T) {
-	f := newFixture(t, keys.WithLastUsedFlushInterval(10*time.Millisecond))
-	c := f.create(t, keys.APIKeyCreate{Name: "n", Environment: keys.Test})
-	if _, err := f.m.Verify(context.Background(), string(c.Key)); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if rec, _ := f.store.Get(context.Background(), c.ID); !rec.LastUsed.IsZero() {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("the background flusher never wrote last_used")
-}
-
 // TestConcurrentUse runs verification (with rate limits), creation and
 // last-used flushes at once; run with -race.
 func TestConcurrentUse(t *testing.T) {
@@ -343,5 +282,81 @@ func TestVerifyAllocatesNothing(t *testing.T) {
 				t.Fatalf("%v allocations per Verify", allocs)
 			}
 		})
+	}
+}
+
+// Security states in combination. A rolled key still in its grace period
+// that is then revoked is refused at once, not at the end of its grace; it
+// cannot be rolled again; a key both revoked and expired is reported
+// revoked.
+func TestSecurityStatesCombined(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	k := f.create(t, keys.APIKeyCreate{Name: "leaked", Environment: keys.Test})
+	if _, err := f.m.Roll(ctx, k.ID, 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.m.Verify(ctx, string(k.Key)); err != nil {
+		t.Fatalf("in its grace period: %v", err)
+	}
+	var ve *keys.ValidationError
+	if _, err := f.m.Roll(ctx, k.ID, time.Hour); !errors.As(err, &ve) {
+		t.Fatalf("rolling a key already rolled: %v", err)
+	}
+	if _, err := f.m.Revoke(ctx, k.ID); err != nil {
+		t.Fatalf("revoking a key in its grace period: %v", err)
+	}
+	if _, err := f.m.Verify(ctx, string(k.Key)); !errors.Is(err, keys.ErrKeyRevoked) {
+		t.Fatalf("revoked during its grace period, still: %v", err)
+	}
+
+	exp := f.clock.Now().Add(time.Minute)
+	both := f.create(t, keys.APIKeyCreate{Name: "both", Environment: keys.Test, ExpiresAt: &exp})
+	if _, err := f.m.Revoke(ctx, both.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(time.Hour)
+	if _, err := f.m.Verify(ctx, string(both.Key)); !errors.Is(err, keys.ErrKeyRevoked) {
+		t.Fatalf("a key revoked and expired: %v, want ErrKeyRevoked", err)
+	}
+	if _, err := f.m.Roll(ctx, both.ID, 0); !errors.As(err, &ve) {
+		t.Fatalf("rolling a revoked, expired key: %v", err)
+	}
+}
+
+// Rules of Verify that live in the core, tested in the core: a limit of 1
+// a minute admits one request and tells the next to wait a minute; a
+// limiter that fails makes the verification unavailable, never valid and
+// never a bad key.
+func TestRateLimitOfOneAndAFailingLimiter(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	one := 1
+	k := f.create(t, keys.APIKeyCreate{Name: "one", Environment: keys.Test, RateLimit: &one})
+	v, err := f.m.Verify(ctx, string(k.Key))
+	if err != nil || v.RateLimit.Limit != 1 || v.RateLimit.Remaining != 0 {
+		t.Fatalf("the first request: %+v, %v", v.RateLimit, err)
+	}
+	var rle *keys.RateLimitError
+	if _, err := f.m.Verify(ctx, string(k.Key)); !errors.As(err, &rle) || rle.RateLimit.RetryAfter != time.Minute {
+		t.Fatalf("the second: %v, want a refusal for exactly a minute", err)
+	}
+	f.clock.Advance(time.Minute - time.Nanosecond)
+	if _, err := f.m.Verify(ctx, string(k.Key)); !errors.As(err, &rle) || rle.RateLimit.RetryAfter != time.Nanosecond {
+		t.Fatalf("a nanosecond before the minute: %v", err)
+	}
+	f.clock.Advance(time.Nanosecond)
+	if _, err := f.m.Verify(ctx, string(k.Key)); err != nil {
+		t.Fatalf("a minute later: %v", err)
+	}
+
+	broken := newFixture(t, keys.WithLimiter(failingLimiter{}))
+	limited := broken.create(t, keys.APIKeyCreate{Name: "limited", Environment: keys.Test, RateLimit: &one})
+	if _, err := broken.m.Verify(ctx, string(limited.Key)); !errors.Is(err, keys.ErrUnavailable) {
+		t.Fatalf("with the limiter failing: %v, want ErrUnavailable", err)
+	}
+	unlimited := broken.create(t, keys.APIKeyCreate{Name: "unlimited", Environment: keys.Test})
+	if _, err := broken.m.Verify(ctx, string(unlimited.Key)); err != nil {
+		t.Fatalf("a key with no limit never asks the limiter: %v", err)
 	}
 }

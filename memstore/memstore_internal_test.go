@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/buildtag"
 	"github.com/txcloud/keys/store"
 	"github.com/txcloud/keys/store/storetest"
 )
@@ -167,7 +168,7 @@ func TestCreateRevokeLoopIsBounded(t *testing.T) {
 // (the old sweep walked every entry under one hold: 256 ms at 1,000,000
 // entries with nothing expired, 413-463 ms with all expired).
 func TestIdempotencyExpiryHoldsNoLongLock(t *testing.T) {
-	if testing.Short() || raceEnabled || mutation {
+	if testing.Short() || buildtag.Race || buildtag.Mutation {
 		t.Skip("a timing test, run without -race and -short (.ci/run does)")
 	}
 	// Three runs, keeping the smallest longest hold: a hold measured on

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/buildtag"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/store"
 	"github.com/txcloud/keys/store/storetest"
@@ -125,7 +126,7 @@ func median(n int, f func()) time.Duration {
 // with A holding 100,000 keys as with A holding none, and A's own pages
 // seek to their cursor instead of scanning.
 func TestListCostIndependentOfOtherTenants(t *testing.T) {
-	if testing.Short() || raceEnabled || mutation {
+	if testing.Short() || buildtag.Race || buildtag.Mutation {
 		t.Skip("a timing test, run without -race and -short (.ci/run does)")
 	}
 	ctx := context.Background()
@@ -200,7 +201,7 @@ func maxWait(t *testing.T, s *memstore.Store, work func()) (wait, took time.Dura
 // (a preempted goroutine), so the bound is a quarter of the flush, which
 // the old code, holding the lock throughout, could not meet.
 func TestFlushHoldsNoLongLock(t *testing.T) {
-	if testing.Short() || raceEnabled || mutation {
+	if testing.Short() || buildtag.Race || buildtag.Mutation {
 		t.Skip("a timing test, run without -race and -short (.ci/run does)")
 	}
 	ctx := context.Background()
@@ -234,7 +235,7 @@ func TestFlushHoldsNoLongLock(t *testing.T) {
 // every tenant under the store's lock: B's create waited behind it, and
 // over HTTP B's verify p99 went from 0.6 ms to 77 ms.
 func TestTenantLatencyWhileAnotherListsItsKeys(t *testing.T) {
-	if testing.Short() || raceEnabled || mutation {
+	if testing.Short() || buildtag.Race || buildtag.Mutation {
 		t.Skip("a timing test, run without -race and -short (.ci/run does)")
 	}
 	ctx := context.Background()

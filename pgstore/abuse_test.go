@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/txcloud/keys/internal/buildtag"
 	"github.com/txcloud/keys/pgstore"
 	"github.com/txcloud/keys/store"
 )
@@ -16,7 +17,7 @@ import (
 // for one chunk at most. (It used to be one UPDATE of the whole batch, whose
 // row locks a revocation of the same key waited behind for 1.8-1.9 s.)
 func TestFlushDoesNotHoldUpRevocation(t *testing.T) {
-	if testing.Short() || mutation {
+	if testing.Short() || buildtag.Mutation {
 		t.Skip("fills a table with 100,000 keys")
 	}
 	ctx := context.Background()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/txcloud/keys/internal/buildtag"
 	"github.com/txcloud/keys/store"
 )
 
@@ -18,7 +19,7 @@ import (
 // account with no revoked key) costs an empty range, not a scan of the
 // account.
 func TestListPlansAreIndexBacked(t *testing.T) {
-	if testing.Short() || mutation {
+	if testing.Short() || buildtag.Mutation {
 		t.Skip("fills a table with 200,000 keys")
 	}
 	ctx := context.Background()

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/buildtag"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/store"
 )
@@ -145,7 +146,7 @@ func TestForgedKeysCostNoQuery(t *testing.T) {
 // query: the flood held the pool and the legitimate p99 went from 3 ms to
 // 64-122 ms over HTTP.
 func TestForgedFloodLeavesOthersLatency(t *testing.T) {
-	if testing.Short() || mutation {
+	if testing.Short() || buildtag.Mutation {
 		t.Skip("a 5-second load test")
 	}
 	ctx := context.Background()
@@ -251,7 +252,7 @@ func TestForgedFloodLeavesOthersLatency(t *testing.T) {
 		t.Errorf("%d forged verifies made %d queries: more than 1%%", n, queries)
 	}
 	switch {
-	case raceEnabled:
+	case buildtag.Race:
 		t.Log("under -race the latency bound is not checked (.ci/run checks it without)")
 	case flooded > 2*unloaded:
 		t.Errorf("the legitimate p99 went from %v to %v under the flood: more than twice", unloaded, flooded)

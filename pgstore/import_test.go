@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/buildtag"
 	"github.com/txcloud/keys/store"
 	"github.com/txcloud/keys/store/storetest"
 )
@@ -36,7 +37,7 @@ func TestImportAcrossInstances(t *testing.T) {
 	}
 	defer b.Close(ctx)
 	n := 100_000
-	if raceEnabled {
+	if buildtag.Race {
 		n = 10_000
 	}
 	in := make([]keys.ImportKey, n)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/event"
+	"github.com/txcloud/keys/internal/buildtag"
 	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/store"
@@ -82,7 +84,7 @@ func medianVerify(m *keys.Manager, presented []string, rounds, n int) []time.Dur
 
 // A lookup by digest costs the same however many keys are stored: no scan.
 func TestUnknownKeyCostIndependentOfStoreSize(t *testing.T) {
-	if testing.Short() || mutation {
+	if testing.Short() || buildtag.Mutation {
 		t.Skip("builds a store of a million keys; run without -short")
 	}
 	fill := func(n int) *keys.Manager {
@@ -228,4 +230,41 @@ func randomRecord(t testing.TB) *store.Record {
 		t.Fatal(err)
 	}
 	return &store.Record{ID: "key_" + hex.EncodeToString(d[:8]), AccountID: "acct_big", Name: "k", Prefix: "txc_test_abcd", Environment: "test", Digest: d, CreatedAt: time.Now(), Version: 1}
+}
+
+func TestDigestIsComparedNotTrusted(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	real := f.create(t, keys.APIKeyCreate{Name: "real", Environment: keys.Test})
+	rec, err := f.store.Get(ctx, real.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := keys.New(lyingStore{Store: f.store, rec: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	other := newFixture(t).create(t, keys.APIKeyCreate{Name: "other", Environment: keys.Test})
+	if _, err := m.Verify(ctx, string(other.Key)); !errors.Is(err, keys.ErrInvalidKey) {
+		t.Fatalf("Verify trusted the store's record: %v", err)
+	}
+	rep, err := m.ReportLeak(ctx, string(other.Key), event.Leak{}, keys.LeakRevoke)
+	if err != nil || rep.Found {
+		t.Fatalf("ReportLeak trusted the store's record: %+v, %v", rep, err)
+	}
+	if _, err := m.Verify(ctx, string(real.Key)); err != nil {
+		t.Fatalf("the real key: %v", err)
+	}
+}
+
+// lyingStore answers every digest lookup with the same record, as a
+// broken or hostile store might: the Manager compares digests itself.
+type lyingStore struct {
+	store.Store
+	rec *store.Record
+}
+
+func (s lyingStore) LookupDigest(context.Context, store.Digest) (*store.Record, error) {
+	return s.rec, nil
 }

@@ -1,6 +1,0 @@
-//go:build mutation
-
-package memstore_test
-
-// See ../mutation_test.go.
-const mutation = true

@@ -1,5 +1,0 @@
-//go:build !mutation
-
-package memstore
-
-const mutation = false

@@ -1,5 +1,0 @@
-//go:build !mutation
-
-package memstore_test
-
-const mutation = false

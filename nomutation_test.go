@@ -1,5 +1,0 @@
-//go:build !mutation
-
-package keys_test
-
-const mutation = false

@@ -1,5 +1,0 @@
-//go:build !mutation
-
-package pgstore
-
-const mutation = false

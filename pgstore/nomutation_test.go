@@ -1,5 +1,0 @@
-//go:build !mutation
-
-package pgstore_test
-
-const mutation = false
