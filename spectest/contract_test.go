@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,27 +29,6 @@ const (
 	seedPath = "../api/txcloud-devex-create-key.yaml"
 	ownPath  = "../api/openapi.yaml"
 )
-
-// The committed seed must be the shared spec, byte for byte. Without
-// ../shared beside the repository (a plain clone) there is nothing to
-// compare, and the test skips; KEYS_REQUIRE_SHARED_SPEC=1 (set by .ci/run,
-// which has ../shared) makes that a failure instead.
-func TestSeedIsTheSharedSpec(t *testing.T) {
-	shared, err := os.ReadFile("../../shared/spec/devex-create-key.yaml")
-	if errors.Is(err, fs.ErrNotExist) && os.Getenv("KEYS_REQUIRE_SHARED_SPEC") == "" {
-		t.Skip("../shared/spec/devex-create-key.yaml is not beside the repository: nothing to compare the committed seed with")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	ours, err := os.ReadFile(seedPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(ours, shared) {
-		t.Fatalf("%s differs from ../shared/spec/devex-create-key.yaml: copy the shared file over it", seedPath)
-	}
-}
 
 func load(t *testing.T, path string) *openapi3.T {
 	t.Helper()
