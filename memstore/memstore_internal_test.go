@@ -163,38 +163,26 @@ func TestCreateRevokeLoopIsBounded(t *testing.T) {
 	}
 }
 
-// Finding 3 of issue 11: expiring 100,000 idempotency entries at once
-// holds the store's lock for one chunk at a time, each well under 5 ms
-// (the old sweep walked every entry under one hold: 256 ms at 1,000,000
-// entries with nothing expired, 413-463 ms with all expired).
+// Expiring idempotency entries holds the store's lock for a bounded amount
+// of work each time: at most a chunk of entries per hold, so that a writer
+// waits for one chunk at most, however many entries expire at once. The
+// test counts the entries each hold takes, which the code decides, rather
+// than timing it on a shared machine's wall clock, which a preemption or
+// a GC pause can stretch either way (one run in seventeen failed a 5 ms
+// bound at 37-64 ms under other load). It times the holds too, and logs
+// them.
 func TestIdempotencyExpiryHoldsNoLongLock(t *testing.T) {
-	if testing.Short() || buildtag.Race || buildtag.Mutation {
-		t.Skip("a timing test, run without -race and -short (.ci/run does)")
-	}
-	// Three runs, keeping the smallest longest hold: a hold measured on
-	// the wall clock also counts a preemption or a GC pause that lands in
-	// it (one CI run saw 6.4 ms), and noise only adds.
 	const n = 100_000
-	longest := time.Hour
-	for range 3 {
-		l, holds, total, left := expireAll(t, n)
-		t.Logf("%d entries expired in %d holds of the lock, %v in all, the longest %v", n, holds, total, l)
-		if left != 0 {
-			t.Fatalf("%d entries left", left)
-		}
-		longest = min(longest, l)
+	if buildtag.Race {
+		t.Log("under the race detector: 10,000 entries")
 	}
-	if longest > 5*time.Millisecond {
-		t.Fatalf("one hold of the lock took %v expiring entries", longest)
+	total := n
+	if buildtag.Race || testing.Short() {
+		total = n / 10
 	}
-}
-
-// expireAll stores n idempotency entries, lets them all expire, and times
-// each hold of the lock that expiry takes.
-func expireAll(t *testing.T, n int) (longest time.Duration, holds int, total time.Duration, left int) {
 	s := New()
 	created := time.Date(2031, 7, 1, 0, 0, 0, 0, time.UTC)
-	for i := range n {
+	for i := range total {
 		r := storetest.NewRecord(t)
 		e := &store.IdempotencyRecord{KeyID: r.ID, CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
 		e.Scope[0], e.Scope[1], e.Scope[2] = byte(i), byte(i>>8), byte(i>>16)
@@ -205,14 +193,27 @@ func expireAll(t *testing.T, n int) (longest time.Duration, holds int, total tim
 	s.mu.Lock()
 	s.saw(created.Add(25 * time.Hour))
 	s.mu.Unlock()
+	holds, most := 0, 0
+	var longest time.Duration
 	for more := true; more; holds++ {
+		s.mu.RLock()
+		before := len(s.idem)
+		s.mu.RUnlock()
 		start := time.Now()
 		more = s.expireChunk()
-		d := time.Since(start)
-		longest, total = max(longest, d), total+d
+		longest = max(longest, time.Since(start))
+		s.mu.RLock()
+		most = max(most, before-len(s.idem))
+		s.mu.RUnlock()
 	}
-	s.mu.RLock()
-	left = len(s.idem)
-	s.mu.RUnlock()
-	return longest, holds, total, left
+	t.Logf("%d entries expired in %d holds of the lock, at most %d in one, the longest %v", total, holds, most, longest)
+	if left := len(s.idem); left != 0 {
+		t.Fatalf("%d entries left", left)
+	}
+	if most > chunk {
+		t.Fatalf("one hold of the lock expired %d entries; at most %d", most, chunk)
+	}
+	if want := total/chunk + 1; holds > want {
+		t.Fatalf("%d holds for %d entries: want %d at most (a chunk each)", holds, total, want)
+	}
 }

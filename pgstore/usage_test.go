@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/pgstore"
 	"github.com/txcloud/keys/usage"
 )
 
@@ -16,7 +15,10 @@ import (
 // the requests sent to both. Then the usage table is locked against
 // writes (PostgreSQL cannot take the flush): A's flush fails and keeps
 // its batch, A refuses to read a total it cannot vouch for, B still
-// reads; once the lock goes, A's retried batch counts exactly once.
+// reads; once the lock goes, A's retried batch counts exactly once. The
+// calls that must fail get a short deadline of their own; every other call
+// has the store's default timeout, so that a busy machine cannot fail the
+// test (a 300 ms timeout on every call once did).
 func TestUsageAcrossInstancesAndOutage(t *testing.T) {
 	ctx := context.Background()
 	admin := newPool(t)
@@ -27,7 +29,7 @@ func TestUsageAcrossInstancesAndOutage(t *testing.T) {
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	var ms []*keys.Manager
 	for range 2 {
-		st := newStore(t, newPool(t), schema, pgstore.WithQueryTimeout(300*time.Millisecond))
+		st := newStore(t, newPool(t), schema)
 		m, err := keys.New(st, keys.WithClock(clock))
 		if err != nil {
 			t.Fatal(err)
@@ -88,12 +90,16 @@ func TestUsageAcrossInstancesAndOutage(t *testing.T) {
 	}
 	send(a, 100, 200)
 	advance(time.Minute)
-	if err := a.Flush(ctx); err == nil {
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	if err := a.Flush(short); err == nil {
 		t.Fatal("a flush into a locked table succeeded")
 	}
-	if _, err := total(a); !errors.Is(err, keys.ErrUnavailable) {
+	cancel()
+	short, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+	if _, err := a.UsageSummary(short, "acct_u", usage.Filter{}); !errors.Is(err, keys.ErrUnavailable) {
 		t.Fatalf("A read with its batch unstored: %v", err)
 	}
+	cancel()
 	if n, err := total(b); err != nil || n != 600 {
 		t.Fatalf("B reads %d (%v) during A's outage, want 600", n, err)
 	}
