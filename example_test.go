@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/credits"
+	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/usage"
 )
 
 // Create a key, show it once, and verify it.
@@ -93,5 +97,133 @@ func ExampleManager_As() {
 	// Output:
 	// true true
 	// true
+	// true
+}
+
+// A host's own permission names join the vocabulary: keys may hold them,
+// and routes may require them.
+func ExampleWithVocabulary() {
+	ctx := context.Background()
+	m, _ := keys.New(memstore.New(), keys.WithVocabulary(append(keys.DefaultVocabulary(), "reports:read")...))
+	defer m.Close(ctx)
+	k, err := m.Create(ctx, keys.APIKeyCreate{Name: "reporting", Environment: keys.Live, Permissions: []string{"reports:read"}, AccountID: "acct_1"})
+	fmt.Println(err)
+	_, err = m.Verify(ctx, string(k.Key), keys.Require("reports:read"))
+	fmt.Println(err)
+	_, err = m.Create(ctx, keys.APIKeyCreate{Name: "typo", Environment: keys.Live, Permissions: []string{"report:read"}, AccountID: "acct_1"})
+	var ve *keys.ValidationError
+	fmt.Println(errors.As(err, &ve), ve.Param)
+	// Output:
+	// <nil>
+	// <nil>
+	// true permissions[0]
+}
+
+// Plans: every key of an account counts against its plan's limits
+// together; the refusal names the limit.
+func ExampleWithPlans() {
+	ctx := context.Background()
+	plans := func(_ context.Context, account string) (keys.Plan, error) {
+		if account == "acct_free" {
+			return keys.Plan{Name: "free", PerMinute: 2, PerDay: 1000}, nil
+		}
+		return keys.Plan{}, nil // no limits
+	}
+	m, _ := keys.New(memstore.New(), keys.WithPlans(plans, time.Minute))
+	defer m.Close(ctx)
+	a, _ := m.Create(ctx, keys.APIKeyCreate{Name: "a", Environment: keys.Live, AccountID: "acct_free"})
+	b, _ := m.Create(ctx, keys.APIKeyCreate{Name: "b", Environment: keys.Live, AccountID: "acct_free"})
+	for _, k := range []keys.Secret{a.Key, b.Key, a.Key} {
+		v, err := m.Verify(ctx, string(k))
+		var rle *keys.RateLimitError
+		if errors.As(err, &rle) {
+			fmt.Println("refused by", rle.RateLimit.Name, "retry after", rle.RateLimit.RetryAfter > 0)
+			continue
+		}
+		fmt.Println("ok,", v.RateLimit.Remaining, "left this minute")
+	}
+	// Output:
+	// ok, 1 left this minute
+	// ok, 0 left this minute
+	// refused by account_minute retry after true
+}
+
+// Credits: a key spends its budget, at the cost set for each API; a
+// request the budget cannot pay for is refused and spends nothing.
+func ExampleWithCreditCosts() {
+	ctx := context.Background()
+	m, _ := keys.New(memstore.New(), keys.WithCreditCosts(map[string]int64{"POST /v1/identity/verify": 3, "GET /v1/health": 0}))
+	defer m.Close(ctx)
+	k, _ := m.Create(ctx, keys.APIKeyCreate{Name: "metered", Environment: keys.Live, AccountID: "acct_1",
+		Credits: &credits.Budget{Remaining: 5, Refill: &credits.Refill{Interval: credits.Monthly, Amount: 5}}})
+	for _, api := range []string{"POST /v1/identity/verify", "GET /v1/health", "POST /v1/identity/verify"} {
+		v, err := m.Verify(ctx, string(k.Key), keys.OnAPI(api))
+		var ce *keys.CreditsError
+		if errors.As(err, &ce) {
+			fmt.Printf("%s: refused, %d left, refilled at the start of next month: %t\n", api, ce.Credits.Remaining, ce.RetryAfter > 0)
+			continue
+		}
+		fmt.Printf("%s: spent %d, %d left\n", api, v.Spent, v.Credits)
+	}
+	// Output:
+	// POST /v1/identity/verify: spent 3, 2 left
+	// GET /v1/health: spent 0, 0 left
+	// POST /v1/identity/verify: refused, 2 left, refilled at the start of next month: true
+}
+
+// Reading usage: what the middleware counts (CountUsage), summed over a
+// period, by API, and priced.
+func ExampleManager_UsageSummary() {
+	ctx := context.Background()
+	m, _ := keys.New(memstore.New(), keys.WithPrices("USD", map[string]string{"identity": "0.002"}))
+	defer m.Close(ctx)
+	k, _ := m.Create(ctx, keys.APIKeyCreate{Name: "svc", Environment: keys.Live, AccountID: "acct_1"})
+	v, _ := m.Verify(ctx, string(k.Key))
+	for _, status := range []int{200, 200, 200, 404, 429} {
+		m.CountUsage(&v, "identity", status) // the HTTP middleware does this for each request
+	}
+	s, _ := m.UsageSummary(ctx, "acct_1", usage.Filter{})
+	fmt.Printf("%d requests, %d successful, %d failed (%d rate-limited), %s %s\n",
+		s.TotalRequests, s.Successful, s.Failed, s.RateLimitHits, s.EstimatedCost.Amount, s.EstimatedCost.Currency)
+	// Output:
+	// 5 requests, 3 successful, 2 failed (1 rate-limited), 0.006 USD
+}
+
+// Import keys another system issued: their holders keep using them.
+func ExampleManager_Import() {
+	ctx := context.Background()
+	m, _ := keys.New(memstore.New(), keys.WithForeignPrefixes("sk_live_"))
+	defer m.Close(ctx)
+	legacy := "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
+	res, err := m.Import(ctx, []keys.ImportKey{{Key: keys.Secret(legacy), Name: "legacy", Environment: keys.Live, AccountID: "acct_1"}})
+	fmt.Println(res.Created, res.Existing, err)
+	v, err := m.Verify(ctx, legacy)
+	fmt.Println(v.AccountID, err)
+	res, _ = m.Import(ctx, []keys.ImportKey{{Key: keys.Secret(legacy), Name: "legacy", Environment: keys.Live, AccountID: "acct_1"}})
+	fmt.Println(res.Created, res.Existing) // importing again creates nothing twice
+	// Output:
+	// 1 0 <nil>
+	// acct_1 <nil>
+	// 0 1
+}
+
+// Report a key found in public: it is revoked, and key.leaked tells the
+// host, which tells the key's holder.
+func ExampleManager_ReportLeak() {
+	ctx := context.Background()
+	m, _ := keys.New(memstore.New(), keys.WithEventHook(func(_ context.Context, e event.Event) {
+		fmt.Println("event:", e.Type)
+	}))
+	defer m.Close(ctx)
+	k, _ := m.Create(ctx, keys.APIKeyCreate{Name: "pushed to GitHub", Environment: keys.Live, AccountID: "acct_1"})
+	rep, err := m.ReportLeak(ctx, string(k.Key), event.Leak{URL: "https://github.com/acme/app/blob/main/.env", Source: "content"}, keys.LeakRevoke)
+	fmt.Println(rep.Found, rep.Acted, err)
+	_, err = m.Verify(ctx, string(k.Key))
+	fmt.Println(errors.Is(err, keys.ErrKeyRevoked))
+	// Output:
+	// event: key.created
+	// event: key.revoked
+	// event: key.leaked
+	// true true <nil>
 	// true
 }
