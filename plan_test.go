@@ -13,7 +13,7 @@ import (
 	"github.com/txcloud/keys/limit"
 )
 
-// planTable is a PlanFunc over a map the test may change.
+// planTable is a plans function over a map the test may change.
 type planTable struct {
 	mu    sync.Mutex
 	plans map[string]keys.Plan
@@ -251,7 +251,7 @@ func TestPlanMaxKeys(t *testing.T) {
 }
 
 // Plans are asked once per ttl per account, at once after InvalidatePlan;
-// a failing PlanFunc fails closed with no answer at hand, and an earlier
+// a failing plans function fails closed with no answer at hand, and an earlier
 // answer stands when it has one.
 func TestPlanCache(t *testing.T) {
 	f, pt := newPlanFixture(t, map[string]keys.Plan{"acct_test": {PerMinute: 1000}})
@@ -279,7 +279,7 @@ func TestPlanCache(t *testing.T) {
 	pt.mu.Unlock()
 	f.clock.Advance(2 * time.Minute)
 	if v, err := f.m.Verify(ctx, key); err != nil || v.RateLimit.Limit != 100 {
-		t.Fatalf("with the PlanFunc failing, the earlier answer stands: %v %+v", err, v.RateLimit)
+		t.Fatalf("with the plans function failing, the earlier answer stands: %v %+v", err, v.RateLimit)
 	}
 	// Working again, and changed: the change applies once the ttl has
 	// passed, without an invalidation (the failed ask retries in a second).
@@ -444,7 +444,7 @@ func TestPlanConcurrency(t *testing.T) {
 	}
 }
 
-// Requests that find no answer for their account at once ask the PlanFunc
+// Requests that find no answer for their account at once ask the plans function
 // once between them.
 func TestPlanFirstAskIsShared(t *testing.T) {
 	f := newFixture(t) // a Manager without plans makes the key
@@ -478,7 +478,7 @@ func TestPlanFirstAskIsShared(t *testing.T) {
 	close(release)
 	wg.Wait()
 	if n := asked.Load(); n != 1 {
-		t.Fatalf("50 concurrent first requests asked the PlanFunc %d times", n)
+		t.Fatalf("50 concurrent first requests asked the plans function %d times", n)
 	}
 }
 

@@ -222,7 +222,7 @@ func TestUnknownKeysTouchNoSharedState(t *testing.T) {
 }
 
 // randomRecord is a stored key's record with a random ID and digest (the
-// core's tests do not import keystest: each mutant of gremlins' run would
+// core's tests do not import storetest: each mutant of gremlins' run would
 // rebuild it and everything it imports).
 func randomRecord(t testing.TB) *store.Record {
 	var d store.Digest

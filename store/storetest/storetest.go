@@ -1,10 +1,10 @@
-// Package keystest is the conformance suite for store.Store implementations.
+// Package storetest is the conformance suite for store.Store implementations.
 // A store's tests call Run with a constructor; every case gets a fresh
 // store, so stores backed by a server should give each one its own schema
 // or database.
 //
 //	func TestConformance(t *testing.T) {
-//		keystest.Run(t, func(t *testing.T) store.Store { return memstore.New() })
+//		storetest.Run(t, func(t *testing.T) store.Store { return memstore.New() })
 //	}
 package storetest
 
@@ -980,11 +980,11 @@ func testManager(t *testing.T, s store.Store) {
 
 	// An idempotent create on the principal's behalf, retried.
 	req := keys.APIKeyCreate{Name: "svc", Environment: keys.Test, Permissions: []string{"kyb:read"}}
-	svc, err := as.Create(ctx, req, keys.IdempotencyKey("keystest-create-1"))
+	svc, err := as.Create(ctx, req, keys.IdempotencyKey("storetest-create-1"))
 	if err != nil {
 		t.Fatalf("Scoped Create: %v", err)
 	}
-	again, err := as.Create(ctx, req, keys.IdempotencyKey("keystest-create-1"))
+	again, err := as.Create(ctx, req, keys.IdempotencyKey("storetest-create-1"))
 	if err != nil || !again.Replayed || again.ID != svc.ID || again.Key != svc.Key {
 		t.Fatalf("idempotent retry: replayed %v, same key %v, %v", again != nil && again.Replayed, again != nil && again.Key == svc.Key, err)
 	}
