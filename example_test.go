@@ -46,6 +46,35 @@ func ExampleManager_Create() {
 	// true <nil>
 }
 
+// Configure a Manager: keys branded for your service, a rate limit for
+// keys created without one, and a tighter bound on allowlists. Bad input
+// is a *ValidationError naming the parameter, matching ErrValidation.
+func ExampleNew() {
+	ctx := context.Background()
+	m, err := keys.New(memstore.New(),
+		keys.WithKeyPrefix("acme"),     // acme_live_…, acme_test_…
+		keys.WithDefaultRateLimit(600), // requests per minute
+		keys.WithMaxAllowedIPs(2),
+	)
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close(ctx)
+
+	created, _ := m.Create(ctx, keys.APIKeyCreate{Name: "ci", Environment: keys.Test, AccountID: "acct_123"})
+	fmt.Println(strings.HasPrefix(string(created.Key), "acme_test_"), *created.RateLimit)
+
+	_, err = m.Create(ctx, keys.APIKeyCreate{
+		Name: "office", Environment: keys.Live, AccountID: "acct_123",
+		AllowedIPs: []string{"203.0.113.7", "203.0.113.8", "203.0.113.9"},
+	})
+	var ve *keys.ValidationError
+	fmt.Println(errors.Is(err, keys.ErrValidation), errors.As(err, &ve) && ve.Param == "allowed_ips")
+	// Output:
+	// true 600
+	// true true
+}
+
 // Branch on why verification failed.
 func ExampleManager_Verify() {
 	ctx := context.Background()
