@@ -21,6 +21,12 @@ func EndpointMatches(pattern, method, path string) bool {
 // memory bounds).
 func UsageDropped(m *Manager) int64 { return m.meter.dropped.Load() }
 
+// SetUsageBatches lowers m's bounds on the rows held for a failing store
+// (pending) and on the rows of one batch.
+func SetUsageBatches(m *Manager, pending, batch int) {
+	m.meter.maxPending, m.meter.batchRows = pending, batch
+}
+
 // SetExtraCells lowers m's bound on the cells of further APIs.
 func SetExtraCells(m *Manager, n int64) { m.states.maxExtra = n }
 

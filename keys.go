@@ -289,7 +289,7 @@ func New(st store.Store, opts ...Option) (*Manager, error) {
 	m.states = newStates()
 	m.lastUsed = &lastUsed{}
 	if us, ok := store.Capability[store.UsageStore](st); ok {
-		m.meter = &meter{store: us}
+		m.meter = &meter{store: us, maxPending: maxPendingRows, batchRows: maxBatchRows}
 	}
 	m.startBackground(c.flushInterval)
 	return m, nil

@@ -38,6 +38,11 @@ const (
 	maxAPIsPerKey = 64
 	// maxPendingRows bounds the rows held for a store that is failing.
 	maxPendingRows = 500_000
+	// maxBatchRows bounds the rows of one UsageBatch: a flush of more
+	// keys than that (many clients each calling now and then) is written
+	// as several batches, each one statement a store can finish in
+	// bounded time.
+	maxBatchRows = 10_000
 	// usageFlushInterval is how often counts are flushed: often enough
 	// that every minute's slot is drained before it is needed again.
 	usageFlushInterval = 10 * time.Second
@@ -51,6 +56,10 @@ type meter struct {
 	mu      sync.Mutex         // not on the hot path: flushes and reads
 	pending []store.UsageBatch // drained but not stored yet, oldest first
 	rows    int                // rows in pending
+
+	// maxPending and batchRows are maxPendingRows and maxBatchRows (tests
+	// lower them).
+	maxPending, batchRows int
 
 	dropped    atomic.Int64 // requests not counted: past a bound
 	lastLogged atomic.Int64 // of the dropped count, Unix ns
@@ -256,29 +265,48 @@ func (m *Manager) drain(now time.Time, all bool) []store.UsageRow {
 	return rows
 }
 
-// flushUsage drains the finished minutes (every minute, if all) into a
-// batch and writes the pending batches, oldest first, each under its own
-// ID. A batch the store refuses stays pending, with its ID, for the next
-// flush. The caller holds m.flushMu.
+// flushUsage drains the finished minutes (every minute, if all) into
+// batches of at most batchRows rows and writes the pending batches,
+// oldest first, each under its own ID. A batch the store refuses stays
+// pending, with its ID, for the next flush; past maxPending rows the
+// newest are dropped (and counted as dropped). The bound is on what a
+// failing store leaves behind, not on one flush: a healthy store takes
+// every row of a drain however many keys it covers. The caller holds
+// m.flushMu.
 func (m *Manager) flushUsage(ctx context.Context, all bool) error {
 	mt := m.meter
 	rows := m.drain(m.now(), all)
-	if len(rows) > 0 {
-		mt.mu.Lock()
-		if mt.rows+len(rows) > maxPendingRows {
-			mt.mu.Unlock()
-			var n int64
-			for _, r := range rows {
-				n += r.Successful + r.Failed
-			}
-			mt.drop(m, n)
-		} else {
-			mt.pending = append(mt.pending, store.UsageBatch{ID: newBatchID(), Rows: rows})
-			mt.rows += len(rows)
-			mt.mu.Unlock()
+	mt.mu.Lock()
+	for len(rows) > 0 {
+		n := min(len(rows), mt.batchRows)
+		mt.pending = append(mt.pending, store.UsageBatch{ID: newBatchID(), Rows: rows[:n:n]})
+		mt.rows += n
+		rows = rows[n:]
+	}
+	mt.mu.Unlock()
+	err := mt.storePending(ctx)
+	if err != nil {
+		mt.trim(m)
+	}
+	return err
+}
+
+// trim drops the newest pending batches past maxPending rows.
+func (mt *meter) trim(m *Manager) {
+	mt.mu.Lock()
+	var n int64
+	for mt.rows > mt.maxPending {
+		b := mt.pending[len(mt.pending)-1]
+		mt.pending = mt.pending[:len(mt.pending)-1]
+		mt.rows -= len(b.Rows)
+		for _, r := range b.Rows {
+			n += r.Successful + r.Failed
 		}
 	}
-	return mt.storePending(ctx)
+	mt.mu.Unlock()
+	if n > 0 {
+		mt.drop(m, n)
+	}
 }
 
 // storePending writes the pending batches, oldest first, each under its

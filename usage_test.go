@@ -285,6 +285,53 @@ func TestUsageMemoryIsBounded(t *testing.T) {
 	}
 }
 
+// A flush covering more keys than one batch holds (many clients each
+// calling now and then) writes them all, in batches; the bound on pending
+// rows is on what a failing store leaves behind: the newest batches past
+// it are dropped, counted, and the rest are written once the store is
+// back.
+func TestUsageFlushOfManyKeysIsBatched(t *testing.T) {
+	f := newMeterFixture(t)
+	keys.SetUsageBatches(f.m, 100, 30)
+	countKeys := func(from, n int) {
+		for i := range n {
+			f.m.CountUsage(&keys.Verified{KeyID: fmt.Sprint("key_", from+i), AccountID: "acct_b"}, "api", 200)
+		}
+	}
+	countKeys(0, 250)
+	f.clock.Advance(time.Minute)
+	if err := f.m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := keys.UsageDropped(f.m); d != 0 {
+		t.Fatalf("a healthy store lost %d of 250 requests: one flush's rows were held to the failing store's bound", d)
+	}
+	if a := f.store.adds.Load(); a != 9 {
+		t.Fatalf("250 rows in %d batches, want 9 of at most 30", a)
+	}
+	if s := f.summary(t, "acct_b", usage.Filter{}); s.TotalRequests != 250 {
+		t.Fatalf("%d counted of 250", s.TotalRequests)
+	}
+
+	f.store.failBefore.Store(1 << 30)
+	countKeys(250, 250)
+	f.clock.Advance(time.Minute)
+	if err := f.m.Flush(context.Background()); err == nil {
+		t.Fatal("a failing store was not reported")
+	}
+	// 9 batches of at most 30 rows, of which 3 (90 rows) fit in 100.
+	if d := keys.UsageDropped(f.m); d != 160 {
+		t.Fatalf("%d dropped past the pending bound, want 160", d)
+	}
+	f.store.failBefore.Store(0)
+	if err := f.m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := f.summary(t, "acct_b", usage.Filter{}); s.TotalRequests != 340 {
+		t.Fatalf("%d counted, want 250 + the 90 kept", s.TotalRequests)
+	}
+}
+
 // The summary's estimated cost is its successful requests times their
 // API's price, exactly; without prices it is 0 USD.
 func TestUsageEstimatedCost(t *testing.T) {

@@ -46,7 +46,8 @@ type UsageRow struct {
 }
 
 // UsageBatch is what one flush writes: minute rows, under an ID that makes
-// the write idempotent.
+// the write idempotent. A Manager puts at most 10,000 rows in one batch;
+// a flush of more is several batches.
 type UsageBatch struct {
 	ID   string
 	Rows []UsageRow
