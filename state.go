@@ -68,9 +68,24 @@ type stateShard struct {
 // filled once, and emptied only by a tombstone, which probes pass over
 // and a rebuild drops: a reader that takes no lock never stops short of a
 // state further along its chain.
+//
+// A slot holds a tag of its state's digest beside it, written before the
+// state is published and never changed, so a probe reads only the state
+// whose tag matches: a key used for the first time (no state yet) costs
+// one load of the table, not a load of every state on its probe, each a
+// cache miss when many keys are in use.
 type stateTable struct {
-	slots []atomic.Pointer[keyState]
+	slots []stateSlot
 	mask  uint64
+}
+
+type stateSlot struct {
+	tag uint64
+	st  atomic.Pointer[keyState]
+}
+
+func newStateTable(size int) *stateTable {
+	return &stateTable{slots: make([]stateSlot, size), mask: uint64(size - 1)}
 }
 
 // tombstone marks a slot whose state was swept.
@@ -79,7 +94,7 @@ var tombstone = new(keyState)
 func newStates() *states {
 	s := &states{maxExtra: maxExtraCells}
 	for i := range s.shards {
-		s.shards[i].tab.Store(&stateTable{slots: make([]atomic.Pointer[keyState], 8), mask: 7})
+		s.shards[i].tab.Store(newStateTable(8))
 	}
 	return s
 }
@@ -90,14 +105,30 @@ func (s *states) shard(d *store.Digest) *stateShard { return &s.shards[d[31]%sta
 // digest (memstore's) do not use.
 func home(d *store.Digest) uint64 { return binary.LittleEndian.Uint64(d[16:24]) }
 
-func (t *stateTable) find(d *store.Digest) (*atomic.Pointer[keyState], *keyState) {
+// stateTag is what a slot holds of a digest: bytes neither the shard nor
+// home uses.
+func stateTag(d *store.Digest) uint64 { return binary.LittleEndian.Uint64(d[0:8]) }
+
+// find returns the slot holding the key's state, and the state; or the
+// empty slot that ends the probe, and nil.
+func (t *stateTable) find(d *store.Digest) (*stateSlot, *keyState) {
+	want := stateTag(d)
 	for i := home(d) & t.mask; ; i = (i + 1) & t.mask {
-		slot := &t.slots[i]
-		st := slot.Load()
-		if st == nil || st != tombstone && digestEqual(&st.digest, d) {
-			return slot, st
+		sl := &t.slots[i]
+		st := sl.st.Load()
+		if st == nil {
+			return sl, nil
+		}
+		if sl.tag == want && st != tombstone && digestEqual(&st.digest, d) {
+			return sl, st
 		}
 	}
+}
+
+// set publishes st in sl, an empty slot. The shard's mu is held.
+func (sl *stateSlot) set(st *keyState) {
+	sl.tag = stateTag(&st.digest)
+	sl.st.Store(st)
 }
 
 // get returns the key's state, or nil. It takes no lock.
@@ -113,20 +144,20 @@ func (s *states) insert(d *store.Digest, id, account, api string) *keyState {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	t := sh.tab.Load()
-	slot, st := t.find(d)
+	sl, st := t.find(d)
 	if st != nil {
 		return st
 	}
 	if 2*(sh.used+1) > len(t.slots) {
 		t = sh.rebuild(t)
-		slot, _ = t.find(d)
+		sl, _ = t.find(d)
 	}
 	st = &keyState{digest: *d, id: id, account: account}
 	if api != "" {
 		st.first.api = api
 		st.hasFirst.Store(true)
 	}
-	slot.Store(st)
+	sl.set(st)
 	sh.used++
 	return st
 }
@@ -136,7 +167,7 @@ func (s *states) insert(d *store.Digest, id, account, api string) *keyState {
 func (sh *stateShard) rebuild(t *stateTable) *stateTable {
 	live := 0
 	for i := range t.slots {
-		if st := t.slots[i].Load(); st != nil && st != tombstone {
+		if st := t.slots[i].st.Load(); st != nil && st != tombstone {
 			live++
 		}
 	}
@@ -144,11 +175,11 @@ func (sh *stateShard) rebuild(t *stateTable) *stateTable {
 	for size < 4*(live+1) {
 		size *= 2
 	}
-	n := &stateTable{slots: make([]atomic.Pointer[keyState], size), mask: uint64(size - 1)}
+	n := newStateTable(size)
 	for i := range t.slots {
-		if st := t.slots[i].Load(); st != nil && st != tombstone {
-			slot, _ := n.find(&st.digest)
-			slot.Store(st)
+		if st := t.slots[i].st.Load(); st != nil && st != tombstone {
+			sl, _ := n.find(&st.digest)
+			sl.set(st)
 		}
 	}
 	sh.tab.Store(n)
@@ -161,7 +192,7 @@ func (sh *stateShard) rebuild(t *stateTable) *stateTable {
 func (sh *stateShard) compact(t *stateTable, shrink bool) {
 	live := 0
 	for i := range t.slots {
-		if st := t.slots[i].Load(); st != nil && st != tombstone {
+		if st := t.slots[i].st.Load(); st != nil && st != tombstone {
 			live++
 		}
 	}
@@ -169,11 +200,11 @@ func (sh *stateShard) compact(t *stateTable, shrink bool) {
 	if shrink && size > 8 {
 		size /= 2
 	}
-	n := &stateTable{slots: make([]atomic.Pointer[keyState], size), mask: uint64(size - 1)}
+	n := newStateTable(size)
 	for i := range t.slots {
-		if st := t.slots[i].Load(); st != nil && st != tombstone {
-			slot, _ := n.find(&st.digest)
-			slot.Store(st)
+		if st := t.slots[i].st.Load(); st != nil && st != tombstone {
+			sl, _ := n.find(&st.digest)
+			sl.set(st)
 		}
 	}
 	sh.tab.Store(n)
@@ -186,7 +217,7 @@ func (s *states) each(fn func(*keyState)) {
 	for i := range s.shards {
 		t := s.shards[i].tab.Load()
 		for j := range t.slots {
-			if st := t.slots[j].Load(); st != nil && st != tombstone {
+			if st := t.slots[j].st.Load(); st != nil && st != tombstone {
 				fn(st)
 			}
 		}
@@ -204,7 +235,7 @@ func (s *states) sweep(idle func(*keyState) bool) {
 		var gone []*keyState
 		live := 0
 		for j := range t.slots {
-			if st := t.slots[j].Load(); st != nil && st != tombstone {
+			if st := t.slots[j].st.Load(); st != nil && st != tombstone {
 				live++
 				if idle(st) {
 					gone = append(gone, st)
@@ -217,8 +248,8 @@ func (s *states) sweep(idle func(*keyState) bool) {
 		sh.mu.Lock()
 		t = sh.tab.Load() // an insert may have rebuilt it
 		for _, st := range gone {
-			if slot, found := t.find(&st.digest); found == st {
-				slot.Store(tombstone)
+			if sl, found := t.find(&st.digest); found == st {
+				sl.st.Store(tombstone) // the tag stays: probes pass over it
 				st.swept.Store(true)
 				s.retired = append(s.retired, st)
 				if more := st.more.Load(); more != nil {

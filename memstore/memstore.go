@@ -102,18 +102,33 @@ type shard struct {
 // never emptied: a deleted record's slot gets a tombstone, a record with
 // no ID, which probes pass over and which growing drops. So a reader that
 // takes no lock never stops short of a record further along its chain.
+//
+// Each slot holds, beside the record, a tag of its digest (bytes the
+// probe's start does not use), written before the record is published and
+// never changed: a probe compares tags and reads only the record whose tag
+// matches, so passing over a neighbour (or missing, for a key that is not
+// stored) costs no load of a record, each a cache miss in a large store.
 type table struct {
-	slots []atomic.Pointer[store.Record]
+	slots []slot
 	mask  uint64
 }
 
+type slot struct {
+	tag uint64
+	rec atomic.Pointer[store.Record]
+}
+
 func newTable(size int) *table {
-	return &table{slots: make([]atomic.Pointer[store.Record], size), mask: uint64(size - 1)}
+	return &table{slots: make([]slot, size), mask: uint64(size - 1)}
 }
 
 // home is where a digest's probe starts: bytes the shard index (byte 0)
 // does not use.
 func home(h *store.Digest) uint64 { return binary.LittleEndian.Uint64(h[8:16]) }
+
+// tag is what a slot holds of a digest: bytes neither the shard nor home
+// uses.
+func tag(h *store.Digest) uint64 { return binary.LittleEndian.Uint64(h[24:32]) }
 
 // sameDigest compares two digests as four 64-bit words: inlined, where
 // == on the arrays calls the runtime's memequal.
@@ -123,29 +138,42 @@ func sameDigest(a, b *store.Digest) bool {
 		le.Uint64(a[16:]) == le.Uint64(b[16:]) && le.Uint64(a[24:]) == le.Uint64(b[24:])
 }
 
-func (t *table) find(h *store.Digest) (*atomic.Pointer[store.Record], *store.Record) {
+// find returns the slot holding the record with digest h, and the
+// record; or the empty slot that ends h's probe, and nil. A new record
+// goes in that slot with set.
+func (t *table) find(h *store.Digest) (*slot, *store.Record) {
+	want := tag(h)
 	for i := home(h) & t.mask; ; i = (i + 1) & t.mask {
-		slot := &t.slots[i]
-		r := slot.Load()
-		if r == nil || (sameDigest(&r.Digest, h) && r.ID != "") {
-			return slot, r
+		sl := &t.slots[i]
+		r := sl.rec.Load()
+		if r == nil {
+			return sl, nil
+		}
+		if sl.tag == want && sameDigest(&r.Digest, h) && r.ID != "" {
+			return sl, r
 		}
 	}
+}
+
+// set publishes r in sl, an empty slot or r's own. sh.mu is held.
+func (sl *slot) set(r *store.Record) {
+	sl.tag = tag(&r.Digest)
+	sl.rec.Store(r)
 }
 
 // add inserts r, unless a record with its digest is there: then it
 // returns false and changes nothing. One probe does both. sh.mu is held.
 func (sh *shard) add(r *store.Record) bool {
 	t := sh.table.Load()
-	slot, old := t.find(&r.Digest)
+	sl, old := t.find(&r.Digest)
 	if old != nil {
 		return false
 	}
 	if 2*(sh.count+1) > len(t.slots) {
 		t = sh.rebuild(t)
-		slot, _ = t.find(&r.Digest)
+		sl, _ = t.find(&r.Digest)
 	}
-	slot.Store(r)
+	sl.set(r)
 	sh.count++
 	return true
 }
@@ -153,16 +181,16 @@ func (sh *shard) add(r *store.Record) bool {
 // put inserts or replaces r; sh.mu is held.
 func (sh *shard) put(r *store.Record) {
 	t := sh.table.Load()
-	slot, old := t.find(&r.Digest)
+	sl, old := t.find(&r.Digest)
 	if old != nil {
-		slot.Store(r)
+		sl.rec.Store(r)
 		return
 	}
 	if 2*(sh.count+1) > len(t.slots) {
 		t = sh.rebuild(t)
-		slot, _ = t.find(&r.Digest)
+		sl, _ = t.find(&r.Digest)
 	}
-	slot.Store(r)
+	sl.set(r)
 	sh.count++
 }
 
@@ -172,7 +200,7 @@ func (sh *shard) put(r *store.Record) {
 func (sh *shard) rebuild(t *table) *table {
 	live := 0
 	for i := range t.slots {
-		if rec := t.slots[i].Load(); rec != nil && rec.ID != "" {
+		if rec := t.slots[i].rec.Load(); rec != nil && rec.ID != "" {
 			live++
 		}
 	}
@@ -182,9 +210,9 @@ func (sh *shard) rebuild(t *table) *table {
 	}
 	n := newTable(size)
 	for i := range t.slots {
-		if rec := t.slots[i].Load(); rec != nil && rec.ID != "" {
-			s, _ := n.find(&rec.Digest)
-			s.Store(rec)
+		if rec := t.slots[i].rec.Load(); rec != nil && rec.ID != "" {
+			sl, _ := n.find(&rec.Digest)
+			sl.set(rec)
 		}
 	}
 	sh.table.Store(n)
@@ -195,8 +223,8 @@ func (sh *shard) rebuild(t *table) *table {
 // remove puts a tombstone in the place of the record with digest h.
 // sh.mu is held.
 func (sh *shard) remove(h *store.Digest) {
-	if slot, r := sh.table.Load().find(h); r != nil {
-		slot.Store(&store.Record{})
+	if sl, r := sh.table.Load().find(h); r != nil {
+		sl.rec.Store(&store.Record{}) // the tag stays: probes pass over it as over any other
 	}
 }
 

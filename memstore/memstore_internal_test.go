@@ -52,6 +52,44 @@ func TestLookupTakesNoLock(t *testing.T) {
 	s.mu.Unlock()
 }
 
+// A slot's tag only spares a probe the loads of records that cannot
+// match: digests alike in their shard, their probe's start and their tag
+// are still told apart by the rest, stored, looked up and removed.
+func TestDigestsAlikeInTagAndHome(t *testing.T) {
+	ctx := context.Background()
+	s := New()
+	like := func(b byte) *store.Record {
+		r := storetest.NewRecord(t)
+		r.Digest = store.Digest{0: 7, 8: 1, 24: 2} // shard 7, home 1, tag 2
+		r.Digest[16] = b
+		return r
+	}
+	a, b := like(1), like(2)
+	for _, r := range []*store.Record{a, b} {
+		if err := s.Write(ctx, store.Write{Insert: r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range []*store.Record{a, b} {
+		if got, err := s.LookupDigest(ctx, r.Digest); err != nil || got.ID != r.ID {
+			t.Fatalf("lookup of %x: %v, %v", r.Digest[16], got, err)
+		}
+	}
+	if _, err := s.LookupDigest(ctx, like(3).Digest); err != store.ErrNotFound {
+		t.Fatalf("a digest alike in tag and home but not stored: %v", err)
+	}
+	sh := s.shardOf(a.Digest) // as the history bound deletes a record
+	sh.mu.Lock()
+	sh.remove(&a.Digest)
+	sh.mu.Unlock()
+	if _, err := s.LookupDigest(ctx, a.Digest); err != store.ErrNotFound {
+		t.Fatalf("the removed record: %v", err)
+	}
+	if got, err := s.LookupDigest(ctx, b.Digest); err != nil || got.ID != b.ID {
+		t.Fatalf("its neighbour after the removal: %v, %v", got, err)
+	}
+}
+
 // Expired idempotency entries go by themselves: the Manager's periodic
 // last-used flush expires them (in chunks), with no idempotent create
 // having to come along; an entry whose scope a newer entry took stays.
