@@ -122,11 +122,6 @@ func changeLast(key string) string {
 	return key[:len(key)-1] + string(c)
 }
 
-// allowKey counts one request against a key's own limit of perMinute.
-func allowKey(ctx context.Context, l limit.Limiter, id string, perMinute int, at time.Time) (limit.Status, bool, error) {
-	return l.Allow(ctx, limit.Checks{{Name: limit.Key, ID: id, Max: perMinute}}, at)
-}
-
 type failingLimiter struct{}
 
 func (failingLimiter) Allow(context.Context, limit.Checks, time.Time) (limit.Status, bool, error) {
