@@ -60,14 +60,14 @@ const stateShards = 64
 type stateShard struct {
 	mu   sync.Mutex // inserts and sweeps
 	tab  atomic.Pointer[stateTable]
-	used int      // slots filled, tombstones included; under mu
+	used int      // slots filled; under mu
 	_    [40]byte // keep shards on separate cache lines
 }
 
-// stateTable is kept at most half full (tombstones included). A slot is
-// filled once, and emptied only by a tombstone, which probes pass over
-// and a rebuild drops: a reader that takes no lock never stops short of a
-// state further along its chain.
+// stateTable is kept at most half full. A slot is filled once and never
+// emptied: a state goes when a sweep publishes a table without it, so a
+// reader that takes no lock never stops short of a state further along
+// its chain.
 //
 // A slot holds a tag of its state's digest beside it, written before the
 // state is published and never changed, so a probe reads only the state
@@ -87,9 +87,6 @@ type stateSlot struct {
 func newStateTable(size int) *stateTable {
 	return &stateTable{slots: make([]stateSlot, size), mask: uint64(size - 1)}
 }
-
-// tombstone marks a slot whose state was swept.
-var tombstone = new(keyState)
 
 func newStates() *states {
 	s := &states{maxExtra: maxExtraCells}
@@ -119,7 +116,7 @@ func (t *stateTable) find(d *store.Digest) (*stateSlot, *keyState) {
 		if st == nil {
 			return sl, nil
 		}
-		if sl.tag == want && st != tombstone && digestEqual(&st.digest, d) {
+		if sl.tag == want && digestEqual(&st.digest, d) {
 			return sl, st
 		}
 	}
@@ -149,7 +146,11 @@ func (s *states) insert(d *store.Digest, id, account, api string) *keyState {
 		return st
 	}
 	if 2*(sh.used+1) > len(t.slots) {
-		t = sh.rebuild(t)
+		size := 8
+		for size < 4*(sh.used+1) {
+			size *= 2
+		}
+		t = sh.rehash(t, size)
 		sl, _ = t.find(d)
 	}
 	st = &keyState{digest: *d, id: id, account: account}
@@ -162,24 +163,16 @@ func (s *states) insert(d *store.Digest, id, account, api string) *keyState {
 	return st
 }
 
-// rebuild copies the live states of t into a new table sized for them (at
-// most a quarter full), and publishes it. sh.mu is held.
-func (sh *stateShard) rebuild(t *stateTable) *stateTable {
+// rehash publishes a table of size slots holding t's states but the
+// swept ones. sh.mu is held.
+func (sh *stateShard) rehash(t *stateTable, size int) *stateTable {
+	n := newStateTable(size)
 	live := 0
 	for i := range t.slots {
-		if st := t.slots[i].st.Load(); st != nil && st != tombstone {
-			live++
-		}
-	}
-	size := 8
-	for size < 4*(live+1) {
-		size *= 2
-	}
-	n := newStateTable(size)
-	for i := range t.slots {
-		if st := t.slots[i].st.Load(); st != nil && st != tombstone {
+		if st := t.slots[i].st.Load(); st != nil && !st.swept.Load() {
 			sl, _ := n.find(&st.digest)
 			sl.set(st)
+			live++
 		}
 	}
 	sh.tab.Store(n)
@@ -187,39 +180,19 @@ func (sh *stateShard) rebuild(t *stateTable) *stateTable {
 	return n
 }
 
-// compact replaces t, which sweep has just left tombstones in, by a table
-// without them: the same size, or half if shrink. sh.mu is held.
-func (sh *stateShard) compact(t *stateTable, shrink bool) {
-	live := 0
-	for i := range t.slots {
-		if st := t.slots[i].st.Load(); st != nil && st != tombstone {
-			live++
-		}
-	}
-	size := len(t.slots)
-	if shrink && size > 8 {
-		size /= 2
-	}
-	n := newStateTable(size)
-	for i := range t.slots {
-		if st := t.slots[i].st.Load(); st != nil && st != tombstone {
-			sl, _ := n.find(&st.digest)
-			sl.set(st)
-		}
-	}
-	sh.tab.Store(n)
-	sh.used = live
-}
-
 // each calls fn with every state in the tables. It takes no lock: a state
 // inserted meanwhile may be missed.
 func (s *states) each(fn func(*keyState)) {
 	for i := range s.shards {
-		t := s.shards[i].tab.Load()
-		for j := range t.slots {
-			if st := t.slots[j].st.Load(); st != nil && st != tombstone {
-				fn(st)
-			}
+		s.shards[i].each(fn)
+	}
+}
+
+func (sh *stateShard) each(fn func(*keyState)) {
+	t := sh.tab.Load()
+	for i := range t.slots {
+		if st := t.slots[i].st.Load(); st != nil {
+			fn(st)
 		}
 	}
 }
@@ -231,36 +204,34 @@ func (s *states) sweep(idle func(*keyState) bool) {
 	s.retired = nil
 	for i := range s.shards {
 		sh := &s.shards[i]
-		t := sh.tab.Load()
 		var gone []*keyState
-		live := 0
-		for j := range t.slots {
-			if st := t.slots[j].st.Load(); st != nil && st != tombstone {
-				live++
-				if idle(st) {
-					gone = append(gone, st)
-				}
+		sh.each(func(st *keyState) {
+			if idle(st) {
+				gone = append(gone, st)
 			}
-		}
+		})
 		if len(gone) == 0 {
 			continue
 		}
 		sh.mu.Lock()
-		t = sh.tab.Load() // an insert may have rebuilt it
 		for _, st := range gone {
-			if sl, found := t.find(&st.digest); found == st {
-				sl.st.Store(tombstone) // the tag stays: probes pass over it
-				st.swept.Store(true)
-				s.retired = append(s.retired, st)
-				if more := st.more.Load(); more != nil {
-					s.extra.Add(-int64(len(*more)))
-				}
+			st.swept.Store(true)
+			s.retired = append(s.retired, st)
+			if more := st.more.Load(); more != nil {
+				s.extra.Add(-int64(len(*more)))
 			}
 		}
-		// The tombstones go now, off Verify's path: a table as large
-		// again (keys used now and then come back as fast as they went),
-		// smaller only when it was mostly empty even before.
-		sh.compact(t, 16*live < len(t.slots))
+		// A table without them, as large again (keys used now and then
+		// come back as fast as they went), smaller only when it was
+		// mostly empty even before. A reader of the old table may still
+		// find a swept state: it counts in the key's fresh one (live),
+		// and what it noted is flushed from the retired list.
+		t := sh.tab.Load() // an insert may have grown it
+		size := len(t.slots)
+		if 16*sh.used < size && size > 8 {
+			size /= 2
+		}
+		sh.rehash(t, size)
 		sh.mu.Unlock()
 	}
 }
