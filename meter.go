@@ -333,39 +333,35 @@ func newBatchID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// unflushed is what this instance has counted and not drained yet, for
-// the query: the cells' current counts (read, not taken), bucketed at the
-// query's granularity. The caller holds m.flushMu, so no batch is on its
-// way to the store meanwhile.
+// unflushed is what this instance has counted and not drained yet for
+// q's account (and key and API, if named), in minute rows: the cells'
+// current counts, read, not taken. It walks every state once. The caller
+// holds m.flushMu, so no batch is on its way to the store meanwhile.
 func (m *Manager) unflushed(q store.UsageQuery, now time.Time) []store.UsageRow {
 	var out []store.UsageRow
-	keep := func(r store.UsageRow) {
-		if r.Successful+r.Failed == 0 || q.KeyID != "" && r.KeyID != q.KeyID || q.API != "" && r.API != q.API {
-			return
-		}
-		r.Bucket = bucketOf(r.Bucket, q.Granularity)
-		if r.Bucket.Before(q.From) || !r.Bucket.Before(q.To) {
-			return
-		}
-		out = append(out, r)
-	}
-	row := func(st *keyState, c *meterCell, bucket time.Time, n *[outcomes]atomic.Int64) store.UsageRow {
+	row := func(st *keyState, c *meterCell, bucket time.Time, n *[outcomes]atomic.Int64) {
 		limited := n[outcomeRateLimited].Load()
-		return store.UsageRow{Bucket: bucket, AccountID: st.account, KeyID: st.id, API: c.api,
+		r := store.UsageRow{Bucket: bucket, AccountID: st.account, KeyID: st.id, API: c.api,
 			Successful: n[outcomeSuccessful].Load(), Failed: n[outcomeFailed].Load() + limited, RateLimited: limited}
+		if r.Successful+r.Failed > 0 {
+			out = append(out, r)
+		}
 	}
 	one := func(st *keyState) {
-		if st.account != q.AccountID {
+		if st.account != q.AccountID || q.KeyID != "" && st.id != q.KeyID {
 			return
 		}
 		st.cells(func(c *meterCell) {
+			if q.API != "" && c.api != q.API {
+				return
+			}
 			for i := range c.slots {
 				s := &c.slots[i]
 				if minute := s.minute.Load(); minute != 0 {
-					keep(row(st, c, time.Unix((minute-1)*60, 0).UTC(), &s.n))
+					row(st, c, time.Unix((minute-1)*60, 0).UTC(), &s.n)
 				}
 			}
-			keep(row(st, c, now.UTC().Truncate(time.Minute), &c.late))
+			row(st, c, now.UTC().Truncate(time.Minute), &c.late)
 		})
 	}
 	m.states.each(one)

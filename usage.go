@@ -116,27 +116,28 @@ func (m *Manager) UsageSummary(ctx context.Context, accountID string, f usage.Fi
 	}
 	s := &usage.Summary{Period: usage.Period{Start: f.Start, End: f.End}, ByAPI: map[string]usage.Totals{},
 		EstimatedCost: usage.Money{Amount: "0", Currency: m.currency}}
-	var cost int64
-	for _, span := range usageSpans(f.Start, f.End) {
-		if span.Granularity == usage.Minute && span.From.Before(now.Add(-store.MinuteRetention)) {
+	spans := usageSpans(f.Start, f.End)
+	for i := range spans {
+		if spans[i].Granularity == usage.Minute && spans[i].From.Before(now.Add(-store.MinuteRetention)) {
 			return nil, invalid("start", "minutes are kept 48 hours: an older start or end must be a whole hour")
 		}
-		span.AccountID, span.KeyID, span.API = accountID, f.KeyID, f.API
-		rows, err := m.usageRows(ctx, span)
-		if err != nil {
-			return nil, err
+		spans[i].AccountID, spans[i].KeyID, spans[i].API = accountID, f.KeyID, f.API
+	}
+	rows, err := m.usageRows(ctx, spans...)
+	if err != nil {
+		return nil, err
+	}
+	var cost int64
+	for _, r := range rows {
+		addTotals(&s.Totals, r)
+		t := s.ByAPI[r.API]
+		addTotals(&t, r)
+		s.ByAPI[r.API] = t
+		price, ok := m.prices[r.API]
+		if !ok {
+			price = m.prices["*"]
 		}
-		for _, r := range rows {
-			addTotals(&s.Totals, r)
-			t := s.ByAPI[r.API]
-			addTotals(&t, r)
-			s.ByAPI[r.API] = t
-			price, ok := m.prices[r.API]
-			if !ok {
-				price = m.prices["*"]
-			}
-			cost += price * r.Successful
-		}
+		cost += price * r.Successful
 	}
 	s.EstimatedCost.Amount = formatMicros(cost)
 	return s, nil
@@ -217,17 +218,20 @@ func (s Scoped) KeyUsage(ctx context.Context, keyID string, g usage.Granularity,
 	return s.m.keyUsage(ctx, rec, g, start, end)
 }
 
-// usageRows returns the query's usage, summed by bucket and API: what the
-// store holds plus what this instance has counted and not flushed yet.
-// Batches a flush could not store are stored first; while the store
-// fails, it fails (ErrUnavailable) rather than answer a count it cannot
-// vouch for.
-func (m *Manager) usageRows(ctx context.Context, q store.UsageQuery) ([]store.UsageRow, error) {
+// usageRows returns the usage of the queries (spans of one period, for
+// one account, key and API), summed by bucket and API: what the store
+// holds plus what this instance has counted and not flushed yet, walked
+// once for them all. Batches a flush could not store are stored first;
+// while the store fails, it fails (ErrUnavailable) rather than answer a
+// count it cannot vouch for.
+func (m *Manager) usageRows(ctx context.Context, qs ...store.UsageQuery) ([]store.UsageRow, error) {
 	if m.meter == nil {
 		return nil, errUsageNotKept
 	}
-	if q.AccountID == "" || !q.From.Before(q.To) || !bucketOf(q.From, q.Granularity).Equal(q.From) || !bucketOf(q.To, q.Granularity).Equal(q.To) {
-		return nil, invalid("start", "give an account, and a start before the end, each on a %s boundary", q.Granularity)
+	for _, q := range qs {
+		if q.AccountID == "" || !q.From.Before(q.To) || !bucketOf(q.From, q.Granularity).Equal(q.From) || !bucketOf(q.To, q.Granularity).Equal(q.To) {
+			return nil, invalid("start", "give an account, and a start before the end, each on a %s boundary", q.Granularity)
+		}
 	}
 	// Batches a flush could not store are stored first (the store may
 	// have applied one whose answer was lost: idempotent, it counts once),
@@ -237,10 +241,24 @@ func (m *Manager) usageRows(ctx context.Context, q store.UsageQuery) ([]store.Us
 	if err := m.meter.storePending(ctx); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	stored, err := m.meter.store.Usage(ctx, q)
-	if err != nil {
-		return nil, fmt.Errorf("%w: reading usage: %w", ErrUnavailable, err)
+	var out []store.UsageRow
+	var minutes []store.UsageRow // not flushed yet, read once
+	for i, q := range qs {
+		stored, err := m.meter.store.Usage(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("%w: reading usage: %w", ErrUnavailable, err)
+		}
+		if i == 0 {
+			minutes = m.unflushed(q, m.now())
+		}
+		out = append(out, sumByBucket(q, stored, minutes)...)
 	}
+	return out, nil
+}
+
+// sumByBucket sums stored (q's rows) and the minute rows of minutes that
+// fall in q, by q's bucket and API, ordered by bucket, then API.
+func sumByBucket(q store.UsageQuery, stored, minutes []store.UsageRow) []store.UsageRow {
 	type bucketAPI struct {
 		bucket int64
 		api    string
@@ -262,8 +280,10 @@ func (m *Manager) usageRows(ctx context.Context, q store.UsageQuery) ([]store.Us
 	for _, r := range stored {
 		add(r)
 	}
-	for _, r := range m.unflushed(q, m.now()) {
-		add(r)
+	for _, r := range minutes {
+		if r.Bucket = bucketOf(r.Bucket, q.Granularity); !r.Bucket.Before(q.From) && r.Bucket.Before(q.To) {
+			add(r)
+		}
 	}
 	slices.SortFunc(order, func(a, b bucketAPI) int {
 		if c := cmp.Compare(a.bucket, b.bucket); c != 0 {
@@ -277,5 +297,5 @@ func (m *Manager) usageRows(ctx context.Context, q store.UsageQuery) ([]store.Us
 			out = append(out, *s)
 		}
 	}
-	return out, nil
+	return out
 }
