@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/httpjson"
 	"github.com/txcloud/keys/internal/refusal"
 	"github.com/txcloud/keys/limit"
 )
@@ -136,7 +137,7 @@ func (a *Adapter) WriteError(w http.ResponseWriter, r *http.Request, err error) 
 	status, d := describe(err)
 	d.RequestID = c.requestID(r)
 	h := w.Header()
-	setJSONHeaders(h)
+	httpjson.SetHeaders(h)
 	h.Set("Request-Id", d.RequestID)
 	if status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="api"`)

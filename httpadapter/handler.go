@@ -1,7 +1,6 @@
 package httpadapter
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/httpjson"
 	"github.com/txcloud/keys/limit"
 )
 
@@ -109,7 +109,7 @@ func (a *Adapter) list(w http.ResponseWriter, r *http.Request, as keys.Scoped) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, l)
+	httpjson.Write(w, http.StatusOK, l)
 	return nil
 }
 
@@ -162,7 +162,7 @@ func (a *Adapter) get(w http.ResponseWriter, r *http.Request, as keys.Scoped) er
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, k)
+	httpjson.Write(w, http.StatusOK, k)
 	return nil
 }
 
@@ -179,7 +179,7 @@ func (a *Adapter) update(w http.ResponseWriter, r *http.Request, as keys.Scoped)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, k)
+	httpjson.Write(w, http.StatusOK, k)
 	return nil
 }
 
@@ -188,7 +188,7 @@ func (a *Adapter) revoke(w http.ResponseWriter, r *http.Request, as keys.Scoped)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, k)
+	httpjson.Write(w, http.StatusOK, k)
 	return nil
 }
 
@@ -220,20 +220,5 @@ func writeCreated(w http.ResponseWriter, created *keys.APIKeyCreated) {
 	if created.Replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
-	writeJSON(w, http.StatusCreated, created)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	setJSONHeaders(w.Header())
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v) // headers are sent: a write error can only be dropped
-}
-
-// setJSONHeaders are the headers of every body this package writes, errors
-// included. no-store: the 201s hold secrets, and nothing else here is worth
-// caching.
-func setJSONHeaders(h http.Header) {
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
+	httpjson.Write(w, http.StatusCreated, created)
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/httpjson"
 	"github.com/txcloud/keys/usage"
 )
 
@@ -40,7 +41,7 @@ func (a *Adapter) usage(w http.ResponseWriter, r *http.Request, as keys.Scoped) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, s)
+	httpjson.Write(w, http.StatusOK, s)
 	return nil
 }
 
@@ -73,7 +74,7 @@ func (a *Adapter) keyUsage(w http.ResponseWriter, r *http.Request, as keys.Scope
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, s)
+	httpjson.Write(w, http.StatusOK, s)
 	return nil
 }
 

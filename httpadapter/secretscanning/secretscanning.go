@@ -33,6 +33,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/internal/httpjson"
 )
 
 // PublicKey is one of the public keys GitHub signs secret-scanning alerts
@@ -171,7 +172,8 @@ func (s *receiver) serve(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.verify(r, body); err != nil {
+	digest := sha256.Sum256(body)
+	if err := s.verify(r, &digest); err != nil {
 		return err
 	}
 	var alerts []alert
@@ -182,7 +184,6 @@ func (s *receiver) serve(w http.ResponseWriter, r *http.Request) error {
 	if len(alerts) > MaxTokens {
 		return invalidRequest(http.StatusBadRequest, "", fmt.Sprintf("at most %d tokens in one alert", MaxTokens))
 	}
-	digest := sha256.Sum256(body)
 	if !s.remember(digest, time.Now()) {
 		return &httpadapter.Error{Status: http.StatusConflict, Type: httpadapter.TypeIdempotency, Code: "alert_replayed", Message: "this alert was delivered already"}
 	}
@@ -200,15 +201,15 @@ func (s *receiver) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		out = append(out, feedback{TokenHash: hex.EncodeToString(sum[:]), TokenType: al.Type, Label: label})
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 	return nil
 }
 
 var errBadSignature = &httpadapter.Error{Status: http.StatusUnauthorized, Type: httpadapter.TypeAuthentication, Code: "invalid_signature",
 	Message: "the alert is not signed by a known GitHub key"}
 
-// verify checks the body's signature.
-func (s *receiver) verify(r *http.Request, body []byte) error {
+// verify checks the signature of the body whose SHA-256 is sum.
+func (s *receiver) verify(r *http.Request, sum *[32]byte) error {
 	ids, sigs := r.Header.Values("Github-Public-Key-Identifier"), r.Header.Values("Github-Public-Key-Signature")
 	if len(ids) != 1 || len(sigs) != 1 || len(sigs[0]) > 256 {
 		return errBadSignature
@@ -221,7 +222,6 @@ func (s *receiver) verify(r *http.Request, body []byte) error {
 	if err != nil {
 		return errBadSignature
 	}
-	sum := sha256.Sum256(body)
 	if !ecdsa.VerifyASN1(pub, sum[:], sig) {
 		return errBadSignature
 	}
@@ -270,14 +270,4 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 		return nil, invalidRequest(http.StatusBadRequest, "", "could not read the request body")
 	}
 	return body, nil
-}
-
-// writeJSON answers status with v, as the httpadapter endpoints do.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }
