@@ -7,20 +7,16 @@ import (
 	"github.com/txcloud/keys/event"
 )
 
-// emit reports a change to the host's hook (WithEventHook), after it is
-// stored, in the goroutine that made it. Without a hook it costs nothing:
-// the key is encoded only for a hook.
+// emit reports a change to the key k to the host's hook (WithEventHook),
+// after it is stored, in the goroutine that made it. Without a hook it
+// costs nothing: the key is encoded only for a hook.
 func (m *Manager) emit(ctx context.Context, e event.Event, k *APIKey) {
 	if m.onEvent == nil {
 		return
 	}
-	e.ID, e.At = newEventID(m.now()), m.now()
-	if k != nil {
-		e.KeyID = k.ID
-		if e.Data == nil {
-			e.Data, _ = json.Marshal(k) // an APIKey always encodes
-		}
-	}
+	now := m.now()
+	e.ID, e.At, e.KeyID = newEventID(now), now, k.ID
+	e.Data, _ = json.Marshal(k) // an APIKey always encodes
 	m.onEvent(ctx, e)
 }
 
