@@ -10,16 +10,6 @@ import (
 	"github.com/txcloud/keys/store"
 )
 
-// Credits are an optional budget of uses on a key (package credits): each
-// verified request spends its cost, and a request that would take the
-// budget below zero is refused with a *CreditsError (ErrCreditsExhausted),
-// which is not a rate limit: waiting does not help unless the budget has a
-// refill, and then only until the refill. The refill is applied lazily, by
-// the first spend or read of the new period, so an idle key costs nothing.
-//
-// A rolled key's successor shares its predecessor's budget, so a roll
-// cannot double a budget while both secrets work.
-
 // ErrCreditsExhausted: the key's credits are spent (or the request costs
 // more than remain). The error Verify returns is a *CreditsError.
 var ErrCreditsExhausted = errors.New("keys: credits exhausted")
@@ -107,24 +97,24 @@ func (m *Manager) mayChangeCredits(ctx context.Context, id string) error {
 	return nil
 }
 
-// spend takes cost from the budget named id at now, and returns the
-// budget as it then stands.
-func (m *Manager) spend(ctx context.Context, id string, cost int64, now time.Time) (credits.Budget, error) {
+// spend takes cost from the budget named id at now, and returns what the
+// budget then holds.
+func (m *Manager) spend(ctx context.Context, id string, cost int64, now time.Time) (int64, error) {
 	if m.credits == nil {
-		return credits.Budget{}, errNoCreditStore
+		return 0, errNoCreditStore
 	}
 	b, err := m.credits.SpendCredits(ctx, id, cost, now)
 	switch {
 	case err == nil:
-		return credits.Budget{Remaining: b.Remaining, Refill: b.Refill}, nil
+		return b.Remaining, nil
 	case errors.Is(err, store.ErrCreditsExhausted):
 		e := &CreditsError{Credits: *shownBudget(b, now), Cost: cost}
 		if e.Credits.RefillsAt != nil {
 			e.RetryAfter = e.Credits.RefillsAt.Sub(now)
 		}
-		return credits.Budget{Remaining: b.Remaining, Refill: b.Refill}, e
+		return 0, e
 	default:
-		return credits.Budget{}, fmt.Errorf("%w: spending credits: %w", ErrUnavailable, err)
+		return 0, fmt.Errorf("%w: spending credits: %w", ErrUnavailable, err)
 	}
 }
 

@@ -164,8 +164,7 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption, v
 			if err != nil {
 				return err
 			}
-			v.Credits = left.Remaining
-			v.Spent = cost
+			v.Credits, v.Spent = left, cost
 		}
 	}
 	m.lastUsed.note(v.state, now)

@@ -10,7 +10,10 @@
 // at the start of every UTC day (Daily) or UTC calendar month (Monthly)
 // the budget is set to Refill.Amount: set, not added, so what is left of a
 // period does not carry over. Every client can know the instant of the
-// next refill in advance (Budget.RefillsAt).
+// next refill in advance (Budget.RefillsAt). A refill is applied lazily,
+// by the first spend or read of the new period, so an idle key costs
+// nothing. A rolled key's successor shares its predecessor's budget, so a
+// roll cannot double a budget while both secrets work.
 //
 // This package holds only the budget's shape and its calendar. The Manager
 // (package keys) spends budgets; a store keeps them through the optional
