@@ -398,12 +398,7 @@ func (s *Store) insert(rec *store.Record) (*account, error) {
 // list the caller puts rec in (insert one at a time, Import a batch at
 // once). s.mu is held.
 func (s *Store) index(rec *store.Record) (*account, error) {
-	// The ID goes in first, in one map operation: an ID is new but for a
-	// caller's mistake, so the old record is found again only then.
-	n := len(s.byID)
-	s.byID[rec.ID] = rec
-	if len(s.byID) == n {
-		s.byID[rec.ID] = s.recordWithID(rec.ID, rec)
+	if _, taken := s.byID[rec.ID]; taken {
 		return nil, fmt.Errorf("memstore: id %s: %w", rec.ID, store.ErrDuplicate)
 	}
 	sh := s.shardOf(rec.Digest)
@@ -411,27 +406,13 @@ func (s *Store) index(rec *store.Record) (*account, error) {
 	added := sh.add(rec)
 	sh.mu.Unlock()
 	if !added {
-		delete(s.byID, rec.ID)
 		return nil, fmt.Errorf("memstore: digest: %w", store.ErrDuplicate)
 	}
+	s.byID[rec.ID] = rec
 	s.ref(rec.CreditsID, 1)
 	a := s.account(rec.AccountID)
 	a.count(rec, 1)
 	return a, nil
-}
-
-// recordWithID finds the stored record with id other than not, by a walk
-// of every account's index: the slow way, for an ID given twice. s.mu is
-// held.
-func (s *Store) recordWithID(id string, not *store.Record) *store.Record {
-	for _, a := range s.accounts {
-		for _, r := range a.recs {
-			if r.ID == id && r != not {
-				return r
-			}
-		}
-	}
-	panic("memstore: an ID in the ID index is in no account's") // the indexes disagree: a bug here, never input
 }
 
 // account returns the account's index, made if new. s.mu is held.
