@@ -162,12 +162,13 @@ func (sl *slot) set(r *store.Record) {
 }
 
 // add inserts r, unless a record with its digest is there: then it
-// returns false and changes nothing. One probe does both. sh.mu is held.
-func (sh *shard) add(r *store.Record) bool {
+// changes nothing and returns that record's slot. One probe does both.
+// sh.mu is held.
+func (sh *shard) add(r *store.Record) (taken *slot) {
 	t := sh.table.Load()
 	sl, old := t.find(&r.Digest)
 	if old != nil {
-		return false
+		return sl
 	}
 	if 2*(sh.count+1) > len(t.slots) {
 		t = sh.rebuild(t)
@@ -175,23 +176,14 @@ func (sh *shard) add(r *store.Record) bool {
 	}
 	sl.set(r)
 	sh.count++
-	return true
+	return nil
 }
 
 // put inserts or replaces r; sh.mu is held.
 func (sh *shard) put(r *store.Record) {
-	t := sh.table.Load()
-	sl, old := t.find(&r.Digest)
-	if old != nil {
+	if sl := sh.add(r); sl != nil {
 		sl.rec.Store(r)
-		return
 	}
-	if 2*(sh.count+1) > len(t.slots) {
-		t = sh.rebuild(t)
-		sl, _ = t.find(&r.Digest)
-	}
-	sl.set(r)
-	sh.count++
 }
 
 // rebuild copies the live records of t into a new table sized for them
@@ -403,9 +395,9 @@ func (s *Store) index(rec *store.Record) (*account, error) {
 	}
 	sh := s.shardOf(rec.Digest)
 	sh.mu.Lock()
-	added := sh.add(rec)
+	taken := sh.add(rec)
 	sh.mu.Unlock()
-	if !added {
+	if taken != nil {
 		return nil, fmt.Errorf("memstore: digest: %w", store.ErrDuplicate)
 	}
 	s.byID[rec.ID] = rec
