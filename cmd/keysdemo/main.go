@@ -38,9 +38,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -56,14 +53,7 @@ import (
 	"github.com/txcloud/keys/store"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "keysdemo:", err)
-		os.Exit(1)
-	}
-}
+func main() { demo.Main("keysdemo", run) }
 
 // run serves until ctx is done, then shuts down gracefully. ready, if not
 // nil, is told the address once the server listens.

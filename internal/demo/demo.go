@@ -18,8 +18,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/txcloud/keys"
@@ -27,6 +29,18 @@ import (
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/httpadapter/secretscanning"
 )
+
+// Main runs a demo command: run serves until SIGINT or SIGTERM, and an
+// error ends the process with status 1.
+func Main(name string, run func(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(net.Addr)) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+}
 
 // Flags are the flags both commands take.
 type Flags struct {
