@@ -23,10 +23,16 @@ type usageStore struct {
 	*memstore.Store
 	failBefore, failAfter atomic.Int64 // how many calls fail so
 	adds                  atomic.Int64
+	largest               atomic.Int64 // rows in the largest batch
 }
 
 func (s *usageStore) AddUsage(ctx context.Context, b store.UsageBatch) error {
 	s.adds.Add(1)
+	for n := int64(len(b.Rows)); ; {
+		if l := s.largest.Load(); n <= l || s.largest.CompareAndSwap(l, n) {
+			break
+		}
+	}
 	if s.failBefore.Add(-1) >= 0 {
 		return errors.New("connection refused")
 	}
@@ -292,7 +298,7 @@ func TestUsageMemoryIsBounded(t *testing.T) {
 // back.
 func TestUsageFlushOfManyKeysIsBatched(t *testing.T) {
 	f := newMeterFixture(t)
-	keys.SetUsageBatches(f.m, 100, 30)
+	keys.SetUsageBatches(f.m, 90, 30)
 	countKeys := func(from, n int) {
 		for i := range n {
 			f.m.CountUsage(&keys.Verified{KeyID: fmt.Sprint("key_", from+i), AccountID: "acct_b"}, "api", 200)
@@ -306,8 +312,8 @@ func TestUsageFlushOfManyKeysIsBatched(t *testing.T) {
 	if d := keys.UsageDropped(f.m); d != 0 {
 		t.Fatalf("a healthy store lost %d of 250 requests: one flush's rows were held to the failing store's bound", d)
 	}
-	if a := f.store.adds.Load(); a != 9 {
-		t.Fatalf("250 rows in %d batches, want 9 of at most 30", a)
+	if a, l := f.store.adds.Load(), f.store.largest.Load(); a != 9 || l != 30 {
+		t.Fatalf("250 rows in %d batches, the largest of %d rows: want 9, of at most 30", a, l)
 	}
 	if s := f.summary(t, "acct_b", usage.Filter{}); s.TotalRequests != 250 {
 		t.Fatalf("%d counted of 250", s.TotalRequests)
@@ -319,7 +325,7 @@ func TestUsageFlushOfManyKeysIsBatched(t *testing.T) {
 	if err := f.m.Flush(context.Background()); err == nil {
 		t.Fatal("a failing store was not reported")
 	}
-	// 9 batches of at most 30 rows, of which 3 (90 rows) fit in 100.
+	// 9 batches of at most 30 rows, of which 3 (90 rows) fit in 90.
 	if d := keys.UsageDropped(f.m); d != 160 {
 		t.Fatalf("%d dropped past the pending bound, want 160", d)
 	}
