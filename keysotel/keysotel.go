@@ -162,8 +162,10 @@ func (o *Observer) Operation(ctx context.Context, op observe.Op) (context.Contex
 	}
 }
 
-// Kind names the kind of a keys error for a span's status and error.type:
-// one of a fixed set, never the error's text.
+// Kind names the kind of an error of a Manager's operation, or of its
+// store, for a span's status and error.type: one of a fixed set, never
+// the error's text. (Verify's refusals are not operations' errors: they
+// reach the Observer as an observe.Outcome.)
 func Kind(err error) string {
 	var ve *keys.ValidationError
 	var pe *keys.PermissionError
@@ -188,26 +190,6 @@ func Kind(err error) string {
 		return "canceled"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "deadline_exceeded"
-	}
-	var rle *keys.RateLimitError
-	var ce *keys.CreditsError
-	switch {
-	case errors.Is(err, keys.ErrInvalidKey):
-		return observe.Invalid.String()
-	case errors.Is(err, keys.ErrKeyRevoked):
-		return observe.Revoked.String()
-	case errors.Is(err, keys.ErrKeyExpired):
-		return observe.Expired.String()
-	case errors.Is(err, keys.ErrKeyDisabled):
-		return observe.Disabled.String()
-	case errors.Is(err, keys.ErrWrongEnvironment):
-		return observe.WrongEnvironment.String()
-	case errors.Is(err, keys.ErrIPNotAllowed):
-		return observe.IPNotAllowed.String()
-	case errors.As(err, &rle):
-		return observe.RateLimited.String()
-	case errors.As(err, &ce):
-		return observe.CreditsExhausted.String()
 	}
 	return "error"
 }

@@ -284,3 +284,26 @@ func TestWrappedStoreKeepsCapabilities(t *testing.T) {
 		t.Fatalf("usage through the wrapper: %v", err)
 	}
 }
+
+// Kind names each kind of an operation's error, wrapped or not, from its
+// fixed set; anything else is "error", never its text.
+func TestKind(t *testing.T) {
+	for err, want := range map[error]string{
+		nil: "",
+		&keys.ValidationError{Param: "name", Message: "secret text"}:  "validation_error",
+		&keys.PermissionError{Message: "this needs developers:write"}: "permission_denied",
+		keys.ErrPermissionDenied:                "permission_denied",
+		fmt.Errorf("get: %w", keys.ErrNotFound): "not_found",
+		keys.ErrKeyLimit:                        "key_limit_reached",
+		keys.ErrIdempotencyConflict:             "idempotency_conflict",
+		keys.ErrClosed:                          "closed",
+		fmt.Errorf("%w: storing key: disk full", keys.ErrUnavailable): "unavailable",
+		fmt.Errorf("query: %w", context.Canceled):                     "canceled",
+		context.DeadlineExceeded:                                      "deadline_exceeded",
+		errors.New("txc_live_0123456789 leaked in an error"):          "error",
+	} {
+		if got := keysotel.Kind(err); got != want {
+			t.Errorf("Kind(%v) = %q, want %q", err, got, want)
+		}
+	}
+}
