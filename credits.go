@@ -11,8 +11,9 @@ import (
 )
 
 // ErrCreditsExhausted: the key's credits are spent (or the request costs
-// more than remain). The error Verify returns is a *CreditsError.
-var ErrCreditsExhausted = errors.New("keys: credits exhausted")
+// more than remain). The error Verify returns is a *CreditsError. It is
+// the same value as store.ErrCreditsExhausted, which stores return.
+var ErrCreditsExhausted = store.ErrCreditsExhausted
 
 // CreditsError is Verify's refusal of a request its key's credits cannot
 // pay for (wrapping ErrCreditsExhausted).

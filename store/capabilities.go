@@ -95,6 +95,7 @@ type CreditStore interface {
 }
 
 // ErrCreditsExhausted: SpendCredits found the budget short of the cost.
+// keys.ErrCreditsExhausted is the same value.
 var ErrCreditsExhausted = errors.New("keys: credits exhausted")
 
 // Budget is a credit budget as a store keeps it.
