@@ -25,9 +25,8 @@ type lastUsed struct {
 // state from being written by every request of a busy key.
 const notePrecision = int64(time.Second)
 
-// note records a use of st at now.
-func (u *lastUsed) note(st *keyState, now time.Time) {
-	t := now.UnixNano()
+// note records a use of st at t (Unix ns).
+func (u *lastUsed) note(st *keyState, t int64) {
 	if old := st.noted.Load(); t-old < notePrecision || !st.noted.CompareAndSwap(old, t) {
 		return // noted within the second, or by another request just now
 	}

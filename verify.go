@@ -167,7 +167,7 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption, v
 			v.Credits, v.Spent = left, cost
 		}
 	}
-	m.lastUsed.note(v.state, now)
+	m.lastUsed.note(v.state, v.at)
 	return nil
 }
 
