@@ -67,8 +67,8 @@ func newContract(t *testing.T) *contract {
 // of these, and for nothing else. Each is listed, in these words, in the
 // HTTP API guide (TestExceptionsAreInTheGuide).
 type exception struct {
-	readme string // the guide's words for it
-	match  func(status int, d httpadapter.ErrorDetail) bool
+	words string // as the guide lists it
+	match func(status int, d httpadapter.ErrorDetail) bool
 }
 
 var exceptions = []exception{
@@ -160,7 +160,7 @@ func (c *contract) validate(req *http.Request, body []byte, rec *httptest.Respon
 		found := false
 		for _, e := range exceptions {
 			if e.match(rec.Code, env.Error) {
-				exceptionsUsed.Store(e.readme, true)
+				exceptionsUsed.Store(e.words, true)
 				found = true
 				break
 			}
@@ -238,8 +238,8 @@ func TestMain(m *testing.M) {
 	}
 	if code == 0 && ran("test.run") == "" && ran("test.list") == "" {
 		for _, e := range exceptions {
-			if _, ok := exceptionsUsed.Load(e.readme); !ok {
-				fmt.Fprintf(os.Stderr, "no exchange needed the exception %q: remove it, or add the exchange that does\n", e.readme)
+			if _, ok := exceptionsUsed.Load(e.words); !ok {
+				fmt.Fprintf(os.Stderr, "no exchange needed the exception %q: remove it, or add the exchange that does\n", e.words)
 				code = 1
 			}
 		}
@@ -273,10 +273,10 @@ func TestExceptionsAreInTheGuide(t *testing.T) {
 		}
 	}
 	for _, e := range exceptions {
-		if !listed[e.readme] {
-			t.Errorf("%s does not list the exception %q", guide, e.readme)
+		if !listed[e.words] {
+			t.Errorf("%s does not list the exception %q", guide, e.words)
 		}
-		delete(listed, e.readme)
+		delete(listed, e.words)
 	}
 	for item := range listed {
 		t.Errorf("%s lists %q, which is no exception of the suites: remove it, or add it to the exceptions with its match", guide, item)
