@@ -3,10 +3,10 @@ package keys
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -22,8 +22,9 @@ type ImportKey struct {
 	// pass), or a foreign key with a prefix named by WithForeignPrefixes.
 	Key Secret
 	// Digest is the SHA-256 of a foreign key, for a key whose plain text
-	// is not known; Prefix then says which foreign prefix it has.
-	Digest *[sha256.Size]byte
+	// is not known (store.Digest(sha256.Sum256(key)): a type that prints
+	// redacted); Prefix then says which foreign prefix it has.
+	Digest *store.Digest
 	// Prefix, for a Digest import, is the key's non-secret beginning, as
 	// responses will show it: a configured foreign prefix, and at most 8
 	// more characters of the key.
@@ -39,6 +40,16 @@ type ImportKey struct {
 	Metadata    json.RawMessage
 	ExpiresAt   time.Time // zero: none (or the longest lifetime allowed, under WithMaxKeyLifetime)
 	CreatedAt   time.Time // zero: now; never in the future
+}
+
+// LogValue logs the entry without its key or digest (a JSON log handler
+// would otherwise encode the struct with encoding/json, which writes the
+// key: see APIKeyCreated.LogValue). fmt prints both redacted too;
+// encoding/json writes the entry as it is, key included, as it must for
+// a host that keeps its import batch in a file.
+func (k ImportKey) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("account_id", k.AccountID), slog.String("name", k.Name),
+		slog.String("environment", string(k.Environment)), slog.String("prefix", k.Prefix), slog.String("key", "[key redacted]"))
 }
 
 // ImportResult counts what Import did.

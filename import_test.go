@@ -12,6 +12,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/internal/buildtag"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 )
 
 // Keys issued elsewhere, imported as plain text and as digests, verify
@@ -39,7 +40,7 @@ func TestImportForeignAndOwnKeys(t *testing.T) {
 		if i%2 == 0 {
 			ik.Key = keys.Secret(k)
 		} else {
-			d := [32]byte(sha256.Sum256([]byte(k)))
+			d := store.Digest(sha256.Sum256([]byte(k)))
 			ik.Digest, ik.Prefix = &d, "sk_live_0000"
 		}
 		in = append(in, ik)
@@ -90,7 +91,7 @@ func TestImportValidatesFirst(t *testing.T) {
 	f := newFixture(t, keys.WithForeignPrefixes("sk_"))
 	ctx := context.Background()
 	good := keys.ImportKey{Key: keys.Secret("sk_" + strings.Repeat("a", 20)), AccountID: "acct", Name: "ok", Environment: keys.Test}
-	d := [32]byte{}
+	d := store.Digest{}
 	for name, bad := range map[string]keys.ImportKey{
 		"[1].name":        {Key: keys.Secret("sk_" + strings.Repeat("b", 20)), AccountID: "acct", Environment: keys.Test},
 		"[1].key":         {Key: "nope_" + keys.Secret(strings.Repeat("b", 20)), AccountID: "acct", Name: "x", Environment: keys.Test},
@@ -158,9 +159,9 @@ func TestForeignKeyEdges(t *testing.T) {
 			}
 		}
 	}
-	d := [32]byte(sha256.Sum256([]byte("sk_" + strings.Repeat("d", 20))))
+	d := store.Digest(sha256.Sum256([]byte("sk_" + strings.Repeat("d", 20))))
 	for prefix, ok := range map[string]bool{"sk_12345678": true, "sk_123456789": false, "sk_1234567~": true, "sk_1234 ": false, "sk_": true} {
-		dd := [32]byte(sha256.Sum256([]byte("digest for " + prefix))) // one of its own for each
+		dd := store.Digest(sha256.Sum256([]byte("digest for " + prefix))) // one of its own for each
 		res, err := f.m.Import(ctx, []keys.ImportKey{{Digest: &dd, Prefix: prefix, AccountID: "acct", Name: "edge", Environment: keys.Test}})
 		if (err == nil) != ok || ok && res.Created != 1 {
 			t.Fatalf("a digest import with prefix %q: %+v, %v, want ok=%t", prefix, res, err, ok)

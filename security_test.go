@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -55,6 +57,24 @@ func TestErrorsNeverEchoTheKey(t *testing.T) {
 			if err != nil && (strings.Contains(err.Error(), presented) || strings.Contains(err.Error(), k[9:30])) {
 				t.Fatalf("error %q echoes the key", err)
 			}
+		}
+	}
+}
+
+// An import entry prints without its key or its digest, through fmt and
+// log/slog (text and JSON): a host logging what it imports leaks neither.
+func TestImportKeyPrintsRedacted(t *testing.T) {
+	key := "sk_live_" + strings.Repeat("s", 24)
+	d := store.Digest(sha256.Sum256([]byte(key)))
+	ik := keys.ImportKey{Key: keys.Secret(key), Digest: &d, Prefix: "sk_live_", AccountID: "acct"}
+	var asJSON, asText strings.Builder
+	slog.New(slog.NewJSONHandler(&asJSON, nil)).Info("importing", "entry", ik, "digest", *ik.Digest)
+	slog.New(slog.NewTextHandler(&asText, nil)).Info("importing", "entry", ik, "digest", ik.Digest)
+	hexDigest, b64Digest := hex.EncodeToString(d[:]), base64.StdEncoding.EncodeToString(d[:])
+	for how, out := range map[string]string{"%v": fmt.Sprintf("%v", ik), "%+v": fmt.Sprintf("%+v", ik), "%x": fmt.Sprintf("%x", *ik.Digest),
+		"slog JSON": asJSON.String(), "slog text": asText.String()} {
+		if strings.Contains(out, key) || strings.Contains(out, hexDigest) || strings.Contains(out, b64Digest) || strings.Contains(out, fmt.Sprint(d[:4])[1:9]) {
+			t.Errorf("%s shows the key or its digest: %s", how, out)
 		}
 	}
 }

@@ -49,7 +49,7 @@ func TestImportAcrossInstances(t *testing.T) {
 		if i%2 == 0 {
 			in[i].Key = keys.Secret(plain[i])
 		} else {
-			d := sha256.Sum256([]byte(plain[i]))
+			d := store.Digest(sha256.Sum256([]byte(plain[i])))
 			in[i].Digest, in[i].Prefix = &d, "sk_live_0000"
 		}
 	}
