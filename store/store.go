@@ -81,7 +81,9 @@ type Store interface {
 	// matching ErrNotFound. It is on the hot path of every verified
 	// request: one indexed lookup (or a cache hit), and a repeated lookup
 	// of the same digest must not allocate, since Verify's cost is mostly
-	// this call's. It finds records whatever their revoked or expired
+	// this call's. That rule is about speed alone: the Manager meters
+	// exactly on a store that returns a fresh copy every time (storetest's
+	// ManagerOnCopies). It finds records whatever their revoked or expired
 	// state: the Manager decides about those.
 	LookupDigest(ctx context.Context, d Digest) (*Record, error)
 
