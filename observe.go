@@ -31,6 +31,8 @@ func outcomeOf(err error) observe.Outcome {
 		return observe.RateLimited
 	case errors.Is(err, ErrCreditsExhausted):
 		return observe.CreditsExhausted
+	case errors.Is(err, context.Canceled):
+		return observe.Canceled
 	}
 	return observe.Unavailable
 }

@@ -3,6 +3,7 @@ package keys_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -220,6 +221,7 @@ func TestOutcomeOf(t *testing.T) {
 		keys.ErrWrongEnvironment: observe.WrongEnvironment,
 		keys.ErrKeyDisabled:      observe.Disabled,
 		&keys.CreditsError{}:     observe.CreditsExhausted,
+		fmt.Errorf("%w: looking up: %w", keys.ErrUnavailable, context.Canceled): observe.Canceled,
 	} {
 		if got := keys.OutcomeOf(err); got != want {
 			t.Errorf("OutcomeOf(%v) = %s, want %s", err, got, want)
@@ -229,7 +231,7 @@ func TestOutcomeOf(t *testing.T) {
 	for o := range observe.Outcome(observe.NumOutcomes) {
 		names[o.String()] = true
 	}
-	if len(names) != 11 || !names["credits_exhausted"] || !names["disabled"] || !names["valid"] || !names["rate_limited"] || names["unknown"] || observe.Outcome(observe.NumOutcomes).String() != "unknown" {
+	if len(names) != 12 || !names["canceled"] || !names["credits_exhausted"] || !names["disabled"] || !names["valid"] || !names["rate_limited"] || names["unknown"] || observe.Outcome(observe.NumOutcomes).String() != "unknown" {
 		t.Fatalf("outcome names: %v", names)
 	}
 }

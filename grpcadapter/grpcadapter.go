@@ -303,6 +303,7 @@ var grpcCodes = [...]codes.Code{
 	refusal.IdempotencyConflict: codes.AlreadyExists,
 	refusal.NotFound:            codes.NotFound,
 	refusal.Unavailable:         codes.Unavailable,
+	refusal.ClientGone:          codes.Canceled,
 }
 
 // Status maps an error of the keys package to the gRPC status the

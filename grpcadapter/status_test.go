@@ -1,6 +1,7 @@
 package grpcadapter_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -30,6 +31,7 @@ func TestStatusOfEveryError(t *testing.T) {
 		{keys.ErrIdempotencyConflict, codes.AlreadyExists, "idempotency_key_reused"},
 		{keys.ErrNotFound, codes.NotFound, "not_found"},
 		{keys.ErrUnavailable, codes.Unavailable, "service_unavailable"},
+		{fmt.Errorf("%w: %w", keys.ErrUnavailable, context.Canceled), codes.Canceled, "client_closed_request"}, // the caller left
 		{errors.New("secret internals"), codes.Internal, "internal_error"},
 	} {
 		st := grpcadapter.Status(fmt.Errorf("wrapped: %w", c.err))

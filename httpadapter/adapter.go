@@ -2,6 +2,7 @@ package httpadapter
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -147,7 +148,11 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 							a.m.CountUsage(&v, api, cmp.Or(s.sw.status, http.StatusInternalServerError))
 							panic(p)
 						}
-						a.m.CountUsage(&v, api, cmp.Or(s.sw.status, http.StatusOK))
+						status := cmp.Or(s.sw.status, http.StatusOK)
+						if r.Context().Err() != nil {
+							status = StatusClientClosedRequest // the client left before the handler returned
+						}
+						a.m.CountUsage(&v, api, status)
 					}()
 					next.ServeHTTP(&s.sw, r.WithContext(&s.ctx))
 					return
@@ -158,6 +163,8 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 				a.m.CountUsage(&v, api, http.StatusTooManyRequests)
 			case errors.Is(err, keys.ErrCreditsExhausted):
 				a.m.CountUsage(&v, api, http.StatusPaymentRequired) // failed, not a rate-limit hit
+			case errors.Is(err, context.Canceled):
+				a.m.CountUsage(&v, api, StatusClientClosedRequest) // a key it had found, if any
 			}
 			a.WriteError(w, r, err)
 		})

@@ -35,6 +35,13 @@ type ErrorDetail struct {
 	Limit string `json:"limit,omitempty"`
 }
 
+// StatusClientClosedRequest (499, nginx's) is the status of a request
+// whose client went away before the answer: the adapter answers it (to
+// nobody), logs no error for it, and counts it in usage as failed. It is
+// never a store's failure, so a client that cancels its requests raises
+// no alarm.
+const StatusClientClosedRequest = 499
+
 // Error types, one per status class of the envelope.
 const (
 	TypeValidation     = "validation_error"
@@ -112,6 +119,8 @@ func describe(err error) (status int, d ErrorDetail) {
 		return http.StatusNotFound, withType(d, TypeNotFound)
 	case refusal.Unavailable:
 		return http.StatusServiceUnavailable, withType(d, TypeAPI)
+	case refusal.ClientGone:
+		return StatusClientClosedRequest, withType(d, TypeAPI)
 	}
 	return http.StatusInternalServerError, withType(d, TypeAPI)
 }

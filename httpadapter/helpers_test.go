@@ -34,6 +34,16 @@ type countingStore struct {
 	onCreate  func(*store.Record)
 	down      atomic.Bool
 	touchDown atomic.Bool
+	// cancels: lookups and lists fail with the caller's context's error
+	// once it is done, as a database driver's do.
+	cancels atomic.Bool
+}
+
+func (s *countingStore) List(ctx context.Context, q store.ListQuery) ([]*store.Record, error) {
+	if s.cancels.Load() && ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return s.Store.List(ctx, q)
 }
 
 func (s *countingStore) TouchLastUsed(ctx context.Context, batch []store.LastUsed) error {
@@ -78,6 +88,9 @@ func (s *countingStore) ReadCredits(ctx context.Context, ids []string, now time.
 func (s *countingStore) LookupDigest(ctx context.Context, h store.Digest) (*store.Record, error) {
 	if s.down.Load() {
 		return nil, io.ErrUnexpectedEOF
+	}
+	if s.cancels.Load() && ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
 	return s.Store.LookupDigest(ctx, h)
 }

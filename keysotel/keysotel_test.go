@@ -95,6 +95,15 @@ func (down) Get(context.Context, string) (*store.Record, error) {
 	return nil, errors.New("connection refused")
 }
 
+// List fails with its caller's context's error once it is done, as a
+// database driver's does.
+func (d down) List(ctx context.Context, q store.ListQuery) ([]*store.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	return d.Store.List(ctx, q)
+}
+
 // Verifications by outcome, operations by result, spans for operations
 // and the store calls inside them, store errors by method (the
 // contract's answers are not errors), and no key anywhere in them.
@@ -124,12 +133,18 @@ func TestMetricsAndSpans(t *testing.T) {
 	if _, err := m.List(ctx, keys.ListFilter{AccountID: "acct_otel"}); err != nil {
 		t.Fatal(err)
 	}
+	gone, leave := context.WithCancel(ctx)
+	leave()
+	if _, err := m.List(gone, keys.ListFilter{AccountID: "acct_otel"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("List for a caller that left: %v", err)
+	}
 	if got := tel.sums(t, "keys.verifications"); got["outcome=valid"] != 3 || got["outcome=invalid"] != 2 || len(got) != 2 {
 		t.Fatalf("keys.verifications: %v", got)
 	}
-	if got := tel.sums(t, "keys.operations"); got["operation=create,result=ok"] != 1 || got["operation=get,result=error"] != 1 || got["operation=list,result=ok"] != 1 {
+	if got := tel.sums(t, "keys.operations"); got["operation=create,result=ok"] != 1 || got["operation=get,result=error"] != 1 || got["operation=list,result=ok"] != 1 || got["operation=list,result=error"] != 1 {
 		t.Fatalf("keys.operations: %v", got)
 	}
+	// A caller that left is not the store's failure.
 	if got := tel.sums(t, "keys.store.errors"); got["method=Get"] != 1 || len(got) != 1 {
 		t.Fatalf("keys.store.errors: %v", got)
 	}

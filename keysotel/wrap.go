@@ -44,7 +44,7 @@ func (s *tracedStore) call(ctx context.Context, method string, f func(context.Co
 		ctx, span = s.o.tracer.Start(ctx, "keys.store."+method, trace.WithSpanKind(trace.SpanKindInternal))
 	}
 	err := f(ctx)
-	if err != nil && !answer(err) {
+	if failed(ctx, err) {
 		s.o.storeErrors.Add(ctx, 1, s.attrs[method])
 		if span != nil {
 			span.SetStatus(codes.Error, Kind(err))
@@ -56,11 +56,19 @@ func (s *tracedStore) call(ctx context.Context, method string, f func(context.Co
 	return err
 }
 
-// answer reports whether err is one of the contract's answers rather than
-// a failure of the store.
-func answer(err error) bool {
-	return errors.Is(err, keys.ErrNotFound) || errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrDuplicate) ||
-		errors.Is(err, store.ErrIdempotencyKeyExists) || errors.Is(err, keys.ErrKeyLimit)
+// failed reports whether err is a failure of the store: neither one of
+// the contract's answers nor the end of a call whose caller left (a client
+// that goes away is not an outage, and counting it would let any client
+// raise the alarm).
+func failed(ctx context.Context, err error) bool {
+	return err != nil && !errors.Is(err, keys.ErrNotFound) && !errors.Is(err, store.ErrStale) && !errors.Is(err, store.ErrDuplicate) &&
+		!errors.Is(err, store.ErrIdempotencyKeyExists) && !errors.Is(err, keys.ErrKeyLimit) && !callerLeft(ctx, err)
+}
+
+// callerLeft reports whether err ends a call because its caller cancelled
+// it.
+func callerLeft(ctx context.Context, err error) bool {
+	return errors.Is(err, context.Canceled) && ctx.Err() != nil
 }
 
 // Unwrap returns the wrapped store, where the Manager finds its optional
@@ -76,7 +84,7 @@ func (s *tracedStore) Write(ctx context.Context, w store.Write) error {
 func (s *tracedStore) LookupDigest(ctx context.Context, d store.Digest) (*store.Record, error) {
 	if !trace.SpanFromContext(ctx).IsRecording() {
 		r, err := s.s.LookupDigest(ctx, d)
-		if err != nil && !answer(err) {
+		if failed(ctx, err) {
 			s.o.storeErrors.Add(ctx, 1, s.attrs["LookupDigest"])
 		}
 		return r, err
@@ -124,7 +132,7 @@ type limiter struct {
 
 func (l *limiter) Allow(ctx context.Context, checks limit.Checks, now time.Time) (limit.Status, bool, error) {
 	rl, ok, err := l.l.Allow(ctx, checks, now)
-	if err != nil {
+	if err != nil && !callerLeft(ctx, err) {
 		l.o.limiterErrors.Add(ctx, 1)
 	}
 	return rl, ok, err
@@ -139,7 +147,7 @@ var _ limit.ConcurrencyLimiter = (*concurrencyLimiter)(nil)
 
 func (l *concurrencyLimiter) Acquire(ctx context.Context, account string, max int, now time.Time) (limit.Lease, bool, error) {
 	lease, ok, err := l.cl.Acquire(ctx, account, max, now)
-	if err != nil {
+	if err != nil && !callerLeft(ctx, err) {
 		l.o.limiterErrors.Add(ctx, 1)
 	}
 	return lease, ok, err
@@ -147,7 +155,7 @@ func (l *concurrencyLimiter) Acquire(ctx context.Context, account string, max in
 
 func (l *concurrencyLimiter) Release(ctx context.Context, lease limit.Lease) error {
 	err := l.cl.Release(ctx, lease)
-	if err != nil {
+	if err != nil && !callerLeft(ctx, err) {
 		l.o.limiterErrors.Add(ctx, 1)
 	}
 	return err

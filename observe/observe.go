@@ -48,13 +48,14 @@ const (
 	Unavailable              // the store or the limiter could not answer
 	Disabled                 //
 	CreditsExhausted         // the key's credits could not pay for the request
+	Canceled                 // the caller went away (cancelled its context) before the answer: the client's doing, not an outage
 
 	// NumOutcomes is the number of outcomes: each is less than it.
 	NumOutcomes = iota
 )
 
 var outcomeNames = [NumOutcomes]string{"valid", "invalid", "revoked", "expired", "wrong_environment",
-	"ip_not_allowed", "forbidden", "rate_limited", "unavailable", "disabled", "credits_exhausted"}
+	"ip_not_allowed", "forbidden", "rate_limited", "unavailable", "disabled", "credits_exhausted", "canceled"}
 
 // String is the outcome's label value, such as "valid" or "rate_limited".
 func (o Outcome) String() string {

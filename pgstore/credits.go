@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/txcloud/keys/credits"
 	"github.com/txcloud/keys/store"
 )
@@ -65,18 +66,21 @@ func (s *Store) SpendCredits(ctx context.Context, id string, cost int64, now tim
 		s.spentRefusals.Add(1)
 		return c, store.ErrCreditsExhausted
 	}
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
+	conn, ctx, done, err := s.conn(ctx)
+	if err != nil {
+		return store.Budget{}, err
+	}
+	defer done()
 	day, month := credits.Daily.PeriodStart(now), credits.Monthly.PeriodStart(now)
 	for attempt := 0; ; attempt++ {
 		var c store.Budget
 		s.creditQueries.Add(1)
-		err := scanCredits(s.pool.QueryRow(ctx, s.qSpend, id, cost, day, month), &c)
+		err := scanCredits(conn.QueryRow(ctx, s.qSpend, id, cost, day, month), &c)
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return c, err
 		}
 		s.creditQueries.Add(1)
-		got, err := s.readCredits(ctx, []string{id}, now)
+		got, err := s.readCredits(ctx, conn, []string{id}, now)
 		if err != nil {
 			return store.Budget{}, err
 		}
@@ -160,13 +164,16 @@ func (s *Store) ReadCredits(ctx context.Context, ids []string, now time.Time) (m
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	return s.readCredits(ctx, ids, now)
+	conn, ctx, done, err := s.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return s.readCredits(ctx, conn, ids, now)
 }
 
-func (s *Store) readCredits(ctx context.Context, ids []string, now time.Time) (map[string]store.Budget, error) {
-	rows, err := s.pool.Query(ctx, s.qReadCredits, ids)
+func (s *Store) readCredits(ctx context.Context, conn *pgxpool.Conn, ids []string, now time.Time) (map[string]store.Budget, error) {
+	rows, err := conn.Query(ctx, s.qReadCredits, ids)
 	if err != nil {
 		return nil, err
 	}

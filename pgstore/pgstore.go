@@ -110,9 +110,18 @@ func WithCache(size int, ttl time.Duration) Option {
 // WithQueryTimeout bounds each database call the store makes (default 5
 // s; 0 for none), so that no statement, one tenant's or not, holds a pool
 // connection for long: past it the query is cancelled and the call fails
-// (the Manager answers 503). It is a deadline on the call's context; set a
-// server-side statement_timeout on the pool's connections as well if you
-// like (the README shows how).
+// (the Manager answers 503). Set a server-side statement_timeout on the
+// pool's connections as well if you like (the README shows how).
+//
+// A caller's own cancellation (a client that went away) stops a call
+// while it waits for a pool connection, but not a statement already
+// running: that runs to completion, under this timeout. pgx closes the
+// connection under a statement its context interrupts, so a client
+// cancelling in a loop would make the pool reconnect for every request
+// and slow every tenant; finishing a short statement costs less, keeps
+// the connection, fills the cache with what a lookup found, and holds
+// the caller's request (its concurrency slot) until the work ends. With
+// a timeout of 0, statements are cancelled with their caller instead.
 func WithQueryTimeout(d time.Duration) Option {
 	return func(s *Store) error {
 		if d < 0 {
@@ -123,12 +132,26 @@ func WithQueryTimeout(d time.Duration) Option {
 	}
 }
 
-// bound gives a database call its deadline.
-func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+// conn acquires a pool connection for one call, under the caller's ctx
+// (bounded by the query timeout), and returns it with the context its
+// statements run under: ctx without its cancellation, bounded by the query
+// timeout (see WithQueryTimeout). done releases both.
+func (s *Store) conn(ctx context.Context) (c *pgxpool.Conn, stmt context.Context, done func(), err error) {
 	if s.timeout <= 0 {
-		return ctx, func() {}
+		if c, err = s.pool.Acquire(ctx); err != nil {
+			return nil, nil, nil, err
+		}
+		return c, ctx, c.Release, nil
 	}
-	return context.WithTimeout(ctx, s.timeout)
+	stmt, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	wait, stopWaiting := context.WithDeadline(ctx, time.Now().Add(s.timeout))
+	c, err = s.pool.Acquire(wait)
+	stopWaiting()
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return c, stmt, func() { c.Release(); cancel() }, nil
 }
 
 // WithErrorLog receives the listener's connection failures (it reconnects
@@ -415,8 +438,11 @@ func (s *Store) insert(ctx context.Context, w store.Write) error {
 	if rec == nil {
 		return errors.New("pgstore: a Write with neither Insert nor Replace")
 	}
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
+	c, ctx, done, err := s.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	q, args := s.qInsert, s.insertArgs(w)
 	if idem != nil {
 		q, args = s.qInsertIdem, append(args, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt)
@@ -425,12 +451,11 @@ func (s *Store) insert(ctx context.Context, w store.Write) error {
 	// before the statement's own answer does.
 	s.lag.sent(&rec.Digest)
 	var deleted []string
-	var err error
 	if w.Credits == nil {
-		deleted, err = insertResult(s.pool.QueryRow(ctx, q, args...))
+		deleted, err = insertResult(c.QueryRow(ctx, q, args...))
 	} else {
 		// With a budget: the key and its budget commit together.
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 			if deleted, err = insertResult(tx.QueryRow(ctx, q, args...)); err != nil {
 				return err
 			}
@@ -488,10 +513,13 @@ func (s *Store) LookupDigest(ctx context.Context, h store.Digest) (*store.Record
 // LookupDigest that allocation happened on every call, cache hits included.
 func (s *Store) lookupMiss(ctx context.Context, h store.Digest) (*store.Record, error) {
 	s.dbLookups.Add(1)
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
 	gen := s.cache.generation()
-	r, err := s.scanOne(s.pool.QueryRow(ctx, s.qLookup, h[:]))
+	c, ctx, done, err := s.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	r, err := s.scanOne(c.QueryRow(ctx, s.qLookup, h[:]))
 	if err != nil {
 		return nil, err
 	}
@@ -501,9 +529,12 @@ func (s *Store) lookupMiss(ctx context.Context, h store.Digest) (*store.Record, 
 
 // Get implements store.Store. It always reads the database.
 func (s *Store) Get(ctx context.Context, id string) (*store.Record, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	return s.scanOne(s.pool.QueryRow(ctx, s.qGet, id))
+	c, ctx, done, err := s.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return s.scanOne(c.QueryRow(ctx, s.qGet, id))
 }
 
 func (s *Store) scanOne(row pgx.Row) (*store.Record, error) {
@@ -554,11 +585,14 @@ func scanRecord(row pgx.Row) (*store.Record, error) {
 
 // LookupIdempotency implements store.Store.
 func (s *Store) LookupIdempotency(ctx context.Context, scope store.Digest, now time.Time) (*store.IdempotencyRecord, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
+	c, ctx, done, err := s.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	var e store.IdempotencyRecord
 	var sc, fp []byte
-	err := s.pool.QueryRow(ctx, s.qLookupIdem, scope[:], now).Scan(&sc, &fp, &e.KeyID, &e.Sealed, &e.CreatedAt, &e.ExpiresAt)
+	err = c.QueryRow(ctx, s.qLookupIdem, scope[:], now).Scan(&sc, &fp, &e.KeyID, &e.Sealed, &e.CreatedAt, &e.ExpiresAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
@@ -622,15 +656,21 @@ func (s *Store) expireIdempotency(ctx context.Context, now time.Time) error {
 }
 
 func (s *Store) exec(ctx context.Context, q string, args ...any) (pgconn.CommandTag, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	return s.pool.Exec(ctx, q, args...)
+	c, ctx, done, err := s.conn(ctx)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	defer done()
+	return c.Exec(ctx, q, args...)
 }
 
 func (s *Store) touch(ctx context.Context, ids []string, ats []time.Time) error {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	_, err := s.pool.Exec(ctx, s.qTouch, ids, ats)
+	c, ctx, done, err := s.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	_, err = c.Exec(ctx, s.qTouch, ids, ats)
 	return err
 }
 
@@ -639,10 +679,13 @@ func (s *Store) touch(ctx context.Context, ids []string, ats []time.Time) error 
 // invalidation notice.
 func (s *Store) replace(ctx context.Context, w store.Write) error {
 	rec := w.Replace
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
+	c, ctx, done, err := s.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	var deleted []string
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, s.qReplace, rec.ID, rec.Name, nonNil(rec.Permissions), nonNil(rec.AllowedIPs), rec.RateLimit,
 			nullTime(rec.ExpiresAt), nullTime(rec.RevokedAt), rec.Version, rec.Digest[:], nullString(rec.OwnerID), []byte(rec.Metadata), int16(rec.Disabled),
 			nullString(rec.CreditsID))
@@ -742,13 +785,16 @@ func (s *Store) listSQL(q store.ListQuery) (string, []any) {
 // List implements store.Store with keyset pagination on an index in List's
 // order for each combination of filters.
 func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*store.Record, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
 	if q.AccountID == "" && q.ExpiresBefore.IsZero() {
 		return nil, errors.New("pgstore: List: an account is required unless an expiry window is given")
 	}
+	c, ctx, done, err := s.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	sql, args := s.listSQL(q)
-	rows, err := s.pool.Query(ctx, sql, args...)
+	rows, err := c.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -105,9 +105,12 @@ func (s *Store) Usage(ctx context.Context, q store.UsageQuery) ([]store.UsageRow
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	rows, err := s.pool.Query(ctx, s.sql(usageSQL), q.AccountID, int16(q.Granularity), q.From.UTC(), q.To.UTC(), q.KeyID, q.API)
+	c, ctx, done, err := s.conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: reading usage: %w", err)
+	}
+	defer done()
+	rows, err := c.Query(ctx, s.sql(usageSQL), q.AccountID, int16(q.Granularity), q.From.UTC(), q.To.UTC(), q.KeyID, q.API)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: reading usage: %w", err)
 	}

@@ -6,6 +6,7 @@
 package refusal
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -29,6 +30,7 @@ const (
 	IdempotencyConflict             // 409, AlreadyExists
 	NotFound                        // 404, NotFound
 	Unavailable                     // 503, Unavailable
+	ClientGone                      // 499 (nobody reads it), Canceled
 )
 
 // Refusal is an error in the envelope's terms.
@@ -95,6 +97,10 @@ func Of(err error) Refusal {
 		return Refusal{Kind: NotFound, Code: "not_found", Message: sentinel.ErrUsageNotKept.Error()}
 	case errors.Is(err, keys.ErrNotFound):
 		return Refusal{Kind: NotFound, Code: "not_found", Message: "not found"}
+	case errors.Is(err, context.Canceled):
+		// The caller went away: its context's cancellation ended the
+		// work. Not the server's failure, and nobody reads the answer.
+		return Refusal{Kind: ClientGone, Code: "client_closed_request", Message: "the client closed the request before the answer"}
 	case errors.Is(err, keys.ErrUnavailable), errors.Is(err, keys.ErrClosed):
 		return Refusal{Kind: Unavailable, Code: "service_unavailable", Message: "the service is temporarily unavailable; retry later"}
 	}

@@ -1,6 +1,7 @@
 package refusal
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -34,6 +35,7 @@ func TestOf(t *testing.T) {
 		{keys.ErrNotFound, NotFound, "not_found"},
 		{keys.ErrUnavailable, Unavailable, "service_unavailable"},
 		{keys.ErrClosed, Unavailable, "service_unavailable"},
+		{fmt.Errorf("%w: listing keys: %w", keys.ErrUnavailable, context.Canceled), ClientGone, "client_closed_request"},
 		{errors.New("db password is hunter2"), Internal, "internal_error"},
 	} {
 		for _, err := range []error{c.err, fmt.Errorf("context: %w", c.err)} {
