@@ -338,6 +338,7 @@ type VerifyOption struct {
 	outsidePlan  bool
 	cost         int64
 	hasCost      bool
+	inFlight     *func()
 }
 
 // FromIP gives the client's address, checked against the key's allowed_ips.
@@ -379,6 +380,16 @@ func OutsidePlan() VerifyOption { return VerifyOption{outsidePlan: true} }
 // budget. A cost outside the range fails Verify (the host's mistake, not
 // the key's). The key endpoints spend nothing (OutsidePlan).
 func CreditCost(n int64) VerifyOption { return VerifyOption{cost: n, hasCost: true} }
+
+// InFlight counts the request in flight against its account's plan's
+// Concurrent limit (as Acquire does) before its limits and credits, so
+// that a request refused for concurrency spends neither, and sets
+// *release to the function that gives its place back: call it once, when
+// the request ends (defer it). When Verify succeeds, *release is set (to
+// a function doing nothing when no plan limits the account's requests in
+// flight); on an error, nothing is held. The HTTP middleware and the gRPC
+// interceptors pass it.
+func InFlight(release *func()) VerifyOption { return VerifyOption{inFlight: release} }
 
 // IssueOption applies to the calls that issue a secret: Create and Roll.
 type IssueOption struct {

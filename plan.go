@@ -32,8 +32,9 @@ type Plan struct {
 	PerMinute int
 	// PerDay is requests per UTC day, all the account's keys together.
 	PerDay int
-	// Concurrent is requests in flight at once (Manager.Acquire, which the
-	// HTTP middleware and the gRPC interceptors call).
+	// Concurrent is requests in flight at once (Verify with InFlight,
+	// which the HTTP middleware and the gRPC interceptors pass, or
+	// Manager.Acquire).
 	Concurrent int
 	// MaxKeys is how many active keys the account may hold; 0: the
 	// Manager's WithMaxKeysPerAccount.
@@ -292,12 +293,21 @@ func noRelease() {}
 // back too). Over the limit it is a *RateLimitError naming
 // limit.Concurrency (retry after a second). Without plans, or with no
 // Concurrent limit, it counts nothing, and release does nothing.
+//
+// It is for a caller verified elsewhere (a host's authenticator). A key
+// is counted in flight by Verify itself, with InFlight, before its limits
+// and credits: a request Acquire refuses after Verify has already spent
+// them.
 func (m *Manager) Acquire(ctx context.Context, v *Verified) (release func(), err error) {
 	if m.plans == nil || v == nil || v.AccountID == "" {
 		return noRelease, nil
 	}
-	now := m.now()
-	e, err := m.plans.of(ctx, v.AccountID, now)
+	return m.acquire(ctx, v.AccountID, m.now())
+}
+
+// acquire counts a request of account in flight, if its plan limits that.
+func (m *Manager) acquire(ctx context.Context, account string, now time.Time) (release func(), err error) {
+	e, err := m.plans.of(ctx, account, now)
 	if err != nil {
 		return noRelease, err
 	}
@@ -309,7 +319,7 @@ func (m *Manager) Acquire(ctx context.Context, v *Verified) (release func(), err
 	if !ok {
 		return noRelease, fmt.Errorf("%w: the limiter cannot count requests in flight (it is no limit.ConcurrencyLimiter)", ErrUnavailable)
 	}
-	lease, ok, err := cl.Acquire(ctx, v.AccountID, max, now)
+	lease, ok, err := cl.Acquire(ctx, account, max, now)
 	if err != nil {
 		return noRelease, fmt.Errorf("%w: rate limiter: %w", ErrUnavailable, err)
 	}

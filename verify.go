@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/txcloud/keys/credits"
@@ -146,35 +148,97 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption, v
 	}
 	api := apiOf(opts)
 	if v.state = m.states.get(&digest); v.state == nil {
-		v.state = m.states.insert(&digest, rec.ID, rec.AccountID, api)
+		// A copy of the API name: the options must not escape (InFlight's
+		// pointer would go to the heap with them), and this is once per key.
+		v.state = m.states.insert(&digest, rec.ID, rec.AccountID, strings.Clone(api))
 	}
 	outside := (m.plans != nil || rec.CreditsID != "") && outsidePlan(opts) // read only where it matters
-	if rec.RateLimit > 0 || m.plans != nil && !outside {
-		if err := m.countLimits(ctx, rec, opts, outside, now, v); err != nil {
-			return err
-		}
-	}
-	if rec.CreditsID != "" && !outside {
-		cost, err := m.costOf(api, opts)
-		if err != nil {
-			return err
-		}
-		if cost > 0 {
-			left, err := m.spend(ctx, rec.CreditsID, cost, now)
+	if m.plans != nil && !outside {
+		if hold := inFlightOf(opts); hold != nil {
+			// In flight first: a request refused for concurrency
+			// spends no limit and no credit.
+			release, err := m.acquire(ctx, rec.AccountID, now)
 			if err != nil {
 				return err
 			}
-			v.Credits, v.Spent = left, cost
+			if err := m.charge(ctx, rec, opts, outside, api, now, v); err != nil {
+				release()
+				return err
+			}
+			*hold = release
+			m.lastUsed.note(v.state, v.at)
+			return nil
 		}
 	}
+	if rec.RateLimit > 0 || m.plans != nil && !outside || rec.CreditsID != "" && !outside {
+		if err := m.charge(ctx, rec, opts, outside, api, now, v); err != nil {
+			return err
+		}
+	}
+	inFlightOf(opts) // nothing held: *release does nothing
 	m.lastUsed.note(v.state, v.at)
 	return nil
 }
 
-// countLimits counts the request against the key's limits, all at once; a
-// refusal is a *RateLimitError. Apart from verify, so that a key without
+// inFlightOf is InFlight's release pointer, set to do nothing, or nil.
+func inFlightOf(opts []VerifyOption) *func() {
+	for i := range opts {
+		if p := opts[i].inFlight; p != nil {
+			*p = noRelease
+			return p
+		}
+	}
+	return nil
+}
+
+// charge counts the request against the key's limits, then spends its
+// credits: both, or neither. A refusal by the credits (or a failure to
+// spend them) gives the limits back, when the limiter can refund.
+func (m *Manager) charge(ctx context.Context, rec *store.Record, opts []VerifyOption, outside bool, api string, now time.Time, v *Verified) error {
+	var counted limit.Checks
+	if rec.RateLimit > 0 || m.plans != nil && !outside {
+		var err error
+		if counted, err = m.countLimits(ctx, rec, opts, outside, now, v); err != nil {
+			return err
+		}
+	}
+	if rec.CreditsID == "" || outside {
+		return nil
+	}
+	cost, err := m.costOf(api, opts)
+	if err == nil && cost > 0 {
+		var left int64
+		if left, err = m.spend(ctx, rec.CreditsID, cost, now); err == nil {
+			v.Credits, v.Spent = left, cost
+		}
+	}
+	if err != nil {
+		m.refund(ctx, counted, now, v)
+	}
+	return err
+}
+
+// refund gives back what countLimits counted, under the caller's context
+// without its cancellation (a client that left is refunded too). A
+// limiter that cannot refund, or a refund that fails, keeps the count:
+// the request then spent its limits, as before refunds.
+func (m *Manager) refund(ctx context.Context, counted limit.Checks, now time.Time, v *Verified) {
+	if counted[0].Max|counted[1].Max|counted[2].Max|counted[3].Max == 0 {
+		return
+	}
+	r, ok := m.limiter.(limit.Refunder)
+	if !ok {
+		return
+	}
+	if err := r.Refund(context.WithoutCancel(ctx), counted, now); err == nil && v.RateLimit.Limit > 0 {
+		v.RateLimit.Remaining++ // the headers show the count after the refund
+	}
+}
+
+// countLimits counts the request against the key's limits, all at once,
+// and returns the checks it counted; a refusal is a *RateLimitError. Apart from verify, so that a key without
 // limits does not pay for zeroing their checks.
-func (m *Manager) countLimits(ctx context.Context, rec *store.Record, opts []VerifyOption, outside bool, now time.Time, v *Verified) error {
+func (m *Manager) countLimits(ctx context.Context, rec *store.Record, opts []VerifyOption, outside bool, now time.Time, v *Verified) (limit.Checks, error) {
 	var checks limit.Checks
 	if rec.RateLimit > 0 {
 		checks[0] = limit.Check{Name: limit.Key, ID: rec.ID, Max: rec.RateLimit}
@@ -182,7 +246,7 @@ func (m *Manager) countLimits(ctx context.Context, rec *store.Record, opts []Ver
 	if m.plans != nil && !outside {
 		e, err := m.plans.of(ctx, rec.AccountID, now)
 		if err != nil {
-			return err
+			return limit.Checks{}, err
 		}
 		checks[1] = limit.Check{Name: limit.AccountMinute, ID: rec.AccountID, Max: e.plan.PerMinute}
 		checks[2] = limit.Check{Name: limit.AccountDay, ID: rec.AccountID, Max: e.plan.PerDay}
@@ -196,14 +260,14 @@ func (m *Manager) countLimits(ctx context.Context, rec *store.Record, opts []Ver
 	if checks[0].Max|checks[1].Max|checks[2].Max|checks[3].Max != 0 {
 		rl, allowed, err := m.limiter.Allow(ctx, checks, now)
 		if err != nil {
-			return fmt.Errorf("%w: rate limiter: %w", ErrUnavailable, err)
+			return limit.Checks{}, fmt.Errorf("%w: rate limiter: %w", ErrUnavailable, err)
 		}
 		v.RateLimit = rl
 		if !allowed {
-			return &RateLimitError{RateLimit: rl}
+			return limit.Checks{}, &RateLimitError{RateLimit: rl}
 		}
 	}
-	return nil
+	return checks, nil
 }
 
 func outsidePlan(opts []VerifyOption) bool {
@@ -274,7 +338,10 @@ func checkOptions(rec *store.Record, opts []VerifyOption) error {
 	for i := range opts {
 		for _, p := range opts[i].perms {
 			if !slices.Contains(rec.Permissions, p) {
-				return &PermissionError{Message: fmt.Sprintf("the key lacks %q", p)}
+				// strconv, not fmt: an argument to fmt escapes, and with it
+				// (escape analysis being blind to fields) every option's
+				// pointers, InFlight's included.
+				return &PermissionError{Message: "the key lacks " + strconv.Quote(p)}
 			}
 		}
 	}

@@ -130,12 +130,8 @@ func UnaryServerInterceptor(m *keys.Manager, opts ...Option) grpc.UnaryServerInt
 		if c.public[info.FullMethod] {
 			return handler(ctx, req)
 		}
-		v, err := c.verify(ctx, m, info.FullMethod, func(md metadata.MD) { _ = grpc.SetHeader(ctx, md) })
-		if err != nil {
-			countRefusal(m, &v, info.FullMethod, err)
-			return nil, Status(err).Err()
-		}
-		release, err := m.Acquire(ctx, &v)
+		var release func()
+		v, err := c.verify(ctx, m, info.FullMethod, func(md metadata.MD) { _ = grpc.SetHeader(ctx, md) }, &release)
 		if err != nil {
 			countRefusal(m, &v, info.FullMethod, err)
 			return nil, Status(err).Err()
@@ -155,12 +151,8 @@ func StreamServerInterceptor(m *keys.Manager, opts ...Option) grpc.StreamServerI
 		if c.public[info.FullMethod] {
 			return handler(srv, ss)
 		}
-		v, err := c.verify(ss.Context(), m, info.FullMethod, func(md metadata.MD) { _ = ss.SetHeader(md) })
-		if err != nil {
-			countRefusal(m, &v, info.FullMethod, err)
-			return Status(err).Err()
-		}
-		release, err := m.Acquire(ss.Context(), &v)
+		var release func()
+		v, err := c.verify(ss.Context(), m, info.FullMethod, func(md metadata.MD) { _ = ss.SetHeader(md) }, &release)
 		if err != nil {
 			countRefusal(m, &v, info.FullMethod, err)
 			return Status(err).Err()
@@ -204,26 +196,31 @@ func (s *stream) Context() context.Context { return s.ctx }
 
 // verify authenticates the call: the bearer token, the client address,
 // then keys.Verify with the method's permissions and the environment, so
-// that a refused key does not spend its limit. The rate-limit state goes
-// to setHeader whenever the limiter counted the call.
-func (c *config) verify(ctx context.Context, m *keys.Manager, method string, setHeader func(metadata.MD)) (keys.Verified, error) {
+// that a refused key does not spend its limit, counting the call in flight
+// first (keys.InFlight: *release ends it). The rate-limit state goes to
+// setHeader whenever the limiter counted the call.
+func (c *config) verify(ctx context.Context, m *keys.Manager, method string, setHeader func(metadata.MD), release *func()) (keys.Verified, error) {
 	// ValueFromIncomingContext, not FromIncomingContext, which copies
 	// every key and value of the metadata on each call.
 	token, err := bearer(metadata.ValueFromIncomingContext(ctx, "authorization"))
 	if err != nil {
 		return keys.Verified{}, err
 	}
-	var buf [5]keys.VerifyOption
 	// A gRPC call is an HTTP/2 POST to its full method name, and plans'
 	// endpoint patterns match it as one: "POST /txcloud.v1.Identity/Verify".
-	// Its API (usage, prices, credit costs) is the full method name.
-	opts := append(buf[:0], keys.FromIP(c.clientIP(ctx)), keys.OnEndpoint("POST", method), keys.OnAPI(method))
+	// Its API (usage, prices, credit costs) is the full method name. On
+	// the stack, filled by index (append's growth would move release to
+	// the heap).
+	var buf [6]keys.VerifyOption
+	buf[0], buf[1], buf[2], buf[3] = keys.FromIP(c.clientIP(ctx)), keys.OnEndpoint("POST", method), keys.OnAPI(method), keys.InFlight(release)
+	n := 4
 	if perms := c.require[method]; len(perms) > 0 {
-		opts = append(opts, keys.Require(perms...))
+		buf[n], n = keys.Require(perms...), n+1
 	}
 	if c.env != "" {
-		opts = append(opts, keys.InEnvironment(c.env))
+		buf[n], n = keys.InEnvironment(c.env), n+1
 	}
+	opts := buf[:n]
 	v, err := m.Verify(ctx, token, opts...)
 	if rl := v.RateLimit; rl.Limit > 0 {
 		setHeader(rateLimitMD(rl))

@@ -133,30 +133,28 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 			}
 			api := a.c.apiOf(r)
 			var v keys.Verified
-			err := a.authenticate(w, r, perms, api, &v)
+			var release func()
+			err := a.authenticate(w, r, perms, api, &v, &release)
 			if err == nil {
-				var release func()
-				if release, err = a.m.Acquire(r.Context(), &v); err == nil {
-					defer release() // a panicking handler gives it back too
-					// The handler's context and its status writer, in one
-					// allocation.
-					s := &served{ctx: verifiedctx.Holder[keys.Verified]{Context: r.Context(), V: v}, sw: statusWriter{ResponseWriter: w}}
-					defer func() {
-						if p := recover(); p != nil {
-							// Counted as net/http answers it (500, unless the
-							// handler had answered), then panicking on.
-							a.m.CountUsage(&v, api, cmp.Or(s.sw.status, http.StatusInternalServerError))
-							panic(p)
-						}
-						status := cmp.Or(s.sw.status, http.StatusOK)
-						if r.Context().Err() != nil {
-							status = StatusClientClosedRequest // the client left before the handler returned
-						}
-						a.m.CountUsage(&v, api, status)
-					}()
-					next.ServeHTTP(&s.sw, r.WithContext(&s.ctx))
-					return
-				}
+				defer release() // a panicking handler gives it back too
+				// The handler's context and its status writer, in one
+				// allocation.
+				s := &served{ctx: verifiedctx.Holder[keys.Verified]{Context: r.Context(), V: v}, sw: statusWriter{ResponseWriter: w}}
+				defer func() {
+					if p := recover(); p != nil {
+						// Counted as net/http answers it (500, unless the
+						// handler had answered), then panicking on.
+						a.m.CountUsage(&v, api, cmp.Or(s.sw.status, http.StatusInternalServerError))
+						panic(p)
+					}
+					status := cmp.Or(s.sw.status, http.StatusOK)
+					if r.Context().Err() != nil {
+						status = StatusClientClosedRequest // the client left before the handler returned
+					}
+					a.m.CountUsage(&v, api, status)
+				}()
+				next.ServeHTTP(&s.sw, r.WithContext(&s.ctx))
+				return
 			}
 			switch {
 			case errors.Is(err, keys.ErrRateLimited):

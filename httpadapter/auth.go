@@ -96,7 +96,10 @@ func forwardedFor(headers []string) []string {
 // api is the request's API name; "" for the key endpoints, which are
 // outside the account's plan and spend no credits. Rate-limit headers are
 // set whenever the limiter counted the request, so a 429 carries them too.
-func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []string, api string, v *keys.Verified) error {
+// With release not nil, the request is counted in flight against its
+// account's plan, before its limits and credits (keys.InFlight), and
+// *release ends that; on an error it does nothing.
+func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []string, api string, v *keys.Verified, release *func()) error {
 	if a.c.authenticate != nil {
 		p, err := a.c.authenticate(r)
 		if err != nil {
@@ -106,25 +109,36 @@ func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []s
 			return errNoCredentials
 		}
 		*v = keys.Verified{KeyID: p.Subject, AccountID: p.AccountID, Environment: p.Environment, Permissions: slices.Clone(p.Permissions)}
-		return a.check(v, perms)
+		if err := a.check(v, perms); err != nil || release == nil {
+			return err
+		}
+		*release, err = a.m.Acquire(r.Context(), v) // nothing was spent before it
+		return err
 	}
 	token, err := BearerToken(r)
 	if err != nil {
 		return err
 	}
-	var buf [6]keys.VerifyOption // on the stack
-	opts := append(buf[:0], keys.FromIP(a.c.clientIP(r)), keys.OnEndpoint(r.Method, r.URL.Path))
+	// On the stack, filled by index: append's possible growth would move
+	// every option's pointers (InFlight's release) to the heap.
+	var buf [6]keys.VerifyOption
+	buf[0], buf[1] = keys.FromIP(a.c.clientIP(r)), keys.OnEndpoint(r.Method, r.URL.Path)
 	if api == "" {
-		opts = append(opts, keys.OutsidePlan())
+		buf[2] = keys.OutsidePlan()
 	} else {
-		opts = append(opts, keys.OnAPI(api))
+		buf[2] = keys.OnAPI(api)
 	}
+	n := 3
 	if len(perms) > 0 {
-		opts = append(opts, keys.Require(perms...))
+		buf[n], n = keys.Require(perms...), n+1
 	}
 	if a.c.env != "" {
-		opts = append(opts, keys.InEnvironment(a.c.env))
+		buf[n], n = keys.InEnvironment(a.c.env), n+1
 	}
+	if release != nil {
+		buf[n], n = keys.InFlight(release), n+1
+	}
+	opts := buf[:n]
 	*v, err = a.m.Verify(r.Context(), token, opts...)
 	setRateLimitHeaders(w.Header(), v.RateLimit)
 	setCreditsHeader(w.Header(), v, err)

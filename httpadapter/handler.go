@@ -20,7 +20,7 @@ func (a *Adapter) endpoint(perm string, fn func(http.ResponseWriter, *http.Reque
 		// Outside the account's plan: a customer over its quota, or under a
 		// flood of its leaked key, can still revoke keys and read usage.
 		var v keys.Verified
-		err := a.authenticate(w, r, perms, "", &v)
+		err := a.authenticate(w, r, perms, "", &v, nil)
 		if err == nil {
 			err = a.allowManagement(r, v.AccountID)
 		}

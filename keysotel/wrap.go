@@ -117,7 +117,8 @@ func (s *tracedStore) TouchLastUsed(ctx context.Context, batch []store.LastUsed)
 }
 
 // Limiter wraps l: each failure counts in keys.limiter.errors. A
-// limit.ConcurrencyLimiter stays one.
+// limit.ConcurrencyLimiter stays one, and a limit.Refunder's refunds reach
+// it (the wrapper refunds nothing on a limiter that cannot).
 func (o *Observer) Limiter(l limit.Limiter) limit.Limiter {
 	if cl, ok := l.(limit.ConcurrencyLimiter); ok {
 		return &concurrencyLimiter{limiter{l: l, o: o}, cl}
@@ -136,6 +137,21 @@ func (l *limiter) Allow(ctx context.Context, checks limit.Checks, now time.Time)
 		l.o.limiterErrors.Add(ctx, 1)
 	}
 	return rl, ok, err
+}
+
+var _ limit.Refunder = (*limiter)(nil)
+
+// Refund forwards to l's Refund, if it has one.
+func (l *limiter) Refund(ctx context.Context, checks limit.Checks, now time.Time) error {
+	r, ok := l.l.(limit.Refunder)
+	if !ok {
+		return nil
+	}
+	err := r.Refund(ctx, checks, now)
+	if err != nil && !callerLeft(ctx, err) {
+		l.o.limiterErrors.Add(ctx, 1)
+	}
+	return err
 }
 
 type concurrencyLimiter struct {

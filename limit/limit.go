@@ -121,6 +121,20 @@ type Limiter interface {
 	Allow(ctx context.Context, checks Checks, now time.Time) (Status, bool, error)
 }
 
+// Refunder is a Limiter that can give back a request it counted: the
+// optional capability that lets keys.Manager.Verify refuse a request for
+// a reason found after the limits (its credits) without spending them. A
+// limiter without it keeps the count.
+type Refunder interface {
+	Limiter
+	// Refund gives back one request that Allow counted against every
+	// check (with the same checks): a per-minute counter has one more
+	// request's room, the day's count is one less (if it is still the
+	// day it was counted in). A refund never makes room beyond the
+	// limit.
+	Refund(ctx context.Context, checks Checks, now time.Time) error
+}
+
 // Lease is a request in flight, counted by a ConcurrencyLimiter until it
 // is released.
 type Lease struct {
@@ -191,7 +205,10 @@ func (s *limiterShard) counter(c *Check, st **idState) *int64 {
 	return &(*st).minute
 }
 
-var _ ConcurrencyLimiter = (*memoryLimiter)(nil)
+var (
+	_ ConcurrencyLimiter = (*memoryLimiter)(nil)
+	_ Refunder           = (*memoryLimiter)(nil)
+)
 
 // NewMemory returns an empty in-process limiter, the Manager's default.
 // Per-minute limits are GCRA (the generic cell rate algorithm): a limit
@@ -218,14 +235,10 @@ const dayBits = 40
 func packDay(day, n int64) int64       { return day<<dayBits | n }
 func unpackDay(v int64) (int64, int64) { return v >> dayBits, v & (1<<dayBits - 1) }
 
-// Allow implements Limiter.
-func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (Status, bool, error) {
-	t := now.UnixNano()
-	// Lock each shard the checks touch once, in ascending order, so that
-	// two requests sharing shards cannot deadlock.
-	var shard [MaxChecks]uint8
-	var order [MaxChecks]uint8 // distinct shards, sorted
-	n := 0
+// lock locks each shard the checks touch once, in ascending order, so
+// that two requests sharing shards cannot deadlock, sweeping any due. It
+// returns each check's shard, and the shards locked, for unlock.
+func (l *memoryLimiter) lock(checks *Checks, t int64) (shard, order [MaxChecks]uint8, n int) {
 	for i := range checks {
 		if checks[i].Max <= 0 {
 			continue
@@ -255,6 +268,19 @@ func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (
 			s.sweep(t)
 		}
 	}
+	return shard, order, n
+}
+
+func (l *memoryLimiter) unlock(order []uint8) {
+	for _, sh := range order {
+		l.shards[sh].mu.Unlock()
+	}
+}
+
+// Allow implements Limiter.
+func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (Status, bool, error) {
+	t := now.UnixNano()
+	shard, order, n := l.lock(&checks, t)
 	// Checks of one ID (the key's own and its endpoint's; the account's
 	// minute and day) share one lookup.
 	var ids [MaxChecks]*idState
@@ -311,10 +337,52 @@ func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (
 			}
 		}
 	}
-	for _, sh := range order[:n] {
-		l.shards[sh].mu.Unlock()
-	}
+	l.unlock(order[:n])
 	return best, allowed, nil
+}
+
+// Refund implements Refunder.
+func (l *memoryLimiter) Refund(_ context.Context, checks Checks, now time.Time) error {
+	t := now.UnixNano()
+	shard, order, n := l.lock(&checks, t)
+	for i := range checks {
+		c := &checks[i]
+		if c.Max <= 0 {
+			continue
+		}
+		var st *idState
+		p := l.shards[shard[i]].counter(c, &st)
+		switch {
+		case c.Name == Endpoint:
+			if tat, ok := st.endpoints[c.Route]; ok {
+				st.endpoints[c.Route] = refundGCRA(tat, c.Max, t)
+			}
+		case c.Name == AccountDay:
+			*p = refundDay(*p, t)
+		default:
+			*p = refundGCRA(*p, c.Max, t)
+		}
+	}
+	l.unlock(order[:n])
+	return nil
+}
+
+// refundGCRA gives back one request's interval; a state at or before now
+// is a full bucket (0, no state).
+func refundGCRA(tat int64, limit int, t int64) int64 {
+	if tat -= int64(Window) / int64(limit); tat <= t {
+		return 0
+	}
+	return tat
+}
+
+// refundDay takes one request off today's count.
+func refundDay(state int64, t int64) int64 {
+	day, n := unpackDay(state)
+	if day != t/int64(dayLength) || n == 0 {
+		return state
+	}
+	return packDay(day, n-1)
 }
 
 // allowGCRA decides one per-minute check: its state after the request,

@@ -84,6 +84,33 @@ end
 return res
 `)
 
+// refundAll gives back one request counted by allowAll: for each KEYS[i],
+// ARGV holds the kind (as allowAll's) and, for GCRA, the emission
+// interval. A GCRA state moves back one interval (deleted once at or
+// before now: a full bucket); a day's count goes down by one, keeping its
+// expiry at the day's end. A counter that is gone (expired) is left so.
+var refundAll = redis.NewScript(`
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
+for i = 1, #KEYS do
+  local kind, x = tonumber(ARGV[2*i-1]), tonumber(ARGV[2*i])
+  local v = tonumber(redis.call('GET', KEYS[i]))
+  if v then
+    if kind == 0 then
+      v = v - x
+      if v <= now then
+        redis.call('DEL', KEYS[i])
+      else
+        redis.call('SET', KEYS[i], string.format('%.0f', v), 'PX', math.ceil((v - now) / 1000) + 1)
+      end
+    elseif v > 0 then
+      redis.call('SET', KEYS[i], string.format('%.0f', v - 1), 'KEEPTTL')
+    end
+  end
+end
+return 1
+`)
+
 // acquire counts a request in flight: KEYS[1] is the account's sorted set
 // of leases, scored by when each expires. ARGV: the limit, the lease time
 // (µs), the lease's member. Expired leases (an instance that died holding
@@ -148,7 +175,10 @@ type refusal struct {
 // the instance's others (it may be stuck, or its answer lost).
 const askTimeout = int64(250 * time.Millisecond)
 
-var _ limit.ConcurrencyLimiter = (*Limiter)(nil)
+var (
+	_ limit.ConcurrencyLimiter = (*Limiter)(nil)
+	_ limit.Refunder           = (*Limiter)(nil)
+)
 
 // Option configures a Limiter.
 type Option func(*Limiter)
@@ -297,6 +327,44 @@ func (l *Limiter) Allow(ctx context.Context, checks limit.Checks, now time.Time)
 		found = true
 	}
 	return best, allowed, nil
+}
+
+// Refund implements limit.Refunder, in one round trip. While Redis cannot
+// be reached and the limiter fails open, the fallback's count is refunded.
+func (l *Limiter) Refund(ctx context.Context, checks limit.Checks, now time.Time) error {
+	redisKeys := make([]string, 0, limit.MaxChecks)
+	args := make([]any, 0, 2*limit.MaxChecks)
+	for i := range checks {
+		c := &checks[i]
+		if c.Max <= 0 {
+			continue
+		}
+		redisKeys = append(redisKeys, l.redisKey(c))
+		if c.Name == limit.AccountDay {
+			args = append(args, 1, 0)
+		} else {
+			args = append(args, 0, interval(c))
+		}
+	}
+	if len(redisKeys) == 0 {
+		return nil
+	}
+	err := refundAll.Run(ctx, l.client, redisKeys, args...).Err()
+	for i := range checks { // a refusal remembered before the refund may be wrong now
+		if c := &checks[i]; c.Max > 0 {
+			sh := l.shard(c)
+			sh.mu.Lock()
+			delete(sh.until, counter{c.Name, c.ID, c.Route})
+			sh.mu.Unlock()
+		}
+	}
+	if err != nil {
+		if r, ok := l.fallback.(limit.Refunder); ok {
+			return r.Refund(ctx, checks, now)
+		}
+		return fmt.Errorf("redislimit: %w", err)
+	}
+	return nil
 }
 
 // remembered refuses the request locally if one of its counters is
