@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestSeveralInstances runs two demo servers on one PostgreSQL schema and
@@ -30,7 +31,8 @@ func TestSeveralInstances(t *testing.T) {
 			pool.Close()
 		}
 	})
-	args := []string{"--store", "postgres", "--dsn", dsn, "--schema", schema, "--redis", redisAddr}
+	prefix := schema + ":" // this run's own Redis keys (--redis-prefix)
+	args := []string{"--store", "postgres", "--dsn", dsn, "--schema", schema, "--redis", redisAddr, "--redis-prefix", prefix}
 	baseA, bootA, _, _ := startDemo(t, args...)
 	baseB, bootB, _, _ := startDemo(t, args...)
 
@@ -53,6 +55,11 @@ func TestSeveralInstances(t *testing.T) {
 	}
 	if passed != 3 {
 		t.Fatalf("%d requests passed across two instances; the limit is 3", passed)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	if held, err := rdb.Keys(context.Background(), prefix+"*").Result(); err != nil || len(held) == 0 {
+		t.Fatalf("no limiter state under --redis-prefix %s: %v %v", prefix, held, err)
 	}
 	// B's bootstrap key manages A's keys: same account, same database.
 	if resp, _ := call(t, "DELETE", baseB+"/v1/developers/keys/"+id, bootB, ""); resp.StatusCode != 200 {

@@ -68,6 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	schema := fs.String("schema", "txcloud_keys", "PostgreSQL schema, with --store postgres")
 	redisAddr := fs.String("redis", "", "Redis host:port for a rate limiter shared by every instance; empty: in memory")
 	failOpen := fs.Bool("redis-fail-open", false, "while Redis is unreachable, limit in memory instead of answering 503")
+	redisPrefix := fs.String("redis-prefix", "txcloud:keys:rl:", "prefix of the limiter's Redis keys: give each deployment sharing a Redis its own")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (verifications by outcome, operations, store and limiter errors); empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -94,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		opts = append(opts, keys.WithObserver(o))
 	}
 	if *redisAddr != "" {
-		lim, closeLimiter, err := openLimiter(*redisAddr, *failOpen, logger)
+		lim, closeLimiter, err := openLimiter(*redisAddr, *redisPrefix, *failOpen, logger)
 		if err != nil {
 			return err
 		}
@@ -167,9 +168,9 @@ func openStore(ctx context.Context, kind, dsn, schema, dbPath string, logger *sl
 }
 
 // openLimiter connects the shared Redis limiter.
-func openLimiter(addr string, failOpen bool, logger *slog.Logger) (limit.Limiter, func(), error) {
+func openLimiter(addr, prefix string, failOpen bool, logger *slog.Logger) (limit.Limiter, func(), error) {
 	client := redis.NewClient(&redis.Options{Addr: addr})
-	var opts []redislimit.Option
+	opts := []redislimit.Option{redislimit.WithPrefix(prefix)}
 	if failOpen {
 		opts = append(opts, redislimit.FailOpen(nil, func(msg string, err error) { logger.Warn(msg, "err", err) }, time.Minute))
 	}

@@ -209,6 +209,56 @@ func TestRefusalFloodIsSummarised(t *testing.T) {
 	}
 }
 
+// A key over its rate limit, or out of credits, flooding the API is
+// logged as a summary per kind too, not a line per request (before: 31,612
+// lines, 4.7 MB, in 3 s of 429s).
+func TestRateLimitAndCreditFloodsAreSummarised(t *testing.T) {
+	base, boot, logs, stop := startDemo(t)
+	defer stop()
+	for _, c := range []struct {
+		body, summary string
+		status        int
+	}{
+		{`{"name":"limited","environment":"test","rate_limit":1}`, "request refused: rate limited", 429},
+		{`{"name":"budget","environment":"test","credits":{"remaining":1}}`, "request refused: credits exhausted", 402},
+	} {
+		resp, created := call(t, "POST", base+"/v1/developers/keys", boot, c.body)
+		if resp.StatusCode != 201 {
+			t.Fatalf("create: %d %v", resp.StatusCode, created)
+		}
+		key := created["key"].(string)
+		const flood = 1000
+		refused := 0
+		for range flood {
+			req, _ := http.NewRequest("GET", base+"/v1/ping", nil)
+			req.Header.Set("Authorization", "Bearer "+key)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == c.status {
+				refused++
+			}
+		}
+		if refused != flood-1 {
+			t.Fatalf("%d of %d refused with %d; want all but the first", refused, flood, c.status)
+		}
+		if n := strings.Count(logs.String(), c.summary); n > 2 {
+			t.Fatalf("%d log lines for %d requests refused with %d: the flood is logged line by line", n, refused, c.status)
+		}
+	}
+	if err := stop(); err != nil { // flushes the pending summaries
+		t.Fatal(err)
+	}
+	for _, want := range []string{`msg="request refused: rate limited (summary)" count=998`, `msg="request refused: credits exhausted (summary)" count=998`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the log lacks %s:\n%.2000s", want, logs.String())
+		}
+	}
+}
+
 // Connections beyond the cap are refused at once, and idle ones are closed
 // after the idle timeout, so idle keep-alive connections cannot be hoarded.
 func TestConnectionCapAndIdleTimeout(t *testing.T) {

@@ -86,7 +86,7 @@ func TestSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(demo.LogRequests(logger, demo.NewSummary(logger, "request refused: no valid credentials", 10*time.Second), demo.NewMux(m, logger, false, nil, httpadapter.WithManagementLimit(10_000_000))))
+	srv := httptest.NewServer(demo.LogRequests(logger, demo.NewRefusals(logger, 10*time.Second), demo.NewMux(m, logger, false, nil, httpadapter.WithManagementLimit(10_000_000))))
 	defer srv.Close()
 	client := srv.Client()
 

@@ -136,7 +136,7 @@ func (f *Flags) Serve(ctx context.Context, m *keys.Manager, logger *slog.Logger,
 	connRefusals := NewSummary(logger, "connection refused: --max-conns reached", 10*time.Second)
 	defer connRefusals.Flush()
 	ln := &capListener{Listener: inner, max: int64(f.MaxConns), refused: connRefusals}
-	refusals := NewSummary(logger, "request refused: no valid credentials", 10*time.Second)
+	refusals := NewRefusals(logger, 10*time.Second)
 	defer refusals.Flush()
 	acceptErrors := NewSummary(logger, "keysdemo: accept failed", 10*time.Second)
 	defer acceptErrors.Flush()
@@ -268,14 +268,37 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// Refusals summarise the answers a flood gets, one Summary per kind: 401
+// (no valid credentials: an anonymous flood), 429 (a key over a limit),
+// 402 (a key out of credits) and 499 (the client left before the answer).
+// Each is logged as a line for the first of a quiet period, then one line
+// with a count per interval, so that no client can fill the disk with log.
+type Refusals struct{ byStatus map[int]*Summary }
+
+// NewRefusals returns the summaries, each logging at most one line per
+// interval.
+func NewRefusals(logger *slog.Logger, interval time.Duration) *Refusals {
+	return &Refusals{byStatus: map[int]*Summary{
+		http.StatusUnauthorized:               NewSummary(logger, "request refused: no valid credentials", interval),
+		http.StatusTooManyRequests:            NewSummary(logger, "request refused: rate limited", interval),
+		http.StatusPaymentRequired:            NewSummary(logger, "request refused: credits exhausted", interval),
+		httpadapter.StatusClientClosedRequest: NewSummary(logger, "request abandoned: the client left before the answer", interval),
+	}}
+}
+
+// Flush writes every pending summary.
+func (r *Refusals) Flush() {
+	for _, s := range r.byStatus {
+		s.Flush()
+	}
+}
+
 // LogRequests logs method, path (never the query string, where a careless
 // client might put a key; and with any key-shaped path segment redacted, as
 // when a key is pasted where a key ID belongs), status and duration.
-// Headers are not logged. A 401 (no valid credentials: what an anonymous
-// flood gets) goes to the refusals summary instead: a line for the first
-// of a quiet period, then one line with a count per interval, so a flood
-// cannot fill the disk with log.
-func LogRequests(logger *slog.Logger, refusals *Summary, next http.Handler) http.Handler {
+// Headers are not logged. The answers a flood gets (401, 402, 429, 499) go
+// to their summaries in refusals instead.
+func LogRequests(logger *slog.Logger, refusals *Refusals, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
@@ -285,8 +308,8 @@ func LogRequests(logger *slog.Logger, refusals *Summary, next http.Handler) http
 		if id := w.Header().Get("Request-Id"); id != "" { // set on error responses
 			attrs = append(attrs, slog.String("request_id", id))
 		}
-		if sw.status == http.StatusUnauthorized {
-			refusals.Add(attrs...)
+		if s := refusals.byStatus[sw.status]; s != nil {
+			s.Add(attrs...)
 			return
 		}
 		logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
