@@ -152,7 +152,17 @@ func TestNoSecretLeaks(t *testing.T) {
 	st.touchDown.Store(true)
 	serve(mw, request{method: "GET", headers: authOnly(string(admin.Key))})
 	note(m.Flush(ctx))
-	time.Sleep(30 * time.Millisecond) // let the background flusher fail and log too
+	// Let the background flusher (every 5 ms) fail and log too: waited
+	// for, not slept on, since a loaded machine under -race can take
+	// longer than any fixed sleep.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		logMu.Lock()
+		logged := strings.Contains(logs.String(), "flushing last-used times failed")
+		logMu.Unlock()
+		if logged {
+			break
+		}
+	}
 	st.touchDown.Store(false)
 
 	// Every type, every verb.
