@@ -59,8 +59,8 @@ func (m *Manager) run(b *background, interval time.Duration) {
 }
 
 // Flush writes to the store now, instead of at the next interval, the
-// last-used times noted so far and the usage counted in every finished
-// minute, then lets go of the memory of keys no longer in use.
+// last-used times noted so far and the usage counted so far (the current
+// minute's too), then lets go of the memory of keys no longer in use.
 func (m *Manager) Flush(ctx context.Context) error {
 	err := m.flushLastUsedObserved(ctx)
 	if m.meter != nil {

@@ -198,9 +198,12 @@ func (mt *meter) drop(m *Manager, n int64) {
 	}
 }
 
-// drainCell takes the counts of every minute before now (all of them, if
-// all) out of c, into rows; busy says a slot of the current minute was
-// left.
+// drainCell takes the counts of every slot out of c, into rows: a
+// finished minute's slot is freed; the current minute's (unless all) keeps
+// its minute and gives up what it counted so far, so that a process killed
+// mid-minute loses one flush interval of counts at most, not the minute
+// (the store adds a minute's rows up). busy says a slot of the current
+// minute was left.
 func drainCell(st *keyState, c *meterCell, now time.Time, all bool, rows []store.UsageRow) (_ []store.UsageRow, busy bool) {
 	current := minuteOf(now)
 	for i := range c.slots {
@@ -209,12 +212,12 @@ func drainCell(st *keyState, c *meterCell, now time.Time, all bool, rows []store
 		if minute == 0 {
 			continue
 		}
-		if minute >= current && !all {
-			busy = true
-			continue
-		}
 		ok, failed, limited := s.n[outcomeSuccessful].Swap(0), s.n[outcomeFailed].Swap(0), s.n[outcomeRateLimited].Swap(0)
-		s.minute.Store(0)
+		if minute >= current && !all {
+			busy = true // a request counting now adds to the next flush
+		} else {
+			s.minute.Store(0)
+		}
 		if ok+failed+limited > 0 {
 			rows = append(rows, store.UsageRow{Bucket: time.Unix((minute-1)*60, 0).UTC(), AccountID: st.account, KeyID: st.id, API: c.api,
 				Successful: ok, Failed: failed + limited, RateLimited: limited})

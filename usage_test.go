@@ -218,6 +218,49 @@ func TestUsageMinuteBuckets(t *testing.T) {
 	}
 }
 
+// A flush writes the current minute's counts so far, not only finished
+// minutes: a process killed mid-minute loses one flush interval at most
+// (it lost the whole minute: 500 of 500 requests). A second flush in the
+// same minute adds what came since, counting nothing twice.
+func TestFlushWritesThePartialMinute(t *testing.T) {
+	f := newMeterFixture(t)
+	v := f.verified(t, "acct_p", "k")
+	start := f.clock.Now().Truncate(time.Minute)
+	for range 5 {
+		f.m.CountUsage(v, "api", 200)
+	}
+	if err := f.m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stored := func() int64 {
+		rows, err := f.store.Usage(context.Background(), store.UsageQuery{AccountID: "acct_p", Granularity: usage.Minute, From: start, To: start.Add(time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		for _, r := range rows {
+			n += r.Successful
+		}
+		return n
+	}
+	if n := stored(); n != 5 {
+		t.Fatalf("after a flush mid-minute the store holds %d of 5 requests", n)
+	}
+	for range 3 {
+		f.m.CountUsage(v, "api", 200)
+	}
+	f.clock.Advance(10 * time.Second) // still the same minute
+	if err := f.m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := stored(); n != 8 {
+		t.Fatalf("after a second flush in the minute the store holds %d of 8 requests", n)
+	}
+	if s := f.summary(t, "acct_p", usage.Filter{Start: start}); s.Successful != 8 {
+		t.Fatalf("the summary counts %d of 8 requests", s.Successful)
+	}
+}
+
 // Close flushes everything, the current minute included.
 func TestCloseFlushesUsage(t *testing.T) {
 	ms := memstore.New()
