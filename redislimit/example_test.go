@@ -24,6 +24,7 @@ func shareLimits(ctx context.Context, addr, prefix string) (passed, refused int,
 	if err != nil {
 		return 0, 0, err
 	}
+	defer l.Close(ctx) // stops renewing the leases of requests in flight
 	m, err := keys.New(memstore.New(), keys.WithLimiter(l))
 	if err != nil {
 		return 0, 0, err

@@ -204,9 +204,10 @@ func TestConcurrencyAcrossInstances(t *testing.T) {
 	}
 }
 
-// An instance that dies holding leases (it never releases them) gives
-// them back within the lease time, while the live instance keeps taking
-// and releasing its own (so the set itself never expires).
+// An instance that dies holding leases (it never releases them, nor
+// renews them) gives them back within the lease time, while the live
+// instance keeps taking and releasing its own (so the set itself never
+// expires).
 func TestLeasesOfADeadInstanceExpire(t *testing.T) {
 	ctx := context.Background()
 	c := liveClient(t)
@@ -218,6 +219,9 @@ func TestLeasesOfADeadInstanceExpire(t *testing.T) {
 		if _, ok, err := dead.Acquire(ctx, "acct_dead", 3, time.Now()); !ok || err != nil {
 			t.Fatal(ok, err)
 		}
+	}
+	if err := dead.Close(ctx); err != nil { // it dies: no more renewals
+		t.Fatal(err)
 	}
 	start := time.Now()
 	for {
@@ -241,6 +245,45 @@ func TestLeasesOfADeadInstanceExpire(t *testing.T) {
 	}
 	if e := time.Since(start); e < 250*time.Millisecond {
 		t.Fatalf("a lease came back after %v, before the lease time", e)
+	}
+}
+
+// A request that runs longer than the lease time keeps its slot: the
+// instance holding the lease renews it every third of the lease time
+// while it is held. Once the instance stops (Close, as a crash does), the
+// slot comes back within the lease time.
+func TestLeasesAreRenewedWhileHeld(t *testing.T) {
+	ctx := context.Background()
+	c := liveClient(t)
+	prefix := "keys-test:" + rand.Text() + ":"
+	lease := redislimit.WithLeaseTime(300 * time.Millisecond)
+	holder := newLimiter(t, c, redislimit.WithPrefix(prefix), lease)
+	other := newLimiter(t, c, redislimit.WithPrefix(prefix), lease)
+	defer other.Close(ctx)
+	if _, ok, err := holder.Acquire(ctx, "acct_long", 1, time.Now()); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if l, ok, err := other.Acquire(ctx, "acct_long", 1, time.Now()); err != nil || ok {
+			_ = other.Release(ctx, l)
+			t.Fatalf("a second slot while a request of over 3 lease times runs: %v %v", ok, err)
+		}
+	}
+	if err := holder.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		if l, ok, err := other.Acquire(ctx, "acct_long", 1, time.Now()); err != nil {
+			t.Fatal(err)
+		} else if ok {
+			_ = other.Release(ctx, l)
+			break
+		}
+		if time.Since(start) > 2*time.Second {
+			t.Fatal("the stopped holder's lease never expired")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -111,6 +111,22 @@ end
 return 1
 `)
 
+// renew moves the expiry of each lease still held (ZADD XX: a lease a
+// Release removed meanwhile is not brought back) to the lease time from
+// now: KEYS[i] is the account's set of ARGV[i+1], ARGV[1] the lease time
+// in µs.
+var renew = redis.NewScript(`
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
+local ttl = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  if redis.call('ZADD', KEYS[i], 'XX', 'CH', now + ttl, ARGV[i+1]) == 1 then
+    redis.call('PEXPIRE', KEYS[i], math.ceil(ttl / 1000) + 1)
+  end
+end
+return 1
+`)
+
 // acquire counts a request in flight: KEYS[1] is the account's sorted set
 // of leases, scored by when each expires. ARGV: the limit, the lease time
 // (µs), the lease's member. Expired leases (an instance that died holding
@@ -142,6 +158,20 @@ type Limiter struct {
 
 	instance string        // this limiter's lease members start with it
 	leases   atomic.Uint64 // the last lease's number
+
+	held renewals // the leases this instance holds, renewed while held
+}
+
+// renewals are the leases a Limiter holds, and the goroutine renewing
+// them: started by the first Acquire, it ends when none is held (or at
+// Close), so an idle limiter runs nothing.
+type renewals struct {
+	mu      sync.Mutex
+	leases  map[string]string // member → its account's sorted set
+	running bool
+	closed  bool
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 const refusedShards = 16
@@ -186,11 +216,15 @@ type Option func(*Limiter)
 // WithPrefix sets the prefix of the Redis keys (default "txcloud:keys:rl:").
 func WithPrefix(p string) Option { return func(l *Limiter) { l.prefix = p } }
 
-// WithLeaseTime sets how long a request in flight is counted at most
-// (default one minute): an instance that dies holding leases gives them
-// back within it. A request that runs longer stops counting after it, so
-// set it above the server's longest request (its WriteTimeout).
+// WithLeaseTime sets how long a lease on a request in flight lives
+// without renewal (default 15 s): the limiter renews the leases it holds
+// every third of it, for as long as their requests run, so an instance
+// that dies holding leases gives them back within it, and a request
+// however long keeps counting.
 func WithLeaseTime(d time.Duration) Option { return func(l *Limiter) { l.leaseTime = d } }
+
+// DefaultLeaseTime is the lease time without WithLeaseTime.
+const DefaultLeaseTime = 15 * time.Second
 
 // FailOpen makes the limiter fall back to fallback (limit.NewMemory()
 // if nil) while Redis is unreachable, logging through logf at most once per
@@ -209,7 +243,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Limiter, error) {
 	if client == nil {
 		return nil, errors.New("redislimit: nil client")
 	}
-	l := &Limiter{client: client, prefix: "txcloud:keys:rl:", logf: func(string, error) {}, every: time.Minute, leaseTime: time.Minute}
+	l := &Limiter{client: client, prefix: "txcloud:keys:rl:", logf: func(string, error) {}, every: time.Minute, leaseTime: DefaultLeaseTime}
 	for _, o := range opts {
 		o(l)
 	}
@@ -481,7 +515,90 @@ func (l *Limiter) Acquire(ctx context.Context, account string, max int, now time
 	if !ok {
 		return limit.Lease{}, false, nil
 	}
+	l.hold(l.member(lease), l.prefix+"c:"+account)
 	return lease, true, nil
+}
+
+// hold records a lease to renew, starting the renewing goroutine if it is
+// not running.
+func (l *Limiter) hold(member, set string) {
+	h := &l.held
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.leases == nil {
+		h.leases = make(map[string]string)
+	}
+	h.leases[member] = set
+	if !h.running && !h.closed {
+		h.running, h.stop, h.done = true, make(chan struct{}), make(chan struct{})
+		go l.renewLoop(h.stop, h.done)
+	}
+}
+
+// renewLoop renews the held leases every third of the lease time, until
+// none is held or stop closes.
+func (l *Limiter) renewLoop(stop, done chan struct{}) {
+	defer close(done)
+	t := time.NewTicker(l.leaseTime / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		h := &l.held
+		h.mu.Lock()
+		if len(h.leases) == 0 {
+			h.running = false
+			h.mu.Unlock()
+			return
+		}
+		sets, members := make([]string, 0, len(h.leases)), make([]any, 1, len(h.leases)+1)
+		members[0] = l.leaseTime.Microseconds()
+		for m, set := range h.leases {
+			sets, members = append(sets, set), append(members, m)
+		}
+		h.mu.Unlock()
+		// In chunks, each one round trip bounded by a third of the lease
+		// time; a failed renewal is retried at the next tick (a lease
+		// that expires meanwhile is what an outage costs).
+		for i := 0; i < len(sets); i += renewChunk {
+			j := min(i+renewChunk, len(sets))
+			ctx, cancel := context.WithTimeout(context.Background(), l.leaseTime/3)
+			err := renew.Run(ctx, l.client, sets[i:j], append([]any{members[0]}, members[1+i:1+j]...)...).Err()
+			cancel()
+			if err != nil {
+				l.logOnce(err)
+				break
+			}
+		}
+	}
+}
+
+// renewChunk is how many leases one renewal round trip carries at most.
+const renewChunk = 1000
+
+// Close stops renewing the leases this limiter holds (they expire within
+// the lease time, as a dead instance's do) and ends its goroutine. The
+// client stays open: it is the caller's.
+func (l *Limiter) Close(ctx context.Context) error {
+	h := &l.held
+	h.mu.Lock()
+	h.closed = true
+	running, stop, done := h.running, h.stop, h.done
+	h.running = false
+	h.mu.Unlock()
+	if !running {
+		return nil
+	}
+	close(stop)
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Release implements limit.ConcurrencyLimiter. A lease of the fallback
@@ -491,7 +608,11 @@ func (l *Limiter) Release(ctx context.Context, lease limit.Lease) error {
 		return nil
 	}
 	if lease.ID&fallbackLease == 0 {
-		if err := l.client.ZRem(ctx, l.prefix+"c:"+lease.Account, l.member(lease)).Err(); err != nil {
+		member := l.member(lease)
+		l.held.mu.Lock()
+		delete(l.held.leases, member)
+		l.held.mu.Unlock()
+		if err := l.client.ZRem(ctx, l.prefix+"c:"+lease.Account, member).Err(); err != nil {
 			return fmt.Errorf("redislimit: %w", err)
 		}
 		return nil

@@ -90,6 +90,7 @@ func newLimiter(t testing.TB, c redis.UniversalClient, opts ...redislimit.Option
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
 	return l
 }
 

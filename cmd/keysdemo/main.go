@@ -179,5 +179,5 @@ func openLimiter(addr, prefix string, failOpen bool, logger *slog.Logger) (limit
 		client.Close()
 		return nil, nil, err
 	}
-	return l, func() { _ = client.Close() }, nil
+	return l, func() { _ = l.Close(context.Background()); _ = client.Close() }, nil
 }
