@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -259,13 +261,16 @@ func TestRateLimitAndCreditFloodsAreSummarised(t *testing.T) {
 	}
 }
 
-// Connections beyond the cap are refused at once, and idle ones are closed
-// after the idle timeout, so idle keep-alive connections cannot be hoarded.
+// At --max-conns, with every connection serving a request, a new one is
+// refused at once; once they are idle, a new one takes the slot of the
+// oldest, and idle ones are closed after the idle timeout, so idle
+// keep-alive connections cannot be hoarded. --max-conns-per-addr caps one
+// address the same way (connlimit's tests run the attacks).
 func TestConnectionCapAndIdleTimeout(t *testing.T) {
-	base, boot, logs, stop := startDemo(t, "--max-conns", "20", "--idle-timeout", "300ms")
+	base, boot, logs, stop := startDemo(t, "--max-conns", "20", "--max-conns-per-addr", "20", "--idle-timeout", "1500ms")
 	defer stop()
 	addr := strings.TrimPrefix(base, "http://")
-	// 20 connections, each made idle after one request.
+	// 20 connections, each with a request in flight for 400 ms.
 	var held []net.Conn
 	defer func() {
 		for _, c := range held {
@@ -278,14 +283,11 @@ func TestConnectionCapAndIdleTimeout(t *testing.T) {
 			t.Fatal(err)
 		}
 		held = append(held, c)
-		if _, err := io.WriteString(c, "GET /v1/ping HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+boot+"\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(c, "GET /v1/ping?sleep_ms=400 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+boot+"\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
-		buf := make([]byte, 4096)
-		if n, err := c.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "200 OK") {
-			t.Fatalf("request on a held connection: %v %q", err, buf[:n])
-		}
 	}
+	time.Sleep(100 * time.Millisecond) // their headers are read
 	// The 21st is closed without an answer.
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -295,9 +297,8 @@ func TestConnectionCapAndIdleTimeout(t *testing.T) {
 	_, _ = io.WriteString(c, "GET /v1/ping HTTP/1.1\r\nHost: x\r\n\r\n")
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if n, err := c.Read(make([]byte, 512)); err == nil {
-		t.Fatalf("a connection beyond the cap was served (%d bytes)", n)
+		t.Fatalf("a connection beyond the cap, all of whose slots serve requests, was served (%d bytes)", n)
 	}
-	// The refusal is logged (as the first of a quiet period).
 	deadline := time.Now().Add(2 * time.Second)
 	for !strings.Contains(logs.String(), "connection refused") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -305,18 +306,36 @@ func TestConnectionCapAndIdleTimeout(t *testing.T) {
 	if !strings.Contains(logs.String(), "connection refused") {
 		t.Fatal("a connection refused at the cap was not logged")
 	}
-	// After the idle timeout the held connections are closed, and the
-	// slots are free again.
-	time.Sleep(600 * time.Millisecond)
+	// The held requests are answered; their connections are idle now, and
+	// a new client takes the oldest one's slot.
+	for i, h := range held {
+		buf := make([]byte, 4096)
+		_ = h.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, err := h.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "200 OK") {
+			t.Fatalf("held request %d: %v %q", i, err, buf[:n])
+		}
+	}
+	resp, err := http.Get(base + "/v1/ping")
+	if err != nil {
+		t.Fatalf("a new client at the cap, with idle connections: %v", err)
+	}
+	resp.Body.Close()
+	closed := 0 // the one that went idle first (the answers race) was closed
+	for _, h := range held {
+		_ = h.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, err := h.Read(make([]byte, 16)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			closed++
+		}
+	}
+	if closed != 1 {
+		t.Fatalf("%d idle connections were closed to make room for one", closed)
+	}
+	// After the idle timeout the others are closed too.
+	time.Sleep(1600 * time.Millisecond)
 	for i, h := range held {
 		_ = h.SetReadDeadline(time.Now().Add(time.Second))
 		if _, err := h.Read(make([]byte, 16)); err == nil {
 			t.Fatalf("held connection %d is still open after the idle timeout", i)
 		}
 	}
-	resp, err := http.Get(base + "/v1/ping")
-	if err != nil {
-		t.Fatalf("a new client after the idle connections went: %v", err)
-	}
-	resp.Body.Close()
 }

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/connlimit"
 	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/httpadapter/secretscanning"
@@ -48,6 +50,7 @@ type Flags struct {
 	BootstrapRate int
 	OpenPing      bool
 	MaxConns      int
+	MaxConnsAddr  int
 	IdleTimeout   time.Duration
 	GitHubKeys    string
 	Plan          string
@@ -59,7 +62,8 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.Addr, "addr", "127.0.0.1:8080", "address to listen on")
 	fs.IntVar(&f.BootstrapRate, "bootstrap-rate-limit", 0, "rate limit (requests/minute) of the bootstrap key; 0 for none")
 	fs.BoolVar(&f.OpenPing, "unauthenticated-ping", false, "serve /v1/ping without the key middleware (only to measure what verification costs under load)")
-	fs.IntVar(&f.MaxConns, "max-conns", 4096, "open connections at most; more are closed as soon as they are accepted")
+	fs.IntVar(&f.MaxConns, "max-conns", 4096, "open connections at most: at the cap, a new one takes the slot of the oldest waiting one (sending its headers, or idle), and is refused only when all are serving requests")
+	fs.IntVar(&f.MaxConnsAddr, "max-conns-per-addr", 256, "open connections at most from one client address, the same way; 0 for no cap (behind a proxy, where every client shares its address)")
 	fs.DurationVar(&f.IdleTimeout, "idle-timeout", 10*time.Second, "how long an idle keep-alive connection is kept")
 	fs.StringVar(&f.GitHubKeys, "github-keys", "", "JSON file of GitHub's secret-scanning public keys (as https://api.github.com/meta/public_keys/secret_scanning serves it): mounts POST /v1/secret-scanning/github, which revokes reported keys")
 	fs.StringVar(&f.Plan, "plan", "", "the demo account's plan, TXCloud's table: free (60/min, 1,000/day, 10 in flight), starter (300, 10,000, 50) or growth (1,000, 100,000, 100); empty: none")
@@ -126,23 +130,34 @@ func (f *Flags) Serve(ctx context.Context, m *keys.Manager, logger *slog.Logger,
 			return err
 		}
 	}
-	if f.MaxConns < 1 || f.IdleTimeout <= 0 {
-		return errors.New("--max-conns and --idle-timeout must be positive")
+	if f.MaxConns < 1 || f.MaxConnsAddr < 0 || f.IdleTimeout <= 0 {
+		return errors.New("--max-conns and --idle-timeout must be positive, --max-conns-per-addr at least 0")
 	}
 	inner, err := net.Listen("tcp", f.Addr)
 	if err != nil {
 		return err
 	}
-	connRefusals := NewSummary(logger, "connection refused: --max-conns reached", 10*time.Second)
+	connRefusals := NewSummary(logger, "connection refused: every slot is serving a request (--max-conns or --max-conns-per-addr)", 10*time.Second)
 	defer connRefusals.Flush()
-	ln := &capListener{Listener: inner, max: int64(f.MaxConns), refused: connRefusals}
+	evictions := NewSummary(logger, "connection closed to make room: it was waiting (--max-conns or --max-conns-per-addr)", 10*time.Second)
+	defer evictions.Flush()
+	ln := connlimit.New(inner, connlimit.Limits{Max: f.MaxConns, PerAddr: f.MaxConnsAddr, Refused: func(addr netip.Addr, evicted bool) {
+		if evicted {
+			evictions.Add(slog.String("addr", addr.String()))
+		} else {
+			connRefusals.Add(slog.String("addr", addr.String()))
+		}
+	}})
 	refusals := NewRefusals(logger, 10*time.Second)
 	defer refusals.Flush()
 	acceptErrors := NewSummary(logger, "keysdemo: accept failed", 10*time.Second)
 	defer acceptErrors.Flush()
 	srv := &http.Server{
-		Handler:           LogRequests(logger, refusals, NewMux(m, logger, f.OpenPing, ghKeys, opts...)),
-		ReadHeaderTimeout: 5 * time.Second,
+		Handler:   LogRequests(logger, refusals, NewMux(m, logger, f.OpenPing, ghKeys, opts...)),
+		ConnState: ln.ConnState,
+		// Short: a connection still sending its headers holds a slot
+		// (until a new one evicts it at a cap) for 2 s at most.
+		ReadHeaderTimeout: 2 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      15 * time.Second,
 		IdleTimeout:       f.IdleTimeout,

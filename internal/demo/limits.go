@@ -3,53 +3,9 @@ package demo
 import (
 	"context"
 	"log/slog"
-	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 )
-
-// capListener refuses connections beyond max open ones: it closes them as
-// soon as they are accepted, so a client holding thousands of idle
-// keep-alive connections cannot exhaust the process's memory and file
-// descriptors. golang.org/x/net/netutil.LimitListener blocks Accept at the
-// cap instead, which leaves new clients queued in the kernel behind the
-// idle holders; refusing fast, with a short idle timeout freeing slots, is
-// what a host wants here.
-type capListener struct {
-	net.Listener
-	max     int64
-	open    atomic.Int64
-	refused *Summary // logs refusals, a line per interval at most
-}
-
-func (l *capListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if l.open.Add(1) > l.max {
-			l.open.Add(-1)
-			_ = c.Close()
-			l.refused.Add(slog.Int64("max_conns", l.max))
-			continue
-		}
-		return &capConn{Conn: c, l: l}, nil
-	}
-}
-
-type capConn struct {
-	net.Conn
-	l    *capListener
-	once sync.Once
-}
-
-func (c *capConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() { c.l.open.Add(-1) })
-	return err
-}
 
 // Summary logs a kind of event that may come in floods (refused
 // credentials, accept errors) as at most one line per interval, with a
