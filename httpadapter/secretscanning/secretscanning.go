@@ -82,10 +82,15 @@ func ParsePublicKeys(data []byte) ([]PublicKey, error) {
 
 // Limits of the secret-scanning receiver.
 const (
-	// MaxBody bounds an alert's body; more is a 413, unread.
-	MaxBody = 1 << 20
+	// MaxBody bounds an alert's body; more is a 413, unread. GitHub's
+	// alerts are small (1,000 tokens, MaxTokens, are about 110 KB).
+	MaxBody = 160 << 10
 	// MaxTokens bounds the tokens of one alert.
 	MaxTokens = 1000
+	// MaxConcurrent bounds the alerts handled at once; more are a 429
+	// (GitHub retries), so that no flood of posts takes more of the
+	// server than this.
+	MaxConcurrent = 4
 	// alertReplayWindow is how long a delivered body is remembered, and
 	// maxRemembered how many at most (the oldest go first).
 	alertReplayWindow = 24 * time.Hour
@@ -101,6 +106,12 @@ const (
 // the hex SHA-256 of the token (token_hash: the response never carries a
 // key), labelled true_positive if it is a stored key, false_positive if
 // not.
+//
+// The signature headers are checked before the body is read (a known key
+// identifier, a signature that can be DER of a P-256 signature), and so
+// is a Content-Length over MaxBody; at most MaxConcurrent alerts are
+// handled at once (more: 429, Retry-After 1). So a flood of large forged
+// posts costs the server next to nothing.
 //
 // Refused, in the error envelope, with nothing changed: an unsigned,
 // badly signed or unknown-key body (401), a body over MaxBody (413),
@@ -128,7 +139,7 @@ func New(m *keys.Manager, publicKeys []PublicKey, action keys.LeakAction, writeE
 		}
 		byID[k.ID] = k.Key
 	}
-	return &receiver{m: m, writeError: writeError, keys: byID, action: action, seen: map[[32]byte]time.Time{}}
+	return &receiver{m: m, writeError: writeError, keys: byID, action: action, seen: map[[32]byte]time.Time{}, slots: make(chan struct{}, MaxConcurrent)}
 }
 
 type receiver struct {
@@ -136,6 +147,8 @@ type receiver struct {
 	writeError func(http.ResponseWriter, *http.Request, error)
 	keys       map[string]*ecdsa.PublicKey
 	action     keys.LeakAction
+
+	slots chan struct{} // one per alert being handled
 
 	mu    sync.Mutex
 	seen  map[[32]byte]time.Time // digests of delivered bodies
@@ -168,13 +181,35 @@ func (s *receiver) serve(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Allow", "POST")
 		return invalidRequest(http.StatusMethodNotAllowed, "", "method "+r.Method+" is not allowed here; use POST")
 	}
+	// The headers first: a post that names no known key, or carries no
+	// signature that could be one, is refused before its body is read.
+	// Those refusals close the connection: net/http would otherwise read
+	// up to 256 KiB of the unread body to keep it alive.
+	pub, sig, err := s.signature(r)
+	if err != nil {
+		w.Header().Set("Connection", "close")
+		return err
+	}
+	if r.ContentLength > MaxBody { // said up front: refused unread
+		w.Header().Set("Connection", "close")
+		return tooLarge
+	}
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		w.Header().Set("Connection", "close")
+		w.Header().Set("Retry-After", "1")
+		return &httpadapter.Error{Status: http.StatusTooManyRequests, Type: httpadapter.TypeRateLimit, Code: "rate_limit_exceeded",
+			Message: fmt.Sprintf("%d alerts are being handled; retry in a second", MaxConcurrent)}
+	}
 	body, err := readBody(w, r)
 	if err != nil {
 		return err
 	}
 	digest := sha256.Sum256(body)
-	if err := s.verify(r, &digest); err != nil {
-		return err
+	if !ecdsa.VerifyASN1(pub, digest[:], sig) {
+		return errBadSignature
 	}
 	var alerts []alert
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -208,24 +243,24 @@ func (s *receiver) serve(w http.ResponseWriter, r *http.Request) error {
 var errBadSignature = &httpadapter.Error{Status: http.StatusUnauthorized, Type: httpadapter.TypeAuthentication, Code: "invalid_signature",
 	Message: "the alert is not signed by a known GitHub key"}
 
-// verify checks the signature of the body whose SHA-256 is sum.
-func (s *receiver) verify(r *http.Request, sum *[32]byte) error {
+// signature reads the signature headers: one key identifier, of a key
+// given to New, and one signature, base64 of what can be an ASN.1 DER
+// ECDSA P-256 signature (a SEQUENCE of two INTEGERs of at most 33 bytes:
+// 8 to 72 bytes in all). Anything else is refused before the body is read.
+func (s *receiver) signature(r *http.Request) (*ecdsa.PublicKey, []byte, error) {
 	ids, sigs := r.Header.Values("Github-Public-Key-Identifier"), r.Header.Values("Github-Public-Key-Signature")
-	if len(ids) != 1 || len(sigs) != 1 || len(sigs[0]) > 256 {
-		return errBadSignature
+	if len(ids) != 1 || len(sigs) != 1 || len(sigs[0]) > 128 {
+		return nil, nil, errBadSignature
 	}
 	pub, ok := s.keys[ids[0]]
 	if !ok {
-		return errBadSignature
+		return nil, nil, errBadSignature
 	}
 	sig, err := base64.StdEncoding.DecodeString(sigs[0])
-	if err != nil {
-		return errBadSignature
+	if err != nil || len(sig) < 8 || len(sig) > 72 || sig[0] != 0x30 || int(sig[1]) != len(sig)-2 {
+		return nil, nil, errBadSignature
 	}
-	if !ecdsa.VerifyASN1(pub, sum[:], sig) {
-		return errBadSignature
-	}
-	return nil
+	return pub, sig, nil
 }
 
 // remember records a delivered body, reporting false if it was delivered
@@ -259,13 +294,15 @@ func invalidRequest(status int, param, message string) *httpadapter.Error {
 	return &httpadapter.Error{Status: status, Type: httpadapter.TypeValidation, Code: "invalid_request", Param: param, Message: message}
 }
 
+var tooLarge = invalidRequest(http.StatusRequestEntityTooLarge, "", fmt.Sprintf("request body must be at most %d bytes", MaxBody))
+
 // readBody reads at most MaxBody bytes; more is a 413.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return nil, invalidRequest(http.StatusRequestEntityTooLarge, "", fmt.Sprintf("request body must be at most %d bytes", MaxBody))
+		return nil, tooLarge
 	case err != nil:
 		return nil, invalidRequest(http.StatusBadRequest, "", "could not read the request body")
 	}
