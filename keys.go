@@ -298,6 +298,11 @@ func New(st store.Store, opts ...Option) (*Manager, error) {
 // Vocabulary returns the permissions a key of this Manager may hold.
 func (m *Manager) Vocabulary() []string { return slices.Clone(m.vocabularyList) }
 
+// Limiter returns the limiter the Manager counts with (WithLimiter's, or
+// its in-memory one), for limits of the host's that must hold where the
+// keys' do: the HTTP adapter counts its management limit in it.
+func (m *Manager) Limiter() limit.Limiter { return m.limiter }
+
 // Close stops the Manager's background work and writes pending last-used
 // times and usage counts to the store, within ctx's deadline. It does not
 // close the Store, which the caller opened and closes. Close is

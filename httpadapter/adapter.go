@@ -11,7 +11,6 @@ import (
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/internal/verifiedctx"
-	"github.com/txcloud/keys/limit"
 )
 
 // Adapter is the one configured value behind everything this package
@@ -23,7 +22,6 @@ type Adapter struct {
 	m      *keys.Manager
 	c      *config
 	mux    *http.ServeMux
-	manage limit.Limiter // the key endpoints' per-account limit
 }
 
 // Permissions the endpoints need.
@@ -61,15 +59,15 @@ func New(m *keys.Manager, opts ...Option) *Adapter {
 	if err != nil {
 		panic(err)
 	}
-	a := &Adapter{m: m, c: c, mux: http.NewServeMux(), manage: limit.NewMemory()}
-	a.mux.Handle("POST /developers/keys", a.endpoint(PermissionManageKeys, a.create))
-	a.mux.Handle("GET /developers/keys", a.endpoint(PermissionReadKeys, a.list))
-	a.mux.Handle("GET /developers/keys/{id}", a.endpoint(PermissionReadKeys, a.get))
-	a.mux.Handle("PATCH /developers/keys/{id}", a.endpoint(PermissionManageKeys, a.update))
-	a.mux.Handle("DELETE /developers/keys/{id}", a.endpoint(PermissionManageKeys, a.revoke))
-	a.mux.Handle("POST /developers/keys/{id}/roll", a.endpoint(PermissionManageKeys, a.roll))
-	a.mux.Handle("GET /developers/usage", a.endpoint(PermissionReadKeys, a.usage))
-	a.mux.Handle("GET /developers/keys/{id}/usage", a.endpoint(PermissionReadKeys, a.keyUsage))
+	a := &Adapter{m: m, c: c, mux: http.NewServeMux()}
+	a.mux.Handle("POST /developers/keys", a.endpoint(PermissionManageKeys, "", a.create))
+	a.mux.Handle("GET /developers/keys", a.endpoint(PermissionReadKeys, "", a.list))
+	a.mux.Handle("GET /developers/keys/{id}", a.endpoint(PermissionReadKeys, "", a.get))
+	a.mux.Handle("PATCH /developers/keys/{id}", a.endpoint(PermissionManageKeys, "", a.update))
+	a.mux.Handle("DELETE /developers/keys/{id}", a.endpoint(PermissionManageKeys, "", a.revoke))
+	a.mux.Handle("POST /developers/keys/{id}/roll", a.endpoint(PermissionManageKeys, "", a.roll))
+	a.mux.Handle("GET /developers/usage", a.endpoint(PermissionReadKeys, usageReads, a.usage))
+	a.mux.Handle("GET /developers/keys/{id}/usage", a.endpoint(PermissionReadKeys, usageReads, a.keyUsage))
 	// Known paths, other methods: 405 in the envelope (ServeMux's own 405
 	// is plain text).
 	for path, allow := range map[string]string{

@@ -31,7 +31,7 @@ type ErrorDetail struct {
 	RequestID  string `json:"request_id"`
 	RetryAfter *int   `json:"retry_after,omitempty"`
 	// Limit names the limit a 429 hit: key, account_minute, account_day,
-	// endpoint or concurrency.
+	// endpoint, concurrency or management.
 	Limit string `json:"limit,omitempty"`
 }
 

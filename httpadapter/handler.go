@@ -1,6 +1,7 @@
 package httpadapter
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -13,23 +14,32 @@ import (
 )
 
 // endpoint authenticates the caller, who must hold perm, then runs fn as
-// that principal and answers its error in the envelope.
-func (a *Adapter) endpoint(perm string, fn func(http.ResponseWriter, *http.Request, keys.Scoped) error) http.Handler {
+// that principal and answers its error in the envelope. The request counts
+// against the account's management limit (and, for usage reads, group
+// "usage", their own lower one), and in usage under the endpoint's own
+// name, its pattern ("POST /developers/keys"): priced at zero unless
+// keys.WithPrices names it, and outside the plan (no quota, no credits),
+// so that the owner of a leaked key can always revoke it.
+func (a *Adapter) endpoint(perm, group string, fn func(http.ResponseWriter, *http.Request, keys.Scoped) error) http.Handler {
 	perms := []string{perm}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Outside the account's plan: a customer over its quota, or under a
-		// flood of its leaked key, can still revoke keys and read usage.
 		var v keys.Verified
-		err := a.authenticate(w, r, perms, "", &v, nil)
+		sw := &statusWriter{ResponseWriter: w}
+		err := a.authenticate(sw, r, perms, "", &v, nil)
 		if err == nil {
-			err = a.allowManagement(r, v.AccountID)
+			err = a.allowManagement(r, v.AccountID, group)
 		}
 		if err == nil {
-			err = fn(w, r, a.m.As(v.Principal()))
+			err = fn(sw, r, a.m.As(v.Principal()))
 		}
 		if err != nil {
-			a.WriteError(w, r, err)
+			a.WriteError(sw, r, err)
 		}
+		status := cmp.Or(sw.status, http.StatusOK)
+		if r.Context().Err() != nil {
+			status = StatusClientClosedRequest
+		}
+		a.m.CountUsage(&v, r.Pattern, status) // nothing when no key was found
 	})
 }
 
@@ -44,10 +54,16 @@ func authFailure(err error) error {
 	return err
 }
 
-// allowManagement counts a request against the account's limit on the key
-// endpoints (WithManagementLimit).
-func (a *Adapter) allowManagement(r *http.Request, account string) error {
-	rl, ok, err := a.manage.Allow(r.Context(), limit.Checks{{Name: limit.AccountMinute, ID: account, Max: a.c.manageLimit}}, time.Now())
+// allowManagement counts a request against the account's limits on the
+// key endpoints (WithManagementLimit; with group "usage", WithUsageReadLimit
+// too), in the Manager's limiter: shared by every instance when it is
+// (redislimit).
+func (a *Adapter) allowManagement(r *http.Request, account, group string) error {
+	checks := limit.Checks{{Name: limit.Management, ID: account, Max: a.c.manageLimit}}
+	if group != "" {
+		checks[1] = limit.Check{Name: limit.Management, ID: account, Route: group, Max: a.c.usageReadLimit}
+	}
+	rl, ok, err := a.m.Limiter().Allow(r.Context(), checks, time.Now())
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w: %w", keys.ErrUnavailable, err)

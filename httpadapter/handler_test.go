@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/credits"
 	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/usage"
 )
 
 const okBody = `{"name":"ci","environment":"test","permissions":["identity:read"]}`
@@ -376,10 +378,17 @@ func TestManagementLimitPerAccount(t *testing.T) {
 	if rec := list(e.stranger); rec.Code != 200 {
 		t.Fatalf("another account was limited too: %d", rec.Code)
 	}
+	// The limit is counted in the Manager's limiter, not the adapter's
+	// memory: two adapters (as two instances on one redislimit) share it.
+	other := httpadapter.New(e.m, httpadapter.WithManagementLimit(5))
+	if rec := serve(other, request{method: "GET", path: "/developers/keys", headers: map[string][]string{"Authorization": bearer(e.admin)}}); rec.Code != 429 {
+		t.Fatalf("the account's 6th request, through another adapter: %d", rec.Code)
+	}
 	// The default is generous: scripted provisioning is never refused.
-	d := httpadapter.New(e.m)
+	fresh := newEnv(t)
+	d := httpadapter.New(fresh.m)
 	for i := range 300 {
-		rec := serve(d, request{method: "GET", path: "/developers/keys", headers: map[string][]string{"Authorization": bearer(e.admin)}})
+		rec := serve(d, request{method: "GET", path: "/developers/keys", headers: map[string][]string{"Authorization": bearer(fresh.admin)}})
 		if rec.Code != 200 {
 			t.Fatalf("request %d under the default limit: %d", i+1, rec.Code)
 		}
@@ -401,5 +410,52 @@ func TestKeyLimitOverHTTP(t *testing.T) {
 	rec := serve(httpadapter.New(m), request{headers: jsonHeaders(string(admin.Key)), body: okBody})
 	if d := envelope(t, rec); rec.Code != 403 || d.Type != "authorization_error" || d.Code != "key_limit_reached" {
 		t.Fatalf("%d %+v", rec.Code, d)
+	}
+}
+
+// The key endpoints are counted in usage, each under its own pattern,
+// priced at zero (no price names them), and never refused by the plan's
+// quotas or the key's credits, so that the owner of a leaked or spent key
+// can always revoke it; usage reads have a lower limit of their own.
+// (They were not counted at all, and a free-plan account read 2,879 usage
+// series in 6 s.)
+func TestKeyEndpointsAreCountedNotCharged(t *testing.T) {
+	e := newEnv(t, keys.WithPlans(func(context.Context, string) (keys.Plan, error) {
+		return keys.Plan{Name: "tiny", PerMinute: 3, PerDay: 3}, nil
+	}, time.Minute), keys.WithPrices("USD", map[string]string{"GET /v1/ping": "0.01"}))
+	ctx := context.Background()
+	spent, err := e.m.Create(ctx, keys.APIKeyCreate{Name: "spent", Environment: keys.Test, AccountID: "acct_c",
+		Permissions: keys.DefaultVocabulary(), Credits: &credits.Budget{Remaining: 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httpadapter.New(e.m, httpadapter.WithUsageReadLimit(3))
+	get := func(path string) int {
+		return serve(h, request{method: "GET", path: path, headers: map[string][]string{"Authorization": bearer(string(spent.Key))}}).Code
+	}
+	for i := range 5 { // over the plan's 3 a minute and 3 a day, with no credits
+		if code := get("/developers/keys"); code != 200 {
+			t.Fatalf("list %d: %d", i+1, code)
+		}
+	}
+	for i := range 3 {
+		if code := get("/developers/usage"); code != 200 {
+			t.Fatalf("usage read %d: %d", i+1, code)
+		}
+	}
+	rec := serve(h, request{method: "GET", path: "/developers/usage", headers: map[string][]string{"Authorization": bearer(string(spent.Key))}})
+	if rec.Code != 429 || envelope(t, rec).Limit != "management" {
+		t.Fatalf("a 4th usage read in the minute: %d %s", rec.Code, rec.Body)
+	}
+	if err := e.m.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := e.m.UsageSummary(ctx, "acct_c", usage.Filter{Start: e.clock.Now().Truncate(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lists, reads := sum.ByAPI["GET /developers/keys"], sum.ByAPI["GET /developers/usage"]
+	if lists.Successful != 5 || reads.Successful != 3 || reads.RateLimitHits != 1 || sum.EstimatedCost.Amount != "0" {
+		t.Fatalf("usage of the key endpoints: lists %+v, usage reads %+v, cost %v", lists, reads, sum.EstimatedCost)
 	}
 }

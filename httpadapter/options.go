@@ -29,11 +29,12 @@ type config struct {
 	logger          *slog.Logger
 	maxBodyBytes    int64
 	manageLimit     int // requests per minute per account on the key endpoints
+	usageReadLimit  int // the same, on the usage endpoints
 	apiName         func(*http.Request) string
 }
 
 func newConfig(opts []Option) (*config, error) {
-	c := &config{requestID: randomRequestID, logger: slog.Default(), maxBodyBytes: DefaultMaxBodyBytes, manageLimit: DefaultManagementLimit}
+	c := &config{requestID: randomRequestID, logger: slog.Default(), maxBodyBytes: DefaultMaxBodyBytes, manageLimit: DefaultManagementLimit, usageReadLimit: DefaultUsageReadLimit}
 	for i, o := range opts {
 		if o == nil {
 			return nil, fmt.Errorf("httpadapter: option %d is nil", i)
@@ -150,8 +151,9 @@ const DefaultManagementLimit = 60_000
 
 // WithManagementLimit sets how many requests an account may make to the
 // key endpoints a minute, all of its keys and principals together
-// (GCRA, as keys' own rate limits). Over it the endpoints answer 429. It is
-// counted in this instance's memory.
+// (GCRA, as keys' own rate limits). Over it the endpoints answer 429
+// (limit "management"). It is counted in the Manager's limiter
+// (keys.WithLimiter), so with redislimit it holds across instances.
 func WithManagementLimit(perMinute int) Option {
 	return func(c *config) error {
 		if perMinute < 1 || perMinute > 10_000_000 {
@@ -161,6 +163,28 @@ func WithManagementLimit(perMinute int) Option {
 		return nil
 	}
 }
+
+// DefaultUsageReadLimit is how many usage reads (GET /developers/usage and
+// a key's series) an account may make a minute unless WithUsageReadLimit
+// says otherwise: 300, five a second, more than a dashboard needs. A read
+// can be a large answer (a day of minutes is 1,440 buckets).
+const DefaultUsageReadLimit = 300
+
+// WithUsageReadLimit sets how many usage reads an account may make a
+// minute, all of its keys together, within the management limit. Over it
+// they answer 429 (limit "management").
+func WithUsageReadLimit(perMinute int) Option {
+	return func(c *config) error {
+		if perMinute < 1 || perMinute > 10_000_000 {
+			return errors.New("httpadapter: WithUsageReadLimit: from 1 to 10,000,000 a minute")
+		}
+		c.usageReadLimit = perMinute
+		return nil
+	}
+}
+
+// usageReads is the group of the usage endpoints in the management limit.
+const usageReads = "usage"
 
 // WithAPIName names the API a request belongs to (keys.OnAPI), for usage
 // (by_api), prices (keys.WithPrices) and credit costs

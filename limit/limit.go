@@ -45,9 +45,15 @@ const (
 	// Concurrency is the plan's requests in flight at once, all of the
 	// account's keys together (ConcurrencyLimiter).
 	Concurrency
+	// Management is an account's requests per minute to the key
+	// endpoints, all its keys together, outside its plan (the HTTP
+	// adapter's WithManagementLimit): ID is the account, Route which
+	// group of endpoints ("" for the key endpoints, "usage" for usage
+	// reads, which have a lower limit of their own).
+	Management
 )
 
-var names = [...]string{"", "key", "account_minute", "account_day", "endpoint", "concurrency"}
+var names = [...]string{"", "key", "account_minute", "account_day", "endpoint", "concurrency", "management"}
 
 // String is the name the API uses for the limit: "key",
 // "account_minute", "account_day", "endpoint" or "concurrency".
@@ -92,10 +98,10 @@ const MaxChecks = 4
 type Check struct {
 	Name Name
 	// ID is whose counter it is: the key's ID for Key and Endpoint, the
-	// account's for AccountMinute and AccountDay.
+	// account's for AccountMinute, AccountDay and Management.
 	ID string
 	// Route tells one endpoint's counter from another's (Endpoint: the
-	// plan's pattern); "" otherwise.
+	// plan's pattern; Management: the group of endpoints); "" otherwise.
 	Route string
 	// Max is the limit: requests per Name.Window(). A Check with Max 0 is
 	// not there.
@@ -181,14 +187,14 @@ type limiterShard struct {
 type idState struct {
 	minute    int64            // Key, or AccountMinute
 	day       int64            // AccountDay
-	endpoints map[string]int64 // Endpoint, by route; nil: none
+	endpoints map[string]int64 // Endpoint (of a key), or Management (of an account), by route; nil: none
 }
 
 // counter returns the check's state in s, creating it.
 func (s *limiterShard) counter(c *Check, st **idState) *int64 {
 	if *st == nil {
 		m := s.keys
-		if c.Name == AccountMinute || c.Name == AccountDay {
+		if c.Name == AccountMinute || c.Name == AccountDay || c.Name == Management {
 			m = s.accounts
 		}
 		if *st = m[c.ID]; *st == nil {
@@ -199,7 +205,7 @@ func (s *limiterShard) counter(c *Check, st **idState) *int64 {
 	switch c.Name {
 	case AccountDay:
 		return &(*st).day
-	case Endpoint:
+	case Endpoint, Management:
 		return nil
 	}
 	return &(*st).minute
@@ -293,7 +299,7 @@ func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (
 			continue
 		}
 		for j := range i {
-			if ids[j] != nil && checks[j].ID == c.ID && (checks[j].Name == AccountMinute || checks[j].Name == AccountDay) == (c.Name == AccountMinute || c.Name == AccountDay) {
+			if ids[j] != nil && checks[j].ID == c.ID && isAccount(checks[j].Name) == isAccount(c.Name) {
 				ids[i] = ids[j]
 				break
 			}
@@ -325,7 +331,7 @@ func (l *memoryLimiter) Allow(_ context.Context, checks Checks, now time.Time) (
 			c := &checks[i]
 			switch {
 			case c.Max <= 0:
-			case c.Name == Endpoint:
+			case c.Name == Endpoint || c.Name == Management:
 				if ids[i].endpoints == nil {
 					ids[i].endpoints = make(map[string]int64)
 				}
@@ -353,7 +359,7 @@ func (l *memoryLimiter) Refund(_ context.Context, checks Checks, now time.Time) 
 		var st *idState
 		p := l.shards[shard[i]].counter(c, &st)
 		switch {
-		case c.Name == Endpoint:
+		case c.Name == Endpoint || c.Name == Management:
 			if tat, ok := st.endpoints[c.Route]; ok {
 				st.endpoints[c.Route] = refundGCRA(tat, c.Max, t)
 			}
@@ -384,6 +390,10 @@ func refundDay(state int64, t int64) int64 {
 	}
 	return packDay(day, n-1)
 }
+
+// isAccount reports whether n counts an account's requests (its state is
+// in the accounts map), not a key's.
+func isAccount(n Name) bool { return n == AccountMinute || n == AccountDay || n == Management }
 
 // allowGCRA decides one per-minute check: its state after the request,
 // and whether it may pass.

@@ -268,6 +268,8 @@ func (l *Limiter) redisKey(c *limit.Check) string {
 		return l.prefix + "a:" + c.ID
 	case limit.AccountDay:
 		return l.prefix + "d:" + c.ID
+	case limit.Management:
+		return l.prefix + "m:" + c.ID + ":" + c.Route
 	}
 	return l.prefix + "e:" + c.ID + ":" + c.Route
 }

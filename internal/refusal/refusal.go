@@ -50,6 +50,7 @@ var limitMessages = map[limit.Name]string{
 	limit.AccountDay:    "daily quota exceeded: the account's requests per day (its plan; the day is UTC)",
 	limit.Endpoint:      "rate limit exceeded: this key's requests per minute to this endpoint (its plan)",
 	limit.Concurrency:   "too many requests in flight: the account's concurrent requests (its plan)",
+	limit.Management:    "rate limit exceeded: the account's requests per minute to the key endpoints",
 }
 
 // Of classifies err.
