@@ -197,8 +197,7 @@ func inFlightOf(opts []VerifyOption) *func() {
 func (m *Manager) charge(ctx context.Context, rec *store.Record, opts []VerifyOption, outside bool, api string, now time.Time, v *Verified) error {
 	var counted limit.Checks
 	if rec.RateLimit > 0 || m.plans != nil && !outside {
-		var err error
-		if counted, err = m.countLimits(ctx, rec, opts, outside, now, v); err != nil {
+		if err := m.countLimits(ctx, rec, opts, outside, now, v, &counted); err != nil {
 			return err
 		}
 	}
@@ -213,7 +212,7 @@ func (m *Manager) charge(ctx context.Context, rec *store.Record, opts []VerifyOp
 		}
 	}
 	if err != nil {
-		m.refund(ctx, counted, now, v)
+		m.refund(ctx, &counted, now, v)
 	}
 	return err
 }
@@ -222,7 +221,7 @@ func (m *Manager) charge(ctx context.Context, rec *store.Record, opts []VerifyOp
 // without its cancellation (a client that left is refunded too). A
 // limiter that cannot refund, or a refund that fails, keeps the count:
 // the request then spent its limits, as before refunds.
-func (m *Manager) refund(ctx context.Context, counted limit.Checks, now time.Time, v *Verified) {
+func (m *Manager) refund(ctx context.Context, counted *limit.Checks, now time.Time, v *Verified) {
 	if counted[0].Max|counted[1].Max|counted[2].Max|counted[3].Max == 0 {
 		return
 	}
@@ -230,23 +229,22 @@ func (m *Manager) refund(ctx context.Context, counted limit.Checks, now time.Tim
 	if !ok {
 		return
 	}
-	if err := r.Refund(context.WithoutCancel(ctx), counted, now); err == nil && v.RateLimit.Limit > 0 {
+	if err := r.Refund(context.WithoutCancel(ctx), *counted, now); err == nil && v.RateLimit.Limit > 0 {
 		v.RateLimit.Remaining++ // the headers show the count after the refund
 	}
 }
 
 // countLimits counts the request against the key's limits, all at once,
-// and returns the checks it counted; a refusal is a *RateLimitError. Apart from verify, so that a key without
+// filling checks with what it counted; a refusal is a *RateLimitError. Apart from verify, so that a key without
 // limits does not pay for zeroing their checks.
-func (m *Manager) countLimits(ctx context.Context, rec *store.Record, opts []VerifyOption, outside bool, now time.Time, v *Verified) (limit.Checks, error) {
-	var checks limit.Checks
+func (m *Manager) countLimits(ctx context.Context, rec *store.Record, opts []VerifyOption, outside bool, now time.Time, v *Verified, checks *limit.Checks) error {
 	if rec.RateLimit > 0 {
 		checks[0] = limit.Check{Name: limit.Key, ID: rec.ID, Max: rec.RateLimit}
 	}
 	if m.plans != nil && !outside {
 		e, err := m.plans.of(ctx, rec.AccountID, now)
 		if err != nil {
-			return limit.Checks{}, err
+			return err
 		}
 		checks[1] = limit.Check{Name: limit.AccountMinute, ID: rec.AccountID, Max: e.plan.PerMinute}
 		checks[2] = limit.Check{Name: limit.AccountDay, ID: rec.AccountID, Max: e.plan.PerDay}
@@ -258,16 +256,16 @@ func (m *Manager) countLimits(ctx context.Context, rec *store.Record, opts []Ver
 		}
 	}
 	if checks[0].Max|checks[1].Max|checks[2].Max|checks[3].Max != 0 {
-		rl, allowed, err := m.limiter.Allow(ctx, checks, now)
+		rl, allowed, err := m.limiter.Allow(ctx, *checks, now)
 		if err != nil {
-			return limit.Checks{}, fmt.Errorf("%w: rate limiter: %w", ErrUnavailable, err)
+			return fmt.Errorf("%w: rate limiter: %w", ErrUnavailable, err)
 		}
 		v.RateLimit = rl
 		if !allowed {
-			return limit.Checks{}, &RateLimitError{RateLimit: rl}
+			return &RateLimitError{RateLimit: rl}
 		}
 	}
-	return checks, nil
+	return nil
 }
 
 func outsidePlan(opts []VerifyOption) bool {
