@@ -19,9 +19,9 @@ import (
 // (WriteError). Its options apply to all of them alike. It is safe for
 // concurrent use.
 type Adapter struct {
-	m      *keys.Manager
-	c      *config
-	mux    *http.ServeMux
+	m   *keys.Manager
+	c   *config
+	mux *http.ServeMux
 }
 
 // Permissions the endpoints need.
