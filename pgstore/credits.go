@@ -48,13 +48,24 @@ ON CONFLICT (id) DO UPDATE SET remaining = EXCLUDED.remaining, refill_interval =
 	LIMIT 1000)`
 )
 
-// SpendCredits implements store.CreditStore in one UPDATE. When it spends
-// nothing, a read tells an exhausted budget from a missing one; if the
-// budget was raised in between, the spend is tried once more. A budget
-// found spent is remembered for a second (or until its refill, if sooner):
-// a flood of requests on a spent key costs this instance a query a second,
-// not two a request. A raise made through this instance is seen at once;
-// one made through another, within that second.
+// SpendCredits implements store.CreditStore. Concurrent spends of one
+// budget on this instance are coalesced: while one UPDATE is in flight,
+// the spends that arrive wait, and the next UPDATE takes them all, their
+// costs summed, so a flood of requests on a credited key costs one
+// statement per round trip, not one per request (16 clients: about one
+// statement in 16 requests; one each, serialised on the row, before). A
+// batch the budget cannot pay in full is spent one request at a time, in
+// the order they came, so a refusal still means that the budget cannot
+// pay for that request; nothing is reserved or held back, and across
+// instances the row's lock keeps every spend exact.
+//
+// A spend that spends nothing is told apart by a read: an exhausted
+// budget from a missing one (if the budget was raised in between, the
+// spend is tried once more). A budget found spent is remembered for a
+// second (or until its refill, if sooner): a flood of requests on a spent
+// key costs this instance a query a second, not two a request. A raise
+// made through this instance is seen at once; one made through another,
+// within that second.
 func (s *Store) SpendCredits(ctx context.Context, id string, cost int64, now time.Time) (store.Budget, error) {
 	if s.closed.Load() {
 		return store.Budget{}, ErrClosed
@@ -66,11 +77,172 @@ func (s *Store) SpendCredits(ctx context.Context, id string, cost int64, now tim
 		s.spentRefusals.Add(1)
 		return c, store.ErrCreditsExhausted
 	}
+	r := &spendReq{cost: cost, now: now, turn: make(chan bool, 1)}
+	lead, linger := s.spends.join(id, r)
+	if !lead && !<-r.turn {
+		return r.c, r.err // a leader spent it in its batch
+	}
+	if !lead || linger {
+		// Spends are queueing on this budget (this one was handed the
+		// lead, or the budget's last batch held several an instant ago):
+		// wait a moment for those on their way, the clients of the last
+		// batch coming back, so that one statement takes them all. A
+		// spend of a quiet budget does not wait.
+		time.Sleep(spendLinger)
+	}
+	// This spend leads: it takes every spend waiting (its own among them),
+	// runs them, and hands the lead to the first that came meanwhile. Its
+	// statements run without the caller's cancellation: they are others'
+	// spends as well.
+	batch := s.spends.take(id)
+	s.spendBatch(context.WithoutCancel(ctx), id, batch)
+	s.spends.handOver(id)
+	for _, b := range batch {
+		if b != r {
+			b.turn <- false
+		}
+	}
+	return r.c, r.err
+}
+
+// spendReq is one spend waiting for, or in, a batch.
+type spendReq struct {
+	cost int64
+	now  time.Time
+	turn chan bool // false: c and err are set; true: lead the next batch
+	c    store.Budget
+	err  error
+}
+
+// spendQueues are the spends waiting per budget, and whether one leads.
+// A budget's entry lives while spends of it are in flight, and a moment
+// after a batch of several (so that the next spend knows to wait for
+// company); a sweep drops entries idle for a second once there are many.
+type spendQueues struct {
+	mu sync.Mutex
+	m  map[string]*spendQueue
+}
+
+type spendQueue struct {
+	waiting []*spendReq
+	leading bool
+	last    int   // how many spends the last batch held
+	ended   int64 // when the last batch ended (Unix ns), if none leads
+}
+
+// spendLinger is how long a batch waits for more spends when spends are
+// queueing: about a client's round trip on a LAN. It adds that to a
+// credited request's time under a flood only.
+const spendLinger = 300 * time.Microsecond
+
+// join queues r. lead: r leads (no spend of the budget in flight); linger:
+// the budget's last batch held several and ended an instant ago.
+func (q *spendQueues) join(id string, r *spendReq) (lead, linger bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.m == nil {
+		q.m = make(map[string]*spendQueue)
+	}
+	sq := q.m[id]
+	if sq == nil {
+		if len(q.m) >= 4096 {
+			q.sweep(time.Now().UnixNano())
+		}
+		sq = &spendQueue{}
+		q.m[id] = sq
+	}
+	sq.waiting = append(sq.waiting, r)
+	if sq.leading {
+		return false, false
+	}
+	sq.leading = true
+	return true, sq.last > 1 && time.Now().UnixNano()-sq.ended < int64(10*time.Millisecond)
+}
+
+// sweep drops the entries of budgets idle for a second. The caller holds
+// q.mu.
+func (q *spendQueues) sweep(now int64) {
+	for id, sq := range q.m {
+		if !sq.leading && now-sq.ended > int64(time.Second) {
+			delete(q.m, id)
+		}
+	}
+}
+
+// take returns the spends waiting on id, emptying the queue.
+func (q *spendQueues) take(id string) []*spendReq {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	sq := q.m[id]
+	batch := sq.waiting
+	sq.waiting, sq.last = nil, len(batch)
+	return batch
+}
+
+// handOver gives the lead to the first spend that came during the batch;
+// with none, the budget is quiet (its entry kept a moment after a batch
+// of several).
+func (q *spendQueues) handOver(id string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	sq := q.m[id]
+	if len(sq.waiting) > 0 {
+		sq.waiting[0].turn <- true
+		return
+	}
+	sq.leading, sq.ended = false, time.Now().UnixNano()
+	if sq.last <= 1 {
+		delete(q.m, id)
+	}
+}
+
+// spendBatch spends a batch's costs in one statement, or, when the budget
+// cannot pay them all, one spend at a time.
+func (s *Store) spendBatch(ctx context.Context, id string, batch []*spendReq) {
 	conn, ctx, done, err := s.conn(ctx)
 	if err != nil {
-		return store.Budget{}, err
+		for _, r := range batch {
+			r.err = err
+		}
+		return
 	}
 	defer done()
+	now := batch[0].now
+	var total int64
+	for _, r := range batch {
+		total += r.cost
+		if r.now.After(now) {
+			now = r.now
+		}
+	}
+	day, month := credits.Daily.PeriodStart(now), credits.Monthly.PeriodStart(now)
+	if len(batch) > 1 {
+		var c store.Budget
+		s.creditQueries.Add(1)
+		err := scanCredits(conn.QueryRow(ctx, s.qSpend, id, total, day, month), &c)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			// Each sees the budget as after its own spend, in order.
+			after := c.Remaining + total
+			for _, r := range batch {
+				after -= r.cost
+				r.c, r.err = c, err
+				r.c.Remaining = after
+			}
+			return
+		}
+	}
+	for _, r := range batch {
+		r.c, r.err = s.spendOne(ctx, conn, id, r.cost, r.now)
+	}
+}
+
+// spendOne spends one request's cost: one UPDATE, and when it spends
+// nothing, a read.
+func (s *Store) spendOne(ctx context.Context, conn *pgxpool.Conn, id string, cost int64, now time.Time) (store.Budget, error) {
+	if c, ok := s.spent.refuses(id, cost, now); ok {
+		s.spentRefusals.Add(1)
+		return c, store.ErrCreditsExhausted
+	}
 	day, month := credits.Daily.PeriodStart(now), credits.Monthly.PeriodStart(now)
 	for attempt := 0; ; attempt++ {
 		var c store.Budget

@@ -66,6 +66,7 @@ type Store struct {
 	qSpend, qReadCredits, qSetCredits, qSweepCredits string
 	creditsSwept                                     atomic.Int64
 	spent                                            spentMemo
+	spends                                           spendQueues
 	creditQueries, spentRefusals                     atomic.Int64
 
 	// Import's temporary table (one per connection, emptied at each
