@@ -15,6 +15,7 @@ import (
 
 	"github.com/txcloud/keys/credits"
 	"github.com/txcloud/keys/event"
+	"github.com/txcloud/keys/internal/marks"
 	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/observe"
 	"github.com/txcloud/keys/store"
@@ -189,6 +190,7 @@ type Manager struct {
 	maxAllowedIPs    int
 	defaultRateLimit int
 	limiter          limit.Limiter
+	marks            marks.Set // Deduplicate's memory, on a store that is no store.Marker
 	onEvent          func(context.Context, event.Event)
 	idem             idempotency
 	states           *states          // what the Manager keeps per key it has verified

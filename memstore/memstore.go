@@ -32,6 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/txcloud/keys/internal/marks"
 	"github.com/txcloud/keys/store"
 )
 
@@ -59,6 +60,7 @@ type Store struct {
 
 	usage   usageCounts
 	credits credits
+	marks   marks.Set // store.Marker
 }
 
 // account is one account's records, sorted by (CreatedAt, ID) ascending:
@@ -228,6 +230,7 @@ func (sh *shard) get(h *store.Digest) *store.Record {
 var (
 	_ store.Store    = (*Store)(nil)
 	_ store.Importer = (*Store)(nil)
+	_ store.Marker   = (*Store)(nil)
 )
 
 // New returns an empty store.
@@ -238,6 +241,7 @@ func New() *Store {
 		idem:     make(map[store.Digest]*store.IdempotencyRecord),
 		idemOf:   make(map[string]store.Digest),
 	}
+	s.marks.Max = 100_000
 	for i := range s.shards {
 		s.shards[i].table.Store(newTable(8))
 	}
@@ -702,4 +706,16 @@ func (s *Store) touch(batch []store.LastUsed) {
 		s.mu.Unlock()
 		batch = again
 	}
+}
+
+// Mark implements store.Marker, in memory: at most 100,000 marks (at the
+// bound, expired ones go first, then the oldest).
+func (s *Store) Mark(_ context.Context, mark store.Digest, until, now time.Time) (bool, error) {
+	return s.marks.Mark(mark, until, now), nil
+}
+
+// Unmark implements store.Marker.
+func (s *Store) Unmark(_ context.Context, mark store.Digest) error {
+	s.marks.Unmark(mark)
+	return nil
 }

@@ -64,6 +64,7 @@ type Store struct {
 	// Credits (credits.go): their statements, this instance's last sweep
 	// (Unix ns), the budgets it found spent, and its counters.
 	qSpend, qReadCredits, qSetCredits, qSweepCredits string
+	qMark, qUnmark, qExpireMarks                     string
 	creditsSwept                                     atomic.Int64
 	spent                                            spentMemo
 	spends                                           spendQueues
@@ -239,6 +240,7 @@ FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`)
 WHERE id = $1 AND version = $8 - 1 AND digest = $9`)
 	s.qVersion = s.sql(`SELECT version, digest FROM {{schema}}.api_keys WHERE id = $1`)
 	s.qSpend, s.qReadCredits, s.qSetCredits, s.qSweepCredits = s.sql(credSpend), s.sql(credRead), s.sql(credSet), s.sql(credSweep)
+	s.qMark, s.qUnmark, s.qExpireMarks = s.sql(markSQL), s.sql(unmarkSQL), s.sql(expireMarksSQL)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
@@ -639,6 +641,9 @@ func (s *Store) TouchLastUsed(ctx context.Context, batch []store.LastUsed) error
 		return nil
 	}
 	if err := s.sweepCredits(ctx, now); err != nil {
+		return err
+	}
+	if err := s.expireMarks(ctx, now); err != nil {
 		return err
 	}
 	return s.expireIdempotency(ctx, now)

@@ -166,6 +166,13 @@ CREATE TABLE {{schema}}.key_credits (
 	by_host         boolean     NOT NULL,
 	CHECK ((refill_interval IS NULL) = (refill_amount IS NULL))
 );`,
+	// 9: marks (store.Marker), each until its expiry; the index serves
+	// the sweep of expired ones.
+	`CREATE TABLE {{schema}}.marks (
+	mark  bytea       PRIMARY KEY,
+	until timestamptz NOT NULL
+);
+CREATE INDEX marks_until ON {{schema}}.marks (until);`,
 }
 
 // Migrate creates or upgrades the schema. It is idempotent, and safe when

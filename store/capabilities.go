@@ -144,3 +144,22 @@ type CreditBudget struct {
 type Importer interface {
 	Import(ctx context.Context, recs []*Record) (inserted int, err error)
 }
+
+// Marker is the optional capability that remembers marks for a while,
+// shared by every instance of a host on the store: what must happen once
+// across instances (package secretscanning's alerts: a replayed alert is
+// refused by every instance, not only the one that took it first).
+// memstore and pgstore have it; on a store without it the Manager
+// remembers marks in its own memory (enough for one instance, such as
+// sqlitestore's).
+type Marker interface {
+	// Mark records mark until until, and reports whether it is new: false
+	// if it is recorded already, unexpired at now. Of concurrent calls
+	// with one mark, from any instance, exactly one reports true. Expired
+	// marks may be deleted at any time (pgstore: on the last-used flush).
+	Mark(ctx context.Context, mark Digest, until, now time.Time) (fresh bool, err error)
+	// Unmark deletes mark, so that the next Mark of it is new (the work
+	// it guarded failed, and must be let in again). Unmarking a mark not
+	// recorded is no error.
+	Unmark(ctx context.Context, mark Digest) error
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,7 @@ import (
 	"github.com/txcloud/keys/httpadapter/secretscanning"
 	"github.com/txcloud/keys/internal/buildtag"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/store"
 )
 
 // Eight clients posting 1 MiB bodies to the receiver, unsigned or with a
@@ -242,4 +244,53 @@ func (b blockingReader) Read([]byte) (int, error) {
 	}
 	<-b.release
 	return 0, io.EOF
+}
+
+// An alert the receiver could not handle (the store failed) is forgotten,
+// so that GitHub's retry of it is handled, not refused as a replay.
+func TestFailedAlertIsLetInAgain(t *testing.T) {
+	ctx := context.Background()
+	st := &flakyStore{Store: memstore.New()}
+	m, err := keys.New(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	k, err := m.Create(ctx, keys.APIKeyCreate{Name: "k", Environment: keys.Live, AccountID: "acct"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, doc := githubKeys(t, "kid-1")
+	pub, _ := secretscanning.ParsePublicKeys(doc)
+	recv := secretscanning.New(m, pub, keys.LeakRevoke, httpadapter.New(m).WriteError)
+	body := []byte(`[{"token":"` + string(k.Key) + `","type":"txcloud_api_key","url":"u","source":"content"}]`)
+	st.down.Store(true)
+	rec := httptest.NewRecorder()
+	recv.ServeHTTP(rec, signed(t, priv, "kid-1", body))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("an alert while the store is down: %d", rec.Code)
+	}
+	st.down.Store(false)
+	rec = httptest.NewRecorder()
+	recv.ServeHTTP(rec, signed(t, priv, "kid-1", body))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GitHub's retry of it: %d %s", rec.Code, rec.Body)
+	}
+	if _, err := m.Verify(ctx, string(k.Key)); !errors.Is(err, keys.ErrKeyRevoked) {
+		t.Fatalf("the retried alert did not revoke the key: %v", err)
+	}
+}
+
+// flakyStore is a memstore whose lookups fail while down (its marks still
+// work: the Marker methods are promoted).
+type flakyStore struct {
+	*memstore.Store
+	down atomic.Bool
+}
+
+func (s *flakyStore) LookupDigest(ctx context.Context, d store.Digest) (*store.Record, error) {
+	if s.down.Load() {
+		return nil, errors.New("connection refused")
+	}
+	return s.Store.LookupDigest(ctx, d)
 }

@@ -16,6 +16,7 @@ package secretscanning
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -27,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/txcloud/keys"
@@ -91,10 +91,10 @@ const (
 	// (GitHub retries), so that no flood of posts takes more of the
 	// server than this.
 	MaxConcurrent = 4
-	// alertReplayWindow is how long a delivered body is remembered, and
-	// maxRemembered how many at most (the oldest go first).
+	// alertReplayWindow is how long a delivered body is remembered
+	// (keys.Manager.Deduplicate: in the store, shared by every instance,
+	// when it is a store.Marker).
 	alertReplayWindow = 24 * time.Hour
-	maxRemembered     = 10_000
 )
 
 // New returns the handler for GitHub's secret-scanning partner alerts
@@ -117,8 +117,9 @@ const (
 // badly signed or unknown-key body (401), a body over MaxBody (413),
 // one that is not a JSON array of alerts or holds more than MaxTokens
 // (400), and a body already delivered in the last 24 hours (409, so a
-// replayed alert cannot be used to probe or to fire events again; this
-// instance remembers the last 10,000 bodies).
+// replayed alert cannot be used to probe or to fire events again; the
+// memory is keys.Manager.Deduplicate's: the store's, shared by every
+// instance, on memstore and pgstore).
 //
 // Refusals are written by writeError: the httpadapter.Adapter's
 // WriteError, so that they carry its request IDs and logging.
@@ -139,7 +140,7 @@ func New(m *keys.Manager, publicKeys []PublicKey, action keys.LeakAction, writeE
 		}
 		byID[k.ID] = k.Key
 	}
-	return &receiver{m: m, writeError: writeError, keys: byID, action: action, seen: map[[32]byte]time.Time{}, slots: make(chan struct{}, MaxConcurrent)}
+	return &receiver{m: m, writeError: writeError, keys: byID, action: action, slots: make(chan struct{}, MaxConcurrent)}
 }
 
 type receiver struct {
@@ -149,10 +150,6 @@ type receiver struct {
 	action     keys.LeakAction
 
 	slots chan struct{} // one per alert being handled
-
-	mu    sync.Mutex
-	seen  map[[32]byte]time.Time // digests of delivered bodies
-	order [][32]byte             // the same, oldest first
 }
 
 // alert is one entry of GitHub's payload; other fields are ignored.
@@ -219,14 +216,21 @@ func (s *receiver) serve(w http.ResponseWriter, r *http.Request) error {
 	if len(alerts) > MaxTokens {
 		return invalidRequest(http.StatusBadRequest, "", fmt.Sprintf("at most %d tokens in one alert", MaxTokens))
 	}
-	if !s.remember(digest, time.Now()) {
+	fresh, forget, err := s.m.Deduplicate(r.Context(), digest, alertReplayWindow)
+	if err != nil {
+		return err
+	}
+	if !fresh {
 		return &httpadapter.Error{Status: http.StatusConflict, Type: httpadapter.TypeIdempotency, Code: "alert_replayed", Message: "this alert was delivered already"}
 	}
 	out := make([]feedback, 0, len(alerts))
 	for _, al := range alerts {
 		rep, err := s.m.ReportLeak(r.Context(), al.Token, event.Leak{URL: al.URL, Source: al.Source, Type: al.Type}, s.action)
 		if err != nil {
-			s.forget(digest) // let GitHub's retry in: not every token was handled
+			// Let GitHub's retry in: not every token was handled.
+			if ferr := forget(context.WithoutCancel(r.Context())); ferr != nil {
+				err = errors.Join(err, ferr)
+			}
 			return err
 		}
 		sum := sha256.Sum256([]byte(al.Token))
@@ -261,33 +265,6 @@ func (s *receiver) signature(r *http.Request) (*ecdsa.PublicKey, []byte, error) 
 		return nil, nil, errBadSignature
 	}
 	return pub, sig, nil
-}
-
-// remember records a delivered body, reporting false if it was delivered
-// within the replay window.
-func (s *receiver) remember(d [32]byte, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for len(s.order) > 0 {
-		old := s.order[0]
-		if t, ok := s.seen[old]; ok && now.Sub(t) < alertReplayWindow && len(s.order) < maxRemembered {
-			break
-		}
-		delete(s.seen, old)
-		s.order = s.order[1:]
-	}
-	if _, ok := s.seen[d]; ok { // bodies come in time order: the loop above forgot the expired ones
-		return false
-	}
-	s.seen[d] = now
-	s.order = append(s.order, d)
-	return true
-}
-
-func (s *receiver) forget(d [32]byte) {
-	s.mu.Lock()
-	delete(s.seen, d)
-	s.mu.Unlock()
 }
 
 func invalidRequest(status int, param, message string) *httpadapter.Error {

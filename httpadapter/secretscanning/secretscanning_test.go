@@ -62,7 +62,8 @@ func TestGitHubSecretScanning(t *testing.T) {
 	ctx := context.Background()
 	var logs bytes.Buffer
 	var leaked []event.Event
-	m, err := keys.New(memstore.New(), keys.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))),
+	shared := memstore.New()
+	m, err := keys.New(shared, keys.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))),
 		keys.WithEventHook(func(_ context.Context, e event.Event) {
 			if e.Type == event.KeyLeaked {
 				leaked = append(leaked, e)
@@ -141,9 +142,25 @@ func TestGitHubSecretScanning(t *testing.T) {
 		t.Fatalf("key.leaked events: %+v", leaked)
 	}
 
-	// Replayed: refused.
-	if rec := serve(signed(t, priv, "kid-1", body)); rec.Code != http.StatusConflict || len(leaked) != 2 {
+	// Replayed: refused, by this instance and by another on the same
+	// store (a second Manager on it: the memory is the store's).
+	replay := signed(t, priv, "kid-1", body)
+	if rec := serve(replay); rec.Code != http.StatusConflict || len(leaked) != 2 {
 		t.Fatalf("replay: %d, %d events", rec.Code, len(leaked))
+	}
+	m2, err := keys.New(shared, keys.WithEventHook(func(_ context.Context, e event.Event) {
+		if e.Type == event.KeyLeaked {
+			leaked = append(leaked, e)
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close(ctx)
+	rec2 := httptest.NewRecorder()
+	secretscanning.New(m2, ghKeys, keys.LeakRevoke, httpadapter.New(m2).WriteError).ServeHTTP(rec2, signed(t, priv, "kid-1", body))
+	if rec2.Code != http.StatusConflict || len(leaked) != 2 {
+		t.Fatalf("replay to another instance: %d, %d events (key.leaked fired again)", rec2.Code, len(leaked))
 	}
 	// 10 MiB: refused unread.
 	big := append([]byte("["), bytes.Repeat([]byte(" "), 10<<20)...)

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,6 +64,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Usage", testUsage},
 		{"Credits", testCredits},
 		{"CreditsConcurrent", testCreditsConcurrent},
+		{"Marks", testMarks},
 		{"Concurrent", testConcurrent},
 		{"MaxActive", testMaxActive},
 		{"KeepRevoked", testKeepRevoked},
@@ -1767,5 +1769,73 @@ func testCreditsConcurrent(t *testing.T, s store.Store) {
 	}
 	if got, _ := cs.ReadCredits(context.Background(), []string{r.ID}, base); got[r.ID].Remaining != 0 {
 		t.Fatalf("%d remaining after the budget was spent", got[r.ID].Remaining)
+	}
+}
+
+// testMarks: a mark is new once until it expires, then new again; marks
+// are independent; Unmark makes it new at once; of concurrent marks of one
+// name exactly one is new.
+func testMarks(t *testing.T, s store.Store) {
+	mk, ok := s.(store.Marker)
+	if !ok {
+		t.Skip("not a store.Marker: the Manager remembers marks in its own memory")
+	}
+	ctx := context.Background()
+	var a, b store.Digest
+	if _, err := rand.Read(a[:]); err != nil {
+		t.Fatal(err)
+	}
+	copy(b[:], a[:])
+	b[31] ^= 1
+	mark := func(d store.Digest, until, now time.Time) bool {
+		t.Helper()
+		fresh, err := mk.Mark(ctx, d, until, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fresh
+	}
+	day := base.Add(24 * time.Hour)
+	if !mark(a, day, base) || mark(a, day, base.Add(time.Hour)) {
+		t.Fatal("a mark is not new exactly once before it expires")
+	}
+	if !mark(b, day, base) {
+		t.Fatal("a second mark was taken for the first")
+	}
+	if !mark(a, day.Add(24*time.Hour), day) || mark(a, day.Add(24*time.Hour), day) {
+		t.Fatal("an expired mark is not new again, exactly once")
+	}
+	if err := mk.Unmark(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if !mark(b, day, base) {
+		t.Fatal("an unmarked mark is not new")
+	}
+	var none store.Digest
+	if err := mk.Unmark(ctx, none); err != nil {
+		t.Fatalf("unmarking a mark never made: %v", err)
+	}
+	var c store.Digest
+	if _, err := rand.Read(c[:]); err != nil {
+		t.Fatal(err)
+	}
+	var fresh atomic.Int64
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, err := mk.Mark(ctx, c, day, base)
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				fresh.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if fresh.Load() != 1 {
+		t.Fatalf("%d of 12 concurrent marks of one name were new; want 1", fresh.Load())
 	}
 }
