@@ -167,7 +167,11 @@ func TestUnary(t *testing.T) {
 		refused(t, err, codes.Unauthenticated, "unauthorized", string(good.Key))
 	}
 
-	forged := string(good.Key[:len(good.Key)-1]) + "x"
+	last := "x"
+	if good.Key[len(good.Key)-1] == 'x' { // one key in 62: "x" would change nothing
+		last = "y"
+	}
+	forged := string(good.Key[:len(good.Key)-1]) + last
 	_, err = c.Check(withKey(forged), &healthpb.HealthCheckRequest{})
 	refused(t, err, codes.Unauthenticated, "unauthorized", forged)
 
