@@ -20,6 +20,9 @@ var ErrCreditsExhausted = store.ErrCreditsExhausted
 type CreditsError struct {
 	Credits credits.Budget // the budget as it stands, RefillsAt included
 	Cost    int64          // what the request would have cost
+	// Account is true when the account's budget (SetAccountCredits) ran
+	// out, false when the key's did.
+	Account bool
 	// RetryAfter is the wait until the refill (from Verify's instant), or
 	// 0 with no refill: then only a change of the budget helps.
 	RetryAfter time.Duration
@@ -98,24 +101,24 @@ func (m *Manager) mayChangeCredits(ctx context.Context, id string) error {
 	return nil
 }
 
-// spend takes cost from the budget named id at now, and returns what the
-// budget then holds.
-func (m *Manager) spend(ctx context.Context, id string, cost int64, now time.Time) (int64, error) {
+// spend takes cost from the budget named id at now, and returns the
+// budget after it. A budget that is gone is store.ErrNotFound.
+func (m *Manager) spend(ctx context.Context, id string, cost int64, now time.Time) (store.Budget, error) {
 	if m.credits == nil {
-		return 0, errNoCreditStore
+		return store.Budget{}, errNoCreditStore
 	}
 	b, err := m.credits.SpendCredits(ctx, id, cost, now)
 	switch {
 	case err == nil:
-		return b.Remaining, nil
+		return b, nil
 	case errors.Is(err, store.ErrCreditsExhausted):
 		e := &CreditsError{Credits: *shownBudget(b, now), Cost: cost}
 		if e.Credits.RefillsAt != nil {
 			e.RetryAfter = e.Credits.RefillsAt.Sub(now)
 		}
-		return 0, e
-	default:
-		return 0, fmt.Errorf("%w: spending credits: %w", ErrUnavailable, err)
+		return store.Budget{}, e
+	default: // a budget that is gone too: the record names one the store lacks
+		return store.Budget{}, fmt.Errorf("%w: spending credits: %w", ErrUnavailable, err)
 	}
 }
 

@@ -279,6 +279,9 @@ func New(st store.Store, opts ...Option) (*Manager, error) {
 	m.credits, _ = store.Capability[store.CreditStore](st)
 	if c.plans != nil {
 		m.plans = &plans{fetch: c.plans, ttl: int64(c.planTTL)}
+		if m.credits != nil {
+			m.plans.budget = m.hasAccountBudget
+		}
 	}
 	for _, p := range c.foreign {
 		if strings.HasPrefix(p, format.brand) || strings.HasPrefix(format.brand, p) {

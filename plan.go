@@ -65,7 +65,10 @@ var errInvalidPlan = errors.New("keys: invalid plan")
 
 // plans caches the answers of WithPlans' function per account.
 type plans struct {
-	fetch   func(ctx context.Context, accountID string) (Plan, error)
+	fetch func(ctx context.Context, accountID string) (Plan, error)
+	// budget reports whether the account has a budget of its own
+	// (SetAccountCredits), asked with the plan and cached with it.
+	budget  func(ctx context.Context, accountID string, now time.Time) (bool, error)
 	ttl     int64
 	entries sync.Map // account → *planEntry
 	asking  sync.Map // account → *planCall: the first answer, asked once
@@ -82,6 +85,7 @@ type planCall struct {
 
 type planEntry struct {
 	plan      Plan
+	budget    bool // the account has a budget of its own
 	endpoints []endpointPattern
 	fetched   atomic.Int64 // Unix ns, on the Manager's clock
 	asking    atomic.Bool
@@ -145,6 +149,11 @@ func (p *plans) ask(ctx context.Context, account string, t int64) (*planEntry, e
 	e, err := compilePlan(plan)
 	if err != nil {
 		return nil, fmt.Errorf("%w: the plan of account %s: %w", ErrUnavailable, account, err)
+	}
+	if p.budget != nil {
+		if e.budget, err = p.budget(ctx, account, time.Unix(0, t)); err != nil {
+			return nil, fmt.Errorf("%w: the credits of account %s: %w", ErrUnavailable, account, err)
+		}
 	}
 	e.fetched.Store(t)
 	return e, nil

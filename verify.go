@@ -196,25 +196,66 @@ func inFlightOf(opts []VerifyOption) *func() {
 // spend them) gives the limits back, when the limiter can refund.
 func (m *Manager) charge(ctx context.Context, rec *store.Record, opts []VerifyOption, outside bool, api string, now time.Time, v *Verified) error {
 	var counted limit.Checks
+	var plan *planEntry
 	if rec.RateLimit > 0 || m.plans != nil && !outside {
-		if err := m.countLimits(ctx, rec, opts, outside, now, v, &counted); err != nil {
+		if err := m.countLimits(ctx, rec, opts, outside, now, v, &counted, &plan); err != nil {
 			return err
 		}
 	}
-	if rec.CreditsID == "" || outside {
+	account := plan != nil && plan.budget
+	if rec.CreditsID == "" && !account || outside {
 		return nil
 	}
 	cost, err := m.costOf(api, opts)
 	if err == nil && cost > 0 {
-		var left int64
-		if left, err = m.spend(ctx, rec.CreditsID, cost, now); err == nil {
-			v.Credits, v.Spent = left, cost
-		}
+		err = m.spendBudgets(ctx, rec, account, cost, now, v)
 	}
 	if err != nil {
 		m.refund(ctx, &counted, now, v)
 	}
 	return err
+}
+
+// spendBudgets takes cost from the account's budget (if account) and the
+// key's (if it names one), both or neither: the account's first, given
+// back if the key's cannot pay. v.Credits is what the smaller then holds.
+func (m *Manager) spendBudgets(ctx context.Context, rec *store.Record, account bool, cost int64, now time.Time, v *Verified) error {
+	var spent store.Budget
+	left := int64(-1)
+	if account {
+		var err error
+		if spent, err = m.spend(ctx, accountBudgetID(rec.AccountID), cost, now); err != nil {
+			var ce *CreditsError
+			if errors.As(err, &ce) {
+				ce.Account = true
+			}
+			if errors.Is(err, store.ErrNotFound) { // removed since the plan was cached: none to spend
+				account = false
+			} else {
+				return err
+			}
+		} else {
+			left = spent.Remaining
+		}
+	}
+	if rec.CreditsID != "" {
+		b, err := m.spend(ctx, rec.CreditsID, cost, now)
+		if err != nil {
+			if account {
+				// Under the caller's context without its cancellation: the
+				// account's credit is given back even if the client left.
+				_ = m.credits.RefundCredits(context.WithoutCancel(ctx), accountBudgetID(rec.AccountID), cost, spent.Period)
+			}
+			return err
+		}
+		if left < 0 || b.Remaining < left {
+			left = b.Remaining
+		}
+	}
+	if left >= 0 {
+		v.Credits, v.Spent = left, cost
+	}
+	return nil
 }
 
 // refund gives back what countLimits counted, under the caller's context
@@ -235,9 +276,10 @@ func (m *Manager) refund(ctx context.Context, counted *limit.Checks, now time.Ti
 }
 
 // countLimits counts the request against the key's limits, all at once,
-// filling checks with what it counted; a refusal is a *RateLimitError. Apart from verify, so that a key without
+// filling checks with what it counted (and plan with the account's plan,
+// when it applies); a refusal is a *RateLimitError. Apart from verify, so that a key without
 // limits does not pay for zeroing their checks.
-func (m *Manager) countLimits(ctx context.Context, rec *store.Record, opts []VerifyOption, outside bool, now time.Time, v *Verified, checks *limit.Checks) error {
+func (m *Manager) countLimits(ctx context.Context, rec *store.Record, opts []VerifyOption, outside bool, now time.Time, v *Verified, checks *limit.Checks, plan **planEntry) error {
 	if rec.RateLimit > 0 {
 		checks[0] = limit.Check{Name: limit.Key, ID: rec.ID, Max: rec.RateLimit}
 	}
@@ -246,6 +288,7 @@ func (m *Manager) countLimits(ctx context.Context, rec *store.Record, opts []Ver
 		if err != nil {
 			return err
 		}
+		*plan = e
 		checks[1] = limit.Check{Name: limit.AccountMinute, ID: rec.AccountID, Max: e.plan.PerMinute}
 		checks[2] = limit.Check{Name: limit.AccountDay, ID: rec.AccountID, Max: e.plan.PerDay}
 		if len(e.endpoints) > 0 {

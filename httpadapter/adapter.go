@@ -41,6 +41,7 @@ const (
 //	POST   /developers/keys/{id}/roll  roll (developers:write; 201, new key shown once)
 //	GET    /developers/usage           the account's usage (developers:read)
 //	GET    /developers/keys/{id}/usage a key's usage series (developers:read)
+//	GET    /developers/account         the account: its plan and credits (developers:read)
 //
 // The caller authenticates with a key (or through WithAuthenticator) and
 // sees and changes only its own account's keys: another account's key ID is
@@ -68,6 +69,7 @@ func New(m *keys.Manager, opts ...Option) *Adapter {
 	a.mux.Handle("POST /developers/keys/{id}/roll", a.endpoint(PermissionManageKeys, "", a.roll))
 	a.mux.Handle("GET /developers/usage", a.endpoint(PermissionReadKeys, usageReads, a.usage))
 	a.mux.Handle("GET /developers/keys/{id}/usage", a.endpoint(PermissionReadKeys, usageReads, a.keyUsage))
+	a.mux.Handle("GET /developers/account", a.endpoint(PermissionReadKeys, "", a.account))
 	// Known paths, other methods: 405 in the envelope (ServeMux's own 405
 	// is plain text).
 	for path, allow := range map[string]string{
@@ -76,6 +78,7 @@ func New(m *keys.Manager, opts ...Option) *Adapter {
 		"/developers/keys/{id}/roll":  "POST",
 		"/developers/usage":           "GET",
 		"/developers/keys/{id}/usage": "GET",
+		"/developers/account":         "GET",
 	} {
 		a.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)

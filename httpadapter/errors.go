@@ -31,7 +31,8 @@ type ErrorDetail struct {
 	RequestID  string `json:"request_id"`
 	RetryAfter *int   `json:"retry_after,omitempty"`
 	// Limit names the limit a 429 hit: key, account_minute, account_day,
-	// endpoint, concurrency or management.
+	// endpoint, concurrency or management; of a 402, the budget that ran
+	// out: key_credits or account_credits.
 	Limit string `json:"limit,omitempty"`
 }
 
@@ -112,6 +113,7 @@ func describe(err error) (status int, d ErrorDetail) {
 			secs := retryAfterSeconds(r.RetryAfter)
 			d.RetryAfter = &secs
 		}
+		d.Limit = r.Limit // which budget ran out: key_credits or account_credits
 		return http.StatusPaymentRequired, withType(d, TypeCredits)
 	case refusal.IdempotencyConflict:
 		return http.StatusConflict, withType(d, TypeIdempotency)

@@ -85,6 +85,16 @@ func (s *countingStore) ReadCredits(ctx context.Context, ids []string, now time.
 	return s.Store.(store.CreditStore).ReadCredits(ctx, ids, now)
 }
 
+func (s *countingStore) SetCredits(ctx context.Context, id string, b *store.Budget) error {
+	return s.Store.(store.CreditStore).SetCredits(ctx, id, b)
+}
+
+func (s *countingStore) RefundCredits(ctx context.Context, id string, cost int64, period time.Time) error {
+	return s.Store.(store.CreditStore).RefundCredits(ctx, id, cost, period)
+}
+
+var _ store.CreditStore = (*countingStore)(nil)
+
 func (s *countingStore) LookupDigest(ctx context.Context, h store.Digest) (*store.Record, error) {
 	if s.down.Load() {
 		return nil, io.ErrUnexpectedEOF

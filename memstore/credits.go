@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	kcredits "github.com/txcloud/keys/credits"
 	"github.com/txcloud/keys/store"
 )
 
@@ -64,6 +65,42 @@ func (s *Store) ReadCredits(_ context.Context, ids []string, now time.Time) (map
 		}
 	}
 	return out, nil
+}
+
+// SetCredits implements store.CreditStore.
+func (s *Store) SetCredits(_ context.Context, id string, b *store.Budget) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b == nil {
+		c := &s.credits
+		c.mu.Lock()
+		if c.refs[id] == 0 { // a budget records name goes with them
+			delete(c.budgets, id)
+		}
+		c.mu.Unlock()
+		return nil
+	}
+	s.setCredits(&store.CreditBudget{ID: id, Budget: *b})
+	return nil
+}
+
+// RefundCredits implements store.CreditStore.
+func (s *Store) RefundCredits(_ context.Context, id string, cost int64, period time.Time) error {
+	if cost < 1 {
+		return fmt.Errorf("memstore: a refund of %d credits", cost)
+	}
+	s.credits.mu.RLock()
+	b := s.credits.budgets[id]
+	s.credits.mu.RUnlock()
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.b.Period.Equal(period) {
+		b.b.Remaining = min(b.b.Remaining+cost, kcredits.Max)
+	}
+	return nil
 }
 
 // setCredits stores a Write's budget, replacing the one with its ID in

@@ -32,8 +32,16 @@ const (
 	period = CASE WHEN refill_interval = 'daily' AND period < $3 THEN $3 WHEN refill_interval = 'monthly' AND period < $4 THEN $4 ELSE period END
 WHERE id = $1 AND (CASE WHEN ` + due + ` THEN refill_amount ELSE remaining END) >= $2
 RETURNING remaining, refill_interval, refill_amount, period, by_host`
-	credRead = `SELECT id, remaining, refill_interval, refill_amount, period, by_host FROM {{schema}}.key_credits WHERE id = ANY($1)`
-	credSet  = `INSERT INTO {{schema}}.key_credits (id, remaining, refill_interval, refill_amount, period, by_host) VALUES ($1, $2, $3, $4, $5, $6)
+	// credSetAlone sets a budget outside any Write (SetCredits);
+	// credDelAlone deletes one; credRefund gives back a spend, only in the
+	// period it was spent in.
+	credSetAlone = `INSERT INTO {{schema}}.key_credits (id, remaining, refill_interval, refill_amount, period, by_host, standalone) VALUES ($1, $2, $3, $4, $5, $6, true)
+ON CONFLICT (id) DO UPDATE SET remaining = EXCLUDED.remaining, refill_interval = EXCLUDED.refill_interval,
+	refill_amount = EXCLUDED.refill_amount, period = EXCLUDED.period, by_host = EXCLUDED.by_host, standalone = true`
+	credDelAlone = `DELETE FROM {{schema}}.key_credits WHERE id = $1 AND standalone`
+	credRefund   = `UPDATE {{schema}}.key_credits SET remaining = least(remaining + $2, $4) WHERE id = $1 AND period = $3`
+	credRead     = `SELECT id, remaining, refill_interval, refill_amount, period, by_host FROM {{schema}}.key_credits WHERE id = ANY($1)`
+	credSet      = `INSERT INTO {{schema}}.key_credits (id, remaining, refill_interval, refill_amount, period, by_host) VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (id) DO UPDATE SET remaining = EXCLUDED.remaining, refill_interval = EXCLUDED.refill_interval,
 	refill_amount = EXCLUDED.refill_amount, period = EXCLUDED.period, by_host = EXCLUDED.by_host`
 	// credSweep deletes budgets no key names, a chunk at a time. A
@@ -43,7 +51,8 @@ ON CONFLICT (id) DO UPDATE SET remaining = EXCLUDED.remaining, refill_interval =
 	// unnamed, and deleting it races with nothing.
 	credSweep = `DELETE FROM {{schema}}.key_credits WHERE id IN (
 	SELECT c.id FROM {{schema}}.key_credits c
-	WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.api_keys k WHERE k.credits_id = c.id)
+	WHERE NOT c.standalone
+	  AND NOT EXISTS (SELECT 1 FROM {{schema}}.api_keys k WHERE k.credits_id = c.id)
 	  AND NOT EXISTS (SELECT 1 FROM {{schema}}.api_keys k WHERE k.id = c.id)
 	LIMIT 1000)`
 )
@@ -401,5 +410,44 @@ func (s *Store) sweepCredits(ctx context.Context, now time.Time) error {
 		return nil
 	}
 	_, err := s.exec(ctx, s.qSweepCredits)
+	return err
+}
+
+// SetCredits implements store.CreditStore: an upsert marked standalone,
+// which the sweep of unnamed budgets leaves alone; nil deletes it.
+func (s *Store) SetCredits(ctx context.Context, id string, b *store.Budget) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	var err error
+	if b == nil {
+		_, err = s.exec(ctx, s.sql(credDelAlone), id)
+	} else {
+		var interval *string
+		var amount *int64
+		if r := b.Refill; r != nil {
+			iv := string(r.Interval)
+			interval, amount = &iv, &r.Amount
+		}
+		_, err = s.exec(ctx, s.sql(credSetAlone), id, b.Remaining, interval, amount, b.Period, b.ByHost)
+	}
+	if err == nil {
+		s.spent.forget(id) // this instance sees the change at once
+	}
+	return err
+}
+
+// RefundCredits implements store.CreditStore in one UPDATE.
+func (s *Store) RefundCredits(ctx context.Context, id string, cost int64, period time.Time) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if cost < 1 {
+		return fmt.Errorf("pgstore: a refund of %d credits", cost)
+	}
+	_, err := s.exec(ctx, s.sql(credRefund), id, cost, period, int64(credits.Max))
+	if err == nil {
+		s.spent.forget(id)
+	}
 	return err
 }

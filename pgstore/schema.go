@@ -173,6 +173,9 @@ CREATE TABLE {{schema}}.key_credits (
 	until timestamptz NOT NULL
 );
 CREATE INDEX marks_until ON {{schema}}.marks (until);`,
+	// 10: budgets set on their own (store.CreditStore.SetCredits: an
+	// account's), which the sweep of unnamed budgets leaves alone.
+	`ALTER TABLE {{schema}}.key_credits ADD COLUMN standalone boolean NOT NULL DEFAULT false;`,
 }
 
 // Migrate creates or upgrades the schema. It is idempotent, and safe when

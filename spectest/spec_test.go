@@ -14,6 +14,7 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/credits"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/internal/hostile"
 	"github.com/txcloud/keys/memstore"
@@ -549,4 +550,44 @@ func TestUsageExchanges(t *testing.T) {
 	for _, g := range []string{"minute", "hour", "day"} {
 		e.do(t, "GET", "/developers/keys/"+v.KeyID+"/usage?granularity="+g, admin, "", nil, 200)
 	}
+}
+
+// GET /developers/account matches its schema with a plan and credits, and
+// with neither; a 402 of the account's credits names them.
+func TestAccountExchanges(t *testing.T) {
+	plans := func(_ context.Context, account string) (keys.Plan, error) {
+		if account == "acct_planned" {
+			return keys.Plan{Name: "starter", PerMinute: 300, PerDay: 10_000, Concurrent: 50}, nil
+		}
+		return keys.Plan{}, nil
+	}
+	m, err := keys.New(memstore.New(), keys.WithPlans(plans, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	e := &env{t: t, c: newContract(t), h: httpadapter.New(m), m: m}
+	planned := e.key(keys.APIKeyCreate{Name: "p", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_planned"})
+	bare := e.key(keys.APIKeyCreate{Name: "b", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_bare"})
+	if err := m.SetAccountCredits(context.Background(), "acct_planned", &credits.Budget{Remaining: 1, Refill: &credits.Refill{Interval: credits.Monthly, Amount: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	rec := e.do(t, "GET", "/developers/account", planned, "", nil, 200)
+	var a struct {
+		ID   string
+		Plan *struct {
+			Name      string
+			PerMinute int `json:"per_minute"`
+		}
+		Credits *credits.Budget
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil || a.ID != "acct_planned" || a.Plan == nil || a.Plan.PerMinute != 300 ||
+		a.Credits == nil || a.Credits.Remaining != 1 || a.Credits.RefillsAt == nil {
+		t.Fatalf("%v %s", err, rec.Body)
+	}
+	rec = e.do(t, "GET", "/developers/account", bare, "", nil, 200)
+	if rec.Body.String() != `{"id":"acct_bare","plan":null,"credits":null}`+"\n" {
+		t.Fatalf("an account with neither: %s", rec.Body)
+	}
+	e.do(t, "GET", "/developers/account?x=1", bare, "", nil, 400)
 }

@@ -92,6 +92,18 @@ type CreditStore interface {
 	// ReadCredits returns the budgets named by ids that exist, as At(now)
 	// computes them, by ID; it stores nothing.
 	ReadCredits(ctx context.Context, ids []string, now time.Time) (map[string]Budget, error)
+	// SetCredits sets the budget named id outside any Write, or deletes
+	// it (b nil): an account's budget, which no record names. A budget
+	// set so is never deleted by the store (budgets set by a Write go
+	// with the records naming them).
+	SetCredits(ctx context.Context, id string, b *Budget) error
+	// RefundCredits gives back cost that SpendCredits took from the budget
+	// named id, whose Period was then period: nothing if a refill has set
+	// the budget anew since (its Period moved) or it is gone, and never
+	// beyond credits.Max. The Manager refunds a spend when a request that
+	// spends two budgets (its account's, then its key's) cannot spend
+	// the second.
+	RefundCredits(ctx context.Context, id string, cost int64, period time.Time) error
 }
 
 // ErrCreditsExhausted: SpendCredits found the budget short of the cost.

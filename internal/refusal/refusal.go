@@ -40,7 +40,7 @@ type Refusal struct {
 	Message    string
 	Param      string        // the request field at fault, if any
 	RetryAfter time.Duration // RateLimited: the wait before the next request may pass; CreditsExhausted: until the refill (0: none)
-	Limit      string        // RateLimited: which limit refused (limit.Name's String), if known
+	Limit      string        // RateLimited: which limit refused (limit.Name's String), if known; CreditsExhausted: key_credits or account_credits
 }
 
 // limitMessages say which limit refused a request.
@@ -87,11 +87,15 @@ func Of(err error) Refusal {
 		}
 		return r
 	case errors.As(err, &ce):
-		msg := "the key's credits are spent; they are not refilled (the provider can add more)"
-		if ce.RetryAfter > 0 {
-			msg = "the key's credits are spent until their refill"
+		whose, limit := "the key's", "key_credits"
+		if ce.Account {
+			whose, limit = "the account's", "account_credits"
 		}
-		return Refusal{Kind: CreditsExhausted, Code: "credits_exhausted", Message: msg, RetryAfter: ce.RetryAfter}
+		msg := whose + " credits are spent; they are not refilled (the provider can add more)"
+		if ce.RetryAfter > 0 {
+			msg = whose + " credits are spent until their refill"
+		}
+		return Refusal{Kind: CreditsExhausted, Code: "credits_exhausted", Message: msg, RetryAfter: ce.RetryAfter, Limit: limit}
 	case errors.Is(err, keys.ErrIdempotencyConflict):
 		return Refusal{Kind: IdempotencyConflict, Code: "idempotency_key_reused", Param: "Idempotency-Key", Message: "this Idempotency-Key was used with a different request"}
 	case errors.Is(err, sentinel.ErrUsageNotKept):

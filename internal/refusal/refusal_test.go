@@ -33,6 +33,7 @@ func TestOf(t *testing.T) {
 		{&keys.ValidationError{Param: "name", Code: "missing_parameter", Message: "name is required"}, Invalid, "missing_parameter"},
 		{keys.ErrIdempotencyConflict, IdempotencyConflict, "idempotency_key_reused"},
 		{keys.ErrNotFound, NotFound, "not_found"},
+		{&keys.CreditsError{Account: true}, CreditsExhausted, "credits_exhausted"},
 		{keys.ErrUnavailable, Unavailable, "service_unavailable"},
 		{keys.ErrClosed, Unavailable, "service_unavailable"},
 		{fmt.Errorf("%w: listing keys: %w", keys.ErrUnavailable, context.Canceled), ClientGone, "client_closed_request"},
@@ -56,5 +57,15 @@ func TestOf(t *testing.T) {
 	}
 	if r := Of(keys.ErrIdempotencyConflict); r.Param != "Idempotency-Key" {
 		t.Fatalf("idempotency conflict param: %q", r.Param)
+	}
+}
+
+// A 402 names the budget that ran out.
+func TestCreditsRefusalNamesTheBudget(t *testing.T) {
+	if r := Of(&keys.CreditsError{}); r.Limit != "key_credits" || !strings.HasPrefix(r.Message, "the key's") {
+		t.Fatalf("the key's credits: %+v", r)
+	}
+	if r := Of(fmt.Errorf("w: %w", &keys.CreditsError{Account: true})); r.Limit != "account_credits" || !strings.HasPrefix(r.Message, "the account's") {
+		t.Fatalf("the account's credits: %+v", r)
 	}
 }

@@ -64,6 +64,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Usage", testUsage},
 		{"Credits", testCredits},
 		{"CreditsConcurrent", testCreditsConcurrent},
+		{"CreditsSetAndRefunded", testCreditsSetAndRefunded},
 		{"Marks", testMarks},
 		{"Concurrent", testConcurrent},
 		{"MaxActive", testMaxActive},
@@ -1837,5 +1838,66 @@ func testMarks(t *testing.T, s store.Store) {
 	wg.Wait()
 	if fresh.Load() != 1 {
 		t.Fatalf("%d of 12 concurrent marks of one name were new; want 1", fresh.Load())
+	}
+}
+
+// testCreditsSetAndRefunded: a budget set on its own (an account's) is
+// read and spent like any, replaced and deleted by SetCredits; a refund
+// gives a spend back within its period only, never beyond credits.Max.
+func testCreditsSetAndRefunded(t *testing.T, s store.Store) {
+	cs := creditStore(t, s)
+	ctx := context.Background()
+	id := "account:acct_" + rand.Text()[:8]
+	if err := cs.SetCredits(ctx, id, &store.Budget{Remaining: 5, ByHost: true}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := cs.SpendCredits(ctx, id, 2, base)
+	if err != nil || b.Remaining != 3 || !b.ByHost {
+		t.Fatalf("a spend of a budget set on its own: %+v, %v; want 3 left", b, err)
+	}
+	if err := cs.RefundCredits(ctx, id, 2, b.Period); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cs.ReadCredits(ctx, []string{id}, base); err != nil || got[id].Remaining != 5 {
+		t.Fatalf("after the refund: %+v, %v; want 5", got, err)
+	}
+	if err := cs.SetCredits(ctx, id, &store.Budget{Remaining: credits.Max}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.RefundCredits(ctx, id, 7, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := cs.ReadCredits(ctx, []string{id}, base); got[id].Remaining != credits.Max || got[id].ByHost {
+		t.Fatalf("a refund past the maximum, or the replaced budget: %+v", got[id])
+	}
+	// A daily budget spent yesterday, refilled today: yesterday's refund
+	// changes nothing.
+	daily := &credits.Refill{Interval: credits.Daily, Amount: 10}
+	day := credits.Daily.PeriodStart(base)
+	if err := cs.SetCredits(ctx, id, &store.Budget{Remaining: 10, Refill: daily, Period: day}); err != nil {
+		t.Fatal(err)
+	}
+	b, err = cs.SpendCredits(ctx, id, 4, base)
+	if err != nil || b.Remaining != 6 {
+		t.Fatalf("%+v, %v", b, err)
+	}
+	tomorrow := base.Add(24 * time.Hour)
+	if b2, err := cs.SpendCredits(ctx, id, 1, tomorrow); err != nil || b2.Remaining != 9 {
+		t.Fatalf("the next day's spend: %+v, %v; want the refill less 1", b2, err)
+	}
+	if err := cs.RefundCredits(ctx, id, 4, b.Period); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := cs.ReadCredits(ctx, []string{id}, tomorrow); got[id].Remaining != 9 {
+		t.Fatalf("a refund of yesterday's spend after today's refill: %d left, want 9", got[id].Remaining)
+	}
+	if err := cs.SetCredits(ctx, id, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.SpendCredits(ctx, id, 1, tomorrow); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a spend of a deleted budget: %v", err)
+	}
+	if err := cs.RefundCredits(ctx, id, 1, time.Time{}); err != nil {
+		t.Fatalf("a refund of a deleted budget: %v", err)
 	}
 }
