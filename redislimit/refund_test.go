@@ -13,6 +13,7 @@ import (
 // TestRefundGivesBackOneRequest), and never makes room beyond the limit.
 func TestRefundGivesBackOneRequest(t *testing.T) {
 	ctx := context.Background()
+	client := liveClient(t)
 	for _, c := range []limit.Check{
 		{Name: limit.Key, ID: "key_a", Max: 3},
 		{Name: limit.AccountMinute, ID: "acct_a", Max: 3},
@@ -20,7 +21,7 @@ func TestRefundGivesBackOneRequest(t *testing.T) {
 		{Name: limit.Endpoint, ID: "key_a", Route: "GET /v1/x", Max: 3},
 	} {
 		t.Run(c.Name.String(), func(t *testing.T) {
-			l := newLimiter(t, liveClient(t))
+			l := newLimiter(t, client)
 			checks := limit.Checks{c}
 			passes := func() (n int) {
 				for i := 0; ; i++ {
