@@ -83,10 +83,14 @@ func TestAccountCredits(t *testing.T) {
 	if _, err := m.Update(ctx, own.ID, keys.APIKeyUpdate{Credits: keys.Change(credits.Budget{Remaining: 5})}); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.SetAccountCredits(ctx, "acct_a", &credits.Budget{Remaining: 0}); err != nil {
+	// The last credit of the account: the smaller of the two is shown.
+	if err := m.SetAccountCredits(ctx, "acct_a", &credits.Budget{Remaining: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Verify(ctx, string(own.Key)); !errors.As(err, &ce) || !ce.Account || keyLeft(own.ID) != 5 {
+	if v, err := m.Verify(ctx, string(own.Key)); err != nil || v.Credits != 0 || keyLeft(own.ID) != 4 {
+		t.Fatalf("the account's last credit: %+v, %v; want 0 shown (the key holds 4)", v, err)
+	}
+	if _, err := m.Verify(ctx, string(own.Key)); !errors.As(err, &ce) || !ce.Account || keyLeft(own.ID) != 4 {
 		t.Fatalf("an account out of credits spent the key's: %v, key %d left", err, keyLeft(own.ID))
 	}
 	// Removed: nothing of the account's to spend.
