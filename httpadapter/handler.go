@@ -125,7 +125,17 @@ func (a *Adapter) list(w http.ResponseWriter, r *http.Request, as keys.Scoped) e
 	if err != nil {
 		return err
 	}
-	httpjson.Write(w, http.StatusOK, l)
+	return writeLarge(w, r, l)
+}
+
+// writeLarge writes a large answer (a page of keys, usage) unless the
+// client has left: then nobody reads it, and it is a 499 without the
+// encoding.
+func writeLarge(w http.ResponseWriter, r *http.Request, v any) error {
+	if err := r.Context().Err(); err != nil {
+		return err
+	}
+	httpjson.Write(w, http.StatusOK, v)
 	return nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
-	"github.com/txcloud/keys/internal/httpjson"
 	"github.com/txcloud/keys/usage"
 )
 
@@ -41,8 +40,7 @@ func (a *Adapter) usage(w http.ResponseWriter, r *http.Request, as keys.Scoped) 
 	if err != nil {
 		return err
 	}
-	httpjson.Write(w, http.StatusOK, s)
-	return nil
+	return writeLarge(w, r, s)
 }
 
 // keyUsage answers GET /developers/keys/{id}/usage: one key's usage in
@@ -74,8 +72,7 @@ func (a *Adapter) keyUsage(w http.ResponseWriter, r *http.Request, as keys.Scope
 	if err != nil {
 		return err
 	}
-	httpjson.Write(w, http.StatusOK, s)
-	return nil
+	return writeLarge(w, r, s)
 }
 
 // maxAPINameLen bounds the api filter.

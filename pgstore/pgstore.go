@@ -137,7 +137,8 @@ func WithQueryTimeout(d time.Duration) Option {
 // conn acquires a pool connection for one call, under the caller's ctx
 // (bounded by the query timeout), and returns it with the context its
 // statements run under: ctx without its cancellation, bounded by the query
-// timeout (see WithQueryTimeout). done releases both.
+// timeout (see WithQueryTimeout). A caller that has left by the time the
+// connection comes gets none. done releases both.
 func (s *Store) conn(ctx context.Context) (c *pgxpool.Conn, stmt context.Context, done func(), err error) {
 	if s.timeout <= 0 {
 		if c, err = s.pool.Acquire(ctx); err != nil {
@@ -149,6 +150,12 @@ func (s *Store) conn(ctx context.Context) (c *pgxpool.Conn, stmt context.Context
 	wait, stopWaiting := context.WithDeadline(ctx, time.Now().Add(s.timeout))
 	c, err = s.pool.Acquire(wait)
 	stopWaiting()
+	if err == nil && ctx.Err() != nil {
+		// The caller left while the connection came: no statement has
+		// started, so none runs for nobody.
+		c.Release()
+		err = ctx.Err()
+	}
 	if err != nil {
 		cancel()
 		return nil, nil, nil, err
