@@ -84,8 +84,8 @@ end
 return res
 `)
 
-// refundAll gives back one request counted by allowAll: for each KEYS[i],
-// ARGV holds the kind (as allowAll's) and, for GCRA, the emission
+// refundAll gives back one request counted by allowAll, with allowAll's
+// KEYS and ARGV (scriptArgs): the kind, and for GCRA the emission
 // interval. A GCRA state moves back one interval (deleted once at or
 // before now: a full bucket); a day's count goes down by one, keeping its
 // expiry at the day's end. A counter that is gone (expired) is left so.
@@ -93,7 +93,7 @@ var refundAll = redis.NewScript(`
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
 for i = 1, #KEYS do
-  local kind, x = tonumber(ARGV[2*i-1]), tonumber(ARGV[2*i])
+  local kind, x = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1])
   local v = tonumber(redis.call('GET', KEYS[i]))
   if v then
     if kind == 0 then
@@ -293,21 +293,7 @@ func (l *Limiter) Allow(ctx context.Context, checks limit.Checks, now time.Time)
 	}
 	var asking [limit.MaxChecks]bool
 	l.markAsking(&checks, &asking, t)
-	redisKeys := make([]string, 0, limit.MaxChecks)
-	args := make([]any, 0, 3*limit.MaxChecks)
-	for i := range checks {
-		c := &checks[i]
-		if c.Max <= 0 {
-			continue
-		}
-		redisKeys = append(redisKeys, l.redisKey(c))
-		if c.Name == limit.AccountDay {
-			args = append(args, 1, c.Max, 0)
-		} else {
-			iv := interval(c)
-			args = append(args, 0, iv, iv*int64(c.Max))
-		}
-	}
+	redisKeys, args := l.scriptArgs(&checks)
 	res, err := allowAll.Run(ctx, l.client, redisKeys, args...).Int64Slice()
 	if err == nil && len(res) != 2+2*len(redisKeys) {
 		err = fmt.Errorf("redislimit: unexpected script result %v", res)
@@ -365,11 +351,13 @@ func (l *Limiter) Allow(ctx context.Context, checks limit.Checks, now time.Time)
 	return best, allowed, nil
 }
 
-// Refund implements limit.Refunder, in one round trip. While Redis cannot
-// be reached and the limiter fails open, the fallback's count is refunded.
-func (l *Limiter) Refund(ctx context.Context, checks limit.Checks, now time.Time) error {
-	redisKeys := make([]string, 0, limit.MaxChecks)
-	args := make([]any, 0, 2*limit.MaxChecks)
+// scriptArgs are allowAll's (and refundAll's) KEYS and ARGV for checks:
+// per check with a limit, its counter's key and three numbers, the kind
+// (0: per minute, GCRA; 1: per UTC day), then the emission interval and
+// the capacity, or the day's limit and 0.
+func (l *Limiter) scriptArgs(checks *limit.Checks) (redisKeys []string, args []any) {
+	redisKeys = make([]string, 0, limit.MaxChecks)
+	args = make([]any, 0, 3*limit.MaxChecks)
 	for i := range checks {
 		c := &checks[i]
 		if c.Max <= 0 {
@@ -377,11 +365,19 @@ func (l *Limiter) Refund(ctx context.Context, checks limit.Checks, now time.Time
 		}
 		redisKeys = append(redisKeys, l.redisKey(c))
 		if c.Name == limit.AccountDay {
-			args = append(args, 1, 0)
+			args = append(args, 1, c.Max, 0)
 		} else {
-			args = append(args, 0, interval(c))
+			iv := interval(c)
+			args = append(args, 0, iv, iv*int64(c.Max))
 		}
 	}
+	return redisKeys, args
+}
+
+// Refund implements limit.Refunder, in one round trip. While Redis cannot
+// be reached and the limiter fails open, the fallback's count is refunded.
+func (l *Limiter) Refund(ctx context.Context, checks limit.Checks, now time.Time) error {
+	redisKeys, args := l.scriptArgs(&checks)
 	if len(redisKeys) == 0 {
 		return nil
 	}
