@@ -82,7 +82,8 @@ func TestTricklingClientCannotTakeTheSlots(t *testing.T) {
 	}}, nil)
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	var peak atomic.Int64
+	var peak, attackerPeak atomic.Int64
+	attacker := netip.MustParseAddr("127.0.0.2")
 	for range 300 {
 		wg.Add(1)
 		go func() {
@@ -105,6 +106,7 @@ func TestTricklingClientCannotTakeTheSlots(t *testing.T) {
 	go func() {
 		for ctx.Err() == nil {
 			peak.Store(max(peak.Load(), int64(l.Open())))
+			attackerPeak.Store(max(attackerPeak.Load(), int64(l.OpenFrom(attacker))))
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
@@ -117,13 +119,16 @@ func TestTricklingClientCannotTakeTheSlots(t *testing.T) {
 	}
 	stop()
 	wg.Wait()
-	t.Logf("during the attack: %d of %d requests from another address served; %d connections evicted, %d refused; at most %d open",
-		served, tries, evicted.Load(), refusedNew.Load(), peak.Load())
+	t.Logf("during the attack: %d of %d requests from another address served; %d connections evicted, %d refused; at most %d open, %d of the attacker's",
+		served, tries, evicted.Load(), refusedNew.Load(), peak.Load(), attackerPeak.Load())
 	if served < tries*95/100 {
 		t.Fatalf("%d of %d requests from another address served during a trickle attack; want at least 95%%", served, tries)
 	}
 	if peak.Load() > 64 {
 		t.Fatalf("%d connections open at once, over the cap of 64", peak.Load())
+	}
+	if attackerPeak.Load() != 16 { // at its cap exactly: held, never past it
+		t.Fatalf("the attacker held at most %d connections; want its cap, 16", attackerPeak.Load())
 	}
 }
 
