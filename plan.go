@@ -320,6 +320,11 @@ func (m *Manager) acquire(ctx context.Context, account string, now time.Time) (r
 	if err != nil {
 		return noRelease, err
 	}
+	return m.acquireIn(ctx, e, account, now)
+}
+
+// acquireIn counts a request of account in flight under its plan e.
+func (m *Manager) acquireIn(ctx context.Context, e *planEntry, account string, now time.Time) (release func(), err error) {
 	max := e.plan.Concurrent
 	if max == 0 {
 		return noRelease, nil

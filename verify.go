@@ -153,29 +153,31 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption, v
 		v.state = m.states.insert(&digest, rec.ID, rec.AccountID, strings.Clone(api))
 	}
 	outside := (m.plans != nil || rec.CreditsID != "") && outsidePlan(opts) // read only where it matters
+	var plan *planEntry // the account's plan, asked once for the slot, the limits and the credits
 	if m.plans != nil && !outside {
-		if hold := inFlightOf(opts); hold != nil {
-			// In flight first: a request refused for concurrency
-			// spends no limit and no credit.
-			release, err := m.acquire(ctx, rec.AccountID, now)
-			if err != nil {
-				return err
-			}
-			if err := m.charge(ctx, rec, opts, outside, api, now, v); err != nil {
-				release()
-				return err
-			}
-			*hold = release
-			m.lastUsed.note(v.state, v.at)
-			return nil
-		}
-	}
-	if rec.RateLimit > 0 || m.plans != nil && !outside || rec.CreditsID != "" && !outside {
-		if err := m.charge(ctx, rec, opts, outside, api, now, v); err != nil {
+		var err error
+		if plan, err = m.plans.of(ctx, rec.AccountID, now); err != nil {
 			return err
 		}
 	}
-	inFlightOf(opts) // nothing held: *release does nothing
+	hold, release := inFlightOf(opts), noRelease
+	if hold != nil && plan != nil {
+		// In flight first: a request refused for concurrency spends no
+		// limit and no credit.
+		var err error
+		if release, err = m.acquireIn(ctx, plan, rec.AccountID, now); err != nil {
+			return err
+		}
+	}
+	if rec.RateLimit > 0 || plan != nil || rec.CreditsID != "" && !outside {
+		if err := m.charge(ctx, rec, opts, plan, outside, api, now, v); err != nil {
+			release()
+			return err
+		}
+	}
+	if hold != nil {
+		*hold = release
+	}
 	m.lastUsed.note(v.state, v.at)
 	return nil
 }
@@ -191,14 +193,14 @@ func inFlightOf(opts []VerifyOption) *func() {
 	return nil
 }
 
-// charge counts the request against the key's limits, then spends its
-// credits: both, or neither. A refusal by the credits (or a failure to
-// spend them) gives the limits back, when the limiter can refund.
-func (m *Manager) charge(ctx context.Context, rec *store.Record, opts []VerifyOption, outside bool, api string, now time.Time, v *Verified) error {
+// charge counts the request against the key's limits (and plan's, if
+// one applies), then spends its credits: both, or neither. A refusal by
+// the credits (or a failure to spend them) gives the limits back, when
+// the limiter can refund.
+func (m *Manager) charge(ctx context.Context, rec *store.Record, opts []VerifyOption, plan *planEntry, outside bool, api string, now time.Time, v *Verified) error {
 	var counted limit.Checks
-	var plan *planEntry
-	if rec.RateLimit > 0 || m.plans != nil && !outside {
-		if err := m.countLimits(ctx, rec, opts, outside, now, v, &counted, &plan); err != nil {
+	if rec.RateLimit > 0 || plan != nil {
+		if err := m.countLimits(ctx, rec, opts, plan, now, v, &counted); err != nil {
 			return err
 		}
 	}
@@ -275,20 +277,15 @@ func (m *Manager) refund(ctx context.Context, counted *limit.Checks, now time.Ti
 	}
 }
 
-// countLimits counts the request against the key's limits, all at once,
-// filling checks with what it counted (and plan with the account's plan,
-// when it applies); a refusal is a *RateLimitError. Apart from verify, so that a key without
+// countLimits counts the request against the key's limits and the plan
+// e's (nil: none applies), all at once, filling checks with what it
+// counted; a refusal is a *RateLimitError. Apart from verify, so that a key without
 // limits does not pay for zeroing their checks.
-func (m *Manager) countLimits(ctx context.Context, rec *store.Record, opts []VerifyOption, outside bool, now time.Time, v *Verified, checks *limit.Checks, plan **planEntry) error {
+func (m *Manager) countLimits(ctx context.Context, rec *store.Record, opts []VerifyOption, e *planEntry, now time.Time, v *Verified, checks *limit.Checks) error {
 	if rec.RateLimit > 0 {
 		checks[0] = limit.Check{Name: limit.Key, ID: rec.ID, Max: rec.RateLimit}
 	}
-	if m.plans != nil && !outside {
-		e, err := m.plans.of(ctx, rec.AccountID, now)
-		if err != nil {
-			return err
-		}
-		*plan = e
+	if e != nil {
 		checks[1] = limit.Check{Name: limit.AccountMinute, ID: rec.AccountID, Max: e.plan.PerMinute}
 		checks[2] = limit.Check{Name: limit.AccountDay, ID: rec.AccountID, Max: e.plan.PerDay}
 		if len(e.endpoints) > 0 {
