@@ -153,7 +153,9 @@ func (m *Manager) verify(ctx context.Context, key string, opts []VerifyOption, v
 		v.state = m.states.insert(&digest, rec.ID, rec.AccountID, strings.Clone(api))
 	}
 	outside := (m.plans != nil || rec.CreditsID != "") && outsidePlan(opts) // read only where it matters
-	var plan *planEntry // the account's plan, asked once for the slot, the limits and the credits
+	// The account's plan, asked once for the slot, the limits and the
+	// credits.
+	var plan *planEntry
 	if m.plans != nil && !outside {
 		var err error
 		if plan, err = m.plans.of(ctx, rec.AccountID, now); err != nil {
