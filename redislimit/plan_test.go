@@ -383,3 +383,36 @@ func BenchmarkRedisPlan(b *testing.B) {
 		}
 	})
 }
+
+// A lease is renewed for MaxRenewal at most: a request held longer (or
+// whose release was lost) stops counting within the lease time after it.
+func TestLeasesAreRenewedForABoundedTime(t *testing.T) {
+	ctx := context.Background()
+	c := liveClient(t)
+	prefix := "keys-test:" + rand.Text() + ":"
+	lease := redislimit.WithLeaseTime(300 * time.Millisecond)
+	holder := newLimiter(t, c, redislimit.WithPrefix(prefix), lease)
+	redislimit.SetMaxRenewal(holder, 600*time.Millisecond)
+	other := newLimiter(t, c, redislimit.WithPrefix(prefix), lease)
+	start := time.Now()
+	if _, ok, err := holder.Acquire(ctx, "acct_lost", 1, time.Now()); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	for {
+		l, ok, err := other.Acquire(ctx, "acct_lost", 1, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			_ = other.Release(ctx, l)
+			break
+		}
+		if time.Since(start) > 3*time.Second {
+			t.Fatal("a lease never released was renewed past its bound")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if e := time.Since(start); e < 600*time.Millisecond {
+		t.Fatalf("the slot came back after %v, before the renewals' bound (600 ms)", e)
+	}
+}

@@ -159,7 +159,8 @@ type Limiter struct {
 	instance string        // this limiter's lease members start with it
 	leases   atomic.Uint64 // the last lease's number
 
-	held renewals // the leases this instance holds, renewed while held
+	held       renewals      // the leases this instance holds, renewed while held
+	maxRenewal time.Duration // MaxRenewal (tests shorten it)
 }
 
 // renewals are the leases a Limiter holds, and the goroutine renewing
@@ -167,7 +168,7 @@ type Limiter struct {
 // Close), so an idle limiter runs nothing.
 type renewals struct {
 	mu      sync.Mutex
-	leases  map[string]string // member → its account's sorted set
+	leases  map[string]heldLease // by member
 	running bool
 	closed  bool
 	stop    chan struct{}
@@ -218,9 +219,9 @@ func WithPrefix(p string) Option { return func(l *Limiter) { l.prefix = p } }
 
 // WithLeaseTime sets how long a lease on a request in flight lives
 // without renewal (default 15 s): the limiter renews the leases it holds
-// every third of it, for as long as their requests run, so an instance
-// that dies holding leases gives them back within it, and a request
-// however long keeps counting.
+// every third of it, for as long as their requests run (MaxRenewal at
+// most), so an instance that dies holding leases gives them back within
+// it, and a long request keeps counting.
 func WithLeaseTime(d time.Duration) Option { return func(l *Limiter) { l.leaseTime = d } }
 
 // DefaultLeaseTime is the lease time without WithLeaseTime.
@@ -243,7 +244,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Limiter, error) {
 	if client == nil {
 		return nil, errors.New("redislimit: nil client")
 	}
-	l := &Limiter{client: client, prefix: "txcloud:keys:rl:", logf: func(string, error) {}, every: time.Minute, leaseTime: DefaultLeaseTime}
+	l := &Limiter{client: client, prefix: "txcloud:keys:rl:", logf: func(string, error) {}, every: time.Minute, leaseTime: DefaultLeaseTime, maxRenewal: MaxRenewal}
 	for _, o := range opts {
 		o(l)
 	}
@@ -517,6 +518,18 @@ func (l *Limiter) Acquire(ctx context.Context, account string, max int, now time
 	return lease, true, nil
 }
 
+// heldLease is a lease being renewed: its account's sorted set, and when
+// it was taken.
+type heldLease struct {
+	set   string
+	since time.Time
+}
+
+// MaxRenewal is how long a lease is renewed at most: a request in flight
+// longer than that (or one whose release the host lost) stops counting
+// within the lease time after it, as before renewals.
+const MaxRenewal = 15 * time.Minute
+
 // hold records a lease to renew, starting the renewing goroutine if it is
 // not running.
 func (l *Limiter) hold(member, set string) {
@@ -524,9 +537,9 @@ func (l *Limiter) hold(member, set string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.leases == nil {
-		h.leases = make(map[string]string)
+		h.leases = make(map[string]heldLease)
 	}
-	h.leases[member] = set
+	h.leases[member] = heldLease{set: set, since: time.Now()}
 	if !h.running && !h.closed {
 		h.running, h.stop, h.done = true, make(chan struct{}), make(chan struct{})
 		go l.renewLoop(h.stop, h.done)
@@ -554,8 +567,13 @@ func (l *Limiter) renewLoop(stop, done chan struct{}) {
 		}
 		sets, members := make([]string, 0, len(h.leases)), make([]any, 1, len(h.leases)+1)
 		members[0] = l.leaseTime.Microseconds()
-		for m, set := range h.leases {
-			sets, members = append(sets, set), append(members, m)
+		now := time.Now()
+		for m, hl := range h.leases {
+			if now.Sub(hl.since) > l.maxRenewal {
+				delete(h.leases, m) // let it expire
+				continue
+			}
+			sets, members = append(sets, hl.set), append(members, m)
 		}
 		h.mu.Unlock()
 		// In chunks, each one round trip bounded by a third of the lease
