@@ -204,11 +204,13 @@ func TestReceiverReadsNothingBeforeTheHeaders(t *testing.T) {
 	if rec.Code != http.StatusRequestEntityTooLarge || read.Load() != 0 {
 		t.Errorf("a signed 1 MiB body: %d, %d bytes read; want 413 with nothing read", rec.Code, read.Load())
 	}
-	// MaxConcurrent alerts whose bodies never end hold every slot.
+	// Alerts whose bodies never end hold slots: one short of
+	// MaxConcurrent leaves room (the small forged post is read and
+	// refused for its signature), all of them none.
 	var wg sync.WaitGroup
 	blocked := make(chan struct{})
 	started := make(chan struct{}, secretscanning.MaxConcurrent)
-	for range secretscanning.MaxConcurrent {
+	hold := func() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -219,11 +221,22 @@ func TestReceiverReadsNothingBeforeTheHeaders(t *testing.T) {
 		}()
 		<-started
 	}
-	r = httptest.NewRequest("POST", "/github", bytes.NewReader([]byte("[]")))
-	r.Header.Set("Github-Public-Key-Identifier", "kid-1")
-	r.Header.Set("Github-Public-Key-Signature", base64.StdEncoding.EncodeToString(forged))
-	rec = httptest.NewRecorder()
-	recv.ServeHTTP(rec, r)
+	small := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/github", bytes.NewReader([]byte("[]")))
+		r.Header.Set("Github-Public-Key-Identifier", "kid-1")
+		r.Header.Set("Github-Public-Key-Signature", base64.StdEncoding.EncodeToString(forged))
+		rec := httptest.NewRecorder()
+		recv.ServeHTTP(rec, r)
+		return rec
+	}
+	for range secretscanning.MaxConcurrent - 1 {
+		hold()
+	}
+	if rec := small(); rec.Code != http.StatusUnauthorized {
+		t.Errorf("an alert with %d others in hand: %d, want it handled (401, its signature)", secretscanning.MaxConcurrent-1, rec.Code)
+	}
+	hold()
+	rec = small()
 	close(blocked)
 	wg.Wait()
 	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "1" {
