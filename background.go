@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys/observe"
+	"github.com/txcloud/keys/reqlog"
 )
 
 // background is the Manager's one goroutine: it writes last-used times
@@ -25,11 +26,58 @@ type background struct {
 // startBackground sets m.background and starts the goroutine.
 func (m *Manager) startBackground(interval time.Duration) {
 	m.background = &background{stopping: make(chan struct{}), done: make(chan struct{}), swept: m.now().UnixNano()}
-	go m.run(m.background, interval)
+	if m.rlog == nil {
+		go m.run(m.background, interval)
+		return
+	}
+	// The request log has its own goroutine, so that a slow log write
+	// delays no usage or last-used flush; done closes when both end.
+	logsDone := make(chan struct{})
+	run := make(chan struct{})
+	go func() {
+		defer close(logsDone)
+		m.runLogs(m.background.stopping)
+	}()
+	go func() {
+		defer close(run)
+		m.runNoClose(m.background, interval)
+	}()
+	go func() {
+		<-logsDone
+		<-run
+		close(m.background.done)
+	}()
+}
+
+// runLogs flushes the request log every reqlog.FlushInterval, or when a
+// ring is half full, and prunes it once an hour, until stopping closes.
+func (m *Manager) runLogs(stopping chan struct{}) {
+	t := time.NewTicker(reqlog.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stopping:
+			return
+		case <-t.C:
+		case <-m.rlog.wake:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*reqlog.FlushInterval)
+		if err := m.flushLogs(ctx); err != nil {
+			m.rlog.failed(m, err)
+		}
+		if err := m.pruneLogs(ctx); err != nil {
+			m.logger.Warn("keys: pruning the request log failed; will retry in an hour", "err", err)
+		}
+		cancel()
+	}
 }
 
 func (m *Manager) run(b *background, interval time.Duration) {
 	defer close(b.done)
+	m.runNoClose(b, interval)
+}
+
+func (m *Manager) runNoClose(b *background, interval time.Duration) {
 	lastUsed := time.NewTicker(interval)
 	defer lastUsed.Stop()
 	var usageTick <-chan time.Time
@@ -59,12 +107,15 @@ func (m *Manager) run(b *background, interval time.Duration) {
 }
 
 // Flush writes to the store now, instead of at the next interval, the
-// last-used times noted so far and the usage counted so far (the current
-// minute's too), then lets go of the memory of keys no longer in use.
+// last-used times noted so far, the usage counted so far (the current
+// minute's too) and the request log, then lets go of the memory of keys no longer in use.
 func (m *Manager) Flush(ctx context.Context) error {
 	err := m.flushLastUsedObserved(ctx)
 	if m.meter != nil {
 		err = errors.Join(err, m.flushUsageObserved(ctx, false))
+	}
+	if m.rlog != nil {
+		err = errors.Join(err, m.flushLogs(ctx))
 	}
 	return err
 }
@@ -111,6 +162,9 @@ func (b *background) stop(ctx context.Context, m *Manager) error {
 	var err error
 	if m.meter != nil {
 		err = m.flushUsageObserved(ctx, true)
+	}
+	if m.rlog != nil {
+		err = errors.Join(err, m.flushLogs(ctx))
 	}
 	return errors.Join(m.flushLastUsedObserved(ctx), err)
 }

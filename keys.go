@@ -196,6 +196,7 @@ type Manager struct {
 	states           *states          // what the Manager keeps per key it has verified
 	lastUsed         *lastUsed        // last-used times noted, not flushed yet
 	meter            *meter           // nil: the store keeps no usage
+	rlog             *logBook         // the request log; nil: none kept or exported
 	obs              observe.Observer // nil: none
 	epoch            time.Time        // when New ran: Verify's timer reads the monotonic clock against it
 	logger           *slog.Logger
@@ -296,6 +297,7 @@ func New(st store.Store, opts ...Option) (*Manager, error) {
 	if us, ok := store.Capability[store.UsageStore](st); ok {
 		m.meter = &meter{store: us, maxPending: maxPendingRows, batchRows: maxBatchRows}
 	}
+	m.rlog = newLogBook(st, c.logs)
 	m.startBackground(c.flushInterval)
 	return m, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/observe"
+	"github.com/txcloud/keys/reqlog"
 )
 
 // Every option of the package is in this file: Option configures a
@@ -46,6 +47,7 @@ type config struct {
 	currency         string
 	prices           map[string]int64 // millionths of currency per successful request
 	costs            map[string]int64 // credits per request, by API
+	logs             reqlog.Config
 }
 
 // WithForeignPrefixes names the prefixes of keys another system issued
@@ -258,6 +260,28 @@ func WithObserver(o observe.Observer) Option {
 			return errors.New("keys: WithObserver: nil Observer")
 		}
 		c.observer = o
+		return nil
+	}
+}
+
+// WithRequestLogs configures the request log (package reqlog): how long
+// entries are kept, how many one account keeps a day, the buffer, how
+// much of the client's address is kept, an Exporter, or none at all. On a
+// store that keeps logs (store.LogStore) the log is on with the defaults
+// without this option; on another, it is on only with an Exporter.
+func WithRequestLogs(cfg reqlog.Config) Option {
+	return func(c *config) error {
+		switch {
+		case cfg.Retention != 0 && (cfg.Retention < time.Hour || cfg.Retention > 400*24*time.Hour):
+			return errors.New("keys: WithRequestLogs: Retention is from one hour to 400 days")
+		case cfg.PerAccountDay < 0 || cfg.PerAccountDay > 1_000_000_000:
+			return errors.New("keys: WithRequestLogs: PerAccountDay is from 1 to 1,000,000,000 (0: the default)")
+		case cfg.Buffer < 0 || cfg.Buffer > 1<<24:
+			return errors.New("keys: WithRequestLogs: Buffer is from 1 to 16,777,216 entries (0: the default)")
+		case cfg.IP > reqlog.IPNone:
+			return errors.New("keys: WithRequestLogs: unknown IPMode")
+		}
+		c.logs = cfg
 		return nil
 	}
 }

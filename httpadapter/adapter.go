@@ -5,12 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/internal/verifiedctx"
+	"github.com/txcloud/keys/reqlog"
 )
 
 // Adapter is the one configured value behind everything this package
@@ -42,6 +46,8 @@ const (
 //	GET    /developers/usage           the account's usage (developers:read)
 //	GET    /developers/keys/{id}/usage a key's usage series (developers:read)
 //	GET    /developers/account         the account: its plan and credits (developers:read)
+//	GET    /developers/logs            the account's request log, newest first (developers:read)
+//	GET    /developers/logs/{request_id} one request's entry (developers:read)
 //
 // The caller authenticates with a key (or through WithAuthenticator) and
 // sees and changes only its own account's keys: another account's key ID is
@@ -70,15 +76,19 @@ func New(m *keys.Manager, opts ...Option) *Adapter {
 	a.mux.Handle("GET /developers/usage", a.endpoint(PermissionReadKeys, usageReads, a.usage))
 	a.mux.Handle("GET /developers/keys/{id}/usage", a.endpoint(PermissionReadKeys, usageReads, a.keyUsage))
 	a.mux.Handle("GET /developers/account", a.endpoint(PermissionReadKeys, "", a.account))
+	a.mux.Handle("GET /developers/logs", a.endpoint(PermissionReadKeys, logReads, a.logs))
+	a.mux.Handle("GET /developers/logs/{request_id}", a.endpoint(PermissionReadKeys, logReads, a.logEntry))
 	// Known paths, other methods: 405 in the envelope (ServeMux's own 405
 	// is plain text).
 	for path, allow := range map[string]string{
-		"/developers/keys":            "GET, POST",
-		"/developers/keys/{id}":       "GET, PATCH, DELETE",
-		"/developers/keys/{id}/roll":  "POST",
-		"/developers/usage":           "GET",
-		"/developers/keys/{id}/usage": "GET",
-		"/developers/account":         "GET",
+		"/developers/keys":              "GET, POST",
+		"/developers/keys/{id}":         "GET, PATCH, DELETE",
+		"/developers/keys/{id}/roll":    "POST",
+		"/developers/usage":             "GET",
+		"/developers/keys/{id}/usage":   "GET",
+		"/developers/account":           "GET",
+		"/developers/logs":              "GET",
+		"/developers/logs/{request_id}": "GET",
 	} {
 		a.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
@@ -125,6 +135,8 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if v := verifiedctx.Get[keys.Verified](r.Context()); v != nil && v.KeyID != "" {
+				// Behind another Middleware, which gave the response its
+				// request ID and logs the request.
 				if err := a.check(v, perms); err != nil {
 					a.WriteError(w, r, err)
 					return
@@ -132,50 +144,118 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 				next.ServeHTTP(w, r)
 				return
 			}
+			// What the request needs, in one allocation: the handler's
+			// context, the status writer, the body counter.
+			s := &served{sw: statusWriter{ResponseWriter: w}, start: time.Now()}
+			s.id = a.setRequestID(w, r)
 			api := a.c.apiOf(r)
-			var v keys.Verified
+			s.ip = a.c.clientIP(r)
 			var release func()
-			err := a.authenticate(w, r, perms, api, &v, &release)
+			err := a.authenticate(w, r, s.ip, perms, api, &s.ctx.V, &release)
+			v := &s.ctx.V
 			if err == nil {
 				defer release() // a panicking handler gives it back too
-				// The handler's context and its status writer, in one
-				// allocation.
-				s := &served{ctx: verifiedctx.Holder[keys.Verified]{Context: r.Context(), V: v}, sw: statusWriter{ResponseWriter: w}}
+				s.ctx.Context = r.Context()
 				defer func() {
 					if p := recover(); p != nil {
 						// Counted as net/http answers it (500, unless the
 						// handler had answered), then panicking on.
-						a.m.CountUsage(&v, api, cmp.Or(s.sw.status, http.StatusInternalServerError))
+						status := cmp.Or(s.sw.status, http.StatusInternalServerError)
+						a.m.CountUsage(v, api, status)
+						a.logRequest(r, s, api, status)
 						panic(p)
 					}
 					status := cmp.Or(s.sw.status, http.StatusOK)
 					if r.Context().Err() != nil {
 						status = StatusClientClosedRequest // the client left before the handler returned
 					}
-					a.m.CountUsage(&v, api, status)
+					a.m.CountUsage(v, api, status)
+					a.logRequest(r, s, api, status)
 				}()
-				next.ServeHTTP(&s.sw, r.WithContext(&s.ctx))
+				r2 := r.WithContext(&s.ctx)
+				if r.Body != nil && r.Body != http.NoBody {
+					s.body.ReadCloser = r.Body
+					r2.Body = &s.body
+				}
+				next.ServeHTTP(&s.sw, r2)
 				return
 			}
 			switch {
 			case errors.Is(err, keys.ErrRateLimited):
-				a.m.CountUsage(&v, api, http.StatusTooManyRequests)
+				a.m.CountUsage(v, api, http.StatusTooManyRequests)
 			case errors.Is(err, keys.ErrCreditsExhausted):
-				a.m.CountUsage(&v, api, http.StatusPaymentRequired) // failed, not a rate-limit hit
+				a.m.CountUsage(v, api, http.StatusPaymentRequired) // failed, not a rate-limit hit
 			case errors.Is(err, context.Canceled):
-				a.m.CountUsage(&v, api, StatusClientClosedRequest) // a key it had found, if any
+				a.m.CountUsage(v, api, StatusClientClosedRequest) // a key it had found, if any
 			}
-			a.WriteError(w, r, err)
+			a.WriteError(&s.sw, r, err)
+			a.logRequest(r, s, api, s.sw.status)
 		})
 	}
+}
+
+// logRequest records the request in the Manager's request log.
+func (a *Adapter) logRequest(r *http.Request, s *served, api string, status int) {
+	v := &s.ctx.V
+	e := reqlog.Entry{RequestID: s.id, Timestamp: s.start, AccountID: v.AccountID, Environment: string(v.Environment),
+		Method: r.Method, Path: r.Pattern, API: api, Status: status,
+		ErrorType: s.sw.errType, ErrorCode: s.sw.errCode, Limit: s.sw.limit, Latency: time.Since(s.start),
+		IP: s.ip, UserAgent: reqlog.CleanUserAgent(r.UserAgent()), RequestBytes: s.body.n, ResponseBytes: s.sw.bytes}
+	if a.c.authenticate == nil {
+		e.KeyID = v.KeyID // a principal's Subject is no key
+	}
+	if e.Path == "" {
+		e.Path = escapedPath(r)
+	}
+	if e.RequestBytes == 0 && r.ContentLength > 0 && s.body.ReadCloser == nil {
+		e.RequestBytes = r.ContentLength
+	}
+	a.m.LogRequest(&e)
+}
+
+// escapedPath is the request's path as sent, escaped, cut to
+// reqlog.MaxPathLen bytes without splitting an escape; never the query.
+func escapedPath(r *http.Request) string {
+	p := r.URL.EscapedPath()
+	if len(p) > reqlog.MaxPathLen {
+		p = p[:reqlog.MaxPathLen]
+		if i := strings.LastIndexByte(p, '%'); i >= len(p)-2 {
+			p = p[:i]
+		}
+	}
+	return p
+}
+
+// setRequestID gives the response its request ID (the host's, with
+// WithRequestID, or the library's own) and returns it.
+func (a *Adapter) setRequestID(w http.ResponseWriter, r *http.Request) string {
+	id := a.c.requestID(r)
+	w.Header()["Request-Id"] = []string{id}
+	return id
+}
+
+// countingBody counts the bytes a handler reads of the request body.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
 }
 
 // served is what the middleware gives the handler of a verified request:
 // its context (carrying the verified key) and the writer that notes the
 // status for usage.
 type served struct {
-	ctx verifiedctx.Holder[keys.Verified]
-	sw  statusWriter
+	ctx   verifiedctx.Holder[keys.Verified]
+	sw    statusWriter
+	body  countingBody
+	start time.Time
+	id    string
+	ip    netip.Addr
 }
 
 // check holds an already verified caller to the environment and perms.
@@ -197,10 +277,14 @@ func (a *Adapter) check(v *keys.Verified, perms []string) error {
 // header. It is the zero Addr when that header is malformed.
 func (a *Adapter) ClientIP(r *http.Request) netip.Addr { return a.c.clientIP(r) }
 
-// statusWriter notes the status a handler answers with, for usage.
+// statusWriter notes the status a handler answers with, for usage, and
+// what the request log keeps of the answer: its size, and the envelope's
+// type, code and limit when WriteError wrote it.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status                  int
+	bytes                   int64
+	errType, errCode, limit string
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -214,7 +298,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
 }
 
 // Unwrap lets http.ResponseController reach the connection's writer

@@ -99,7 +99,7 @@ func forwardedFor(headers []string) []string {
 // With release not nil, the request is counted in flight against its
 // account's plan, before its limits and credits (keys.InFlight), and
 // *release ends that; on an error it does nothing.
-func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []string, api string, v *keys.Verified, release *func()) error {
+func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, ip netip.Addr, perms []string, api string, v *keys.Verified, release *func()) error {
 	if a.c.authenticate != nil {
 		p, err := a.c.authenticate(r)
 		if err != nil {
@@ -122,7 +122,7 @@ func (a *Adapter) authenticate(w http.ResponseWriter, r *http.Request, perms []s
 	// On the stack, filled by index: append's possible growth would move
 	// every option's pointers (InFlight's release) to the heap.
 	var buf [6]keys.VerifyOption
-	buf[0], buf[1] = keys.FromIP(a.c.clientIP(r)), keys.OnEndpoint(r.Method, r.URL.Path)
+	buf[0], buf[1] = keys.FromIP(ip), keys.OnEndpoint(r.Method, r.URL.Path)
 	if api == "" {
 		buf[2] = keys.OutsidePlan()
 	} else {

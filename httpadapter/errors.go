@@ -146,10 +146,17 @@ func retryAfterSeconds(d time.Duration) int {
 func (a *Adapter) WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	c := a.c
 	status, d := describe(err)
-	d.RequestID = c.requestID(r)
 	h := w.Header()
+	// The ID the response already carries (the middleware's and the
+	// endpoints' own), or a new one.
+	if d.RequestID = h.Get("Request-Id"); d.RequestID == "" {
+		d.RequestID = c.requestID(r)
+		h.Set("Request-Id", d.RequestID)
+	}
 	httpjson.SetHeaders(h)
-	h.Set("Request-Id", d.RequestID)
+	if sw, ok := w.(*statusWriter); ok { // for the request log
+		sw.errType, sw.errCode, sw.limit = d.Type, d.Code, d.Limit
+	}
 	if status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="api"`)
 	}

@@ -23,9 +23,11 @@ import (
 func (a *Adapter) endpoint(perm, group string, fn func(http.ResponseWriter, *http.Request, keys.Scoped) error) http.Handler {
 	perms := []string{perm}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var v keys.Verified
-		sw := &statusWriter{ResponseWriter: w}
-		err := a.authenticate(sw, r, perms, "", &v, nil)
+		s := &served{sw: statusWriter{ResponseWriter: w}, start: time.Now()}
+		s.id = a.setRequestID(w, r)
+		s.ip = a.c.clientIP(r)
+		v, sw := &s.ctx.V, &s.sw
+		err := a.authenticate(sw, r, s.ip, perms, "", v, nil)
 		if err == nil {
 			err = a.allowManagement(r, v.AccountID, group)
 		}
@@ -39,7 +41,8 @@ func (a *Adapter) endpoint(perm, group string, fn func(http.ResponseWriter, *htt
 		if r.Context().Err() != nil {
 			status = StatusClientClosedRequest
 		}
-		a.m.CountUsage(&v, r.Pattern, status) // nothing when no key was found
+		a.m.CountUsage(v, r.Pattern, status) // nothing when no key was found
+		a.logRequest(r, s, r.Pattern, status)
 	})
 }
 

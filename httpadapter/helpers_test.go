@@ -16,6 +16,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/reqlog"
 	"github.com/txcloud/keys/store"
 )
 
@@ -236,3 +237,21 @@ func changeLast(key string) string {
 	}
 	return key[:len(key)-1] + string(c)
 }
+
+// AddLogs, Logs and PruneLogs forward to the wrapped store's request log.
+func (s *countingStore) AddLogs(ctx context.Context, b store.LogBatch) (int, error) {
+	if s.down.Load() {
+		return 0, io.ErrUnexpectedEOF
+	}
+	return s.Store.(store.LogStore).AddLogs(ctx, b)
+}
+
+func (s *countingStore) Logs(ctx context.Context, q store.LogQuery) ([]reqlog.Entry, error) {
+	return s.Store.(store.LogStore).Logs(ctx, q)
+}
+
+func (s *countingStore) PruneLogs(ctx context.Context, before time.Time) error {
+	return s.Store.(store.LogStore).PruneLogs(ctx, before)
+}
+
+var _ store.LogStore = (*countingStore)(nil)

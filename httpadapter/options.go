@@ -105,9 +105,13 @@ func WithEnvironment(env keys.Environment) Option {
 	}
 }
 
-// WithRequestID sets how error responses get their request_id, to reuse
-// the host's own request IDs; the ID should start with "req_", as the
-// envelope's schema says. Default: a random "req_" ID.
+// WithRequestID sets the ID each response carries in its Request-Id
+// header (every response of Middleware and the key endpoints), which the
+// error envelope repeats as request_id and the request log keeps (as
+// given, cut to reqlog.MaxRequestIDLen bytes), to reuse the host's own
+// request IDs; the ID should start with "req_", as the envelope's schema
+// says, and be unique: a customer reading an ID seen twice gets the
+// newest entry. Default: "req_" and 130 random bits.
 func WithRequestID(f func(*http.Request) string) Option {
 	return func(c *config) error {
 		if f == nil {
@@ -216,4 +220,15 @@ func (c *config) apiOf(r *http.Request) string {
 	return "other"
 }
 
-func randomRequestID(*http.Request) string { return "req_" + rand.Text() }
+// randomRequestID is "req_" and 26 characters of base 32 (rand.Text's
+// alphabet), each from 5 random bits: 130 bits, in one allocation.
+func randomRequestID(*http.Request) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+	var b [4 + 26]byte
+	copy(b[:], "req_")
+	_, _ = rand.Read(b[4:])
+	for i := 4; i < len(b); i++ {
+		b[i] = alphabet[b[i]&31]
+	}
+	return string(b[:])
+}

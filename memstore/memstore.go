@@ -61,6 +61,7 @@ type Store struct {
 	usage   usageCounts
 	credits credits
 	marks   marks.Set // store.Marker
+	logs    logBook   // store.LogStore
 }
 
 // account is one account's records, sorted by (CreatedAt, ID) ascending:

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys/credits"
+	"github.com/txcloud/keys/reqlog"
 	"github.com/txcloud/keys/usage"
 )
 
@@ -174,4 +175,75 @@ type Marker interface {
 	// it guarded failed, and must be let in again). Unmarking a mark not
 	// recorded is no error.
 	Unmark(ctx context.Context, mark Digest) error
+}
+
+// LogStore is the optional capability that keeps the request log
+// (package reqlog): memstore, pgstore and sqlitestore have it. Only
+// entries with an AccountID reach it. On a store without it, no log is
+// kept (GET /developers/logs is a 404) and only a host's reqlog.Exporter
+// sees the entries.
+type LogStore interface {
+	// AddLogs stores a batch of entries, in any order. Of one account's
+	// entries of one UTC day (by Timestamp) it keeps MaxPerDay at most,
+	// across every batch and instance, and drops the rest, returning
+	// how many it dropped. It is idempotent: a batch whose ID was added
+	// before changes nothing, so a flush retried after its answer was
+	// lost stores nothing twice.
+	AddLogs(ctx context.Context, b LogBatch) (dropped int, err error)
+	// Logs returns q.AccountID's entries that match q, newest first (by
+	// Timestamp, then RequestID, both descending), after q.After if set,
+	// q.Limit at most. Its cost grows with what it returns, not with
+	// the account's entries or another account's.
+	Logs(ctx context.Context, q LogQuery) ([]reqlog.Entry, error)
+	// PruneLogs deletes entries older than before, or (pgstore) whole
+	// days of them, older than before's UTC day; it may keep up to a day
+	// more, never less.
+	PruneLogs(ctx context.Context, before time.Time) error
+}
+
+// LogBatch is what one flush of the request log writes.
+type LogBatch struct {
+	ID        string
+	Entries   []reqlog.Entry // each with an AccountID
+	MaxPerDay int            // entries one account keeps a UTC day
+}
+
+// LogQuery selects an account's entries.
+type LogQuery struct {
+	AccountID  string
+	Start, End time.Time // [Start, End); zero: unbounded
+	KeyID      string    // "": any
+	Status     reqlog.Status
+	Method     string // "": any
+	API        string // "": any
+	RequestID  string // "": any
+	// Environment, if not "", selects that environment's entries (a test
+	// principal's reads).
+	Environment string
+	After       *LogCursor
+	Limit       int // 1 to 101
+}
+
+// LogCursor is where a page of entries ended: the next page holds the
+// entries after it, newest first.
+type LogCursor struct {
+	Timestamp time.Time
+	RequestID string
+}
+
+// Before reports whether e comes after c in the log's order (newest
+// first): older, or as old with a smaller RequestID.
+func (c *LogCursor) Before(e *reqlog.Entry) bool {
+	return e.Timestamp.Before(c.Timestamp) || e.Timestamp.Equal(c.Timestamp) && e.RequestID < c.RequestID
+}
+
+// Matches reports whether e matches q (its account, filters and cursor),
+// for stores that filter in Go.
+func (q *LogQuery) Matches(e *reqlog.Entry) bool {
+	return e.AccountID == q.AccountID &&
+		(q.Start.IsZero() || !e.Timestamp.Before(q.Start)) && (q.End.IsZero() || e.Timestamp.Before(q.End)) &&
+		(q.KeyID == "" || e.KeyID == q.KeyID) && (q.Method == "" || e.Method == q.Method) &&
+		(q.API == "" || e.API == q.API) && (q.Environment == "" || e.Environment == q.Environment) && (q.RequestID == "" || e.RequestID == q.RequestID) &&
+		(q.Status.Min == 0 || e.Status >= q.Status.Min && e.Status <= q.Status.Max) &&
+		(q.After == nil || q.After.Before(e))
 }

@@ -100,6 +100,8 @@ func Of(err error) Refusal {
 		return Refusal{Kind: IdempotencyConflict, Code: "idempotency_key_reused", Param: "Idempotency-Key", Message: "this Idempotency-Key was used with a different request"}
 	case errors.Is(err, sentinel.ErrUsageNotKept):
 		return Refusal{Kind: NotFound, Code: "not_found", Message: sentinel.ErrUsageNotKept.Error()}
+	case errors.Is(err, sentinel.ErrLogsNotKept):
+		return Refusal{Kind: NotFound, Code: "not_found", Message: sentinel.ErrLogsNotKept.Error()}
 	case errors.Is(err, keys.ErrNotFound):
 		return Refusal{Kind: NotFound, Code: "not_found", Message: "not found"}
 	case errors.Is(err, context.Canceled):

@@ -9,3 +9,7 @@ import "errors"
 // on a store that keeps no usage: the HTTP endpoints answer it with 404
 // and this message, the gRPC adapter with NotFound.
 var ErrUsageNotKept = errors.New("this server keeps no usage")
+
+// ErrLogsNotKept is wrapped (with keys.ErrNotFound) by the request-log
+// reads on a store that keeps no log.
+var ErrLogsNotKept = errors.New("this server keeps no request log")

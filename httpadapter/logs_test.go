@@ -1,0 +1,260 @@
+package httpadapter_test
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/reqlog"
+)
+
+// exported keeps what an exporter is given.
+type exported struct {
+	mu      sync.Mutex
+	entries []reqlog.Entry
+}
+
+func (x *exported) Export(_ context.Context, es []reqlog.Entry) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.entries = append(x.entries, es...)
+	return nil
+}
+
+func (x *exported) byID() map[string]reqlog.Entry {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := map[string]reqlog.Entry{}
+	for _, e := range x.entries {
+		out[e.RequestID] = e
+	}
+	return out
+}
+
+// readLog reads GET /developers/logs/{id} as key.
+func readLog(t *testing.T, h http.Handler, key, id string) (reqlog.Entry, int) {
+	t.Helper()
+	rec := serve(h, request{method: http.MethodGet, path: "/developers/logs/" + url.PathEscape(id), headers: map[string][]string{"Authorization": bearer(key)}})
+	var e reqlog.Entry
+	if rec.Code == 200 {
+		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e, rec.Code
+}
+
+// TestEveryRequestIsLoggedOnce: N requests of mixed outcomes, through the
+// middleware and the key endpoints, each carry a Request-Id, and each is
+// found by it with its status, key, error code and limit; the requests of
+// keys no record matches reach only the exporter.
+func TestEveryRequestIsLoggedOnce(t *testing.T) {
+	x := &exported{}
+	e := newEnv(t, keys.WithRequestLogs(reqlog.Config{Exporter: x}))
+	a := httpadapter.New(e.m)
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/whoami", a.Middleware("kyb:read")(whoami))
+	mux.Handle("/developers/", a)
+	type want struct {
+		status       int
+		code, limit  string
+		keyed, owned bool // a stored key was found; of acct_a
+	}
+	cases := []struct {
+		r request
+		w want
+	}{
+		{request{method: "GET", path: "/v1/whoami?token=secret", headers: map[string][]string{"Authorization": bearer(e.admin), "User-Agent": {"curl/8.5\x01ü"}}}, want{200, "", "", true, true}},
+		{request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(e.revoked)}}, want{401, "key_revoked", "", true, true}},
+		{request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(e.narrow)}}, want{403, "forbidden", "", true, true}},
+		{request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(forgeKey("txc_test_" + strings.Repeat("Q", 32)))}}, want{401, "unauthorized", "", false, false}},
+		{request{method: "GET", path: "/v1/whoami"}, want{401, "unauthorized", "", false, false}},
+		{request{method: "GET", path: "/developers/keys", headers: map[string][]string{"Authorization": bearer(e.readOnly)}}, want{200, "", "", true, true}},
+		{request{method: "POST", path: "/developers/keys", headers: jsonHeaders(e.admin), body: `{"name":"x","environment":"test","bogus":1}`}, want{400, "invalid_parameter", "", true, true}},
+		{request{method: "GET", path: "/developers/keys/key_nosuch", headers: map[string][]string{"Authorization": bearer(e.admin)}}, want{404, "not_found", "", true, true}},
+		{request{method: "GET", path: "/developers/keys", headers: map[string][]string{"Authorization": bearer(e.stranger)}}, want{200, "", "", true, false}},
+	}
+	for range 4 { // the limited key: 3 a minute, then a 429
+		cases = append(cases, struct {
+			r request
+			w want
+		}{request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(e.limited)}}, want{200, "", "", true, true}})
+	}
+	cases[len(cases)-1].w = want{429, "rate_limit_exceeded", "key", true, true}
+	ids := map[string]want{}
+	var first string
+	for _, c := range cases {
+		rec := serve(mux, c.r)
+		id := rec.Header().Get("Request-Id")
+		if !strings.HasPrefix(id, "req_") || len(id) != 30 {
+			t.Fatalf("%s %s: Request-Id %q", c.r.method, c.r.path, id)
+		}
+		if rec.Code != c.w.status {
+			t.Fatalf("%s %s: %d, want %d", c.r.method, c.r.path, rec.Code, c.w.status)
+		}
+		if _, dup := ids[id]; dup {
+			t.Fatal("a request ID twice")
+		}
+		ids[id] = c.w
+		first = cmp.Or(first, id)
+	}
+	// Read back by the account's admin: every acct_a request, by its ID.
+	for id, w := range ids {
+		got, status := readLog(t, mux, e.admin, id)
+		if !w.owned {
+			if status != 404 {
+				t.Errorf("%s (%d, not acct_a's): %d, want 404", id, w.status, status)
+			}
+			continue
+		}
+		if status != 200 {
+			t.Fatalf("%s: read %d", id, status)
+		}
+		if got.RequestID != id || got.Status != w.status || got.ErrorCode != w.code || got.Limit != w.limit || (got.KeyID != "") != w.keyed {
+			t.Errorf("%s: entry %+v, want %+v", id, got, w)
+		}
+		if strings.Contains(got.Path, "?") || strings.Contains(got.Path, "secret") {
+			t.Errorf("the query string reached the log: %q", got.Path)
+		}
+		if id == first && got.UserAgent != "curl/8.5???" {
+			t.Errorf("user agent %q, want it cleaned", got.UserAgent)
+		}
+	}
+	// The exporter got every request, and the requests that read the
+	// log: N + the reads of acct_a's entries.
+	if err := e.m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	all := x.byID()
+	for id, w := range ids {
+		if got, ok := all[id]; !ok || got.Status != w.status {
+			t.Errorf("exporter: %s: %+v, want status %d", id, got, w.status)
+		}
+	}
+	// Another account sees none of acct_a's: its key ID and its request
+	// IDs are a 404.
+	for id, w := range ids {
+		if w.owned {
+			if _, status := readLog(t, mux, e.stranger, id); status != 404 {
+				t.Errorf("acct_b read acct_a's %s: %d", id, status)
+			}
+			break
+		}
+	}
+	admin, err := e.m.Verify(context.Background(), e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := serve(mux, request{method: "GET", path: "/developers/logs?key_id=" + admin.KeyID, headers: map[string][]string{"Authorization": bearer(e.stranger)}})
+	if rec.Code != 404 {
+		t.Fatalf("acct_b filtered by acct_a's key: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestLogListFilters: the list filters by status (code and class), key
+// and method, newest first, in pages.
+func TestLogListFilters(t *testing.T) {
+	e := newEnv(t)
+	a := httpadapter.New(e.m)
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/whoami", a.Middleware()(whoami))
+	mux.Handle("/developers/", a)
+	for range 5 {
+		serve(mux, request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(e.limited)}})
+		e.clock.Advance(1)
+	}
+	list := func(q string) reqlog.Page {
+		t.Helper()
+		rec := serve(mux, request{method: "GET", path: "/developers/logs?" + q, headers: map[string][]string{"Authorization": bearer(e.admin)}})
+		if rec.Code != 200 {
+			t.Fatalf("%s: %d %s", q, rec.Code, rec.Body)
+		}
+		var p reqlog.Page
+		if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if p := list("status=429"); len(p.Data) != 2 || p.Data[0].Limit != "key" {
+		t.Fatalf("status=429: %+v", p.Data)
+	}
+	if p := list("status=4xx&method=GET"); len(p.Data) != 2 {
+		t.Fatalf("status=4xx: %d entries", len(p.Data))
+	}
+	// The limited key's three, and the two reads before this one (each is
+	// logged after its answer).
+	if p := list("status=2xx"); len(p.Data) != 5 {
+		t.Fatalf("status=2xx: %d entries, want 5", len(p.Data))
+	}
+	// Pages of 2 walk every entry once, newest first.
+	seen := map[string]bool{}
+	q := "limit=2&api=GET+%2Fv1%2Fwhoami"
+	var last reqlog.Entry
+	for pages := 0; ; pages++ {
+		p := list(q)
+		for _, en := range p.Data {
+			if seen[en.RequestID] {
+				t.Fatal("an entry on two pages")
+			}
+			if last.RequestID != "" && en.Timestamp.After(last.Timestamp) {
+				t.Fatal("not newest first")
+			}
+			seen[en.RequestID], last = true, en
+		}
+		if !p.HasMore {
+			break
+		}
+		q = "limit=2&api=GET+%2Fv1%2Fwhoami&cursor=" + url.QueryEscape(*p.NextCursor)
+	}
+	if len(seen) != 5 {
+		t.Fatalf("pages gave %d entries, want 5", len(seen))
+	}
+	for _, bad := range []string{"status=600", "status=4xy", "limit=0", "limit=101", "cursor=%21", "start=yesterday", "bogus=1", "key_id=", "status=429&status=500"} {
+		rec := serve(mux, request{method: "GET", path: "/developers/logs?" + bad, headers: map[string][]string{"Authorization": bearer(e.admin)}})
+		if rec.Code != 400 {
+			t.Errorf("%s: %d, want 400", bad, rec.Code)
+		}
+		envelope(t, rec)
+	}
+}
+
+// TestLogsNeedAStoreThatKeepsThem: without a store.LogStore (and no
+// exporter) nothing is recorded, and the log endpoints are a 404.
+func TestLogsNeedAStoreThatKeepsThem(t *testing.T) {
+	e := newEnv(t, keys.WithRequestLogs(reqlog.Config{Disabled: true}))
+	a := httpadapter.New(e.m)
+	rec := serve(a, request{method: "GET", path: "/developers/logs", headers: map[string][]string{"Authorization": bearer(e.admin)}})
+	if rec.Code != 404 || envelope(t, rec).Message != "this server keeps no request log" {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	if e.m.LogsDropped() != nil {
+		t.Fatal("a Manager keeping no log counts drops")
+	}
+}
+
+// TestRequestIDsAreUnique: the library's IDs are "req_" and 26 base-32
+// characters, all distinct.
+func TestRequestIDsAreUnique(t *testing.T) {
+	e := newEnv(t)
+	h := httpadapter.New(e.m).Middleware()(whoami)
+	seen := map[string]bool{}
+	for range 2000 {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("Authorization", "Bearer "+e.admin)
+		h.ServeHTTP(rec, req)
+		id := rec.Header().Get("Request-Id")
+		if len(id) != 30 || strings.Trim(id[4:], "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") != "" || seen[id] {
+			t.Fatalf("request ID %q", id)
+		}
+		seen[id] = true
+	}
+}

@@ -1,0 +1,439 @@
+package keys
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"math/bits"
+	"math/rand/v2"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/txcloud/keys/internal/sentinel"
+	"github.com/txcloud/keys/reqlog"
+	"github.com/txcloud/keys/store"
+)
+
+// The request log: LogRequest puts an entry in one of several bounded
+// rings (lock-free, no allocation), a flusher drains them every
+// reqlog.FlushInterval (or sooner, when a ring is half full) and writes
+// the entries of accounts to the store in batches, and hands every entry
+// to the host's Exporter.
+
+// errLogsNotKept is what the log reads return on a store that keeps none.
+var errLogsNotKept = fmt.Errorf("keys: %w: %w", sentinel.ErrLogsNotKept, ErrNotFound)
+
+// maxLogBatch bounds the entries of one LogBatch (one COPY).
+const maxLogBatch = 10_000
+
+// Why entries were dropped, for the counters and the summary logged.
+const (
+	dropFull   = iota // the buffer was full
+	dropStore         // the store failed past the pending bound
+	dropCap           // the account was past its entries a day
+	dropExport        // the exporter failed
+	dropReasons
+)
+
+var dropNames = [dropReasons]string{"buffer_full", "store_failing", "account_daily_cap", "exporter_failed"}
+
+// logBook is the Manager's request log.
+type logBook struct {
+	store     store.LogStore  // nil: none keeps the log
+	exporter  reqlog.Exporter // nil: none
+	ip        reqlog.IPMode
+	retention time.Duration
+	perDay    int
+
+	rings    []logRing
+	mask     uint32
+	ringSize int           // slots in each ring, a power of two
+	wake     chan struct{} // a ring is half full
+
+	mu        sync.Mutex // one flush at a time
+	pending   []store.LogBatch
+	pendingN  int
+	maxPend   int
+	nextPrune time.Time
+
+	dropped    [dropReasons]atomic.Int64
+	lastLogged atomic.Int64 // of the summary, Unix ns
+	lastFailed atomic.Int64 // of the failure line, Unix ns
+}
+
+// logRing is a bounded multi-producer queue of entries (D. Vyukov's): a
+// producer claims a slot by moving tail, writes it and publishes it by its
+// sequence number; the flusher takes published slots in order. Its slots
+// are allocated at its first entry.
+type logRing struct {
+	tail  atomic.Uint64
+	slots atomic.Pointer[[]logSlot]
+	head  uint64 // the flusher's, under logBook.mu
+	_     [40]byte
+}
+
+type logSlot struct {
+	seq atomic.Uint64
+	e   reqlog.Entry
+}
+
+// newLogBook is the log of a Manager on st with cfg, or nil when nothing
+// would keep or take its entries.
+func newLogBook(st store.Store, cfg reqlog.Config) *logBook {
+	ls, _ := store.Capability[store.LogStore](st)
+	if cfg.Disabled || ls == nil && cfg.Exporter == nil {
+		return nil
+	}
+	n := 8
+	for n < 4*runtime.GOMAXPROCS(0) && n < 64 {
+		n *= 2
+	}
+	size := cmp.Or(cfg.Buffer, reqlog.DefaultBuffer)
+	per := max(16, 1<<bits.Len(uint(size/n-1))) // a power of two, at least size/n
+	l := &logBook{store: ls, exporter: cfg.Exporter, ip: cfg.IP,
+		retention: cmp.Or(cfg.Retention, reqlog.DefaultRetention), perDay: cmp.Or(cfg.PerAccountDay, reqlog.DefaultPerAccountDay),
+		rings: make([]logRing, n), mask: uint32(n - 1), wake: make(chan struct{}, 1), maxPend: max(size, maxLogBatch)}
+	l.ringSize = per
+	return l
+}
+
+// LogRequest records one request in the request log (package reqlog):
+// the HTTP middleware, the key endpoints and the gRPC interceptors call
+// it once per request, after the answer; a host serving requests another
+// way may too. It takes no lock, allocates nothing (after a ring's first
+// entry) and never waits: when the buffer is full the entry is dropped,
+// and counted. It copies e, applying the Manager's IPMode and the
+// lengths reqlog bounds; e.UserAgent should have been through
+// reqlog.CleanUserAgent. An entry of no account (a key that matches no
+// record) is kept only for an Exporter.
+func (m *Manager) LogRequest(e *reqlog.Entry) {
+	l := m.rlog
+	if l == nil || e.AccountID == "" && l.exporter == nil {
+		return
+	}
+	r := &l.rings[rand.Uint32()&l.mask]
+	slots := r.slots.Load()
+	if slots == nil {
+		slots = r.allocate(l.ringSize)
+	}
+	s := *slots
+	mask := uint64(len(s) - 1)
+	for {
+		pos := r.tail.Load()
+		slot := &s[pos&mask]
+		switch seq := slot.seq.Load(); {
+		case seq == pos:
+			if !r.tail.CompareAndSwap(pos, pos+1) {
+				continue
+			}
+			slot.e = *e
+			l.bound(&slot.e)
+			slot.seq.Store(pos + 1)
+			if pos&(mask>>1) == mask>>1 { // half the ring since the last wake
+				select {
+				case l.wake <- struct{}{}:
+				default:
+				}
+			}
+			return
+		case seq < pos: // the slot holds an entry not drained yet: full
+			l.dropped[dropFull].Add(1)
+			return
+		}
+		// Another producer took the slot: try the next.
+	}
+}
+
+// allocate gives r its slots, once.
+func (r *logRing) allocate(n int) *[]logSlot {
+	s := make([]logSlot, n)
+	for i := range s {
+		s[i].seq.Store(uint64(i))
+	}
+	if r.slots.CompareAndSwap(nil, &s) {
+		return &s
+	}
+	return r.slots.Load()
+}
+
+// bound applies the IPMode and the lengths to an entry in its slot.
+func (l *logBook) bound(e *reqlog.Entry) {
+	e.IP = l.ip.Apply(e.IP)
+	e.RequestID = cut(e.RequestID, reqlog.MaxRequestIDLen)
+	e.Path = cut(e.Path, reqlog.MaxPathLen)
+	e.UserAgent = cut(e.UserAgent, reqlog.MaxUserAgentLen)
+}
+
+func cut(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// drain takes every published entry out of the rings. The caller holds
+// l.mu.
+func (l *logBook) drain() []reqlog.Entry {
+	var out []reqlog.Entry
+	for i := range l.rings {
+		r := &l.rings[i]
+		slots := r.slots.Load()
+		if slots == nil {
+			continue
+		}
+		s := *slots
+		mask := uint64(len(s) - 1)
+		for {
+			slot := &s[r.head&mask]
+			if slot.seq.Load() != r.head+1 {
+				break
+			}
+			out = append(out, slot.e)
+			slot.e = reqlog.Entry{} // lets go of its strings
+			slot.seq.Store(r.head + mask + 1)
+			r.head++
+		}
+	}
+	return out
+}
+
+// flushLogs drains the rings, exports every entry, and writes the
+// accounts' entries to the store, with the batches a failing store left
+// pending first. Past the pending bound the newest are dropped.
+func (m *Manager) flushLogs(ctx context.Context) error {
+	l := m.rlog
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	entries := l.drain()
+	if l.exporter != nil && len(entries) > 0 {
+		if err := l.exporter.Export(ctx, entries); err != nil {
+			l.drop(m, dropExport, int64(len(entries)))
+		}
+	}
+	if l.store == nil {
+		return nil
+	}
+	kept := entries[:0]
+	for _, e := range entries {
+		if e.AccountID != "" {
+			kept = append(kept, e)
+		}
+	}
+	for len(kept) > 0 {
+		n := min(len(kept), maxLogBatch)
+		if l.pendingN+n > l.maxPend {
+			l.drop(m, dropStore, int64(len(kept)))
+			break
+		}
+		l.pending = append(l.pending, store.LogBatch{ID: newBatchID(), Entries: kept[:n:n], MaxPerDay: l.perDay})
+		l.pendingN += n
+		kept = kept[n:]
+	}
+	for len(l.pending) > 0 {
+		b := l.pending[0]
+		dropped, err := l.store.AddLogs(ctx, b)
+		if err != nil {
+			return fmt.Errorf("keys: storing the request log: %w", err)
+		}
+		if dropped > 0 {
+			l.drop(m, dropCap, int64(dropped))
+		}
+		l.pending[0] = store.LogBatch{}
+		l.pending = l.pending[1:]
+		l.pendingN -= len(b.Entries)
+	}
+	return nil
+}
+
+// pruneLogs deletes entries past the retention, once an hour.
+func (m *Manager) pruneLogs(ctx context.Context) error {
+	l := m.rlog
+	now := m.now()
+	l.mu.Lock()
+	due := l.store != nil && !now.Before(l.nextPrune)
+	if due {
+		l.nextPrune = now.Add(time.Hour)
+	}
+	l.mu.Unlock()
+	if !due {
+		return nil
+	}
+	return l.store.PruneLogs(ctx, now.Add(-l.retention))
+}
+
+// drop counts dropped entries, and logs a summary at most once a minute.
+func (l *logBook) drop(m *Manager, reason int, n int64) {
+	l.dropped[reason].Add(n)
+	now := time.Now().UnixNano()
+	if last := l.lastLogged.Load(); now-last > int64(time.Minute) && l.lastLogged.CompareAndSwap(last, now) {
+		m.logger.Warn("keys: request log entries were dropped", l.droppedAttrs()...)
+	}
+}
+
+func (l *logBook) droppedAttrs() []any {
+	var attrs []any
+	for i, name := range dropNames {
+		attrs = append(attrs, "dropped_"+name+"_total", l.dropped[i].Load())
+	}
+	return attrs
+}
+
+// LogsDropped is how many request-log entries were dropped so far, by
+// reason: "buffer_full" (recorded faster than flushed), "store_failing"
+// (the store failed past the pending bound), "account_daily_cap" (an
+// account past reqlog.Config.PerAccountDay) and "exporter_failed". Nil
+// when the Manager keeps no log.
+func (m *Manager) LogsDropped() map[string]int64 {
+	if m.rlog == nil {
+		return nil
+	}
+	out := make(map[string]int64, dropReasons)
+	for i, name := range dropNames {
+		out[name] = m.rlog.dropped[i].Load()
+	}
+	return out
+}
+
+// Logs is a page of the account's request log, newest first (package
+// reqlog): what the store holds, this instance's entries not flushed
+// yet included (it flushes first). On a store that keeps no log it is
+// an error the HTTP endpoints answer with 404.
+func (m *Manager) Logs(ctx context.Context, accountID string, f reqlog.Filter) (*reqlog.Page, error) {
+	return m.readLogs(ctx, trusted, accountID, f)
+}
+
+// Log is the account's entry of one request, by its request ID: with a
+// host's ID seen twice, the newest. ErrNotFound if there is none.
+func (m *Manager) Log(ctx context.Context, accountID, requestID string) (*reqlog.Entry, error) {
+	return m.logOne(ctx, trusted, accountID, requestID)
+}
+
+// Logs is a page of the principal's account's request log; a test
+// principal sees only its test keys' entries. A KeyID must name a key
+// the principal may see (ErrNotFound otherwise).
+func (s Scoped) Logs(ctx context.Context, f reqlog.Filter) (*reqlog.Page, error) {
+	if err := s.c.valid(); err != nil {
+		return nil, err
+	}
+	if f.KeyID != "" {
+		if _, err := s.m.load(ctx, s.c, f.KeyID); err != nil {
+			return nil, err
+		}
+	}
+	return s.m.readLogs(ctx, s.c, s.c.p.AccountID, f)
+}
+
+// Log is the principal's account's entry of one request: ErrNotFound
+// for another account's request, as if it did not exist.
+func (s Scoped) Log(ctx context.Context, requestID string) (*reqlog.Entry, error) {
+	if err := s.c.valid(); err != nil {
+		return nil, err
+	}
+	return s.m.logOne(ctx, s.c, s.c.p.AccountID, requestID)
+}
+
+func (m *Manager) logOne(ctx context.Context, c caller, accountID, requestID string) (*reqlog.Entry, error) {
+	if requestID == "" || len(requestID) > reqlog.MaxRequestIDLen {
+		return nil, ErrNotFound
+	}
+	p, err := m.readLogs(ctx, c, accountID, reqlog.Filter{RequestID: requestID, Limit: 1})
+	if err != nil {
+		return nil, err
+	}
+	if len(p.Data) == 0 {
+		return nil, ErrNotFound
+	}
+	return &p.Data[0], nil
+}
+
+// maxLogFilterLen bounds the text filters.
+const maxLogFilterLen = 256
+
+func (m *Manager) readLogs(ctx context.Context, c caller, accountID string, f reqlog.Filter) (*reqlog.Page, error) {
+	if m.closed.Load() {
+		return nil, ErrClosed
+	}
+	if accountID == "" {
+		return nil, missing("account_id")
+	}
+	l := m.rlog
+	if l == nil || l.store == nil {
+		return nil, errLogsNotKept
+	}
+	q := store.LogQuery{AccountID: accountID, Start: f.Start, End: f.End, KeyID: f.KeyID, Status: f.Status,
+		Method: f.Method, API: f.API, RequestID: f.RequestID, Limit: cmp.Or(f.Limit, reqlog.DefaultLimit)}
+	if !c.trusted {
+		q.Environment = string(c.p.Environment)
+	}
+	switch {
+	case q.Limit < 1 || q.Limit > reqlog.MaxLimit:
+		return nil, invalid("limit", "limit must be from 1 to %d", reqlog.MaxLimit)
+	case !q.Start.IsZero() && !q.End.IsZero() && !q.Start.Before(q.End):
+		return nil, invalid("end", "end must be after start")
+	case f.Status.Min != 0 && (f.Status.Min < 100 || f.Status.Max > 599 || f.Status.Min > f.Status.Max):
+		return nil, invalid("status", "status must be a code such as 429 or a class such as 4xx")
+	case len(f.KeyID) > maxLogFilterLen || len(f.Method) > maxLogFilterLen || len(f.API) > maxLogFilterLen || len(f.RequestID) > reqlog.MaxRequestIDLen:
+		return nil, invalid("", "a filter is at most %d bytes", maxLogFilterLen)
+	}
+	if f.Cursor != "" {
+		cur, ok := decodeLogCursor(f.Cursor)
+		if !ok {
+			return nil, invalid("cursor", "cursor is not one this server gave")
+		}
+		q.After = cur
+	}
+	if err := m.flushLogs(ctx); err != nil { // this instance's entries first; a failure is the store's, and the read says so
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	q.Limit++
+	got, err := l.store.Logs(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading the request log: %w", ErrUnavailable, err)
+	}
+	p := &reqlog.Page{Data: got}
+	if len(got) == q.Limit {
+		p.Data, p.HasMore = got[:q.Limit-1], true
+		last := &p.Data[len(p.Data)-1]
+		cur := encodeLogCursor(last)
+		p.NextCursor = &cur
+	}
+	if p.Data == nil {
+		p.Data = []reqlog.Entry{}
+	}
+	return p, nil
+}
+
+// A cursor is the last entry's time (Unix ns) and request ID, base64url.
+func encodeLogCursor(e *reqlog.Entry) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(e.Timestamp.UnixNano(), 10) + " " + e.RequestID))
+}
+
+func decodeLogCursor(s string) (*store.LogCursor, bool) {
+	if len(s) > 512 {
+		return nil, false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, false
+	}
+	ns, id, ok := strings.Cut(string(b), " ")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if !ok || err != nil || id == "" || len(id) > reqlog.MaxRequestIDLen {
+		return nil, false
+	}
+	return &store.LogCursor{Timestamp: time.Unix(0, n).UTC(), RequestID: id}, true
+}
+
+// failed logs a failed flush, at most once a minute (the store is down:
+// one line a second would flood the host's log).
+func (l *logBook) failed(m *Manager, err error) {
+	now := time.Now().UnixNano()
+	if last := l.lastFailed.Load(); now-last > int64(time.Minute) && l.lastFailed.CompareAndSwap(last, now) {
+		m.logger.Warn("keys: writing the request log failed; entries wait in memory (bounded) and are retried every second", "err", err)
+	}
+}
