@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"math/bits"
-	"math/rand/v2"
 	"runtime"
 	"strconv"
 	"strings"
@@ -51,9 +50,16 @@ type logBook struct {
 	perDay    int
 
 	rings    []logRing
-	mask     uint32
 	ringSize int           // slots in each ring, a power of two
 	wake     chan struct{} // a ring is half full
+	// hint gives each P (processor) the ring it wrote last, so that a
+	// core keeps writing one ring, in order, and two cores rarely share
+	// one: sync.Pool keeps it per P, without a lock. It is only a hint:
+	// when the pool loses it (at a GC) the next ring is handed out, and
+	// a ring may take entries from any core.
+	hint     sync.Pool
+	nextRing atomic.Uint32
+	scratch  []reqlog.Entry // drain's buffer, reused when nothing is pending
 
 	mu        sync.Mutex // one flush at a time
 	pending   []store.LogBatch
@@ -73,8 +79,9 @@ type logBook struct {
 type logRing struct {
 	tail  atomic.Uint64
 	slots atomic.Pointer[[]logSlot]
-	head  uint64 // the flusher's, under logBook.mu
-	_     [40]byte
+	mu    sync.Mutex // the consumer's: the flusher takes each ring's in turn
+	head  uint64     // under mu
+	_     [32]byte
 }
 
 type logSlot struct {
@@ -89,16 +96,16 @@ func newLogBook(st store.Store, cfg reqlog.Config) *logBook {
 	if cfg.Disabled || ls == nil && cfg.Exporter == nil {
 		return nil
 	}
-	n := 8
-	for n < 4*runtime.GOMAXPROCS(0) && n < 64 {
-		n *= 2
-	}
+	// One ring a P: each P writes its own (hint), so the buffer is split
+	// among the rings that are written.
+	n := min(max(runtime.GOMAXPROCS(0), 1), 64)
 	size := cmp.Or(cfg.Buffer, reqlog.DefaultBuffer)
-	per := max(16, 1<<bits.Len(uint(size/n-1))) // a power of two, at least size/n
+	per := max(16, 1<<bits.Len(uint(size/n-1))) // a power of two, at least size/n (so Buffer up to twice that)
 	l := &logBook{store: ls, exporter: cfg.Exporter, ip: cfg.IP,
 		retention: cmp.Or(cfg.Retention, reqlog.DefaultRetention), perDay: cmp.Or(cfg.PerAccountDay, reqlog.DefaultPerAccountDay),
-		rings: make([]logRing, n), mask: uint32(n - 1), wake: make(chan struct{}, 1), maxPend: max(size, maxLogBatch)}
+		rings: make([]logRing, n), wake: make(chan struct{}, 1), maxPend: 2 * size}
 	l.ringSize = per
+	l.hint.New = func() any { return &l.rings[l.nextRing.Add(1)%uint32(len(l.rings))] }
 	return l
 }
 
@@ -116,7 +123,8 @@ func (m *Manager) LogRequest(e *reqlog.Entry) {
 	if l == nil || e.AccountID == "" && l.exporter == nil {
 		return
 	}
-	r := &l.rings[rand.Uint32()&l.mask]
+	r := l.hint.Get().(*logRing)
+	defer l.hint.Put(r)
 	slots := r.slots.Load()
 	if slots == nil {
 		slots = r.allocate(l.ringSize)
@@ -176,30 +184,36 @@ func cut(s string, n int) string {
 	return s
 }
 
-// drain takes every published entry out of the rings. The caller holds
-// l.mu.
-func (l *logBook) drain() []reqlog.Entry {
-	var out []reqlog.Entry
+// drain takes every published entry out of the rings, into out. The
+// caller holds l.mu.
+func (l *logBook) drain(out []reqlog.Entry) []reqlog.Entry {
 	for i := range l.rings {
-		r := &l.rings[i]
-		slots := r.slots.Load()
-		if slots == nil {
-			continue
-		}
-		s := *slots
-		mask := uint64(len(s) - 1)
-		for {
-			slot := &s[r.head&mask]
-			if slot.seq.Load() != r.head+1 {
-				break
-			}
-			out = append(out, slot.e)
-			slot.e = reqlog.Entry{} // lets go of its strings
-			slot.seq.Store(r.head + mask + 1)
-			r.head++
-		}
+		out = l.rings[i].drain(out)
 	}
 	return out
+}
+
+// drain takes r's published entries, in order, into out. Producers never
+// take r.mu.
+func (r *logRing) drain(out []reqlog.Entry) []reqlog.Entry {
+	slots := r.slots.Load()
+	if slots == nil {
+		return out
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := *slots
+	mask := uint64(len(s) - 1)
+	for {
+		slot := &s[r.head&mask]
+		if slot.seq.Load() != r.head+1 {
+			return out
+		}
+		out = append(out, slot.e)
+		slot.e = reqlog.Entry{} // lets go of its strings
+		slot.seq.Store(r.head + mask + 1)
+		r.head++
+	}
 }
 
 // flushLogs drains the rings, exports every entry, and writes the
@@ -209,7 +223,17 @@ func (m *Manager) flushLogs(ctx context.Context) error {
 	l := m.rlog
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	entries := l.drain()
+	var buf []reqlog.Entry
+	if len(l.pending) == 0 {
+		buf = l.scratch[:0] // the last flush's entries are all stored: its buffer is free
+	}
+	entries := l.drain(buf)
+	defer func() {
+		if len(l.pending) == 0 && cap(entries) <= 2*l.maxPend {
+			clear(entries) // lets go of the strings
+			l.scratch = entries[:0]
+		}
+	}()
 	if l.exporter != nil && len(entries) > 0 {
 		if err := l.exporter.Export(ctx, entries); err != nil {
 			l.drop(m, dropExport, int64(len(entries)))
@@ -224,6 +248,7 @@ func (m *Manager) flushLogs(ctx context.Context) error {
 			kept = append(kept, e)
 		}
 	}
+	err := m.storePendingLogs(ctx) // what waits goes first, and makes room
 	for len(kept) > 0 {
 		n := min(len(kept), maxLogBatch)
 		if l.pendingN+n > l.maxPend {
@@ -234,6 +259,16 @@ func (m *Manager) flushLogs(ctx context.Context) error {
 		l.pendingN += n
 		kept = kept[n:]
 	}
+	if err != nil {
+		return err
+	}
+	return m.storePendingLogs(ctx)
+}
+
+// storePendingLogs writes the pending batches, oldest first. The caller
+// holds l.mu.
+func (m *Manager) storePendingLogs(ctx context.Context) error {
+	l := m.rlog
 	for len(l.pending) > 0 {
 		b := l.pending[0]
 		dropped, err := l.store.AddLogs(ctx, b)

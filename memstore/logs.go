@@ -21,9 +21,25 @@ const LogWindow = 10_000
 // logBook is the store's request log, behind a lock of its own.
 type logBook struct {
 	mu       sync.Mutex
-	accounts map[string][]reqlog.Entry // by account, in the order added
-	perDay   map[accountDay]int        // entries added, by account and UTC day
-	batches  map[string]time.Time      // batch IDs added, for batchMemory
+	accounts map[string]*window   // by account
+	perDay   map[accountDay]int   // entries added, by account and UTC day
+	batches  map[string]time.Time // batch IDs added, for batchMemory
+}
+
+// window is an account's newest LogWindow entries at most, in a ring:
+// next is where the next entry goes once it is full.
+type window struct {
+	es   []reqlog.Entry
+	next int
+}
+
+func (w *window) add(e *reqlog.Entry) {
+	if len(w.es) < LogWindow {
+		w.es = append(w.es, *e)
+		return
+	}
+	w.es[w.next] = *e
+	w.next = (w.next + 1) % LogWindow
 }
 
 type accountDay struct {
@@ -39,7 +55,7 @@ func (s *Store) AddLogs(_ context.Context, b store.LogBatch) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.accounts == nil {
-		l.accounts = make(map[string][]reqlog.Entry)
+		l.accounts = make(map[string]*window)
 		l.perDay = make(map[accountDay]int)
 		l.batches = make(map[string]time.Time)
 	}
@@ -57,11 +73,12 @@ func (s *Store) AddLogs(_ context.Context, b store.LogBatch) (int, error) {
 			continue
 		}
 		l.perDay[k]++
-		es := append(l.accounts[e.AccountID], *e)
-		if len(es) > LogWindow+LogWindow/4 { // trimmed now and then, not at every entry
-			es = slices.Delete(es, 0, len(es)-LogWindow)
+		w := l.accounts[e.AccountID]
+		if w == nil {
+			w = &window{}
+			l.accounts[e.AccountID] = w
 		}
-		l.accounts[e.AccountID] = es
+		w.add(e)
 	}
 	return dropped, nil
 }
@@ -72,11 +89,11 @@ func (s *Store) Logs(_ context.Context, q store.LogQuery) ([]reqlog.Entry, error
 	l := &s.logs
 	l.mu.Lock()
 	var out []reqlog.Entry
-	es := l.accounts[q.AccountID]
-	es = es[max(0, len(es)-LogWindow):] // the window
-	for i := range es {
-		if e := &es[i]; q.Matches(e) {
-			out = append(out, *e)
+	if w := l.accounts[q.AccountID]; w != nil {
+		for i := range w.es {
+			if e := &w.es[i]; q.Matches(e) {
+				out = append(out, *e)
+			}
 		}
 	}
 	l.mu.Unlock()
@@ -103,12 +120,13 @@ func (s *Store) PruneLogs(_ context.Context, before time.Time) error {
 	l := &s.logs
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for id, es := range l.accounts {
-		es = slices.DeleteFunc(es, func(e reqlog.Entry) bool { return e.Timestamp.Before(before) })
-		if len(es) == 0 {
+	for id, w := range l.accounts {
+		// In the order added, oldest first, without the pruned.
+		kept := slices.DeleteFunc(append(w.es[w.next:len(w.es):len(w.es)], w.es[:w.next]...), func(e reqlog.Entry) bool { return e.Timestamp.Before(before) })
+		if len(kept) == 0 {
 			delete(l.accounts, id)
 		} else {
-			l.accounts[id] = es
+			l.accounts[id] = &window{es: kept, next: len(kept) % LogWindow}
 		}
 	}
 	for k := range l.perDay {

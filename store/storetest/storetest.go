@@ -25,6 +25,7 @@ import (
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/credits"
+	"github.com/txcloud/keys/reqlog"
 	"github.com/txcloud/keys/store"
 	"github.com/txcloud/keys/usage"
 )
@@ -66,6 +67,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"CreditsConcurrent", testCreditsConcurrent},
 		{"CreditsSetAndRefunded", testCreditsSetAndRefunded},
 		{"Marks", testMarks},
+		{"Logs", testLogs},
+		{"LogsDailyCap", testLogsDailyCap},
+		{"LogsPrune", testLogsPrune},
+		{"ManagerLogs", testManagerLogs},
 		{"Concurrent", testConcurrent},
 		{"MaxActive", testMaxActive},
 		{"KeepRevoked", testKeepRevoked},
@@ -1899,5 +1904,198 @@ func testCreditsSetAndRefunded(t *testing.T, s store.Store) {
 	}
 	if err := cs.RefundCredits(ctx, id, 1, time.Time{}); err != nil {
 		t.Fatalf("a refund of a deleted budget: %v", err)
+	}
+}
+
+func logStore(t *testing.T, s store.Store) store.LogStore {
+	ls, ok := s.(store.LogStore)
+	if !ok {
+		t.Skip("not a store.LogStore: no request log is kept")
+	}
+	return ls
+}
+
+// logEntry is an entry of acct at base+at, with a status and key.
+func logEntry(acct, id string, at time.Duration, key string, status int) reqlog.Entry {
+	return reqlog.Entry{RequestID: id, Timestamp: base.Add(at).UTC(), AccountID: acct, KeyID: key, Environment: "test",
+		Method: "GET", Path: "GET /v1/ping", API: "GET /v1/ping", Status: status, Latency: 1500 * time.Microsecond,
+		IP: netip.MustParseAddr("192.0.2.0"), UserAgent: "curl/8", RequestBytes: 12, ResponseBytes: 345}
+}
+
+func addLogs(t *testing.T, ls store.LogStore, b store.LogBatch) int {
+	t.Helper()
+	if b.ID == "" {
+		b.ID = rand.Text()
+	}
+	if b.MaxPerDay == 0 {
+		b.MaxPerDay = 1_000_000
+	}
+	dropped, err := ls.AddLogs(context.Background(), b)
+	if err != nil {
+		t.Fatalf("AddLogs: %v", err)
+	}
+	return dropped
+}
+
+func readLogs(t *testing.T, ls store.LogStore, q store.LogQuery) []string {
+	t.Helper()
+	if q.Limit == 0 {
+		q.Limit = 101
+	}
+	got, err := ls.Logs(context.Background(), q)
+	if err != nil {
+		t.Fatalf("Logs: %v", err)
+	}
+	var ids []string
+	for _, e := range got {
+		if e.AccountID != q.AccountID {
+			t.Fatalf("Logs of %s gave an entry of %s", q.AccountID, e.AccountID)
+		}
+		ids = append(ids, e.RequestID)
+	}
+	return ids
+}
+
+// testLogs: entries read back whole, newest first, filtered, paged by
+// cursor, per account; a batch added twice is stored once.
+func testLogs(t *testing.T, s store.Store) {
+	ls := logStore(t, s)
+	a, b := "acct_"+rand.Text()[:8], "acct_"+rand.Text()[:8]
+	batch := store.LogBatch{ID: rand.Text(), Entries: []reqlog.Entry{
+		logEntry(a, "req_1", 1*time.Second, "key_x", 200),
+		logEntry(a, "req_3", 3*time.Second, "key_y", 429),
+		logEntry(a, "req_2", 2*time.Second, "key_x", 401),
+		logEntry(b, "req_b", 2*time.Second, "key_b", 200),
+		logEntry(a, "req_5", 3*time.Second, "key_x", 503), // as old as req_3: the larger ID first
+	}}
+	batch.Entries[1].Limit, batch.Entries[1].ErrorType, batch.Entries[1].ErrorCode = "key", "rate_limit_error", "rate_limit_exceeded"
+	batch.Entries[2].Method = "POST"
+	batch.Entries[4].Environment, batch.Entries[4].API = "live", "other"
+	want := batch.Entries[1]
+	addLogs(t, ls, batch)
+	addLogs(t, ls, batch) // a retried flush: nothing twice
+	got, err := ls.Logs(context.Background(), store.LogQuery{AccountID: a, RequestID: "req_3", Limit: 10})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("by request ID: %v %v", got, err)
+	}
+	if g := got[0]; g.RequestID != want.RequestID || !g.Timestamp.Equal(want.Timestamp) || g.AccountID != want.AccountID || g.KeyID != want.KeyID ||
+		g.Environment != want.Environment || g.Method != want.Method || g.Path != want.Path || g.API != want.API || g.Status != want.Status ||
+		g.ErrorType != want.ErrorType || g.ErrorCode != want.ErrorCode || g.Limit != want.Limit || g.Latency != want.Latency ||
+		g.IP != want.IP || g.UserAgent != want.UserAgent || g.RequestBytes != want.RequestBytes || g.ResponseBytes != want.ResponseBytes {
+		t.Fatalf("read back\n %+v\nwant\n %+v", g, want)
+	}
+	for _, c := range []struct {
+		q    store.LogQuery
+		want string
+	}{
+		{store.LogQuery{AccountID: a}, "req_5 req_3 req_2 req_1"},
+		{store.LogQuery{AccountID: b}, "req_b"},
+		{store.LogQuery{AccountID: "acct_none"}, ""},
+		{store.LogQuery{AccountID: a, KeyID: "key_x"}, "req_5 req_2 req_1"},
+		{store.LogQuery{AccountID: a, KeyID: "key_b"}, ""},
+		{store.LogQuery{AccountID: a, Status: reqlog.Status{Min: 400, Max: 499}}, "req_3 req_2"},
+		{store.LogQuery{AccountID: a, Status: reqlog.Status{Min: 429, Max: 429}}, "req_3"},
+		{store.LogQuery{AccountID: a, Method: "POST"}, "req_2"},
+		{store.LogQuery{AccountID: a, API: "other"}, "req_5"},
+		{store.LogQuery{AccountID: a, Environment: "test"}, "req_3 req_2 req_1"},
+		{store.LogQuery{AccountID: a, Start: base.Add(2 * time.Second), End: base.Add(3 * time.Second)}, "req_2"},
+		{store.LogQuery{AccountID: a, Limit: 2}, "req_5 req_3"},
+		{store.LogQuery{AccountID: a, After: &store.LogCursor{Timestamp: base.Add(3 * time.Second), RequestID: "req_5"}}, "req_3 req_2 req_1"},
+		{store.LogQuery{AccountID: a, After: &store.LogCursor{Timestamp: base.Add(3 * time.Second), RequestID: "req_3"}, Limit: 1}, "req_2"},
+		{store.LogQuery{AccountID: a, KeyID: "key_x", After: &store.LogCursor{Timestamp: base.Add(2 * time.Second), RequestID: "req_2"}}, "req_1"},
+	} {
+		if got := strings.Join(readLogs(t, ls, c.q), " "); got != c.want {
+			t.Errorf("%+v: got %q, want %q", c.q, got, c.want)
+		}
+	}
+	// A host's ID seen twice: both kept, the newest first.
+	addLogs(t, ls, store.LogBatch{Entries: []reqlog.Entry{logEntry(a, "req_1", 4*time.Second, "key_y", 204)}})
+	got, err = ls.Logs(context.Background(), store.LogQuery{AccountID: a, RequestID: "req_1", Limit: 1})
+	if err != nil || len(got) != 1 || got[0].Status != 204 {
+		t.Fatalf("the newest of an ID seen twice: %+v %v", got, err)
+	}
+}
+
+// testLogsDailyCap: past MaxPerDay an account's entries of a UTC day are
+// dropped and counted, across batches; another account's and the next
+// day's are kept.
+func testLogsDailyCap(t *testing.T, s store.Store) {
+	ls := logStore(t, s)
+	flood, quiet := "acct_"+rand.Text()[:8], "acct_"+rand.Text()[:8]
+	var es []reqlog.Entry
+	for i := range 8 {
+		es = append(es, logEntry(flood, fmt.Sprintf("req_f%d", i), time.Duration(i)*time.Millisecond, "key_f", 200))
+	}
+	es = append(es, logEntry(quiet, "req_q", 0, "key_q", 200))
+	if d := addLogs(t, ls, store.LogBatch{Entries: es, MaxPerDay: 5}); d != 3 {
+		t.Fatalf("dropped %d of 8 with a cap of 5, want 3", d)
+	}
+	more := []reqlog.Entry{logEntry(flood, "req_g", time.Second, "key_f", 200), logEntry(quiet, "req_q2", time.Second, "key_q", 200),
+		logEntry(flood, "req_next_day", 24*time.Hour, "key_f", 200)}
+	if d := addLogs(t, ls, store.LogBatch{Entries: more, MaxPerDay: 5}); d != 1 {
+		t.Fatalf("dropped %d in the second batch, want 1 (the flood's; not the quiet account's, not the next day's)", d)
+	}
+	if n := len(readLogs(t, ls, store.LogQuery{AccountID: flood})); n != 6 {
+		t.Fatalf("the flooding account keeps %d, want 5 and the next day's", n)
+	}
+	if got := strings.Join(readLogs(t, ls, store.LogQuery{AccountID: quiet}), " "); got != "req_q2 req_q" {
+		t.Fatalf("the quiet account keeps %q", got)
+	}
+}
+
+// testLogsPrune: PruneLogs deletes entries of the days before before's,
+// keeps those at or after it, and at most a day more.
+func testLogsPrune(t *testing.T, s store.Store) {
+	ls := logStore(t, s)
+	acct := "acct_" + rand.Text()[:8]
+	day := base.Truncate(24 * time.Hour)
+	var es []reqlog.Entry
+	for d := range 10 {
+		es = append(es, logEntry(acct, fmt.Sprintf("req_d%d", d), day.Add(time.Duration(d)*24*time.Hour+time.Hour).Sub(base), "key_p", 200))
+	}
+	addLogs(t, ls, store.LogBatch{Entries: es})
+	if err := ls.PruneLogs(context.Background(), day.Add(7*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	got := readLogs(t, ls, store.LogQuery{AccountID: acct})
+	if len(got) < 3 || len(got) > 4 || got[0] != "req_d9" || got[2] != "req_d7" {
+		t.Fatalf("after pruning before day 7: %v, want days 9 to 7 (and 6 at most)", got)
+	}
+}
+
+// testManagerLogs: a Manager on the store records every request LogRequest
+// is given and reads each back by its ID, across the flush.
+func testManagerLogs(t *testing.T, s store.Store) {
+	logStore(t, s)
+	m, err := keys.New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	acct := "acct_" + rand.Text()[:8]
+	for i := range 250 {
+		m.LogRequest(&reqlog.Entry{RequestID: fmt.Sprintf("req_m%03d", i), Timestamp: time.Now().UTC(), AccountID: acct, Method: "GET", Path: "/", Status: 200 + i%3})
+	}
+	m.LogRequest(&reqlog.Entry{RequestID: "req_nobody", Timestamp: time.Now(), Status: 401}) // no account: never stored
+	p, err := m.Logs(context.Background(), acct, reqlog.Filter{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(p.Data)
+	for p.HasMore {
+		if p, err = m.Logs(context.Background(), acct, reqlog.Filter{Limit: 100, Cursor: *p.NextCursor}); err != nil {
+			t.Fatal(err)
+		}
+		n += len(p.Data)
+	}
+	if n != 250 {
+		t.Fatalf("read %d entries back, want 250", n)
+	}
+	e, err := m.Log(context.Background(), acct, "req_m042")
+	if err != nil || e.Status != 200 {
+		t.Fatalf("req_m042: %+v %v", e, err)
+	}
+	if _, err := m.Log(context.Background(), acct, "req_nobody"); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("an entry of no account was stored: %v", err)
 	}
 }
