@@ -155,3 +155,28 @@ func boolStr2(b bool) string {
 	}
 	return "false"
 }
+
+// rowsRead is how many rows the scans of sql's plan read (EXPLAIN
+// ANALYZE's actual rows of its scan nodes, times their loops).
+func rowsRead(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) float64 {
+	t.Helper()
+	var raw []byte
+	if err := pool.QueryRow(context.Background(), "EXPLAIN (ANALYZE, FORMAT JSON) "+sql, args...).Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	var plan []struct {
+		Plan map[string]any `json:"Plan"`
+	}
+	if err := json.Unmarshal(raw, &plan); err != nil || len(plan) != 1 {
+		t.Fatalf("plan: %v", err)
+	}
+	read := 0.0
+	walk(plan[0].Plan, func(n map[string]any) {
+		if strings.HasSuffix(n["Node Type"].(string), "Scan") {
+			rows, _ := n["Actual Rows"].(float64)
+			loops, _ := n["Actual Loops"].(float64)
+			read += rows * loops
+		}
+	})
+	return read
+}

@@ -58,6 +58,10 @@ type Store struct {
 	closed    atomic.Bool
 	// usageSwept is when AddUsage last deleted old usage (Unix ns).
 	usageSwept atomic.Int64
+	// The request log (logs.go): the days whose partition exists, and
+	// when AddLogs last swept old batch IDs (Unix ns).
+	logDays   logDays
+	logsSwept atomic.Int64
 
 	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qDigests, qExpireIdem string
 

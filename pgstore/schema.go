@@ -176,6 +176,45 @@ CREATE INDEX marks_until ON {{schema}}.marks (until);`,
 	// 10: budgets set on their own (store.CreditStore.SetCredits: an
 	// account's), which the sweep of unnamed budgets leaves alone.
 	`ALTER TABLE {{schema}}.key_credits ADD COLUMN standalone boolean NOT NULL DEFAULT false;`,
+	// 11: the request log (store.LogStore), partitioned by UTC day so
+	// that retention drops whole partitions (AddLogs creates each day's
+	// partition before its first entry). Its indexes serve the reads
+	// newest first (scanned backwards): an account's, an account's key's,
+	// and one request's. request_log_counts caps an account's entries a
+	// day; request_log_batches makes AddLogs idempotent.
+	`CREATE TABLE {{schema}}.request_logs (
+	ts             timestamptz NOT NULL,
+	account_id     text        NOT NULL,
+	request_id     text        NOT NULL,
+	key_id         text        NOT NULL,
+	environment    text        NOT NULL,
+	method         text        NOT NULL,
+	path           text        NOT NULL,
+	api            text        NOT NULL,
+	status         smallint    NOT NULL,
+	error_type     text        NOT NULL,
+	error_code     text        NOT NULL,
+	limit_name     text        NOT NULL,
+	latency_us     bigint      NOT NULL,
+	ip             inet,
+	user_agent     text        NOT NULL,
+	request_bytes  bigint      NOT NULL,
+	response_bytes bigint      NOT NULL
+) PARTITION BY RANGE (ts);
+CREATE INDEX request_logs_account_time ON {{schema}}.request_logs (account_id, ts, request_id);
+CREATE INDEX request_logs_account_key_time ON {{schema}}.request_logs (account_id, key_id, ts, request_id);
+CREATE INDEX request_logs_request ON {{schema}}.request_logs (request_id);
+CREATE TABLE {{schema}}.request_log_counts (
+	account_id text   NOT NULL,
+	day        date   NOT NULL,
+	n          bigint NOT NULL,
+	PRIMARY KEY (account_id, day)
+);
+CREATE TABLE {{schema}}.request_log_batches (
+	id       text        PRIMARY KEY,
+	added_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX request_log_batches_added ON {{schema}}.request_log_batches (added_at);`,
 }
 
 // Migrate creates or upgrades the schema. It is idempotent, and safe when
