@@ -68,6 +68,49 @@ CREATE INDEX api_key_idempotency_expires ON api_key_idempotency (expires_at);`,
 	`ALTER TABLE api_keys ADD COLUMN owner_id TEXT;
 ALTER TABLE api_keys ADD COLUMN metadata TEXT;
 ALTER TABLE api_keys ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1, 2)); -- store.DisabledBy`,
+	// 3: the request log (store.LogStore). Its indexes serve the reads,
+	// newest first (scanned backwards); request_log_counts caps an
+	// account's entries a day, request_log_totals its window;
+	// request_log_batches makes AddLogs idempotent. ts is Unix
+	// nanoseconds; ip '' when none was kept.
+	`CREATE TABLE request_logs (
+	ts             INTEGER NOT NULL,
+	account_id     TEXT    NOT NULL,
+	request_id     TEXT    NOT NULL,
+	key_id         TEXT    NOT NULL,
+	environment    TEXT    NOT NULL,
+	method         TEXT    NOT NULL,
+	path           TEXT    NOT NULL,
+	api            TEXT    NOT NULL,
+	status         INTEGER NOT NULL,
+	error_type     TEXT    NOT NULL,
+	error_code     TEXT    NOT NULL,
+	limit_name     TEXT    NOT NULL,
+	latency_us     INTEGER NOT NULL,
+	ip             TEXT    NOT NULL,
+	user_agent     TEXT    NOT NULL,
+	request_bytes  INTEGER NOT NULL,
+	response_bytes INTEGER NOT NULL
+) STRICT;
+CREATE INDEX request_logs_account_time ON request_logs (account_id, ts, request_id);
+CREATE INDEX request_logs_account_key_time ON request_logs (account_id, key_id, ts, request_id);
+CREATE INDEX request_logs_request ON request_logs (request_id);
+CREATE INDEX request_logs_time ON request_logs (ts);
+CREATE TABLE request_log_counts (
+	account_id TEXT    NOT NULL,
+	day        INTEGER NOT NULL,
+	n          INTEGER NOT NULL,
+	PRIMARY KEY (account_id, day)
+) STRICT;
+CREATE TABLE request_log_totals (
+	account_id TEXT    PRIMARY KEY,
+	n          INTEGER NOT NULL
+) STRICT;
+CREATE TABLE request_log_batches (
+	id       TEXT    PRIMARY KEY,
+	added_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX request_log_batches_added ON request_log_batches (added_at);`,
 }
 
 // migrate creates or upgrades the schema in one transaction (BEGIN
