@@ -37,13 +37,16 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/internal/clientip"
 	"github.com/txcloud/keys/internal/refusal"
+	"github.com/txcloud/keys/internal/reqid"
 	"github.com/txcloud/keys/limit"
+	"github.com/txcloud/keys/reqlog"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -52,10 +55,11 @@ import (
 const Domain = "keys.txcloud"
 
 type config struct {
-	require map[string][]string // full method name: permissions
-	public  map[string]bool
-	trusted []netip.Prefix
-	env     keys.Environment
+	require   map[string][]string // full method name: permissions
+	public    map[string]bool
+	trusted   []netip.Prefix
+	env       keys.Environment
+	requestID func(context.Context) string
 }
 
 // Option configures an interceptor.
@@ -85,6 +89,13 @@ func WithTrustedProxies(prefixes ...netip.Prefix) Option {
 	return func(c *config) { c.trusted = append(c.trusted, prefixes...) }
 }
 
+// WithRequestID sets the ID each call gets in its "request-id" response
+// header, which the request log keeps (as given), to reuse the host's
+// own request IDs. Default: "req_" and 130 random bits, as over HTTP.
+func WithRequestID(f func(context.Context) string) Option {
+	return func(c *config) { c.requestID = f }
+}
+
 // WithEnvironment accepts only keys of env on every method.
 func WithEnvironment(env keys.Environment) Option {
 	return func(c *config) { c.env = env }
@@ -98,9 +109,12 @@ func newConfig(m *keys.Manager, opts []Option) *config {
 	if m == nil {
 		panic("grpcadapter: nil Manager")
 	}
-	c := &config{require: map[string][]string{}, public: map[string]bool{}}
+	c := &config{require: map[string][]string{}, public: map[string]bool{}, requestID: randomRequestID}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.requestID == nil {
+		panic("grpcadapter: WithRequestID: nil function")
 	}
 	vocab := m.Vocabulary()
 	for method, perms := range c.require {
@@ -130,15 +144,24 @@ func UnaryServerInterceptor(m *keys.Manager, opts ...Option) grpc.UnaryServerInt
 		if c.public[info.FullMethod] {
 			return handler(ctx, req)
 		}
+		call := c.start(ctx, func(md metadata.MD) { _ = grpc.SetHeader(ctx, md) })
 		var release func()
-		v, err := c.verify(ctx, m, info.FullMethod, func(md metadata.MD) { _ = grpc.SetHeader(ctx, md) }, &release)
+		v, err := c.verify(ctx, m, info.FullMethod, call.ip, call.setHeader, &release)
 		if err != nil {
 			countRefusal(m, &v, info.FullMethod, err)
+			call.log(ctx, m, &v, info.FullMethod, err, true)
 			return nil, Status(err).Err()
 		}
 		defer release()
+		if pm, ok := req.(proto.Message); ok {
+			call.requestBytes = int64(proto.Size(pm))
+		}
 		resp, err := handler(keys.NewContext(ctx, v), req)
 		m.CountUsage(&v, info.FullMethod, httpStatus(err))
+		if pm, ok := resp.(proto.Message); ok && err == nil {
+			call.responseBytes = int64(proto.Size(pm))
+		}
+		call.log(ctx, m, &v, info.FullMethod, err, false)
 		return resp, err
 	}
 }
@@ -151,15 +174,19 @@ func StreamServerInterceptor(m *keys.Manager, opts ...Option) grpc.StreamServerI
 		if c.public[info.FullMethod] {
 			return handler(srv, ss)
 		}
+		ctx := ss.Context()
+		call := c.start(ctx, func(md metadata.MD) { _ = ss.SetHeader(md) })
 		var release func()
-		v, err := c.verify(ss.Context(), m, info.FullMethod, func(md metadata.MD) { _ = ss.SetHeader(md) }, &release)
+		v, err := c.verify(ctx, m, info.FullMethod, call.ip, call.setHeader, &release)
 		if err != nil {
 			countRefusal(m, &v, info.FullMethod, err)
+			call.log(ctx, m, &v, info.FullMethod, err, true)
 			return Status(err).Err()
 		}
 		defer release() // a stream is in flight until its handler returns
-		err = handler(srv, &stream{ServerStream: ss, ctx: keys.NewContext(ss.Context(), v)})
+		err = handler(srv, &stream{ServerStream: ss, ctx: keys.NewContext(ctx, v)})
 		m.CountUsage(&v, info.FullMethod, httpStatus(err))
+		call.log(ctx, m, &v, info.FullMethod, err, false)
 		return err
 	}
 }
@@ -199,7 +226,7 @@ func (s *stream) Context() context.Context { return s.ctx }
 // that a refused key does not spend its limit, counting the call in flight
 // first (keys.InFlight: *release ends it). The rate-limit state goes to
 // setHeader whenever the limiter counted the call.
-func (c *config) verify(ctx context.Context, m *keys.Manager, method string, setHeader func(metadata.MD), release *func()) (keys.Verified, error) {
+func (c *config) verify(ctx context.Context, m *keys.Manager, method string, ip netip.Addr, setHeader func(metadata.MD), release *func()) (keys.Verified, error) {
 	// ValueFromIncomingContext, not FromIncomingContext, which copies
 	// every key and value of the metadata on each call.
 	token, err := bearer(metadata.ValueFromIncomingContext(ctx, "authorization"))
@@ -212,7 +239,7 @@ func (c *config) verify(ctx context.Context, m *keys.Manager, method string, set
 	// the stack, filled by index (append's growth would move release to
 	// the heap).
 	var buf [6]keys.VerifyOption
-	buf[0], buf[1], buf[2], buf[3] = keys.FromIP(c.clientIP(ctx)), keys.OnEndpoint("POST", method), keys.OnAPI(method), keys.InFlight(release)
+	buf[0], buf[1], buf[2], buf[3] = keys.FromIP(ip), keys.OnEndpoint("POST", method), keys.OnAPI(method), keys.InFlight(release)
 	n := 4
 	if perms := c.require[method]; len(perms) > 0 {
 		buf[n], n = keys.Require(perms...), n+1
@@ -334,3 +361,79 @@ func Status(err error) *status.Status {
 	}
 	return st
 }
+
+// call is what the request log keeps of a call while it runs.
+type call struct {
+	id                          string
+	start                       time.Time
+	ip                          netip.Addr
+	setHeader                   func(metadata.MD)
+	requestBytes, responseBytes int64
+}
+
+// start gives the call its request ID, sent at once in the "request-id"
+// response header (before any other, so a refusal carries it too).
+func (c *config) start(ctx context.Context, setHeader func(metadata.MD)) call {
+	cl := call{id: c.requestID(ctx), start: time.Now(), ip: c.clientIP(ctx), setHeader: setHeader}
+	setHeader(metadata.MD{"request-id": []string{cl.id}})
+	return cl
+}
+
+// log records the call in the Manager's request log: a refusal (refused:
+// err is the keys package's) or the handler's answer, as the HTTP status
+// the HTTP adapter would give it; 499 when the client left first.
+func (cl *call) log(ctx context.Context, m *keys.Manager, v *keys.Verified, method string, err error, refused bool) {
+	e := reqlog.Entry{RequestID: cl.id, Timestamp: cl.start, AccountID: v.AccountID, KeyID: v.KeyID, Environment: string(v.Environment),
+		Method: "POST", Path: method, API: method, Status: 200, Latency: time.Since(cl.start), IP: cl.ip,
+		RequestBytes: cl.requestBytes, ResponseBytes: cl.responseBytes}
+	if ua := metadata.ValueFromIncomingContext(ctx, "user-agent"); len(ua) > 0 {
+		e.UserAgent = reqlog.CleanUserAgent(ua[0])
+	}
+	switch {
+	case refused:
+		r := refusal.Of(err)
+		if errors.Is(err, errNoCredentials) || errors.Is(err, errBadAuth) {
+			r = refusal.Refusal{Kind: refusal.Unauthenticated, Code: "unauthorized"}
+		}
+		e.Status, e.ErrorType = r.Kind.HTTP()
+		e.ErrorCode, e.Limit = r.Code, r.Limit
+	case err != nil:
+		e.Status = statusOfCode(status.Code(err))
+	}
+	if ctx.Err() != nil {
+		e.Status = 499 // the client left before the answer
+	}
+	m.LogRequest(&e)
+}
+
+// statusOfCode is the HTTP status of a handler's gRPC code, as
+// grpc-gateway maps them.
+func statusOfCode(c codes.Code) int {
+	switch c {
+	case codes.OK:
+		return 200
+	case codes.Canceled:
+		return 499
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
+		return 400
+	case codes.Unauthenticated:
+		return 401
+	case codes.PermissionDenied:
+		return 403
+	case codes.NotFound:
+		return 404
+	case codes.AlreadyExists, codes.Aborted:
+		return 409
+	case codes.ResourceExhausted:
+		return 429
+	case codes.Unimplemented:
+		return 501
+	case codes.Unavailable:
+		return 503
+	case codes.DeadlineExceeded:
+		return 504
+	}
+	return 500
+}
+
+func randomRequestID(context.Context) string { return reqid.New() }

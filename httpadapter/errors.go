@@ -91,20 +91,14 @@ func describe(err error) (status int, d ErrorDetail) {
 		return http.StatusUnauthorized, ErrorDetail{Type: TypeAuthentication, Code: "unauthorized", Message: err.Error()}
 	}
 	r := refusal.Of(err)
-	d = ErrorDetail{Code: r.Code, Message: r.Message, Param: r.Param}
+	status, typ := r.Kind.HTTP()
+	d = ErrorDetail{Type: typ, Code: r.Code, Message: r.Message, Param: r.Param}
 	switch r.Kind {
-	case refusal.Invalid:
-		return http.StatusBadRequest, withType(d, TypeValidation)
-	case refusal.Unauthenticated:
-		return http.StatusUnauthorized, withType(d, TypeAuthentication)
-	case refusal.Forbidden, refusal.KeyLimit:
-		return http.StatusForbidden, withType(d, TypeAuthorization)
 	case refusal.RateLimited:
 		secs := retryAfterSeconds(r.RetryAfter)
 		d.Message += "; retry after " + strconv.Itoa(secs) + "s"
 		d.RetryAfter = &secs
 		d.Limit = r.Limit
-		return http.StatusTooManyRequests, withType(d, TypeRateLimit)
 	case refusal.CreditsExhausted:
 		// 402: the key is valid and within its rate limits, but its
 		// budget cannot pay for the request. Not a 429: waiting does not
@@ -114,22 +108,8 @@ func describe(err error) (status int, d ErrorDetail) {
 			d.RetryAfter = &secs
 		}
 		d.Limit = r.Limit // which budget ran out: key_credits or account_credits
-		return http.StatusPaymentRequired, withType(d, TypeCredits)
-	case refusal.IdempotencyConflict:
-		return http.StatusConflict, withType(d, TypeIdempotency)
-	case refusal.NotFound:
-		return http.StatusNotFound, withType(d, TypeNotFound)
-	case refusal.Unavailable:
-		return http.StatusServiceUnavailable, withType(d, TypeAPI)
-	case refusal.ClientGone:
-		return StatusClientClosedRequest, withType(d, TypeAPI)
 	}
-	return http.StatusInternalServerError, withType(d, TypeAPI)
-}
-
-func withType(d ErrorDetail, typ string) ErrorDetail {
-	d.Type = typ
-	return d
+	return status, d
 }
 
 // retryAfterSeconds rounds up: a client that waits the advertised seconds

@@ -1,8 +1,11 @@
 package httpadapter
 
 import (
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/txcloud/keys/internal/refusal"
 )
 
 // Retry-After rounds up to whole seconds (a client that waits what it is
@@ -32,6 +35,17 @@ func TestRetryAfterRoundsUp(t *testing.T) {
 	} {
 		if got := ceilUnix(at); got != want {
 			t.Errorf("ceilUnix(%v) = %d, want %d", at, got, want)
+		}
+	}
+}
+
+// Every kind's envelope type, which internal/refusal names for both
+// adapters, is one of this package's Type constants.
+func TestRefusalTypesAreTheEnvelopes(t *testing.T) {
+	types := []string{TypeValidation, TypeAuthentication, TypeAuthorization, TypeNotFound, TypeIdempotency, TypeRateLimit, TypeCredits, TypeAPI}
+	for k := refusal.Internal; k <= refusal.ClientGone; k++ {
+		if _, typ := k.HTTP(); !slices.Contains(types, typ) {
+			t.Errorf("kind %d: type %q is not the envelope's", k, typ)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package httpadapter
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +8,7 @@ import (
 	"net/netip"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/reqid"
 )
 
 // Option configures an Adapter (New). Every option applies to everything
@@ -220,15 +220,4 @@ func (c *config) apiOf(r *http.Request) string {
 	return "other"
 }
 
-// randomRequestID is "req_" and 26 characters of base 32 (rand.Text's
-// alphabet), each from 5 random bits: 130 bits, in one allocation.
-func randomRequestID(*http.Request) string {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-	var b [4 + 26]byte
-	copy(b[:], "req_")
-	_, _ = rand.Read(b[4:])
-	for i := 4; i < len(b); i++ {
-		b[i] = alphabet[b[i]&31]
-	}
-	return string(b[:])
-}
+func randomRequestID(*http.Request) string { return reqid.New() }

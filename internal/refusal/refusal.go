@@ -113,3 +113,30 @@ func Of(err error) Refusal {
 	}
 	return Refusal{Kind: Internal, Code: "internal_error", Message: "internal error"}
 }
+
+// HTTP is the kind's HTTP status and the error envelope's type, as the
+// HTTP adapter answers it; the gRPC adapter's request log records the
+// same.
+func (k Kind) HTTP() (status int, typ string) {
+	switch k {
+	case Invalid:
+		return 400, "validation_error"
+	case Unauthenticated:
+		return 401, "authentication_error"
+	case Forbidden, KeyLimit:
+		return 403, "authorization_error"
+	case RateLimited:
+		return 429, "rate_limit_error"
+	case CreditsExhausted:
+		return 402, "credits_error"
+	case IdempotencyConflict:
+		return 409, "idempotency_error"
+	case NotFound:
+		return 404, "not_found_error"
+	case Unavailable:
+		return 503, "api_error"
+	case ClientGone:
+		return 499, "api_error"
+	}
+	return 500, "api_error"
+}
