@@ -434,8 +434,7 @@ func (m *Manager) readLogs(ctx context.Context, c caller, accountID string, f re
 	if len(got) == q.Limit {
 		p.Data, p.HasMore = got[:q.Limit-1], true
 		last := &p.Data[len(p.Data)-1]
-		cur := encodeLogCursor(last)
-		p.NextCursor = &cur
+		p.NextCursor = encodeLogCursor(last)
 	}
 	if p.Data == nil {
 		p.Data = []reqlog.Entry{}

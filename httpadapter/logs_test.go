@@ -212,7 +212,7 @@ func TestLogListFilters(t *testing.T) {
 		if !p.HasMore {
 			break
 		}
-		q = "limit=2&api=GET+%2Fv1%2Fwhoami&cursor=" + url.QueryEscape(*p.NextCursor)
+		q = "limit=2&api=GET+%2Fv1%2Fwhoami&cursor=" + url.QueryEscape(p.NextCursor)
 	}
 	if len(seen) != 5 {
 		t.Fatalf("pages gave %d entries, want 5", len(seen))

@@ -36,7 +36,7 @@ func countLogs(t *testing.T, m *keys.Manager, acct string) int {
 		if !p.HasMore {
 			return n
 		}
-		f.Cursor = *p.NextCursor
+		f.Cursor = p.NextCursor
 	}
 }
 

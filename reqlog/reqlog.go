@@ -187,7 +187,7 @@ const (
 type Page struct {
 	Data       []Entry `json:"data"`
 	HasMore    bool    `json:"has_more"`
-	NextCursor *string `json:"next_cursor"`
+	NextCursor string  `json:"next_cursor,omitempty"`
 }
 
 // Exporter takes every entry the library records, those of no account

@@ -424,8 +424,11 @@ func TestContractRejectsDisagreement(t *testing.T) {
 	envelope := func(typ string) string {
 		return `{"error":{"type":"` + typ + `","code":"x","message":"m","request_id":"req_1"}}`
 	}
-	if err := c.validate(req(okBody), []byte(okBody), respond(201, good)); err != nil {
+	if err := c.validate(req(okBody), []byte(okBody), respond(201, good, "Request-Id", "req_1")); err != nil {
 		t.Fatalf("a good response was refused: %v", err)
+	}
+	if err := c.validate(req(okBody), []byte(okBody), respond(201, good)); err == nil {
+		t.Fatal("a success without its Request-Id passed")
 	}
 	if err := c.validate(req(`{"name":"n","environment":"test","rate_limit":0}`), []byte(`{"name":"n","environment":"test","rate_limit":0}`), respond(400, envelope("validation_error"), "Request-Id", "req_1")); err != nil {
 		t.Fatalf("a refusal of an invalid request was refused: %v", err)
@@ -434,18 +437,18 @@ func TestContractRejectsDisagreement(t *testing.T) {
 		body string
 		rec  *httptest.ResponseRecorder
 	}{
-		"bad environment":                 {okBody, respond(201, strings.Replace(good, `"test"`, `"staging"`, 1))},
-		"created_at not a date":           {okBody, respond(201, strings.Replace(good, `"2030-01-01T00:00:00Z"`, `"yesterday"`, 1))},
-		"permissions not array":           {okBody, respond(201, strings.Replace(good, `[]`, `"all"`, 1))},
-		"undocumented status":             {okBody, respond(202, good)},
+		"bad environment":                 {okBody, respond(201, strings.Replace(good, `"test"`, `"staging"`, 1), "Request-Id", "req_1")},
+		"created_at not a date":           {okBody, respond(201, strings.Replace(good, `"2030-01-01T00:00:00Z"`, `"yesterday"`, 1), "Request-Id", "req_1")},
+		"permissions not array":           {okBody, respond(201, strings.Replace(good, `[]`, `"all"`, 1), "Request-Id", "req_1")},
+		"undocumented status":             {okBody, respond(202, good, "Request-Id", "req_1")},
 		"envelope without request_id":     {okBody, respond(401, `{"error":{"type":"authentication_error","code":"x","message":"m"}}`, "Request-Id", "req_1", "WWW-Authenticate", "Bearer")},
 		"envelope with unknown type":      {okBody, respond(401, envelope("oops"), "Request-Id", "req_1", "WWW-Authenticate", "Bearer")},
 		"bare error string":               {okBody, respond(500, `{"error":"boom"}`, "Request-Id", "req_1")},
 		"error without Request-Id header": {okBody, respond(401, envelope("authentication_error"), "WWW-Authenticate", "Bearer")},
 		"429 without Retry-After":         {okBody, respond(429, envelope("rate_limit_error"), "Request-Id", "req_1")},
-		"accepted an unknown field":       {`{"name":"n","environment":"test","colour":"red"}`, respond(201, good)},
-		"accepted a null":                 {`{"name":"n","environment":"test","rate_limit":null}`, respond(201, good)},
-		"accepted rate_limit 0":           {`{"name":"n","environment":"test","rate_limit":0}`, respond(201, good)},
+		"accepted an unknown field":       {`{"name":"n","environment":"test","colour":"red"}`, respond(201, good, "Request-Id", "req_1")},
+		"accepted a null":                 {`{"name":"n","environment":"test","rate_limit":null}`, respond(201, good, "Request-Id", "req_1")},
+		"accepted rate_limit 0":           {`{"name":"n","environment":"test","rate_limit":0}`, respond(201, good, "Request-Id", "req_1")},
 		"refused a valid request":         {okBody, respond(400, envelope("validation_error"), "Request-Id", "req_1")},
 	} {
 		if err := c.validate(req(tc.body), []byte(tc.body), tc.rec); err == nil {
@@ -453,14 +456,15 @@ func TestContractRejectsDisagreement(t *testing.T) {
 		}
 	}
 	list := httptest.NewRequest(http.MethodGet, "/developers/keys", nil)
-	if err := c.validate(list, nil, respond(200, `{"data":[],"has_more":false}`)); err != nil {
+	if err := c.validate(list, nil, respond(200, `{"data":[],"has_more":false}`, "Request-Id", "req_1")); err != nil {
 		t.Fatalf("a good list was refused: %v", err)
 	}
 	for name, rec := range map[string]*httptest.ResponseRecorder{
-		"has_more not boolean":   respond(200, `{"data":[],"has_more":"no"}`),
-		"revoked_at not a date":  respond(200, `{"data":[{"id":"k","revoked_at":"yesterday"}],"has_more":false}`),
-		"data missing":           respond(200, `{"has_more":false}`),
-		"undocumented status":    respond(202, `{"data":[],"has_more":false}`),
+		"has_more not boolean":   respond(200, `{"data":[],"has_more":"no"}`, "Request-Id", "req_1"),
+		"revoked_at not a date":  respond(200, `{"data":[{"id":"k","revoked_at":"yesterday"}],"has_more":false}`, "Request-Id", "req_1"),
+		"data missing":           respond(200, `{"has_more":false}`, "Request-Id", "req_1"),
+		"undocumented status":    respond(202, `{"data":[],"has_more":false}`, "Request-Id", "req_1"),
+		"no Request-Id":          respond(200, `{"data":[],"has_more":false}`),
 		"error outside envelope": respond(400, `{"message":"bad"}`, "Request-Id", "req_1"),
 	} {
 		if err := c.validate(list, nil, rec); err == nil {
@@ -590,4 +594,45 @@ func TestAccountExchanges(t *testing.T) {
 		t.Fatalf("an account with neither: %s", rec.Body)
 	}
 	e.do(t, "GET", "/developers/account?x=1", bare, "", nil, 400)
+}
+
+// The request log: every response carries a Request-Id, the list and
+// the entry match their schemas, each documented filter is accepted, and
+// another account's request is a 404.
+func TestLogExchanges(t *testing.T) {
+	e := setup(t)
+	admin := e.key(keys.APIKeyCreate{Name: "admin", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_logs"})
+	other := e.key(keys.APIKeyCreate{Name: "other", Environment: keys.Test, Permissions: keys.DefaultVocabulary(), AccountID: "acct_else"})
+	rec := e.do(t, "GET", "/developers/keys/key_nosuch", admin, "", nil, 404)
+	failed := rec.Header().Get("Request-Id")
+	rec = e.do(t, "GET", "/developers/keys", admin, "", nil, 200)
+	ok := rec.Header().Get("Request-Id")
+	if !strings.HasPrefix(ok, "req_") || !strings.HasPrefix(failed, "req_") {
+		t.Fatalf("Request-Id %q and %q", ok, failed)
+	}
+	rec = e.do(t, "GET", "/developers/logs/"+failed, admin, "", nil, 200)
+	var got struct {
+		RequestID string `json:"request_id"`
+		Status    int
+		ErrorCode *string `json:"error_code"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || got.RequestID != failed || got.Status != 404 || got.ErrorCode == nil || *got.ErrorCode != "not_found" {
+		t.Fatalf("%v %s", err, rec.Body)
+	}
+	e.do(t, "GET", "/developers/logs/"+ok, admin, "", nil, 200)
+	e.do(t, "GET", "/developers/logs/"+ok, other, "", nil, 404)
+	id := keyID(t, e, admin)
+	start := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	for _, q := range []string{"", "limit=1", "limit=100", "status=404", "status=4xx", "status=2XX", "status=599", "method=GET", "api=GET+%2Fdevelopers%2Fkeys",
+		"key_id=" + id, "request_id=" + ok, "start=" + start, "end=2099-01-01T00:00:00Z", "start=" + start + "&end=2099-01-01T00:00:00Z"} {
+		t.Run("logs?"+q, func(t *testing.T) { e.do(t, "GET", "/developers/logs?"+q, admin, "", nil, 200) })
+	}
+	rec = e.do(t, "GET", "/developers/logs?limit=1", admin, "", nil, 200)
+	var page struct {
+		NextCursor string `json:"next_cursor"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &page); err != nil || page.NextCursor == "" {
+		t.Fatalf("no next_cursor on a page of one: %s", rec.Body)
+	}
+	e.do(t, "GET", "/developers/logs?limit=1&cursor="+page.NextCursor, admin, "", nil, 200)
 }

@@ -219,6 +219,24 @@ func Requests(k Keys) []Request {
 		{Name: "key usage: start inside an hour", Path: "/developers/keys/" + id + "/usage?start=2030-01-01T00:30:00Z&end=2030-01-01T05:00:00Z", Status: 400},
 		{Name: "key usage: an empty period", Path: "/developers/keys/" + id + "/usage?start=2030-01-01T00:00:00Z&end=2030-01-01T00:00:00Z", Status: 400},
 		{Name: "key usage: another account's key", Path: "/developers/keys/" + k.StrangerKeyID + "/usage", Status: 404},
+		// Hostile request-log queries.
+		{Name: "logs: status 600", Path: "/developers/logs?status=600", Status: 400},
+		{Name: "logs: status 4xy", Path: "/developers/logs?status=4xy", Status: 400},
+		{Name: "logs: status 0429", Path: "/developers/logs?status=0429", Status: 400},
+		{Name: "logs: status twice", Path: "/developers/logs?status=429&status=500", Status: 400},
+		{Name: "logs: limit 0", Path: "/developers/logs?limit=0", Status: 400},
+		{Name: "logs: limit 1e9", Path: "/developers/logs?limit=1000000000", Status: 400},
+		{Name: "logs: forged cursor", Path: "/developers/logs?cursor=MTIz", Status: 400},
+		{Name: "logs: 10 KB cursor", Path: "/developers/logs?cursor=" + strings.Repeat("A", 10_000), Status: 400},
+		{Name: "logs: 5 KB key_id", Path: "/developers/logs?key_id=" + strings.Repeat("k", 5000), Status: 400},
+		{Name: "logs: empty method", Path: "/developers/logs?method=", Status: 400},
+		{Name: "logs: end before start", Path: "/developers/logs?start=2026-11-02T00:00:00Z&end=2026-11-01T00:00:00Z", Status: 400},
+		{Name: "logs: start not a time", Path: "/developers/logs?start=today", Status: 400},
+		{Name: "logs: unknown parameter", Path: "/developers/logs?account_id=acct_other", Status: 400},
+		{Name: "logs: another account's key", Path: "/developers/logs?key_id=" + k.StrangerKeyID, Status: 404},
+		{Name: "log: a request never made", Path: "/developers/logs/req_NOSUCHREQUEST", Status: 404},
+		{Name: "log: a 5 KB request id", Path: "/developers/logs/" + strings.Repeat("r", 5000), Status: 404},
+		{Name: "log: a query", Path: "/developers/logs/req_X?key_id=x", Status: 400},
 	} {
 		r.Method = "GET"
 		r.Headers = map[string][]string{"Authorization": {"Bearer " + k.Admin}}

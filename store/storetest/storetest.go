@@ -2083,7 +2083,7 @@ func testManagerLogs(t *testing.T, s store.Store) {
 	}
 	n := len(p.Data)
 	for p.HasMore {
-		if p, err = m.Logs(context.Background(), acct, reqlog.Filter{Limit: 100, Cursor: *p.NextCursor}); err != nil {
+		if p, err = m.Logs(context.Background(), acct, reqlog.Filter{Limit: 100, Cursor: p.NextCursor}); err != nil {
 			t.Fatal(err)
 		}
 		n += len(p.Data)
