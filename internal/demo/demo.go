@@ -320,7 +320,7 @@ func LogRequests(logger *slog.Logger, refusals *Refusals, next http.Handler) htt
 		next.ServeHTTP(sw, r)
 		attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", redactPath(r.URL.Path)),
 			slog.Int("status", sw.status), slog.Duration("duration", time.Since(start))}
-		if id := w.Header().Get("Request-Id"); id != "" { // set on error responses
+		if id := w.Header().Get("Request-Id"); id != "" { // on every response of the library
 			attrs = append(attrs, slog.String("request_id", id))
 		}
 		if s := refusals.byStatus[sw.status]; s != nil {
