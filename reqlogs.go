@@ -193,8 +193,9 @@ func (l *logBook) drain(out []reqlog.Entry) []reqlog.Entry {
 	return out
 }
 
-// drain takes r's published entries, in order, into out. Producers never
-// take r.mu.
+// drain takes r's published entries, in order, into out: a ring's worth
+// at most, so that producers as fast as the flusher cannot keep it
+// draining for ever. Producers never take r.mu.
 func (r *logRing) drain(out []reqlog.Entry) []reqlog.Entry {
 	slots := r.slots.Load()
 	if slots == nil {
@@ -204,7 +205,7 @@ func (r *logRing) drain(out []reqlog.Entry) []reqlog.Entry {
 	defer r.mu.Unlock()
 	s := *slots
 	mask := uint64(len(s) - 1)
-	for {
+	for range len(s) {
 		slot := &s[r.head&mask]
 		if slot.seq.Load() != r.head+1 {
 			return out
@@ -214,6 +215,7 @@ func (r *logRing) drain(out []reqlog.Entry) []reqlog.Entry {
 		slot.seq.Store(r.head + mask + 1)
 		r.head++
 	}
+	return out
 }
 
 // flushLogs drains the rings, exports every entry, and writes the
@@ -248,21 +250,23 @@ func (m *Manager) flushLogs(ctx context.Context) error {
 			kept = append(kept, e)
 		}
 	}
-	err := m.storePendingLogs(ctx) // what waits goes first, and makes room
+	err := m.storePendingLogs(ctx) // what waits goes first
 	for len(kept) > 0 {
 		n := min(len(kept), maxLogBatch)
-		if l.pendingN+n > l.maxPend {
-			l.drop(m, dropStore, int64(len(kept)))
+		b := store.LogBatch{ID: newBatchID(), Entries: kept[:n:n], MaxPerDay: l.perDay}
+		kept = kept[n:]
+		if err == nil { // the store answers: written now
+			l.pending, l.pendingN = append(l.pending, b), l.pendingN+n
+			err = m.storePendingLogs(ctx)
+			continue
+		}
+		if l.pendingN+n > l.maxPend { // the store fails: kept for the next flush, up to the bound
+			l.drop(m, dropStore, int64(n+len(kept)))
 			break
 		}
-		l.pending = append(l.pending, store.LogBatch{ID: newBatchID(), Entries: kept[:n:n], MaxPerDay: l.perDay})
-		l.pendingN += n
-		kept = kept[n:]
+		l.pending, l.pendingN = append(l.pending, b), l.pendingN+n
 	}
-	if err != nil {
-		return err
-	}
-	return m.storePendingLogs(ctx)
+	return err
 }
 
 // storePendingLogs writes the pending batches, oldest first. The caller

@@ -147,7 +147,7 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 			// What the request needs, in one allocation: the handler's
 			// context, the status writer, the body counter.
 			s := &served{sw: statusWriter{ResponseWriter: w}, start: time.Now()}
-			s.id = a.setRequestID(w, r)
+			a.setRequestID(w, r, s)
 			api := a.c.apiOf(r)
 			s.ip = a.c.clientIP(r)
 			var release func()
@@ -227,11 +227,12 @@ func escapedPath(r *http.Request) string {
 }
 
 // setRequestID gives the response its request ID (the host's, with
-// WithRequestID, or the library's own) and returns it.
-func (a *Adapter) setRequestID(w http.ResponseWriter, r *http.Request) string {
-	id := a.c.requestID(r)
-	w.Header()["Request-Id"] = []string{id}
-	return id
+// WithRequestID, or the library's own), noted in s, whose array holds the
+// header's value (no allocation of its own).
+func (a *Adapter) setRequestID(w http.ResponseWriter, r *http.Request, s *served) {
+	s.id = a.c.requestID(r)
+	s.idHeader[0] = s.id
+	w.Header()["Request-Id"] = s.idHeader[:]
 }
 
 // countingBody counts the bytes a handler reads of the request body.
@@ -250,12 +251,13 @@ func (b *countingBody) Read(p []byte) (int, error) {
 // its context (carrying the verified key) and the writer that notes the
 // status for usage.
 type served struct {
-	ctx   verifiedctx.Holder[keys.Verified]
-	sw    statusWriter
-	body  countingBody
-	start time.Time
-	id    string
-	ip    netip.Addr
+	ctx      verifiedctx.Holder[keys.Verified]
+	sw       statusWriter
+	body     countingBody
+	start    time.Time
+	id       string
+	idHeader [1]string // the Request-Id header's value
+	ip       netip.Addr
 }
 
 // check holds an already verified caller to the environment and perms.

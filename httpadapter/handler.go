@@ -24,7 +24,7 @@ func (a *Adapter) endpoint(perm, group string, fn func(http.ResponseWriter, *htt
 	perms := []string{perm}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s := &served{sw: statusWriter{ResponseWriter: w}, start: time.Now()}
-		s.id = a.setRequestID(w, r)
+		a.setRequestID(w, r, s)
 		s.ip = a.c.clientIP(r)
 		v, sw := &s.ctx.V, &s.sw
 		err := a.authenticate(sw, r, s.ip, perms, "", v, nil)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/reqlog"
 )
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
@@ -362,21 +363,28 @@ func FuzzBearerToken(f *testing.F) {
 }
 
 // BenchmarkMiddleware compares an empty handler behind the middleware with
-// the bare handler, both through httptest.
+// the bare handler, both through httptest: "bare" writes no header,
+// "bare-header" one (as a handler that answers anything does, so the
+// response's header map exists); "middleware-nolog" is the middleware
+// with the request log off (it still gives every response a Request-Id).
 func BenchmarkMiddleware(b *testing.B) {
-	m, err := keys.New(memstoreNew())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close(context.Background())
-	c, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "bench", Environment: keys.Live, AccountID: "acct_bench"})
-	if err != nil {
-		b.Fatal(err)
+	newManager := func(opts ...keys.Option) (*keys.Manager, string) {
+		m, err := keys.New(memstoreNew(), opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = m.Close(context.Background()) })
+		c, err := m.Create(context.Background(), keys.APIKeyCreate{Name: "bench", Environment: keys.Live, AccountID: "acct_bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return m, string(c.Key)
 	}
 	empty := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
-	run := func(b *testing.B, h http.Handler) {
+	header := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Header()["Content-Type"] = []string{"text/plain"} })
+	run := func(b *testing.B, h http.Handler, key string) {
 		req := httptest.NewRequest("GET", "/ping", nil)
-		req.Header.Set("Authorization", "Bearer "+string(c.Key))
+		req.Header.Set("Authorization", "Bearer "+key)
 		b.ReportAllocs()
 		for b.Loop() {
 			rec := httptest.NewRecorder()
@@ -386,8 +394,16 @@ func BenchmarkMiddleware(b *testing.B) {
 			}
 		}
 	}
-	b.Run("bare", func(b *testing.B) { run(b, empty) })
-	b.Run("middleware", func(b *testing.B) { run(b, httpadapter.New(m).Middleware()(empty)) })
+	b.Run("bare", func(b *testing.B) { run(b, empty, "") })
+	b.Run("bare-header", func(b *testing.B) { run(b, header, "") })
+	b.Run("middleware", func(b *testing.B) {
+		m, key := newManager()
+		run(b, httpadapter.New(m).Middleware()(empty), key)
+	})
+	b.Run("middleware-nolog", func(b *testing.B) {
+		m, key := newManager(keys.WithRequestLogs(reqlog.Config{Disabled: true}))
+		run(b, httpadapter.New(m).Middleware()(empty), key)
+	})
 }
 
 // A bearer token is at most 256 characters: one of exactly 256 is read
