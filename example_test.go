@@ -12,6 +12,7 @@ import (
 	"github.com/txcloud/keys/credits"
 	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/reqlog"
 	"github.com/txcloud/keys/usage"
 )
 
@@ -254,5 +255,25 @@ func ExampleManager_ReportLeak() {
 	// event: key.revoked
 	// event: key.leaked
 	// true true <nil>
+	// true
+}
+
+// A host serving requests without the adapters records each one itself;
+// the account's customer reads it back by its request ID.
+func ExampleManager_LogRequest() {
+	ctx := context.Background()
+	m, err := keys.New(memstore.New())
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close(ctx)
+	m.LogRequest(&reqlog.Entry{RequestID: "req_EXAMPLE", Timestamp: time.Now(), AccountID: "acct_1", KeyID: "key_1",
+		Method: "GET", Path: "GET /v1/ping", Status: 429, ErrorCode: "rate_limit_exceeded", Limit: "key"})
+	e, err := m.As(keys.Principal{AccountID: "acct_1", Subject: "key_1"}).Log(ctx, "req_EXAMPLE")
+	fmt.Println(e.Status, e.Limit, err)
+	_, err = m.As(keys.Principal{AccountID: "acct_2", Subject: "key_2"}).Log(ctx, "req_EXAMPLE")
+	fmt.Println(errors.Is(err, keys.ErrNotFound))
+	// Output:
+	// 429 key <nil>
 	// true
 }
