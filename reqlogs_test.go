@@ -225,3 +225,31 @@ func TestWithRequestLogsRefusesNonsense(t *testing.T) {
 		}
 	}
 }
+
+// TestManagerPrunesPastRetention: the Manager's flusher prunes the store
+// by its retention, on the Manager's clock, without being asked.
+func TestManagerPrunesPastRetention(t *testing.T) {
+	now := time.Now()
+	m, err := keys.New(memstore.New(), keys.WithClock(func() time.Time { return now }), keys.WithRequestLogs(reqlog.Config{Retention: time.Hour}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	old, fresh := entryOf("acct_p", 1), entryOf("acct_p", 2)
+	old.Timestamp = now.Add(-2 * time.Hour)
+	m.LogRequest(old)
+	m.LogRequest(fresh)
+	if err := m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for countLogs(t, m, "acct_p") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("an entry past the retention was not pruned within 5 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := m.Log(context.Background(), "acct_p", fresh.RequestID); err != nil {
+		t.Fatalf("the entry within the retention: %v", err)
+	}
+}

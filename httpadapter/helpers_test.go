@@ -38,6 +38,8 @@ type countingStore struct {
 	// cancels: lookups and lists fail with the caller's context's error
 	// once it is done, as a database driver's do.
 	cancels atomic.Bool
+	// logBatches and logEntries count what reached the request log.
+	logBatches, logEntries atomic.Int64
 }
 
 func (s *countingStore) List(ctx context.Context, q store.ListQuery) ([]*store.Record, error) {
@@ -243,6 +245,8 @@ func (s *countingStore) AddLogs(ctx context.Context, b store.LogBatch) (int, err
 	if s.down.Load() {
 		return 0, io.ErrUnexpectedEOF
 	}
+	s.logBatches.Add(1)
+	s.logEntries.Add(int64(len(b.Entries)))
 	return s.Store.(store.LogStore).AddLogs(ctx, b)
 }
 

@@ -258,3 +258,41 @@ func TestRequestIDsAreUnique(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// An anonymous flood (no key, malformed keys, well-formed keys no record
+// matches) costs the request log nothing: no entry reaches the store, and
+// no account's log holds one; only an exporter would see them.
+func TestAnonymousFloodCostsTheLogNothing(t *testing.T) {
+	e := newEnv(t)
+	h := httpadapter.New(e.m).Middleware()(whoami)
+	forged := forgeKey("txc_test_" + strings.Repeat("F", 32))
+	for i := range 3000 {
+		hd := map[string][]string{}
+		switch i % 3 {
+		case 1:
+			hd["Authorization"] = bearer("txc_test_nonsense")
+		case 2:
+			hd["Authorization"] = bearer(forged)
+		}
+		if rec := serve(h, request{method: "GET", path: "/v1/whoami", headers: hd, remote: "127.0.0.2:1"}); rec.Code != 401 {
+			t.Fatalf("%d", rec.Code)
+		}
+	}
+	if err := e.m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, b := e.store.logEntries.Load(), e.store.logBatches.Load(); n != 0 || b != 0 {
+		t.Fatalf("an anonymous flood wrote %d entries in %d batches", n, b)
+	}
+	if d := e.m.LogsDropped(); d["buffer_full"] != 0 {
+		t.Fatalf("an anonymous flood filled the buffer: %v", d)
+	}
+	// One request of a real key is written, alone.
+	serve(h, request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(e.admin)}})
+	if err := e.m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.store.logEntries.Load(); n != 1 {
+		t.Fatalf("%d entries written for one request of a key", n)
+	}
+}
