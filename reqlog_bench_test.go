@@ -151,7 +151,7 @@ func BenchmarkLogRequestParallel(b *testing.B) {
 // recorderOnly is a Manager whose log goes to an exporter that drops it
 // (on a store that keeps none), and a verified key of it.
 func recorderOnly(b *testing.B) (*keys.Manager, keys.Verified) {
-	m, err := keys.New(struct{ store.Store }{memstore.New()}, keys.WithRequestLogs(reqlog.Config{Exporter: discard{}}))
+	m, err := keys.New(struct{ store.Store }{memstore.New()}, keys.WithRequestLogs(reqlog.Config{Exporter: discard{}, Buffer: 1024}))
 	if err != nil {
 		b.Fatal(err)
 	}

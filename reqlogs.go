@@ -79,9 +79,10 @@ type logBook struct {
 type logRing struct {
 	tail  atomic.Uint64
 	slots atomic.Pointer[[]logSlot]
+	index int        // in logBook.rings
 	mu    sync.Mutex // the consumer's: the flusher takes each ring's in turn
 	head  uint64     // under mu
-	_     [32]byte
+	_     [88]byte   // 128 bytes a ring: two cores' rings share no cache line, nor a prefetched pair
 }
 
 type logSlot struct {
@@ -96,15 +97,18 @@ func newLogBook(st store.Store, cfg reqlog.Config) *logBook {
 	if cfg.Disabled || ls == nil && cfg.Exporter == nil {
 		return nil
 	}
-	// One ring a P: each P writes its own (hint), so the buffer is split
-	// among the rings that are written.
-	n := min(max(runtime.GOMAXPROCS(0), 1), 64)
+	// Two rings a P: each P writes one (hint), and moves to another when
+	// it finds a core writing the same; the buffer is split among them.
+	n := min(max(2*runtime.GOMAXPROCS(0), 2), 128)
 	size := cmp.Or(cfg.Buffer, reqlog.DefaultBuffer)
 	per := max(16, 1<<bits.Len(uint(size/n-1))) // a power of two, at least size/n (so Buffer up to twice that)
 	l := &logBook{store: ls, exporter: cfg.Exporter, ip: cfg.IP,
 		retention: cmp.Or(cfg.Retention, reqlog.DefaultRetention), perDay: cmp.Or(cfg.PerAccountDay, reqlog.DefaultPerAccountDay),
 		rings: make([]logRing, n), wake: make(chan struct{}, 1), maxPend: 2 * size}
 	l.ringSize = per
+	for i := range l.rings {
+		l.rings[i].index = i
+	}
 	l.hint.New = func() any { return &l.rings[l.nextRing.Add(1)%uint32(len(l.rings))] }
 	return l
 }
@@ -124,19 +128,27 @@ func (m *Manager) LogRequest(e *reqlog.Entry) {
 		return
 	}
 	r := l.hint.Get().(*logRing)
-	defer l.hint.Put(r)
-	slots := r.slots.Load()
-	if slots == nil {
-		slots = r.allocate(l.ringSize)
-	}
-	s := *slots
-	mask := uint64(len(s) - 1)
+	l.hint.Put(l.record(r, e))
+}
+
+// record puts e in r, or, when another core is writing r too (its tail
+// moved under us), in the next ring, and returns the ring it wrote: the
+// P's hint from then on, so that cores sharing a ring part. Full: e is
+// dropped and counted.
+func (l *logBook) record(r *logRing, e *reqlog.Entry) *logRing {
 	for {
+		slots := r.slots.Load()
+		if slots == nil {
+			slots = r.allocate(l.ringSize)
+		}
+		s := *slots
+		mask := uint64(len(s) - 1)
 		pos := r.tail.Load()
 		slot := &s[pos&mask]
 		switch seq := slot.seq.Load(); {
 		case seq == pos:
 			if !r.tail.CompareAndSwap(pos, pos+1) {
+				r = &l.rings[(r.index+1)%len(l.rings)] // shared with another core: move on
 				continue
 			}
 			slot.e = *e
@@ -148,12 +160,13 @@ func (m *Manager) LogRequest(e *reqlog.Entry) {
 				default:
 				}
 			}
-			return
+			return r
 		case seq < pos: // the slot holds an entry not drained yet: full
 			l.dropped[dropFull].Add(1)
-			return
+			return r
 		}
-		// Another producer took the slot: try the next.
+		// Another producer took the slot and has not published it yet:
+		// the tail has moved, read it again.
 	}
 }
 
