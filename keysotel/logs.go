@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/txcloud/keys/reqlog"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/log"
-	"go.opentelemetry.io/otel/log/global"
 )
 
 // LogExporter sends every request-log entry, those of no account
@@ -37,7 +37,7 @@ type LogOption func(*logConfig)
 
 type logConfig struct{ lp log.LoggerProvider }
 
-// WithLoggerProvider emits to lp (default: global.GetLoggerProvider()).
+// WithLoggerProvider emits to lp (default: otel.GetLoggerProvider()).
 func WithLoggerProvider(lp log.LoggerProvider) LogOption {
 	return func(c *logConfig) { c.lp = lp }
 }
@@ -49,7 +49,7 @@ func NewLogExporter(opts ...LogOption) *LogExporter {
 		o(&c)
 	}
 	if c.lp == nil {
-		c.lp = global.GetLoggerProvider()
+		c.lp = otel.GetLoggerProvider()
 	}
 	return &LogExporter{logger: c.lp.Logger(Name)}
 }

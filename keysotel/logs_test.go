@@ -47,7 +47,7 @@ func TestLogExporter(t *testing.T) {
 	attr := func(r logtest.Record, k string) string {
 		for _, a := range r.Attributes {
 			if string(a.Key) == k {
-				return a.Value.Emit()
+				return a.Value.String()
 			}
 		}
 		return ""
