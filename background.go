@@ -50,7 +50,7 @@ func (m *Manager) startBackground(interval time.Duration) {
 }
 
 // runLogs flushes the request log every reqlog.FlushInterval, or when a
-// ring is half full, and prunes it once an hour, until stopping closes.
+// ring has filled a quarter more, and prunes it once an hour, until stopping closes.
 func (m *Manager) runLogs(stopping chan struct{}) {
 	t := time.NewTicker(reqlog.FlushInterval)
 	defer t.Stop()

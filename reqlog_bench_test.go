@@ -69,6 +69,9 @@ func reportLogDrops(b *testing.B, m *keys.Manager) {
 		}
 	}
 	b.ReportMetric(float64(n)/float64(b.N), "drops/op")
+	if n > 0 && testing.Verbose() {
+		b.Logf("dropped: %v", m.LogsDropped())
+	}
 }
 
 // BenchmarkVerifyLoggedWalkParallel: both cores verifying, counting and

@@ -20,7 +20,7 @@ import (
 
 // The request log: LogRequest puts an entry in one of several bounded
 // rings (lock-free, no allocation), a flusher drains them every
-// reqlog.FlushInterval (or sooner, when a ring is half full) and writes
+// reqlog.FlushInterval (or sooner, when a ring is a quarter full) and writes
 // the entries of accounts to the store in batches, and hands every entry
 // to the host's Exporter.
 
@@ -51,7 +51,7 @@ type logBook struct {
 
 	rings    []logRing
 	ringSize int           // slots in each ring, a power of two
-	wake     chan struct{} // a ring is half full
+	wake     chan struct{} // a ring has filled a quarter more
 	// hint gives each P (processor) the ring it wrote last, so that a
 	// core keeps writing one ring, in order, and two cores rarely share
 	// one: sync.Pool keeps it per P, without a lock. It is only a hint:
@@ -101,7 +101,10 @@ func newLogBook(st store.Store, cfg reqlog.Config) *logBook {
 	// it finds a core writing the same; the buffer is split among them.
 	n := min(max(2*runtime.GOMAXPROCS(0), 2), 128)
 	size := cmp.Or(cfg.Buffer, reqlog.DefaultBuffer)
-	per := max(16, 1<<bits.Len(uint(size/n-1))) // a power of two, at least size/n (so Buffer up to twice that)
+	// A ring holds its share of the buffer, a power of two; its slots
+	// are made when it is first written, so rings no core writes take no
+	// memory.
+	per := max(16, 1<<bits.Len(uint(size/n-1)))
 	l := &logBook{store: ls, exporter: cfg.Exporter, ip: cfg.IP,
 		retention: cmp.Or(cfg.Retention, reqlog.DefaultRetention), perDay: cmp.Or(cfg.PerAccountDay, reqlog.DefaultPerAccountDay),
 		rings: make([]logRing, n), wake: make(chan struct{}, 1), maxPend: 2 * size}
@@ -154,7 +157,7 @@ func (l *logBook) record(r *logRing, e *reqlog.Entry) *logRing {
 			slot.e = *e
 			l.bound(&slot.e)
 			slot.seq.Store(pos + 1)
-			if pos&(mask>>1) == mask>>1 { // half the ring since the last wake
+			if pos&(mask>>2) == mask>>2 { // a quarter of the ring since the last wake
 				select {
 				case l.wake <- struct{}{}:
 				default:
