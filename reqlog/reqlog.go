@@ -243,9 +243,12 @@ type Config struct {
 	// counts them, so one tenant's flood cannot crowd another's entries
 	// or the disk.
 	PerAccountDay int
-	// Buffer is how many entries wait in memory for the next flush
-	// (DefaultBuffer when 0): past it new entries are dropped, and
-	// counted, rather than slow a request.
+	// Buffer is how many entries may wait in memory for the next flush
+	// (DefaultBuffer when 0), split among rings, two per processor (a
+	// core writes one ring at a time, so a busy core has a quarter of
+	// the default to itself on two cores): an entry that finds its ring
+	// full is dropped, and counted, rather than slow a request. A failing
+	// store keeps twice Buffer waiting besides.
 	Buffer int
 	// IP is how much of the client's address is kept (IPTruncated when
 	// zero).
