@@ -1,10 +1,20 @@
 package keys
 
 import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/reqlog"
+	"github.com/txcloud/keys/store"
 )
 
 // FuzzLogCursor: any cursor is refused or read as a position that
@@ -27,4 +37,244 @@ func FuzzLogCursor(f *testing.F) {
 			t.Fatalf("%q: %+v does not round-trip: %+v", s, c, again)
 		}
 	})
+}
+
+// failingLogs is a log store that fails while down, counting its calls.
+type failingLogs struct {
+	store.Store
+	down  bool
+	calls int
+	got   int
+}
+
+func (f *failingLogs) AddLogs(_ context.Context, b store.LogBatch) (int, error) {
+	f.calls++
+	if f.down {
+		return 0, errors.New("down")
+	}
+	f.got += len(b.Entries)
+	return 0, nil
+}
+func (f *failingLogs) Logs(context.Context, store.LogQuery) ([]reqlog.Entry, error) { return nil, nil }
+func (f *failingLogs) PruneLogs(context.Context, time.Time) error                   { return nil }
+
+type countingExporter struct {
+	calls, entries int
+	fail           bool
+}
+
+func (x *countingExporter) Export(_ context.Context, es []reqlog.Entry) error {
+	x.calls++
+	x.entries += len(es)
+	if x.fail {
+		return errors.New("collector down")
+	}
+	return nil
+}
+
+// The rings: two a processor, each a power of two holding its share of
+// the buffer, and twice the buffer waiting for a failing store.
+func TestLogBookShape(t *testing.T) {
+	st := &failingLogs{Store: memstore.New()}
+	procs := runtime.GOMAXPROCS(0)
+	for _, c := range []struct{ buffer, ring int }{{0, reqlog.DefaultBuffer / (2 * procs)}, {1024, 1024 / (2 * procs)}, {1000, 1024 / (2 * procs)}, {8, 16}} {
+		l := newLogBook(st, reqlog.Config{Buffer: c.buffer})
+		want := max(16, c.ring)
+		if len(l.rings) != max(2, 2*procs) || l.ringSize != want || l.maxPend != 2*cmp.Or(c.buffer, reqlog.DefaultBuffer) {
+			t.Errorf("buffer %d: %d rings of %d, %d pending; want %d of %d, %d", c.buffer, len(l.rings), l.ringSize, l.maxPend, max(2, 2*procs), want, 2*cmp.Or(c.buffer, reqlog.DefaultBuffer))
+		}
+		for i := range l.rings {
+			if l.rings[i].index != i {
+				t.Fatal("a ring does not know its index")
+			}
+		}
+	}
+	if newLogBook(st, reqlog.Config{Disabled: true}) != nil {
+		t.Error("Disabled keeps a log")
+	}
+	bare := struct{ store.Store }{memstore.New()}
+	if newLogBook(bare, reqlog.Config{}) != nil {
+		t.Error("a log with nowhere to go")
+	}
+	if newLogBook(bare, reqlog.Config{Exporter: &countingExporter{}}) == nil {
+		t.Error("no log for an exporter on a store that keeps none")
+	}
+}
+
+// record: entries go in order, a wake each time a quarter of the ring
+// fills, and a full ring drops and counts.
+func TestRingRecordsWakesAndDrops(t *testing.T) {
+	l := newLogBook(&failingLogs{Store: memstore.New()}, reqlog.Config{Buffer: 8})
+	r := &l.rings[0]
+	e := reqlog.Entry{AccountID: "acct", RequestID: "req_1", Path: strings.Repeat("p", 300), UserAgent: strings.Repeat("u", 300),
+		IP: netip.MustParseAddr("198.51.100.9")}
+	wakes := 0
+	for i := range 16 {
+		if got := l.record(r, &e); got != r {
+			t.Fatal("an uncontended record moved ring")
+		}
+		select {
+		case <-l.wake:
+			wakes++
+			if (i+1)%4 != 0 {
+				t.Fatalf("woken after %d entries", i+1)
+			}
+		default:
+		}
+	}
+	if wakes != 4 {
+		t.Fatalf("%d wakes for 16 entries in a ring of 16, want 4", wakes)
+	}
+	if l.dropped[dropFull].Load() != 0 {
+		t.Fatal("dropped before the ring was full")
+	}
+	l.record(r, &e)
+	if l.dropped[dropFull].Load() != 1 {
+		t.Fatal("a full ring did not drop")
+	}
+	out := r.drain(nil)
+	if len(out) != 16 || len(out[0].Path) != reqlog.MaxPathLen || len(out[0].UserAgent) != reqlog.MaxUserAgentLen || out[0].IP.String() != "198.51.100.0" {
+		t.Fatalf("drained %d, first %+v", len(out), out[0])
+	}
+	if s := *r.slots.Load(); s[0].e.Path != "" {
+		t.Fatal("a drained slot keeps its strings")
+	}
+	l.record(r, &e) // room again
+	if len(r.drain(nil)) != 1 || l.dropped[dropFull].Load() != 1 {
+		t.Fatal("the ring did not take an entry after draining")
+	}
+}
+
+// flushLogs: a failing store keeps at most twice the buffer waiting,
+// drops and counts the rest, and gets the waiting ones first when back;
+// an exporter gets every entry, its failure counted; nothing drained
+// exports nothing.
+func TestFlushLogsBounds(t *testing.T) {
+	st := &failingLogs{Store: memstore.New(), down: true}
+	x := &countingExporter{}
+	m, err := New(st, WithRequestLogs(reqlog.Config{Buffer: 64, Exporter: x}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	l := m.rlog
+	l.mu.Lock() // keep the background flusher out
+	defer l.mu.Unlock()
+	flush := func(n int, account string) error {
+		t.Helper()
+		for i := range n {
+			r := &l.rings[i%len(l.rings)]
+			l.record(r, &reqlog.Entry{AccountID: account, RequestID: fmt.Sprint("req_", i)})
+		}
+		l.mu.Unlock()
+		defer l.mu.Lock()
+		return m.flushLogs(context.Background())
+	}
+	if err := flush(0, "a"); err != nil || x.calls != 0 {
+		t.Fatalf("an empty flush: %v, %d exports", err, x.calls)
+	}
+	if err := flush(60, "a"); err == nil || l.pendingN != 60 || l.dropped[dropStore].Load() != 0 {
+		t.Fatalf("first failing flush: %v, %d waiting, %d dropped", err, l.pendingN, l.dropped[dropStore].Load())
+	}
+	if err := flush(60, "a"); err == nil || l.pendingN != 120 {
+		t.Fatalf("second: %d waiting, want 120", l.pendingN)
+	}
+	if err := flush(9, "a"); err == nil || l.pendingN != 120 || l.dropped[dropStore].Load() != 9 {
+		t.Fatalf("third, past 128: %d waiting, %d dropped; want 120, 9", l.pendingN, l.dropped[dropStore].Load())
+	}
+	if err := flush(8, "a"); err == nil || l.pendingN != 128 || l.dropped[dropStore].Load() != 9 {
+		t.Fatalf("fourth, up to 128: %d waiting, %d dropped; want 128, 9", l.pendingN, l.dropped[dropStore].Load())
+	}
+	if x.entries != 137 {
+		t.Fatalf("the exporter got %d entries, want every one (137)", x.entries)
+	}
+	st.down = false
+	if err := flush(5, ""); err != nil || st.got != 128 || l.pendingN != 0 || len(l.pending) != 0 {
+		t.Fatalf("back: %v, stored %d (want the 128 waiting; the 5 of no account only exported), %d waiting", err, st.got, l.pendingN)
+	}
+	x.fail = true
+	if err := flush(3, "a"); err != nil || l.dropped[dropExport].Load() != 3 || st.got != 131 {
+		t.Fatalf("a failing exporter: %v, %d counted, %d stored", err, l.dropped[dropExport].Load(), st.got)
+	}
+	if cap(l.scratch) == 0 || len(l.scratch) != 0 {
+		t.Fatal("the drain's buffer is not kept for the next flush")
+	}
+	for _, e := range l.scratch[:cap(l.scratch)] {
+		if e.RequestID != "" {
+			t.Fatal("the kept buffer holds entries' strings")
+		}
+	}
+}
+
+// The summaries of drops and of failures are logged once a minute at
+// most, and the first at once.
+func TestLogDropsAreSummarisedOnceAMinute(t *testing.T) {
+	var buf strings.Builder
+	m, err := New(memstore.New(), WithLogger(slog.New(slog.NewTextHandler(&buf, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	l := m.rlog
+	for range 3 {
+		l.drop(m, dropFull, 2)
+		l.failed(m, errors.New("down"))
+	}
+	if n := strings.Count(buf.String(), "request log entries were dropped"); n != 1 {
+		t.Fatalf("%d drop summaries for three drops in a minute, want 1:\n%s", n, buf.String())
+	}
+	if n := strings.Count(buf.String(), "writing the request log failed"); n != 1 {
+		t.Fatalf("%d failure lines, want 1", n)
+	}
+	if !strings.Contains(buf.String(), "dropped_buffer_full_total=2") || l.dropped[dropFull].Load() != 6 {
+		t.Fatalf("the summary or the count is wrong: %s, %d", buf.String(), l.dropped[dropFull].Load())
+	}
+	l.lastLogged.Store(time.Now().Add(-61 * time.Second).UnixNano())
+	l.lastFailed.Store(time.Now().Add(-61 * time.Second).UnixNano())
+	l.drop(m, dropFull, 1)
+	l.failed(m, errors.New("down"))
+	if strings.Count(buf.String(), "request log entries were dropped") != 2 || strings.Count(buf.String(), "writing the request log failed") != 2 {
+		t.Fatal("a minute later, no new summary")
+	}
+}
+
+// LogRequest keeps an entry of no account only for an exporter.
+func TestLogRequestOfNoAccount(t *testing.T) {
+	for _, exporter := range []bool{false, true} {
+		var cfg reqlog.Config
+		if exporter {
+			cfg.Exporter = &countingExporter{}
+		}
+		m, err := New(memstore.New(), WithRequestLogs(cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.LogRequest(&reqlog.Entry{RequestID: "req_anon", Status: 401})
+		var n uint64
+		for i := range m.rlog.rings {
+			n += m.rlog.rings[i].tail.Load()
+		}
+		if (n == 1) != exporter {
+			t.Errorf("exporter %v: %d entries recorded", exporter, n)
+		}
+		_ = m.Close(context.Background())
+	}
+}
+
+// A cursor is at most 512 bytes, its request ID at most the longest kept.
+func TestLogCursorBounds(t *testing.T) {
+	id := strings.Repeat("r", reqlog.MaxRequestIDLen)
+	c := encodeLogCursor(&reqlog.Entry{Timestamp: time.Unix(1_800_000_000, 5), RequestID: id})
+	if got, ok := decodeLogCursor(c); !ok || got.RequestID != id {
+		t.Fatal("a cursor of the longest request ID")
+	}
+	if _, ok := decodeLogCursor(encodeLogCursor(&reqlog.Entry{Timestamp: time.Unix(1, 0), RequestID: id + "r"})); ok {
+		t.Fatal("a cursor of a request ID past the longest")
+	}
+	// (A valid cursor is at most 198 bytes: the 512 bound only spares
+	// the decoder a long input.)
+	long := strings.Repeat("A", 513)
+	if _, ok := decodeLogCursor(long); ok {
+		t.Fatal("a 513-byte cursor")
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -251,5 +252,88 @@ func TestManagerPrunesPastRetention(t *testing.T) {
 	}
 	if _, err := m.Log(context.Background(), "acct_p", fresh.RequestID); err != nil {
 		t.Fatalf("the entry within the retention: %v", err)
+	}
+}
+
+// The reads' rules, in Go: pages of the asked size with a cursor to the
+// rest, filters checked, another account's key a not-found, a principal
+// without an account refused.
+func TestLogReadsRules(t *testing.T) {
+	ctx := context.Background()
+	m, err := keys.New(memstore.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	mine, err := m.Create(ctx, keys.APIKeyCreate{Name: "mine", Environment: keys.Test, AccountID: "acct_r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := m.Create(ctx, keys.APIKeyCreate{Name: "theirs", Environment: keys.Test, AccountID: "acct_other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := "req_" + strings.Repeat("L", reqlog.MaxRequestIDLen-4)
+	for i := range 5 {
+		e := entryOf("acct_r", i)
+		e.KeyID = mine.ID
+		m.LogRequest(e)
+	}
+	e := entryOf("acct_r", 99)
+	e.RequestID = long
+	m.LogRequest(e)
+	as := m.As(keys.Principal{AccountID: "acct_r", Subject: mine.ID})
+	p, err := as.Logs(ctx, reqlog.Filter{Limit: 2, KeyID: mine.ID})
+	if err != nil || len(p.Data) != 2 || !p.HasMore || p.NextCursor == "" {
+		t.Fatalf("a page of 2 of 5: %+v %v", p, err)
+	}
+	p, err = as.Logs(ctx, reqlog.Filter{Limit: 5, KeyID: mine.ID})
+	if err != nil || len(p.Data) != 5 || p.HasMore || p.NextCursor != "" {
+		t.Fatalf("a page of 5 of 5: %d entries, more %v, %v", len(p.Data), p.HasMore, err)
+	}
+	if _, err := as.Logs(ctx, reqlog.Filter{KeyID: theirs.ID}); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("another account's key: %v", err)
+	}
+	if _, err := m.As(keys.Principal{Subject: "x"}).Logs(ctx, reqlog.Filter{}); !errors.Is(err, keys.ErrPermissionDenied) {
+		t.Fatalf("a principal without an account: %v", err)
+	}
+	if _, err := m.As(keys.Principal{Subject: "x"}).Log(ctx, "req_00000001"); !errors.Is(err, keys.ErrPermissionDenied) {
+		t.Fatalf("a principal without an account reading one: %v", err)
+	}
+	for _, c := range []struct {
+		f     reqlog.Filter
+		param string
+	}{
+		{reqlog.Filter{Limit: -1}, "limit"},
+		{reqlog.Filter{Limit: reqlog.MaxLimit + 1}, "limit"},
+		{reqlog.Filter{Start: time.Now(), End: time.Now().Add(-time.Second)}, "end"},
+		{reqlog.Filter{Start: time.Unix(5, 0), End: time.Unix(5, 0)}, "end"},
+		{reqlog.Filter{Status: reqlog.Status{Min: 99, Max: 99}}, "status"},
+		{reqlog.Filter{Status: reqlog.Status{Min: 500, Max: 600}}, "status"},
+		{reqlog.Filter{Status: reqlog.Status{Min: 500, Max: 499}}, "status"},
+		{reqlog.Filter{Method: strings.Repeat("M", 257)}, ""},
+		{reqlog.Filter{API: strings.Repeat("a", 257)}, ""},
+		{reqlog.Filter{RequestID: long + "x"}, ""},
+		{reqlog.Filter{Cursor: "!"}, "cursor"},
+	} {
+		var ve *keys.ValidationError
+		if _, err := m.Logs(ctx, "acct_r", c.f); !errors.As(err, &ve) || ve.Param != c.param {
+			t.Errorf("%+v: %v, want a validation error of %q", c.f, err, c.param)
+		}
+	}
+	for _, f := range []reqlog.Filter{{Limit: 1}, {Limit: reqlog.MaxLimit}, {Status: reqlog.Status{Min: 100, Max: 599}}, {Method: strings.Repeat("M", 256)},
+		{RequestID: long}, {Start: time.Unix(5, 0), End: time.Unix(6, 0)}} {
+		if _, err := m.Logs(ctx, "acct_r", f); err != nil {
+			t.Errorf("%+v, at its bounds: %v", f, err)
+		}
+	}
+	if got, err := m.Log(ctx, "acct_r", long); err != nil || got.RequestID != long {
+		t.Fatalf("a request ID of the longest kept: %v", err)
+	}
+	if _, err := m.Log(ctx, "acct_r", long+"x"); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("a request ID past the longest kept: %v", err)
+	}
+	if _, err := m.Logs(ctx, "", reqlog.Filter{}); err == nil {
+		t.Fatal("a read naming no account")
 	}
 }
