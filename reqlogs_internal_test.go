@@ -45,6 +45,7 @@ type failingLogs struct {
 	down  bool
 	calls int
 	got   int
+	ids   map[string]int // request IDs stored, and how often
 }
 
 func (f *failingLogs) AddLogs(_ context.Context, b store.LogBatch) (int, error) {
@@ -53,6 +54,12 @@ func (f *failingLogs) AddLogs(_ context.Context, b store.LogBatch) (int, error) 
 		return 0, errors.New("down")
 	}
 	f.got += len(b.Entries)
+	if f.ids == nil {
+		f.ids = map[string]int{}
+	}
+	for _, e := range b.Entries {
+		f.ids[e.RequestID]++
+	}
 	return 0, nil
 }
 func (f *failingLogs) Logs(context.Context, store.LogQuery) ([]reqlog.Entry, error) { return nil, nil }
@@ -156,41 +163,63 @@ func TestFlushLogsBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close(context.Background())
+	// Closed, so that its flusher is stopped: this test flushes by hand.
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	l := m.rlog
-	l.mu.Lock() // keep the background flusher out
-	defer l.mu.Unlock()
+	batch := 0
 	flush := func(n int, account string) error {
 		t.Helper()
+		batch++
 		for i := range n {
 			r := &l.rings[i%len(l.rings)]
-			l.record(r, &reqlog.Entry{AccountID: account, RequestID: fmt.Sprint("req_", i)})
+			l.record(r, &reqlog.Entry{AccountID: account, RequestID: fmt.Sprint("req_", batch, "_", i)})
 		}
-		l.mu.Unlock()
-		defer l.mu.Lock()
 		return m.flushLogs(context.Background())
 	}
 	if err := flush(0, "a"); err != nil || x.calls != 0 {
 		t.Fatalf("an empty flush: %v, %d exports", err, x.calls)
 	}
-	if err := flush(60, "a"); err == nil || l.pendingN != 60 || l.dropped[dropStore].Load() != 0 {
+	// One flush that succeeds, so that the drain's buffer is kept; the
+	// failing flushes after it must not write into what is waiting.
+	st.down = false
+	if err := flush(10, "a"); err != nil || st.got != 10 {
+		t.Fatalf("a flush that succeeds: %v, %d stored", err, st.got)
+	}
+	st.down, st.got, st.ids = true, 0, nil
+	// Small failing flushes first: the first drains into the kept
+	// buffer, and the second must not reuse it while it waits.
+	if err := flush(5, "a"); err == nil || l.pendingN != 5 || l.dropped[dropStore].Load() != 0 {
 		t.Fatalf("first failing flush: %v, %d waiting, %d dropped", err, l.pendingN, l.dropped[dropStore].Load())
 	}
-	if err := flush(60, "a"); err == nil || l.pendingN != 120 {
-		t.Fatalf("second: %d waiting, want 120", l.pendingN)
+	if err := flush(5, "a"); err == nil || l.pendingN != 10 {
+		t.Fatalf("second: %d waiting, want 10", l.pendingN)
 	}
-	if err := flush(9, "a"); err == nil || l.pendingN != 120 || l.dropped[dropStore].Load() != 9 {
-		t.Fatalf("third, past 128: %d waiting, %d dropped; want 120, 9", l.pendingN, l.dropped[dropStore].Load())
+	if err := flush(60, "a"); err == nil || l.pendingN != 70 {
+		t.Fatalf("third: %d waiting, want 70", l.pendingN)
 	}
-	if err := flush(8, "a"); err == nil || l.pendingN != 128 || l.dropped[dropStore].Load() != 9 {
-		t.Fatalf("fourth, up to 128: %d waiting, %d dropped; want 128, 9", l.pendingN, l.dropped[dropStore].Load())
+	if err := flush(58, "a"); err == nil || l.pendingN != 128 || l.dropped[dropStore].Load() != 0 {
+		t.Fatalf("fourth, up to 128: %d waiting, %d dropped; want 128, 0", l.pendingN, l.dropped[dropStore].Load())
 	}
-	if x.entries != 137 {
-		t.Fatalf("the exporter got %d entries, want every one (137)", x.entries)
+	if err := flush(9, "a"); err == nil || l.pendingN != 128 || l.dropped[dropStore].Load() != 9 {
+		t.Fatalf("fifth, past 128: %d waiting, %d dropped; want 128, 9", l.pendingN, l.dropped[dropStore].Load())
+	}
+	if x.entries != 147 {
+		t.Fatalf("the exporter got %d entries, want every one (147)", x.entries)
 	}
 	st.down = false
 	if err := flush(5, ""); err != nil || st.got != 128 || l.pendingN != 0 || len(l.pending) != 0 {
 		t.Fatalf("back: %v, stored %d (want the 128 waiting; the 5 of no account only exported), %d waiting", err, st.got, l.pendingN)
+	}
+	// Exactly the entries of the four failing flushes that waited (the
+	// third to the sixth), each once; none of the seventh, dropped.
+	for b, n := range map[int]int{3: 5, 4: 5, 5: 60, 6: 58} {
+		for i := range n {
+			if id := fmt.Sprint("req_", b, "_", i); st.ids[id] != 1 {
+				t.Fatalf("%s stored %d times: a later drain wrote over what waited", id, st.ids[id])
+			}
+		}
 	}
 	x.fail = true
 	if err := flush(3, "a"); err != nil || l.dropped[dropExport].Load() != 3 || st.got != 131 {
