@@ -207,8 +207,8 @@ func (a *Adapter) logRequest(r *http.Request, s *served, api string, status int)
 	if e.Path == "" {
 		e.Path = escapedPath(r)
 	}
-	if e.RequestBytes == 0 && r.ContentLength > 0 && s.body.ReadCloser == nil {
-		e.RequestBytes = r.ContentLength
+	if e.RequestBytes == 0 && r.ContentLength > 0 {
+		e.RequestBytes = r.ContentLength // what the client said it sent, when the handler read none of it
 	}
 	a.m.LogRequest(&e)
 }

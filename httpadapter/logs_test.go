@@ -64,31 +64,32 @@ func TestEveryRequestIsLoggedOnce(t *testing.T) {
 	mux.Handle("GET /v1/whoami", a.Middleware("kyb:read")(whoami))
 	mux.Handle("/developers/", a)
 	type want struct {
-		status       int
-		code, limit  string
-		keyed, owned bool // a stored key was found; of acct_a
+		status             int
+		code, limit        string
+		keyed, owned       bool // a stored key was found; of acct_a
+		reqBytes, resBytes int
 	}
 	cases := []struct {
 		r request
 		w want
 	}{
-		{request{method: "GET", path: "/v1/whoami?token=secret", headers: map[string][]string{"Authorization": bearer(e.admin), "User-Agent": {"curl/8.5\x01ü"}}}, want{200, "", "", true, true}},
-		{request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(e.revoked)}}, want{401, "key_revoked", "", true, true}},
-		{request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(e.narrow)}}, want{403, "forbidden", "", true, true}},
-		{request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(forgeKey("txc_test_" + strings.Repeat("Q", 32)))}}, want{401, "unauthorized", "", false, false}},
-		{request{method: "GET", path: "/v1/whoami"}, want{401, "unauthorized", "", false, false}},
-		{request{method: "GET", path: "/developers/keys", headers: map[string][]string{"Authorization": bearer(e.readOnly)}}, want{200, "", "", true, true}},
-		{request{method: "POST", path: "/developers/keys", headers: jsonHeaders(e.admin), body: `{"name":"x","environment":"test","bogus":1}`}, want{400, "invalid_parameter", "", true, true}},
-		{request{method: "GET", path: "/developers/keys/key_nosuch", headers: map[string][]string{"Authorization": bearer(e.admin)}}, want{404, "not_found", "", true, true}},
-		{request{method: "GET", path: "/developers/keys", headers: map[string][]string{"Authorization": bearer(e.stranger)}}, want{200, "", "", true, false}},
+		{request{method: "GET", path: "/v1/whoami?token=secret", headers: map[string][]string{"Authorization": bearer(e.admin), "User-Agent": {"curl/8.5\x01ü"}}}, want{status: 200, code: "", limit: "", keyed: true, owned: true}},
+		{request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(e.revoked)}}, want{status: 401, code: "key_revoked", limit: "", keyed: true, owned: true}},
+		{request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(e.narrow)}}, want{status: 403, code: "forbidden", limit: "", keyed: true, owned: true}},
+		{request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(forgeKey("txc_test_" + strings.Repeat("Q", 32)))}}, want{status: 401, code: "unauthorized", limit: "", keyed: false, owned: false}},
+		{request{method: "GET", path: "/v1/whoami"}, want{status: 401, code: "unauthorized", limit: "", keyed: false, owned: false}},
+		{request{method: "GET", path: "/developers/keys", headers: map[string][]string{"Authorization": bearer(e.readOnly)}}, want{status: 200, code: "", limit: "", keyed: true, owned: true}},
+		{request{method: "POST", path: "/developers/keys", headers: jsonHeaders(e.admin), body: `{"name":"x","environment":"test","bogus":1}`}, want{status: 400, code: "invalid_parameter", limit: "", keyed: true, owned: true}},
+		{request{method: "GET", path: "/developers/keys/key_nosuch", headers: map[string][]string{"Authorization": bearer(e.admin)}}, want{status: 404, code: "not_found", limit: "", keyed: true, owned: true}},
+		{request{method: "GET", path: "/developers/keys", headers: map[string][]string{"Authorization": bearer(e.stranger)}}, want{status: 200, code: "", limit: "", keyed: true, owned: false}},
 	}
 	for range 4 { // the limited key: 3 a minute, then a 429
 		cases = append(cases, struct {
 			r request
 			w want
-		}{request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(e.limited)}}, want{200, "", "", true, true}})
+		}{request{method: "GET", path: "/v1/whoami", headers: map[string][]string{"Authorization": bearer(e.limited)}}, want{status: 200, code: "", limit: "", keyed: true, owned: true}})
 	}
-	cases[len(cases)-1].w = want{429, "rate_limit_exceeded", "key", true, true}
+	cases[len(cases)-1].w = want{status: 429, code: "rate_limit_exceeded", limit: "key", keyed: true, owned: true}
 	ids := map[string]want{}
 	var first string
 	for _, c := range cases {
@@ -103,6 +104,7 @@ func TestEveryRequestIsLoggedOnce(t *testing.T) {
 		if _, dup := ids[id]; dup {
 			t.Fatal("a request ID twice")
 		}
+		c.w.reqBytes, c.w.resBytes = len(c.r.body), rec.Body.Len()
 		ids[id] = c.w
 		first = cmp.Or(first, id)
 	}
@@ -118,7 +120,8 @@ func TestEveryRequestIsLoggedOnce(t *testing.T) {
 		if status != 200 {
 			t.Fatalf("%s: read %d", id, status)
 		}
-		if got.RequestID != id || got.Status != w.status || got.ErrorCode != w.code || got.Limit != w.limit || (got.KeyID != "") != w.keyed {
+		if got.RequestID != id || got.Status != w.status || got.ErrorCode != w.code || got.Limit != w.limit || (got.KeyID != "") != w.keyed ||
+			got.RequestBytes != int64(w.reqBytes) || got.ResponseBytes != int64(w.resBytes) {
 			t.Errorf("%s: entry %+v, want %+v", id, got, w)
 		}
 		if strings.Contains(got.Path, "?") || strings.Contains(got.Path, "secret") {
