@@ -135,10 +135,13 @@ func (m *Manager) LogRequest(e *reqlog.Entry) {
 }
 
 // record puts e in r, or, when another core is writing r too (its tail
-// moved under us), in the next ring, and returns the ring it wrote: the
-// P's hint from then on, so that cores sharing a ring part. Full: e is
-// dropped and counted.
+// moved under us), in the next ring, and returns the ring the P should
+// write next: so that cores sharing a ring part. When r is full, e
+// spills into the next ring with room, and the P keeps its own ring (a
+// core that stays on one ring keeps its slots in its cache). When every
+// ring is full, e is dropped and counted.
 func (l *logBook) record(r *logRing, e *reqlog.Entry) *logRing {
+	var home *logRing // r, once it was found full
 	for {
 		slots := r.slots.Load()
 		if slots == nil {
@@ -163,10 +166,21 @@ func (l *logBook) record(r *logRing, e *reqlog.Entry) *logRing {
 				default:
 				}
 			}
-			return r
+			return cmp.Or(home, r)
 		case seq < pos: // the slot holds an entry not drained yet: full
+			if home == nil {
+				home = r
+			}
+			if next := &l.rings[(r.index+1)%len(l.rings)]; next != home {
+				r = next
+				continue
+			}
+			select { // every ring full: the flusher must run
+			case l.wake <- struct{}{}:
+			default:
+			}
 			l.dropped[dropFull].Add(1)
-			return r
+			return home
 		}
 		// Another producer took the slot and has not published it yet:
 		// the tail has moved, read it again.

@@ -135,9 +135,23 @@ func TestRingRecordsWakesAndDrops(t *testing.T) {
 	if l.dropped[dropFull].Load() != 0 {
 		t.Fatal("dropped before the ring was full")
 	}
+	// Full: the entry spills into the next ring, and so on until every
+	// ring is full; then it is dropped.
+	if got := l.record(r, &e); got != r || l.rings[1].tail.Load() != 1 || l.dropped[dropFull].Load() != 0 {
+		t.Fatal("an entry for a full ring did not go to the next, or the core left its ring")
+	}
+	for range 16*len(l.rings) - 17 {
+		l.record(&l.rings[0], &e)
+	}
+	if l.dropped[dropFull].Load() != 0 {
+		t.Fatal("dropped with room in another ring")
+	}
 	l.record(r, &e)
 	if l.dropped[dropFull].Load() != 1 {
-		t.Fatal("a full ring did not drop")
+		t.Fatal("every ring full, and nothing dropped")
+	}
+	for i := 1; i < len(l.rings); i++ {
+		l.rings[i].drain(nil)
 	}
 	out := r.drain(nil)
 	if len(out) != 16 || len(out[0].Path) != reqlog.MaxPathLen || len(out[0].UserAgent) != reqlog.MaxUserAgentLen || out[0].IP.String() != "198.51.100.0" {

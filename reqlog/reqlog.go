@@ -245,10 +245,10 @@ type Config struct {
 	PerAccountDay int
 	// Buffer is how many entries may wait in memory for the next flush
 	// (DefaultBuffer when 0), split among rings, two per processor (a
-	// core writes one ring at a time, so a busy core has a quarter of
-	// the default to itself on two cores): an entry that finds its ring
-	// full is dropped, and counted, rather than slow a request. A failing
-	// store keeps twice Buffer waiting besides.
+	// core writes one ring, and spills into the others when it is full):
+	// an entry that finds every ring full is dropped, and counted, rather
+	// than slow a request. A failing store keeps twice Buffer waiting
+	// besides.
 	Buffer int
 	// IP is how much of the client's address is kept (IPTruncated when
 	// zero).
