@@ -57,7 +57,7 @@ func GenerateForBench(m *Manager) (string, error) {
 func DiscardLogs(m *Manager, buf []reqlog.Entry) []reqlog.Entry {
 	l := m.rlog
 	r := l.hint.Get().(*logRing)
-	buf = r.drain(buf[:0])
+	buf = r.drain(l, buf[:0])
 	l.hint.Put(r)
 	clear(buf)
 	return buf

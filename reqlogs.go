@@ -157,8 +157,7 @@ func (l *logBook) record(r *logRing, e *reqlog.Entry) *logRing {
 				r = &l.rings[(r.index+1)%len(l.rings)] // shared with another core: move on
 				continue
 			}
-			slot.e = *e
-			l.bound(&slot.e)
+			slot.e = *e // bounded (IPMode, lengths) by the flusher, off the request's path
 			slot.seq.Store(pos + 1)
 			if pos&(mask>>2) == mask>>2 { // a quarter of the ring since the last wake
 				select {
@@ -199,17 +198,39 @@ func (r *logRing) allocate(n int) *[]logSlot {
 	return r.slots.Load()
 }
 
-// bound applies the IPMode and the lengths to an entry in its slot.
+// bound applies the IPMode and the lengths to a drained entry.
 func (l *logBook) bound(e *reqlog.Entry) {
 	e.IP = l.ip.Apply(e.IP)
 	e.RequestID = cut(e.RequestID, reqlog.MaxRequestIDLen)
+	e.Method = methodOf(e.Method)
 	e.Path = cut(e.Path, reqlog.MaxPathLen)
+	e.API = cut(e.API, maxLogFilterLen)
 	e.UserAgent = cut(e.UserAgent, reqlog.MaxUserAgentLen)
 }
 
+// maxMethodLen bounds a recorded method (net/http lets any token
+// through).
+const maxMethodLen = 32
+
+// methodOf is the method as an entry keeps it: the standard ones as
+// constants, any other copied (cut to maxMethodLen). net/http's Method
+// is a slice of the request line, so keeping it would keep the whole
+// line, path and all, for as long as the entry lives.
+func methodOf(m string) string {
+	for _, std := range [...]string{"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE"} {
+		if m == std {
+			return std
+		}
+	}
+	return strings.Clone(m[:min(len(m), maxMethodLen)])
+}
+
+// cut is s cut to n bytes, copied when cut: a slice of a long string
+// would keep all of it in memory for as long as the entry lives (a 1 MB
+// User-Agent, for every entry of a window).
 func cut(s string, n int) string {
 	if len(s) > n {
-		return s[:n]
+		return strings.Clone(s[:n])
 	}
 	return s
 }
@@ -218,7 +239,7 @@ func cut(s string, n int) string {
 // caller holds l.mu.
 func (l *logBook) drain(out []reqlog.Entry) []reqlog.Entry {
 	for i := range l.rings {
-		out = l.rings[i].drain(out)
+		out = l.rings[i].drain(l, out)
 	}
 	return out
 }
@@ -226,7 +247,7 @@ func (l *logBook) drain(out []reqlog.Entry) []reqlog.Entry {
 // drain takes r's published entries, in order, into out: a ring's worth
 // at most, so that producers as fast as the flusher cannot keep it
 // draining for ever. Producers never take r.mu.
-func (r *logRing) drain(out []reqlog.Entry) []reqlog.Entry {
+func (r *logRing) drain(l *logBook, out []reqlog.Entry) []reqlog.Entry {
 	slots := r.slots.Load()
 	if slots == nil {
 		return out
@@ -242,6 +263,7 @@ func (r *logRing) drain(out []reqlog.Entry) []reqlog.Entry {
 		}
 		out = append(out, slot.e)
 		slot.e = reqlog.Entry{} // lets go of its strings
+		l.bound(&out[len(out)-1])
 		slot.seq.Store(r.head + mask + 1)
 		r.head++
 	}

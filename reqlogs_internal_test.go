@@ -151,9 +151,9 @@ func TestRingRecordsWakesAndDrops(t *testing.T) {
 		t.Fatal("every ring full, and nothing dropped")
 	}
 	for i := 1; i < len(l.rings); i++ {
-		l.rings[i].drain(nil)
+		l.rings[i].drain(l, nil)
 	}
-	out := r.drain(nil)
+	out := r.drain(l, nil)
 	if len(out) != 16 || len(out[0].Path) != reqlog.MaxPathLen || len(out[0].UserAgent) != reqlog.MaxUserAgentLen || out[0].IP.String() != "198.51.100.0" {
 		t.Fatalf("drained %d, first %+v", len(out), out[0])
 	}
@@ -161,7 +161,7 @@ func TestRingRecordsWakesAndDrops(t *testing.T) {
 		t.Fatal("a drained slot keeps its strings")
 	}
 	l.record(r, &e) // room again
-	if len(r.drain(nil)) != 1 || l.dropped[dropFull].Load() != 1 {
+	if len(r.drain(l, nil)) != 1 || l.dropped[dropFull].Load() != 1 {
 		t.Fatal("the ring did not take an entry after draining")
 	}
 }

@@ -222,6 +222,7 @@ func escapedPath(r *http.Request) string {
 		if i := strings.LastIndexByte(p, '%'); i >= len(p)-2 {
 			p = p[:i]
 		}
+		p = strings.Clone(p) // not a slice of a long path, kept as long as the entry
 	}
 	return p
 }

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -297,5 +299,39 @@ func TestAnonymousFloodCostsTheLogNothing(t *testing.T) {
 	}
 	if n := e.store.logEntries.Load(); n != 1 {
 		t.Fatalf("%d entries written for one request of a key", n)
+	}
+}
+
+// A client sending 256 KB User-Agents and paths keeps none of them in
+// memory through the log: an entry keeps copies of its 256 bytes, not
+// slices of the headers (which would pin every header of a window).
+func TestLongHeadersAreNotKeptByTheLog(t *testing.T) {
+	e := newEnv(t)
+	h := httpadapter.New(e.m).Middleware()(whoami)
+	const n, size = 400, 256 << 10
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		req := httptest.NewRequest("GET", "/v1/"+strings.Repeat("p", size)+strconv.Itoa(i), nil)
+		req.Header.Set("Authorization", "Bearer "+e.admin)
+		req.Header.Set("User-Agent", strings.Repeat("u", size)+strconv.Itoa(i))
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	if err := e.m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	runtime.GC() // a second cycle frees what the first found only unreachable
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("heap after %d requests of 2 × %d KB headers, logged and flushed: %+d KB (the headers: %d MB)", n, size>>10, grew>>10, 2*n*size>>20)
+	if grew > 20<<20 {
+		t.Fatalf("the heap grew %d MB: the log keeps the clients' headers", grew>>20)
+	}
+	p, err := e.m.Logs(context.Background(), "acct_a", reqlog.Filter{Limit: 1})
+	if err != nil || len(p.Data) != 1 || len(p.Data[0].UserAgent) != reqlog.MaxUserAgentLen || len(p.Data[0].Path) > reqlog.MaxPathLen {
+		t.Fatalf("%v %+v", err, p)
 	}
 }

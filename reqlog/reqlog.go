@@ -24,6 +24,7 @@ import (
 	"errors"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -271,10 +272,11 @@ const (
 
 // CleanUserAgent is a User-Agent as an entry keeps it: at most
 // MaxUserAgentLen bytes, every byte outside printable ASCII a '?'. It
-// allocates only when it must replace a byte.
+// allocates only when it must cut or replace: a cut one is a copy, so
+// that an entry never keeps a client's long header in memory.
 func CleanUserAgent(s string) string {
 	if len(s) > MaxUserAgentLen {
-		s = s[:MaxUserAgentLen]
+		s = strings.Clone(s[:MaxUserAgentLen])
 	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c > 0x7e {
