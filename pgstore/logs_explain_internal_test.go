@@ -18,7 +18,8 @@ import (
 // 10,000,000) over three days' partitions, an account's key's newest 100
 // is a backward index scan of (account, key, time) that reads the rows it
 // returns and no others, sorts nothing and scans no table; so is the
-// account's newest page, a cursor's next page, and one request by ID.
+// account's newest page, a cursor's next page, one request by ID, and
+// the failed requests (one in seven), read from their partial indexes.
 func TestLogPlansAreIndexBacked(t *testing.T) {
 	if testing.Short() || buildtag.Mutation {
 		t.Skip("fills the request log with 200,000 entries")
@@ -39,12 +40,12 @@ func TestLogPlansAreIndexBacked(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Account A: rows entries over the last 2.5 days, from 50 keys, one
-	// in ten a 4xx; account B: 1,000.
+	// in seven a 429; account B: 1,000.
 	start := time.Now()
 	if _, err := pool.Exec(ctx, s.sql(`INSERT INTO {{schema}}.request_logs (ts, account_id, request_id, key_id, environment, method, path, api, status,
 	error_type, error_code, limit_name, latency_us, ip, user_agent, request_bytes, response_bytes)
 SELECT now() - (i * (216000.0 / $1)) * interval '1 second', 'acct_a', 'req_' || md5(i::text), 'key_' || (i % 50), 'live', 'GET', 'GET /v1/ping', 'GET /v1/ping',
-	CASE WHEN i % 10 = 0 THEN 429 ELSE 200 END, '', '', '', 1200, '198.51.100.0', 'curl/8', 0, 42
+	CASE WHEN i % 7 = 0 THEN 429 ELSE 200 END, '', '', '', 1200, '198.51.100.0', 'curl/8', 0, 42
 FROM generate_series(1, $1) AS i`), rows); err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +74,9 @@ ORDER BY ts DESC, request_id DESC OFFSET 1000 LIMIT 1`)).Scan(&mid, &midID); err
 		{"account newest 100", store.LogQuery{AccountID: "acct_a", Limit: 101}, 101, false},
 		{"account+key in a period", store.LogQuery{AccountID: "acct_a", KeyID: "key_7", Start: now.Add(-30 * time.Hour), End: now.Add(-20 * time.Hour), Limit: 101}, 101, false},
 		{"one request", store.LogQuery{AccountID: "acct_a", RequestID: midID, Limit: 2}, 2, true},
+		// One request in seven failed: the failed requests' own indexes.
+		{"account+key 4xx newest 100", store.LogQuery{AccountID: "acct_a", KeyID: "key_7", Status: reqlog.Status{Min: 400, Max: 499}, Limit: 101}, 101, false},
+		{"account 429 newest 100", store.LogQuery{AccountID: "acct_a", Status: reqlog.Status{Min: 429, Max: 429}, Limit: 101}, 101, false},
 	} {
 		sql, args := s.logsSQL(c.q)
 		nodes, removed, ms := explain(t, pool, sql, args...)

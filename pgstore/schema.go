@@ -215,6 +215,11 @@ CREATE TABLE {{schema}}.request_log_batches (
 	added_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX request_log_batches_added ON {{schema}}.request_log_batches (added_at);`,
+	// 12: the failed requests' own indexes (partial, so only they pay for
+	// them), so that a customer listing its 4xx and 5xx reads them alone,
+	// not the successes between them.
+	`CREATE INDEX request_logs_account_failed ON {{schema}}.request_logs (account_id, ts, request_id) WHERE status >= 400;
+CREATE INDEX request_logs_account_key_failed ON {{schema}}.request_logs (account_id, key_id, ts, request_id) WHERE status >= 400;`,
 }
 
 // Migrate creates or upgrades the schema. It is idempotent, and safe when

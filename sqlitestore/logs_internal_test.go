@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,5 +54,35 @@ func TestLogWindowBoundsEachAccount(t *testing.T) {
 	got, err := s.Logs(ctx, store.LogQuery{AccountID: "acct_flood", Limit: 1})
 	if err != nil || len(got) != 1 || got[0].RequestID != "req_acct_flood_01999" {
 		t.Fatalf("the newest is kept: %v %v", got, err)
+	}
+}
+
+// Listing an account's failed requests reads the failed requests' own
+// index (migration 4), not the account's others.
+func TestFailedRequestsHaveTheirIndex(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "keys.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	query, args := logsSQL(store.LogQuery{AccountID: "acct", KeyID: "key", Status: reqlog.Status{Min: 400, Max: 499}, Limit: 101})
+	rows, err := s.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	got := strings.Join(plan, "; ")
+	if !strings.Contains(got, "request_logs_account_key_failed") || strings.Contains(got, "TEMP B-TREE") {
+		t.Fatalf("plan %q: want the failed requests' index, in its order", got)
 	}
 }

@@ -111,6 +111,10 @@ CREATE TABLE request_log_batches (
 	added_at INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX request_log_batches_added ON request_log_batches (added_at);`,
+	// 4: the failed requests' own indexes (partial), so that listing an
+	// account's 4xx and 5xx reads them alone.
+	`CREATE INDEX request_logs_account_failed ON request_logs (account_id, ts, request_id) WHERE status >= 400;
+CREATE INDEX request_logs_account_key_failed ON request_logs (account_id, key_id, ts, request_id) WHERE status >= 400;`,
 }
 
 // migrate creates or upgrades the schema in one transaction (BEGIN
