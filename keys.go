@@ -297,7 +297,7 @@ func New(st store.Store, opts ...Option) (*Manager, error) {
 	if us, ok := store.Capability[store.UsageStore](st); ok {
 		m.meter = &meter{store: us, maxPending: maxPendingRows, batchRows: maxBatchRows}
 	}
-	m.rlog = newLogBook(st, c.logs)
+	m.rlog = newLogBook(st, c.logs, append([]string{format.brand}, c.foreign...))
 	m.startBackground(c.flushInterval)
 	return m, nil
 }

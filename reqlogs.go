@@ -49,6 +49,10 @@ type logBook struct {
 	retention time.Duration
 	perDay    int
 
+	// keyPrefixes are the prefixes of the keys the Manager verifies (its
+	// brand, and the foreign prefixes): text holding one is redacted.
+	keyPrefixes []string
+
 	rings    []logRing
 	ringSize int           // slots in each ring, a power of two
 	wake     chan struct{} // a ring has filled a quarter more
@@ -92,7 +96,7 @@ type logSlot struct {
 
 // newLogBook is the log of a Manager on st with cfg, or nil when nothing
 // would keep or take its entries.
-func newLogBook(st store.Store, cfg reqlog.Config) *logBook {
+func newLogBook(st store.Store, cfg reqlog.Config, keyPrefixes []string) *logBook {
 	ls, _ := store.Capability[store.LogStore](st)
 	if cfg.Disabled || ls == nil && cfg.Exporter == nil {
 		return nil
@@ -105,7 +109,7 @@ func newLogBook(st store.Store, cfg reqlog.Config) *logBook {
 	// are made when it is first written, so rings no core writes take no
 	// memory.
 	per := max(16, 1<<bits.Len(uint(size/n-1)))
-	l := &logBook{store: ls, exporter: cfg.Exporter, ip: cfg.IP,
+	l := &logBook{store: ls, exporter: cfg.Exporter, ip: cfg.IP, keyPrefixes: keyPrefixes,
 		retention: cmp.Or(cfg.Retention, reqlog.DefaultRetention), perDay: cmp.Or(cfg.PerAccountDay, reqlog.DefaultPerAccountDay),
 		rings: make([]logRing, n), wake: make(chan struct{}, 1), maxPend: 2 * size}
 	l.ringSize = per
@@ -121,10 +125,9 @@ func newLogBook(st store.Store, cfg reqlog.Config) *logBook {
 // it once per request, after the answer; a host serving requests another
 // way may too. It takes no lock, allocates nothing (after a ring's first
 // entry) and never waits: when the buffer is full the entry is dropped,
-// and counted. It copies e, applying the Manager's IPMode and the
-// lengths reqlog bounds; e.UserAgent should have been through
-// reqlog.CleanUserAgent. An entry of no account (a key that matches no
-// record) is kept only for an Exporter.
+// and counted. It copies e as it is; the flusher applies the Manager's
+// IPMode, the bounds of reqlog and the redaction of keys. An entry of no
+// account (a key that matches no record) is kept only for an Exporter.
 func (m *Manager) LogRequest(e *reqlog.Entry) {
 	l := m.rlog
 	if l == nil || e.AccountID == "" && l.exporter == nil {
@@ -198,14 +201,90 @@ func (r *logRing) allocate(n int) *[]logSlot {
 	return r.slots.Load()
 }
 
-// bound applies the IPMode and the lengths to a drained entry.
+// bound makes a drained entry what the log keeps: the IPMode applied,
+// every text within its bound and copied when cut (a slice of a long
+// string would keep all of it alive as long as the entry), the user
+// agent printable, and no key: a path segment, user agent or request ID
+// holding this Manager's key prefix, or a foreign one, is redacted (a
+// client that pastes its key into a URL must not find it stored). The
+// flusher does this, off the request's path.
 func (l *logBook) bound(e *reqlog.Entry) {
 	e.IP = l.ip.Apply(e.IP)
-	e.RequestID = cut(e.RequestID, reqlog.MaxRequestIDLen)
+	e.RequestID = l.unkeyed(cut(e.RequestID, reqlog.MaxRequestIDLen+maxForeignKeyLen), reqlog.MaxRequestIDLen)
 	e.Method = methodOf(e.Method)
-	e.Path = cut(e.Path, reqlog.MaxPathLen)
+	e.Path = cutPath(l.redactPath(cut(e.Path, reqlog.MaxPathLen+maxForeignKeyLen)))
 	e.API = cut(e.API, maxLogFilterLen)
-	e.UserAgent = cut(e.UserAgent, reqlog.MaxUserAgentLen)
+	e.UserAgent = cleanUserAgent(l.unkeyed(cut(e.UserAgent, reqlog.MaxUserAgentLen+maxForeignKeyLen), reqlog.MaxUserAgentLen))
+}
+
+// redacted stands for what held a key.
+const redacted = "[key redacted]"
+
+// holdsKey reports whether s holds one of the prefixes of keys this
+// Manager verifies.
+func (l *logBook) holdsKey(s string) bool {
+	for _, p := range l.keyPrefixes {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// unkeyed is s, or redacted if it holds a key; then cut to n.
+func (l *logBook) unkeyed(s string, n int) string {
+	if l.holdsKey(s) {
+		return redacted
+	}
+	return cut(s, n)
+}
+
+// redactPath replaces each segment of path that holds a key. The path
+// was cut to MaxPathLen and a key's length first, so a key that starts
+// within what is kept is whole in it.
+func (l *logBook) redactPath(path string) string {
+	if !l.holdsKey(path) {
+		return path
+	}
+	segs := strings.Split(path, "/")
+	for i, seg := range segs {
+		if l.holdsKey(seg) {
+			segs[i] = redacted
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
+// cutPath cuts an escaped path to reqlog.MaxPathLen without splitting
+// an escape (%XX).
+func cutPath(p string) string {
+	if len(p) <= reqlog.MaxPathLen {
+		return p
+	}
+	p = p[:reqlog.MaxPathLen]
+	if i := strings.LastIndexByte(p, '%'); i >= len(p)-2 {
+		p = p[:i]
+	}
+	return strings.Clone(p)
+}
+
+// cleanUserAgent is a User-Agent as an entry keeps it: at most
+// reqlog.MaxUserAgentLen bytes (copied when cut), every byte outside
+// printable ASCII a '?'.
+func cleanUserAgent(s string) string {
+	s = cut(s, reqlog.MaxUserAgentLen)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if b[j] < 0x20 || b[j] > 0x7e {
+					b[j] = '?'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 // maxMethodLen bounds a recorded method (net/http lets any token
@@ -225,9 +304,7 @@ func methodOf(m string) string {
 	return strings.Clone(m[:min(len(m), maxMethodLen)])
 }
 
-// cut is s cut to n bytes, copied when cut: a slice of a long string
-// would keep all of it in memory for as long as the entry lives (a 1 MB
-// User-Agent, for every entry of a window).
+// cut is s cut to n bytes, copied when cut.
 func cut(s string, n int) string {
 	if len(s) > n {
 		return strings.Clone(s[:n])

@@ -85,7 +85,7 @@ func TestLogBookShape(t *testing.T) {
 	st := &failingLogs{Store: memstore.New()}
 	procs := runtime.GOMAXPROCS(0)
 	for _, c := range []struct{ buffer, ring int }{{0, reqlog.DefaultBuffer / (2 * procs)}, {1024, 1024 / (2 * procs)}, {1000, 1024 / (2 * procs)}, {8, 16}} {
-		l := newLogBook(st, reqlog.Config{Buffer: c.buffer})
+		l := newLogBook(st, reqlog.Config{Buffer: c.buffer}, []string{"txc_"})
 		want := max(16, c.ring)
 		if len(l.rings) != max(2, 2*procs) || l.ringSize != want || l.maxPend != 2*cmp.Or(c.buffer, reqlog.DefaultBuffer) {
 			t.Errorf("buffer %d: %d rings of %d, %d pending; want %d of %d, %d", c.buffer, len(l.rings), l.ringSize, l.maxPend, max(2, 2*procs), want, 2*cmp.Or(c.buffer, reqlog.DefaultBuffer))
@@ -96,14 +96,14 @@ func TestLogBookShape(t *testing.T) {
 			}
 		}
 	}
-	if newLogBook(st, reqlog.Config{Disabled: true}) != nil {
+	if newLogBook(st, reqlog.Config{Disabled: true}, []string{"txc_"}) != nil {
 		t.Error("Disabled keeps a log")
 	}
 	bare := struct{ store.Store }{memstore.New()}
-	if newLogBook(bare, reqlog.Config{}) != nil {
+	if newLogBook(bare, reqlog.Config{}, []string{"txc_"}) != nil {
 		t.Error("a log with nowhere to go")
 	}
-	if newLogBook(bare, reqlog.Config{Exporter: &countingExporter{}}) == nil {
+	if newLogBook(bare, reqlog.Config{Exporter: &countingExporter{}}, nil) == nil {
 		t.Error("no log for an exporter on a store that keeps none")
 	}
 }
@@ -111,7 +111,7 @@ func TestLogBookShape(t *testing.T) {
 // record: entries go in order, a wake each time a quarter of the ring
 // fills, and a full ring drops and counts.
 func TestRingRecordsWakesAndDrops(t *testing.T) {
-	l := newLogBook(&failingLogs{Store: memstore.New()}, reqlog.Config{Buffer: 8})
+	l := newLogBook(&failingLogs{Store: memstore.New()}, reqlog.Config{Buffer: 8}, []string{"txc_"})
 	r := &l.rings[0]
 	e := reqlog.Entry{AccountID: "acct", RequestID: "req_1", Path: strings.Repeat("p", 300), UserAgent: strings.Repeat("u", 300),
 		IP: netip.MustParseAddr("198.51.100.9")}
@@ -319,5 +319,50 @@ func TestLogCursorBounds(t *testing.T) {
 	long := strings.Repeat("A", 513)
 	if _, ok := decodeLogCursor(long); ok {
 		t.Fatal("a 513-byte cursor")
+	}
+}
+
+func TestCleanUserAgent(t *testing.T) {
+	for in, want := range map[string]string{
+		"curl/8":                          "curl/8",
+		"a\r\nX-Forged: 1":                "a??X-Forged: 1",
+		"ü":                               "??",
+		strings.Repeat("u", 300):          strings.Repeat("u", 256),
+		"\x00" + strings.Repeat("u", 300): "?" + strings.Repeat("u", 255),
+	} {
+		if got := cleanUserAgent(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}
+
+// bound keeps no key: a path segment, a user agent or a request ID
+// holding the Manager's prefix (or a foreign one) is redacted, even past
+// where the text is cut; a path is cut without splitting an escape.
+func TestBoundRedactsKeysAndCutsPaths(t *testing.T) {
+	l := newLogBook(&failingLogs{Store: memstore.New()}, reqlog.Config{}, []string{"txc_", "sk_live_"})
+	key := "txc_live_" + strings.Repeat("K", 38)
+	e := reqlog.Entry{Path: "/v1/keys/" + key + "/usage", UserAgent: "curl " + key, RequestID: "req_" + key, Method: "GET"}
+	l.bound(&e)
+	if e.Path != "/v1/keys/[key redacted]/usage" || e.UserAgent != "[key redacted]" || e.RequestID != "[key redacted]" {
+		t.Fatalf("a key reached the log: %+v", e)
+	}
+	// A foreign key, and a key that starts before the cut and ends after.
+	e = reqlog.Entry{Path: "/" + strings.Repeat("a", 250) + "/sk_live_" + strings.Repeat("F", 40), Method: "GET"}
+	l.bound(&e)
+	if strings.Contains(e.Path, "sk_live_") || strings.Contains(e.Path, "FFF") || len(e.Path) > reqlog.MaxPathLen {
+		t.Fatalf("a key straddling the cut reached the log: %q", e.Path)
+	}
+	for _, c := range []struct{ in, want string }{
+		{"/" + strings.Repeat("p", 255), "/" + strings.Repeat("p", 255)},          // 256: kept whole
+		{"/" + strings.Repeat("p", 253) + "%41b", "/" + strings.Repeat("p", 253)}, // the escape would be split at 256: dropped
+		{"/" + strings.Repeat("p", 252) + "%41b", "/" + strings.Repeat("p", 252) + "%41"},
+		{"/" + strings.Repeat("p", 254) + "%41", "/" + strings.Repeat("p", 254)},
+	} {
+		e := reqlog.Entry{Path: c.in, Method: "GET"}
+		l.bound(&e)
+		if e.Path != c.want {
+			t.Errorf("%d bytes ending %q: kept %d bytes ending %q", len(c.in), c.in[len(c.in)-4:], len(e.Path), e.Path[len(e.Path)-4:])
+		}
 	}
 }

@@ -387,7 +387,7 @@ func (cl *call) log(ctx context.Context, m *keys.Manager, v *keys.Verified, meth
 		Method: "POST", Path: method, API: method, Status: 200, Latency: time.Since(cl.start), IP: cl.ip,
 		RequestBytes: cl.requestBytes, ResponseBytes: cl.responseBytes}
 	if ua := metadata.ValueFromIncomingContext(ctx, "user-agent"); len(ua) > 0 {
-		e.UserAgent = reqlog.CleanUserAgent(ua[0])
+		e.UserAgent = ua[0]
 	}
 	switch {
 	case refused:

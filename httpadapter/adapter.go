@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/txcloud/keys"
@@ -200,31 +199,17 @@ func (a *Adapter) logRequest(r *http.Request, s *served, api string, status int)
 	e := reqlog.Entry{RequestID: s.id, Timestamp: s.start, AccountID: v.AccountID, Environment: string(v.Environment),
 		Method: r.Method, Path: r.Pattern, API: api, Status: status,
 		ErrorType: s.sw.errType, ErrorCode: s.sw.errCode, Limit: s.sw.limit, Latency: time.Since(s.start),
-		IP: s.ip, UserAgent: reqlog.CleanUserAgent(r.UserAgent()), RequestBytes: s.body.n, ResponseBytes: s.sw.bytes}
+		IP: s.ip, UserAgent: r.UserAgent(), RequestBytes: s.body.n, ResponseBytes: s.sw.bytes}
 	if a.c.authenticate == nil {
 		e.KeyID = v.KeyID // a principal's Subject is no key
 	}
 	if e.Path == "" {
-		e.Path = escapedPath(r)
+		e.Path = r.URL.EscapedPath() // never the query; the flusher cuts it
 	}
 	if e.RequestBytes == 0 && r.ContentLength > 0 {
 		e.RequestBytes = r.ContentLength // what the client said it sent, when the handler read none of it
 	}
 	a.m.LogRequest(&e)
-}
-
-// escapedPath is the request's path as sent, escaped, cut to
-// reqlog.MaxPathLen bytes without splitting an escape; never the query.
-func escapedPath(r *http.Request) string {
-	p := r.URL.EscapedPath()
-	if len(p) > reqlog.MaxPathLen {
-		p = p[:reqlog.MaxPathLen]
-		if i := strings.LastIndexByte(p, '%'); i >= len(p)-2 {
-			p = p[:i]
-		}
-		p = strings.Clone(p) // not a slice of a long path, kept as long as the entry
-	}
-	return p
 }
 
 // setRequestID gives the response its request ID (the host's, with

@@ -335,3 +335,18 @@ func TestLongHeadersAreNotKeptByTheLog(t *testing.T) {
 		t.Fatalf("%v %+v", err, p)
 	}
 }
+
+// A client that pastes its key into a URL does not find it stored: the
+// path (kept when no route pattern names the request) has it redacted.
+func TestKeysInPathsAreNotLogged(t *testing.T) {
+	e := newEnv(t)
+	h := httpadapter.New(e.m).Middleware()(whoami) // no ServeMux: the path is kept
+	rec := serve(h, request{method: "GET", path: "/v1/keys/" + e.admin + "/usage?key=" + e.admin, headers: map[string][]string{"Authorization": bearer(e.admin), "User-Agent": {"script " + e.admin}}})
+	got, err := e.m.Log(context.Background(), "acct_a", rec.Header().Get("Request-Id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Path != "/v1/keys/[key redacted]/usage" || got.UserAgent != "[key redacted]" {
+		t.Fatalf("path %q, user agent %q", got.Path, got.UserAgent)
+	}
+}

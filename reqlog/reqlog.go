@@ -24,7 +24,6 @@ import (
 	"errors"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -58,7 +57,8 @@ type Entry struct {
 	// truncated to its /24 or /48, or not at all (the zero Addr).
 	IP netip.Addr
 	// UserAgent is the client's User-Agent, at most MaxUserAgentLen bytes
-	// of printable ASCII (any other byte is a '?').
+	// of printable ASCII (any other byte is a '?'). A user agent, path
+	// segment or request ID holding a key is kept as "[key redacted]".
 	UserAgent     string
 	RequestBytes  int64
 	ResponseBytes int64
@@ -269,25 +269,3 @@ const (
 	// at once loses one interval of entries at most.
 	FlushInterval = time.Second
 )
-
-// CleanUserAgent is a User-Agent as an entry keeps it: at most
-// MaxUserAgentLen bytes, every byte outside printable ASCII a '?'. It
-// allocates only when it must cut or replace: a cut one is a copy, so
-// that an entry never keeps a client's long header in memory.
-func CleanUserAgent(s string) string {
-	if len(s) > MaxUserAgentLen {
-		s = strings.Clone(s[:MaxUserAgentLen])
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if b[j] < 0x20 || b[j] > 0x7e {
-					b[j] = '?'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
-}
