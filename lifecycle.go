@@ -194,11 +194,11 @@ func (m *Manager) list(ctx context.Context, c caller, f ListFilter) (_ *KeyList,
 		q.Environment = string(env)
 	}
 	if f.Cursor != "" {
-		pos, err := decodeCursor(f.Cursor)
+		at, id, err := decodeCursor(f.Cursor)
 		if err != nil {
 			return nil, err
 		}
-		q.After = pos
+		q.After = &store.ListPosition{CreatedAt: at, ID: id}
 	}
 	q.Limit++ // one more than asked tells whether there is another page
 	recs, err := m.store.List(ctx, q)
@@ -223,30 +223,34 @@ func (m *Manager) list(ctx context.Context, c caller, f ListFilter) (_ *KeyList,
 	return out, nil
 }
 
-// A cursor is the position of a page's last key. It is opaque to clients;
-// forging one only moves within the caller's own keys.
+// A cursor is the position of a page's last key (or log entry), to the
+// microsecond. It is opaque to clients; forging one only moves within the
+// caller's own keys (or entries).
 func encodeCursor(t time.Time, id string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(t.UnixMicro(), 10) + "|" + id))
 }
 
-func decodeCursor(c string) (*store.ListPosition, error) {
+// decodeCursor reads what encodeCursor wrote: a page of keys' (a key's
+// creation time and ID) or of the request log's (an entry's time and
+// request ID).
+func decodeCursor(c string) (time.Time, string, error) {
 	bad := invalid("cursor", "cursor is not one this API returned")
 	if len(c) > 200 {
-		return nil, bad
+		return time.Time{}, "", bad
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
-		return nil, bad
+		return time.Time{}, "", bad
 	}
 	ts, id, ok := strings.Cut(string(raw), "|")
 	if !ok || id == "" {
-		return nil, bad
+		return time.Time{}, "", bad
 	}
 	us, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
-		return nil, bad
+		return time.Time{}, "", bad
 	}
-	return &store.ListPosition{CreatedAt: time.UnixMicro(us).UTC(), ID: id}, nil
+	return time.UnixMicro(us).UTC(), id, nil
 }
 
 // A change edits next, a copy of the stored record, in place, and returns

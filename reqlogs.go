@@ -3,11 +3,9 @@ package keys
 import (
 	"cmp"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"math/bits"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -209,6 +207,7 @@ func (r *logRing) allocate(n int) *[]logSlot {
 // client that pastes its key into a URL must not find it stored). The
 // flusher does this, off the request's path.
 func (l *logBook) bound(e *reqlog.Entry) {
+	e.Timestamp = e.Timestamp.UTC().Truncate(time.Microsecond) // as PostgreSQL keeps it, and the cursor
 	e.IP = l.ip.Apply(e.IP)
 	e.RequestID = l.unkeyed(cut(e.RequestID, reqlog.MaxRequestIDLen+maxForeignKeyLen), reqlog.MaxRequestIDLen)
 	e.Method = methodOf(e.Method)
@@ -549,9 +548,9 @@ func (m *Manager) readLogs(ctx context.Context, c caller, accountID string, f re
 		return nil, invalid("", "a filter is at most %d bytes", maxLogFilterLen)
 	}
 	if f.Cursor != "" {
-		cur, ok := decodeLogCursor(f.Cursor)
-		if !ok {
-			return nil, invalid("cursor", "cursor is not one this server gave")
+		cur, err := decodeLogCursor(f.Cursor)
+		if err != nil {
+			return nil, err
 		}
 		q.After = cur
 	}
@@ -575,25 +574,19 @@ func (m *Manager) readLogs(ctx context.Context, c caller, accountID string, f re
 	return p, nil
 }
 
-// A cursor is the last entry's time (Unix ns) and request ID, base64url.
-func encodeLogCursor(e *reqlog.Entry) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(e.Timestamp.UnixNano(), 10) + " " + e.RequestID))
-}
+// encodeLogCursor is the key list's cursor (encodeCursor) of an entry:
+// its time, which the log keeps to the microsecond, and request ID.
+func encodeLogCursor(e *reqlog.Entry) string { return encodeCursor(e.Timestamp, e.RequestID) }
 
-func decodeLogCursor(s string) (*store.LogCursor, bool) {
-	if len(s) > 512 {
-		return nil, false
+func decodeLogCursor(s string) (*store.LogCursor, error) {
+	at, id, err := decodeCursor(s)
+	if err == nil && len(id) > reqlog.MaxRequestIDLen {
+		err = invalid("cursor", "cursor is not one this API returned")
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
-		return nil, false
+		return nil, err
 	}
-	ns, id, ok := strings.Cut(string(b), " ")
-	n, err := strconv.ParseInt(ns, 10, 64)
-	if !ok || err != nil || id == "" || len(id) > reqlog.MaxRequestIDLen {
-		return nil, false
-	}
-	return &store.LogCursor{Timestamp: time.Unix(0, n).UTC(), RequestID: id}, true
+	return &store.LogCursor{Timestamp: at, RequestID: id}, nil
 }
 
 // failed logs a failed flush, at most once a minute (the store is down:

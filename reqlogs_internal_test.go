@@ -25,15 +25,15 @@ func FuzzLogCursor(f *testing.F) {
 	f.Add("")
 	f.Add("LTEgcmVxXw")
 	f.Fuzz(func(t *testing.T, s string) {
-		c, ok := decodeLogCursor(s)
-		if !ok {
+		c, err := decodeLogCursor(s)
+		if err != nil {
 			return
 		}
 		if c.RequestID == "" || len(c.RequestID) > reqlog.MaxRequestIDLen {
 			t.Fatalf("%q: request ID %q", s, c.RequestID)
 		}
-		again, ok := decodeLogCursor(encodeLogCursor(&reqlog.Entry{Timestamp: c.Timestamp, RequestID: c.RequestID}))
-		if !ok || !again.Timestamp.Equal(c.Timestamp) || again.RequestID != c.RequestID {
+		again, err := decodeLogCursor(encodeLogCursor(&reqlog.Entry{Timestamp: c.Timestamp, RequestID: c.RequestID}))
+		if err != nil || !again.Timestamp.Equal(c.Timestamp) || again.RequestID != c.RequestID {
 			t.Fatalf("%q: %+v does not round-trip: %+v", s, c, again)
 		}
 	})
@@ -304,20 +304,25 @@ func TestLogRequestOfNoAccount(t *testing.T) {
 	}
 }
 
-// A cursor is at most 512 bytes, its request ID at most the longest kept.
+// A cursor is at most 200 bytes (the key list's), its request ID at most
+// the longest kept.
 func TestLogCursorBounds(t *testing.T) {
 	id := strings.Repeat("r", reqlog.MaxRequestIDLen)
 	c := encodeLogCursor(&reqlog.Entry{Timestamp: time.Unix(1_800_000_000, 5), RequestID: id})
-	if got, ok := decodeLogCursor(c); !ok || got.RequestID != id {
+	if got, err := decodeLogCursor(c); err != nil || got.RequestID != id {
 		t.Fatal("a cursor of the longest request ID")
 	}
-	if _, ok := decodeLogCursor(encodeLogCursor(&reqlog.Entry{Timestamp: time.Unix(1, 0), RequestID: id + "r"})); ok {
+	if _, err := decodeLogCursor(encodeLogCursor(&reqlog.Entry{Timestamp: time.Unix(1, 0), RequestID: id + "r"})); err == nil {
 		t.Fatal("a cursor of a request ID past the longest")
 	}
-	// (A valid cursor is at most 198 bytes: the 512 bound only spares
-	// the decoder a long input.)
+	if len(c) > 200 {
+		t.Fatalf("the longest request ID's cursor is %d bytes, past the bound", len(c))
+	}
+	if _, err := decodeLogCursor(strings.Repeat("A", 201)); err == nil {
+		t.Fatal("a 201-byte cursor")
+	}
 	long := strings.Repeat("A", 513)
-	if _, ok := decodeLogCursor(long); ok {
+	if _, err := decodeLogCursor(long); err == nil {
 		t.Fatal("a 513-byte cursor")
 	}
 }
