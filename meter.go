@@ -61,8 +61,8 @@ type meter struct {
 	// lower them).
 	maxPending, batchRows int
 
-	dropped    atomic.Int64 // requests not counted: past a bound
-	lastLogged atomic.Int64 // of the dropped count, Unix ns
+	dropped atomic.Int64 // requests not counted: past a bound
+	warned  everyMinute  // the warning of the dropped count
 }
 
 // meterCell counts one key's requests to one API: two minute slots, the
@@ -192,8 +192,7 @@ func (m *Manager) principalState(v *Verified) *keyState {
 // once a minute.
 func (mt *meter) drop(m *Manager, n int64) {
 	total := mt.dropped.Add(n)
-	now := time.Now().UnixNano()
-	if last := mt.lastLogged.Load(); now-last > int64(time.Minute) && mt.lastLogged.CompareAndSwap(last, now) {
+	if mt.warned.due() {
 		m.logger.Warn("keys: usage past the meter's memory bound was dropped", "requests_dropped_total", total)
 	}
 }
@@ -377,4 +376,17 @@ func (m *Manager) unflushed(q store.UsageQuery, now time.Time) []store.UsageRow 
 // bucketOf is the start of t's bucket.
 func bucketOf(t time.Time, g usage.Granularity) time.Time {
 	return t.UTC().Truncate(g.Duration())
+}
+
+// everyMinute lets a warning through at most once a minute, so that a
+// failure that repeats (a store down, a flood) is one line a minute in
+// the host's log, not one a request.
+type everyMinute struct{ last atomic.Int64 } // Unix ns
+
+// due reports whether a minute has passed since the last warning it let
+// through, and if so notes now; of concurrent calls, one says yes.
+func (w *everyMinute) due() bool {
+	now := time.Now().UnixNano()
+	last := w.last.Load()
+	return now-last > int64(time.Minute) && w.last.CompareAndSwap(last, now)
 }

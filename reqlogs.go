@@ -70,8 +70,8 @@ type logBook struct {
 	nextPrune time.Time
 
 	dropped    [dropReasons]atomic.Int64
-	lastLogged atomic.Int64 // of the summary, Unix ns
-	lastFailed atomic.Int64 // of the failure line, Unix ns
+	warnedDrop everyMinute // the summary of drops
+	warnedFail everyMinute // the line of a failed flush
 }
 
 // logRing is a bounded multi-producer queue of entries (D. Vyukov's): a
@@ -436,8 +436,7 @@ func (m *Manager) pruneLogs(ctx context.Context) error {
 // drop counts dropped entries, and logs a summary at most once a minute.
 func (l *logBook) drop(m *Manager, reason int, n int64) {
 	l.dropped[reason].Add(n)
-	now := time.Now().UnixNano()
-	if last := l.lastLogged.Load(); now-last > int64(time.Minute) && l.lastLogged.CompareAndSwap(last, now) {
+	if l.warnedDrop.due() {
 		m.logger.Warn("keys: request log entries were dropped", l.droppedAttrs()...)
 	}
 }
@@ -592,8 +591,7 @@ func decodeLogCursor(s string) (*store.LogCursor, error) {
 // failed logs a failed flush, at most once a minute (the store is down:
 // one line a second would flood the host's log).
 func (l *logBook) failed(m *Manager, err error) {
-	now := time.Now().UnixNano()
-	if last := l.lastFailed.Load(); now-last > int64(time.Minute) && l.lastFailed.CompareAndSwap(last, now) {
+	if l.warnedFail.due() {
 		m.logger.Warn("keys: writing the request log failed; entries wait in memory (bounded) and are retried every second", "err", err)
 	}
 }

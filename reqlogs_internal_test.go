@@ -272,8 +272,8 @@ func TestLogDropsAreSummarisedOnceAMinute(t *testing.T) {
 	if !strings.Contains(buf.String(), "dropped_buffer_full_total=2") || l.dropped[dropFull].Load() != 6 {
 		t.Fatalf("the summary or the count is wrong: %s, %d", buf.String(), l.dropped[dropFull].Load())
 	}
-	l.lastLogged.Store(time.Now().Add(-61 * time.Second).UnixNano())
-	l.lastFailed.Store(time.Now().Add(-61 * time.Second).UnixNano())
+	l.warnedDrop.last.Store(time.Now().Add(-61 * time.Second).UnixNano())
+	l.warnedFail.last.Store(time.Now().Add(-61 * time.Second).UnixNano())
 	l.drop(m, dropFull, 1)
 	l.failed(m, errors.New("down"))
 	if strings.Count(buf.String(), "request log entries were dropped") != 2 || strings.Count(buf.String(), "writing the request log failed") != 2 {
