@@ -143,12 +143,8 @@ func (a *Adapter) Middleware(perms ...string) func(http.Handler) http.Handler {
 				next.ServeHTTP(w, r)
 				return
 			}
-			// What the request needs, in one allocation: the handler's
-			// context, the status writer, the body counter.
-			s := &served{sw: statusWriter{ResponseWriter: w}, start: time.Now()}
-			a.setRequestID(w, r, s)
+			s := a.begin(w, r)
 			api := a.c.apiOf(r)
-			s.ip = a.c.clientIP(r)
 			var release func()
 			err := a.authenticate(w, r, s.ip, perms, api, &s.ctx.V, &release)
 			v := &s.ctx.V
@@ -212,13 +208,18 @@ func (a *Adapter) logRequest(r *http.Request, s *served, api string, status int)
 	a.m.LogRequest(&e)
 }
 
-// setRequestID gives the response its request ID (the host's, with
-// WithRequestID, or the library's own), noted in s, whose array holds the
-// header's value (no allocation of its own).
-func (a *Adapter) setRequestID(w http.ResponseWriter, r *http.Request, s *served) {
+// begin starts serving a request of the middleware or the key
+// endpoints: what it needs, in one allocation (the handler's context,
+// the status writer, the body counter), its start, its client address,
+// and its request ID, given to the response at once (the host's, with
+// WithRequestID, or the library's own; the header's value lives in s,
+// with no allocation of its own).
+func (a *Adapter) begin(w http.ResponseWriter, r *http.Request) *served {
+	s := &served{sw: statusWriter{ResponseWriter: w}, start: time.Now(), ip: a.c.clientIP(r)}
 	s.id = a.c.requestID(r)
 	s.idHeader[0] = s.id
 	w.Header()["Request-Id"] = s.idHeader[:]
+	return s
 }
 
 // countingBody counts the bytes a handler reads of the request body.
@@ -233,9 +234,10 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// served is what the middleware gives the handler of a verified request:
-// its context (carrying the verified key) and the writer that notes the
-// status for usage.
+// served is a request as the middleware and the key endpoints serve it:
+// the handler's context (carrying the verified caller), the writer that
+// notes the status and size, the body counter, and what the request log
+// keeps of it.
 type served struct {
 	ctx      verifiedctx.Holder[keys.Verified]
 	sw       statusWriter

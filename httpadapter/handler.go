@@ -23,9 +23,7 @@ import (
 func (a *Adapter) endpoint(perm, group string, fn func(http.ResponseWriter, *http.Request, keys.Scoped) error) http.Handler {
 	perms := []string{perm}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := &served{sw: statusWriter{ResponseWriter: w}, start: time.Now()}
-		a.setRequestID(w, r, s)
-		s.ip = a.c.clientIP(r)
+		s := a.begin(w, r)
 		v, sw := &s.ctx.V, &s.sw
 		err := a.authenticate(sw, r, s.ip, perms, "", v, nil)
 		if err == nil {
