@@ -149,7 +149,7 @@ func UnaryServerInterceptor(m *keys.Manager, opts ...Option) grpc.UnaryServerInt
 		v, err := c.verify(ctx, m, info.FullMethod, call.ip, call.setHeader, &release)
 		if err != nil {
 			countRefusal(m, &v, info.FullMethod, err)
-			call.log(ctx, m, &v, info.FullMethod, err, true)
+			call.logRefusal(ctx, m, &v, info.FullMethod, err)
 			return nil, Status(err).Err()
 		}
 		defer release()
@@ -157,11 +157,12 @@ func UnaryServerInterceptor(m *keys.Manager, opts ...Option) grpc.UnaryServerInt
 			call.requestBytes = int64(proto.Size(pm))
 		}
 		resp, err := handler(keys.NewContext(ctx, v), req)
-		m.CountUsage(&v, info.FullMethod, httpStatus(err))
+		st := answered(ctx, err)
+		m.CountUsage(&v, info.FullMethod, st)
 		if pm, ok := resp.(proto.Message); ok && err == nil {
 			call.responseBytes = int64(proto.Size(pm))
 		}
-		call.log(ctx, m, &v, info.FullMethod, err, false)
+		call.logAnswer(ctx, m, &v, info.FullMethod, st)
 		return resp, err
 	}
 }
@@ -180,13 +181,14 @@ func StreamServerInterceptor(m *keys.Manager, opts ...Option) grpc.StreamServerI
 		v, err := c.verify(ctx, m, info.FullMethod, call.ip, call.setHeader, &release)
 		if err != nil {
 			countRefusal(m, &v, info.FullMethod, err)
-			call.log(ctx, m, &v, info.FullMethod, err, true)
+			call.logRefusal(ctx, m, &v, info.FullMethod, err)
 			return Status(err).Err()
 		}
 		defer release() // a stream is in flight until its handler returns
 		err = handler(srv, &stream{ServerStream: ss, ctx: keys.NewContext(ctx, v)})
-		m.CountUsage(&v, info.FullMethod, httpStatus(err))
-		call.log(ctx, m, &v, info.FullMethod, err, false)
+		st := answered(ctx, err)
+		m.CountUsage(&v, info.FullMethod, st)
+		call.logAnswer(ctx, m, &v, info.FullMethod, st)
 		return err
 	}
 }
@@ -202,15 +204,6 @@ func countRefusal(m *keys.Manager, v *keys.Verified, method string, err error) {
 	case errors.Is(err, keys.ErrCreditsExhausted):
 		m.CountUsage(v, method, 402)
 	}
-}
-
-// httpStatus is the usage outcome of a handler's answer: OK is a success,
-// any other status a failure.
-func httpStatus(err error) int {
-	if err == nil {
-		return 200
-	}
-	return 500
 }
 
 // stream carries the verified key in its context.
@@ -336,30 +329,30 @@ var grpcCodes = [...]codes.Code{
 // it for their own calls into the Manager. Anything it does not know is
 // Internal, with a fixed message: the error's text is not sent.
 func Status(err error) *status.Status {
-	var code codes.Code
-	var reason, msg, limit string
-	var retry time.Duration
-	if errors.Is(err, errNoCredentials) || errors.Is(err, errBadAuth) {
-		code, reason, msg = codes.Unauthenticated, "unauthorized", err.Error()
-	} else {
-		// Classified once, for this adapter and the HTTP one.
-		r := refusal.Of(err)
-		reason, msg, retry, limit = r.Code, r.Message, r.RetryAfter, r.Limit
-		code = grpcCodes[r.Kind]
-	}
-	st := status.New(code, msg)
-	info := &errdetails.ErrorInfo{Reason: reason, Domain: Domain}
-	if limit != "" {
-		info.Metadata = map[string]string{"limit": limit} // which limit refused the call
+	r := refusalOf(err)
+	st := status.New(grpcCodes[r.Kind], r.Message)
+	info := &errdetails.ErrorInfo{Reason: r.Code, Domain: Domain}
+	if r.Limit != "" {
+		info.Metadata = map[string]string{"limit": r.Limit} // which limit refused the call
 	}
 	details := []protoadapt.MessageV1{info}
-	if retry > 0 {
-		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(retry)})
+	if r.RetryAfter > 0 {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(r.RetryAfter)})
 	}
 	if ds, err := st.WithDetails(details...); err == nil {
 		return ds
 	}
 	return st
+}
+
+// refusalOf classifies err: this adapter's own refusals (no key, a
+// malformed authorization) and, through internal/refusal, the keys
+// package's errors, classified once for this adapter and the HTTP one.
+func refusalOf(err error) refusal.Refusal {
+	if errors.Is(err, errNoCredentials) || errors.Is(err, errBadAuth) {
+		return refusal.Refusal{Kind: refusal.Unauthenticated, Code: "unauthorized", Message: err.Error()}
+	}
+	return refusal.Of(err)
 }
 
 // call is what the request log keeps of a call while it runs.
@@ -379,31 +372,46 @@ func (c *config) start(ctx context.Context, setHeader func(metadata.MD)) call {
 	return cl
 }
 
-// log records the call in the Manager's request log: a refusal (refused:
-// err is the keys package's) or the handler's answer, as the HTTP status
-// the HTTP adapter would give it; 499 when the client left first.
-func (cl *call) log(ctx context.Context, m *keys.Manager, v *keys.Verified, method string, err error, refused bool) {
-	e := reqlog.Entry{RequestID: cl.id, Timestamp: cl.start, AccountID: v.AccountID, KeyID: v.KeyID, Environment: string(v.Environment),
-		Method: "POST", Path: method, API: method, Status: 200, Latency: time.Since(cl.start), IP: cl.ip,
-		RequestBytes: cl.requestBytes, ResponseBytes: cl.responseBytes}
-	if ua := metadata.ValueFromIncomingContext(ctx, "user-agent"); len(ua) > 0 {
-		e.UserAgent = ua[0]
-	}
-	switch {
-	case refused:
-		r := refusal.Of(err)
-		if errors.Is(err, errNoCredentials) || errors.Is(err, errBadAuth) {
-			r = refusal.Refusal{Kind: refusal.Unauthenticated, Code: "unauthorized"}
-		}
-		e.Status, e.ErrorType = r.Kind.HTTP()
-		e.ErrorCode, e.Limit = r.Code, r.Limit
-	case err != nil:
-		e.Status = statusOfCode(status.Code(err))
-	}
+// logRefusal records a refused call (err is the keys package's, or
+// this adapter's) in the Manager's request log, with the status, type,
+// code and limit the HTTP adapter would answer.
+func (cl *call) logRefusal(ctx context.Context, m *keys.Manager, v *keys.Verified, method string, err error) {
+	r := refusalOf(err)
+	e := cl.entry(ctx, v, method)
+	e.Status, e.ErrorType = r.Kind.HTTP()
+	e.ErrorCode, e.Limit = r.Code, r.Limit
 	if ctx.Err() != nil {
 		e.Status = 499 // the client left before the answer
 	}
 	m.LogRequest(&e)
+}
+
+// logAnswer records a call its handler answered with status (answered).
+func (cl *call) logAnswer(ctx context.Context, m *keys.Manager, v *keys.Verified, method string, status int) {
+	e := cl.entry(ctx, v, method)
+	e.Status = status
+	m.LogRequest(&e)
+}
+
+// entry is what the log keeps of every call.
+func (cl *call) entry(ctx context.Context, v *keys.Verified, method string) reqlog.Entry {
+	e := reqlog.Entry{RequestID: cl.id, Timestamp: cl.start, AccountID: v.AccountID, KeyID: v.KeyID, Environment: string(v.Environment),
+		Method: "POST", Path: method, API: method, Latency: time.Since(cl.start), IP: cl.ip,
+		RequestBytes: cl.requestBytes, ResponseBytes: cl.responseBytes}
+	if ua := metadata.ValueFromIncomingContext(ctx, "user-agent"); len(ua) > 0 {
+		e.UserAgent = ua[0]
+	}
+	return e
+}
+
+// answered is the HTTP status of a handler's answer, for usage and the
+// request log alike: its gRPC code's (statusOfCode), or 499 when the
+// client left first.
+func answered(ctx context.Context, err error) int {
+	if ctx.Err() != nil {
+		return 499
+	}
+	return statusOfCode(status.Code(err))
 }
 
 // statusOfCode is the HTTP status of a handler's gRPC code, as

@@ -8,6 +8,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/reqlog"
+	"github.com/txcloud/keys/usage"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -44,6 +45,20 @@ func TestCallsAreLogged(t *testing.T) {
 	}
 	_, _ = stream.Recv()
 	want[hdr.Get("request-id")[0]] = reqlog.Entry{Status: 429, ErrorCode: "rate_limit_exceeded", Limit: "key"}
+	// A handler's own error: Unimplemented (the test server has no List)
+	// is a 501 in the log, and a failure in usage.
+	other := create(t, m, keys.APIKeyCreate{})
+	var hdr2 metadata.MD
+	if _, err := c.List(withKey(string(other.Key)), &healthpb.HealthListRequest{}, grpc.Header(&hdr2)); err == nil {
+		t.Fatal("List answered")
+	}
+	if e, err := m.Log(context.Background(), "acct_grpc", hdr2.Get("request-id")[0]); err != nil || e.Status != 501 || e.Path != "/grpc.health.v1.Health/List" {
+		t.Fatalf("a handler's Unimplemented: %+v %v", e, err)
+	}
+	s, err := m.UsageSummary(context.Background(), "acct_grpc", usage.Filter{KeyID: other.ID})
+	if err != nil || s.TotalRequests != 1 || s.Failed != 1 {
+		t.Fatalf("usage of the handler's error: %+v %v", s, err)
+	}
 	for id, w := range want {
 		e, err := m.Log(context.Background(), "acct_grpc", id)
 		if err != nil {
