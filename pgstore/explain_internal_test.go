@@ -79,7 +79,7 @@ ANALYZE {{schema}}.api_keys`)); err != nil {
 // scans a table, sorts, or reads rows an index condition did not select.
 func checkPlan(t *testing.T, pool *pgxpool.Pool, name, sql string, args ...any) {
 	t.Helper()
-	nodes, removed, ms := explain(t, pool, sql, args...)
+	nodes, removed, ms, _ := explain(t, pool, sql, args...)
 	t.Logf("%-40s %6.2f ms  %s", name, ms, strings.Join(nodes, " > "))
 	joined := strings.Join(nodes, " ")
 	if strings.Contains(joined, "Seq Scan") || strings.Contains(joined, "Sort") || strings.Contains(joined, "Bitmap") || removed > 0 {
@@ -92,7 +92,7 @@ func checkPlan(t *testing.T, pool *pgxpool.Pool, name, sql string, args ...any) 
 // filter nothing out.
 func checkWindowPlan(t *testing.T, pool *pgxpool.Pool, name, index, sql string, args ...any) {
 	t.Helper()
-	nodes, removed, ms := explain(t, pool, sql, args...)
+	nodes, removed, ms, _ := explain(t, pool, sql, args...)
 	joined := strings.Join(nodes, " > ")
 	t.Logf("%-40s %6.2f ms  %s", name, ms, joined)
 	if strings.Contains(joined, "Seq Scan") || !strings.Contains(joined, index) || removed > 0 {
@@ -101,8 +101,9 @@ func checkWindowPlan(t *testing.T, pool *pgxpool.Pool, name, index, sql string, 
 }
 
 // explain runs EXPLAIN ANALYZE on sql: the plan's nodes (type and index),
-// the rows its filters removed, and its execution time in ms.
-func explain(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) ([]string, float64, float64) {
+// the rows its filters removed, its execution time in ms, and the rows
+// its scans read (each scan node's actual rows, times its loops).
+func explain(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) (nodes []string, removed, ms, read float64) {
 	t.Helper()
 	var raw []byte
 	if err := pool.QueryRow(context.Background(), "EXPLAIN (ANALYZE, FORMAT JSON) "+sql, args...).Scan(&raw); err != nil {
@@ -115,15 +116,18 @@ func explain(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) ([]strin
 	if err := json.Unmarshal(raw, &plan); err != nil || len(plan) != 1 {
 		t.Fatalf("plan: %v", err)
 	}
-	var nodes []string
-	removed := 0.0
 	walk(plan[0].Plan, func(n map[string]any) {
 		nodes = append(nodes, n["Node Type"].(string)+" "+str(n["Index Name"]))
 		if f, ok := n["Rows Removed by Filter"].(float64); ok {
 			removed += f
 		}
+		if strings.HasSuffix(n["Node Type"].(string), "Scan") {
+			rows, _ := n["Actual Rows"].(float64)
+			loops, _ := n["Actual Loops"].(float64)
+			read += rows * loops
+		}
 	})
-	return nodes, removed, plan[0].ExecutionTime
+	return nodes, removed, plan[0].ExecutionTime, read
 }
 
 func walk(n map[string]any, f func(map[string]any)) {
@@ -154,29 +158,4 @@ func boolStr2(b bool) string {
 		return "true"
 	}
 	return "false"
-}
-
-// rowsRead is how many rows the scans of sql's plan read (EXPLAIN
-// ANALYZE's actual rows of its scan nodes, times their loops).
-func rowsRead(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) float64 {
-	t.Helper()
-	var raw []byte
-	if err := pool.QueryRow(context.Background(), "EXPLAIN (ANALYZE, FORMAT JSON) "+sql, args...).Scan(&raw); err != nil {
-		t.Fatal(err)
-	}
-	var plan []struct {
-		Plan map[string]any `json:"Plan"`
-	}
-	if err := json.Unmarshal(raw, &plan); err != nil || len(plan) != 1 {
-		t.Fatalf("plan: %v", err)
-	}
-	read := 0.0
-	walk(plan[0].Plan, func(n map[string]any) {
-		if strings.HasSuffix(n["Node Type"].(string), "Scan") {
-			rows, _ := n["Actual Rows"].(float64)
-			loops, _ := n["Actual Loops"].(float64)
-			read += rows * loops
-		}
-	})
-	return read
 }

@@ -79,8 +79,7 @@ ORDER BY ts DESC, request_id DESC OFFSET 1000 LIMIT 1`)).Scan(&mid, &midID); err
 		{"account 429 newest 100", store.LogQuery{AccountID: "acct_a", Status: reqlog.Status{Min: 429, Max: 429}, Limit: 101}, 101, false},
 	} {
 		sql, args := s.logsSQL(c.q)
-		nodes, removed, ms := explain(t, pool, sql, args...)
-		read := rowsRead(t, pool, sql, args...)
+		nodes, removed, ms, read := explain(t, pool, sql, args...)
 		joined := strings.Join(nodes, " > ")
 		t.Logf("%-28s %6.2f ms  %4.0f rows read  %s", c.name, ms, read, joined)
 		if strings.Contains(joined, "Seq Scan") || strings.Contains(joined, "Sort") && !c.sort || strings.Contains(joined, "Bitmap") || removed > 0 || read > c.max {
