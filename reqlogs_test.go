@@ -174,6 +174,10 @@ func TestIPModes(t *testing.T) {
 		{reqlog.IPTruncated, "198.51.100.77", "198.51.100.0"},
 		{reqlog.IPTruncated, "2001:db8:1234:5678::1", "2001:db8:1234::"},
 		{reqlog.IPTruncated, "::ffff:198.51.100.77", "198.51.100.0"},
+		// Odd networks and a high host byte, so that a /23 or a /25 (a
+		// /47 or a /49) would show.
+		{reqlog.IPTruncated, "198.51.101.200", "198.51.101.0"},
+		{reqlog.IPTruncated, "2001:db8:1235:8678::1", "2001:db8:1235::"},
 		{reqlog.IPFull, "198.51.100.77", "198.51.100.77"},
 		{reqlog.IPFull, "fe80::1%eth0", "fe80::1"},
 		{reqlog.IPNone, "198.51.100.77", "invalid IP"},

@@ -2,6 +2,7 @@ package memstore_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/internal/buildtag"
 	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/reqlog"
 	"github.com/txcloud/keys/store"
 	"github.com/txcloud/keys/store/storetest"
 )
@@ -359,5 +361,42 @@ func TestTenantLatencyWhileAnotherListsItsKeys(t *testing.T) {
 				t.Errorf("B's %s %s went from %v to %v while A listed its 100,000 keys", n, q, idle[i][j], listing[i][j])
 			}
 		}
+	}
+}
+
+// Each account keeps its newest LogWindow entries, whatever another adds.
+func TestLogWindowPerAccount(t *testing.T) {
+	s := memstore.New()
+	ctx := context.Background()
+	at := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	var es []reqlog.Entry
+	for i := range memstore.LogWindow + 50 {
+		es = append(es, reqlog.Entry{RequestID: fmt.Sprintf("req_%06d", i), Timestamp: at.Add(time.Duration(i) * time.Millisecond), AccountID: "acct_flood"})
+	}
+	es = append(es, reqlog.Entry{RequestID: "req_quiet", Timestamp: at, AccountID: "acct_quiet"})
+	if _, err := s.AddLogs(ctx, store.LogBatch{ID: "b1", Entries: es, MaxPerDay: 1 << 30}); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	q := store.LogQuery{AccountID: "acct_flood", Limit: 101}
+	for {
+		got, err := s.Logs(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(got)
+		if len(got) < q.Limit {
+			if last := got[len(got)-1].RequestID; last != "req_000050" {
+				t.Fatalf("the oldest kept is %s, want req_000050", last)
+			}
+			break
+		}
+		q.After = &store.LogCursor{Timestamp: got[len(got)-1].Timestamp, RequestID: got[len(got)-1].RequestID}
+	}
+	if n != memstore.LogWindow {
+		t.Fatalf("the flooding account keeps %d, want %d", n, memstore.LogWindow)
+	}
+	if got, err := s.Logs(ctx, store.LogQuery{AccountID: "acct_quiet", Limit: 10}); err != nil || len(got) != 1 {
+		t.Fatalf("the quiet account: %v %v", got, err)
 	}
 }
