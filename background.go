@@ -101,6 +101,9 @@ func (m *Manager) runNoClose(b *background, interval time.Duration) {
 			if err := m.flushLastUsedObserved(ctx); err != nil {
 				m.logger.Warn("keys: flushing last-used times failed; will retry", "err", err)
 			}
+			if err := m.pruneEvents(ctx); err != nil {
+				m.logger.Warn("keys: pruning the event log failed; will retry", "err", err)
+			}
 			cancel()
 		}
 	}

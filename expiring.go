@@ -32,11 +32,16 @@ func (m *Manager) NotifyExpiring(ctx context.Context, from, to time.Time) (n int
 		if err != nil {
 			return n, fmt.Errorf("%w: listing expiring keys: %w", ErrUnavailable, err)
 		}
+		now := m.now()
+		evs := make([]event.Event, 0, len(recs))
 		for _, r := range recs {
 			k := apiKeyOf(r)
-			m.emit(ctx, keyEvent(event.KeyExpiring, r.AccountID, trusted), &k)
-			n++
+			evs = append(evs, keyEvent(ctx, event.KeyExpiring, trusted, &k, r.AccountID, now))
 		}
+		if err := m.record(ctx, evs...); err != nil {
+			return n, err
+		}
+		n += len(recs)
 		if len(recs) < q.Limit {
 			return n, nil
 		}

@@ -126,7 +126,7 @@ const (
 
 // sealer makes the idempotency entry that stores created, for a run of
 // withIdempotency to insert atomically with its own change.
-type sealer func(created *APIKeyCreated, keyID string) (*store.IdempotencyRecord, error)
+type sealer = func(created *APIKeyCreated, keyID string) (*store.IdempotencyRecord, error)
 
 // withIdempotency runs run at most once per (principal, endpoint,
 // idempotency key) for idempotencyTTL: a retry with the same fingerprint
@@ -135,9 +135,19 @@ type sealer func(created *APIKeyCreated, keyID string) (*store.IdempotencyRecord
 // return store.ErrIdempotencyKeyExists if the store refused it for that entry;
 // then a concurrent request won the race, and its result is replayed.
 func (m *Manager) withIdempotency(ctx context.Context, c caller, endpoint, idempotencyKey string, fp store.Digest, now time.Time, run func(sealer) (*APIKeyCreated, error)) (*APIKeyCreated, error) {
+	created, replayed, err := withIdempotency(m, ctx, c, endpoint, idempotencyKey, fp, now, run)
+	if replayed {
+		created.Replayed = true
+	}
+	return created, err
+}
+
+// withIdempotency is the method's rule for any answer T (a created key,
+// a created webhook endpoint): it reports whether the answer is a replay.
+func withIdempotency[T any](m *Manager, ctx context.Context, c caller, endpoint, idempotencyKey string, fp store.Digest, now time.Time, run func(func(*T, string) (*store.IdempotencyRecord, error)) (*T, error)) (*T, bool, error) {
 	material := scopeMaterial(endpoint, c, idempotencyKey)
 	scope := store.Digest(sha256.Sum256(material))
-	seal := func(created *APIKeyCreated, keyID string) (*store.IdempotencyRecord, error) {
+	seal := func(created *T, keyID string) (*store.IdempotencyRecord, error) {
 		body, err := json.Marshal(created)
 		if err != nil {
 			return nil, err
@@ -155,16 +165,17 @@ func (m *Manager) withIdempotency(ctx context.Context, c caller, endpoint, idemp
 		prev, err := m.store.LookupIdempotency(ctx, scope, now)
 		switch {
 		case err == nil:
-			return m.replay(prev, fp, material)
+			v, err := replay[T](m, prev, fp, material)
+			return v, err == nil, err
 		case !errors.Is(err, store.ErrNotFound):
-			return nil, fmt.Errorf("%w: looking up idempotency key: %w", ErrUnavailable, err)
+			return nil, false, fmt.Errorf("%w: looking up idempotency key: %w", ErrUnavailable, err)
 		}
 		created, err := run(seal)
 		if !errors.Is(err, store.ErrIdempotencyKeyExists) {
-			return created, err
+			return created, false, err
 		}
 	}
-	return nil, fmt.Errorf("%w: idempotency entry changed during the request; retry", ErrUnavailable)
+	return nil, false, fmt.Errorf("%w: idempotency entry changed during the request; retry", ErrUnavailable)
 }
 
 func (m *Manager) createIdempotent(ctx context.Context, c caller, account string, s keySpec, idempotencyKey string, now time.Time) (*APIKeyCreated, error) {
@@ -183,7 +194,8 @@ func (m *Manager) createIdempotent(ctx context.Context, c caller, account string
 		if err != nil {
 			return nil, err
 		}
-		switch err := m.store.Write(ctx, store.Write{Insert: rec, Idempotency: entry, Credits: s.budget(rec), MaxActive: s.maxKeys, KeepRevoked: s.maxKeys}); {
+		evs := m.createdEvents(ctx, c, created, account, now)
+		switch err := m.store.Write(ctx, store.Write{Insert: rec, Idempotency: entry, Credits: s.budget(rec), MaxActive: s.maxKeys, KeepRevoked: s.maxKeys, Events: evs}); {
 		case err == nil:
 			return created, nil
 		case errors.Is(err, store.ErrIdempotencyKeyExists), errors.Is(err, ErrKeyLimit):
@@ -194,7 +206,7 @@ func (m *Manager) createIdempotent(ctx context.Context, c caller, account string
 	})
 }
 
-func (m *Manager) replay(prev *store.IdempotencyRecord, fp store.Digest, material []byte) (*APIKeyCreated, error) {
+func replay[T any](m *Manager, prev *store.IdempotencyRecord, fp store.Digest, material []byte) (*T, error) {
 	if prev.Fingerprint != fp {
 		return nil, ErrIdempotencyConflict
 	}
@@ -204,10 +216,9 @@ func (m *Manager) replay(prev *store.IdempotencyRecord, fp store.Digest, materia
 		// entry: a server fault, not the client's.
 		return nil, errors.New("keys: cannot open the stored idempotent result (do all instances share one idempotency secret?)")
 	}
-	var created APIKeyCreated
+	var created T
 	if err := json.Unmarshal(body, &created); err != nil {
 		return nil, fmt.Errorf("keys: decoding stored idempotent result: %w", err)
 	}
-	created.Replayed = true
 	return &created, nil
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/observe"
 	"github.com/txcloud/keys/store"
+	"github.com/txcloud/keys/webhook"
 )
 
 // Environment is the environment a key works in.
@@ -96,6 +98,8 @@ type APIKeyCreated struct {
 	// Replayed is true when an idempotent retry returned the stored result
 	// of an earlier request instead of creating a key.
 	Replayed bool `json:"-"`
+	// events are the ones stored with the key, handed on once stored.
+	events []event.Event
 }
 
 // LogValue logs the created key without its secret. Without it, a JSON log
@@ -210,6 +214,15 @@ type Manager struct {
 	costs            map[string]int64 // WithCreditCosts
 	background       *background
 	closed           atomic.Bool
+
+	events         store.EventStore // the store's, or nil: no event log, no webhooks
+	eventRetention time.Duration
+	eventsPruned   atomic.Int64 // when events were last pruned (Unix ns)
+	creditsLow     int64
+	webhooks       webhook.Config // with its defaults
+	hooks          *deliverer     // nil: this instance delivers nothing
+	ephemeral      bool           // the sealing secret is random, this process's alone
+	warnEphemeral  sync.Once
 }
 
 // New returns a Manager on st (memstore.New(), or a shared store such as
@@ -298,6 +311,15 @@ func New(st store.Store, opts ...Option) (*Manager, error) {
 		m.meter = &meter{store: us, maxPending: maxPendingRows, batchRows: maxBatchRows}
 	}
 	m.rlog = newLogBook(st, c.logs, append([]string{format.brand}, c.foreign...))
+	if m.webhooks, err = c.webhooks.WithDefaults(); err != nil {
+		return nil, fmt.Errorf("keys: WithWebhooks: %w", err)
+	}
+	m.eventRetention, m.creditsLow = cmp.Or(c.events.Retention, defaultEventRetention), c.events.CreditsLow
+	if m.events, _ = store.Capability[store.EventStore](st); m.events != nil && !c.webhooks.Disabled {
+		m.ephemeral = c.pepper == nil && c.idemSecret == nil
+		m.hooks = newDeliverer(m, m.webhooks)
+		go m.hooks.run()
+	}
 	m.startBackground(c.flushInterval)
 	return m, nil
 }
@@ -318,7 +340,11 @@ func (m *Manager) Close(ctx context.Context) error {
 	if !m.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	return m.background.stop(ctx, m)
+	var err error
+	if m.hooks != nil {
+		err = m.hooks.close(ctx)
+	}
+	return errors.Join(err, m.background.stop(ctx, m))
 }
 
 // Format prints the Manager without its secrets (the HMAC pads derived from
@@ -462,21 +488,37 @@ func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts [
 	if idempotent {
 		created, err = m.createIdempotent(ctx, c, account, spec, idemKey, now)
 	} else {
-		created, err = m.issue(ctx, spec, account, now)
+		created, err = m.issue(ctx, c, spec, account, now)
 	}
 	if err == nil && !created.Replayed {
-		m.emit(ctx, keyEvent(event.KeyCreated, account, c), &created.APIKey)
+		m.stored(ctx, created.events)
 	}
 	return created, err
 }
 
+// createdEvents are a new key's events, for its Write.
+func (m *Manager) createdEvents(ctx context.Context, c caller, created *APIKeyCreated, account string, now time.Time) []event.Event {
+	created.events = []event.Event{keyEvent(ctx, event.KeyCreated, c, &created.APIKey, account, now)}
+	return m.eventsFor(created.events)
+}
+
+// eventsFor is evs if the store keeps them, nil otherwise (a Write to a
+// store without an event log carries none).
+func (m *Manager) eventsFor(evs []event.Event) []event.Event {
+	if m.events == nil {
+		return nil
+	}
+	return evs
+}
+
 // issue creates and stores a key without idempotency.
-func (m *Manager) issue(ctx context.Context, s keySpec, accountID string, now time.Time) (*APIKeyCreated, error) {
+func (m *Manager) issue(ctx context.Context, c caller, s keySpec, accountID string, now time.Time) (*APIKeyCreated, error) {
 	created, rec, err := m.newKey(s, accountID, now)
 	if err != nil {
 		return nil, err
 	}
-	switch err := m.store.Write(ctx, store.Write{Insert: rec, Credits: s.budget(rec), MaxActive: s.maxKeys, KeepRevoked: s.maxKeys}); {
+	evs := m.createdEvents(ctx, c, created, accountID, now)
+	switch err := m.store.Write(ctx, store.Write{Insert: rec, Credits: s.budget(rec), MaxActive: s.maxKeys, KeepRevoked: s.maxKeys, Events: evs}); {
 	case errors.Is(err, ErrKeyLimit):
 		return nil, err
 	case err != nil:

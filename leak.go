@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/observe"
@@ -69,23 +70,23 @@ func (m *Manager) ReportLeak(ctx context.Context, key string, where event.Leak, 
 	rep.Found, rep.KeyID = true, rec.ID
 	now := m.now()
 	live := rec.RevokedAt.IsZero() || now.Before(rec.RevokedAt)
-	var k *APIKey
 	switch {
 	case live && action == LeakRevoke:
-		k, err = m.revoke(ctx, trusted, rec.ID)
+		_, err = m.revokeLeaked(ctx, trusted, rec.ID, &where)
 		rep.Acted = err == nil
 	case live && rec.Disabled != store.DisabledByHost:
-		k, err = m.updateKey(ctx, trusted, rec.ID, APIKeyUpdate{Enabled: Change(false)})
+		_, err = m.updateKeyLeaked(ctx, trusted, rec.ID, APIKeyUpdate{Enabled: Change(false)}, &where)
 		rep.Acted = err == nil
-	default:
-		kk := apiKeyOf(rec)
-		k = &kk
+	default: // nothing to change: the report alone
+		k := apiKeyOf(rec)
+		err = m.record(ctx, leakEvent(ctx, &k, rec.AccountID, &where, now))
 	}
-	if err != nil {
-		return rep, err
-	}
-	e := keyEvent(event.KeyLeaked, rec.AccountID, trusted)
-	e.Leak = &where
-	m.emit(ctx, e, k)
-	return rep, nil
+	return rep, err
+}
+
+// leakEvent is key.leaked for the key k, found where leak says.
+func leakEvent(ctx context.Context, k *APIKey, account string, leak *event.Leak, now time.Time) event.Event {
+	e := newEvent(ctx, event.KeyLeaked, account, trusted, now, keyData{APIKey: *k, Leak: leak})
+	e.KeyID, e.Leak = k.ID, leak
+	return e
 }

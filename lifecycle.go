@@ -269,7 +269,10 @@ const updateAttempts = 16
 // Writers that collide back off for a random time that doubles with each
 // collision (up to 64 ms), so that concurrent changes of one key
 // serialise instead of colliding again and again until one gives up.
-func (m *Manager) update(ctx context.Context, c caller, id string, change change) (*store.Record, error) {
+//
+// events, if not nil, makes the events of the change from the record
+// about to be stored: they are stored with it, and handed on after.
+func (m *Manager) update(ctx context.Context, c caller, id string, change change, events func(next *store.Record) []event.Event) (*store.Record, error) {
 	for attempt := range updateAttempts {
 		if attempt > 0 {
 			if err := backoff(ctx, attempt); err != nil {
@@ -290,9 +293,15 @@ func (m *Manager) update(ctx context.Context, c caller, id string, change change
 		if w.Insert != nil {
 			w.KeepRevoked = m.maxKeys
 		}
+		var evs []event.Event
+		if events != nil {
+			evs = events(next)
+			w.Events = m.eventsFor(evs)
+		}
 		err = m.store.Write(ctx, *w)
 		switch {
 		case err == nil:
+			m.stored(ctx, evs)
 			return next.Clone(), nil
 		case errors.Is(err, store.ErrStale):
 			continue
@@ -340,6 +349,12 @@ func (s Scoped) Update(ctx context.Context, id string, u APIKeyUpdate) (*APIKey,
 }
 
 func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUpdate) (_ *APIKey, err error) {
+	return m.updateKeyLeaked(ctx, c, id, u, nil)
+}
+
+// updateKeyLeaked is updateKey; with leak, the update reports key.leaked
+// too, in the same Write.
+func (m *Manager) updateKeyLeaked(ctx context.Context, c caller, id string, u APIKeyUpdate, leak *event.Leak) (_ *APIKey, err error) {
 	ctx, end := m.op(ctx, observe.Update)
 	defer func() { end(err) }()
 	if m.closed.Load() {
@@ -365,21 +380,26 @@ func (m *Manager) updateKey(ctx context.Context, c caller, id string, u APIKeyUp
 			return nil, nil // nothing to change: no write, no event
 		}
 		return apply(r)
+	}, func(next *store.Record) []event.Event {
+		k := apiKeyOf(next)
+		now := m.now()
+		var evs []event.Event
+		if u.fields() {
+			evs = append(evs, keyEvent(ctx, event.KeyUpdated, c, &k, next.AccountID, now))
+		}
+		switch {
+		case flipped && next.Disabled != store.NotDisabled:
+			evs = append(evs, keyEvent(ctx, event.KeyDisabled, c, &k, next.AccountID, now))
+		case flipped:
+			evs = append(evs, keyEvent(ctx, event.KeyEnabled, c, &k, next.AccountID, now))
+		}
+		if leak != nil {
+			evs = append(evs, leakEvent(ctx, &k, next.AccountID, leak, now))
+		}
+		return evs
 	})
 	if err != nil {
 		return nil, err
-	}
-	// The events go out whatever happens after the write: the key
-	// changed. Then the answer reads its credits.
-	k := apiKeyOf(rec)
-	if u.fields() {
-		m.emit(ctx, keyEvent(event.KeyUpdated, rec.AccountID, c), &k)
-	}
-	switch {
-	case flipped && rec.Disabled != store.NotDisabled:
-		m.emit(ctx, keyEvent(event.KeyDisabled, rec.AccountID, c), &k)
-	case flipped:
-		m.emit(ctx, keyEvent(event.KeyEnabled, rec.AccountID, c), &k)
 	}
 	return m.shown(ctx, rec)
 }
@@ -524,24 +544,31 @@ func (s Scoped) Revoke(ctx context.Context, id string) (*APIKey, error) {
 }
 
 func (m *Manager) revoke(ctx context.Context, c caller, id string) (_ *APIKey, err error) {
+	return m.revokeLeaked(ctx, c, id, nil)
+}
+
+// revokeLeaked is revoke; with leak, the revocation reports key.leaked
+// too, in the same Write.
+func (m *Manager) revokeLeaked(ctx context.Context, c caller, id string, leak *event.Leak) (_ *APIKey, err error) {
 	ctx, end := m.op(ctx, observe.Revoke)
 	defer func() { end(err) }()
-	revoked := false
 	rec, err := m.update(ctx, c, id, func(r *store.Record) (*store.Write, error) {
 		now := m.now()
 		if !r.RevokedAt.IsZero() && !now.Before(r.RevokedAt) {
 			return nil, nil
 		}
 		r.RevokedAt = storedTime(now)
-		revoked = true
 		return &store.Write{}, nil
+	}, func(next *store.Record) []event.Event {
+		k := apiKeyOf(next)
+		evs := []event.Event{keyEvent(ctx, event.KeyRevoked, c, &k, next.AccountID, next.RevokedAt)}
+		if leak != nil {
+			evs = append(evs, leakEvent(ctx, &k, next.AccountID, leak, next.RevokedAt))
+		}
+		return evs
 	})
 	if err != nil {
 		return nil, err
-	}
-	k := apiKeyOf(rec)
-	if revoked {
-		m.emit(ctx, keyEvent(event.KeyRevoked, rec.AccountID, c), &k)
 	}
 	return m.shown(ctx, rec)
 }
@@ -594,7 +621,7 @@ func (m *Manager) rollKey(ctx context.Context, c caller, id string, grace time.D
 
 func (m *Manager) roll(ctx context.Context, c caller, id string, grace time.Duration, seal sealer) (*APIKeyCreated, error) {
 	var created *APIKeyCreated
-	old, err := m.update(ctx, c, id, func(r *store.Record) (*store.Write, error) {
+	_, err := m.update(ctx, c, id, func(r *store.Record) (*store.Write, error) {
 		now := m.now()
 		switch {
 		case !r.RevokedAt.IsZero():
@@ -629,12 +656,13 @@ func (m *Manager) roll(ctx context.Context, c caller, id string, grace time.Dura
 		r.RevokedAt = storedTime(now.Add(grace))
 		created = k
 		return &store.Write{Insert: successor, Idempotency: entry}, nil
+	}, func(next *store.Record) []event.Event {
+		e := newEvent(ctx, event.KeyRolled, next.AccountID, c, m.now(), keyData{APIKey: created.APIKey, Replaces: next.ID})
+		e.KeyID, e.Replaces = created.ID, next.ID
+		return []event.Event{e}
 	})
 	if err != nil {
 		return nil, err
 	}
-	e := keyEvent(event.KeyRolled, old.AccountID, c)
-	e.Replaces = old.ID
-	m.emit(ctx, e, &created.APIKey)
 	return created, nil
 }

@@ -126,7 +126,10 @@ func TestMetadataInputEdge(t *testing.T) {
 // answer, metadata included, for 24 hours). docs/security.md computes an
 // account's bound from it: about 20,000 records (10,000 active and as
 // many revoked kept) and as many entries, so about 200 MB; the bound held
-// here is 11 KiB a key (measured: 9.9 KB, 1.3 KB without metadata).
+// here is 16 KiB a key (measured: 9.9 KB, 1.3 KB without metadata, before
+// the event log; 14.6 KB with the key.created event it keeps, which holds
+// the key as shown, metadata included: at most memstore.EventWindow of
+// them per account).
 func TestMemoryPerKeyIsBounded(t *testing.T) {
 	if buildtag.Race || buildtag.Mutation {
 		// The race detector changes what allocations weigh; under
@@ -156,7 +159,7 @@ func TestMemoryPerKeyIsBounded(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	per := int64(ms.HeapAlloc-before) / n
 	t.Logf("%d bytes a key, with 4 KiB of metadata and an idempotency entry", per)
-	if per > 11<<10 {
-		t.Fatalf("%d bytes a key: over the 11 KiB docs/security.md counts on", per)
+	if per > 16<<10 {
+		t.Fatalf("%d bytes a key: over the 16 KiB docs/security.md counts on", per)
 	}
 }

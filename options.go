@@ -16,6 +16,7 @@ import (
 	"github.com/txcloud/keys/limit"
 	"github.com/txcloud/keys/observe"
 	"github.com/txcloud/keys/reqlog"
+	"github.com/txcloud/keys/webhook"
 )
 
 // Every option of the package is in this file: Option configures a
@@ -48,6 +49,8 @@ type config struct {
 	prices           map[string]int64 // millionths of currency per successful request
 	costs            map[string]int64 // credits per request, by API
 	logs             reqlog.Config
+	events           event.Config
+	webhooks         webhook.Config
 }
 
 // WithForeignPrefixes names the prefixes of keys another system issued
@@ -282,6 +285,37 @@ func WithRequestLogs(cfg reqlog.Config) Option {
 			return errors.New("keys: WithRequestLogs: unknown IPMode")
 		}
 		c.logs = cfg
+		return nil
+	}
+}
+
+// WithEvents configures the event log (package event): how long events
+// are kept, and the credits.low threshold. On a store that keeps events
+// (store.EventStore) the log is on without this option.
+func WithEvents(cfg event.Config) Option {
+	return func(c *config) error {
+		switch {
+		case cfg.Retention != 0 && (cfg.Retention < time.Hour || cfg.Retention > 400*24*time.Hour):
+			return errors.New("keys: WithEvents: Retention is from one hour to 400 days")
+		case cfg.CreditsLow < 0:
+			return errors.New("keys: WithEvents: CreditsLow is not negative")
+		}
+		c.events = cfg
+		return nil
+	}
+}
+
+// WithWebhooks configures webhook delivery (package webhook): its retry
+// schedule, when a failing endpoint is disabled, timeouts, how many
+// endpoints an account may hold, and which addresses may be reached. On
+// a store that keeps events, webhooks are on with the defaults without
+// this option: https only, to public addresses only.
+func WithWebhooks(cfg webhook.Config) Option {
+	return func(c *config) error {
+		if _, err := cfg.WithDefaults(); err != nil {
+			return fmt.Errorf("keys: WithWebhooks: %w", err)
+		}
+		c.webhooks = cfg
 		return nil
 	}
 }

@@ -62,6 +62,7 @@ type Store struct {
 	credits credits
 	marks   marks.Set // store.Marker
 	logs    logBook   // store.LogStore
+	ev      eventLog  // store.EventStore, behind mu
 }
 
 // account is one account's records, sorted by (CreatedAt, ID) ascending:
@@ -265,7 +266,10 @@ func (s *Store) Write(_ context.Context, w store.Write) error {
 	if err := s.checkIdempotency(w.Idempotency); err != nil {
 		return err
 	}
-	if err := w.Check(); err != nil {
+	if err := w.CheckEvents(); err != nil {
+		return err
+	}
+	if err := s.checkEvents(&w); err != nil {
 		return err
 	}
 	var old *store.Record
@@ -296,6 +300,7 @@ func (s *Store) Write(_ context.Context, w store.Write) error {
 	if r := w.Insert; r != nil && w.KeepRevoked > 0 {
 		s.prune(a, w.KeepRevoked, r.CreatedAt)
 	}
+	s.applyEvents(&w)
 	return nil
 }
 

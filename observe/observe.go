@@ -81,4 +81,9 @@ const (
 	Import         Op = "import"
 	NotifyExpiring Op = "notify_expiring"
 	ReportLeak     Op = "report_leak"
+	// Events reads the event log; Webhooks manages webhook endpoints and
+	// their deliveries; Deliver is one delivery attempt.
+	Events   Op = "events"
+	Webhooks Op = "webhooks"
+	Deliver  Op = "deliver"
 )

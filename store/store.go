@@ -130,6 +130,9 @@ var (
 	// ErrKeyLimit: Write refused an Insert past Write.MaxActive.
 	// keys.ErrKeyLimit is the same value.
 	ErrKeyLimit = errors.New("keys: the account holds the maximum number of active keys")
+	// ErrEndpointLimit: Write refused an Endpoint insert past
+	// Write.MaxEndpoints.
+	ErrEndpointLimit = errors.New("keys: the account holds the maximum number of webhook endpoints")
 )
 
 // Record is what a Store keeps for one key: its metadata and the Digest of
@@ -230,11 +233,25 @@ type Write struct {
 	// Insert or Replace whose record names it. A store without the
 	// CreditStore capability refuses a Write that sets it.
 	Credits *CreditBudget
-	// Events are the change's events, to be appended to the store's
-	// event log in the same step. No store keeps an event log yet, and
-	// the Manager sets none: a store refuses a Write that carries any,
-	// storing nothing, rather than drop them.
+	// Events are the change's events, appended to the store's event log
+	// in the same step, each with its deliveries (EventStore). A store
+	// without that capability refuses a Write that carries any, storing
+	// nothing, rather than drop them. A Write may carry Events alone.
 	Events []event.Event
+	// Endpoint inserts a webhook endpoint (Version 1; an ID that exists:
+	// ErrDuplicate) or replaces the stored one, as Replace does a record
+	// (its Version-1 stored, or ErrStale; no such endpoint: ErrNotFound).
+	// A Replace keeps the stored FailingSince. DeleteEndpoint deletes the
+	// stored endpoint of its ID and Version (ErrStale, ErrNotFound
+	// otherwise) with its deliveries. Both need EventStore. Idempotency
+	// may be set beside an Endpoint insert (its KeyID is the endpoint's
+	// ID).
+	Endpoint       *Endpoint
+	DeleteEndpoint *Endpoint
+	// MaxEndpoints, if positive, caps an Endpoint insert's account: if it
+	// holds MaxEndpoints endpoints already, nothing is written and the
+	// error matches ErrEndpointLimit, in one atomic step with the insert.
+	MaxEndpoints int
 
 	// MaxActive, if positive, caps Insert's account: if the account
 	// already holds MaxActive records with a zero RevokedAt, nothing is
@@ -259,11 +276,25 @@ type Write struct {
 const MaxPrunedPerWrite = 100
 
 // Check refuses a Write that a store cannot apply whatever it holds: a
-// credit budget none of its records names, or one out of range, and any
-// Events. Every store calls it before it writes anything.
+// credit budget none of its records names, or one out of range, and
+// (since it is for stores without the EventStore capability) any Events
+// or endpoint. Every store calls it, or CheckEvents, before it writes
+// anything.
 func (w *Write) Check() error {
-	if len(w.Events) > 0 {
-		return errors.New("keys: a Write carries events, and this store keeps no event log")
+	if len(w.Events) > 0 || w.Endpoint != nil || w.DeleteEndpoint != nil {
+		return errors.New("keys: a Write carries events or a webhook endpoint, and this store keeps no event log")
+	}
+	return w.CheckEvents()
+}
+
+// CheckEvents is Check for a store with the EventStore capability: events
+// and endpoints are welcome; each event must have an ID, a type and an
+// account.
+func (w *Write) CheckEvents() error {
+	for i := range w.Events {
+		if e := &w.Events[i]; e.ID == "" || e.Type == "" || e.AccountID == "" {
+			return errors.New("keys: a Write carries an event without an ID, type or account")
+		}
 	}
 	b := w.Credits
 	if b == nil {

@@ -1,0 +1,310 @@
+package memstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/txcloud/keys/event"
+	"github.com/txcloud/keys/store"
+)
+
+var _ store.EventStore = (*Store)(nil)
+
+// EventWindow is how many events the store keeps per account: the newest,
+// up to the retention. An account whose events outrun it loses its own
+// oldest, never another's. An event holds the key as the API shows it,
+// up to about 5 KB with 4 KiB of metadata: 50 MB a full window.
+const EventWindow = 10_000
+
+// eventLog is the store's events, endpoints and deliveries, behind the
+// store's lock (Write changes them with the records they report).
+type eventLog struct {
+	events     map[string][]event.Event // by account, oldest first
+	endpoints  map[string]*store.Endpoint
+	byAccount  map[string][]string              // endpoint IDs, oldest first
+	deliveries map[string]*store.Delivery       // by ID
+	byEndpoint map[string][]*store.Delivery     // oldest first
+	pending    map[string]*store.Delivery       // the pending ones, by ID
+	byEvent    map[string][]string              // delivery IDs of an event
+}
+
+func (l *eventLog) init() {
+	if l.events == nil {
+		l.events = make(map[string][]event.Event)
+		l.endpoints = make(map[string]*store.Endpoint)
+		l.byAccount = make(map[string][]string)
+		l.deliveries = make(map[string]*store.Delivery)
+		l.byEndpoint = make(map[string][]*store.Delivery)
+		l.pending = make(map[string]*store.Delivery)
+		l.byEvent = make(map[string][]string)
+	}
+}
+
+// checkEvents checks w's endpoint changes against what is stored; the
+// caller holds s.mu.
+func (s *Store) checkEvents(w *store.Write) error {
+	l := &s.ev
+	l.init()
+	if e := w.Endpoint; e != nil {
+		old := l.endpoints[e.ID]
+		switch {
+		case e.Version == 1 && old != nil:
+			return fmt.Errorf("memstore: endpoint %s: %w", e.ID, store.ErrDuplicate)
+		case e.Version == 1 && w.MaxEndpoints > 0 && len(l.byAccount[e.AccountID]) >= w.MaxEndpoints:
+			return fmt.Errorf("memstore: %w", store.ErrEndpointLimit)
+		case e.Version != 1 && old == nil:
+			return store.ErrNotFound
+		case e.Version != 1 && old.Version != e.Version-1:
+			return fmt.Errorf("memstore: endpoint %s: %w", e.ID, store.ErrStale)
+		}
+	}
+	if e := w.DeleteEndpoint; e != nil {
+		old := l.endpoints[e.ID]
+		switch {
+		case old == nil:
+			return store.ErrNotFound
+		case old.Version != e.Version:
+			return fmt.Errorf("memstore: endpoint %s: %w", e.ID, store.ErrStale)
+		}
+	}
+	return nil
+}
+
+// applyEvents stores w's endpoint change and events, after checkEvents;
+// the caller holds s.mu.
+func (s *Store) applyEvents(w *store.Write) {
+	l := &s.ev
+	if e := w.Endpoint; e != nil {
+		e = e.Clone()
+		if old := l.endpoints[e.ID]; old != nil {
+			e.FailingSince = old.FailingSince
+		} else {
+			l.byAccount[e.AccountID] = append(l.byAccount[e.AccountID], e.ID)
+		}
+		l.endpoints[e.ID] = e
+	}
+	if e := w.DeleteEndpoint; e != nil {
+		old := l.endpoints[e.ID]
+		delete(l.endpoints, e.ID)
+		l.byAccount[old.AccountID] = slices.DeleteFunc(l.byAccount[old.AccountID], func(id string) bool { return id == e.ID })
+		if len(l.byAccount[old.AccountID]) == 0 {
+			delete(l.byAccount, old.AccountID)
+		}
+		for _, d := range l.byEndpoint[e.ID] {
+			delete(l.deliveries, d.ID)
+			delete(l.pending, d.ID)
+		}
+		delete(l.byEndpoint, e.ID)
+	}
+	for i := range w.Events {
+		e := w.Events[i]
+		e.Data = slices.Clone(e.Data)
+		es := l.events[e.AccountID]
+		at := len(es)
+		for at > 0 && earlier(&e, &es[at-1]) {
+			at--
+		}
+		es = slices.Insert(es, at, e)
+		if len(es) > EventWindow {
+			s.dropEvent(&es[0])
+			es = slices.Delete(es, 0, 1)
+		}
+		l.events[e.AccountID] = es
+		eps := make([]*store.Endpoint, 0, len(l.byAccount[e.AccountID]))
+		for _, id := range l.byAccount[e.AccountID] {
+			eps = append(eps, l.endpoints[id])
+		}
+		for _, d := range store.NewDeliveries(&e, eps) {
+			if l.deliveries[d.ID] != nil {
+				continue
+			}
+			l.deliveries[d.ID] = d
+			l.byEndpoint[d.EndpointID] = append(l.byEndpoint[d.EndpointID], d)
+			l.byEvent[e.ID] = append(l.byEvent[e.ID], d.ID)
+			if d.Status == store.DeliveryPending {
+				l.pending[d.ID] = d
+			}
+		}
+	}
+}
+
+// earlier reports whether a comes before b in time order (At, then ID).
+func earlier(a, b *event.Event) bool {
+	return a.At.Before(b.At) || a.At.Equal(b.At) && a.ID < b.ID
+}
+
+// dropEvent deletes an event's deliveries; the caller holds s.mu.
+func (s *Store) dropEvent(e *event.Event) {
+	l := &s.ev
+	for _, id := range l.byEvent[e.ID] {
+		if d := l.deliveries[id]; d != nil {
+			delete(l.deliveries, id)
+			delete(l.pending, id)
+			l.byEndpoint[d.EndpointID] = slices.DeleteFunc(l.byEndpoint[d.EndpointID], func(x *store.Delivery) bool { return x == d })
+		}
+	}
+	delete(l.byEvent, e.ID)
+}
+
+// Events implements store.EventStore.
+func (s *Store) Events(_ context.Context, q store.EventQuery) ([]event.Event, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	es := s.ev.events[q.AccountID]
+	out := []event.Event{}
+	for i := len(es) - 1; i >= 0 && len(out) < q.Limit; i-- {
+		if q.Matches(&es[i]) {
+			e := es[i]
+			e.Data = slices.Clone(e.Data)
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// PruneEvents implements store.EventStore.
+func (s *Store) PruneEvents(_ context.Context, before time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for acct, es := range s.ev.events {
+		n := 0
+		for n < len(es) && es[n].At.Before(before) {
+			s.dropEvent(&es[n])
+			n++
+		}
+		if n == len(es) {
+			delete(s.ev.events, acct)
+		} else if n > 0 {
+			s.ev.events[acct] = slices.Delete(es, 0, n)
+		}
+	}
+	return nil
+}
+
+// Endpoints implements store.EventStore.
+func (s *Store) Endpoints(_ context.Context, accountID string) ([]*store.Endpoint, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := []*store.Endpoint{}
+	for _, id := range s.ev.byAccount[accountID] {
+		out = append(out, s.ev.endpoints[id].Clone())
+	}
+	return out, nil
+}
+
+// Endpoint implements store.EventStore.
+func (s *Store) Endpoint(_ context.Context, id string) (*store.Endpoint, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e := s.ev.endpoints[id]
+	if e == nil {
+		return nil, store.ErrNotFound
+	}
+	return e.Clone(), nil
+}
+
+// ClaimDeliveries implements store.EventStore. It walks the pending
+// deliveries: a few hundred at most in any test or demo, which is what
+// memstore is for.
+func (s *Store) ClaimDeliveries(_ context.Context, c store.Claim) ([]*store.Delivery, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var due []*store.Delivery
+	for _, d := range s.ev.pending {
+		if !d.NextAt.After(c.Now) && !d.LeaseUntil.After(c.Now) && !slices.Contains(c.Skip, d.EndpointID) {
+			due = append(due, d)
+		}
+	}
+	slices.SortFunc(due, func(a, b *store.Delivery) int {
+		if n := a.NextAt.Compare(b.NextAt); n != 0 {
+			return n
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	per := map[string]int{}
+	var out []*store.Delivery
+	for _, d := range due {
+		if len(out) == c.Limit {
+			break
+		}
+		if c.PerEndpoint > 0 && per[d.EndpointID] >= c.PerEndpoint {
+			continue
+		}
+		per[d.EndpointID]++
+		d.Lease, d.LeaseUntil = c.Lease, c.Until
+		out = append(out, d.Clone())
+	}
+	return out, nil
+}
+
+// FinishDelivery implements store.EventStore.
+func (s *Store) FinishDelivery(_ context.Context, d *store.Delivery) (time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.ev.deliveries[d.ID]
+	switch {
+	case cur == nil:
+		return time.Time{}, store.ErrNotFound
+	case cur.Lease != d.Lease || d.Lease == "":
+		return time.Time{}, fmt.Errorf("memstore: delivery %s: %w", d.ID, store.ErrStale)
+	}
+	n := d.Clone()
+	if len(n.Attempts) > store.MaxAttemptsKept {
+		n.Attempts = n.Attempts[len(n.Attempts)-store.MaxAttemptsKept:]
+	}
+	n.Lease, n.LeaseUntil = "", time.Time{}
+	*cur = *n
+	if cur.Status == store.DeliveryPending {
+		s.ev.pending[cur.ID] = cur
+	} else {
+		delete(s.ev.pending, cur.ID)
+	}
+	ep := s.ev.endpoints[cur.EndpointID]
+	if ep == nil || len(n.Attempts) == 0 {
+		return time.Time{}, nil
+	}
+	last := n.Attempts[len(n.Attempts)-1]
+	if e := ep.Clone(); last.Code >= 200 && last.Code < 300 {
+		e.FailingSince = time.Time{}
+		s.ev.endpoints[e.ID] = e
+	} else if ep.FailingSince.IsZero() {
+		e.FailingSince = last.At
+		s.ev.endpoints[e.ID] = e
+	}
+	return s.ev.endpoints[cur.EndpointID].FailingSince, nil
+}
+
+// Deliveries implements store.EventStore.
+func (s *Store) Deliveries(_ context.Context, q store.DeliveryQuery) ([]*store.Delivery, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ds := s.ev.byEndpoint[q.EndpointID]
+	out := []*store.Delivery{}
+	for i := len(ds) - 1; i >= 0 && len(out) < q.Limit; i-- {
+		d := ds[i]
+		if (q.ID == "" || d.ID == q.ID) && (q.EventID == "" || d.EventID == q.EventID) &&
+			(q.After == nil || d.CreatedAt.Before(q.After.Timestamp) || d.CreatedAt.Equal(q.After.Timestamp) && d.ID < q.After.RequestID) {
+			out = append(out, d.Clone())
+		}
+	}
+	return out, nil
+}
+
+// RetryDelivery implements store.EventStore.
+func (s *Store) RetryDelivery(_ context.Context, id string, at time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.ev.deliveries[id]
+	switch {
+	case d == nil:
+		return store.ErrNotFound
+	case d.LeaseUntil.After(at):
+		return fmt.Errorf("memstore: delivery %s is being attempted: %w", id, store.ErrStale)
+	}
+	d.Status, d.NextAt, d.Lease, d.LeaseUntil = store.DeliveryPending, at, "", time.Time{}
+	s.ev.pending[id] = d
+	return nil
+}
