@@ -24,11 +24,11 @@ const EventWindow = 10_000
 type eventLog struct {
 	events     map[string][]event.Event // by account, oldest first
 	endpoints  map[string]*store.Endpoint
-	byAccount  map[string][]string              // endpoint IDs, oldest first
-	deliveries map[string]*store.Delivery       // by ID
-	byEndpoint map[string][]*store.Delivery     // oldest first
-	pending    map[string]*store.Delivery       // the pending ones, by ID
-	byEvent    map[string][]string              // delivery IDs of an event
+	byAccount  map[string][]string          // endpoint IDs, oldest first
+	deliveries map[string]*store.Delivery   // by ID
+	byEndpoint map[string][]*store.Delivery // oldest first
+	pending    map[string]*store.Delivery   // the pending ones, by ID
+	byEvent    map[string][]string          // delivery IDs of an event
 }
 
 func (l *eventLog) init() {
