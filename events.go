@@ -3,11 +3,11 @@ package keys
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/txcloud/keys/event"
+	"github.com/txcloud/keys/internal/sentinel"
 	"github.com/txcloud/keys/observe"
 	"github.com/txcloud/keys/store"
 )
@@ -95,10 +95,6 @@ type EventList struct {
 	NextCursor string        `json:"next_cursor,omitempty"`
 }
 
-// ErrNoEventLog: the store keeps no event log (store.EventStore), so there
-// are no events to read and no webhooks; the HTTP adapter answers 404.
-var ErrNoEventLog = errors.New("keys: the store keeps no event log")
-
 // Events pages through the principal's account's events, newest first:
 // its audit trail. A test principal sees the events of test keys and of
 // its account's webhooks only.
@@ -180,7 +176,9 @@ func (m *Manager) readsEvents(c caller) error {
 	case m.closed.Load():
 		return ErrClosed
 	case m.events == nil:
-		return ErrNoEventLog
+		// No event log (store.EventStore): no events to read and no
+		// webhooks; the HTTP adapter answers 404.
+		return fmt.Errorf("%w: %w", ErrNotFound, sentinel.ErrEventsNotKept)
 	}
 	return c.valid()
 }

@@ -382,19 +382,22 @@ func (m *Manager) updateKeyLeaked(ctx context.Context, c caller, id string, u AP
 		return apply(r)
 	}, func(next *store.Record) []event.Event {
 		k := apiKeyOf(next)
-		now := m.now()
+		// One change's events are a microsecond apart, in the order
+		// they are listed here: the log's order is theirs.
+		now := storedTime(m.now())
 		var evs []event.Event
+		at := func() time.Time { return now.Add(time.Duration(len(evs)) * time.Microsecond) }
 		if u.fields() {
-			evs = append(evs, keyEvent(ctx, event.KeyUpdated, c, &k, next.AccountID, now))
+			evs = append(evs, keyEvent(ctx, event.KeyUpdated, c, &k, next.AccountID, at()))
 		}
 		switch {
 		case flipped && next.Disabled != store.NotDisabled:
-			evs = append(evs, keyEvent(ctx, event.KeyDisabled, c, &k, next.AccountID, now))
+			evs = append(evs, keyEvent(ctx, event.KeyDisabled, c, &k, next.AccountID, at()))
 		case flipped:
-			evs = append(evs, keyEvent(ctx, event.KeyEnabled, c, &k, next.AccountID, now))
+			evs = append(evs, keyEvent(ctx, event.KeyEnabled, c, &k, next.AccountID, at()))
 		}
 		if leak != nil {
-			evs = append(evs, leakEvent(ctx, &k, next.AccountID, leak, now))
+			evs = append(evs, leakEvent(ctx, &k, next.AccountID, leak, at()))
 		}
 		return evs
 	})
@@ -563,7 +566,7 @@ func (m *Manager) revokeLeaked(ctx context.Context, c caller, id string, leak *e
 		k := apiKeyOf(next)
 		evs := []event.Event{keyEvent(ctx, event.KeyRevoked, c, &k, next.AccountID, next.RevokedAt)}
 		if leak != nil {
-			evs = append(evs, leakEvent(ctx, &k, next.AccountID, leak, next.RevokedAt))
+			evs = append(evs, leakEvent(ctx, &k, next.AccountID, leak, next.RevokedAt.Add(time.Microsecond)))
 		}
 		return evs
 	})

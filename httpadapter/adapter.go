@@ -47,6 +47,15 @@ const (
 //	GET    /developers/account         the account: its plan and credits (developers:read)
 //	GET    /developers/logs            the account's request log, newest first (developers:read)
 //	GET    /developers/logs/{request_id} one request's entry (developers:read)
+//	GET    /developers/events          the account's event log, newest first (developers:read)
+//	GET    /developers/events/{id}     one event (developers:read)
+//	POST   /developers/webhooks        register an endpoint (developers:write; 201, secret shown once)
+//	GET    /developers/webhooks        the account's endpoints (developers:read)
+//	GET, PATCH, DELETE /developers/webhooks/{id}   one endpoint (read; write; write)
+//	POST   /developers/webhooks/{id}/roll-secret   a new signing secret (developers:write)
+//	POST   /developers/webhooks/{id}/test          send a webhook.test event (developers:write; 202)
+//	GET    /developers/webhooks/{id}/deliveries    its deliveries, newest first (developers:read)
+//	POST   /developers/webhooks/{id}/deliveries/{delivery_id}/retry  retry one now (developers:write; 202)
 //
 // The caller authenticates with a key (or through WithAuthenticator) and
 // sees and changes only its own account's keys: another account's key ID is
@@ -77,17 +86,36 @@ func New(m *keys.Manager, opts ...Option) *Adapter {
 	a.mux.Handle("GET /developers/account", a.endpoint(PermissionReadKeys, "", a.account))
 	a.mux.Handle("GET /developers/logs", a.endpoint(PermissionReadKeys, logReads, a.logs))
 	a.mux.Handle("GET /developers/logs/{request_id}", a.endpoint(PermissionReadKeys, logReads, a.logEntry))
+	a.mux.Handle("GET /developers/events", a.endpoint(PermissionReadKeys, "", a.events))
+	a.mux.Handle("GET /developers/events/{id}", a.endpoint(PermissionReadKeys, "", a.event))
+	a.mux.Handle("POST /developers/webhooks", a.endpoint(PermissionManageKeys, "", a.createWebhook))
+	a.mux.Handle("GET /developers/webhooks", a.endpoint(PermissionReadKeys, "", a.listWebhooks))
+	a.mux.Handle("GET /developers/webhooks/{id}", a.endpoint(PermissionReadKeys, "", a.getWebhook))
+	a.mux.Handle("PATCH /developers/webhooks/{id}", a.endpoint(PermissionManageKeys, "", a.updateWebhook))
+	a.mux.Handle("DELETE /developers/webhooks/{id}", a.endpoint(PermissionManageKeys, "", a.deleteWebhook))
+	a.mux.Handle("POST /developers/webhooks/{id}/roll-secret", a.endpoint(PermissionManageKeys, "", a.rollWebhookSecret))
+	a.mux.Handle("POST /developers/webhooks/{id}/test", a.endpoint(PermissionManageKeys, "", a.testWebhook))
+	a.mux.Handle("GET /developers/webhooks/{id}/deliveries", a.endpoint(PermissionReadKeys, "", a.deliveries))
+	a.mux.Handle("POST /developers/webhooks/{id}/deliveries/{delivery_id}/retry", a.endpoint(PermissionManageKeys, "", a.retryDelivery))
 	// Known paths, other methods: 405 in the envelope (ServeMux's own 405
 	// is plain text).
 	for path, allow := range map[string]string{
-		"/developers/keys":              "GET, POST",
-		"/developers/keys/{id}":         "GET, PATCH, DELETE",
-		"/developers/keys/{id}/roll":    "POST",
-		"/developers/usage":             "GET",
-		"/developers/keys/{id}/usage":   "GET",
-		"/developers/account":           "GET",
-		"/developers/logs":              "GET",
-		"/developers/logs/{request_id}": "GET",
+		"/developers/keys":                                         "GET, POST",
+		"/developers/keys/{id}":                                    "GET, PATCH, DELETE",
+		"/developers/keys/{id}/roll":                               "POST",
+		"/developers/usage":                                        "GET",
+		"/developers/keys/{id}/usage":                              "GET",
+		"/developers/account":                                      "GET",
+		"/developers/logs":                                         "GET",
+		"/developers/logs/{request_id}":                            "GET",
+		"/developers/events":                                       "GET",
+		"/developers/events/{id}":                                  "GET",
+		"/developers/webhooks":                                     "GET, POST",
+		"/developers/webhooks/{id}":                                "GET, PATCH, DELETE",
+		"/developers/webhooks/{id}/roll-secret":                    "POST",
+		"/developers/webhooks/{id}/test":                           "POST",
+		"/developers/webhooks/{id}/deliveries":                     "GET",
+		"/developers/webhooks/{id}/deliveries/{delivery_id}/retry": "POST",
 	} {
 		a.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)

@@ -283,11 +283,15 @@ func patch[T any](raw json.RawMessage, decode func(json.RawMessage) (T, error)) 
 
 // decodeRoll parses the optional roll body {"grace_period_seconds": n}.
 // An empty body, or one without the field, means a grace period of 0.
-func decodeRoll(body []byte) (time.Duration, error) {
+func decodeRoll(body []byte) (time.Duration, error) { return decodeGrace(body, 0) }
+
+// decodeGrace parses {"grace_period_seconds": n}; an empty body, or one
+// without the field, is def.
+func decodeGrace(body []byte, def time.Duration) (time.Duration, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
-		return 0, nil
+		return def, nil
 	}
-	var secs int
+	secs := int(def / time.Second)
 	err := decodeObject(body, func(name string, raw json.RawMessage) error {
 		if name != "grace_period_seconds" {
 			return unknownField(name)

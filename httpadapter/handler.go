@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/internal/httpjson"
 	"github.com/txcloud/keys/limit"
 )
@@ -30,7 +31,12 @@ func (a *Adapter) endpoint(perm, group string, fn func(http.ResponseWriter, *htt
 			err = a.allowManagement(r, v.AccountID, group)
 		}
 		if err == nil {
-			err = fn(sw, r, a.m.As(v.Principal()))
+			// The events of a change name the request that made it.
+			o := event.Origin{RequestID: s.id}
+			if s.ip.IsValid() {
+				o.ClientIP = s.ip.String()
+			}
+			err = fn(sw, r.WithContext(event.NewContext(r.Context(), o)), a.m.As(v.Principal()))
 		}
 		if err != nil {
 			a.WriteError(sw, r, err)

@@ -78,6 +78,8 @@ func Of(err error) Refusal {
 		return Refusal{Kind: Forbidden, Code: "forbidden", Message: pe.Message, Param: pe.Param}
 	case errors.Is(err, keys.ErrKeyLimit):
 		return Refusal{Kind: KeyLimit, Code: "key_limit_reached", Message: "the account holds the maximum number of active keys; revoke one, or roll a key instead"}
+	case errors.Is(err, keys.ErrWebhookLimit):
+		return Refusal{Kind: KeyLimit, Code: "webhook_limit_reached", Message: "the account holds the maximum number of webhook endpoints; delete one first"}
 	case errors.Is(err, keys.ErrPermissionDenied):
 		return Refusal{Kind: Forbidden, Code: "forbidden", Message: "permission denied"}
 	case errors.As(err, &rle):
@@ -102,6 +104,8 @@ func Of(err error) Refusal {
 		return Refusal{Kind: NotFound, Code: "not_found", Message: sentinel.ErrUsageNotKept.Error()}
 	case errors.Is(err, sentinel.ErrLogsNotKept):
 		return Refusal{Kind: NotFound, Code: "not_found", Message: sentinel.ErrLogsNotKept.Error()}
+	case errors.Is(err, sentinel.ErrEventsNotKept):
+		return Refusal{Kind: NotFound, Code: "not_found", Message: sentinel.ErrEventsNotKept.Error()}
 	case errors.Is(err, keys.ErrNotFound):
 		return Refusal{Kind: NotFound, Code: "not_found", Message: "not found"}
 	case errors.Is(err, context.Canceled):

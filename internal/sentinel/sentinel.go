@@ -13,3 +13,7 @@ var ErrUsageNotKept = errors.New("this server keeps no usage")
 // ErrLogsNotKept is wrapped (with keys.ErrNotFound) by the request-log
 // reads on a store that keeps no log.
 var ErrLogsNotKept = errors.New("this server keeps no request log")
+
+// ErrEventsNotKept is wrapped (with keys.ErrNotFound) by the event-log
+// and webhook calls on a store that keeps no event log.
+var ErrEventsNotKept = errors.New("this server keeps no event log and sends no webhooks")
