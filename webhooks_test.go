@@ -281,8 +281,6 @@ func TestFailingEndpointIsDisabledAndAttemptsAreBounded(t *testing.T) {
 	}
 }
 
-
-
 // mapResolver resolves names from a map: a test's DNS.
 type mapResolver struct {
 	mu    sync.Mutex
