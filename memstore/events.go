@@ -80,7 +80,11 @@ func (s *Store) applyEvents(w *store.Write) {
 	if e := w.Endpoint; e != nil {
 		e = e.Clone()
 		if old := l.endpoints[e.ID]; old != nil {
-			e.FailingSince = old.FailingSince
+			if old.Enabled || !e.Enabled {
+				e.FailingSince = old.FailingSince
+			} else {
+				e.FailingSince = time.Time{} // enabled again: its failures count afresh
+			}
 		} else {
 			l.byAccount[e.AccountID] = append(l.byAccount[e.AccountID], e.ID)
 		}

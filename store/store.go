@@ -241,7 +241,8 @@ type Write struct {
 	// Endpoint inserts a webhook endpoint (Version 1; an ID that exists:
 	// ErrDuplicate) or replaces the stored one, as Replace does a record
 	// (its Version-1 stored, or ErrStale; no such endpoint: ErrNotFound).
-	// A Replace keeps the stored FailingSince. DeleteEndpoint deletes the
+	// A Replace keeps the stored FailingSince, except that one enabling a
+	// disabled endpoint clears it. DeleteEndpoint deletes the
 	// stored endpoint of its ID and Version (ErrStale, ErrNotFound
 	// otherwise) with its deliveries. Both need EventStore. Idempotency
 	// may be set beside an Endpoint insert (its KeyID is the endpoint's

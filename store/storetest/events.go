@@ -1,0 +1,419 @@
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/txcloud/keys/event"
+	"github.com/txcloud/keys/store"
+)
+
+// The event log's and webhook deliveries' rules (store.EventStore).
+
+func eventStore(t *testing.T, s store.Store) store.EventStore {
+	es, ok := s.(store.EventStore)
+	if !ok {
+		t.Skip("not a store.EventStore: no event log is kept")
+	}
+	return es
+}
+
+var evSeq int
+
+// newTestEvent is an event of acct at base+at.
+func newTestEvent(acct string, typ event.Type, at time.Duration, key string) event.Event {
+	evSeq++
+	return event.Event{ID: fmt.Sprintf("evt_%s_%06d", rand.Text()[:6], evSeq), Type: typ, At: base.Add(at).UTC(), AccountID: acct, KeyID: key,
+		Actor: "key_actor", RequestID: "req_1", ClientIP: "192.0.2.7", Data: json.RawMessage(`{"id":"` + key + `","name":"n"}`)}
+}
+
+func newEndpoint(acct string, events ...string) *store.Endpoint {
+	return &store.Endpoint{ID: "we_" + rand.Text()[:12], AccountID: acct, URL: "https://example.com/hook", Events: events,
+		Description: "d", Enabled: true, Secret: []byte("sealed-secret"), CreatedAt: base, UpdatedAt: base, Version: 1}
+}
+
+func readEvents(t *testing.T, es store.EventStore, q store.EventQuery) []event.Event {
+	t.Helper()
+	if q.Limit == 0 {
+		q.Limit = 100
+	}
+	got, err := es.Events(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func ids(evs []event.Event) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = e.ID
+	}
+	return out
+}
+
+func sameIDs(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Events are stored with their change, all or nothing, and read back as
+// written, newest first, filtered and paged.
+func testEvents(t *testing.T, s store.Store) {
+	es := eventStore(t, s)
+	ctx := context.Background()
+	a, b := "acct_"+rand.Text()[:8], "acct_"+rand.Text()[:8]
+	rec := NewRecord(t)
+	rec.AccountID = a
+	e1 := newTestEvent(a, event.KeyCreated, 0, rec.ID)
+	if err := s.Write(ctx, store.Write{Insert: rec, Events: []event.Event{e1}}); err != nil {
+		t.Fatal(err)
+	}
+	got := readEvents(t, es, store.EventQuery{AccountID: a})
+	if len(got) != 1 {
+		t.Fatalf("%d events", len(got))
+	}
+	g := got[0]
+	if g.ID != e1.ID || g.Type != e1.Type || !g.At.Equal(e1.At) || g.AccountID != a || g.KeyID != rec.ID || g.Actor != e1.Actor ||
+		g.RequestID != e1.RequestID || g.ClientIP != e1.ClientIP || string(g.Data) != string(e1.Data) || g.To != "" {
+		t.Fatalf("read back %+v, want %+v", g, e1)
+	}
+	// A Write refused stores none of its events.
+	dup := NewRecord(t)
+	dup.ID, dup.AccountID = rec.ID, a
+	refused := []store.Write{
+		{Insert: dup, Events: []event.Event{newTestEvent(a, event.KeyCreated, time.Second, rec.ID)}},
+		{Insert: func() *store.Record { r := NewRecord(t); r.AccountID = a; return r }(), MaxActive: 1, Events: []event.Event{newTestEvent(a, event.KeyCreated, time.Second, "k")}},
+		{Replace: func() *store.Record { r := rec.Clone(); r.Version = 5; return r }(), Events: []event.Event{newTestEvent(a, event.KeyUpdated, time.Second, rec.ID)}},
+		{Endpoint: func() *store.Endpoint { e := newEndpoint(a, "*"); e.Version = 3; return e }(), Events: []event.Event{newTestEvent(a, event.EndpointUpdated, time.Second, "")}},
+	}
+	for i, w := range refused {
+		if err := s.Write(ctx, w); err == nil {
+			t.Fatalf("refused write %d was applied", i)
+		}
+	}
+	if got := readEvents(t, es, store.EventQuery{AccountID: a}); len(got) != 1 {
+		t.Fatalf("%d events after refused writes, want 1", len(got))
+	}
+	// A Write of events alone; equal times sort by ID.
+	e2 := newTestEvent(a, event.KeyExpiring, 2*time.Second, rec.ID)
+	e3 := newTestEvent(a, event.KeyRevoked, 2*time.Second, rec.ID)
+	e4 := newTestEvent(a, event.CreditsLow, 3*time.Second, "")
+	eb := newTestEvent(b, event.KeyCreated, 2*time.Second, "key_b")
+	if err := s.Write(ctx, store.Write{Events: []event.Event{e4, e2, eb, e3}}); err != nil {
+		t.Fatal(err)
+	}
+	all := ids(readEvents(t, es, store.EventQuery{AccountID: a}))
+	if want := []string{e4.ID, e3.ID, e2.ID, e1.ID}; !sameIDs(all, want) {
+		t.Fatalf("order %v, want %v", all, want)
+	}
+	for name, c := range map[string]struct {
+		q    store.EventQuery
+		want []string
+	}{
+		"type":   {store.EventQuery{AccountID: a, Type: event.KeyRevoked}, []string{e3.ID}},
+		"key":    {store.EventQuery{AccountID: a, KeyID: rec.ID}, []string{e3.ID, e2.ID, e1.ID}},
+		"window": {store.EventQuery{AccountID: a, Start: base.Add(time.Second), End: base.Add(3 * time.Second)}, []string{e3.ID, e2.ID}},
+		"id":     {store.EventQuery{AccountID: a, ID: e2.ID}, []string{e2.ID}},
+		"other":  {store.EventQuery{AccountID: b, ID: e2.ID}, []string{}},
+		"after":  {store.EventQuery{AccountID: a, After: &store.LogCursor{Timestamp: e3.At, RequestID: e3.ID}}, []string{e2.ID, e1.ID}},
+		"limit":  {store.EventQuery{AccountID: a, Limit: 2}, []string{e4.ID, e3.ID}},
+		"b":      {store.EventQuery{AccountID: b}, []string{eb.ID}},
+	} {
+		if got := ids(readEvents(t, es, c.q)); !sameIDs(got, c.want) {
+			t.Errorf("%s: %v, want %v", name, got, c.want)
+		}
+	}
+	// Pruning deletes the older events, not the newer.
+	if err := es.PruneEvents(ctx, base.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(readEvents(t, es, store.EventQuery{AccountID: a})); !sameIDs(got, []string{e4.ID, e3.ID, e2.ID}) {
+		t.Fatalf("after pruning: %v", got)
+	}
+}
+
+// Endpoints: inserted, replaced by version, capped per account, deleted
+// with their deliveries.
+func testEndpoints(t *testing.T, s store.Store) {
+	es := eventStore(t, s)
+	ctx := context.Background()
+	a := "acct_" + rand.Text()[:8]
+	e1, e2 := newEndpoint(a, "*"), newEndpoint(a, "key.created", "key.revoked")
+	for _, e := range []*store.Endpoint{e1, e2} {
+		if err := s.Write(ctx, store.Write{Endpoint: e.Clone(), MaxEndpoints: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	third := newEndpoint(a, "*")
+	if err := s.Write(ctx, store.Write{Endpoint: third, MaxEndpoints: 2, Events: []event.Event{newTestEvent(a, event.EndpointCreated, 0, "")}}); !errors.Is(err, store.ErrEndpointLimit) {
+		t.Fatalf("a third endpoint past 2: %v", err)
+	}
+	if got := readEvents(t, es, store.EventQuery{AccountID: a}); len(got) != 0 {
+		t.Fatalf("the refused endpoint's event was stored")
+	}
+	if err := s.Write(ctx, store.Write{Endpoint: e1.Clone()}); !errors.Is(err, store.ErrDuplicate) {
+		t.Fatalf("inserting an endpoint twice: %v", err)
+	}
+	list, err := es.Endpoints(ctx, a)
+	if err != nil || len(list) != 2 || list[0].ID != e1.ID || list[1].ID != e2.ID {
+		t.Fatalf("Endpoints: %v, %v", list, err)
+	}
+	g := list[1]
+	if g.URL != e2.URL || len(g.Events) != 2 || g.Events[1] != "key.revoked" || g.Description != "d" || !g.Enabled ||
+		string(g.Secret) != "sealed-secret" || len(g.PreviousSecret) != 0 || !g.CreatedAt.Equal(base) || g.Version != 1 {
+		t.Fatalf("read back %+v", g)
+	}
+	next := e2.Clone()
+	next.Version, next.URL, next.PreviousSecret, next.PreviousUntil = 2, "https://example.org/2", []byte("old"), base.Add(time.Hour)
+	if err := s.Write(ctx, store.Write{Endpoint: next}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, store.Write{Endpoint: next.Clone()}); !errors.Is(err, store.ErrStale) {
+		t.Fatalf("a stale replace: %v", err)
+	}
+	g, err = es.Endpoint(ctx, e2.ID)
+	if err != nil || g.URL != "https://example.org/2" || string(g.PreviousSecret) != "old" || !g.PreviousUntil.Equal(base.Add(time.Hour)) || g.Version != 2 {
+		t.Fatalf("after replace: %+v, %v", g, err)
+	}
+	if _, err := es.Endpoint(ctx, "we_nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown endpoint: %v", err)
+	}
+	missing := newEndpoint(a, "*")
+	missing.Version = 2
+	if err := s.Write(ctx, store.Write{Endpoint: missing}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("replacing a missing endpoint: %v", err)
+	}
+	// Delete: by version, with its deliveries.
+	if err := s.Write(ctx, store.Write{Events: []event.Event{newTestEvent(a, event.KeyCreated, 0, "k")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, store.Write{DeleteEndpoint: e1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := es.Endpoint(ctx, e1.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted endpoint: %v", err)
+	}
+	if ds, err := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: e1.ID, Limit: 10}); err != nil || len(ds) != 0 {
+		t.Fatalf("deliveries of a deleted endpoint: %v, %v", ds, err)
+	}
+	if err := s.Write(ctx, store.Write{DeleteEndpoint: e1}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleting twice: %v", err)
+	}
+	if err := s.Write(ctx, store.Write{DeleteEndpoint: e2}); !errors.Is(err, store.ErrStale) {
+		t.Fatalf("deleting an old version: %v", err)
+	}
+	if list, _ := es.Endpoints(ctx, a); len(list) != 1 {
+		t.Fatalf("%d endpoints left", len(list))
+	}
+}
+
+// Each event gets a delivery to each endpoint of its account that
+// subscribes to its type (or to the one it is addressed to), pending if
+// the endpoint is enabled, skipped otherwise.
+func testDeliveryFanOut(t *testing.T, s store.Store) {
+	es := eventStore(t, s)
+	ctx := context.Background()
+	a, b := "acct_"+rand.Text()[:8], "acct_"+rand.Text()[:8]
+	created, all, revoked, off, other := newEndpoint(a, "key.created"), newEndpoint(a, "*"), newEndpoint(a, "key.revoked"), newEndpoint(a, "*"), newEndpoint(b, "*")
+	off.Enabled = false
+	for _, e := range []*store.Endpoint{created, all, revoked, off, other} {
+		if err := s.Write(ctx, store.Write{Endpoint: e.Clone()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := newTestEvent(a, event.KeyCreated, time.Second, "k")
+	test := newTestEvent(a, event.WebhookTest, 2*time.Second, "")
+	test.To = revoked.ID
+	if err := s.Write(ctx, store.Write{Events: []event.Event{ev, test}}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]store.DeliveryStatus{created.ID: store.DeliveryPending, all.ID: store.DeliveryPending, off.ID: store.DeliverySkipped}
+	for _, e := range []*store.Endpoint{created, all, revoked, off, other} {
+		ds, err := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: e.ID, EventID: ev.ID, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, ok := want[e.ID]
+		switch {
+		case !ok && len(ds) != 0:
+			t.Errorf("endpoint %s (%v) got a delivery of %s", e.ID, e.Events, ev.Type)
+		case ok && len(ds) != 1:
+			t.Errorf("endpoint %s (%v): %d deliveries", e.ID, e.Events, len(ds))
+		case ok:
+			d := ds[0]
+			if d.ID != store.DeliveryID(ev.ID, e.ID) || d.Status != st || d.EventID != ev.ID || d.AccountID != a || d.EndpointID != e.ID ||
+				!d.CreatedAt.Equal(ev.At) || (st == store.DeliveryPending) != d.NextAt.Equal(ev.At) || d.Tries != 0 || len(d.Attempts) != 0 {
+				t.Errorf("endpoint %s: %+v", e.ID, d)
+			}
+		}
+	}
+	ds, err := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: revoked.ID, Limit: 10})
+	if err != nil || len(ds) != 1 || ds[0].EventID != test.ID {
+		t.Fatalf("the event addressed to one endpoint: %+v, %v", ds, err)
+	}
+	if ds, _ := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: all.ID, Limit: 10}); len(ds) != 1 {
+		t.Fatalf("the addressed event reached another endpoint: %d", len(ds))
+	}
+}
+
+// Claims lease each due delivery to one claim; an attempt is recorded
+// only under its claim; a retry by hand makes a delivery due again.
+func testDeliveryClaims(t *testing.T, s store.Store) {
+	es := eventStore(t, s)
+	ctx := context.Background()
+	a := "acct_" + rand.Text()[:8]
+	e1, e2 := newEndpoint(a, "*"), newEndpoint(a, "*")
+	for _, e := range []*store.Endpoint{e1, e2} {
+		if err := s.Write(ctx, store.Write{Endpoint: e.Clone()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var evs []event.Event
+	for i := range 5 {
+		evs = append(evs, newTestEvent(a, event.KeyCreated, time.Duration(i)*time.Second, "k"))
+	}
+	if err := s.Write(ctx, store.Write{Events: evs}); err != nil {
+		t.Fatal(err)
+	}
+	now := base.Add(time.Hour)
+	claim := func(lease string, limit, per int, skip ...string) []*store.Delivery {
+		t.Helper()
+		ds, err := es.ClaimDeliveries(ctx, store.Claim{Now: now, Until: now.Add(time.Minute), Lease: lease, Limit: limit, PerEndpoint: per, Skip: skip})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ds
+	}
+	// Not yet due: nothing.
+	if ds, _ := es.ClaimDeliveries(ctx, store.Claim{Now: base.Add(-time.Second), Until: now, Lease: "x", Limit: 10, PerEndpoint: 10}); len(ds) != 0 {
+		t.Fatalf("claimed %d deliveries not due", len(ds))
+	}
+	first := claim("c1", 10, 2, e2.ID)
+	if len(first) != 2 || first[0].EndpointID != e1.ID || first[1].EndpointID != e1.ID || first[0].EventID != evs[0].ID || first[1].EventID != evs[1].ID ||
+		first[0].Lease != "c1" || !first[0].LeaseUntil.Equal(now.Add(time.Minute)) {
+		t.Fatalf("per endpoint 2, skipping e2, oldest first: %+v", first)
+	}
+	// Concurrent claims share the rest: each delivery once.
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ds, err := es.ClaimDeliveries(ctx, store.Claim{Now: now, Until: now.Add(time.Minute), Lease: fmt.Sprint("c", i+2), Limit: 10, PerEndpoint: 10})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			for _, d := range ds {
+				seen[d.ID]++
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 8 {
+		t.Fatalf("concurrent claims got %d deliveries, want the other 8", len(seen))
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s claimed %d times", id, n)
+		}
+	}
+	// An attempt under another claim's name is refused; under its own,
+	// recorded, and the endpoint's health follows.
+	d := first[0].Clone()
+	d.Lease = "someone else"
+	if _, err := es.FinishDelivery(ctx, d); !errors.Is(err, store.ErrStale) {
+		t.Fatalf("finishing another claim's delivery: %v", err)
+	}
+	d = first[0].Clone()
+	d.Tries, d.Status, d.NextAt = 1, store.DeliveryPending, now.Add(time.Minute)
+	d.Attempts = []store.Attempt{{At: now, Code: 500, Latency: 12 * time.Millisecond}}
+	failing, err := es.FinishDelivery(ctx, d)
+	if err != nil || !failing.Equal(now) {
+		t.Fatalf("after a failure: failing since %v, %v", failing, err)
+	}
+	d2 := first[1].Clone()
+	d2.Tries, d2.Status = 1, store.DeliveryFailed
+	d2.Attempts = []store.Attempt{{At: now.Add(time.Second), Error: "timeout", Latency: time.Second}}
+	if failing, err := es.FinishDelivery(ctx, d2); err != nil || !failing.Equal(now) {
+		t.Fatalf("a second failure moved FailingSince to %v, %v", failing, err)
+	}
+	// A replace keeps the endpoint's health; enabling it again clears it.
+	ep, err := es.Endpoint(ctx, e1.ID)
+	if err != nil || !ep.FailingSince.Equal(now) {
+		t.Fatalf("FailingSince %v, %v", ep.FailingSince, err)
+	}
+	ep.Version, ep.Enabled = ep.Version+1, false
+	if err := s.Write(ctx, store.Write{Endpoint: ep.Clone()}); err != nil {
+		t.Fatal(err)
+	}
+	if ep, _ = es.Endpoint(ctx, e1.ID); !ep.FailingSince.Equal(now) {
+		t.Fatalf("a replace cleared FailingSince")
+	}
+	ep.Version, ep.Enabled = ep.Version+1, true
+	if err := s.Write(ctx, store.Write{Endpoint: ep.Clone()}); err != nil {
+		t.Fatal(err)
+	}
+	if ep, _ = es.Endpoint(ctx, e1.ID); !ep.FailingSince.IsZero() {
+		t.Fatalf("enabling kept FailingSince %v", ep.FailingSince)
+	}
+	got, err := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: e1.ID, ID: d.ID, Limit: 1})
+	if err != nil || len(got) != 1 {
+		t.Fatal(got, err)
+	}
+	if g := got[0]; g.Status != store.DeliveryPending || !g.NextAt.Equal(now.Add(time.Minute)) || g.Tries != 1 || len(g.Attempts) != 1 ||
+		g.Attempts[0].Code != 500 || g.Attempts[0].Latency != 12*time.Millisecond || !g.Attempts[0].At.Equal(now) || g.Lease != "" {
+		t.Fatalf("recorded %+v", g)
+	}
+	// Its lease ended: due again at NextAt, not before.
+	if ds := claim("c9", 10, 10); len(ds) != 0 {
+		t.Fatalf("claimed %d before they are due or while leased", len(ds))
+	}
+	// A retry by hand: due at once; refused while a claim holds it.
+	if err := es.RetryDelivery(ctx, d2.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	re := claim("c10", 10, 10)
+	if len(re) != 1 || re[0].ID != d2.ID || re[0].Tries != 1 || len(re[0].Attempts) != 1 {
+		t.Fatalf("after a retry by hand: %+v", re)
+	}
+	if err := es.RetryDelivery(ctx, d2.ID, now); !errors.Is(err, store.ErrStale) {
+		t.Fatalf("retrying a claimed delivery: %v", err)
+	}
+	if err := es.RetryDelivery(ctx, "dlv_nope", now); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("retrying an unknown delivery: %v", err)
+	}
+	ok := re[0].Clone()
+	ok.Tries, ok.Status = 2, store.DeliverySucceeded
+	ok.Attempts = append(ok.Attempts, store.Attempt{At: now.Add(2 * time.Second), Code: 204})
+	if failing, err := es.FinishDelivery(ctx, ok); err != nil || !failing.IsZero() {
+		t.Fatalf("a success leaves the endpoint failing since %v, %v", failing, err)
+	}
+	// Newest first, paged.
+	all, err := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: e1.ID, Limit: 10})
+	if err != nil || len(all) != 5 || all[0].EventID != evs[4].ID || all[4].EventID != evs[0].ID {
+		t.Fatalf("deliveries newest first: %d, %v", len(all), err)
+	}
+	page, err := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: e1.ID, Limit: 2, After: &store.LogCursor{Timestamp: all[1].CreatedAt, RequestID: all[1].ID}})
+	if err != nil || len(page) != 2 || page[0].ID != all[2].ID || page[1].ID != all[3].ID {
+		t.Fatalf("after a cursor: %v, %v", page, err)
+	}
+}
