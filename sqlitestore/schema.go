@@ -115,6 +115,57 @@ CREATE INDEX request_log_batches_added ON request_log_batches (added_at);`,
 	// account's 4xx and 5xx reads them alone.
 	`CREATE INDEX request_logs_account_failed ON request_logs (account_id, ts, request_id) WHERE status >= 400;
 CREATE INDEX request_logs_account_key_failed ON request_logs (account_id, key_id, ts, request_id) WHERE status >= 400;`,
+	// 5: the event log, webhook endpoints and their deliveries
+	// (store.EventStore), read from the file (not the memory copy).
+	// Times are Unix nanoseconds; events and attempts are JSON text.
+	`CREATE TABLE events (
+	id          TEXT    PRIMARY KEY,
+	account_id  TEXT    NOT NULL,
+	type        TEXT    NOT NULL,
+	key_id      TEXT    NOT NULL,
+	ts          INTEGER NOT NULL,
+	actor       TEXT    NOT NULL,
+	request_id  TEXT    NOT NULL,
+	client_ip   TEXT    NOT NULL,
+	data        TEXT    NOT NULL,
+	to_endpoint TEXT    NOT NULL
+) STRICT;
+CREATE INDEX events_account_time ON events (account_id, ts, id);
+CREATE INDEX events_account_key_time ON events (account_id, key_id, ts, id);
+CREATE INDEX events_time ON events (ts);
+CREATE TABLE webhook_endpoints (
+	id              TEXT    PRIMARY KEY,
+	account_id      TEXT    NOT NULL,
+	url             TEXT    NOT NULL,
+	events          TEXT    NOT NULL, -- a JSON array of types, or ["*"]
+	description     TEXT    NOT NULL,
+	enabled         INTEGER NOT NULL,
+	disabled_reason TEXT    NOT NULL,
+	secret          BLOB    NOT NULL, -- sealed
+	previous_secret BLOB,             -- sealed
+	previous_until  INTEGER,
+	created_at      INTEGER NOT NULL,
+	updated_at      INTEGER NOT NULL,
+	failing_since   INTEGER,
+	version         INTEGER NOT NULL
+) STRICT;
+CREATE INDEX webhook_endpoints_account ON webhook_endpoints (account_id, created_at, id);
+CREATE TABLE webhook_deliveries (
+	id          TEXT    PRIMARY KEY,
+	event_id    TEXT    NOT NULL,
+	endpoint_id TEXT    NOT NULL,
+	account_id  TEXT    NOT NULL,
+	status      TEXT    NOT NULL,
+	next_at     INTEGER NOT NULL, -- 0 unless pending
+	created_at  INTEGER NOT NULL,
+	attempts    TEXT    NOT NULL, -- JSON
+	tries       INTEGER NOT NULL,
+	lease       TEXT    NOT NULL,
+	lease_until INTEGER NOT NULL
+) STRICT;
+CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at, id);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at, id) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);`,
 }
 
 // migrate creates or upgrades the schema in one transaction (BEGIN

@@ -342,10 +342,10 @@ func nonNil(s []string) []string {
 // checks (the cap, the idempotency scope, the replaced version, the
 // insert), then the history bound; the memory index follows the commit.
 func (s *Store) Write(ctx context.Context, w store.Write) error {
-	if w.Insert == nil && w.Replace == nil {
-		return errors.New("sqlitestore: a Write with neither Insert nor Replace")
+	if w.Insert == nil && w.Replace == nil && len(w.Events) == 0 && w.Endpoint == nil && w.DeleteEndpoint == nil {
+		return errors.New("sqlitestore: an empty Write")
 	}
-	if err := w.Check(); err != nil {
+	if err := w.CheckEvents(); err != nil {
 		return fmt.Errorf("sqlitestore: %w", err)
 	}
 	if w.Credits != nil || w.Insert != nil && w.Insert.CreditsID != "" || w.Replace != nil && w.Replace.CreditsID != "" {
@@ -369,6 +369,12 @@ func (s *Store) Write(ctx context.Context, w store.Write) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return err
+	}
+	// The copy keeps the records; the events and endpoints are read
+	// from the file.
+	w.Events, w.Endpoint, w.DeleteEndpoint = nil, nil, nil
+	if w.Insert == nil && w.Replace == nil {
+		return nil
 	}
 	mem := s.mem.Load()
 	if err := mem.Write(ctx, w); err != nil {
@@ -434,6 +440,9 @@ func write(ctx context.Context, tx *sql.Tx, w store.Write) ([]store.Digest, erro
 			e.Scope[:], e.Fingerprint[:], e.KeyID, nonNilBytes(e.Sealed), e.CreatedAt.UnixNano(), e.ExpiresAt.UnixNano()); err != nil {
 			return nil, err
 		}
+	}
+	if err := writeEvents(ctx, tx, &w); err != nil {
+		return nil, err
 	}
 	if r := w.Insert; r != nil && w.KeepRevoked > 0 {
 		return prune(ctx, tx, r.AccountID, w.KeepRevoked, r.CreatedAt)

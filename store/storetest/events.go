@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,12 +25,11 @@ func eventStore(t *testing.T, s store.Store) store.EventStore {
 	return es
 }
 
-var evSeq int
+var evSeq atomic.Int64
 
 // newTestEvent is an event of acct at base+at.
 func newTestEvent(acct string, typ event.Type, at time.Duration, key string) event.Event {
-	evSeq++
-	return event.Event{ID: fmt.Sprintf("evt_%s_%06d", rand.Text()[:6], evSeq), Type: typ, At: base.Add(at).UTC(), AccountID: acct, KeyID: key,
+	return event.Event{ID: fmt.Sprintf("evt_%06d_%s", evSeq.Add(1), rand.Text()[:6]), Type: typ, At: base.Add(at).UTC(), AccountID: acct, KeyID: key,
 		Actor: "key_actor", RequestID: "req_1", ClientIP: "192.0.2.7", Data: json.RawMessage(`{"id":"` + key + `","name":"n"}`)}
 }
 
@@ -153,6 +153,7 @@ func testEndpoints(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	a := "acct_" + rand.Text()[:8]
 	e1, e2 := newEndpoint(a, "*"), newEndpoint(a, "key.created", "key.revoked")
+	e2.CreatedAt = base.Add(time.Second) // Endpoints lists oldest first
 	for _, e := range []*store.Endpoint{e1, e2} {
 		if err := s.Write(ctx, store.Write{Endpoint: e.Clone(), MaxEndpoints: 2}); err != nil {
 			t.Fatal(err)
@@ -174,7 +175,7 @@ func testEndpoints(t *testing.T, s store.Store) {
 	}
 	g := list[1]
 	if g.URL != e2.URL || len(g.Events) != 2 || g.Events[1] != "key.revoked" || g.Description != "d" || !g.Enabled ||
-		string(g.Secret) != "sealed-secret" || len(g.PreviousSecret) != 0 || !g.CreatedAt.Equal(base) || g.Version != 1 {
+		string(g.Secret) != "sealed-secret" || len(g.PreviousSecret) != 0 || !g.CreatedAt.Equal(e2.CreatedAt) || g.Version != 1 {
 		t.Fatalf("read back %+v", g)
 	}
 	next := e2.Clone()
@@ -415,5 +416,36 @@ func testDeliveryClaims(t *testing.T, s store.Store) {
 	page, err := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: e1.ID, Limit: 2, After: &store.LogCursor{Timestamp: all[1].CreatedAt, RequestID: all[1].ID}})
 	if err != nil || len(page) != 2 || page[0].ID != all[2].ID || page[1].ID != all[3].ID {
 		t.Fatalf("after a cursor: %v, %v", page, err)
+	}
+}
+
+// A claim is fair: one endpoint's many due deliveries hide no other
+// endpoint's.
+func testDeliveryClaimsAreFair(t *testing.T, s store.Store) {
+	es := eventStore(t, s)
+	ctx := context.Background()
+	a, b := "acct_"+rand.Text()[:8], "acct_"+rand.Text()[:8]
+	flood, quiet := newEndpoint(a, "*"), newEndpoint(b, "*")
+	for _, e := range []*store.Endpoint{flood, quiet} {
+		if err := s.Write(ctx, store.Write{Endpoint: e.Clone()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var evs []event.Event
+	for i := range 300 {
+		evs = append(evs, newTestEvent(a, event.KeyCreated, time.Duration(i)*time.Millisecond, "k"))
+	}
+	evs = append(evs, newTestEvent(b, event.KeyCreated, time.Second, "k"))
+	if err := s.Write(ctx, store.Write{Events: evs}); err != nil {
+		t.Fatal(err)
+	}
+	now := base.Add(time.Hour)
+	ds, err := es.ClaimDeliveries(ctx, store.Claim{Now: now, Until: now.Add(time.Minute), Lease: "c1", Limit: 3, PerEndpoint: 1})
+	if err != nil || len(ds) != 2 || ds[0].EndpointID != flood.ID || ds[1].EndpointID != quiet.ID {
+		t.Fatalf("one of each endpoint: %d, %v", len(ds), err)
+	}
+	ds, err = es.ClaimDeliveries(ctx, store.Claim{Now: now, Until: now.Add(time.Minute), Lease: "c2", Limit: 3, PerEndpoint: 2, Skip: []string{flood.ID}})
+	if err != nil || len(ds) != 0 {
+		t.Fatalf("skipping the flooded endpoint: %d, %v", len(ds), err)
 	}
 }

@@ -75,6 +75,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Endpoints", testEndpoints},
 		{"DeliveryFanOut", testDeliveryFanOut},
 		{"DeliveryClaims", testDeliveryClaims},
+		{"DeliveryClaimsAreFair", testDeliveryClaimsAreFair},
 		{"Concurrent", testConcurrent},
 		{"MaxActive", testMaxActive},
 		{"KeepRevoked", testKeepRevoked},
