@@ -69,6 +69,9 @@ type Store struct {
 	// (Unix ns), the budgets it found spent, and its counters.
 	qSpend, qReadCredits, qSetCredits, qSweepCredits string
 	qMark, qUnmark, qExpireMarks                     string
+	// The event log (events.go): the inserts that write events with
+	// their change, and the statement that writes events alone.
+	qInsertEv, qInsertIdemEv, qEvents, qNotifyEv string
 	creditsSwept                                     atomic.Int64
 	spent                                            spentMemo
 	spends                                           spendQueues
@@ -252,6 +255,16 @@ WHERE id = $1 AND version = $8 - 1 AND digest = $9`)
 	s.qVersion = s.sql(`SELECT version, digest FROM {{schema}}.api_keys WHERE id = $1`)
 	s.qSpend, s.qReadCredits, s.qSetCredits, s.qSweepCredits = s.sql(credSpend), s.sql(credRead), s.sql(credSet), s.sql(credSweep)
 	s.qMark, s.qUnmark, s.qExpireMarks = s.sql(markSQL), s.sql(unmarkSQL), s.sql(expireMarksSQL)
+	// With events: the same insert, and the events (with their
+	// deliveries) only if the key went in.
+	s.qInsertEv = s.sql(head + fmt.Sprintf(insertKey, "ok") + tail + ", " + eventsCTE(22, "EXISTS (SELECT 1 FROM k)") +
+		`SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM k) + 0 * (SELECT count(*) FROM n) + 0 * (SELECT count(*) FROM x),
+	ARRAY(SELECT id FROM p)`)
+	s.qInsertIdemEv = s.sql(head + `idem AS (` + upsertIdem(22, "ok") + `), ` + fmt.Sprintf(insertKey, "idem") + tail + ", " + eventsCTE(28, "EXISTS (SELECT 1 FROM k)") +
+		`SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM idem) + 0 * (SELECT count(*) FROM n) + 0 * (SELECT count(*) FROM x),
+	ARRAY(SELECT id FROM p)`)
+	s.qEvents = s.sql(`WITH ` + eventsCTE(1, "true") + `SELECT 1`)
+	s.qNotifyEv = s.sql(`WITH ` + eventsCTE(3, "true") + `SELECT pg_notify($1, $2)`)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
@@ -432,13 +445,18 @@ func (s *Store) Write(ctx context.Context, w store.Write) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if err := w.Check(); err != nil {
+	if err := w.CheckEvents(); err != nil {
 		return err
 	}
 	var err error
-	if w.Replace == nil {
+	switch {
+	case w.Endpoint != nil || w.DeleteEndpoint != nil:
+		err = s.writeEndpoint(ctx, w)
+	case w.Insert == nil && w.Replace == nil:
+		err = s.writeEvents(ctx, w.Events)
+	case w.Replace == nil:
 		err = s.insert(ctx, w)
-	} else {
+	default:
 		err = s.replace(ctx, w)
 	}
 	if err == nil && w.Credits != nil {
@@ -457,9 +475,12 @@ func (s *Store) insert(ctx context.Context, w store.Write) error {
 		return err
 	}
 	defer done()
-	q, args := s.qInsert, s.insertArgs(w)
+	q, qEv, args := s.qInsert, s.qInsertEv, s.insertArgs(w)
 	if idem != nil {
-		q, args = s.qInsertIdem, append(args, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt)
+		q, qEv, args = s.qInsertIdem, s.qInsertIdemEv, append(args, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt)
+	}
+	if len(w.Events) > 0 {
+		q, args = qEv, append(args, eventArgs(w.Events)...)
 	}
 	// Timed from before the statement: its notification can arrive
 	// before the statement's own answer does.
@@ -744,7 +765,12 @@ func (s *Store) replace(ctx context.Context, w store.Write) error {
 				return store.ErrIdempotencyKeyExists
 			}
 		}
-		// Delivered to every listener when the transaction commits.
+		// Delivered to every listener when the transaction commits; the
+		// change's events in the same statement.
+		if len(w.Events) > 0 {
+			_, err = tx.Exec(ctx, s.qNotifyEv, append([]any{s.channel, rec.ID}, eventArgs(w.Events)...)...)
+			return err
+		}
 		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel, rec.ID)
 		return err
 	})

@@ -220,6 +220,62 @@ CREATE INDEX request_log_batches_added ON {{schema}}.request_log_batches (added_
 	// not the successes between them.
 	`CREATE INDEX request_logs_account_failed ON {{schema}}.request_logs (account_id, ts, request_id) WHERE status >= 400;
 CREATE INDEX request_logs_account_key_failed ON {{schema}}.request_logs (account_id, key_id, ts, request_id) WHERE status >= 400;`,
+	// 13: the event log, webhook endpoints and their deliveries
+	// (store.EventStore). Events are written in the statement or
+	// transaction of the change they report, with a delivery to each
+	// endpoint subscribed; data is the event's JSON as written (text, so
+	// that it reads back byte for byte). Deliveries due are found by the
+	// partial index of pending ones; a claim is a lease (lease,
+	// lease_until) that another instance may take once it ends.
+	`CREATE TABLE {{schema}}.events (
+	id          text        PRIMARY KEY,
+	account_id  text        NOT NULL,
+	type        text        NOT NULL,
+	key_id      text        NOT NULL,
+	ts          timestamptz NOT NULL,
+	actor       text        NOT NULL,
+	request_id  text        NOT NULL,
+	client_ip   text        NOT NULL,
+	data        text        NOT NULL,
+	to_endpoint text        NOT NULL
+);
+CREATE INDEX events_account_time ON {{schema}}.events (account_id, ts, id);
+CREATE INDEX events_account_key_time ON {{schema}}.events (account_id, key_id, ts, id);
+CREATE INDEX events_time ON {{schema}}.events (ts);
+CREATE TABLE {{schema}}.webhook_endpoints (
+	id              text        PRIMARY KEY,
+	account_id      text        NOT NULL,
+	url             text        NOT NULL,
+	events          text[]      NOT NULL,
+	description     text        NOT NULL,
+	enabled         boolean     NOT NULL,
+	disabled_reason text        NOT NULL,
+	secret          bytea       NOT NULL,
+	previous_secret bytea,
+	previous_until  timestamptz,
+	created_at      timestamptz NOT NULL,
+	updated_at      timestamptz NOT NULL,
+	failing_since   timestamptz,
+	version         bigint      NOT NULL
+);
+CREATE INDEX webhook_endpoints_account ON {{schema}}.webhook_endpoints (account_id, created_at, id);
+CREATE TABLE {{schema}}.webhook_deliveries (
+	id          text        PRIMARY KEY,
+	event_id    text        NOT NULL,
+	endpoint_id text        NOT NULL,
+	account_id  text        NOT NULL,
+	status      text        NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed', 'skipped')),
+	next_at     timestamptz,
+	created_at  timestamptz NOT NULL,
+	attempts    text        NOT NULL,
+	tries       integer     NOT NULL,
+	lease       text        NOT NULL,
+	lease_until timestamptz
+);
+CREATE INDEX webhook_deliveries_endpoint ON {{schema}}.webhook_deliveries (endpoint_id, created_at, id);
+CREATE INDEX webhook_deliveries_due ON {{schema}}.webhook_deliveries (next_at, id) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_event ON {{schema}}.webhook_deliveries (event_id);
+CREATE INDEX webhook_deliveries_created ON {{schema}}.webhook_deliveries (created_at);`,
 }
 
 // Migrate creates or upgrades the schema. It is idempotent, and safe when

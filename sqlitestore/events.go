@@ -250,14 +250,6 @@ func (s *Store) Endpoint(ctx context.Context, id string) (*store.Endpoint, error
 
 const deliveryCols = `id, event_id, endpoint_id, account_id, status, next_at, created_at, attempts, tries, lease, lease_until`
 
-// attemptJSON is an attempt as the attempts column keeps it.
-type attemptJSON struct {
-	At      int64  `json:"at"`
-	Code    int    `json:"code,omitempty"`
-	Latency int64  `json:"latency_ns"`
-	Error   string `json:"error,omitempty"`
-}
-
 func scanDeliveries(rows *sql.Rows, err error) ([]*store.Delivery, error) {
 	if err != nil {
 		return nil, err
@@ -271,12 +263,8 @@ func scanDeliveries(rows *sql.Rows, err error) ([]*store.Delivery, error) {
 		if err := rows.Scan(&d.ID, &d.EventID, &d.EndpointID, &d.AccountID, &status, &next, &created, &attempts, &d.Tries, &d.Lease, &leaseUntil); err != nil {
 			return nil, err
 		}
-		var as []attemptJSON
-		if err := json.Unmarshal([]byte(attempts), &as); err != nil {
+		if d.Attempts, err = store.DecodeAttempts([]byte(attempts)); err != nil {
 			return nil, err
-		}
-		for _, a := range as {
-			d.Attempts = append(d.Attempts, store.Attempt{At: fromNanos(a.At), Code: a.Code, Latency: time.Duration(a.Latency), Error: a.Error})
 		}
 		d.Status, d.NextAt, d.CreatedAt, d.LeaseUntil = store.DeliveryStatus(status), fromNanosOrZero(next), fromNanos(created), fromNanosOrZero(leaseUntil)
 		out = append(out, &d)
@@ -329,18 +317,8 @@ WHERE n <= ? ORDER BY next_at, id LIMIT ?`, args...))
 
 // FinishDelivery implements store.EventStore.
 func (s *Store) FinishDelivery(ctx context.Context, d *store.Delivery) (time.Time, error) {
+	b := store.EncodeAttempts(d.Attempts)
 	attempts := d.Attempts
-	if len(attempts) > store.MaxAttemptsKept {
-		attempts = attempts[len(attempts)-store.MaxAttemptsKept:]
-	}
-	as := make([]attemptJSON, len(attempts))
-	for i, a := range attempts {
-		as[i] = attemptJSON{At: a.At.UnixNano(), Code: a.Code, Latency: int64(a.Latency), Error: a.Error}
-	}
-	b, err := json.Marshal(as)
-	if err != nil {
-		return time.Time{}, err
-	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	tx, err := s.db.BeginTx(ctx, nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"slices"
 	"time"
 
@@ -218,4 +219,39 @@ func NewDeliveries(e *event.Event, eps []*Endpoint) []*Delivery {
 		out = append(out, d)
 	}
 	return out
+}
+
+// attemptJSON is an attempt as EncodeAttempts writes it.
+type attemptJSON struct {
+	At      time.Time `json:"at"`
+	Code    int       `json:"code,omitempty"`
+	Latency int64     `json:"latency_ns"`
+	Error   string    `json:"error,omitempty"`
+}
+
+// EncodeAttempts writes a delivery's attempts (its latest MaxAttemptsKept)
+// as JSON, for stores that keep them in one column.
+func EncodeAttempts(as []Attempt) []byte {
+	if len(as) > MaxAttemptsKept {
+		as = as[len(as)-MaxAttemptsKept:]
+	}
+	js := make([]attemptJSON, len(as))
+	for i, a := range as {
+		js[i] = attemptJSON{At: a.At.UTC(), Code: a.Code, Latency: int64(a.Latency), Error: a.Error}
+	}
+	b, _ := json.Marshal(js) // plain data always encodes
+	return b
+}
+
+// DecodeAttempts reads what EncodeAttempts wrote.
+func DecodeAttempts(b []byte) ([]Attempt, error) {
+	var js []attemptJSON
+	if err := json.Unmarshal(b, &js); err != nil {
+		return nil, err
+	}
+	var out []Attempt
+	for _, a := range js {
+		out = append(out, Attempt{At: a.At, Code: a.Code, Latency: time.Duration(a.Latency), Error: a.Error})
+	}
+	return out, nil
 }
