@@ -72,10 +72,10 @@ type Store struct {
 	// The event log (events.go): the inserts that write events with
 	// their change, and the statement that writes events alone.
 	qInsertEv, qInsertIdemEv, qEvents, qNotifyEv string
-	creditsSwept                                     atomic.Int64
-	spent                                            spentMemo
-	spends                                           spendQueues
-	creditQueries, spentRefusals                     atomic.Int64
+	creditsSwept                                 atomic.Int64
+	spent                                        spentMemo
+	spends                                       spendQueues
+	creditQueries, spentRefusals                 atomic.Int64
 
 	// Import's temporary table (one per connection, emptied at each
 	// commit), its statements and its name.
