@@ -1,0 +1,81 @@
+package pgstore_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/webhook"
+)
+
+// Many instances, one delivery: two Managers on one database, each
+// creating keys, deliver every event exactly once between them (claims
+// are leases no two instances hold at once), from whichever instance.
+func TestDeliveriesAcrossInstances(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	got := map[string]int{}
+	rv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got[r.Header.Get("webhook-id")]++
+		mu.Unlock()
+		time.Sleep(2 * time.Millisecond)
+	}))
+	defer rv.Close()
+	schema := freshSchema(t, newPool(t))
+	cfg := webhook.Config{AllowLoopback: true, Poll: 5 * time.Millisecond, Timeout: 2 * time.Second, Schedule: []time.Duration{50 * time.Millisecond}}
+	var ms []*keys.Manager
+	for range 2 {
+		m, err := keys.New(newStore(t, newPool(t), schema), keys.WithWebhooks(cfg), keys.WithPepper([]byte(strings.Repeat("p", 32))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Close(context.Background()) })
+		ms = append(ms, m)
+	}
+	p := keys.Principal{AccountID: "acct_two", Subject: "key_admin", Permissions: []string{"developers:read", "developers:write"}}
+	if _, err := ms[0].As(p).Webhooks().Create(ctx, webhook.EndpointCreate{URL: rv.URL, Events: []string{"key.created"}}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range n / 2 {
+				if _, err := ms[i].As(p).Create(ctx, keys.APIKeyCreate{Name: "k", Environment: keys.Live}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		k := len(got)
+		mu.Unlock()
+		if k == n || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // time for a second send, if one were coming
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != n {
+		t.Fatalf("%d of %d events delivered", len(got), n)
+	}
+	for id, c := range got {
+		if c != 1 {
+			t.Fatalf("%s delivered %d times", id, c)
+		}
+	}
+}
