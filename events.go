@@ -23,7 +23,7 @@ const defaultEventRetention = 30 * 24 * time.Hour
 // newEvent is an event of typ in account by c, made at now, about data
 // (encoded as the API shows it), with the request in ctx if any.
 func newEvent(ctx context.Context, typ event.Type, account string, c caller, now time.Time, data any) event.Event {
-	e := event.Event{ID: newEventID(now), Type: typ, At: storedTime(now), AccountID: account, Actor: c.p.Subject}
+	e := event.Event{ID: newEventID(now), Type: typ, At: storedTime(now), AccountID: account, Environment: string(Live), Actor: c.p.Subject}
 	if o, ok := event.OriginFrom(ctx); ok {
 		e.RequestID, e.ClientIP = o.RequestID, o.ClientIP
 	}
@@ -42,7 +42,7 @@ type keyData struct {
 // keyEvent is the event of a change by c to the key k.
 func keyEvent(ctx context.Context, typ event.Type, c caller, k *APIKey, account string, now time.Time) event.Event {
 	e := newEvent(ctx, typ, account, c, now, keyData{APIKey: *k})
-	e.KeyID = k.ID
+	e.KeyID, e.Environment = k.ID, string(k.Environment)
 	return e
 }
 
@@ -183,17 +183,10 @@ func (m *Manager) readsEvents(c caller) error {
 	return c.valid()
 }
 
-// seesEvent is the rule of sees for events: a test principal sees the
-// events of its account's test keys, and those about no key.
+// seesEvent is the rule of sees for events: a test principal sees its
+// account's test events only (those of test keys and test endpoints).
 func (c caller) seesEvent(e *event.Event) bool {
-	if c.trusted || c.p.Environment == "" || e.KeyID == "" {
-		return true
-	}
-	var k struct {
-		Environment Environment `json:"environment"`
-	}
-	_ = json.Unmarshal(e.Data, &k)
-	return k.Environment == c.p.Environment
+	return c.trusted || c.p.Environment == "" || e.Environment == string(c.p.Environment)
 }
 
 // pruneEvents deletes events past the retention, at most once an hour.

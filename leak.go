@@ -87,6 +87,6 @@ func (m *Manager) ReportLeak(ctx context.Context, key string, where event.Leak, 
 // leakEvent is key.leaked for the key k, found where leak says.
 func leakEvent(ctx context.Context, k *APIKey, account string, leak *event.Leak, now time.Time) event.Event {
 	e := newEvent(ctx, event.KeyLeaked, account, trusted, now, keyData{APIKey: *k, Leak: leak})
-	e.KeyID, e.Leak = k.ID, leak
+	e.KeyID, e.Leak, e.Environment = k.ID, leak, string(k.Environment)
 	return e
 }

@@ -661,7 +661,7 @@ func (m *Manager) roll(ctx context.Context, c caller, id string, grace time.Dura
 		return &store.Write{Insert: successor, Idempotency: entry}, nil
 	}, func(next *store.Record) []event.Event {
 		e := newEvent(ctx, event.KeyRolled, next.AccountID, c, m.now(), keyData{APIKey: created.APIKey, Replaces: next.ID})
-		e.KeyID, e.Replaces = created.ID, next.ID
+		e.KeyID, e.Replaces, e.Environment = created.ID, next.ID, string(created.Environment)
 		return []event.Event{e}
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"cmp"
 	"context"
 	"crypto/cipher"
 	"crypto/rand"
@@ -28,9 +29,10 @@ import (
 var ErrWebhookLimit = store.ErrEndpointLimit
 
 // Webhooks manages one account's webhook endpoints (package webhook), for
-// the principal of a Scoped. Every endpoint is the account's: a test
-// principal, whose keys see only test keys, may read them but not change
-// them (a *PermissionError), since they receive the live keys' events too.
+// the principal of a Scoped. An endpoint is live or test, and receives
+// that environment's events: a test principal, as it sees only test keys,
+// sees and manages only test endpoints (another is ErrNotFound) and
+// creates only test endpoints.
 type Webhooks struct{ s Scoped }
 
 // Webhooks returns the principal's account's webhook endpoints.
@@ -48,15 +50,10 @@ const maxRollSecretGrace = 24 * time.Hour
 // webhookSecretBytes is the size of a new signing secret.
 const webhookSecretBytes = 32
 
-func (w Webhooks) begin(ctx context.Context, write bool) (context.Context, func(error), error) {
+func (w Webhooks) begin(ctx context.Context) (context.Context, func(error), error) {
 	m, c := w.s.m, w.s.c
 	ctx, end := m.op(ctx, observe.Webhooks)
 	if err := m.readsEvents(c); err != nil {
-		end(err)
-		return ctx, nil, err
-	}
-	if write && c.p.Environment == Test {
-		err := &PermissionError{Message: "webhook endpoints are the account's; a test key cannot change them"}
 		end(err)
 		return ctx, nil, err
 	}
@@ -66,7 +63,7 @@ func (w Webhooks) begin(ctx context.Context, write bool) (context.Context, func(
 // List returns the account's endpoints, oldest first (at most
 // webhook.Config.MaxEndpoints), without their secrets.
 func (w Webhooks) List(ctx context.Context) (_ *webhook.EndpointList, err error) {
-	ctx, end, err := w.begin(ctx, false)
+	ctx, end, err := w.begin(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -77,14 +74,16 @@ func (w Webhooks) List(ctx context.Context) (_ *webhook.EndpointList, err error)
 	}
 	out := &webhook.EndpointList{Data: make([]webhook.Endpoint, 0, len(eps))}
 	for _, e := range eps {
-		out.Data = append(out.Data, webhookOf(e))
+		if env := w.s.c.p.Environment; env == "" || e.Environment == string(env) {
+			out.Data = append(out.Data, webhookOf(e))
+		}
 	}
 	return out, nil
 }
 
 // Get returns one of the account's endpoints, or ErrNotFound.
 func (w Webhooks) Get(ctx context.Context, id string) (_ *webhook.Endpoint, err error) {
-	ctx, end, err := w.begin(ctx, false)
+	ctx, end, err := w.begin(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -108,20 +107,22 @@ func (w Webhooks) load(ctx context.Context, id string) (*store.Endpoint, error) 
 		return nil, ErrNotFound
 	case err != nil:
 		return nil, fmt.Errorf("%w: reading webhook endpoint: %w", ErrUnavailable, err)
-	case e.AccountID != w.s.c.p.AccountID:
+	case e.AccountID != w.s.c.p.AccountID, w.s.c.p.Environment != "" && e.Environment != string(w.s.c.p.Environment):
 		return nil, ErrNotFound
 	}
 	return e, nil
 }
 
 func webhookOf(e *store.Endpoint) webhook.Endpoint {
-	return webhook.Endpoint{ID: e.ID, URL: e.URL, Events: slices.Clone(e.Events), Description: e.Description,
+	return webhook.Endpoint{ID: e.ID, Environment: e.Environment, URL: e.URL, Events: slices.Clone(e.Events), Description: e.Description,
 		Enabled: e.Enabled, DisabledReason: e.DisabledReason, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt}
 }
 
 // endpointEvent is an event about the endpoint e.
 func endpointEvent(ctx context.Context, typ event.Type, c caller, e *store.Endpoint, now time.Time) event.Event {
-	return newEvent(ctx, typ, e.AccountID, c, now, webhookOf(e))
+	ev := newEvent(ctx, typ, e.AccountID, c, now, webhookOf(e))
+	ev.Environment = e.Environment
+	return ev
 }
 
 // validateURL checks an endpoint's URL as a *ValidationError on url.
@@ -178,7 +179,7 @@ func validateDescription(d string) (string, error) {
 // shown this once. With IdempotencyKey, a retry of the same request
 // within 24 hours returns the first answer, secret included.
 func (w Webhooks) Create(ctx context.Context, req webhook.EndpointCreate, opts ...IssueOption) (_ *webhook.Endpoint, err error) {
-	ctx, end, err := w.begin(ctx, true)
+	ctx, end, err := w.begin(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -200,6 +201,16 @@ func (w Webhooks) Create(ctx context.Context, req webhook.EndpointCreate, opts .
 	if err != nil {
 		return nil, err
 	}
+	env := Environment(req.Environment)
+	switch {
+	case env == "":
+		env = cmp.Or(c.p.Environment, Live)
+	case env != Live && env != Test:
+		return nil, invalid("environment", "environment must be live or test")
+	}
+	if err := c.mayGrant(env, nil); err != nil {
+		return nil, err
+	}
 	enabled := req.Enabled == nil || *req.Enabled
 	if m.ephemeral {
 		m.warnEphemeral.Do(func() {
@@ -212,7 +223,7 @@ func (w Webhooks) Create(ctx context.Context, req webhook.EndpointCreate, opts .
 		if err != nil {
 			return nil, err
 		}
-		e := &store.Endpoint{ID: id, AccountID: c.p.AccountID, URL: u, Events: types, Description: desc, Enabled: enabled,
+		e := &store.Endpoint{ID: id, AccountID: c.p.AccountID, Environment: string(env), URL: u, Events: types, Description: desc, Enabled: enabled,
 			Secret: sealed, CreatedAt: storedTime(now), UpdatedAt: storedTime(now), Version: 1}
 		ep := webhookOf(e)
 		ep.Secret = secret
@@ -237,10 +248,11 @@ func (w Webhooks) Create(ctx context.Context, req webhook.EndpointCreate, opts .
 		return run(nil)
 	}
 	b, _ := json.Marshal(struct {
+		Environment      Environment
 		URL, Description string
 		Events           []string
 		Enabled          bool
-	}{u, desc, types, enabled})
+	}{env, u, desc, types, enabled})
 	ep, _, err := withIdempotency(m, ctx, c, "POST /developers/webhooks", idemKey, sha256.Sum256(b), now, run)
 	return ep, err
 }
@@ -249,7 +261,7 @@ func (w Webhooks) Create(ctx context.Context, req webhook.EndpointCreate, opts .
 // whether it is enabled; enabling one the library disabled starts its
 // failure count again.
 func (w Webhooks) Update(ctx context.Context, id string, u webhook.EndpointUpdate) (_ *webhook.Endpoint, err error) {
-	ctx, end, err := w.begin(ctx, true)
+	ctx, end, err := w.begin(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -334,7 +346,7 @@ func (w Webhooks) change(ctx context.Context, id string, typ event.Type, edit fu
 
 // Delete deletes an endpoint and its deliveries.
 func (w Webhooks) Delete(ctx context.Context, id string) (err error) {
-	ctx, end, err := w.begin(ctx, true)
+	ctx, end, err := w.begin(ctx)
 	if err != nil {
 		return err
 	}
@@ -348,7 +360,7 @@ func (w Webhooks) Delete(ctx context.Context, id string) (err error) {
 // webhook-signature header) for grace, at most 24 hours, so that the
 // receiver can switch without losing a delivery.
 func (w Webhooks) RollSecret(ctx context.Context, id string, grace time.Duration) (_ *webhook.Endpoint, err error) {
-	ctx, end, err := w.begin(ctx, true)
+	ctx, end, err := w.begin(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +391,7 @@ func (w Webhooks) RollSecret(ctx context.Context, id string, grace time.Duration
 // Test sends the endpoint a webhook.test event, and returns its
 // delivery, pending.
 func (w Webhooks) Test(ctx context.Context, id string) (_ *webhook.Delivery, err error) {
-	ctx, end, err := w.begin(ctx, false)
+	ctx, end, err := w.begin(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +403,7 @@ func (w Webhooks) Test(ctx context.Context, id string) (_ *webhook.Delivery, err
 	m := w.s.m
 	now := m.now()
 	ev := newEvent(ctx, event.WebhookTest, e.AccountID, w.s.c, now, map[string]string{"endpoint_id": e.ID, "message": "a test event, sent at your request"})
-	ev.To = e.ID
+	ev.To, ev.Environment = e.ID, e.Environment
 	if err := m.record(ctx, ev); err != nil {
 		return nil, err
 	}
@@ -420,7 +432,7 @@ func deliveryOf(d *store.Delivery) webhook.Delivery {
 
 // Deliveries pages through an endpoint's deliveries, newest first.
 func (w Webhooks) Deliveries(ctx context.Context, id string, limit int, cursor string) (_ *webhook.DeliveryList, err error) {
-	ctx, end, err := w.begin(ctx, false)
+	ctx, end, err := w.begin(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -464,7 +476,7 @@ func (w Webhooks) Deliveries(ctx context.Context, id string, limit int, cursor s
 // status (a failed one, or one skipped while the endpoint was disabled),
 // at most maxManualRetries times beyond its schedule.
 func (w Webhooks) Retry(ctx context.Context, id, deliveryID string) (_ *webhook.Delivery, err error) {
-	ctx, end, err := w.begin(ctx, true)
+	ctx, end, err := w.begin(ctx)
 	if err != nil {
 		return nil, err
 	}

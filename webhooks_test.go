@@ -578,3 +578,52 @@ func TestDeadInstancesClaimIsDeliveredAfterItsLease(t *testing.T) {
 		t.Fatalf("a lost claim finished: %v", err)
 	}
 }
+
+// A test key's endpoints are test endpoints: they hear test keys' events
+// only, and a test key sees no live endpoint.
+func TestTestEndpointsHearTestEventsOnly(t *testing.T) {
+	ctx := context.Background()
+	live, test := newReceiver(t, func(int) int { return 200 }), newReceiver(t, func(int) int { return 200 })
+	m := webhookManager(t, memstore.New(), fast())
+	admin := m.As(writer("acct_a"))
+	tp := writer("acct_a")
+	tp.Environment = keys.Test
+	tester := m.As(tp)
+	le, err := admin.Webhooks().Create(ctx, webhook.EndpointCreate{URL: live.URL, Events: []string{"key.created"}})
+	if err != nil || le.Environment != "live" {
+		t.Fatalf("live endpoint: %+v, %v", le, err)
+	}
+	te, err := tester.Webhooks().Create(ctx, webhook.EndpointCreate{URL: test.URL, Events: []string{"key.created"}})
+	if err != nil || te.Environment != "test" {
+		t.Fatalf("test endpoint: %+v, %v", te, err)
+	}
+	if _, err := tester.Webhooks().Create(ctx, webhook.EndpointCreate{Environment: "live", URL: test.URL, Events: []string{"*"}}); !errors.Is(err, keys.ErrPermissionDenied) {
+		t.Fatalf("a test key creating a live endpoint: %v", err)
+	}
+	if _, err := tester.Webhooks().Get(ctx, le.ID); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("a test key reading a live endpoint: %v", err)
+	}
+	if l, _ := tester.Webhooks().List(ctx); len(l.Data) != 1 || l.Data[0].ID != te.ID {
+		t.Fatalf("a test key lists %+v", l.Data)
+	}
+	if _, err := admin.Create(ctx, keys.APIKeyCreate{Name: "l", Environment: keys.Live}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Create(ctx, keys.APIKeyCreate{Name: "t", Environment: keys.Test}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both delivered", 2*time.Second, func() bool { return len(live.deliveries()) == 1 && len(test.deliveries()) == 1 })
+	time.Sleep(50 * time.Millisecond)
+	for name, rv := range map[string]*receiver{"live": live, "test": test} {
+		got := rv.deliveries()
+		var b struct {
+			Data keys.APIKey `json:"data"`
+		}
+		if len(got) != 1 || json.Unmarshal(got[0].body, &b) != nil || string(b.Data.Environment) != name {
+			t.Fatalf("the %s endpoint got %d deliveries (%s)", name, len(got), b.Data.Environment)
+		}
+	}
+	if l, _ := tester.Events(ctx, keys.EventFilter{}); len(l.Data) != 2 { // the test endpoint's creation, the test key's
+		t.Fatalf("a test key sees %d events", len(l.Data))
+	}
+}

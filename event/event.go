@@ -93,6 +93,11 @@ type Event struct {
 	// key (for key.rolled, the new key), if it is about one.
 	AccountID string
 	KeyID     string
+	// Environment is "live" or "test": the key's, or the webhook
+	// endpoint's, the event is about ("live" for the account's own, such
+	// as its quota). A webhook endpoint receives its environment's events
+	// only, as a test key sees only test keys.
+	Environment string
 	// Actor is the Subject of the principal that made the change (the
 	// key ID of an API key); empty for the host (the Manager's own
 	// methods, and what the Manager observes).
@@ -148,6 +153,7 @@ type apiJSON struct {
 	Type      Type            `json:"type"`
 	Timestamp time.Time       `json:"timestamp"`
 	KeyID     string          `json:"key_id,omitempty"`
+	Env       string          `json:"environment"`
 	Actor     string          `json:"actor"`
 	RequestID string          `json:"request_id,omitempty"`
 	ClientIP  string          `json:"client_ip,omitempty"`
@@ -155,7 +161,7 @@ type apiJSON struct {
 }
 
 // MarshalJSON writes e as the API shows it: id, type, timestamp, key_id,
-// actor (the acting key's ID, or "host"), request_id, client_ip and data.
+// environment, actor (the acting key's ID, or "host"), request_id, client_ip and data.
 func (e Event) MarshalJSON() ([]byte, error) {
 	actor := e.Actor
 	if actor == "" {
@@ -165,7 +171,7 @@ func (e Event) MarshalJSON() ([]byte, error) {
 	if len(data) == 0 {
 		data = json.RawMessage("{}")
 	}
-	return json.Marshal(apiJSON{ID: e.ID, Type: e.Type, Timestamp: e.At.UTC(), KeyID: e.KeyID, Actor: actor,
+	return json.Marshal(apiJSON{ID: e.ID, Type: e.Type, Timestamp: e.At.UTC(), KeyID: e.KeyID, Env: e.Environment, Actor: actor,
 		RequestID: e.RequestID, ClientIP: e.ClientIP, Data: data})
 }
 
@@ -175,7 +181,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*e = Event{ID: j.ID, Type: j.Type, At: j.Timestamp, KeyID: j.KeyID, Actor: j.Actor,
+	*e = Event{ID: j.ID, Type: j.Type, At: j.Timestamp, KeyID: j.KeyID, Environment: j.Env, Actor: j.Actor,
 		RequestID: j.RequestID, ClientIP: j.ClientIP, Data: j.Data}
 	if e.Actor == "host" {
 		e.Actor = ""

@@ -86,7 +86,8 @@ func limitParam(v string) (int, error) {
 }
 
 // DecodeWebhookCreate parses the body of POST /developers/webhooks
-// strictly: url and events required, description and enabled optional,
+// strictly: url and events required; environment, description and
+// enabled optional;
 // no other field, no field twice, no null.
 func DecodeWebhookCreate(body []byte) (webhook.EndpointCreate, error) {
 	var req webhook.EndpointCreate
@@ -98,6 +99,8 @@ func DecodeWebhookCreate(body []byte) (webhook.EndpointCreate, error) {
 		seen[name] = true
 		var err error
 		switch name {
+		case "environment":
+			req.Environment, err = decodeString(raw, "environment")
 		case "url":
 			req.URL, err = decodeString(raw, "url")
 		case "events":

@@ -17,9 +17,9 @@ import (
 
 var _ store.EventStore = (*Store)(nil)
 
-// eventsCTE is the part of a statement that writes a Write's events (ten
-// arrays from parameter $base: id, account, type, key, time, actor,
-// request, client address, data, addressee) when cond holds, and a
+// eventsCTE is the part of a statement that writes a Write's events
+// (eleven arrays from parameter $base: id, account, type, key, time,
+// actor, request, client address, data, addressee, environment) when cond holds, and a
 // delivery of each to every endpoint of its account subscribed to its
 // type (or to the one it is addressed to): pending if the endpoint is
 // enabled, skipped otherwise. The delivery's ID is store.DeliveryID's.
@@ -27,34 +27,34 @@ var _ store.EventStore = (*Store)(nil)
 func eventsCTE(base int, cond string) string {
 	p := func(i int, typ string) string { return "$" + strconv.Itoa(base+i) + "::" + typ + "[]" }
 	return `ev AS (
-	INSERT INTO {{schema}}.events (id, account_id, type, key_id, ts, actor, request_id, client_ip, data, to_endpoint)
+	INSERT INTO {{schema}}.events (id, account_id, type, key_id, ts, actor, request_id, client_ip, data, to_endpoint, environment)
 	SELECT * FROM unnest(` + p(0, "text") + `, ` + p(1, "text") + `, ` + p(2, "text") + `, ` + p(3, "text") + `, ` + p(4, "timestamptz") + `, ` +
-		p(5, "text") + `, ` + p(6, "text") + `, ` + p(7, "text") + `, ` + p(8, "text") + `, ` + p(9, "text") + `) WHERE ` + cond + `
-	RETURNING id, account_id, type, ts, to_endpoint
+		p(5, "text") + `, ` + p(6, "text") + `, ` + p(7, "text") + `, ` + p(8, "text") + `, ` + p(9, "text") + `, ` + p(10, "text") + `) WHERE ` + cond + `
+	RETURNING id, account_id, type, ts, to_endpoint, environment
 ), dl AS (
 	INSERT INTO {{schema}}.webhook_deliveries (id, event_id, endpoint_id, account_id, status, next_at, created_at, attempts, tries, lease)
 	SELECT 'dlv_' || left(encode(sha256(convert_to(ev.id || ':' || e.id, 'UTF8')), 'hex'), 26), ev.id, e.id, ev.account_id,
 		CASE WHEN e.enabled THEN 'pending' ELSE 'skipped' END, CASE WHEN e.enabled THEN ev.ts END, ev.ts, '[]', 0, ''
-	FROM ev JOIN {{schema}}.webhook_endpoints e ON e.account_id = ev.account_id AND
+	FROM ev JOIN {{schema}}.webhook_endpoints e ON e.account_id = ev.account_id AND e.environment = ev.environment AND
 		CASE WHEN ev.to_endpoint <> '' THEN e.id = ev.to_endpoint ELSE e.events @> ARRAY[ev.type] OR e.events @> ARRAY['*'] END
 	ON CONFLICT (id) DO NOTHING
 ) `
 }
 
-// eventArgs are eventsCTE's ten arrays for evs.
+// eventArgs are eventsCTE's eleven arrays for evs.
 func eventArgs(evs []event.Event) []any {
 	n := len(evs)
-	ids, accts, types, keys, actors, reqs, ips, data, to := make([]string, n), make([]string, n), make([]string, n), make([]string, n),
-		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	ids, accts, types, keys, actors, reqs, ips, data, to, envs := make([]string, n), make([]string, n), make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	ts := make([]time.Time, n)
 	for i, e := range evs {
 		ids[i], accts[i], types[i], keys[i], ts[i], actors[i], reqs[i], ips[i], to[i] = e.ID, e.AccountID, string(e.Type), e.KeyID, e.At, e.Actor, e.RequestID, e.ClientIP, e.To
-		data[i] = string(e.Data)
+		data[i], envs[i] = string(e.Data), e.Environment
 		if data[i] == "" {
 			data[i] = "{}"
 		}
 	}
-	return []any{ids, accts, types, keys, ts, actors, reqs, ips, data, to}
+	return []any{ids, accts, types, keys, ts, actors, reqs, ips, data, to, envs}
 }
 
 // writeEvents writes events alone, in one statement.
@@ -139,9 +139,9 @@ func (s *Store) putEndpoint(ctx context.Context, tx pgx.Tx, e *store.Endpoint, m
 			}
 		}
 		_, err := tx.Exec(ctx, s.sql(`INSERT INTO {{schema}}.webhook_endpoints (id, account_id, url, events, description, enabled, disabled_reason, secret,
-	previous_secret, previous_until, created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1)`),
+	previous_secret, previous_until, created_at, updated_at, environment, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)`),
 			e.ID, e.AccountID, e.URL, nonNil(e.Events), e.Description, e.Enabled, e.DisabledReason, nonNilBytes(e.Secret), e.PreviousSecret,
-			nullTime(e.PreviousUntil), e.CreatedAt, e.UpdatedAt)
+			nullTime(e.PreviousUntil), e.CreatedAt, e.UpdatedAt, e.Environment)
 		return insertError(err)
 	}
 	tag, err := tx.Exec(ctx, s.sql(`UPDATE {{schema}}.webhook_endpoints SET url = $3, events = $4, description = $5, disabled_reason = $7, secret = $8,
@@ -204,7 +204,7 @@ func (s *Store) Events(ctx context.Context, q store.EventQuery) ([]event.Event, 
 		return nil, err
 	}
 	defer done()
-	rows, err := c.Query(ctx, s.sql(`SELECT id, account_id, type, key_id, ts, actor, request_id, client_ip, data, to_endpoint FROM {{schema}}.events
+	rows, err := c.Query(ctx, s.sql(`SELECT id, account_id, type, key_id, environment, ts, actor, request_id, client_ip, data, to_endpoint FROM {{schema}}.events
 WHERE `+strings.Join(where, " AND ")+` ORDER BY ts DESC, id DESC LIMIT $`+strconv.Itoa(len(args))), args...)
 	if err != nil {
 		return nil, err
@@ -213,7 +213,7 @@ WHERE `+strings.Join(where, " AND ")+` ORDER BY ts DESC, id DESC LIMIT $`+strcon
 	for rows.Next() {
 		var e event.Event
 		var typ, data string
-		if err := rows.Scan(&e.ID, &e.AccountID, &typ, &e.KeyID, &e.At, &e.Actor, &e.RequestID, &e.ClientIP, &data, &e.To); err != nil {
+		if err := rows.Scan(&e.ID, &e.AccountID, &typ, &e.KeyID, &e.Environment, &e.At, &e.Actor, &e.RequestID, &e.ClientIP, &data, &e.To); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -249,7 +249,7 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) error {
 	}
 }
 
-const endpointCols = `id, account_id, url, events, description, enabled, disabled_reason, secret, previous_secret, previous_until, created_at, updated_at, failing_since, version`
+const endpointCols = `id, account_id, environment, url, events, description, enabled, disabled_reason, secret, previous_secret, previous_until, created_at, updated_at, failing_since, version`
 
 func scanEndpoints(rows pgx.Rows, err error) ([]*store.Endpoint, error) {
 	if err != nil {
@@ -260,7 +260,7 @@ func scanEndpoints(rows pgx.Rows, err error) ([]*store.Endpoint, error) {
 	for rows.Next() {
 		var e store.Endpoint
 		var prevUntil, failing *time.Time
-		if err := rows.Scan(&e.ID, &e.AccountID, &e.URL, &e.Events, &e.Description, &e.Enabled, &e.DisabledReason, &e.Secret, &e.PreviousSecret,
+		if err := rows.Scan(&e.ID, &e.AccountID, &e.Environment, &e.URL, &e.Events, &e.Description, &e.Enabled, &e.DisabledReason, &e.Secret, &e.PreviousSecret,
 			&prevUntil, &e.CreatedAt, &e.UpdatedAt, &failing, &e.Version); err != nil {
 			return nil, err
 		}

@@ -232,6 +232,7 @@ CREATE INDEX request_logs_account_key_failed ON {{schema}}.request_logs (account
 	account_id  text        NOT NULL,
 	type        text        NOT NULL,
 	key_id      text        NOT NULL,
+	environment text        NOT NULL,
 	ts          timestamptz NOT NULL,
 	actor       text        NOT NULL,
 	request_id  text        NOT NULL,
@@ -245,6 +246,7 @@ CREATE INDEX events_time ON {{schema}}.events (ts);
 CREATE TABLE {{schema}}.webhook_endpoints (
 	id              text        PRIMARY KEY,
 	account_id      text        NOT NULL,
+	environment     text        NOT NULL,
 	url             text        NOT NULL,
 	events          text[]      NOT NULL,
 	description     text        NOT NULL,

@@ -44,8 +44,8 @@ func writeEvents(ctx context.Context, tx *sql.Tx, w *store.Write) error {
 	accounts := map[string][]*store.Endpoint{}
 	for i := range w.Events {
 		e := &w.Events[i]
-		if _, err := tx.ExecContext(ctx, `INSERT INTO events (id, account_id, type, key_id, ts, actor, request_id, client_ip, data, to_endpoint)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.ID, e.AccountID, string(e.Type), e.KeyID, e.At.UnixNano(), e.Actor, e.RequestID, e.ClientIP, dataText(e.Data), e.To); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO events (id, account_id, type, key_id, environment, ts, actor, request_id, client_ip, data, to_endpoint)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.ID, e.AccountID, string(e.Type), e.KeyID, e.Environment, e.At.UnixNano(), e.Actor, e.RequestID, e.ClientIP, dataText(e.Data), e.To); err != nil {
 			return insertError(err)
 		}
 		eps, ok := accounts[e.AccountID]
@@ -103,8 +103,8 @@ func putEndpoint(ctx context.Context, tx *sql.Tx, e *store.Endpoint, maxEndpoint
 				return fmt.Errorf("sqlitestore: %w", store.ErrEndpointLimit)
 			}
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints (id, account_id, url, events, description, enabled, disabled_reason, secret, previous_secret, previous_until, created_at, updated_at, failing_since, version)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 1)`, e.ID, e.AccountID, e.URL, string(types), e.Description, e.Enabled, e.DisabledReason,
+		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints (id, account_id, environment, url, events, description, enabled, disabled_reason, secret, previous_secret, previous_until, created_at, updated_at, failing_since, version)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 1)`, e.ID, e.AccountID, e.Environment, e.URL, string(types), e.Description, e.Enabled, e.DisabledReason,
 			nonNilBytes(e.Secret), e.PreviousSecret, toNull(e.PreviousUntil), e.CreatedAt.UnixNano(), e.UpdatedAt.UnixNano())
 		return insertError(err)
 	}
@@ -129,7 +129,7 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-const endpointCols = `id, account_id, url, events, description, enabled, disabled_reason, secret, previous_secret, previous_until, created_at, updated_at, failing_since, version`
+const endpointCols = `id, account_id, environment, url, events, description, enabled, disabled_reason, secret, previous_secret, previous_until, created_at, updated_at, failing_since, version`
 
 func endpointsIn(ctx context.Context, q querier, account string) ([]*store.Endpoint, error) {
 	return scanEndpoints(q.QueryContext(ctx, `SELECT `+endpointCols+` FROM webhook_endpoints WHERE account_id = ? ORDER BY created_at, id`, account))
@@ -146,7 +146,7 @@ func scanEndpoints(rows *sql.Rows, err error) ([]*store.Endpoint, error) {
 		var types string
 		var prevUntil, failing sql.NullInt64
 		var created, updated int64
-		if err := rows.Scan(&e.ID, &e.AccountID, &e.URL, &types, &e.Description, &e.Enabled, &e.DisabledReason, &e.Secret, &e.PreviousSecret,
+		if err := rows.Scan(&e.ID, &e.AccountID, &e.Environment, &e.URL, &types, &e.Description, &e.Enabled, &e.DisabledReason, &e.Secret, &e.PreviousSecret,
 			&prevUntil, &created, &updated, &failing, &e.Version); err != nil {
 			return nil, err
 		}
@@ -187,7 +187,7 @@ func (s *Store) Events(ctx context.Context, q store.EventQuery) ([]event.Event, 
 		args = append(args, a.Timestamp.UnixNano(), a.Timestamp.UnixNano(), a.RequestID)
 	}
 	args = append(args, q.Limit)
-	rows, err := s.db.QueryContext(ctx, `SELECT id, account_id, type, key_id, ts, actor, request_id, client_ip, data, to_endpoint FROM events
+	rows, err := s.db.QueryContext(ctx, `SELECT id, account_id, type, key_id, environment, ts, actor, request_id, client_ip, data, to_endpoint FROM events
 WHERE `+strings.Join(where, " AND ")+` ORDER BY ts DESC, id DESC LIMIT ?`, args...)
 	if err != nil {
 		return nil, err
@@ -198,7 +198,7 @@ WHERE `+strings.Join(where, " AND ")+` ORDER BY ts DESC, id DESC LIMIT ?`, args.
 		var e event.Event
 		var typ, data string
 		var ts int64
-		if err := rows.Scan(&e.ID, &e.AccountID, &typ, &e.KeyID, &ts, &e.Actor, &e.RequestID, &e.ClientIP, &data, &e.To); err != nil {
+		if err := rows.Scan(&e.ID, &e.AccountID, &typ, &e.KeyID, &e.Environment, &ts, &e.Actor, &e.RequestID, &e.ClientIP, &data, &e.To); err != nil {
 			return nil, err
 		}
 		e.Type, e.At, e.Data = event.Type(typ), fromNanos(ts), json.RawMessage(data)

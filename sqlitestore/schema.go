@@ -123,6 +123,7 @@ CREATE INDEX request_logs_account_key_failed ON request_logs (account_id, key_id
 	account_id  TEXT    NOT NULL,
 	type        TEXT    NOT NULL,
 	key_id      TEXT    NOT NULL,
+	environment TEXT    NOT NULL,
 	ts          INTEGER NOT NULL,
 	actor       TEXT    NOT NULL,
 	request_id  TEXT    NOT NULL,
@@ -136,6 +137,7 @@ CREATE INDEX events_time ON events (ts);
 CREATE TABLE webhook_endpoints (
 	id              TEXT    PRIMARY KEY,
 	account_id      TEXT    NOT NULL,
+	environment     TEXT    NOT NULL,
 	url             TEXT    NOT NULL,
 	events          TEXT    NOT NULL, -- a JSON array of types, or ["*"]
 	description     TEXT    NOT NULL,

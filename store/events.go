@@ -22,9 +22,9 @@ import (
 // Events are written by Store.Write (Write.Events), in the same
 // all-or-nothing step as the change they report: a Write that carries
 // only events appends them. With each event the store creates, in the
-// same step, one Delivery for every endpoint of the event's account that
-// subscribes to its type (Endpoint.Subscribes), or only for the endpoint
-// Event.To names: pending and due at once (NextAt the event's time) if
+// same step, one Delivery for every endpoint of the event's account and
+// environment that subscribes to its type (Endpoint.Subscribes), or only
+// for the endpoint Event.To names (if of that account and environment): pending and due at once (NextAt the event's time) if
 // the endpoint is enabled, DeliverySkipped otherwise. Its ID is
 // DeliveryID(event, endpoint).
 type EventStore interface {
@@ -89,6 +89,7 @@ func (q *EventQuery) Matches(e *event.Event) bool {
 type Endpoint struct {
 	ID          string
 	AccountID   string
+	Environment string // "live" or "test": it receives that environment's events
 	URL         string
 	Events      []string // event types, or "*" for all
 	Description string
@@ -208,7 +209,7 @@ func DeliveryID(eventID, endpointID string) string {
 func NewDeliveries(e *event.Event, eps []*Endpoint) []*Delivery {
 	var out []*Delivery
 	for _, ep := range eps {
-		if ep.AccountID != e.AccountID || (e.To != "" && ep.ID != e.To) || (e.To == "" && !ep.Subscribes(e.Type)) {
+		if ep.AccountID != e.AccountID || ep.Environment != e.Environment || (e.To != "" && ep.ID != e.To) || (e.To == "" && !ep.Subscribes(e.Type)) {
 			continue
 		}
 		d := &Delivery{ID: DeliveryID(e.ID, ep.ID), EventID: e.ID, EndpointID: ep.ID, AccountID: e.AccountID,

@@ -135,7 +135,10 @@ type Resolver interface {
 // Endpoint is a webhook endpoint as the API shows it (schema
 // WebhookEndpoint).
 type Endpoint struct {
-	ID          string   `json:"id"`
+	ID string `json:"id"`
+	// Environment is "live" or "test": the endpoint receives that
+	// environment's events (a test endpoint, test keys' events).
+	Environment string   `json:"environment"`
 	URL         string   `json:"url"`
 	Events      []string `json:"events"`
 	Description string   `json:"description"`
@@ -152,6 +155,9 @@ type Endpoint struct {
 
 // EndpointCreate is the body of POST /developers/webhooks.
 type EndpointCreate struct {
+	// Environment is "live" or "test"; "": the caller's (a test key's
+	// endpoints are test endpoints), or live.
+	Environment string   `json:"environment,omitempty"`
 	URL         string   `json:"url"`
 	Events      []string `json:"events"`
 	Description string   `json:"description,omitempty"`

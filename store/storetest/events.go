@@ -29,12 +29,12 @@ var evSeq atomic.Int64
 
 // newTestEvent is an event of acct at base+at.
 func newTestEvent(acct string, typ event.Type, at time.Duration, key string) event.Event {
-	return event.Event{ID: fmt.Sprintf("evt_%06d_%s", evSeq.Add(1), rand.Text()[:6]), Type: typ, At: base.Add(at).UTC(), AccountID: acct, KeyID: key,
+	return event.Event{ID: fmt.Sprintf("evt_%06d_%s", evSeq.Add(1), rand.Text()[:6]), Type: typ, At: base.Add(at).UTC(), AccountID: acct, KeyID: key, Environment: "live",
 		Actor: "key_actor", RequestID: "req_1", ClientIP: "192.0.2.7", Data: json.RawMessage(`{"id":"` + key + `","name":"n"}`)}
 }
 
 func newEndpoint(acct string, events ...string) *store.Endpoint {
-	return &store.Endpoint{ID: "we_" + rand.Text()[:12], AccountID: acct, URL: "https://example.com/hook", Events: events,
+	return &store.Endpoint{ID: "we_" + rand.Text()[:12], AccountID: acct, Environment: "live", URL: "https://example.com/hook", Events: events,
 		Description: "d", Enabled: true, Secret: []byte("sealed-secret"), CreatedAt: base, UpdatedAt: base, Version: 1}
 }
 
@@ -87,7 +87,7 @@ func testEvents(t *testing.T, s store.Store) {
 		t.Fatalf("%d events", len(got))
 	}
 	g := got[0]
-	if g.ID != e1.ID || g.Type != e1.Type || !g.At.Equal(e1.At) || g.AccountID != a || g.KeyID != rec.ID || g.Actor != e1.Actor ||
+	if g.ID != e1.ID || g.Type != e1.Type || !g.At.Equal(e1.At) || g.AccountID != a || g.KeyID != rec.ID || g.Actor != e1.Actor || g.Environment != "live" ||
 		g.RequestID != e1.RequestID || g.ClientIP != e1.ClientIP || string(g.Data) != string(e1.Data) || g.To != "" {
 		t.Fatalf("read back %+v, want %+v", g, e1)
 	}
@@ -174,7 +174,7 @@ func testEndpoints(t *testing.T, s store.Store) {
 		t.Fatalf("Endpoints: %v, %v", list, err)
 	}
 	g := list[1]
-	if g.URL != e2.URL || len(g.Events) != 2 || g.Events[1] != "key.revoked" || g.Description != "d" || !g.Enabled ||
+	if g.URL != e2.URL || g.Environment != "live" || len(g.Events) != 2 || g.Events[1] != "key.revoked" || g.Description != "d" || !g.Enabled ||
 		string(g.Secret) != "sealed-secret" || len(g.PreviousSecret) != 0 || !g.CreatedAt.Equal(e2.CreatedAt) || g.Version != 1 {
 		t.Fatalf("read back %+v", g)
 	}
@@ -229,9 +229,10 @@ func testDeliveryFanOut(t *testing.T, s store.Store) {
 	es := eventStore(t, s)
 	ctx := context.Background()
 	a, b := "acct_"+rand.Text()[:8], "acct_"+rand.Text()[:8]
-	created, all, revoked, off, other := newEndpoint(a, "key.created"), newEndpoint(a, "*"), newEndpoint(a, "key.revoked"), newEndpoint(a, "*"), newEndpoint(b, "*")
+	created, all, revoked, off, other, testEP := newEndpoint(a, "key.created"), newEndpoint(a, "*"), newEndpoint(a, "key.revoked"), newEndpoint(a, "*"), newEndpoint(b, "*"), newEndpoint(a, "*")
 	off.Enabled = false
-	for _, e := range []*store.Endpoint{created, all, revoked, off, other} {
+	testEP.Environment = "test" // a test endpoint hears test events only
+	for _, e := range []*store.Endpoint{created, all, revoked, off, other, testEP} {
 		if err := s.Write(ctx, store.Write{Endpoint: e.Clone()}); err != nil {
 			t.Fatal(err)
 		}
@@ -243,7 +244,7 @@ func testDeliveryFanOut(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	want := map[string]store.DeliveryStatus{created.ID: store.DeliveryPending, all.ID: store.DeliveryPending, off.ID: store.DeliverySkipped}
-	for _, e := range []*store.Endpoint{created, all, revoked, off, other} {
+	for _, e := range []*store.Endpoint{created, all, revoked, off, other, testEP} {
 		ds, err := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: e.ID, EventID: ev.ID, Limit: 10})
 		if err != nil {
 			t.Fatal(err)
@@ -268,6 +269,17 @@ func testDeliveryFanOut(t *testing.T, s store.Store) {
 	}
 	if ds, _ := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: all.ID, Limit: 10}); len(ds) != 1 {
 		t.Fatalf("the addressed event reached another endpoint: %d", len(ds))
+	}
+	te := newTestEvent(a, event.KeyRevoked, 3*time.Second, "k")
+	te.Environment = "test"
+	if err := s.Write(ctx, store.Write{Events: []event.Event{te}}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, _ := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: testEP.ID, Limit: 10}); len(ds) != 1 || ds[0].EventID != te.ID {
+		t.Fatalf("the test endpoint: %+v, want the test event alone", ds)
+	}
+	if got := readEvents(t, es, store.EventQuery{AccountID: a, ID: te.ID}); len(got) != 1 || got[0].Environment != "test" {
+		t.Fatalf("a test event read back: %+v", got)
 	}
 }
 
