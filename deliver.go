@@ -136,6 +136,9 @@ func (d *deliverer) send(dl *store.Delivery) {
 	m := d.m
 	ctx, end := m.op(d.ctx, observe.Deliver)
 	err := d.attempt(ctx, dl)
+	if errors.Is(err, store.ErrNotFound) {
+		err = nil // the endpoint was deleted meanwhile, with its deliveries
+	}
 	end(err)
 	if err != nil && d.ctx.Err() == nil {
 		m.logger.Warn("keys: recording a webhook delivery failed; another attempt follows its lease", "delivery", dl.ID, "err", err)

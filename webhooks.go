@@ -253,7 +253,10 @@ func (w Webhooks) Create(ctx context.Context, req webhook.EndpointCreate, opts .
 		Events           []string
 		Enabled          bool
 	}{env, u, desc, types, enabled})
-	ep, _, err := withIdempotency(m, ctx, c, "POST /developers/webhooks", idemKey, sha256.Sum256(b), now, run)
+	ep, replayed, err := withIdempotency(m, ctx, c, "POST /developers/webhooks", idemKey, sha256.Sum256(b), now, run)
+	if replayed {
+		ep.Replayed = true
+	}
 	return ep, err
 }
 

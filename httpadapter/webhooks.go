@@ -175,6 +175,9 @@ func (a *Adapter) createWebhook(w http.ResponseWriter, r *http.Request, as keys.
 	if err != nil {
 		return err
 	}
+	if ep.Replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
 	httpjson.Write(w, http.StatusCreated, ep)
 	return nil
 }

@@ -108,6 +108,15 @@ var exceptions = []exception{
 	{"a usage period: `start` before `end`, both whole minutes (a series: on its granularity's boundaries, at most 1,440 buckets), at most 400 days, and whole hours when older than 48 hours", func(s int, d httpadapter.ErrorDetail) bool {
 		return s == 400 && (d.Param == "start" || d.Param == "end")
 	}},
+	{"a webhook `url` must be https (plain http only where the host allows it), reach a public address (not loopback, private, link-local, multicast or a cloud metadata service) and carry no user, password or fragment", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && d.Param == "url"
+	}},
+	{"a webhook `description` holds no control characters", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && d.Param == "description" && strings.Contains(d.Message, "control")
+	}},
+	{"a delivery is retried by hand at most 10 times beyond its schedule, and not while it is being attempted", func(s int, d httpadapter.ErrorDetail) bool {
+		return s == 400 && d.Code == "invalid_request" && strings.Contains(d.Message, "attempted")
+	}},
 	{"the key's state: a revoked, rolled or expired key cannot be changed or rolled", func(s int, d httpadapter.ErrorDetail) bool {
 		return s == 400 && d.Code == "invalid_request" && d.Param == "" &&
 			(strings.Contains(d.Message, "revoked or already rolled") || strings.Contains(d.Message, "has expired"))

@@ -19,6 +19,7 @@ import (
 	"github.com/txcloud/keys/internal/hostile"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/usage"
+	"github.com/txcloud/keys/webhook"
 )
 
 type env struct {
@@ -635,4 +636,171 @@ func TestLogExchanges(t *testing.T) {
 		t.Fatalf("no next_cursor on a page of one: %s", rec.Body)
 	}
 	e.do(t, "GET", "/developers/logs?limit=1&cursor="+page.NextCursor, admin, "", nil, 200)
+}
+
+// webhookEnv is setup with webhooks that may reach loopback, and a
+// receiver answering 204.
+func webhookEnv(t *testing.T) (*env, string) {
+	m, err := keys.New(memstore.New(), keys.WithWebhooks(webhook.Config{AllowLoopback: true, Poll: 10 * time.Millisecond}),
+		keys.WithPepper([]byte(strings.Repeat("p", 32))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	t.Cleanup(rv.Close)
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	e := &env{t: t, c: newContract(t), h: httpadapter.New(m), m: m}
+	e.admin = e.key(keys.APIKeyCreate{Name: "admin", Environment: keys.Live, Permissions: keys.DefaultVocabulary(), AccountID: "acct_hooks"})
+	return e, rv.URL
+}
+
+func TestWebhookExchanges(t *testing.T) {
+	e, url := webhookEnv(t)
+	other := e.key(keys.APIKeyCreate{Name: "other", Environment: keys.Live, Permissions: keys.DefaultVocabulary(), AccountID: "acct_else"})
+	reader := e.key(keys.APIKeyCreate{Name: "reader", Environment: keys.Live, Permissions: []string{"developers:read"}, AccountID: "acct_hooks"})
+	body := `{"url":"` + url + `/hook","events":["key.created","key.revoked"],"description":"billing"}`
+	rec := e.do(t, "POST", "/developers/webhooks", e.admin, body, idem("hook-create-1"), 201)
+	var ep struct {
+		ID     string
+		Secret string
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &ep); err != nil || !strings.HasPrefix(ep.Secret, "whsec_") {
+		t.Fatalf("%v %s", err, rec.Body)
+	}
+	rec = e.do(t, "POST", "/developers/webhooks", e.admin, body, idem("hook-create-1"), 201)
+	if rec.Header().Get("Idempotent-Replayed") != "true" || !strings.Contains(rec.Body.String(), ep.Secret) {
+		t.Fatalf("a replay: %s", rec.Body)
+	}
+	e.do(t, "POST", "/developers/webhooks", e.admin, `{"url":"`+url+`/other","events":["*"]}`, idem("hook-create-1"), 409)
+	for name, bad := range map[string]string{
+		"no url":         `{"events":["*"]}`,
+		"no events":      `{"url":"` + url + `"}`,
+		"empty events":   `{"url":"` + url + `","events":[]}`,
+		"unknown type":   `{"url":"` + url + `","events":["key.exploded"]}`,
+		"private url":    `{"url":"https://10.0.0.1/","events":["*"]}`,
+		"metadata url":   `{"url":"https://169.254.169.254/latest/meta-data","events":["*"]}`,
+		"ftp url":        `{"url":"ftp://127.0.0.1/","events":["*"]}`,
+		"null url":       `{"url":null,"events":["*"]}`,
+		"unknown field":  `{"url":"` + url + `","events":["*"],"secret":"whsec_x"}`,
+		"bad enabled":    `{"url":"` + url + `","events":["*"],"enabled":"yes"}`,
+		"bad env":        `{"url":"` + url + `","events":["*"],"environment":"prod"}`,
+		"control in des": `{"url":"` + url + `","events":["*"],"description":"a\u0007b"}`,
+	} {
+		t.Run("create: "+name, func(t *testing.T) { e.do(t, "POST", "/developers/webhooks", e.admin, bad, nil, 400) })
+	}
+	e.do(t, "POST", "/developers/webhooks", reader, body, nil, 403)
+	rec = e.do(t, "GET", "/developers/webhooks", reader, "", nil, 200)
+	if strings.Contains(rec.Body.String(), "whsec_") {
+		t.Fatalf("a list shows a secret: %s", rec.Body)
+	}
+	e.do(t, "GET", "/developers/webhooks/"+ep.ID, reader, "", nil, 200)
+	e.do(t, "GET", "/developers/webhooks/"+ep.ID, other, "", nil, 404)
+	e.do(t, "GET", "/developers/webhooks/we_nosuch", e.admin, "", nil, 404)
+	e.do(t, "PATCH", "/developers/webhooks/"+ep.ID, e.admin, `{"events":["*"],"description":"all","enabled":true}`, nil, 200)
+	e.do(t, "PATCH", "/developers/webhooks/"+ep.ID, e.admin, `{"url":"http://192.168.0.1/"}`, nil, 400)
+	e.do(t, "PATCH", "/developers/webhooks/"+ep.ID, e.admin, `{"enabled":null}`, nil, 400)
+	e.do(t, "PATCH", "/developers/webhooks/"+ep.ID, other, `{"enabled":false}`, nil, 404)
+	for _, b := range []string{"", `{}`, `{"grace_period_seconds":0}`, `{"grace_period_seconds":86400}`} {
+		rec := e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/roll-secret", e.admin, b, nil, 200)
+		if !strings.Contains(rec.Body.String(), `"secret":"whsec_`) {
+			t.Fatalf("roll-secret: %s", rec.Body)
+		}
+	}
+	e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/roll-secret", e.admin, `{"grace_period_seconds":86401}`, nil, 400)
+	rec = e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/test", e.admin, "", nil, 202)
+	var d struct{ ID, Status string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &d); err != nil || d.Status != "pending" {
+		t.Fatalf("test: %s", rec.Body)
+	}
+	e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/test", other, "", nil, 404)
+	e.key(keys.APIKeyCreate{Name: "evented", Environment: keys.Live, AccountID: "acct_hooks"})
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		rec = e.do(t, "GET", "/developers/webhooks/"+ep.ID+"/deliveries", reader, "", nil, 200)
+		if strings.Count(rec.Body.String(), `"status":"succeeded"`) >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if strings.Count(rec.Body.String(), `"status":"succeeded"`) < 2 {
+		t.Fatalf("deliveries: %s", rec.Body)
+	}
+	rec = e.do(t, "GET", "/developers/webhooks/"+ep.ID+"/deliveries?limit=1", reader, "", nil, 200)
+	var page struct {
+		NextCursor string `json:"next_cursor"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &page); err != nil || page.NextCursor == "" {
+		t.Fatalf("a page of one: %s", rec.Body)
+	}
+	e.do(t, "GET", "/developers/webhooks/"+ep.ID+"/deliveries?limit=1&cursor="+page.NextCursor, reader, "", nil, 200)
+	e.do(t, "GET", "/developers/webhooks/"+ep.ID+"/deliveries?limit=0", reader, "", nil, 400)
+	e.do(t, "GET", "/developers/webhooks/"+ep.ID+"/deliveries", other, "", nil, 404)
+	e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/deliveries/"+d.ID+"/retry", e.admin, "", nil, 202)
+	// Retried by hand until refused: while being attempted, or past the
+	// bound of 10 beyond the schedule.
+	for i := 0; ; i++ {
+		if rec := e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/deliveries/"+d.ID+"/retry", e.admin, "", nil, 0); rec.Code == 400 {
+			break
+		} else if rec.Code != 202 || i == 200 {
+			t.Fatalf("retry %d: %d %s", i, rec.Code, rec.Body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/deliveries/"+d.ID+"/retry", other, "", nil, 404)
+	e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/deliveries/dlv_nosuch/retry", e.admin, "", nil, 404)
+	// The event log.
+	rec = e.do(t, "GET", "/developers/events", reader, "", nil, 200)
+	var evs struct {
+		Data []struct {
+			ID   string
+			Type string
+		}
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &evs); err != nil || len(evs.Data) < 3 {
+		t.Fatalf("events: %s", rec.Body)
+	}
+	start := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	for _, q := range []string{"limit=1", "limit=100", "type=key.created", "type=webhook.test", "key_id=key_x", "start=" + start, "end=2099-01-01T00:00:00Z"} {
+		t.Run("events?"+q, func(t *testing.T) { e.do(t, "GET", "/developers/events?"+q, reader, "", nil, 200) })
+	}
+	for _, q := range []string{"type=key.exploded", "limit=0", "limit=101", "cursor=nope", "start=yesterday", "type=key.created&type=key.revoked", "unknown=1"} {
+		t.Run("events?"+q, func(t *testing.T) { e.do(t, "GET", "/developers/events?"+q, reader, "", nil, 400) })
+	}
+	e.do(t, "GET", "/developers/events/"+evs.Data[0].ID, reader, "", nil, 200)
+	e.do(t, "GET", "/developers/events/"+evs.Data[0].ID, other, "", nil, 404)
+	e.do(t, "GET", "/developers/events/evt_nosuch", reader, "", nil, 404)
+	// Delete, then the 11th endpoint is refused.
+	e.do(t, "DELETE", "/developers/webhooks/"+ep.ID, other, "", nil, 404)
+	e.do(t, "DELETE", "/developers/webhooks/"+ep.ID, e.admin, "", nil, 204)
+	e.do(t, "GET", "/developers/webhooks/"+ep.ID, e.admin, "", nil, 404)
+	for i := range 10 {
+		e.do(t, "POST", "/developers/webhooks", e.admin, `{"url":"`+url+`/`+strconv.Itoa(i)+`","events":["*"],"enabled":false}`, nil, 201)
+	}
+	rec = e.do(t, "POST", "/developers/webhooks", e.admin, `{"url":"`+url+`/11","events":["*"]}`, nil, 403)
+	if !strings.Contains(rec.Body.String(), "webhook_limit_reached") {
+		t.Fatalf("the 11th: %s", rec.Body)
+	}
+}
+
+// Requests the document calls valid are accepted.
+func TestDocumentValidWebhookRequestsAreAccepted(t *testing.T) {
+	e, url := webhookEnv(t)
+	long := url + "/" + strings.Repeat("p", 2048-len(url)-1)
+	for name, body := range map[string]string{
+		"every type":          `{"url":"` + url + `","events":["key.created","key.updated","key.revoked","key.rolled","key.disabled","key.enabled","key.expiring","key.leaked","usage.quota_threshold","credits.low","credits.exhausted","webhook_endpoint.created","webhook_endpoint.updated","webhook_endpoint.deleted","webhook_endpoint.disabled","webhook.test"]}`,
+		"star and a type":     `{"url":"` + url + `","events":["*","key.created"]}`,
+		"url of 2048":         `{"url":"` + long + `","events":["*"]}`,
+		"description of 256":  `{"url":"` + url + `","events":["*"],"description":"` + strings.Repeat("d", 256) + `","enabled":false}`,
+		"a type twice":        `{"url":"` + url + `","events":["key.created","key.created"],"environment":"live"}`,
+		"32 types":            `{"url":"` + url + `","events":[` + strings.TrimSuffix(strings.Repeat(`"key.created",`, 32), ",") + `]}`,
+		"description empty":   `{"url":"` + url + `","events":["*"],"description":""}`,
+		"url with port/query": `{"url":"` + url + `/x?y=1","events":["*"]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			rec := e.do(t, "POST", "/developers/webhooks", e.admin, body, nil, 201)
+			var ep struct{ ID string }
+			_ = json.Unmarshal(rec.Body.Bytes(), &ep)
+			e.do(t, "DELETE", "/developers/webhooks/"+ep.ID, e.admin, "", nil, 204)
+		})
+	}
 }

@@ -151,6 +151,9 @@ type Endpoint struct {
 	// Secret is the signing secret: only in the answer that created it
 	// (a create, or a roll), never again.
 	Secret Secret `json:"secret,omitempty"`
+	// Replayed is true when an idempotent retry returned the stored
+	// answer of an earlier create.
+	Replayed bool `json:"-"`
 }
 
 // EndpointCreate is the body of POST /developers/webhooks.
