@@ -3,10 +3,13 @@ package httpadapter_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"hash/crc32"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -120,8 +123,14 @@ type env struct {
 
 func newEnv(t *testing.T, opts ...keys.Option) *env {
 	t.Helper()
-	e := &env{store: &countingStore{Store: memstore.New()}, clock: &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}}
-	m, err := keys.New(e.store, append([]keys.Option{keys.WithClock(e.clock.Now)}, opts...)...)
+	mem := memstore.New()
+	e := &env{store: &countingStore{Store: mem}, clock: &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	// The counting store keeps memstore's event log: its writes go
+	// through the counter, its reads straight to memstore.
+	m, err := keys.New(struct {
+		*countingStore
+		store.EventStore
+	}{e.store, mem}, append([]keys.Option{keys.WithClock(e.clock.Now)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,3 +268,20 @@ func (s *countingStore) PruneLogs(ctx context.Context, before time.Time) error {
 }
 
 var _ store.LogStore = (*countingStore)(nil)
+
+// noDNS resolves nothing: a fuzz target must not ask the network.
+type noDNS struct{}
+
+func (noDNS) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return nil, errors.New("no DNS in tests")
+}
+
+// literalHost is the address a URL's host names literally, if it does.
+func literalHost(raw string) (netip.Addr, bool) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	ip, err := netip.ParseAddr(u.Hostname())
+	return ip, err == nil
+}

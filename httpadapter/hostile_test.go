@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/internal/hostile"
 	"github.com/txcloud/keys/store"
@@ -53,6 +54,10 @@ func TestHostileInput(t *testing.T) {
 		t.Fatalf("only %d hostile requests", len(rows))
 	}
 	before := snapshot(t, e.store)
+	evs, err := e.m.As(keys.Principal{AccountID: "acct_a"}).Events(context.Background(), keys.EventFilter{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range rows {
 		t.Run(r.Name, func(t *testing.T) {
 			rec := serve(h, request{method: r.Method, path: r.Path, headers: r.Headers, body: r.Body})
@@ -63,5 +68,12 @@ func TestHostileInput(t *testing.T) {
 		})
 	}
 	sameSnapshot(t, before, snapshot(t, e.store))
+	after, err := e.m.As(keys.Principal{AccountID: "acct_a"}).Events(context.Background(), keys.EventFilter{Limit: 100})
+	if err != nil || len(after.Data) != len(evs.Data) {
+		t.Fatalf("events: %d before, %d after (%v): a hostile request changed something", len(evs.Data), len(after.Data), err)
+	}
+	if l, err := e.m.As(keys.Principal{AccountID: "acct_a"}).Webhooks().List(context.Background()); err != nil || len(l.Data) != 0 {
+		t.Fatalf("a hostile request registered an endpoint: %+v, %v", l, err)
+	}
 	t.Logf("%d hostile requests, all refused in the envelope, nothing changed", len(rows))
 }

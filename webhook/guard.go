@@ -93,7 +93,7 @@ func (c *Config) CheckURL(ctx context.Context, raw string) (string, error) {
 		return u.String(), nil
 	}
 	h := strings.ToLower(strings.TrimSuffix(host, "."))
-	if (h == "localhost" || strings.HasSuffix(h, ".localhost")) && !c.AllowLoopback || h == "" {
+	if (h == "localhost" || strings.HasSuffix(h, ".localhost")) && !c.AllowLoopback || h == "" || numeric(h) {
 		return "", ErrForbiddenAddress
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -172,4 +172,23 @@ func (c *Config) Client() *http.Client {
 		Timeout:       c.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+// numeric reports whether a host that is no IP address is made like one
+// ("2130706433", "127.1", "0x7f.1"): some resolvers read those as
+// addresses, and no top-level domain is numeric, so no real name is.
+func numeric(h string) bool {
+	last := h[strings.LastIndexByte(h, '.')+1:]
+	if last == "" {
+		return true
+	}
+	if strings.HasPrefix(last, "0x") {
+		return true
+	}
+	for i := 0; i < len(last); i++ {
+		if last[i] < '0' || last[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -237,10 +237,80 @@ func Requests(k Keys) []Request {
 		{Name: "log: a request never made", Path: "/developers/logs/req_NOSUCHREQUEST", Status: 404},
 		{Name: "log: a 5 KB request id", Path: "/developers/logs/" + strings.Repeat("r", 5000), Status: 404},
 		{Name: "log: a query", Path: "/developers/logs/req_X?key_id=x", Status: 400},
+		// Hostile event-log queries.
+		{Name: "events: unknown type", Path: "/developers/events?type=key.exploded", Status: 400},
+		{Name: "events: type twice", Path: "/developers/events?type=key.created&type=key.revoked", Status: 400},
+		{Name: "events: limit 0", Path: "/developers/events?limit=0", Status: 400},
+		{Name: "events: forged cursor", Path: "/developers/events?cursor=MTIz", Status: 400},
+		{Name: "events: 10 KB cursor", Path: "/developers/events?cursor=" + strings.Repeat("A", 10_000), Status: 400},
+		{Name: "events: 5 KB key_id", Path: "/developers/events?key_id=" + strings.Repeat("k", 5000), Status: 400},
+		{Name: "events: end before start", Path: "/developers/events?start=2026-11-02T00:00:00Z&end=2026-11-01T00:00:00Z", Status: 400},
+		{Name: "events: unknown parameter", Path: "/developers/events?account_id=acct_other", Status: 400},
+		{Name: "event: never written", Path: "/developers/events/evt_NOSUCH", Status: 404},
+		{Name: "event: a 5 KB id", Path: "/developers/events/" + strings.Repeat("e", 5000), Status: 404},
+		{Name: "event: a query", Path: "/developers/events/evt_X?type=key.created", Status: 400},
+		// Hostile webhook reads.
+		{Name: "webhooks: a parameter", Path: "/developers/webhooks?account_id=acct_other", Status: 400},
+		{Name: "webhook: none such", Path: "/developers/webhooks/we_NOSUCH", Status: 404},
+		{Name: "webhook: a 5 KB id", Path: "/developers/webhooks/" + strings.Repeat("w", 5000), Status: 404},
+		{Name: "deliveries: none such endpoint", Path: "/developers/webhooks/we_NOSUCH/deliveries", Status: 404},
+		{Name: "deliveries: limit 0", Path: "/developers/webhooks/we_NOSUCH/deliveries?limit=0", Status: 400},
+		{Name: "deliveries: forged cursor", Path: "/developers/webhooks/we_NOSUCH/deliveries?cursor=MTIz", Status: 400},
 	} {
 		r.Method = "GET"
 		r.Headers = map[string][]string{"Authorization": {"Bearer " + k.Admin}}
 		rows = append(rows, r)
 	}
+	// Hostile webhook writes: each changes nothing.
+	hook := func(name, method, path, body string, status int) {
+		rows = append(rows, Request{Name: name, Method: method, Path: path, Headers: jsonHeaders(k.Admin), Body: body, Status: status})
+	}
+	for name, url := range map[string]string{
+		"cloud metadata":   "https://169.254.169.254/latest/meta-data/",
+		"loopback":         "https://127.0.0.1:8080/",
+		"IPv6 loopback":    "https://[::1]/",
+		"private":          "https://10.0.0.1/",
+		"mapped loopback":  "https://[::ffff:127.0.0.1]/",
+		"unspecified":      "https://0.0.0.0/",
+		"localhost":        "https://localhost/",
+		"plain http":       "http://93.184.215.14/",
+		"credentials":      "https://user:pass@93.184.215.14/",
+		"javascript":       "javascript:alert(1)",
+		"relative":         "/hook",
+		"file":             "file:///etc/passwd",
+		"10 KB":            "https://93.184.215.14/" + strings.Repeat("a", 10_000),
+		"a NUL":            "https://93.184.215.14/\u0000",
+		"a space":          "https://93.184.215.14/a b",
+		"a fragment":       "https://93.184.215.14/#x",
+		"shared (CGNAT)":   "https://100.100.100.200/",
+		"decimal loopback": "https://2130706433/",
+	} {
+		hook("webhook create: url "+name, "POST", "/developers/webhooks", `{"url":"`+url+`","events":["*"]}`, 400)
+	}
+	okHook := `{"url":"https://93.184.215.14/hook","events":["*"]}`
+	for _, r := range []struct{ name, body string }{
+		{"no events", `{"url":"https://93.184.215.14/hook"}`},
+		{"events empty", `{"url":"https://93.184.215.14/hook","events":[]}`},
+		{"events unknown", `{"url":"https://93.184.215.14/hook","events":["key.*"]}`},
+		{"events 33", `{"url":"https://93.184.215.14/hook","events":[` + strings.TrimSuffix(strings.Repeat(`"key.created",`, 33), ",") + `]}`},
+		{"events a string", `{"url":"https://93.184.215.14/hook","events":"*"}`},
+		{"description 257", `{"url":"https://93.184.215.14/hook","events":["*"],"description":"` + strings.Repeat("d", 257) + `"}`},
+		{"a secret given", `{"url":"https://93.184.215.14/hook","events":["*"],"secret":"whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`},
+		{"an account given", `{"url":"https://93.184.215.14/hook","events":["*"],"account_id":"acct_other"}`},
+		{"url twice", `{"url":"https://93.184.215.14/a","url":"https://10.0.0.1/","events":["*"]}`},
+		{"not an object", `["` + okHook + `"]`},
+	} {
+		hook("webhook create: "+r.name, "POST", "/developers/webhooks", r.body, 400)
+	}
+	hook("webhook update: none such", "PATCH", "/developers/webhooks/we_NOSUCH", `{"enabled":false}`, 404)
+	hook("webhook update: url private", "PATCH", "/developers/webhooks/we_NOSUCH", `{"url":"https://192.168.1.1/"}`, 400)
+	hook("webhook update: enabled null", "PATCH", "/developers/webhooks/we_NOSUCH", `{"enabled":null}`, 400)
+	hook("webhook delete: none such", "DELETE", "/developers/webhooks/we_NOSUCH", "", 404)
+	hook("webhook roll: grace of a week", "POST", "/developers/webhooks/we_NOSUCH/roll-secret", `{"grace_period_seconds":604800}`, 400)
+	hook("webhook roll: none such", "POST", "/developers/webhooks/we_NOSUCH/roll-secret", "", 404)
+	hook("webhook test: none such", "POST", "/developers/webhooks/we_NOSUCH/test", "", 404)
+	hook("delivery retry: none such", "POST", "/developers/webhooks/we_NOSUCH/deliveries/dlv_NOSUCH/retry", "", 404)
+	rows = append(rows, Request{Name: "webhook create: a stranger's 11th is no business of ours", Method: "POST", Path: "/developers/webhooks",
+		Headers: jsonHeaders(k.Revoked), Body: okHook, Status: 401})
 	return rows
 }
