@@ -90,6 +90,10 @@ func (m *Manager) runNoClose(b *background, interval time.Duration) {
 		select {
 		case <-b.stopping:
 			return
+		case c := <-m.seen.crossings:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			m.recordCrossings(ctx, c)
+			cancel()
 		case <-usageTick:
 			ctx, cancel := context.WithTimeout(context.Background(), usageFlushInterval)
 			if err := m.flushUsageObserved(ctx, false); err != nil {

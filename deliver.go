@@ -35,8 +35,9 @@ type deliverer struct {
 	wakeCh chan struct{}
 
 	mu       sync.Mutex
-	inFlight int
-	busy     map[string]int // endpoint → attempts in flight
+	inFlight int                          // attempts in flight, and claimed ones waiting
+	busy     map[string]int               // endpoint → attempts in flight
+	waiting  map[string][]*store.Delivery // endpoint → claimed, waiting for one of its slots
 
 	ctx    context.Context // the attempts'; cancelled by Close after its deadline
 	cancel context.CancelFunc
@@ -54,7 +55,7 @@ func newDeliverer(m *Manager, cfg webhook.Config) *deliverer {
 		lease[i] = byte(rand.Uint32())
 	}
 	d := &deliverer{m: m, cfg: cfg, client: cfg.Client(), lease: "lease_" + base64.RawURLEncoding.EncodeToString(lease[:]),
-		wakeCh: make(chan struct{}, 1), busy: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
+		wakeCh: make(chan struct{}, 1), busy: map[string]int{}, waiting: map[string][]*store.Delivery{}, stop: make(chan struct{}), done: make(chan struct{})}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	return d
 }
@@ -86,13 +87,19 @@ func (d *deliverer) run() {
 	}
 }
 
-// claim leases what this instance may send now and starts sending it.
+// claim leases what this instance may send now and starts sending it:
+// at most PerEndpoint attempts of one endpoint run at once; a claimed
+// delivery whose endpoint has none free waits for one (an attempt
+// lasts Timeout at most, and the lease is twice that or more), and an
+// endpoint whose slots are all taken, or spoken for, is not claimed for.
 func (d *deliverer) claim() {
 	d.mu.Lock()
 	free := d.cfg.Concurrency - d.inFlight
 	skip := make([]string, 0, len(d.busy))
-	for ep := range d.busy {
-		skip = append(skip, ep)
+	for ep, n := range d.busy {
+		if n+len(d.waiting[ep]) >= d.cfg.PerEndpoint {
+			skip = append(skip, ep)
+		}
 	}
 	d.mu.Unlock()
 	if free <= 0 {
@@ -109,30 +116,50 @@ func (d *deliverer) claim() {
 		}
 		return
 	}
+	var start []*store.Delivery
 	d.mu.Lock()
 	for _, dl := range ds {
 		d.inFlight++
-		d.busy[dl.EndpointID]++
+		if d.busy[dl.EndpointID] < d.cfg.PerEndpoint {
+			d.busy[dl.EndpointID]++
+			start = append(start, dl)
+		} else {
+			d.waiting[dl.EndpointID] = append(d.waiting[dl.EndpointID], dl)
+		}
 	}
+	d.sends.Add(len(ds))
 	d.mu.Unlock()
-	for _, dl := range ds {
-		d.sends.Add(1)
+	for _, dl := range start {
 		go d.send(dl)
 	}
 }
 
-// send makes one attempt of dl and records it.
+// send makes one attempt of dl and records it, then the next waiting for
+// its endpoint's slot, if any.
 func (d *deliverer) send(dl *store.Delivery) {
-	defer func() {
+	for dl != nil {
+		d.sendOne(dl)
 		d.mu.Lock()
 		d.inFlight--
-		if d.busy[dl.EndpointID]--; d.busy[dl.EndpointID] <= 0 {
-			delete(d.busy, dl.EndpointID)
+		d.sends.Done()
+		ep := dl.EndpointID
+		if q := d.waiting[ep]; len(q) > 0 {
+			dl, d.waiting[ep] = q[0], q[1:]
+			if len(d.waiting[ep]) == 0 {
+				delete(d.waiting, ep)
+			}
+		} else {
+			dl = nil
+			if d.busy[ep]--; d.busy[ep] <= 0 {
+				delete(d.busy, ep)
+			}
 		}
 		d.mu.Unlock()
-		d.sends.Done()
 		d.wake()
-	}()
+	}
+}
+
+func (d *deliverer) sendOne(dl *store.Delivery) {
 	m := d.m
 	ctx, end := m.op(d.ctx, observe.Deliver)
 	err := d.attempt(ctx, dl)
@@ -170,6 +197,11 @@ func (d *deliverer) attempt(ctx context.Context, dl *store.Delivery) error {
 		dl.Tries = 1 + len(d.cfg.Schedule) + maxManualRetries // nothing left to send
 	} else {
 		a = d.post(ctx, ep, &evs[0], now)
+		if d.ctx.Err() != nil {
+			// Stopped mid-attempt (Close's deadline): no attempt to
+			// record; the delivery is tried again after its lease.
+			return nil
+		}
 	}
 	dl.Tries++
 	dl.Attempts = append(dl.Attempts, a)

@@ -221,6 +221,7 @@ type Manager struct {
 	creditsLow     int64
 	webhooks       webhook.Config // with its defaults
 	hooks          *deliverer     // nil: this instance delivers nothing
+	seen           observations   // crossings and quotas, to become events
 	ephemeral      bool           // the sealing secret is random, this process's alone
 	warnEphemeral  sync.Once
 }
@@ -315,6 +316,7 @@ func New(st store.Store, opts ...Option) (*Manager, error) {
 		return nil, fmt.Errorf("keys: WithWebhooks: %w", err)
 	}
 	m.eventRetention, m.creditsLow = cmp.Or(c.events.Retention, defaultEventRetention), c.events.CreditsLow
+	m.seen = observations{crossings: make(chan crossing, maxObserved), quota: map[string]quotaSeen{}}
 	if m.events, _ = store.Capability[store.EventStore](st); m.events != nil && !c.webhooks.Disabled {
 		m.ephemeral = c.pepper == nil && c.idemSecret == nil
 		m.hooks = newDeliverer(m, m.webhooks)

@@ -278,6 +278,10 @@ func (m *Manager) drain(now time.Time, all bool) []store.UsageRow {
 func (m *Manager) flushUsage(ctx context.Context, all bool) error {
 	mt := m.meter
 	rows := m.drain(m.now(), all)
+	accounts := map[string]struct{}{}
+	for i := range rows {
+		accounts[rows[i].AccountID] = struct{}{}
+	}
 	mt.mu.Lock()
 	for len(rows) > 0 {
 		n := min(len(rows), mt.batchRows)
@@ -289,8 +293,10 @@ func (m *Manager) flushUsage(ctx context.Context, all bool) error {
 	err := mt.storePending(ctx)
 	if err != nil {
 		mt.trim(m)
+		return err
 	}
-	return err
+	m.checkQuotas(ctx, accounts)
+	return nil
 }
 
 // trim drops the newest pending batches past maxPending rows.

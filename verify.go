@@ -224,7 +224,7 @@ func (m *Manager) charge(ctx context.Context, rec *store.Record, opts []VerifyOp
 // key's (if it names one), both or neither: the account's first, given
 // back if the key's cannot pay. v.Credits is what the smaller then holds.
 func (m *Manager) spendBudgets(ctx context.Context, rec *store.Record, account bool, cost int64, now time.Time, v *Verified) error {
-	var spent store.Budget
+	var spent, keySpent store.Budget
 	left := int64(-1)
 	if account {
 		var err error
@@ -255,9 +255,16 @@ func (m *Manager) spendBudgets(ctx context.Context, rec *store.Record, account b
 		if left < 0 || b.Remaining < left {
 			left = b.Remaining
 		}
+		keySpent = b
 	}
 	if left >= 0 {
 		v.Credits, v.Spent = left, cost
+		if account {
+			m.crossed(rec, "", spent, cost, now)
+		}
+		if rec.CreditsID != "" {
+			m.crossed(rec, rec.ID, keySpent, cost, now)
+		}
 	}
 	return nil
 }
