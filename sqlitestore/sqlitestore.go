@@ -31,7 +31,9 @@
 // Open takes an exclusive lock on the database (locking_mode=EXCLUSIVE)
 // and holds it until Close: a second Store on the same file, in this
 // process or another, fails to open with ErrLocked instead of serving a
-// stale copy.
+// stale copy. For the same reason, the webhook deliveries a process had
+// claimed when it died are due again as soon as the file is opened, not
+// after their lease.
 package sqlitestore
 
 import (
@@ -136,6 +138,12 @@ func (s *Store) open(ctx context.Context) error {
 	}
 	if check != "ok" {
 		return fmt.Errorf("sqlitestore: %s fails its integrity check: %s", s.path, strings.TrimSpace(check))
+	}
+	// One process holds the file: a delivery claimed in it is a claim of
+	// a process that died (or closed mid-attempt). It is due again now,
+	// not after its lease.
+	if _, err := s.db.ExecContext(ctx, `UPDATE webhook_deliveries SET lease = '', lease_until = 0 WHERE lease <> ''`); err != nil {
+		return s.openError(err)
 	}
 	mem, err := s.load(ctx)
 	if err != nil {

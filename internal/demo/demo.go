@@ -28,6 +28,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/connlimit"
 	"github.com/txcloud/keys/event"
+	"github.com/txcloud/keys/webhook"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/httpadapter/secretscanning"
 )
@@ -54,6 +55,9 @@ type Flags struct {
 	IdleTimeout   time.Duration
 	GitHubKeys    string
 	Plan          string
+	// WebhooksAllowLoopback lets webhook endpoints be on this machine
+	// (and plain http), for trying webhooks out locally.
+	WebhooksAllowLoopback bool
 }
 
 // AddFlags registers the shared flags on fs.
@@ -66,6 +70,7 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 	fs.IntVar(&f.MaxConnsAddr, "max-conns-per-addr", 256, "open connections at most from one client address, the same way; 0 for no cap (behind a proxy, where every client shares its address)")
 	fs.DurationVar(&f.IdleTimeout, "idle-timeout", 10*time.Second, "how long an idle keep-alive connection is kept")
 	fs.StringVar(&f.GitHubKeys, "github-keys", "", "JSON file of GitHub's secret-scanning public keys (as https://api.github.com/meta/public_keys/secret_scanning serves it): mounts POST /v1/secret-scanning/github, which revokes reported keys")
+	fs.BoolVar(&f.WebhooksAllowLoopback, "webhooks-allow-loopback", false, "let webhook endpoints be on loopback addresses and plain http, to receive them on this machine (never in production: private, link-local and metadata addresses stay refused)")
 	fs.StringVar(&f.Plan, "plan", "", "the demo account's plan, TXCloud's table: free (60/min, 1,000/day, 10 in flight), starter (300, 10,000, 50) or growth (1,000, 100,000, 100); empty: none")
 	return f
 }
@@ -97,6 +102,9 @@ func (f *Flags) ManagerOptions(logger *slog.Logger) ([]keys.Option, error) {
 	}
 	if p := os.Getenv("KEYSDEMO_PEPPER"); p != "" {
 		opts = append(opts, keys.WithPepper([]byte(p)))
+	}
+	if f.WebhooksAllowLoopback {
+		opts = append(opts, keys.WithWebhooks(webhook.Config{AllowLoopback: true}))
 	}
 	return opts, nil
 }
