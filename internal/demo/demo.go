@@ -28,9 +28,9 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/connlimit"
 	"github.com/txcloud/keys/event"
-	"github.com/txcloud/keys/webhook"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/httpadapter/secretscanning"
+	"github.com/txcloud/keys/webhook"
 )
 
 // Main runs a demo command: run serves until SIGINT or SIGTERM, and an
