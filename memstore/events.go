@@ -22,23 +22,57 @@ const EventWindow = 10_000
 // eventLog is the store's events, endpoints and deliveries, behind the
 // store's lock (Write changes them with the records they report).
 type eventLog struct {
-	events     map[string][]event.Event // by account, oldest first
+	events     map[string][]*event.Event // by account, oldest first
+	eventByID  map[string]*event.Event
 	endpoints  map[string]*store.Endpoint
 	byAccount  map[string][]string          // endpoint IDs, oldest first
 	deliveries map[string]*store.Delivery   // by ID
 	byEndpoint map[string][]*store.Delivery // oldest first
-	pending    map[string]*store.Delivery   // the pending ones, by ID
-	byEvent    map[string][]string          // delivery IDs of an event
+	// pending holds each endpoint's pending deliveries in the order they
+	// are due (NextAt, then ID), so that a claim reads the heads alone.
+	pending map[string][]*store.Delivery
+	byEvent map[string][]string // delivery IDs of an event
+}
+
+// dueOrder orders pending deliveries: NextAt, then ID.
+func dueOrder(a, b *store.Delivery) int {
+	if n := a.NextAt.Compare(b.NextAt); n != 0 {
+		return n
+	}
+	return strings.Compare(a.ID, b.ID)
+}
+
+// addPending files d, pending, under its endpoint.
+func (l *eventLog) addPending(d *store.Delivery) {
+	q := l.pending[d.EndpointID]
+	i, _ := slices.BinarySearchFunc(q, d, dueOrder)
+	l.pending[d.EndpointID] = slices.Insert(q, i, d)
+}
+
+// dropPending takes d out of its endpoint's pending deliveries, if there;
+// its NextAt and ID must be those it was filed under.
+func (l *eventLog) dropPending(d *store.Delivery) {
+	q := l.pending[d.EndpointID]
+	i, _ := slices.BinarySearchFunc(q, d, dueOrder)
+	if i < len(q) && q[i] == d {
+		q = slices.Delete(q, i, i+1)
+		if len(q) == 0 {
+			delete(l.pending, d.EndpointID)
+		} else {
+			l.pending[d.EndpointID] = q
+		}
+	}
 }
 
 func (l *eventLog) init() {
 	if l.events == nil {
-		l.events = make(map[string][]event.Event)
+		l.events = make(map[string][]*event.Event)
+		l.eventByID = make(map[string]*event.Event)
 		l.endpoints = make(map[string]*store.Endpoint)
 		l.byAccount = make(map[string][]string)
 		l.deliveries = make(map[string]*store.Delivery)
 		l.byEndpoint = make(map[string][]*store.Delivery)
-		l.pending = make(map[string]*store.Delivery)
+		l.pending = make(map[string][]*store.Delivery)
 		l.byEvent = make(map[string][]string)
 	}
 }
@@ -99,21 +133,22 @@ func (s *Store) applyEvents(w *store.Write) {
 		}
 		for _, d := range l.byEndpoint[e.ID] {
 			delete(l.deliveries, d.ID)
-			delete(l.pending, d.ID)
 		}
 		delete(l.byEndpoint, e.ID)
+		delete(l.pending, e.ID)
 	}
 	for i := range w.Events {
 		e := w.Events[i]
 		e.Data = slices.Clone(e.Data)
 		es := l.events[e.AccountID]
 		at := len(es)
-		for at > 0 && earlier(&e, &es[at-1]) {
+		for at > 0 && earlier(&e, es[at-1]) {
 			at--
 		}
-		es = slices.Insert(es, at, e)
+		es = slices.Insert(es, at, &e)
+		l.eventByID[e.ID] = &e
 		if len(es) > EventWindow {
-			s.dropEvent(&es[0])
+			s.dropEvent(es[0])
 			es = slices.Delete(es, 0, 1)
 		}
 		l.events[e.AccountID] = es
@@ -129,7 +164,7 @@ func (s *Store) applyEvents(w *store.Write) {
 			l.byEndpoint[d.EndpointID] = append(l.byEndpoint[d.EndpointID], d)
 			l.byEvent[e.ID] = append(l.byEvent[e.ID], d.ID)
 			if d.Status == store.DeliveryPending {
-				l.pending[d.ID] = d
+				l.addPending(d)
 			}
 		}
 	}
@@ -146,22 +181,33 @@ func (s *Store) dropEvent(e *event.Event) {
 	for _, id := range l.byEvent[e.ID] {
 		if d := l.deliveries[id]; d != nil {
 			delete(l.deliveries, id)
-			delete(l.pending, id)
+			if d.Status == store.DeliveryPending {
+				l.dropPending(d)
+			}
 			l.byEndpoint[d.EndpointID] = slices.DeleteFunc(l.byEndpoint[d.EndpointID], func(x *store.Delivery) bool { return x == d })
 		}
 	}
 	delete(l.byEvent, e.ID)
+	delete(l.eventByID, e.ID)
 }
 
 // Events implements store.EventStore.
 func (s *Store) Events(_ context.Context, q store.EventQuery) ([]event.Event, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	es := s.ev.events[q.AccountID]
 	out := []event.Event{}
+	if q.ID != "" { // one event, by its ID
+		if e := s.ev.eventByID[q.ID]; e != nil && q.Matches(e) && q.Limit > 0 {
+			c := *e
+			c.Data = slices.Clone(e.Data)
+			out = append(out, c)
+		}
+		return out, nil
+	}
+	es := s.ev.events[q.AccountID]
 	for i := len(es) - 1; i >= 0 && len(out) < q.Limit; i-- {
-		if q.Matches(&es[i]) {
-			e := es[i]
+		if q.Matches(es[i]) {
+			e := *es[i]
 			e.Data = slices.Clone(e.Data)
 			out = append(out, e)
 		}
@@ -176,7 +222,7 @@ func (s *Store) PruneEvents(_ context.Context, before time.Time) error {
 	for acct, es := range s.ev.events {
 		n := 0
 		for n < len(es) && es[n].At.Before(before) {
-			s.dropEvent(&es[n])
+			s.dropEvent(es[n])
 			n++
 		}
 		if n == len(es) {
@@ -210,34 +256,34 @@ func (s *Store) Endpoint(_ context.Context, id string) (*store.Endpoint, error) 
 	return e.Clone(), nil
 }
 
-// ClaimDeliveries implements store.EventStore. It walks the pending
-// deliveries: a few hundred at most in any test or demo, which is what
-// memstore is for.
+// ClaimDeliveries implements store.EventStore: it reads the head of each
+// endpoint's pending deliveries (due first), PerEndpoint of each at most.
 func (s *Store) ClaimDeliveries(_ context.Context, c store.Claim) ([]*store.Delivery, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var due []*store.Delivery
-	for _, d := range s.ev.pending {
-		if !d.NextAt.After(c.Now) && !d.LeaseUntil.After(c.Now) && !slices.Contains(c.Skip, d.EndpointID) {
-			due = append(due, d)
-		}
+	per := c.PerEndpoint
+	if per <= 0 {
+		per = c.Limit
 	}
-	slices.SortFunc(due, func(a, b *store.Delivery) int {
-		if n := a.NextAt.Compare(b.NextAt); n != 0 {
-			return n
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	per := map[string]int{}
-	var out []*store.Delivery
-	for _, d := range due {
-		if len(out) == c.Limit {
-			break
-		}
-		if c.PerEndpoint > 0 && per[d.EndpointID] >= c.PerEndpoint {
+	var due []*store.Delivery
+	for ep, q := range s.ev.pending {
+		if slices.Contains(c.Skip, ep) {
 			continue
 		}
-		per[d.EndpointID]++
+		n := 0
+		for _, d := range q {
+			if d.NextAt.After(c.Now) || n == per {
+				break
+			}
+			if !d.LeaseUntil.After(c.Now) {
+				due = append(due, d)
+				n++
+			}
+		}
+	}
+	slices.SortFunc(due, dueOrder)
+	var out []*store.Delivery
+	for _, d := range due[:min(len(due), c.Limit)] {
 		d.Lease, d.LeaseUntil = c.Lease, c.Until
 		out = append(out, d.Clone())
 	}
@@ -260,11 +306,12 @@ func (s *Store) FinishDelivery(_ context.Context, d *store.Delivery) (time.Time,
 		n.Attempts = n.Attempts[len(n.Attempts)-store.MaxAttemptsKept:]
 	}
 	n.Lease, n.LeaseUntil = "", time.Time{}
+	if cur.Status == store.DeliveryPending {
+		s.ev.dropPending(cur)
+	}
 	*cur = *n
 	if cur.Status == store.DeliveryPending {
-		s.ev.pending[cur.ID] = cur
-	} else {
-		delete(s.ev.pending, cur.ID)
+		s.ev.addPending(cur)
 	}
 	ep := s.ev.endpoints[cur.EndpointID]
 	if ep == nil || len(n.Attempts) == 0 {
@@ -308,7 +355,10 @@ func (s *Store) RetryDelivery(_ context.Context, id string, at time.Time) error 
 	case d.LeaseUntil.After(at):
 		return fmt.Errorf("memstore: delivery %s is being attempted: %w", id, store.ErrStale)
 	}
+	if d.Status == store.DeliveryPending {
+		s.ev.dropPending(d)
+	}
 	d.Status, d.NextAt, d.Lease, d.LeaseUntil = store.DeliveryPending, at, "", time.Time{}
-	s.ev.pending[id] = d
+	s.ev.addPending(d)
 	return nil
 }

@@ -161,7 +161,7 @@ func (c *Config) Client() *http.Client {
 		},
 		ForceAttemptHTTP2:      true,
 		MaxIdleConns:           256,
-		MaxIdleConnsPerHost:    4,
+		MaxIdleConnsPerHost:    max(4, c.Concurrency), // several endpoints may share a host
 		IdleConnTimeout:        90 * time.Second,
 		TLSHandshakeTimeout:    c.Timeout,
 		ResponseHeaderTimeout:  c.Timeout,
