@@ -11,7 +11,9 @@ import (
 	"github.com/txcloud/keys/credits"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/pgstore"
+	"github.com/txcloud/keys/store"
 	"github.com/txcloud/keys/store/storetest"
+	"github.com/txcloud/keys/webhook"
 )
 
 // BenchmarkPGCreate: Manager.Create on pgstore beside a raw pgx INSERT of
@@ -130,5 +132,94 @@ func BenchmarkPGCredits(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	})
+}
+
+// hideEvents is a store without the event log: the Manager writes no
+// events on it.
+type hideEvents struct{ store.Store }
+
+// BenchmarkPGEvents: Create and Revoke on pgstore with the event log
+// (the change's event, and its deliveries to the account's 3 endpoints,
+// in the same statement or transaction) beside the same without it.
+// Target: at most 1.15 times.
+func BenchmarkPGEvents(b *testing.B) {
+	ctx := context.Background()
+	pool := newPool(b)
+	schema := freshSchema(b, pool)
+	s := newStore(b, pool, schema)
+	pepper := keys.WithPepper([]byte("pepper-for-the-events-benchmark!"))
+	quiet := keys.WithWebhooks(webhook.Config{Disabled: true, AllowLoopback: true}) // deliveries are stored, not sent
+	with, err := keys.New(s, keys.WithMaxKeysPerAccount(1<<30), pepper, quiet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer with.Close(ctx)
+	without, err := keys.New(hideEvents{s}, keys.WithMaxKeysPerAccount(1<<30), pepper)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer without.Close(ctx)
+	p := keys.Principal{AccountID: "acct_bench", Subject: "key_admin"}
+	for range 3 {
+		if _, err := with.As(p).Webhooks().Create(ctx, webhook.EndpointCreate{URL: "http://127.0.0.1:9/hook", Events: []string{"*"}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	req := keys.APIKeyCreate{Name: "bench", Environment: keys.Live, Permissions: []string{"identity:read"}, AccountID: "acct_bench"}
+	quietReq := req
+	quietReq.AccountID = "acct_quiet" // no endpoints: the event alone
+	// Each iteration runs the three kinds in turn, so that the machine's
+	// drift (large on these shared machines) falls on all alike; each
+	// kind's mean is reported, and its ratio to the one without events.
+	kinds := []struct {
+		name string
+		m    *keys.Manager
+		req  keys.APIKeyCreate
+	}{{"no-events", without, req}, {"event", with, quietReq}, {"event+3-deliveries", with, req}}
+	report := func(b *testing.B, took []time.Duration) {
+		for i, k := range kinds {
+			b.ReportMetric(float64(took[i].Nanoseconds())/float64(b.N), k.name+"-ns/op")
+			if i > 0 {
+				b.ReportMetric(float64(took[i])/float64(took[0]), k.name+"-ratio")
+			}
+		}
+	}
+	b.Run("create", func(b *testing.B) {
+		took := make([]time.Duration, len(kinds))
+		for b.Loop() {
+			for i, k := range kinds {
+				start := time.Now()
+				if _, err := k.m.Create(ctx, k.req); err != nil {
+					b.Fatal(err)
+				}
+				took[i] += time.Since(start)
+			}
+		}
+		report(b, took)
+	})
+	b.Run("revoke", func(b *testing.B) {
+		ids := make([][]string, len(kinds))
+		for i, k := range kinds {
+			for range b.N {
+				c, err := k.m.Create(ctx, k.req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ids[i] = append(ids[i], c.ID)
+			}
+		}
+		took := make([]time.Duration, len(kinds))
+		b.ResetTimer()
+		for n := range b.N {
+			for i, k := range kinds {
+				start := time.Now()
+				if _, err := k.m.Revoke(ctx, ids[i][n]); err != nil {
+					b.Fatal(err)
+				}
+				took[i] += time.Since(start)
+			}
+		}
+		report(b, took)
 	})
 }

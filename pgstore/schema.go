@@ -226,7 +226,10 @@ CREATE INDEX request_logs_account_key_failed ON {{schema}}.request_logs (account
 	// endpoint subscribed; data is the event's JSON as written (text, so
 	// that it reads back byte for byte). Deliveries due are found by the
 	// partial index of pending ones; a claim is a lease (lease,
-	// lease_until) that another instance may take once it ends.
+	// lease_until) that another instance may take once it ends. Each
+	// index is one more write per delivery, on every change of an account
+	// with endpoints: an endpoint's deliveries are read through its own
+	// index (by event too), pruned through created_at.
 	`CREATE TABLE {{schema}}.events (
 	id          text        PRIMARY KEY,
 	account_id  text        NOT NULL,
@@ -276,7 +279,6 @@ CREATE TABLE {{schema}}.webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_endpoint ON {{schema}}.webhook_deliveries (endpoint_id, created_at, id);
 CREATE INDEX webhook_deliveries_due ON {{schema}}.webhook_deliveries (next_at, id) WHERE status = 'pending';
-CREATE INDEX webhook_deliveries_event ON {{schema}}.webhook_deliveries (event_id);
 CREATE INDEX webhook_deliveries_created ON {{schema}}.webhook_deliveries (created_at);`,
 }
 
