@@ -190,7 +190,7 @@ func (d *deliverer) attempt(ctx context.Context, dl *store.Delivery) error {
 	if err != nil {
 		return err
 	}
-	now := m.now()
+	now := storedTime(m.now()) // to the microsecond, as every time the API shows
 	var a store.Attempt
 	if len(evs) == 0 {
 		a = store.Attempt{At: now, Error: "the event is past its retention"}
@@ -211,7 +211,7 @@ func (d *deliverer) attempt(ctx context.Context, dl *store.Delivery) error {
 	case dl.Tries <= len(d.cfg.Schedule):
 		delay := d.cfg.Schedule[dl.Tries-1]
 		delay += time.Duration(rand.Int64N(int64(delay)/10 + 1)) // jitter: up to a tenth more
-		dl.Status, dl.NextAt = store.DeliveryPending, a.At.Add(delay)
+		dl.Status, dl.NextAt = store.DeliveryPending, storedTime(a.At.Add(delay))
 	default:
 		dl.Status, dl.NextAt = store.DeliveryFailed, time.Time{}
 	}
