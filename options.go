@@ -93,7 +93,9 @@ func WithMaxKeyLifetime(d time.Duration) Option {
 	}
 }
 
-// WithClock replaces time.Now, for tests.
+// WithClock replaces time.Now, for tests. The Manager reads it from
+// every goroutine that calls it and from its own (the flushers, the
+// webhook deliverer): it must be safe for concurrent use.
 func WithClock(now func() time.Time) Option {
 	return func(c *config) error {
 		if now == nil {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,9 +49,23 @@ func (health) Watch(_ *healthpb.HealthCheckRequest, s grpc.ServerStreamingServer
 	return s.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
 }
 
-type clock struct{ now time.Time }
+// clock is a settable clock, read by the Manager's goroutines too.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
 
-func (c *clock) Now() time.Time { return c.now }
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) set(t time.Time) {
+	c.mu.Lock()
+	c.now = t
+	c.mu.Unlock()
+}
 
 // serve runs the health service behind both interceptors on lis and
 // returns a client.
@@ -184,7 +199,7 @@ func TestUnary(t *testing.T) {
 	_, err = envOnly.Check(withKey(string(live.Key)), &healthpb.HealthCheckRequest{})
 	refused(t, err, codes.Unauthenticated, "unauthorized", string(live.Key))
 
-	exp := clk.now.Add(time.Hour)
+	exp := clk.Now().Add(time.Hour)
 	expiring := create(t, m, keys.APIKeyCreate{Permissions: []string{"identity:read"}, ExpiresAt: &exp})
 	revoked := create(t, m, keys.APIKeyCreate{Permissions: []string{"identity:read"}})
 	if _, err := m.Revoke(ctx, revoked.ID); err != nil {
@@ -195,7 +210,7 @@ func TestUnary(t *testing.T) {
 	disabled := create(t, m, keys.APIKeyCreate{Permissions: []string{"identity:read"}, Disabled: true})
 	_, err = c.Check(withKey(string(disabled.Key)), &healthpb.HealthCheckRequest{})
 	refused(t, err, codes.Unauthenticated, "key_disabled", string(disabled.Key))
-	clk.now = exp
+	clk.set(exp)
 	_, err = c.Check(withKey(string(expiring.Key)), &healthpb.HealthCheckRequest{})
 	refused(t, err, codes.Unauthenticated, "unauthorized", string(expiring.Key))
 

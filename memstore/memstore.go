@@ -1,5 +1,7 @@
 // Package memstore is the in-memory store.Store: for tests, demos and a
-// single-instance host. Everything is lost when the process ends.
+// single-instance host. Everything is lost when the process ends: the
+// event log too, and with it the webhook deliveries not yet made, so a
+// webhook's "at least once" holds only while the process lives.
 //
 // Records are held by digest in 256 shards. Each shard is an
 // open-addressing table that readers search without any lock (one atomic

@@ -3,6 +3,7 @@ package memstore
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,15 +162,17 @@ func TestPruneIsBoundedPerWrite(t *testing.T) {
 func TestCreateRevokeLoopIsBounded(t *testing.T) {
 	ctx := context.Background()
 	s := New()
-	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	m, err := keys.New(s, keys.WithMaxKeysPerAccount(10), keys.WithClock(func() time.Time { return now }))
+	// The clock is read by the Manager's goroutines too: atomically.
+	var now atomic.Int64
+	now.Store(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
+	m, err := keys.New(s, keys.WithMaxKeysPerAccount(10), keys.WithClock(func() time.Time { return time.Unix(0, now.Load()).UTC() }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close(ctx)
 	p := keys.Principal{AccountID: "acct_loop", Subject: "churn", Permissions: keys.DefaultVocabulary()}
 	for i := range 5000 {
-		now = now.Add(time.Millisecond)
+		now.Add(int64(time.Millisecond))
 		k, err := m.As(p).Create(ctx, keys.APIKeyCreate{Name: "churn", Environment: keys.Test}, keys.IdempotencyKey(fmt.Sprintf("loop-%08d", i)))
 		if err != nil {
 			t.Fatalf("create %d: %v", i, err)

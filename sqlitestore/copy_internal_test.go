@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,15 +27,17 @@ func TestCopyMatchesFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close(ctx)
-	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
-	m, err := keys.New(s, keys.WithMaxKeysPerAccount(4), keys.WithClock(func() time.Time { return now }))
+	// The clock is read by the Manager's goroutines too: atomically.
+	var now atomic.Int64
+	now.Store(time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	m, err := keys.New(s, keys.WithMaxKeysPerAccount(4), keys.WithClock(func() time.Time { return time.Unix(0, now.Load()).UTC() }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close(ctx)
 	var ids []string
 	for i := range 300 {
-		now = now.Add(time.Second)
+		now.Add(int64(time.Second))
 		acct := "acct_" + strconv.Itoa(i%3)
 		var opts []keys.IssueOption
 		if i%2 == 0 {

@@ -420,6 +420,32 @@ func testDeliveryClaims(t *testing.T, s store.Store) {
 	if failing, err := es.FinishDelivery(ctx, ok); err != nil || !failing.IsZero() {
 		t.Fatalf("a success leaves the endpoint failing since %v, %v", failing, err)
 	}
+	// A claim whose lease ran out is taken by the next claim, and the
+	// first claimant's late answer is refused.
+	if err := es.RetryDelivery(ctx, first[1].ID, now); err != nil {
+		t.Fatal(err)
+	}
+	short, err := es.ClaimDeliveries(ctx, store.Claim{Now: now, Until: now.Add(time.Second), Lease: "dies", Limit: 10, PerEndpoint: 10, Skip: []string{e2.ID}})
+	if err != nil || len(short) != 1 || short[0].ID != first[1].ID {
+		t.Fatalf("a claim of one second: %+v, %v", short, err)
+	}
+	if again, _ := es.ClaimDeliveries(ctx, store.Claim{Now: now.Add(500 * time.Millisecond), Until: now.Add(time.Minute), Lease: "early", Limit: 10, PerEndpoint: 10, Skip: []string{e2.ID}}); len(again) != 0 {
+		t.Fatalf("claimed during another's lease: %+v", again)
+	}
+	later, err := es.ClaimDeliveries(ctx, store.Claim{Now: now.Add(2 * time.Second), Until: now.Add(time.Minute), Lease: "heir", Limit: 10, PerEndpoint: 10, Skip: []string{e2.ID}})
+	if err != nil || len(later) != 1 || later[0].ID != first[1].ID || later[0].Lease != "heir" {
+		t.Fatalf("after the lease: %+v, %v", later, err)
+	}
+	late := short[0].Clone()
+	late.Status, late.Tries = store.DeliverySucceeded, late.Tries+1
+	if _, err := es.FinishDelivery(ctx, late); !errors.Is(err, store.ErrStale) {
+		t.Fatalf("the dead claim's answer: %v", err)
+	}
+	heir := later[0].Clone()
+	heir.Status, heir.Tries = store.DeliveryFailed, heir.Tries+1
+	if _, err := es.FinishDelivery(ctx, heir); err != nil {
+		t.Fatal(err)
+	}
 	// Newest first, paged.
 	all, err := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: e1.ID, Limit: 10})
 	if err != nil || len(all) != 5 || all[0].EventID != evs[4].ID || all[4].EventID != evs[0].ID {
