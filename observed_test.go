@@ -121,3 +121,35 @@ func TestQuotaThresholdsAreEvents(t *testing.T) {
 	_ = m.Flush(ctx)
 	eventsOf(t, m, "acct_q", event.UsageQuotaThreshold, 2)
 }
+
+// The account's own budget crosses its marks too: events without a key,
+// in the live environment.
+func TestAccountCreditsCrossingsAreEvents(t *testing.T) {
+	ctx := context.Background()
+	m, err := keys.New(memstore.New(), keys.WithEvents(event.Config{CreditsLow: 1}), keys.WithPlans(func(context.Context, string) (keys.Plan, error) {
+		return keys.Plan{Name: "metered"}, nil
+	}, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	if err := m.SetAccountCredits(ctx, "acct_ac", &credits.Budget{Remaining: 3}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := m.Create(ctx, keys.APIKeyCreate{Name: "k", Environment: keys.Test, AccountID: "acct_ac"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if _, err := m.Verify(ctx, string(k.Key)); (i < 3) != (err == nil) {
+			t.Fatalf("verify %d: %v", i, err)
+		}
+	}
+	for _, typ := range []event.Type{event.CreditsLow, event.CreditsExhausted} {
+		e := eventsOf(t, m, "acct_ac", typ, 1)[0]
+		var d event.Credits
+		if err := json.Unmarshal(e.Data, &d); err != nil || d.KeyID != "" || e.KeyID != "" || e.Environment != "live" {
+			t.Fatalf("%s: %+v %+v", typ, e, d)
+		}
+	}
+}

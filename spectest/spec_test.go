@@ -735,6 +735,23 @@ func TestWebhookExchanges(t *testing.T) {
 	e.do(t, "GET", "/developers/webhooks/"+ep.ID+"/deliveries?limit=1&cursor="+page.NextCursor, reader, "", nil, 200)
 	e.do(t, "GET", "/developers/webhooks/"+ep.ID+"/deliveries?limit=0", reader, "", nil, 400)
 	e.do(t, "GET", "/developers/webhooks/"+ep.ID+"/deliveries", other, "", nil, 404)
+	// The test event's delivery, once attempted, retried by hand.
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		rec := e.do(t, "GET", "/developers/webhooks/"+ep.ID+"/deliveries?limit=100", reader, "", nil, 200)
+		var l struct{ Data []struct{ ID, Status string } }
+		_ = json.Unmarshal(rec.Body.Bytes(), &l)
+		settled := false
+		for _, x := range l.Data {
+			settled = settled || x.ID == d.ID && x.Status == "succeeded"
+		}
+		if settled {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the test event was not delivered: %s", rec.Body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/deliveries/"+d.ID+"/retry", e.admin, "", nil, 202)
 	// Retried by hand until refused: while being attempted, or past the
 	// bound of 10 beyond the schedule.
