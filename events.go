@@ -123,31 +123,22 @@ func (s Scoped) Events(ctx context.Context, f EventFilter) (_ *EventList, err er
 		}
 		q.After = &store.LogCursor{Timestamp: at, RequestID: id}
 	}
-	want := q.Limit
-	out := &EventList{Data: []event.Event{}}
-	for {
-		q.Limit = want - len(out.Data) + 1
-		evs, err := m.events.Events(ctx, q)
-		if err != nil {
-			return nil, fmt.Errorf("%w: reading events: %w", ErrUnavailable, err)
-		}
-		for _, e := range evs {
-			if len(out.Data) == want {
-				out.HasMore = true
-				last := out.Data[len(out.Data)-1]
-				out.NextCursor = encodeCursor(last.At, last.ID)
-				return out, nil
-			}
-			if s.c.seesEvent(&e) {
-				out.Data = append(out.Data, e)
-			}
-		}
-		if len(evs) < q.Limit {
-			return out, nil
-		}
-		last := evs[len(evs)-1]
-		q.After = &store.LogCursor{Timestamp: last.At, RequestID: last.ID}
+	if !s.c.trusted && s.c.p.Environment != "" {
+		q.Environment = string(s.c.p.Environment) // a test principal reads test events
 	}
+	want := q.Limit
+	q.Limit++ // one more than asked tells whether there is another page
+	evs, err := m.events.Events(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading events: %w", ErrUnavailable, err)
+	}
+	out := &EventList{Data: evs}
+	if len(evs) > want {
+		out.Data, out.HasMore = evs[:want], true
+		last := out.Data[want-1]
+		out.NextCursor = encodeCursor(last.At, last.ID)
+	}
+	return out, nil
 }
 
 // Event returns one of the principal's account's events, or ErrNotFound.

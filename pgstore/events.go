@@ -189,6 +189,9 @@ func (s *Store) Events(ctx context.Context, q store.EventQuery) ([]event.Event, 
 	if q.KeyID != "" {
 		add("key_id = ?", q.KeyID)
 	}
+	if q.Environment != "" {
+		add("environment = ?", q.Environment)
+	}
 	if !q.Start.IsZero() {
 		add("ts >= ?", q.Start)
 	}

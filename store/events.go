@@ -73,14 +73,17 @@ type EventQuery struct {
 	Type       event.Type // "": any
 	KeyID      string     // "": any
 	Start, End time.Time  // [Start, End); zero: unbounded
-	After      *LogCursor // the last event of the previous page (its At and ID)
-	Limit      int        // 1 to 101
+	// Environment, if not "", selects that environment's events (a test
+	// principal's reads).
+	Environment string
+	After       *LogCursor // the last event of the previous page (its At and ID)
+	Limit       int        // 1 to 101
 }
 
 // Matches reports whether e matches q, for stores that filter in Go.
 func (q *EventQuery) Matches(e *event.Event) bool {
 	return e.AccountID == q.AccountID && (q.ID == "" || e.ID == q.ID) && (q.Type == "" || e.Type == q.Type) &&
-		(q.KeyID == "" || e.KeyID == q.KeyID) &&
+		(q.KeyID == "" || e.KeyID == q.KeyID) && (q.Environment == "" || e.Environment == q.Environment) &&
 		(q.Start.IsZero() || !e.At.Before(q.Start)) && (q.End.IsZero() || e.At.Before(q.End)) &&
 		(q.After == nil || e.At.Before(q.After.Timestamp) || e.At.Equal(q.After.Timestamp) && e.ID < q.After.RequestID)
 }

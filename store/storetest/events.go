@@ -132,6 +132,8 @@ func testEvents(t *testing.T, s store.Store) {
 		"after":  {store.EventQuery{AccountID: a, After: &store.LogCursor{Timestamp: e3.At, RequestID: e3.ID}}, []string{e2.ID, e1.ID}},
 		"limit":  {store.EventQuery{AccountID: a, Limit: 2}, []string{e4.ID, e3.ID}},
 		"b":      {store.EventQuery{AccountID: b}, []string{eb.ID}},
+		"live":   {store.EventQuery{AccountID: a, Environment: "live", Limit: 2}, []string{e4.ID, e3.ID}},
+		"test":   {store.EventQuery{AccountID: a, Environment: "test"}, []string{}},
 	} {
 		if got := ids(readEvents(t, es, c.q)); !sameIDs(got, c.want) {
 			t.Errorf("%s: %v, want %v", name, got, c.want)
