@@ -50,6 +50,11 @@ func keyEvent(ctx context.Context, typ event.Type, c caller, k *APIKey, account 
 // carries them.
 func (m *Manager) logsEvents() bool { return m.events != nil }
 
+// listens reports whether anyone hears events: the store's log or the
+// host's hook. Without either, no event is made (they cost an ID from
+// crypto/rand and the key's JSON each).
+func (m *Manager) listens() bool { return m.events != nil || m.onEvent != nil }
+
 // stored hands events that were just stored (or, on a store without an
 // event log, just happened) to the host's hook, and wakes this
 // instance's deliverer.
@@ -70,6 +75,9 @@ func (m *Manager) stored(ctx context.Context, evs []event.Event) {
 // record stores events that are no change's (a key expiring, a
 // threshold crossed, a test), then hands them on.
 func (m *Manager) record(ctx context.Context, evs ...event.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
 	if m.logsEvents() {
 		if err := m.store.Write(ctx, store.Write{Events: evs}); err != nil {
 			return fmt.Errorf("%w: storing events: %w", ErrUnavailable, err)

@@ -35,6 +35,9 @@ func (m *Manager) NotifyExpiring(ctx context.Context, from, to time.Time) (n int
 		now := m.now()
 		evs := make([]event.Event, 0, len(recs))
 		for _, r := range recs {
+			if !m.listens() {
+				break // counted, announced to no one
+			}
 			k := apiKeyOf(r)
 			evs = append(evs, keyEvent(ctx, event.KeyExpiring, trusted, &k, r.AccountID, now))
 		}

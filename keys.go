@@ -500,6 +500,9 @@ func (m *Manager) create(ctx context.Context, c caller, req APIKeyCreate, opts [
 
 // createdEvents are a new key's events, for its Write.
 func (m *Manager) createdEvents(ctx context.Context, c caller, created *APIKeyCreated, account string, now time.Time) []event.Event {
+	if !m.listens() {
+		return nil
+	}
 	created.events = []event.Event{keyEvent(ctx, event.KeyCreated, c, &created.APIKey, account, now)}
 	return m.eventsFor(created.events)
 }

@@ -77,7 +77,7 @@ func (m *Manager) ReportLeak(ctx context.Context, key string, where event.Leak, 
 	case live && rec.Disabled != store.DisabledByHost:
 		_, err = m.updateKeyLeaked(ctx, trusted, rec.ID, APIKeyUpdate{Enabled: Change(false)}, &where)
 		rep.Acted = err == nil
-	default: // nothing to change: the report alone
+	case m.listens(): // nothing to change: the report alone
 		k := apiKeyOf(rec)
 		err = m.record(ctx, leakEvent(ctx, &k, rec.AccountID, &where, now))
 	}

@@ -294,7 +294,7 @@ func (m *Manager) update(ctx context.Context, c caller, id string, change change
 			w.KeepRevoked = m.maxKeys
 		}
 		var evs []event.Event
-		if events != nil {
+		if events != nil && m.listens() {
 			evs = events(next)
 			w.Events = m.eventsFor(evs)
 		}

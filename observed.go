@@ -55,7 +55,7 @@ type quotaSeen struct {
 // spend crossed a mark.
 func (m *Manager) crossed(rec *store.Record, keyID string, b store.Budget, cost int64, now time.Time) {
 	low := m.creditsLow
-	if b.Remaining != 0 && (low <= 0 || b.Remaining > low || b.Remaining+cost <= low) {
+	if b.Remaining != 0 && (low <= 0 || b.Remaining > low || b.Remaining+cost <= low) || !m.listens() {
 		return
 	}
 	env := string(Live)
@@ -115,7 +115,7 @@ const quotaCheckEvery = 30 * time.Second
 // limits let through. Only accounts whose plan is in memory are checked,
 // each once per quotaCheckEvery at most.
 func (m *Manager) checkQuotas(ctx context.Context, accounts map[string]struct{}) {
-	if m.plans == nil || m.meter == nil || (m.events == nil && m.onEvent == nil) {
+	if m.plans == nil || m.meter == nil || !m.listens() {
 		return
 	}
 	now := m.now()
