@@ -87,16 +87,27 @@ func deriveKey(secret []byte, info string, salt []byte) ([]byte, error) {
 	return hkdf.Key(sha256.New, secret, salt, info, chacha20poly1305.KeySize)
 }
 
-func (i idempotency) aead(material []byte) (cipher.AEAD, error) {
-	k, err := deriveKey(i.secret, "txcloud-keys idempotency seal v1", material)
+// What a key is derived for: each use of the secret gets keys of its
+// own.
+const (
+	sealIdempotent = "txcloud-keys idempotency seal v1"
+	sealWebhook    = "txcloud-keys webhook secret v1"
+)
+
+// aead is XChaCha20-Poly1305 under the key derived (HKDF-SHA-256) from
+// the secret for info and material.
+func (i idempotency) aead(info string, material []byte) (cipher.AEAD, error) {
+	k, err := deriveKey(i.secret, info, material)
 	if err != nil {
 		return nil, err
 	}
 	return chacha20poly1305.NewX(k)
 }
 
-func (i idempotency) seal(material []byte, aad store.Digest, plaintext []byte) ([]byte, error) {
-	a, err := i.aead(material)
+// seal encrypts plaintext under the key for info and material,
+// authenticating aad with it: a random nonce, then the ciphertext.
+func (i idempotency) seal(info string, material, aad, plaintext []byte) ([]byte, error) {
+	a, err := i.aead(info, material)
 	if err != nil {
 		return nil, err
 	}
@@ -104,18 +115,19 @@ func (i idempotency) seal(material []byte, aad store.Digest, plaintext []byte) (
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("keys: reading randomness: %w", err)
 	}
-	return a.Seal(nonce, nonce, plaintext, aad[:]), nil
+	return a.Seal(nonce, nonce, plaintext, aad), nil
 }
 
-func (i idempotency) open(material []byte, aad store.Digest, sealed []byte) ([]byte, error) {
-	a, err := i.aead(material)
+// open reverses seal.
+func (i idempotency) open(info string, material, aad, sealed []byte) ([]byte, error) {
+	a, err := i.aead(info, material)
 	if err != nil {
 		return nil, err
 	}
 	if len(sealed) < a.NonceSize() {
-		return nil, errors.New("keys: idempotency entry is truncated")
+		return nil, errors.New("keys: a sealed value is truncated")
 	}
-	return a.Open(nil, sealed[:a.NonceSize()], sealed[a.NonceSize():], aad[:])
+	return a.Open(nil, sealed[:a.NonceSize()], sealed[a.NonceSize():], aad)
 }
 
 // Endpoints that idempotency keys are scoped to.
@@ -152,7 +164,7 @@ func withIdempotency[T any](m *Manager, ctx context.Context, c caller, endpoint,
 		if err != nil {
 			return nil, err
 		}
-		sealed, err := m.idem.seal(material, scope, body)
+		sealed, err := m.idem.seal(sealIdempotent, material, scope[:], body)
 		if err != nil {
 			return nil, err
 		}
@@ -210,7 +222,7 @@ func replay[T any](m *Manager, prev *store.IdempotencyRecord, fp store.Digest, m
 	if prev.Fingerprint != fp {
 		return nil, ErrIdempotencyConflict
 	}
-	body, err := m.idem.open(material, prev.Scope, prev.Sealed)
+	body, err := m.idem.open(sealIdempotent, material, prev.Scope[:], prev.Sealed)
 	if err != nil {
 		// A different idempotency secret on another instance, or a damaged
 		// entry: a server fault, not the client's.

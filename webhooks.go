@@ -3,7 +3,6 @@ package keys
 import (
 	"cmp"
 	"context"
-	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -14,8 +13,6 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
-
-	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/observe"
@@ -534,49 +531,17 @@ func (m *Manager) newWebhookSecret(id string) (webhook.Secret, []byte, string, e
 	return webhook.Secret(webhook.SecretPrefix + base64.StdEncoding.EncodeToString(raw[:])), sealed, id, nil
 }
 
-// Signing secrets are sealed with XChaCha20-Poly1305 under a key derived
-// (HKDF-SHA-256) from the Manager's idempotency secret (WithPepper's or
-// WithIdempotencySecret's), bound to the endpoint's ID: a copy of the
-// store alone opens none, and a secret moved to another endpoint does
-// not open.
-type aeadFor struct {
-	a  cipher.AEAD
-	id []byte // the additional data: the endpoint's ID
-}
-
-func (m *Manager) webhookAEAD(id string) (*aeadFor, error) {
-	k, err := deriveKey(m.idem.secret, "txcloud-keys webhook secret v1", []byte(id))
-	if err != nil {
-		return nil, err
-	}
-	a, err := chacha20poly1305.NewX(k)
-	if err != nil {
-		return nil, err
-	}
-	return &aeadFor{a: a, id: []byte(id)}, nil
-}
-
+// Signing secrets are sealed as idempotent answers are (XChaCha20-Poly1305
+// under a key derived from the Manager's idempotency secret, WithPepper's
+// or WithIdempotencySecret's), for their own purpose and bound to the
+// endpoint's ID: a copy of the store alone opens none, and a secret moved
+// to another endpoint does not open.
 func (m *Manager) sealWebhookSecret(id string, raw []byte) ([]byte, error) {
-	f, err := m.webhookAEAD(id)
-	if err != nil {
-		return nil, err
-	}
-	nonce := make([]byte, f.a.NonceSize(), f.a.NonceSize()+len(raw)+f.a.Overhead())
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, fmt.Errorf("keys: reading randomness: %w", err)
-	}
-	return f.a.Seal(nonce, nonce, raw, f.id), nil
+	return m.idem.seal(sealWebhook, []byte(id), []byte(id), raw)
 }
 
 func (m *Manager) openWebhookSecret(id string, sealed []byte) ([]byte, error) {
-	f, err := m.webhookAEAD(id)
-	if err != nil {
-		return nil, err
-	}
-	if len(sealed) < f.a.NonceSize() {
-		return nil, errors.New("keys: a sealed webhook secret is truncated")
-	}
-	raw, err := f.a.Open(nil, sealed[:f.a.NonceSize()], sealed[f.a.NonceSize():], f.id)
+	raw, err := m.idem.open(sealWebhook, []byte(id), []byte(id), sealed)
 	if err != nil {
 		return nil, errors.New("keys: cannot open a webhook secret (do all instances share one pepper or idempotency secret?)")
 	}
