@@ -87,26 +87,10 @@ func (m *Manager) record(ctx context.Context, evs ...event.Event) error {
 	return nil
 }
 
-// EventFilter selects and pages events for Events.
-type EventFilter struct {
-	Type       event.Type // "": every type
-	KeyID      string     // "": every key
-	Start, End time.Time  // [Start, End); zero: unbounded
-	Limit      int        // 1 to 100; 0 means 20
-	Cursor     string     // NextCursor of the previous page
-}
-
-// EventList is one page of events, newest first.
-type EventList struct {
-	Data       []event.Event `json:"data"`
-	HasMore    bool          `json:"has_more"`
-	NextCursor string        `json:"next_cursor,omitempty"`
-}
-
 // Events pages through the principal's account's events, newest first:
 // its audit trail. A test principal sees the events of test keys and of
 // its account's webhooks only.
-func (s Scoped) Events(ctx context.Context, f EventFilter) (_ *EventList, err error) {
+func (s Scoped) Events(ctx context.Context, f event.Filter) (_ *event.Page, err error) {
 	m := s.m
 	ctx, end := m.op(ctx, observe.Events)
 	defer func() { end(err) }()
@@ -140,7 +124,7 @@ func (s Scoped) Events(ctx context.Context, f EventFilter) (_ *EventList, err er
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading events: %w", ErrUnavailable, err)
 	}
-	out := &EventList{Data: evs}
+	out := &event.Page{Data: evs}
 	if len(evs) > want {
 		out.Data, out.HasMore = evs[:want], true
 		last := out.Data[want-1]

@@ -18,14 +18,14 @@ import (
 // returns them (it fails if more appear).
 func eventsOf(t *testing.T, m *keys.Manager, account string, typ event.Type, want int) []event.Event {
 	t.Helper()
-	var l *keys.EventList
+	var l *event.Page
 	waitFor(t, string(typ), 2*time.Second, func() bool {
 		var err error
-		l, err = m.As(keys.Principal{AccountID: account}).Events(context.Background(), keys.EventFilter{Type: typ, Limit: 100})
+		l, err = m.As(keys.Principal{AccountID: account}).Events(context.Background(), event.Filter{Type: typ, Limit: 100})
 		return err == nil && len(l.Data) >= want
 	})
 	time.Sleep(10 * time.Millisecond) // time for one more, if one were coming
-	l, _ = m.As(keys.Principal{AccountID: account}).Events(context.Background(), keys.EventFilter{Type: typ, Limit: 100})
+	l, _ = m.As(keys.Principal{AccountID: account}).Events(context.Background(), event.Filter{Type: typ, Limit: 100})
 	if len(l.Data) != want {
 		t.Fatalf("%d %s events, want %d", len(l.Data), typ, want)
 	}

@@ -224,7 +224,7 @@ func TestFailingEndpointIsDisabledAndAttemptsAreBounded(t *testing.T) {
 		e, err := as.Webhooks().Get(ctx, ep.ID)
 		return err == nil && !e.Enabled && e.DisabledReason == "failing"
 	})
-	evs, err := as.Events(ctx, keys.EventFilter{Type: event.EndpointDisabled})
+	evs, err := as.Events(ctx, event.Filter{Type: event.EndpointDisabled})
 	if err != nil || len(evs.Data) != 1 {
 		t.Fatalf("webhook_endpoint.disabled events: %+v, %v", evs, err)
 	}
@@ -394,7 +394,7 @@ func TestWebhooksAndEventsAreIsolated(t *testing.T) {
 	if _, err := a.Create(ctx, keys.APIKeyCreate{Name: "a", Environment: keys.Live}); err != nil {
 		t.Fatal(err)
 	}
-	evs, err := a.Events(ctx, keys.EventFilter{})
+	evs, err := a.Events(ctx, event.Filter{})
 	if err != nil || len(evs.Data) != 2 {
 		t.Fatalf("account a's events: %+v, %v", evs, err)
 	}
@@ -417,7 +417,7 @@ func TestWebhooksAndEventsAreIsolated(t *testing.T) {
 			t.Errorf("%s of another account's: %v, want ErrNotFound", what, err)
 		}
 	}
-	if l, err := b.Events(ctx, keys.EventFilter{}); err != nil || len(l.Data) != 0 {
+	if l, err := b.Events(ctx, event.Filter{}); err != nil || len(l.Data) != 0 {
 		t.Fatalf("account b sees %+v, %v", l, err)
 	}
 	if l, _ := b.Webhooks().List(ctx); len(l.Data) != 0 {
@@ -497,7 +497,7 @@ func TestEventsAreWrittenWithTheirChange(t *testing.T) {
 	if _, err := as.Revoke(ctx, k.ID); err != nil {
 		t.Fatal(err)
 	}
-	l, err := as.Events(ctx, keys.EventFilter{})
+	l, err := as.Events(ctx, event.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,7 +525,7 @@ func TestEventsAreWrittenWithTheirChange(t *testing.T) {
 	seen := map[string]bool{}
 	cursor := ""
 	for {
-		p, err := as.Events(ctx, keys.EventFilter{Limit: 1, Cursor: cursor})
+		p, err := as.Events(ctx, event.Filter{Limit: 1, Cursor: cursor})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -546,7 +546,7 @@ func TestEventsAreWrittenWithTheirChange(t *testing.T) {
 	if e, err := as.Event(ctx, l.Data[0].ID); err != nil || e.Type != event.KeyRevoked {
 		t.Fatalf("Event: %+v, %v", e, err)
 	}
-	if l, _ := as.Events(ctx, keys.EventFilter{Type: event.KeyCreated}); len(l.Data) != 1 {
+	if l, _ := as.Events(ctx, event.Filter{Type: event.KeyCreated}); len(l.Data) != 1 {
 		t.Fatalf("type filter: %d", len(l.Data))
 	}
 }
@@ -631,7 +631,7 @@ func TestTestEndpointsHearTestEventsOnly(t *testing.T) {
 			t.Fatalf("the %s endpoint got %d deliveries (%s)", name, len(got), b.Data.Environment)
 		}
 	}
-	if l, _ := tester.Events(ctx, keys.EventFilter{}); len(l.Data) != 2 { // the test endpoint's creation, the test key's
+	if l, _ := tester.Events(ctx, event.Filter{}); len(l.Data) != 2 { // the test endpoint's creation, the test key's
 		t.Fatalf("a test key sees %d events", len(l.Data))
 	}
 }

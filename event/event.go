@@ -189,6 +189,23 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// Filter selects and pages events (keys.Scoped.Events).
+type Filter struct {
+	Type       Type      // "": every type
+	KeyID      string    // "": every key
+	Start, End time.Time // [Start, End); zero: unbounded
+	Limit      int       // 1 to 100; 0 means 20
+	Cursor     string    // NextCursor of the previous page
+}
+
+// Page is one page of events, newest first, in the shape of every list of
+// the API.
+type Page struct {
+	Data       []Event `json:"data"`
+	HasMore    bool    `json:"has_more"`
+	NextCursor string  `json:"next_cursor,omitempty"`
+}
+
 // Origin is the request a change came from, as an adapter knows it.
 type Origin struct {
 	RequestID string

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/internal/hostile"
 	"github.com/txcloud/keys/store"
@@ -54,7 +55,7 @@ func TestHostileInput(t *testing.T) {
 		t.Fatalf("only %d hostile requests", len(rows))
 	}
 	before := snapshot(t, e.store)
-	evs, err := e.m.As(keys.Principal{AccountID: "acct_a"}).Events(context.Background(), keys.EventFilter{Limit: 100})
+	evs, err := e.m.As(keys.Principal{AccountID: "acct_a"}).Events(context.Background(), event.Filter{Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestHostileInput(t *testing.T) {
 		})
 	}
 	sameSnapshot(t, before, snapshot(t, e.store))
-	after, err := e.m.As(keys.Principal{AccountID: "acct_a"}).Events(context.Background(), keys.EventFilter{Limit: 100})
+	after, err := e.m.As(keys.Principal{AccountID: "acct_a"}).Events(context.Background(), event.Filter{Limit: 100})
 	if err != nil || len(after.Data) != len(evs.Data) {
 		t.Fatalf("events: %d before, %d after (%v): a hostile request changed something", len(evs.Data), len(after.Data), err)
 	}

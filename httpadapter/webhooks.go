@@ -49,8 +49,8 @@ func noParams(r *http.Request) error {
 // eventFilter reads the query of GET /developers/events: type, key_id,
 // start and end (RFC 3339), limit (1 to 100) and cursor, each at most
 // once; any other parameter is an error.
-func eventFilter(r *http.Request) (keys.EventFilter, error) {
-	var f keys.EventFilter
+func eventFilter(r *http.Request) (event.Filter, error) {
+	var f event.Filter
 	err := eachParam(r.URL.Query(), func(name, v string) error {
 		var err error
 		switch name {
