@@ -31,9 +31,7 @@ func (a *Adapter) logs(w http.ResponseWriter, r *http.Request, as keys.Scoped) e
 // logEntry answers GET /developers/logs/{request_id}: one request's
 // entry.
 func (a *Adapter) logEntry(w http.ResponseWriter, r *http.Request, as keys.Scoped) error {
-	if err := eachParam(r.URL.Query(), func(name, _ string) error {
-		return invalidParam(paramName(name), "unknown query parameter")
-	}); err != nil {
+	if err := noParams(r); err != nil {
 		return err
 	}
 	e, err := as.Log(r.Context(), r.PathValue("request_id"))
@@ -72,11 +70,7 @@ func logFilter(r *http.Request) (reqlog.Filter, error) {
 				return invalidParam("status", err.Error())
 			}
 		case "limit":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > reqlog.MaxLimit {
-				return invalidParam("limit", "limit must be an integer from 1 to 100")
-			}
-			f.Limit = n
+			f.Limit, err = limitParam(v)
 		default:
 			return invalidParam(paramName(name), "unknown query parameter")
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/internal/httpjson"
+	"github.com/txcloud/keys/reqlog"
 	"github.com/txcloud/keys/webhook"
 )
 
@@ -77,9 +78,10 @@ func eventFilter(r *http.Request) (event.Filter, error) {
 	return f, err
 }
 
+// limitParam is a page's limit: 1 to 100 (reqlog.MaxLimit, as every list).
 func limitParam(v string) (int, error) {
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > 100 {
+	if err != nil || n < 1 || n > reqlog.MaxLimit {
 		return 0, invalidParam("limit", "limit must be an integer from 1 to 100")
 	}
 	return n, nil
