@@ -80,17 +80,27 @@ func (w Webhooks) List(ctx context.Context) (_ *webhook.EndpointList, err error)
 
 // Get returns one of the account's endpoints, or ErrNotFound.
 func (w Webhooks) Get(ctx context.Context, id string) (_ *webhook.Endpoint, err error) {
-	ctx, end, err := w.begin(ctx)
+	ctx, end, e, err := w.open(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { end(err) }()
-	e, err := w.load(ctx, id)
-	if err != nil {
-		return nil, err
-	}
 	ep := webhookOf(e)
 	return &ep, nil
+}
+
+// open begins a call on one of the account's endpoints, and reads it.
+func (w Webhooks) open(ctx context.Context, id string) (context.Context, func(error), *store.Endpoint, error) {
+	ctx, end, err := w.begin(ctx)
+	if err != nil {
+		return ctx, nil, nil, err
+	}
+	e, err := w.load(ctx, id)
+	if err != nil {
+		end(err)
+		return ctx, nil, nil, err
+	}
+	return ctx, end, e, nil
 }
 
 // load reads an endpoint of the principal's account, or ErrNotFound.
@@ -391,15 +401,11 @@ func (w Webhooks) RollSecret(ctx context.Context, id string, grace time.Duration
 // Test sends the endpoint a webhook.test event, and returns its
 // delivery, pending.
 func (w Webhooks) Test(ctx context.Context, id string) (_ *webhook.Delivery, err error) {
-	ctx, end, err := w.begin(ctx)
+	ctx, end, e, err := w.open(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { end(err) }()
-	e, err := w.load(ctx, id)
-	if err != nil {
-		return nil, err
-	}
 	m := w.s.m
 	now := m.now()
 	ev := newEvent(ctx, event.WebhookTest, e.AccountID, w.s.c, now, map[string]string{"endpoint_id": e.ID, "message": "a test event, sent at your request"})
@@ -476,15 +482,11 @@ func (w Webhooks) Deliveries(ctx context.Context, id string, limit int, cursor s
 // status (a failed one, or one skipped while the endpoint was disabled),
 // at most maxManualRetries times beyond its schedule.
 func (w Webhooks) Retry(ctx context.Context, id, deliveryID string) (_ *webhook.Delivery, err error) {
-	ctx, end, err := w.begin(ctx)
+	ctx, end, e, err := w.open(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { end(err) }()
-	e, err := w.load(ctx, id)
-	if err != nil {
-		return nil, err
-	}
 	m := w.s.m
 	if len(deliveryID) > 64 {
 		return nil, ErrNotFound
