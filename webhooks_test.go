@@ -163,8 +163,8 @@ func TestDeliveryIsRetriedUntilTheReceiverRecovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(string(ep.Secret), "whsec_") {
-		t.Fatalf("secret %q", string(ep.Secret))
+	if raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(string(ep.Secret), "whsec_")); err != nil || len(raw) != 32 || !strings.HasPrefix(string(ep.Secret), "whsec_") {
+		t.Fatalf("secret %q: want whsec_ and the base64 of 32 bytes", string(ep.Secret))
 	}
 	k, err := m.As(writer("acct_a")).Create(ctx, keys.APIKeyCreate{Name: "svc", Environment: keys.Live})
 	if err != nil {
@@ -194,6 +194,14 @@ func TestDeliveryIsRetriedUntilTheReceiverRecovers(t *testing.T) {
 		return err == nil && len(l.Data) == 1 && l.Data[0].Status == "succeeded"
 	})
 	d := l.Data[0]
+	// Each retry was due its delay after the failed attempt, jittered by
+	// at most a tenth: here 20 to 22 ms (what the receiver saw is later
+	// by the claim's poll, so the bound is read from the attempts).
+	for i := 1; i < len(d.Attempts); i++ {
+		if gap := d.Attempts[i].At.Sub(d.Attempts[i-1].At); gap < 20*time.Millisecond {
+			t.Fatalf("attempt %d came %v after the one before, under the 20 ms delay", i, gap)
+		}
+	}
 	if d.AttemptCount != 4 || len(d.Attempts) != 4 || *d.Attempts[0].ResponseCode != 503 || *d.Attempts[3].ResponseCode != 204 || d.EventID != got[0].id || d.NextAttemptAt != nil {
 		t.Fatalf("delivery %+v", d)
 	}
@@ -255,37 +263,54 @@ func TestFailingEndpointIsDisabledAndAttemptsAreBounded(t *testing.T) {
 	if created.ID == "" {
 		t.Fatalf("no ended delivery in %+v", dl.Data)
 	}
-	before := len(rv.deliveries())
-	retries := 0
-	for range 30 {
+	// Retried by hand, each time once an attempt has followed the last
+	// retry (a retry of a delivery still waiting is only a new due time).
+	// (The endpoint fails on: after DisableAfter it is disabled again,
+	// and a delivery due then is skipped unattempted: enable it again.)
+	tries := func() int {
+		l, _ := as.Webhooks().Deliveries(ctx, ep.ID, 100, "")
+		for _, d := range l.Data {
+			if d.ID != created.ID {
+				continue
+			}
+			if d.Status == "skipped" {
+				if _, err := as.Webhooks().Update(ctx, ep.ID, webhook.EndpointUpdate{Enabled: ptr(true)}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := as.Webhooks().Retry(ctx, ep.ID, created.ID); err != nil && !strings.Contains(err.Error(), "being attempted") {
+					return 1 << 20 // refused: the loop's next retry says why
+				}
+			}
+			return d.AttemptCount
+		}
+		return -1
+	}
+	var refused error
+	for range 100 {
+		before := tries()
 		_, err := as.Webhooks().Retry(ctx, ep.ID, created.ID)
 		if errors.Is(err, keys.ErrValidation) && strings.Contains(err.Error(), "being attempted") {
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
 		if err != nil {
+			refused = err
 			break
 		}
-		retries++
-		waitFor(t, "retry attempted", 5*time.Second, func() bool {
-			l, _ := as.Webhooks().Deliveries(ctx, ep.ID, 100, "")
-			for _, d := range l.Data {
-				if d.ID == created.ID {
-					return d.Status != "pending"
-				}
-			}
-			return false
-		})
+		waitFor(t, "the retry attempted", 5*time.Second, func() bool { return tries() > before })
 	}
-	// 1 + 4 scheduled + 10 by hand at most, for this event.
+	// 1 + 4 scheduled + 10 by hand, exactly, for this event: retries by
+	// hand go on until the delivery has been tried that often, then are
+	// refused.
+	bound := 1 + len(cfg.Schedule) + 10
 	sent := 0
 	for _, d := range rv.deliveries() {
 		if d.id == created.EventID {
 			sent++
 		}
 	}
-	if sent > 1+len(cfg.Schedule)+10 || retries == 0 || len(rv.deliveries()) == before {
-		t.Fatalf("the event was sent %d times (%d retries by hand): more than the bound of %d, or never retried", sent, retries, 1+len(cfg.Schedule)+10)
+	if sent != bound || refused == nil || !strings.Contains(refused.Error(), "the most it may be") {
+		t.Fatalf("the event was sent %d times (%d before the retries by hand, then %v): want exactly %d, then a refusal", sent, created.AttemptCount, refused, bound)
 	}
 }
 
@@ -633,5 +658,64 @@ func TestTestEndpointsHearTestEventsOnly(t *testing.T) {
 	}
 	if l, _ := tester.Events(ctx, event.Filter{}); len(l.Data) != 2 { // the test endpoint's creation, the test key's
 		t.Fatalf("a test key sees %d events", len(l.Data))
+	}
+}
+
+// A rolled secret: during the grace both secrets sign each delivery (two
+// signatures in one header), after a roll without grace only the new one;
+// the store holds every secret sealed, never its bytes.
+func TestRollSecretSignsWithBothDuringTheGrace(t *testing.T) {
+	ctx := context.Background()
+	rv := newReceiver(t, func(int) int { return 204 })
+	st := memstore.New()
+	m := webhookManager(t, st, fast())
+	hooks := m.As(writer("acct_roll")).Webhooks()
+	first, err := hooks.Create(ctx, webhook.EndpointCreate{URL: rv.URL, Events: []string{"webhook.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := hooks.RollSecret(ctx, first.ID, time.Hour)
+	if err != nil || second.Secret == first.Secret || !strings.HasPrefix(string(second.Secret), "whsec_") {
+		t.Fatalf("roll: %v", err)
+	}
+	if got, _ := hooks.Get(ctx, first.ID); got.Secret != "" {
+		t.Fatal("a read shows the secret")
+	}
+	stored, err := st.Endpoint(ctx, first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []webhook.Secret{first.Secret, second.Secret} {
+		raw, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(string(s), "whsec_"))
+		for _, kept := range [][]byte{stored.Secret, stored.PreviousSecret} {
+			if len(kept) != 24+32+16 || strings.Contains(string(kept), string(raw)) || strings.Contains(string(kept), string(s)) {
+				t.Fatalf("a secret is kept unsealed (%d bytes)", len(kept))
+			}
+		}
+	}
+	verify := func(want int) received {
+		t.Helper()
+		if _, err := hooks.Test(ctx, first.ID); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the test delivery", 2*time.Second, func() bool { return len(rv.deliveries()) == want })
+		return rv.deliveries()[want-1]
+	}
+	d := verify(1)
+	sigs := strings.Fields(d.sig)
+	if len(sigs) != 2 || sigs[0] != independentSignature(t, string(second.Secret), d.id, d.ts, d.body) ||
+		sigs[1] != independentSignature(t, string(first.Secret), d.id, d.ts, d.body) {
+		t.Fatalf("during the grace: %q, want the new secret's signature then the old one's", d.sig)
+	}
+	third, err := hooks.RollSecret(ctx, first.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = verify(2)
+	if d.sig != independentSignature(t, string(third.Secret), d.id, d.ts, d.body) {
+		t.Fatalf("after a roll without grace: %q, want the new secret's signature alone", d.sig)
+	}
+	if _, err := hooks.RollSecret(ctx, first.ID, 24*time.Hour+time.Second); !errors.Is(err, keys.ErrValidation) {
+		t.Fatalf("a grace over 24 h: %v", err)
 	}
 }
