@@ -336,8 +336,9 @@ func scanDeliveries(rows pgx.Rows, err error) ([]*store.Delivery, error) {
 	return out, rows.Err()
 }
 
-// ClaimDeliveries implements store.EventStore in one statement: the
-// oldest due deliveries, PerEndpoint at most of each endpoint not skipped,
+// ClaimDeliveries implements store.EventStore in one statement: of the
+// store.ClaimWindow oldest due deliveries (an index range of the pending
+// ones), PerEndpoint at most of each endpoint not skipped,
 // leased if no other claim took them first. Two instances claiming at
 // once may pick the same rows: the UPDATE locks each row and checks its
 // lease again once the other's commit is visible, so the second skips it.
@@ -353,9 +354,11 @@ func (s *Store) ClaimDeliveries(ctx context.Context, cl store.Claim) ([]*store.D
 	defer done()
 	ds, err := scanDeliveries(c.Query(ctx, s.sql(`WITH due AS (
 	SELECT id FROM (
-		SELECT id, next_at, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_at, id) AS n
-		FROM {{schema}}.webhook_deliveries
-		WHERE status = 'pending' AND next_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) AND NOT (endpoint_id = ANY($2))
+		SELECT id, next_at, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_at, id) AS n FROM (
+			SELECT id, endpoint_id, next_at FROM {{schema}}.webhook_deliveries
+			WHERE status = 'pending' AND next_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) AND NOT (endpoint_id = ANY($2))
+			ORDER BY next_at, id LIMIT `+strconv.Itoa(store.ClaimWindow)+`
+		) w
 	) d WHERE n <= $3 ORDER BY next_at, id LIMIT $4
 )
 UPDATE {{schema}}.webhook_deliveries w SET lease = $5, lease_until = $6 FROM due

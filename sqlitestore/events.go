@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -285,8 +286,10 @@ func (s *Store) ClaimDeliveries(ctx context.Context, c store.Claim) ([]*store.De
 		return nil, err
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit, a no-op
-	// The oldest due deliveries, at most PerEndpoint of each endpoint not
-	// skipped: an endpoint with thousands due hides no other's.
+	// Of the store.ClaimWindow oldest due deliveries (of the endpoints not
+	// skipped), at most PerEndpoint of each endpoint: a claim's cost stays
+	// bounded, and an endpoint with thousands due hides no other's once
+	// it is skipped.
 	args := []any{c.Now.UnixNano(), c.Now.UnixNano()}
 	skip := ""
 	if len(c.Skip) > 0 {
@@ -301,8 +304,9 @@ func (s *Store) ClaimDeliveries(ctx context.Context, c store.Claim) ([]*store.De
 	}
 	args = append(args, per, c.Limit)
 	due, err := scanDeliveries(tx.QueryContext(ctx, `SELECT `+deliveryCols+` FROM (
-	SELECT `+deliveryCols+`, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_at, id) AS n FROM webhook_deliveries
-	WHERE status = 'pending' AND next_at <= ? AND lease_until <= ?`+skip+`)
+	SELECT `+deliveryCols+`, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_at, id) AS n FROM (
+		SELECT `+deliveryCols+` FROM webhook_deliveries WHERE status = 'pending' AND next_at <= ? AND lease_until <= ?`+skip+`
+		ORDER BY next_at, id LIMIT `+strconv.Itoa(store.ClaimWindow)+`))
 WHERE n <= ? ORDER BY next_at, id LIMIT ?`, args...))
 	if err != nil {
 		return nil, err

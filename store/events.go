@@ -46,7 +46,12 @@ type EventStore interface {
 	// c.Now, at most c.PerEndpoint of one endpoint and none of the
 	// endpoints c.Skip names, oldest NextAt first: each is returned with
 	// Lease set to c.Lease and LeaseUntil to c.Until. Of concurrent claims,
-	// from any instance, exactly one gets a given delivery.
+	// from any instance, exactly one gets a given delivery. A store may
+	// read only the ClaimWindow oldest due deliveries (of the endpoints
+	// not skipped) to choose from, so that a claim costs the same however
+	// many one tenant has queued; an endpoint that window leaves out is
+	// claimed once the endpoints before it are skipped, as the Manager
+	// skips those whose slots are taken.
 	ClaimDeliveries(ctx context.Context, c Claim) ([]*Delivery, error)
 	// FinishDelivery records an attempt of a delivery this claim holds
 	// (d.Lease): d's Status, NextAt and Attempts are stored and its lease
@@ -162,6 +167,10 @@ type Delivery struct {
 	Lease      string
 	LeaseUntil time.Time
 }
+
+// ClaimWindow bounds the due deliveries a claim may read: see
+// EventStore.ClaimDeliveries.
+const ClaimWindow = 2000
 
 // MaxAttemptsKept bounds Delivery.Attempts: a store keeps the latest.
 const MaxAttemptsKept = 20

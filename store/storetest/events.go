@@ -488,4 +488,35 @@ func testDeliveryClaimsAreFair(t *testing.T, s store.Store) {
 	if err != nil || len(ds) != 0 {
 		t.Fatalf("skipping the flooded endpoint: %d, %v", len(ds), err)
 	}
+	// Past the window a store may read: the quiet endpoint's delivery,
+	// due after more than ClaimWindow of the flood's, is claimed once the
+	// flooded endpoint is skipped.
+	c, q := "acct_"+rand.Text()[:8], "acct_"+rand.Text()[:8]
+	flood, quiet = newEndpoint(c, "*"), newEndpoint(q, "*")
+	for _, e := range []*store.Endpoint{flood, quiet} {
+		if err := s.Write(ctx, store.Write{Endpoint: e.Clone()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs = nil
+	for i := range store.ClaimWindow + 100 {
+		evs = append(evs, newTestEvent(c, event.KeyCreated, time.Duration(i)*time.Microsecond, "k"))
+	}
+	late := newTestEvent(q, event.KeyCreated, time.Second, "k")
+	if err := s.Write(ctx, store.Write{Events: append(evs, late)}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for i, skip := range [][]string{nil, {flood.ID}} {
+		ds, err := es.ClaimDeliveries(ctx, store.Claim{Now: now, Until: now.Add(time.Minute), Lease: fmt.Sprint("w", i), Limit: 10, PerEndpoint: 2, Skip: skip})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			got[d.EndpointID] = true
+		}
+	}
+	if !got[flood.ID] || !got[quiet.ID] {
+		t.Fatalf("past the window: claimed for the flood %v, for the quiet endpoint %v", got[flood.ID], got[quiet.ID])
+	}
 }
