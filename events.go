@@ -113,7 +113,7 @@ func (s Scoped) Events(ctx context.Context, f event.Filter) (_ *event.Page, err 
 		if err != nil {
 			return nil, err
 		}
-		q.After = &store.LogCursor{Timestamp: at, RequestID: id}
+		q.After = &store.ListPosition{CreatedAt: at, ID: id}
 	}
 	if !s.c.trusted && s.c.p.Environment != "" {
 		q.Environment = string(s.c.p.Environment) // a test principal reads test events

@@ -455,7 +455,7 @@ func (w Webhooks) Deliveries(ctx context.Context, id string, limit int, cursor s
 		if err != nil {
 			return nil, err
 		}
-		q.After = &store.LogCursor{Timestamp: at, RequestID: did}
+		q.After = &store.ListPosition{CreatedAt: at, ID: did}
 	}
 	e, err := w.load(ctx, id)
 	if err != nil {

@@ -337,7 +337,7 @@ func (s *Store) Deliveries(_ context.Context, q store.DeliveryQuery) ([]*store.D
 	for i := len(ds) - 1; i >= 0 && len(out) < q.Limit; i-- {
 		d := ds[i]
 		if (q.ID == "" || d.ID == q.ID) && (q.EventID == "" || d.EventID == q.EventID) &&
-			(q.After == nil || d.CreatedAt.Before(q.After.Timestamp) || d.CreatedAt.Equal(q.After.Timestamp) && d.ID < q.After.RequestID) {
+			(q.After == nil || d.CreatedAt.Before(q.After.CreatedAt) || d.CreatedAt.Equal(q.After.CreatedAt) && d.ID < q.After.ID) {
 			out = append(out, d.Clone())
 		}
 	}

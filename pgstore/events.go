@@ -199,7 +199,7 @@ func (s *Store) Events(ctx context.Context, q store.EventQuery) ([]event.Event, 
 		add("ts < ?", q.End)
 	}
 	if a := q.After; a != nil {
-		add("(ts, id) < (?, ?)", a.Timestamp, a.RequestID)
+		add("(ts, id) < (?, ?)", a.CreatedAt, a.ID)
 	}
 	args = append(args, q.Limit)
 	c, ctx, done, err := s.conn(ctx)
@@ -429,7 +429,7 @@ func (s *Store) Deliveries(ctx context.Context, q store.DeliveryQuery) ([]*store
 		where = append(where, "event_id = $"+strconv.Itoa(len(args)))
 	}
 	if a := q.After; a != nil {
-		args = append(args, a.Timestamp, a.RequestID)
+		args = append(args, a.CreatedAt, a.ID)
 		where = append(where, "(created_at, id) < ($"+strconv.Itoa(len(args)-1)+", $"+strconv.Itoa(len(args))+")")
 	}
 	args = append(args, q.Limit)

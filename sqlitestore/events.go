@@ -188,7 +188,7 @@ func (s *Store) Events(ctx context.Context, q store.EventQuery) ([]event.Event, 
 	}
 	if a := q.After; a != nil {
 		where = append(where, "(ts < ? OR ts = ? AND id < ?)")
-		args = append(args, a.Timestamp.UnixNano(), a.Timestamp.UnixNano(), a.RequestID)
+		args = append(args, a.CreatedAt.UnixNano(), a.CreatedAt.UnixNano(), a.ID)
 	}
 	args = append(args, q.Limit)
 	rows, err := s.db.QueryContext(ctx, `SELECT id, account_id, type, key_id, environment, ts, actor, request_id, client_ip, data, to_endpoint FROM events
@@ -370,7 +370,7 @@ func (s *Store) Deliveries(ctx context.Context, q store.DeliveryQuery) ([]*store
 	}
 	if a := q.After; a != nil {
 		where = append(where, "(created_at < ? OR created_at = ? AND id < ?)")
-		args = append(args, a.Timestamp.UnixNano(), a.Timestamp.UnixNano(), a.RequestID)
+		args = append(args, a.CreatedAt.UnixNano(), a.CreatedAt.UnixNano(), a.ID)
 	}
 	args = append(args, q.Limit)
 	return scanDeliveries(s.db.QueryContext(ctx, `SELECT `+deliveryCols+` FROM webhook_deliveries WHERE `+strings.Join(where, " AND ")+`

@@ -81,8 +81,8 @@ type EventQuery struct {
 	// Environment, if not "", selects that environment's events (a test
 	// principal's reads).
 	Environment string
-	After       *LogCursor // the last event of the previous page (its At and ID)
-	Limit       int        // 1 to 101
+	After       *ListPosition // the last event of the previous page (its At and ID)
+	Limit       int           // 1 to 101
 }
 
 // Matches reports whether e matches q, for stores that filter in Go.
@@ -90,7 +90,7 @@ func (q *EventQuery) Matches(e *event.Event) bool {
 	return e.AccountID == q.AccountID && (q.ID == "" || e.ID == q.ID) && (q.Type == "" || e.Type == q.Type) &&
 		(q.KeyID == "" || e.KeyID == q.KeyID) && (q.Environment == "" || e.Environment == q.Environment) &&
 		(q.Start.IsZero() || !e.At.Before(q.Start)) && (q.End.IsZero() || e.At.Before(q.End)) &&
-		(q.After == nil || e.At.Before(q.After.Timestamp) || e.At.Equal(q.After.Timestamp) && e.ID < q.After.RequestID)
+		(q.After == nil || e.At.Before(q.After.CreatedAt) || e.At.Equal(q.After.CreatedAt) && e.ID < q.After.ID)
 }
 
 // Endpoint is a webhook endpoint as a store keeps it: plain data.
@@ -202,9 +202,9 @@ type Claim struct {
 // DeliveryQuery selects an endpoint's deliveries (or one by ID).
 type DeliveryQuery struct {
 	EndpointID string
-	ID         string     // "": any
-	EventID    string     // "": any
-	After      *LogCursor // the last delivery of the previous page (its CreatedAt and ID)
+	ID         string        // "": any
+	EventID    string        // "": any
+	After      *ListPosition // the last delivery of the previous page (its CreatedAt and ID)
 	Limit      int
 }
 

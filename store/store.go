@@ -345,8 +345,9 @@ type ListQuery struct {
 	Limit int // at least 1
 }
 
-// ListPosition is a place in List's order: newest first, by CreatedAt
-// descending, then ID descending.
+// ListPosition is a place in an order newest first: by CreatedAt (an
+// event's At) descending, then ID descending. List pages keys by it, and
+// Events and Deliveries page events and deliveries.
 type ListPosition struct {
 	CreatedAt time.Time
 	ID        string

@@ -129,7 +129,7 @@ func testEvents(t *testing.T, s store.Store) {
 		"window": {store.EventQuery{AccountID: a, Start: base.Add(time.Second), End: base.Add(3 * time.Second)}, []string{e3.ID, e2.ID}},
 		"id":     {store.EventQuery{AccountID: a, ID: e2.ID}, []string{e2.ID}},
 		"other":  {store.EventQuery{AccountID: b, ID: e2.ID}, []string{}},
-		"after":  {store.EventQuery{AccountID: a, After: &store.LogCursor{Timestamp: e3.At, RequestID: e3.ID}}, []string{e2.ID, e1.ID}},
+		"after":  {store.EventQuery{AccountID: a, After: &store.ListPosition{CreatedAt: e3.At, ID: e3.ID}}, []string{e2.ID, e1.ID}},
 		"limit":  {store.EventQuery{AccountID: a, Limit: 2}, []string{e4.ID, e3.ID}},
 		"b":      {store.EventQuery{AccountID: b}, []string{eb.ID}},
 		"live":   {store.EventQuery{AccountID: a, Environment: "live", Limit: 2}, []string{e4.ID, e3.ID}},
@@ -453,7 +453,7 @@ func testDeliveryClaims(t *testing.T, s store.Store) {
 	if err != nil || len(all) != 5 || all[0].EventID != evs[4].ID || all[4].EventID != evs[0].ID {
 		t.Fatalf("deliveries newest first: %d, %v", len(all), err)
 	}
-	page, err := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: e1.ID, Limit: 2, After: &store.LogCursor{Timestamp: all[1].CreatedAt, RequestID: all[1].ID}})
+	page, err := es.Deliveries(ctx, store.DeliveryQuery{EndpointID: e1.ID, Limit: 2, After: &store.ListPosition{CreatedAt: all[1].CreatedAt, ID: all[1].ID}})
 	if err != nil || len(page) != 2 || page[0].ID != all[2].ID || page[1].ID != all[3].ID {
 		t.Fatalf("after a cursor: %v, %v", page, err)
 	}
