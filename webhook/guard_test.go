@@ -2,7 +2,10 @@ package webhook_test
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/txcloud/keys/webhook"
@@ -65,5 +68,27 @@ func TestCheckURL(t *testing.T) {
 		if _, err := c.CheckURL(context.Background(), raw); (err == nil) != ok {
 			t.Errorf("%q: %v, want ok=%v", raw, err, ok)
 		}
+	}
+}
+
+// A created endpoint, which holds its secret, prints and logs without it:
+// every fmt verb, and slog's text and JSON handlers (the JSON one would
+// otherwise encode the struct, secret included).
+func TestEndpointPrintsNoSecret(t *testing.T) {
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	ep := webhook.Endpoint{ID: "we_1", URL: "https://example.com/hook", Secret: secret}
+	var out strings.Builder
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q"} {
+		fmt.Fprintf(&out, verb+"\n", ep)
+		fmt.Fprintf(&out, verb+"\n", &ep)
+		fmt.Fprintf(&out, verb+"\n", ep.Secret)
+	}
+	slog.New(slog.NewJSONHandler(&out, nil)).Info("created", "endpoint", ep, "ptr", &ep, "secret", ep.Secret)
+	slog.New(slog.NewTextHandler(&out, nil)).Info("created", "endpoint", ep, "secret", ep.Secret)
+	if strings.Contains(out.String(), "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") {
+		t.Fatalf("the secret was printed:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "we_1") {
+		t.Fatalf("nothing of the endpoint was printed:\n%s", out.String())
 	}
 }

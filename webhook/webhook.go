@@ -156,6 +156,15 @@ type Endpoint struct {
 	Replayed bool `json:"-"`
 }
 
+// LogValue logs the endpoint without its secret. Without it, a JSON log
+// handler would encode the struct with encoding/json, which writes the
+// secret (Secret's own LogValue applies only when the Secret is the
+// logged value itself, not a field of one).
+func (e Endpoint) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", e.ID), slog.String("environment", e.Environment), slog.String("url", e.URL),
+		slog.Bool("enabled", e.Enabled), slog.String("secret", "[webhook secret redacted]"))
+}
+
 // EndpointCreate is the body of POST /developers/webhooks.
 type EndpointCreate struct {
 	// Environment is "live" or "test"; "": the caller's (a test key's
