@@ -719,3 +719,60 @@ func TestRollSecretSignsWithBothDuringTheGrace(t *testing.T) {
 		t.Fatalf("a grace over 24 h: %v", err)
 	}
 }
+
+// A receiver cannot make the server read without bound, nor wait without
+// bound: at most 64 KiB of an answer is read (the connection is then
+// dropped), and an attempt ends after the Timeout.
+func TestReceiverCannotHoldTheSender(t *testing.T) {
+	ctx := context.Background()
+	var written atomic.Int64
+	endless := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		chunk := make([]byte, 32<<10)
+		for written.Load() < 1<<30 { // a gigabyte, if the sender read it all
+			n, err := w.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}))
+	defer endless.Close()
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // then net/http notices the client leaving
+		<-r.Context().Done()
+	}))
+	defer silent.Close()
+	cfg := fast()
+	cfg.Timeout = 300 * time.Millisecond
+	m := webhookManager(t, memstore.New(), cfg)
+	as := m.As(writer("acct_hold"))
+	big, err := as.Webhooks().Create(ctx, webhook.EndpointCreate{URL: endless.URL, Events: []string{"webhook.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mute, err := as.Webhooks().Create(ctx, webhook.EndpointCreate{URL: silent.URL, Events: []string{"webhook.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := func(id string) *webhook.Delivery {
+		l, err := as.Webhooks().Deliveries(ctx, id, 1, "")
+		if err != nil || len(l.Data) == 0 || len(l.Data[0].Attempts) == 0 {
+			return nil
+		}
+		return &l.Data[0]
+	}
+	for _, id := range []string{big.ID, mute.ID} {
+		if _, err := as.Webhooks().Test(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "both attempted", 5*time.Second, func() bool { return first(big.ID) != nil && first(mute.ID) != nil })
+	if d := first(big.ID); d.Status != "succeeded" || written.Load() > 16<<20 {
+		t.Fatalf("an endless answer: %s, %d bytes written before the sender let go", d.Status, written.Load())
+	}
+	a := first(mute.ID).Attempts[0]
+	if a.Error != "timeout" || a.ResponseCode != nil || a.LatencyMS < 250 || a.LatencyMS > 2000 {
+		t.Fatalf("a receiver that never answers: %+v, want a timeout after about 300 ms", a)
+	}
+}
