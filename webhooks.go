@@ -80,7 +80,7 @@ func (w Webhooks) List(ctx context.Context) (_ *webhook.EndpointList, err error)
 
 // Get returns one of the account's endpoints, or ErrNotFound.
 func (w Webhooks) Get(ctx context.Context, id string) (_ *webhook.Endpoint, err error) {
-	ctx, end, e, err := w.open(ctx, id)
+	_, end, e, err := w.open(ctx, id)
 	if err != nil {
 		return nil, err
 	}
