@@ -9,6 +9,26 @@ import (
 	"github.com/txcloud/keys/store"
 )
 
+// Marked reports whether id was given to Deduplicate within its window
+// and not forgotten, by this Manager or (on a store.Marker) any instance
+// sharing the store; it records nothing. Package portal ends a signed-out
+// session with Deduplicate and asks Marked on every page.
+func (m *Manager) Marked(ctx context.Context, id [32]byte) (bool, error) {
+	if m.closed.Load() {
+		return false, ErrClosed
+	}
+	now := m.now()
+	mk, ok := store.Capability[store.Marker](m.store)
+	if !ok {
+		return m.marks.Marked(id, now), nil
+	}
+	marked, err := mk.Marked(ctx, id, now)
+	if err != nil {
+		return false, fmt.Errorf("%w: reading a mark: %w", ErrUnavailable, err)
+	}
+	return marked, nil
+}
+
 // Deduplicate reports whether id is new: not given to Deduplicate within
 // the last window, by this Manager or, on a store that is a store.Marker
 // (memstore, pgstore), by any instance sharing the store. Of concurrent

@@ -152,10 +152,12 @@ func (m *Manager) KeyUsage(ctx context.Context, keyID string, g usage.Granularit
 	if err != nil {
 		return nil, err
 	}
-	return m.keyUsage(ctx, rec, g, start, end)
+	return m.keyUsage(ctx, rec.AccountID, rec.ID, g, start, end)
 }
 
-func (m *Manager) keyUsage(ctx context.Context, rec *store.Record, g usage.Granularity, start, end time.Time) (*usage.Series, error) {
+// keyUsage is the series of account's key keyID, or of all its keys
+// together when keyID is "".
+func (m *Manager) keyUsage(ctx context.Context, account, keyID string, g usage.Granularity, start, end time.Time) (*usage.Series, error) {
 	d := g.Duration()
 	now := m.now().UTC()
 	if end.IsZero() {
@@ -181,11 +183,11 @@ func (m *Manager) keyUsage(ctx context.Context, rec *store.Record, g usage.Granu
 	case g == usage.Minute && start.Before(now.Add(-store.MinuteRetention)):
 		return nil, invalid("start", "minutes are kept 48 hours")
 	}
-	rows, err := m.usageRows(ctx, store.UsageQuery{AccountID: rec.AccountID, KeyID: rec.ID, Granularity: g, From: start, To: end})
+	rows, err := m.usageRows(ctx, store.UsageQuery{AccountID: account, KeyID: keyID, Granularity: g, From: start, To: end})
 	if err != nil {
 		return nil, err
 	}
-	series := &usage.Series{KeyID: rec.ID, Granularity: g.String(), Period: usage.Period{Start: start, End: end}, Data: make([]usage.Bucket, end.Sub(start)/d)}
+	series := &usage.Series{KeyID: keyID, Granularity: g.String(), Period: usage.Period{Start: start, End: end}, Data: make([]usage.Bucket, end.Sub(start)/d)}
 	for i := range series.Data {
 		series.Data[i].Start = start.Add(time.Duration(i) * d)
 	}
@@ -209,13 +211,21 @@ func (s Scoped) UsageSummary(ctx context.Context, f usage.Filter) (*usage.Summar
 	return s.m.UsageSummary(ctx, s.c.p.AccountID, f)
 }
 
-// KeyUsage is the usage series of one of the principal's keys.
+// KeyUsage is the usage series of one of the principal's keys, or, with
+// keyID "", of all its account's keys together (Series.KeyID is then "";
+// the same counts UsageSummary reads, in buckets: what a dashboard charts).
 func (s Scoped) KeyUsage(ctx context.Context, keyID string, g usage.Granularity, start, end time.Time) (*usage.Series, error) {
+	if keyID == "" {
+		if err := s.c.valid(); err != nil {
+			return nil, err
+		}
+		return s.m.keyUsage(ctx, s.c.p.AccountID, "", g, start, end)
+	}
 	rec, err := s.m.load(ctx, s.c, keyID)
 	if err != nil {
 		return nil, err
 	}
-	return s.m.keyUsage(ctx, rec, g, start, end)
+	return s.m.keyUsage(ctx, rec.AccountID, rec.ID, g, start, end)
 }
 
 // usageRows returns the usage of the queries (spans of one period, for

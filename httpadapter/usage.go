@@ -68,7 +68,11 @@ func (a *Adapter) keyUsage(w http.ResponseWriter, r *http.Request, as keys.Scope
 	if err != nil {
 		return err
 	}
-	s, err := as.KeyUsage(r.Context(), r.PathValue("id"), g, start, end)
+	id := r.PathValue("id")
+	if id == "" { // Scoped.KeyUsage reads "" as the whole account
+		return keys.ErrNotFound
+	}
+	s, err := as.KeyUsage(r.Context(), id, g, start, end)
 	if err != nil {
 		return err
 	}

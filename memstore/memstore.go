@@ -722,6 +722,11 @@ func (s *Store) Mark(_ context.Context, mark store.Digest, until, now time.Time)
 	return s.marks.Mark(mark, until, now), nil
 }
 
+// Marked implements store.Marker.
+func (s *Store) Marked(_ context.Context, mark store.Digest, now time.Time) (bool, error) {
+	return s.marks.Marked(mark, now), nil
+}
+
 // Unmark implements store.Marker.
 func (s *Store) Unmark(_ context.Context, mark store.Digest) error {
 	s.marks.Unmark(mark)

@@ -20,6 +20,7 @@ const (
 ON CONFLICT (mark) DO UPDATE SET until = EXCLUDED.until WHERE m.until <= $3
 RETURNING 1`
 	unmarkSQL      = `DELETE FROM {{schema}}.marks WHERE mark = $1`
+	markedSQL      = `SELECT EXISTS (SELECT 1 FROM {{schema}}.marks WHERE mark = $1 AND until > $2)`
 	expireMarksSQL = `DELETE FROM {{schema}}.marks WHERE mark IN (SELECT mark FROM {{schema}}.marks WHERE until <= $1 LIMIT $2)`
 )
 
@@ -51,6 +52,21 @@ func (s *Store) Unmark(ctx context.Context, mark store.Digest) error {
 	}
 	_, err := s.exec(ctx, s.qUnmark, mark[:])
 	return err
+}
+
+// Marked implements store.Marker: one indexed read.
+func (s *Store) Marked(ctx context.Context, mark store.Digest, now time.Time) (bool, error) {
+	if s.closed.Load() {
+		return false, ErrClosed
+	}
+	c, ctx, done, err := s.conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer done()
+	var marked bool
+	err = c.QueryRow(ctx, s.qMarked, mark[:], now).Scan(&marked)
+	return marked, err
 }
 
 // expireMarks deletes marks expired by now, touchChunk per statement, at

@@ -68,7 +68,7 @@ type Store struct {
 	// Credits (credits.go): their statements, this instance's last sweep
 	// (Unix ns), the budgets it found spent, and its counters.
 	qSpend, qReadCredits, qSetCredits, qSweepCredits string
-	qMark, qUnmark, qExpireMarks                     string
+	qMark, qUnmark, qMarked, qExpireMarks            string
 	// The event log (events.go): the inserts that write events with
 	// their change, and the statement that writes events alone.
 	qInsertEv, qInsertIdemEv, qEvents, qNotifyEv string
@@ -254,7 +254,7 @@ FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`)
 WHERE id = $1 AND version = $8 - 1 AND digest = $9`)
 	s.qVersion = s.sql(`SELECT version, digest FROM {{schema}}.api_keys WHERE id = $1`)
 	s.qSpend, s.qReadCredits, s.qSetCredits, s.qSweepCredits = s.sql(credSpend), s.sql(credRead), s.sql(credSet), s.sql(credSweep)
-	s.qMark, s.qUnmark, s.qExpireMarks = s.sql(markSQL), s.sql(unmarkSQL), s.sql(expireMarksSQL)
+	s.qMark, s.qUnmark, s.qMarked, s.qExpireMarks = s.sql(markSQL), s.sql(unmarkSQL), s.sql(markedSQL), s.sql(expireMarksSQL)
 	// With events: the same insert, and the events (with their
 	// deliveries) only if the key went in.
 	s.qInsertEv = s.sql(head + fmt.Sprintf(insertKey, "ok") + tail + ", " + eventsCTE(22, "EXISTS (SELECT 1 FROM k)") +

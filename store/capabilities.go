@@ -175,6 +175,9 @@ type Marker interface {
 	// it guarded failed, and must be let in again). Unmarking a mark not
 	// recorded is no error.
 	Unmark(ctx context.Context, mark Digest) error
+	// Marked reports whether mark is recorded, unexpired at now, by any
+	// instance, without recording anything (the portal's ended sessions).
+	Marked(ctx context.Context, mark Digest, now time.Time) (bool, error)
 }
 
 // LogStore is the optional capability that keeps the request log

@@ -52,6 +52,14 @@ func (s *Set) Mark(mark [32]byte, until, now time.Time) bool {
 	return true
 }
 
+// Marked reports whether mark is recorded, unexpired at now.
+func (s *Set) Marked(mark [32]byte, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.until[mark]
+	return ok && u > now.UnixNano()
+}
+
 // Unmark deletes mark.
 func (s *Set) Unmark(mark [32]byte) {
 	s.mu.Lock()

@@ -1807,8 +1807,22 @@ func testMarks(t *testing.T, s store.Store) {
 		return fresh
 	}
 	day := base.Add(24 * time.Hour)
-	if !mark(a, day, base) || mark(a, day, base.Add(time.Hour)) {
-		t.Fatal("a mark is not new exactly once before it expires")
+	marked := func(d store.Digest, now time.Time) bool {
+		t.Helper()
+		ok, err := mk.Marked(ctx, d, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if marked(a, base) {
+		t.Fatal("Marked reports a mark never made")
+	}
+	if marked(a, base) || !mark(a, day, base) || mark(a, day, base.Add(time.Hour)) {
+		t.Fatal("a mark is not new exactly once before it expires (or Marked recorded one)")
+	}
+	if !marked(a, base.Add(time.Hour)) || marked(a, day) || marked(b, base) {
+		t.Fatal("Marked does not report exactly the unexpired marks")
 	}
 	if !mark(b, day, base) {
 		t.Fatal("a second mark was taken for the first")
@@ -1819,8 +1833,8 @@ func testMarks(t *testing.T, s store.Store) {
 	if err := mk.Unmark(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	if !mark(b, day, base) {
-		t.Fatal("an unmarked mark is not new")
+	if marked(b, base) || !mark(b, day, base) {
+		t.Fatal("an unmarked mark is still marked, or not new")
 	}
 	var none store.Digest
 	if err := mk.Unmark(ctx, none); err != nil {
