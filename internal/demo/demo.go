@@ -8,6 +8,7 @@ package demo
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -30,6 +31,7 @@ import (
 	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/httpadapter"
 	"github.com/txcloud/keys/httpadapter/secretscanning"
+	"github.com/txcloud/keys/portal"
 	"github.com/txcloud/keys/webhook"
 )
 
@@ -209,11 +211,29 @@ func (f *Flags) Serve(ctx context.Context, m *keys.Manager, logger *slog.Logger,
 //	GET  /v1/whoami   the calling key's id, environment, permissions, account, owner_id, metadata
 //	GET  /v1/ping     any valid key; shows the rate-limit headers (?sleep_ms=N holds it open N ms)
 //	POST /v1/secret-scanning/github  GitHub's leak alerts (with --github-keys FILE)
+//	/portal/          the developer portal (sign in with a key holding developers:read and developers:write)
+//
+// The portal's sessions are signed with KEYSDEMO_PORTAL_SECRET (at least
+// 32 bytes; the same in every instance), or, unset, a random secret of
+// this process: its sessions end with it.
 func NewMux(m *keys.Manager, logger *slog.Logger, openPing bool, ghKeys []secretscanning.PublicKey, opts ...httpadapter.Option) *http.ServeMux {
 	a := httpadapter.New(m, append([]httpadapter.Option{httpadapter.WithLogger(logger)}, opts...)...)
 	authed := a.Middleware()
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", http.StripPrefix("/v1", a))
+	secret := []byte(os.Getenv("KEYSDEMO_PORTAL_SECRET"))
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret) // never fails (crypto/rand's contract)
+	}
+	p, err := portal.New(m, portal.Config{Secret: secret, ClientIP: a.ClientIP, Logger: logger})
+	if err != nil { // a KEYSDEMO_PORTAL_SECRET too short
+		logger.Error("keysdemo: the portal is off", "error", err)
+	} else {
+		mux.Handle("/portal/", p)
+		mux.Handle("/portal", p)
+		mux.Handle("GET /{$}", http.RedirectHandler("/portal/", http.StatusSeeOther))
+	}
 	mux.Handle("GET /v1/whoami", authed(http.HandlerFunc(whoami)))
 	if ghKeys != nil {
 		mux.Handle("POST /v1/secret-scanning/github", secretscanning.New(m, ghKeys, keys.LeakRevoke, a.WriteError))

@@ -1,0 +1,416 @@
+package portal
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/txcloud/keys"
+)
+
+// pageSize is how many keys a page of the list shows.
+const pageSize = 20
+
+// keyRow is a key as the list and its page show it.
+type keyRow struct {
+	keys.APIKey
+	Status string
+}
+
+// keyStatus is a key's state in a word: revoked, retiring (rolled, in its
+// grace period), expired, disabled or active.
+func keyStatus(k *keys.APIKey, now time.Time) string {
+	switch {
+	case k.RevokedAt != nil && !k.RevokedAt.After(now):
+		return "revoked"
+	case k.RevokedAt != nil:
+		return "retiring"
+	case k.ExpiresAt != nil && !k.ExpiresAt.After(now):
+		return "expired"
+	case !k.Enabled:
+		return "disabled"
+	}
+	return "active"
+}
+
+type keyListPage struct {
+	Keys        []keyRow
+	Environment string
+	Status      string
+	Filtered    bool
+	NextURL     string
+	FirstURL    string
+	Envs        []string
+}
+
+func (p *Portal) keyList(w http.ResponseWriter, r *http.Request, v *visit) {
+	q := r.URL.Query()
+	f := keys.ListFilter{Limit: pageSize, Cursor: q.Get("cursor")}
+	pg := keyListPage{Environment: q.Get("environment"), Status: q.Get("status"), Envs: envs(v)}
+	switch pg.Environment {
+	case "live", "test":
+		f.Environment = keys.Environment(pg.Environment)
+	case "":
+	default:
+		p.failed(w, r, v, &keys.ValidationError{Param: "environment", Message: "environment is live or test"})
+		return
+	}
+	switch pg.Status {
+	case "active":
+		f.Revoked = new(false)
+	case "revoked":
+		f.Revoked = new(true)
+	case "":
+	default:
+		p.failed(w, r, v, &keys.ValidationError{Param: "status", Message: "status is active or revoked"})
+		return
+	}
+	list, err := v.as.List(r.Context(), f)
+	if err != nil {
+		p.failed(w, r, v, err)
+		return
+	}
+	now := p.now()
+	for i := range list.Data {
+		pg.Keys = append(pg.Keys, keyRow{list.Data[i], keyStatus(&list.Data[i], now)})
+	}
+	pg.Filtered = pg.Environment != "" || pg.Status != ""
+	link := func(cursor string) string {
+		vals := url.Values{}
+		for k, v := range map[string]string{"environment": pg.Environment, "status": pg.Status, "cursor": cursor} {
+			if v != "" {
+				vals.Set(k, v)
+			}
+		}
+		if len(vals) == 0 {
+			return p.c.Path + "/keys"
+		}
+		return p.c.Path + "/keys?" + vals.Encode()
+	}
+	if list.HasMore {
+		pg.NextURL = link(list.NextCursor)
+	}
+	if f.Cursor != "" {
+		pg.FirstURL = link("")
+	}
+	p.render(w, r, http.StatusOK, "keys", v, pg)
+}
+
+// envs are the environments the principal may create keys in.
+func envs(v *visit) []string {
+	if v.p.Environment != "" {
+		return []string{string(v.p.Environment)}
+	}
+	return []string{"live", "test"}
+}
+
+// keyFormPage is the create form, and the edit form of a key's page.
+type keyFormPage struct {
+	Form  *form
+	Perms []string // the permissions the principal may grant
+	Envs  []string
+	Plan  *keys.Plan
+}
+
+// grantable is the vocabulary the principal holds: what it may grant.
+func (p *Portal) grantable(v *visit) []string {
+	var out []string
+	for _, perm := range p.m.Vocabulary() {
+		if v.p.Has(perm) {
+			out = append(out, perm)
+		}
+	}
+	return out
+}
+
+func (p *Portal) keyFormPage(r *http.Request, v *visit, f *form) keyFormPage {
+	pg := keyFormPage{Form: f, Perms: p.grantable(v), Envs: envs(v)}
+	if a, err := v.as.Account(r.Context()); err == nil {
+		pg.Plan = a.Plan
+	}
+	return pg
+}
+
+func (p *Portal) keyNew(w http.ResponseWriter, r *http.Request, v *visit) {
+	f := newForm()
+	f.Values["environment"] = envs(v)[0]
+	f.Nonce = randomID()
+	p.render(w, r, http.StatusOK, "keynew", v, p.keyFormPage(r, v, f))
+}
+
+// keyFields are the create form's fields, in the order errors are looked
+// for.
+var keyFields = []string{"name", "environment", "permissions", "rate_limit", "allowed_ips", "expires_at", "metadata"}
+
+// readKeyForm reads the fields a create and an edit share into f, with
+// an error on f for each it cannot read.
+func readKeyForm(r *http.Request, f *form) (perms, ips []string, rate *int, expires *time.Time, meta json.RawMessage) {
+	f.Values["name"] = r.PostFormValue("name")
+	perms = r.PostForm["permissions"]
+	for _, perm := range perms {
+		f.Checked[perm] = true
+	}
+	f.Values["rate_limit"] = strings.TrimSpace(r.PostFormValue("rate_limit"))
+	if s := f.Values["rate_limit"]; s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			f.Errors["rate_limit"] = "Give a whole number of requests per minute, or leave it empty."
+		} else {
+			rate = &n
+		}
+	}
+	f.Values["allowed_ips"] = r.PostFormValue("allowed_ips")
+	ips = strings.FieldsFunc(f.Values["allowed_ips"], func(c rune) bool { return c == ',' || c == '\n' || c == '\r' || c == ' ' || c == '\t' })
+	f.Values["expires_at"] = strings.TrimSpace(r.PostFormValue("expires_at"))
+	if s := f.Values["expires_at"]; s != "" {
+		t, err := parseLocal(s)
+		if err != nil {
+			f.Errors["expires_at"] = "Give a date and time (UTC), as 2027-01-31T18:00, or leave it empty."
+		} else {
+			expires = &t
+		}
+	}
+	f.Values["metadata"] = strings.TrimSpace(r.PostFormValue("metadata"))
+	if s := f.Values["metadata"]; s != "" {
+		if !json.Valid([]byte(s)) {
+			f.Errors["metadata"] = `Metadata is a JSON object, as {"team": "billing"}, or empty.`
+		} else {
+			meta = json.RawMessage(s)
+		}
+	}
+	return perms, ips, rate, expires, meta
+}
+
+// parseLocal reads a datetime-local field's value as UTC.
+func parseLocal(s string) (time.Time, error) {
+	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05"} {
+		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			return t, nil
+		}
+	}
+	return time.Parse(time.RFC3339, s)
+}
+
+func (p *Portal) keyCreate(w http.ResponseWriter, r *http.Request, v *visit) {
+	f := newForm()
+	f.Nonce = r.PostFormValue("nonce")
+	f.Values["environment"] = r.PostFormValue("environment")
+	perms, ips, rate, expires, meta := readKeyForm(r, f)
+	if !validNonce(f.Nonce) {
+		p.forbidden(w, r)
+		return
+	}
+	if len(f.Errors) > 0 {
+		p.render(w, r, http.StatusBadRequest, "keynew", v, p.keyFormPage(r, v, f))
+		return
+	}
+	req := keys.APIKeyCreate{Name: f.Values["name"], Environment: keys.Environment(f.Values["environment"]), Permissions: perms,
+		AllowedIPs: ips, RateLimit: rate, ExpiresAt: expires, Metadata: meta}
+	created, err := v.as.Create(r.Context(), req, keys.IdempotencyKey("portal_"+f.Nonce))
+	if err != nil {
+		if f.refuse(err, keyFields...) {
+			p.render(w, r, http.StatusBadRequest, "keynew", v, p.keyFormPage(r, v, f))
+			return
+		}
+		p.failed(w, r, v, err)
+		return
+	}
+	p.showSecret(w, r, v, secretPage{Kind: "key", ID: created.ID, Name: created.Name, Secret: string(created.Key), Replayed: created.Replayed,
+		Link: p.c.Path + "/keys/" + url.PathEscape(created.ID)})
+}
+
+// validNonce: a form's idempotency key is what keyNew made (43
+// characters of base64url); anything else is no form of ours.
+func validNonce(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// secretPage shows a secret once: a created or rolled key, or a webhook
+// endpoint's signing secret. A replayed form (a reload, a second click)
+// shows no secret: it was shown on the first answer.
+type secretPage struct {
+	Kind     string // "key", "roll" or "webhook"
+	ID, Name string
+	Secret   string
+	Replayed bool
+	Link     string
+}
+
+func (p *Portal) showSecret(w http.ResponseWriter, r *http.Request, v *visit, pg secretPage) {
+	if pg.Replayed {
+		pg.Secret = ""
+	}
+	status := http.StatusCreated
+	if pg.Replayed {
+		status = http.StatusOK
+	}
+	p.render(w, r, status, "secret", v, pg)
+}
+
+// keyPage is a key's page: its details, the edit form, its actions.
+type keyPage struct {
+	Key    keyRow
+	Edit   keyFormPage
+	Notice string
+	Nonce  string // the roll form's idempotency key
+}
+
+func (p *Portal) keyShow(w http.ResponseWriter, r *http.Request, v *visit) {
+	k, err := v.as.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		p.failed(w, r, v, err)
+		return
+	}
+	f := newForm()
+	f.Values["name"] = k.Name
+	for _, perm := range k.Permissions {
+		f.Checked[perm] = true
+	}
+	if k.RateLimit != nil {
+		f.Values["rate_limit"] = strconv.Itoa(*k.RateLimit)
+	}
+	f.Values["allowed_ips"] = strings.Join(k.AllowedIPs, "\n")
+	if k.ExpiresAt != nil {
+		f.Values["expires_at"] = k.ExpiresAt.UTC().Format("2006-01-02T15:04")
+	}
+	if len(k.Metadata) > 0 {
+		f.Values["metadata"] = string(k.Metadata)
+	}
+	notices := map[string]string{"saved": "Saved.", "enabled": "The key is enabled.", "disabled": "The key is disabled: requests with it are refused until you enable it.", "revoked": "The key is revoked."}
+	p.renderKey(w, r, v, http.StatusOK, k, f, notices[r.URL.Query().Get("done")])
+}
+
+func (p *Portal) renderKey(w http.ResponseWriter, r *http.Request, v *visit, status int, k *keys.APIKey, f *form, notice string) {
+	pg := keyPage{Key: keyRow{*k, keyStatus(k, p.now())}, Edit: p.keyFormPage(r, v, f), Notice: notice, Nonce: randomID()}
+	// A key may hold a permission the principal cannot grant: shown, not
+	// offered to add.
+	for _, perm := range k.Permissions {
+		if !slices.Contains(pg.Edit.Perms, perm) {
+			pg.Edit.Perms = append(pg.Edit.Perms, perm)
+		}
+	}
+	p.render(w, r, status, "key", v, pg)
+}
+
+func (p *Portal) keyEdit(w http.ResponseWriter, r *http.Request, v *visit) {
+	id := r.PathValue("id")
+	k, err := v.as.Get(r.Context(), id)
+	if err != nil {
+		p.failed(w, r, v, err)
+		return
+	}
+	f := newForm()
+	perms, ips, rate, expires, meta := readKeyForm(r, f)
+	if len(f.Errors) > 0 {
+		p.renderKey(w, r, v, http.StatusBadRequest, k, f, "")
+		return
+	}
+	u := keys.APIKeyUpdate{Name: keys.Change(f.Values["name"]), Permissions: keys.Change(perms)}
+	if perms == nil {
+		u.Permissions = keys.Change([]string{})
+	}
+	if rate != nil {
+		u.RateLimit = keys.Change(*rate)
+	} else if k.RateLimit != nil {
+		u.RateLimit = keys.Clear[int]()
+	}
+	if len(ips) > 0 {
+		u.AllowedIPs = keys.Change(ips)
+	} else if len(k.AllowedIPs) > 0 {
+		u.AllowedIPs = keys.Clear[[]string]()
+	}
+	if expires != nil {
+		u.ExpiresAt = keys.Change(*expires)
+	} else if k.ExpiresAt != nil {
+		u.ExpiresAt = keys.Clear[time.Time]()
+	}
+	if meta != nil {
+		u.Metadata = keys.Change(meta)
+	} else if len(k.Metadata) > 0 {
+		u.Metadata = keys.Clear[json.RawMessage]()
+	}
+	if _, err := v.as.Update(r.Context(), id, u); err != nil {
+		if f.refuse(err, keyFields...) {
+			p.renderKey(w, r, v, http.StatusBadRequest, k, f, "")
+			return
+		}
+		p.failed(w, r, v, err)
+		return
+	}
+	p.doneKey(w, r, id, "saved")
+}
+
+func (p *Portal) doneKey(w http.ResponseWriter, r *http.Request, id, what string) {
+	http.Redirect(w, r, p.c.Path+"/keys/"+url.PathEscape(id)+"?done="+what, http.StatusSeeOther)
+}
+
+func (p *Portal) keyEnable(w http.ResponseWriter, r *http.Request, v *visit) {
+	p.setEnabled(w, r, v, true)
+}
+
+func (p *Portal) keyDisable(w http.ResponseWriter, r *http.Request, v *visit) {
+	p.setEnabled(w, r, v, false)
+}
+
+func (p *Portal) setEnabled(w http.ResponseWriter, r *http.Request, v *visit, on bool) {
+	id := r.PathValue("id")
+	if _, err := v.as.Update(r.Context(), id, keys.APIKeyUpdate{Enabled: keys.Change(on)}); err != nil {
+		p.failed(w, r, v, err)
+		return
+	}
+	p.doneKey(w, r, id, map[bool]string{true: "enabled", false: "disabled"}[on])
+}
+
+func (p *Portal) keyRevokeConfirm(w http.ResponseWriter, r *http.Request, v *visit) {
+	k, err := v.as.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		p.failed(w, r, v, err)
+		return
+	}
+	p.render(w, r, http.StatusOK, "revoke", v, keyRow{*k, keyStatus(k, p.now())})
+}
+
+func (p *Portal) keyRevoke(w http.ResponseWriter, r *http.Request, v *visit) {
+	id := r.PathValue("id")
+	if _, err := v.as.Revoke(r.Context(), id); err != nil {
+		p.failed(w, r, v, err)
+		return
+	}
+	p.doneKey(w, r, id, "revoked")
+}
+
+// keyRoll issues the key's successor, the old key working for the grace
+// period given in hours.
+func (p *Portal) keyRoll(w http.ResponseWriter, r *http.Request, v *visit) {
+	id := r.PathValue("id")
+	nonce := r.PostFormValue("nonce")
+	if !validNonce(nonce) {
+		p.forbidden(w, r)
+		return
+	}
+	hours, err := strconv.ParseFloat(strings.TrimSpace(r.PostFormValue("grace_hours")), 64)
+	if err != nil || hours < 0 || hours > 24*365 {
+		p.failed(w, r, v, &keys.ValidationError{Param: "grace_hours", Message: "The grace period is a number of hours, 0 or more."})
+		return
+	}
+	created, err := v.as.Roll(r.Context(), id, time.Duration(hours*float64(time.Hour)).Round(time.Second), keys.IdempotencyKey("portal_"+nonce))
+	if err != nil {
+		p.failed(w, r, v, err)
+		return
+	}
+	p.showSecret(w, r, v, secretPage{Kind: "roll", ID: created.ID, Name: created.Name, Secret: string(created.Key), Replayed: created.Replayed,
+		Link: p.c.Path + "/keys/" + url.PathEscape(created.ID)})
+}

@@ -1,0 +1,269 @@
+package portal_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/internal/buildtag"
+	"github.com/txcloud/keys/memstore"
+	"github.com/txcloud/keys/portal"
+	"github.com/txcloud/keys/webhook"
+)
+
+// TestUsageAndLogsShowTheCalls: calls made with a key appear in the
+// chart (stacked by outcome), the per-API table and the log, and one
+// request by its ID.
+func TestUsageAndLogsShowTheCalls(t *testing.T) {
+	f := newFixture(t, nil)
+	a := httpadapter.New(f.m)
+	api := httptest.NewServer(a.Middleware()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) })))
+	defer api.Close()
+	limited := f.create("acct_a", "limited", "identity:read")
+	if _, err := f.m.Update(context.Background(), limited.ID, keys.APIKeyUpdate{RateLimit: keys.Change(2)}); err != nil {
+		t.Fatal(err)
+	}
+	call := func(key string) (int, string) {
+		req, _ := http.NewRequest("GET", api.URL+"/v1/ping", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Request-Id")
+	}
+	var lastID string
+	for range 3 {
+		call(string(f.key.Key))
+	}
+	for range 4 { // 2 pass, 2 are rate-limited
+		_, lastID = call(string(limited.Key))
+	}
+	status, _ := call("txc_live_" + strings.Repeat("a", 38)) // no key found: not the account's
+	if status != http.StatusUnauthorized {
+		t.Fatalf("a bad key: %d", status)
+	}
+	if err := f.m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b := f.signedIn(f.key)
+	page := b.get("/usage", 200)
+	for _, want := range []string{"Successful (5)", "Failed (2, rate-limited included)", "Rate-limited (2)", "other", `class="ok"`, `class="limited"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the usage page lacks %q", want)
+		}
+	}
+	if n := len(regexp.MustCompile(`<rect class="(ok|failed|limited)"`).FindAllString(page, -1)); n != 2 { // the hour's bar: successful, rate-limited
+		t.Errorf("%d bar segments, want 2", n)
+	}
+	one := b.get("/usage?granularity=day&key_id="+limited.ID, 200)
+	if !strings.Contains(one, "Successful (2)") || !strings.Contains(one, "Rate-limited (2)") || !strings.Contains(one, "limited") {
+		t.Errorf("one key's usage by day is not its own: %.300s", one)
+	}
+	logs := b.get("/logs?key_id="+limited.ID+"&status=429", 200)
+	if got := strings.Count(logs, `<span class="code code-4">429</span>`); got != 2 {
+		t.Errorf("%d rate-limited requests listed, want 2", got)
+	}
+	if !strings.Contains(logs, lastID) {
+		t.Error("the log does not list the last request")
+	}
+	byID := b.get("/logs?request_id="+lastID, http.StatusSeeOther)
+	_ = byID
+	entry := b.get("/logs/"+lastID, 200)
+	if !strings.Contains(entry, "rate_limit_error") || !strings.Contains(entry, limited.ID) {
+		t.Errorf("the request's page: %.500s", entry)
+	}
+	if bad := b.get("/logs?status=99x", http.StatusBadRequest); !strings.Contains(bad, "A status is a code") {
+		t.Error("a bad status filter has no error beside it")
+	}
+}
+
+// TestEmptyStatesAndFieldErrors: a new account's pages say what to do;
+// a refused form shows the Manager's error next to its field and keeps
+// what was typed.
+func TestEmptyStatesAndFieldErrors(t *testing.T) {
+	f := newFixture(t, nil, keys.WithWebhooks(webhook.Config{AllowLoopback: true, AllowHTTP: true}))
+	if _, err := f.m.Revoke(context.Background(), f.key.ID); err != nil { // an account whose only key is the signer: use a fresh account
+		t.Fatal(err)
+	}
+	signer := f.create("acct_new", "signer", "developers:read", "developers:write")
+	b := f.signedIn(signer)
+	if page := b.get("/keys?status=revoked", 200); !strings.Contains(page, "No keys match these filters") {
+		t.Error("no empty state for a filter matching nothing")
+	}
+	if page := b.get("/webhooks", 200); !strings.Contains(page, "No endpoints yet") {
+		t.Error("no empty state for webhooks")
+	}
+	if page := b.get("/logs", 200); !strings.Contains(page, "No requests yet") {
+		t.Error("no empty state for logs")
+	}
+	r, _ := b.createKey(url.Values{"name": {"x"}, "environment": {"live"}, "allowed_ips": {"300.1.2.3"}, "permissions": {"identity:read"}})
+	if r.status != http.StatusBadRequest || !regexp.MustCompile(`(?s)id="allowed_ips".*300\.1\.2\.3.*class="error" id="ips-err"`).MatchString(r.body) {
+		t.Errorf("an invalid allowed IP: %d %.2000s", r.status, r.body)
+	}
+	if strings.Contains(r.body, `<p class="error-box"`) {
+		t.Error("a field's error shown above the form, not beside the field")
+	}
+	// A permission the signer does not hold: refused in words, nothing created.
+	r, _ = b.createKey(url.Values{"name": {"x"}, "environment": {"live"}, "permissions": {"lending:write"}})
+	if r.status != http.StatusBadRequest || !strings.Contains(r.body, "lending:write") || count(t, f.m, "acct_new") != 1 {
+		t.Errorf("an escalation: %d %.300s", r.status, r.body)
+	}
+	form := b.get("/webhooks/new", 200)
+	r = b.post("/webhooks", url.Values{"csrf": {field(t, form, "csrf")}, "nonce": {field(t, form, "nonce")}, "url": {"http://169.254.169.254/latest"}, "events": {"*"}, "environment": {"live"}})
+	if r.status != http.StatusBadRequest || !strings.Contains(r.body, `id="url-err"`) {
+		t.Errorf("a metadata-service URL: %d %.300s", r.status, r.body)
+	}
+}
+
+// TestWebhookCreateShowsTheSecretOnce: the endpoint's secret once, none
+// on a resubmit, one endpoint; a test event is listed as a delivery.
+func TestWebhookCreateShowsTheSecretOnce(t *testing.T) {
+	got := make(chan string, 4)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Get("webhook-id") }))
+	defer recv.Close()
+	f := newFixture(t, nil, keys.WithWebhooks(webhook.Config{AllowLoopback: true, AllowHTTP: true}))
+	b := f.signedIn(f.key)
+	form := b.get("/webhooks/new", 200)
+	vals := url.Values{"csrf": {field(t, form, "csrf")}, "nonce": {field(t, form, "nonce")}, "url": {recv.URL + "/h"}, "events": {"webhook.test"}, "environment": {"live"}}
+	r := b.post("/webhooks", vals)
+	sec := secretOn(r.body)
+	if r.status != http.StatusCreated || !strings.HasPrefix(sec, "whsec_") {
+		t.Fatalf("create: %d %.400s", r.status, r.body)
+	}
+	if again := b.post("/webhooks", vals); again.status != http.StatusOK || secretOn(again.body) != "" || strings.Contains(again.body, sec) {
+		t.Fatal("a resubmitted endpoint form showed the secret again")
+	}
+	eps, _ := f.m.As(keys.Principal{AccountID: "acct_a"}).Webhooks().List(context.Background())
+	if len(eps.Data) != 1 {
+		t.Fatalf("%d endpoints after a create and a resubmit", len(eps.Data))
+	}
+	id := eps.Data[0].ID
+	page := b.get("/webhooks/"+id, 200)
+	if strings.Contains(page, sec) || !strings.Contains(page, "No deliveries yet") {
+		t.Fatal("the endpoint's page shows its secret, or deliveries before any")
+	}
+	if r := b.post("/webhooks/"+id+"/test", url.Values{"csrf": {field(t, page, "csrf")}}); r.status != http.StatusSeeOther {
+		t.Fatalf("test: %d", r.status)
+	}
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the test event never arrived")
+	}
+	if page := b.get("/webhooks/"+id, 200); !strings.Contains(page, "webhook.test event is on its way") && !strings.Contains(page, "status-") {
+		t.Fatal("no delivery listed")
+	}
+}
+
+// TestHostPrincipal: with Config.Principal, the host's session decides;
+// nobody is sent to the host's sign-in page, there is no sign-in form.
+func TestHostPrincipal(t *testing.T) {
+	m, err := keys.New(memstore.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	p, err := portal.New(m, portal.Config{Secret: secret, SignInURL: "/login", Path: "/dev", Principal: func(r *http.Request) (keys.Principal, error) {
+		if r.Header.Get("X-User") == "" {
+			return keys.Principal{}, http.ErrNoCookie
+		}
+		return keys.Principal{AccountID: "acct_h", Subject: "user_" + r.Header.Get("X-User"), Permissions: []string{"developers:read", "developers:write", "identity:read"}}, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(path, user string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", path, nil)
+		if user != "" {
+			req.Header.Set("X-User", user)
+		}
+		rec := httptest.NewRecorder()
+		p.ServeHTTP(rec, req)
+		return rec
+	}
+	if rec := get("/dev/keys", ""); rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/login" {
+		t.Fatalf("nobody: %d to %q", rec.Code, rec.Header().Get("Location"))
+	}
+	if rec := get("/dev/sign-in", "ann"); rec.Code != http.StatusNotFound {
+		t.Fatalf("a sign-in form beside the host's: %d", rec.Code)
+	}
+	rec := get("/dev/keys/new", "ann")
+	if rec.Code != 200 || strings.Contains(rec.Body.String(), "Sign out") {
+		t.Fatalf("ann's form: %d", rec.Code)
+	}
+	// Ann's token is not Bob's.
+	csrf := field(t, rec.Body.String(), "csrf")
+	cookie := rec.Result().Cookies()[0]
+	post := func(user string) int {
+		req := httptest.NewRequest("POST", "/dev/keys", strings.NewReader(url.Values{"csrf": {csrf}, "nonce": {field(t, rec.Body.String(), "nonce")}, "name": {"k"}, "environment": {"live"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-User", user)
+		req.AddCookie(cookie)
+		out := httptest.NewRecorder()
+		p.ServeHTTP(out, req)
+		return out.Code
+	}
+	if code := post("bob"); code != http.StatusForbidden {
+		t.Fatalf("ann's token in bob's post: %d", code)
+	}
+	if code := post("ann"); code != http.StatusCreated {
+		t.Fatalf("ann's post: %d", code)
+	}
+}
+
+// TestKeysPageCostDoesNotGrowWithTheAccount: the first page of an
+// account with 10,000 keys renders within 2× the time of one with 10
+// (medians of 25 renders each, interleaved, in the same run).
+func TestKeysPageCostDoesNotGrowWithTheAccount(t *testing.T) {
+	if buildtag.Race || testing.Short() {
+		t.Skip("a timing test: it runs without the race detector (.ci/run's timing step)")
+	}
+	st := memstore.New()
+	f := newFixture(t, st, keys.WithMaxKeysPerAccount(20_000))
+	small := f.create("acct_small", "signer", "developers:read", "developers:write")
+	big := f.create("acct_big", "signer", "developers:read", "developers:write")
+	for i := range 9 {
+		f.create("acct_small", "key "+strings.Repeat("x", i), "identity:read")
+	}
+	for range 9_999 {
+		f.create("acct_big", "key", "identity:read")
+	}
+	bs, bb := f.signedIn(small), f.signedIn(big)
+	render := func(b *browser) time.Duration {
+		start := time.Now()
+		page := b.get("/keys", 200)
+		d := time.Since(start)
+		if n := strings.Count(page, "<tr>"); n != 11 && n != 21 { // head + 10, or head + a page of 20
+			t.Fatalf("%d rows", n)
+		}
+		return d
+	}
+	var s, g []time.Duration
+	for range 5 { // warm both
+		render(bs)
+		render(bb)
+	}
+	for range 25 {
+		s = append(s, render(bs))
+		g = append(g, render(bb))
+	}
+	med := func(d []time.Duration) time.Duration {
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return d[len(d)/2]
+	}
+	ratio := float64(med(g)) / float64(med(s))
+	t.Logf("keys page: 10 keys %v, 10,000 keys %v (median of 25): %.2f×", med(s), med(g), ratio)
+	if ratio > 2 {
+		t.Fatalf("the first page of 10,000 keys took %.2f× that of 10", ratio)
+	}
+}
