@@ -57,7 +57,7 @@ func TestUsageAndLogsShowTheCalls(t *testing.T) {
 	}
 	b := f.signedIn(f.key)
 	page := b.get("/usage", 200)
-	for _, want := range []string{"Successful (5)", "Failed (2, rate-limited included)", "Rate-limited (2)", "other", `class="ok"`, `class="limited"`} {
+	for _, want := range []string{"Successful (5)", "Failed, not rate-limited (0)", "Rate-limited (2)", "other", `class="ok"`, `class="limited"`} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the usage page lacks %q", want)
 		}

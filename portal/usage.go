@@ -92,6 +92,7 @@ type chart struct {
 	BucketFormat  string
 	Successful    int64
 	Failed        int64
+	FailedOther   int64 // failed, not by a rate limit
 	RateLimitHits int64
 }
 
@@ -129,6 +130,7 @@ func drawChart(s *usage.Series, g usage.Granularity) chart {
 		c.Failed += b.Failed
 		c.RateLimitHits += b.RateLimitHits
 	}
+	c.FailedOther = c.Failed - c.RateLimitHits
 	c.Empty = most == 0
 	c.MidX, c.MidY = (c.Left+c.Right)/2, (c.Top+c.Bottom)/2
 	top := niceCeil(most)
