@@ -140,7 +140,7 @@ func (b *browser) post(path string, form url.Values) response {
 
 // field is the value of the named hidden field of a page's first form
 // that has one.
-func field(t *testing.T, page, name string) string {
+func field(t testing.TB, page, name string) string {
 	t.Helper()
 	m := regexp.MustCompile(`name="` + name + `" value="([^"]*)"`).FindStringSubmatch(page)
 	if m == nil {

@@ -155,7 +155,12 @@ func fail(t *testing.T, ctx context.Context, what string, err error) {
 // call makes one API request with key, as a customer's program would.
 func call(t *testing.T, srv *httptest.Server, key string) int {
 	t.Helper()
-	req, _ := http.NewRequest("GET", srv.URL+"/v1/ping", nil)
+	return callPath(t, srv, key, "/v1/ping")
+}
+
+func callPath(t *testing.T, srv *httptest.Server, key, path string) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", srv.URL+path, nil)
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := srv.Client().Do(req)
 	if err != nil {
@@ -219,6 +224,7 @@ func TestWalkThrough(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("#name"), "walk-through"),
 		chromedp.Click(chromedp.CSS(`input[name="permissions"][value="identity:read"]`)),
 		chromedp.SendKeys(chromedp.CSS("#metadata"), `{"team":"docs"}`),
+		chromedp.SendKeys(chromedp.CSS("#rate_limit"), "4"),
 		chromedp.Click(`//button[text()="Create key"]`),
 		visible("#secret"),
 	)
@@ -236,18 +242,23 @@ func TestWalkThrough(t *testing.T) {
 		t.Fatalf("the clipboard holds %q, not the key", copied)
 	}
 
-	// Call the API with it.
-	for range 3 {
-		if code := call(t, srv, secret); code != http.StatusOK {
-			t.Fatalf("the new key's call: %d", code)
-		}
+	// Call the API with it: three calls pass, one is a bad request, two
+	// more are over its rate limit (4 a minute).
+	var codes []int
+	for _, path := range []string{"/v1/ping", "/v1/ping", "/v1/ping", "/v1/ping?sleep_ms=never", "/v1/ping", "/v1/ping"} {
+		codes = append(codes, callPath(t, srv, secret, path))
+	}
+	if fmt.Sprint(codes) != "[200 200 200 400 429 429]" {
+		t.Fatalf("the new key's calls: %v", codes)
 	}
 
 	// The keys page, at both widths.
 	screenshot(t, ctx, base+"/keys", filepath.Join(dir, "portal-keys"))
 
 	// The usage chart and the log show the calls.
-	textUntil(t, ctx, base+"/usage", "GET /v1/ping")
+	for _, want := range []string{"Successful (3)", "Failed, not rate-limited (1)", "Rate-limited (2)"} {
+		textUntil(t, ctx, base+"/usage", want)
+	}
 	if bars := value(t, ctx, "count the bars", chromedp.Evaluate[int](`document.querySelectorAll("figure.chart rect.ok").length`)); bars == 0 {
 		t.Fatal("no successful requests drawn in the chart")
 	}
