@@ -250,9 +250,6 @@ type secretPage struct {
 }
 
 func (p *Portal) showSecret(w http.ResponseWriter, r *http.Request, v *visit, pg secretPage) {
-	if pg.Replayed {
-		pg.Secret = ""
-	}
 	status := http.StatusCreated
 	if pg.Replayed {
 		status = http.StatusOK

@@ -177,7 +177,14 @@ func TestHostPrincipal(t *testing.T) {
 		if r.Header.Get("X-User") == "" {
 			return keys.Principal{}, http.ErrNoCookie
 		}
-		return keys.Principal{AccountID: "acct_h", Subject: "user_" + r.Header.Get("X-User"), Permissions: []string{"developers:read", "developers:write", "identity:read"}}, nil
+		perms := []string{"developers:read", "developers:write", "identity:read"}
+		switch r.Header.Get("X-User") {
+		case "reader":
+			perms = perms[:1]
+		case "nobody":
+			perms = perms[2:]
+		}
+		return keys.Principal{AccountID: "acct_h", Subject: "user_" + r.Header.Get("X-User"), Permissions: perms}, nil
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -218,6 +225,22 @@ func TestHostPrincipal(t *testing.T) {
 	}
 	if code := post("ann"); code != http.StatusCreated {
 		t.Fatalf("ann's post: %d", code)
+	}
+	// The HTTP API's rules: reading needs developers:read, a change
+	// developers:write.
+	if rec := get("/dev/keys", "nobody"); rec.Code != http.StatusForbidden {
+		t.Fatalf("a user without developers:read reads the keys: %d", rec.Code)
+	}
+	if rec := get("/dev/keys", "reader"); rec.Code != http.StatusOK {
+		t.Fatalf("a reader: %d", rec.Code)
+	}
+	rec = get("/dev/keys/new", "reader")
+	csrf, cookie = field(t, rec.Body.String(), "csrf"), rec.Result().Cookies()[0]
+	if code := post("reader"); code != http.StatusForbidden {
+		t.Fatalf("a reader's create: %d", code)
+	}
+	if n := count(t, m, "acct_h"); n != 1 {
+		t.Fatalf("%d keys; want ann's one", n)
 	}
 }
 

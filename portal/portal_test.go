@@ -153,6 +153,19 @@ func TestStateChangesNeedTheFormsToken(t *testing.T) {
 	if k, _ := f.m.Get(context.Background(), id); !k.Enabled {
 		t.Fatal("the cross-site post disabled the key")
 	}
+	// A token is its session's: after signing in again in the same
+	// browser (the same CSRF cookie), an old page's token is refused.
+	old := field(t, b.get("/keys", 200), "csrf")
+	page := b.get("/sign-in", 200)
+	if r := b.post("/sign-in", url.Values{"csrf": {field(t, page, "csrf")}, "key": {string(f.key.Key)}}); r.status != http.StatusSeeOther {
+		t.Fatalf("signing in again: %d", r.status)
+	}
+	if r := b.post("/keys/"+id+"/disable", url.Values{"csrf": {old}}); r.status != http.StatusForbidden {
+		t.Errorf("the previous session's token: %d, want 403", r.status)
+	}
+	if r := b.post("/keys/"+id+"/disable", url.Values{"csrf": {field(t, b.get("/keys", 200), "csrf")}}); r.status != http.StatusSeeOther {
+		t.Errorf("the new session's token: %d, want 303", r.status)
+	}
 	// The sign-in form's token is not a session's.
 	if r := b.post("/sign-in", url.Values{"csrf": {"x"}, "key": {string(f.key.Key)}}); r.status != http.StatusForbidden {
 		t.Errorf("a sign-in with a wrong token: %d, want 403", r.status)
