@@ -293,6 +293,22 @@ func TestSessionCookie(t *testing.T) {
 	}
 }
 
+// endedBecause loads the keys page and returns why the session ended (the
+// sign-in page's ended= reason); it fails if the page loaded.
+func (b *browser) endedBecause() string {
+	b.t.Helper()
+	req, _ := http.NewRequest("GET", b.base+"/keys", nil)
+	r := b.do(req)
+	if r.status != http.StatusSeeOther {
+		b.t.Fatalf("the session still holds: %d", r.status)
+	}
+	u, err := url.Parse(r.location)
+	if err != nil || u.Path != "/portal/sign-in" {
+		b.t.Fatalf("sent to %q", r.location)
+	}
+	return u.Query().Get("ended")
+}
+
 // TestSessionEnds: at sign-out (on every instance at once: a copy of the
 // cookie is refused), after 30 minutes idle, after 12 hours in all, and
 // when its key is revoked, disabled, or past its roll's grace period.
@@ -303,15 +319,17 @@ func TestSessionEnds(t *testing.T) {
 		if r := b.post("/sign-out", url.Values{"csrf": {field(t, b.get("/keys", 200), "csrf")}}); r.status != http.StatusSeeOther || !strings.Contains(r.location, "signed-out") {
 			t.Fatalf("sign-out: %d %s", r.status, r.location)
 		}
-		b.get("/keys", http.StatusSeeOther)
+		if why := b.endedBecause(); why != "" { // no cookie left: simply not signed in
+			t.Fatalf("after sign-out: %q", why)
+		}
 		// The cookie, kept by someone, on a second instance sharing the store.
 		same := newFixtureOn(t, f.m, secret)
 		req, _ := http.NewRequest("GET", same.srv.URL+"/portal/keys", nil)
 		for _, c := range cookies {
 			req.AddCookie(c)
 		}
-		if r := b.do(req); r.status != http.StatusSeeOther {
-			t.Fatalf("a copy of a signed-out session's cookie: %d", r.status)
+		if r := b.do(req); r.status != http.StatusSeeOther || !strings.Contains(r.location, "ended=signed-out") {
+			t.Fatalf("a copy of a signed-out session's cookie: %d to %q", r.status, r.location)
 		}
 	}
 	t.Run("sign-out", func(t *testing.T) { signedOutCopy(t, newFixture(t, nil)) })
@@ -322,9 +340,9 @@ func TestSessionEnds(t *testing.T) {
 		b.get("/keys", 200) // activity: the idle time starts again
 		f.clock.Advance(29 * time.Minute)
 		b.get("/keys", 200)
-		f.clock.Advance(31 * time.Minute)
-		if r := b.get("/keys", http.StatusSeeOther); r != "" && !strings.Contains(r, "idle") {
-			t.Log(r)
+		f.clock.Advance(30 * time.Minute)
+		if why := b.endedBecause(); why != "idle" {
+			t.Fatalf("ended: %q, want idle", why)
 		}
 	})
 	t.Run("12 hours", func(t *testing.T) {
@@ -335,30 +353,45 @@ func TestSessionEnds(t *testing.T) {
 			b.get("/keys", 200)
 		}
 		f.clock.Advance(25 * time.Minute) // 12 h 1 min after sign-in, active all along
-		b.get("/keys", http.StatusSeeOther)
+		if why := b.endedBecause(); why != "expired" {
+			t.Fatalf("ended: %q, want expired", why)
+		}
 	})
-	for name, end := range map[string]func(*fixture){
-		"revoked": func(f *fixture) { _, _ = f.m.Revoke(context.Background(), f.key.ID) },
-		"disabled": func(f *fixture) {
-			_, _ = f.m.Update(context.Background(), f.key.ID, keys.APIKeyUpdate{Enabled: keys.Change(false)})
-		},
-		"no longer developers:write": func(f *fixture) {
-			_, _ = f.m.Update(context.Background(), f.key.ID, keys.APIKeyUpdate{Permissions: keys.Change([]string{"developers:read"})})
-		},
-		"rolled, past the grace": func(f *fixture) {
-			if _, err := f.m.Roll(context.Background(), f.key.ID, time.Hour); err != nil {
-				panic(err)
-			}
-			f.clock.Advance(61 * time.Minute)
-		},
+	for _, c := range []struct {
+		name, why string
+		end       func(*fixture) error
+	}{
+		{"revoked", "revoked", func(f *fixture) error { _, err := f.m.Revoke(context.Background(), f.key.ID); return err }},
+		{"disabled", "disabled", func(f *fixture) error {
+			_, err := f.m.Update(context.Background(), f.key.ID, keys.APIKeyUpdate{Enabled: keys.Change(false)})
+			return err
+		}},
+		{"no longer developers:write", "permissions", func(f *fixture) error {
+			_, err := f.m.Update(context.Background(), f.key.ID, keys.APIKeyUpdate{Permissions: keys.Change([]string{"developers:read"})})
+			return err
+		}},
+		{"expired", "expired", func(f *fixture) error {
+			_, err := f.m.Update(context.Background(), f.key.ID, keys.APIKeyUpdate{ExpiresAt: keys.Change(time.Now().Add(time.Minute))})
+			f.clock.Advance(2 * time.Minute)
+			return err
+		}},
+		{"rolled, past the grace", "revoked", func(f *fixture) error {
+			_, err := f.m.Roll(context.Background(), f.key.ID, time.Minute)
+			f.clock.Advance(2 * time.Minute) // within the idle timeout, past the grace
+			return err
+		}},
 	} {
-		t.Run(name, func(t *testing.T) {
+		t.Run(c.name, func(t *testing.T) {
 			f := newFixture(t, nil)
 			b := f.signedIn(f.key)
 			b.get("/keys", 200)
-			f.clock.Advance(time.Second)
-			end(f)
-			b.get("/keys", http.StatusSeeOther)
+			f.clock.Advance(time.Second) // the portal's frozen clock, past the Manager's now
+			if err := c.end(f); err != nil {
+				t.Fatal(err)
+			}
+			if why := b.endedBecause(); why != c.why {
+				t.Fatalf("ended: %q, want %q", why, c.why)
+			}
 		})
 	}
 	t.Run("rolled, within the grace", func(t *testing.T) {
@@ -404,9 +437,7 @@ func TestSignInRefusesInWords(t *testing.T) {
 		if r.status != http.StatusUnauthorized || !strings.Contains(r.body, want) || (key != "" && strings.Contains(r.body, key)) {
 			t.Errorf("sign-in with %.20q: %d, want 401 saying %q", key, r.status, want)
 		}
-		if b.get("/keys", http.StatusSeeOther); false {
-			t.Fatal()
-		}
+		b.get("/keys", http.StatusSeeOther) // no session was made
 	}
 }
 
