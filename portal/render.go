@@ -43,15 +43,11 @@ var funcs = template.FuncMap{
 	"when": func(t any) string {
 		switch t := t.(type) {
 		case time.Time:
-			if t.IsZero() {
-				return "—"
-			}
-			return t.UTC().Format("2006-01-02 15:04 UTC")
+			return when(t)
 		case *time.Time:
-			if t == nil || t.IsZero() {
-				return "—"
+			if t != nil {
+				return when(*t)
 			}
-			return t.UTC().Format("2006-01-02 15:04 UTC")
 		}
 		return "—"
 	},
@@ -71,6 +67,14 @@ var funcs = template.FuncMap{
 	"ms": func(d time.Duration) string {
 		return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000)
 	},
+}
+
+// when is a time as the pages show it, to the minute, in UTC.
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04 UTC")
 }
 
 // parsePages parses each page template with the layout.
