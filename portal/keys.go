@@ -340,9 +340,12 @@ func (p *Portal) keyEdit(w http.ResponseWriter, r *http.Request, v *visit) {
 		p.renderKey(w, r, v, http.StatusBadRequest, k, f, "")
 		return
 	}
-	u := keys.APIKeyUpdate{Name: keys.Change(f.Values["name"]), Permissions: keys.Change(perms)}
-	if perms == nil {
-		u.Permissions = keys.Change([]string{})
+	// The form sends every field; only what changed goes to the Manager,
+	// so a customer may rename a key holding a permission it does not
+	// (an unchanged grant is no grant).
+	u := keys.APIKeyUpdate{Name: keys.Change(f.Values["name"])}
+	if !sameSet(perms, k.Permissions) {
+		u.Permissions = keys.Change(append([]string{}, perms...))
 	}
 	if rate != nil {
 		u.RateLimit = keys.Change(*rate)
@@ -373,6 +376,14 @@ func (p *Portal) keyEdit(w http.ResponseWriter, r *http.Request, v *visit) {
 		return
 	}
 	p.doneKey(w, r, id, "saved")
+}
+
+// sameSet reports whether a and b hold the same strings.
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
 }
 
 func (p *Portal) doneKey(w http.ResponseWriter, r *http.Request, id, what string) {

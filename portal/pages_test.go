@@ -231,6 +231,26 @@ func TestHostPrincipal(t *testing.T) {
 	if code := post("ann"); code != http.StatusCreated {
 		t.Fatalf("ann's post: %d", code)
 	}
+	// Ann renames a key holding a permission she lacks: the unchanged
+	// permission is no grant.
+	other, err := m.Create(context.Background(), keys.APIKeyCreate{AccountID: "acct_h", Name: "fraud job", Environment: keys.Live, Permissions: []string{"fraud:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec = get("/dev/keys/"+other.ID, "ann")
+	cookie = rec.Result().Cookies()[0] // a fresh CSRF cookie: the request had none
+	req := httptest.NewRequest("POST", "/dev/keys/"+other.ID, strings.NewReader(url.Values{"csrf": {field(t, rec.Body.String(), "csrf")}, "name": {"renamed"}, "permissions": {"fraud:read"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-User", "ann")
+	req.AddCookie(cookie)
+	out := httptest.NewRecorder()
+	p.ServeHTTP(out, req)
+	if k, _ := m.Get(context.Background(), other.ID); out.Code != http.StatusSeeOther || k.Name != "renamed" || strings.Join(k.Permissions, ",") != "fraud:read" {
+		t.Fatalf("renaming a key with a permission ann lacks: %d, %+v: %.300s", out.Code, k, out.Body.String())
+	}
+	if _, err := m.Revoke(context.Background(), other.ID); err != nil {
+		t.Fatal(err)
+	}
 	// The HTTP API's rules: reading needs developers:read, a change
 	// developers:write.
 	if rec := get("/dev/keys", "nobody"); rec.Code != http.StatusForbidden {
@@ -244,8 +264,8 @@ func TestHostPrincipal(t *testing.T) {
 	if code := post("reader"); code != http.StatusForbidden {
 		t.Fatalf("a reader's create: %d", code)
 	}
-	if n := count(t, m, "acct_h"); n != 1 {
-		t.Fatalf("%d keys; want ann's one", n)
+	if n := count(t, m, "acct_h"); n != 2 {
+		t.Fatalf("%d keys; want ann's and the revoked one", n)
 	}
 }
 
