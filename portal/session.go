@@ -10,7 +10,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -137,28 +136,27 @@ func (p *Portal) visitor(w http.ResponseWriter, r *http.Request) (*visit, error)
 		return nil, errEnded{"signed-out"}
 	}
 	// The key's state now, not at sign-in: revoked, disabled, expired,
-	// past its roll's grace, moved out of developers:write: the session
-	// is over.
+	// past its roll's grace (revoked), out of a developers permission:
+	// the session is over. Retiring (a roll's grace) still holds.
 	k, err := p.m.As(keys.Principal{AccountID: s.Account, Subject: s.KeyID}).Get(r.Context(), s.KeyID)
 	switch {
 	case errors.Is(err, keys.ErrNotFound):
 		return nil, errEnded{"key"}
 	case err != nil:
 		return nil, err
-	case k.RevokedAt != nil && !k.RevokedAt.After(now):
-		return nil, errEnded{"revoked"}
-	case k.ExpiresAt != nil && !k.ExpiresAt.After(now):
-		return nil, errEnded{"expired"}
-	case !k.Enabled:
-		return nil, errEnded{"disabled"}
-	case !slices.Contains(k.Permissions, httpadapter.PermissionManageKeys) || !slices.Contains(k.Permissions, httpadapter.PermissionReadKeys):
+	}
+	switch status := keyStatus(k, now); status {
+	case "revoked", "expired", "disabled":
+		return nil, errEnded{status}
+	}
+	pr := keys.Principal{AccountID: s.Account, Subject: s.KeyID, Environment: k.Environment, Permissions: k.Permissions}
+	if !pr.Has(httpadapter.PermissionReadKeys) || !pr.Has(httpadapter.PermissionManageKeys) {
 		return nil, errEnded{"permissions"}
 	}
 	if now.Sub(time.Unix(s.Seen, 0)) >= refreshAfter {
 		s.Seen = now.Unix()
 		p.setSession(w, r, s)
 	}
-	pr := keys.Principal{AccountID: s.Account, Subject: s.KeyID, Environment: k.Environment, Permissions: k.Permissions}
 	v := &visit{p: pr, as: p.m.As(pr), session: s}
 	v.csrf = p.csrfToken(w, r, "key\x00"+s.ID)
 	return v, nil
