@@ -22,18 +22,19 @@ type keyRow struct {
 	Status string
 }
 
-// keyStatus is a key's state in a word: revoked, retiring (rolled, in its
-// grace period), expired, disabled or active.
+// keyStatus is a key's state in a word, the first that holds of revoked,
+// expired, disabled (each refused by Verify now), retiring (rolled, in its
+// grace period: it works until then) and active.
 func keyStatus(k *keys.APIKey, now time.Time) string {
 	switch {
 	case k.RevokedAt != nil && !k.RevokedAt.After(now):
 		return "revoked"
-	case k.RevokedAt != nil:
-		return "retiring"
 	case k.ExpiresAt != nil && !k.ExpiresAt.After(now):
 		return "expired"
 	case !k.Enabled:
 		return "disabled"
+	case k.RevokedAt != nil:
+		return "retiring"
 	}
 	return "active"
 }

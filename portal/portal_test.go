@@ -375,6 +375,14 @@ func TestSessionEnds(t *testing.T) {
 			f.clock.Advance(2 * time.Minute)
 			return err
 		}},
+		{"rolled, expired within the grace", "expired", func(f *fixture) error {
+			if _, err := f.m.Update(context.Background(), f.key.ID, keys.APIKeyUpdate{ExpiresAt: keys.Change(time.Now().Add(time.Minute))}); err != nil {
+				return err
+			}
+			_, err := f.m.Roll(context.Background(), f.key.ID, time.Hour)
+			f.clock.Advance(2 * time.Minute) // past its expiry, within the roll's grace
+			return err
+		}},
 		{"rolled, past the grace", "revoked", func(f *fixture) error {
 			_, err := f.m.Roll(context.Background(), f.key.ID, time.Minute)
 			f.clock.Advance(2 * time.Minute) // within the idle timeout, past the grace
