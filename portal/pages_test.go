@@ -315,3 +315,27 @@ func TestKeysPageCostDoesNotGrowWithTheAccount(t *testing.T) {
 		t.Fatalf("the first page of 10,000 keys took %.2f× that of 10", ratio)
 	}
 }
+
+// TestReadsAreLimitedPerAccount: an account's usage and log pages stop at
+// ReadLimit a minute (429 with Retry-After), which holds the Manager's
+// usage lock and the log's scans to a bound; its key pages and another
+// account's reads go on.
+func TestReadsAreLimitedPerAccount(t *testing.T) {
+	f := newFixture(t, nil)
+	b := f.signedIn(f.key)
+	other := f.signedIn(f.create("acct_other", "signer", "developers:read", "developers:write"))
+	for i := range portal.ReadLimit {
+		path := "/usage"
+		if i%2 == 1 {
+			path = "/logs"
+		}
+		b.get(path, http.StatusOK)
+	}
+	req, _ := http.NewRequest("GET", b.base+"/logs", nil)
+	r := b.do(req)
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || !strings.Contains(r.body, "Too many requests") {
+		t.Fatalf("read %d: %d, Retry-After %q", portal.ReadLimit+1, r.status, r.header.Get("Retry-After"))
+	}
+	b.get("/keys", http.StatusOK)
+	other.get("/usage", http.StatusOK)
+}

@@ -51,6 +51,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/httpadapter"
 )
 
 // IdleTimeout ends a key session after this long without a request;
@@ -59,6 +60,13 @@ const (
 	IdleTimeout   = 30 * time.Minute
 	MaxSessionAge = 12 * time.Hour
 )
+
+// ReadLimit is how many usage and log pages an account may load a minute,
+// all its customers together (the HTTP API's usage reads have the same
+// default, httpadapter.DefaultUsageReadLimit); every page besides counts
+// against the account's management limit, shared with the API's key
+// endpoints (httpadapter.DefaultManagementLimit).
+const ReadLimit = httpadapter.DefaultUsageReadLimit
 
 // MinSecretLen is the shortest Config.Secret New accepts.
 const MinSecretLen = 32
@@ -165,8 +173,15 @@ func (p *Portal) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Portal) routes() {
 	mux := http.NewServeMux()
 	base := p.c.Path
+	// Every page counts against the account's management limit, which
+	// the HTTP API's key endpoints share; the usage and log pages, whose
+	// reads hold the Manager's usage lock or scan the log, also against
+	// a read limit of their own.
 	page := func(pattern string, h func(http.ResponseWriter, *http.Request, *visit)) {
-		mux.Handle(strings.Replace(pattern, " /", " "+base+"/", 1), p.signedIn(h))
+		mux.Handle(strings.Replace(pattern, " /", " "+base+"/", 1), p.signedIn(false, h))
+	}
+	reads := func(pattern string, h func(http.ResponseWriter, *http.Request, *visit)) {
+		mux.Handle(strings.Replace(pattern, " /", " "+base+"/", 1), p.signedIn(true, h))
 	}
 	mux.Handle("GET "+base+"/static/", p.static)
 	mux.HandleFunc("GET "+base+"/{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -190,9 +205,9 @@ func (p *Portal) routes() {
 	page("GET /keys/{id}/revoke", p.keyRevokeConfirm)
 	page("POST /keys/{id}/revoke", p.keyRevoke)
 	page("POST /keys/{id}/roll", p.keyRoll)
-	page("GET /usage", p.usagePage)
-	page("GET /logs", p.logList)
-	page("GET /logs/{request_id}", p.logShow)
+	reads("GET /usage", p.usagePage)
+	reads("GET /logs", p.logList)
+	reads("GET /logs/{request_id}", p.logShow)
 	page("GET /webhooks", p.webhookList)
 	page("GET /webhooks/new", p.webhookNew)
 	page("POST /webhooks", p.webhookCreate)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html/template"
 	"io/fs"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -145,6 +146,7 @@ func (p *Portal) fault(w http.ResponseWriter, r *http.Request, err error) {
 func (p *Portal) failed(w http.ResponseWriter, r *http.Request, v *visit, err error) {
 	var ve *keys.ValidationError
 	var pe *keys.PermissionError
+	var rl *keys.RateLimitError
 	switch {
 	case errors.Is(err, keys.ErrNotFound):
 		p.notFound(w, r, v)
@@ -156,6 +158,10 @@ func (p *Portal) failed(w http.ResponseWriter, r *http.Request, v *visit, err er
 		p.render(w, r, http.StatusForbidden, "message", v, message{Title: "Not allowed", Text: "You may not do this."})
 	case errors.Is(err, keys.ErrIdempotencyConflict):
 		p.render(w, r, http.StatusConflict, "message", v, message{Title: "Already submitted", Text: "This form was already submitted with other values. Open the form again."})
+	case errors.As(err, &rl):
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(rl.RateLimit.RetryAfter.Seconds())))))
+		p.render(w, r, http.StatusTooManyRequests, "message", v, message{Title: "Too many requests",
+			Text: "Your account has loaded these pages too often this minute. Wait a moment and reload."})
 	case errors.Is(err, keys.ErrKeyLimit):
 		p.render(w, r, http.StatusForbidden, "message", v, message{Title: "Key limit reached", Text: "Your account holds as many active keys as it may. Revoke one first."})
 	case errors.Is(err, keys.ErrWebhookLimit):

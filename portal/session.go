@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/httpadapter"
+	"github.com/txcloud/keys/limit"
 )
 
 const (
@@ -53,8 +55,9 @@ func (e errEnded) Error() string { return e.why }
 
 // signedIn runs h for a signed-in visitor: the host's principal, or a key
 // session that still holds. Anyone else is sent to sign in. Posts are
-// checked for their origin and CSRF token first.
-func (p *Portal) signedIn(h func(http.ResponseWriter, *http.Request, *visit)) http.Handler {
+// checked for their origin and CSRF token first; every page against the
+// account's limits (reads: ReadLimit too).
+func (p *Portal) signedIn(reads bool, h func(http.ResponseWriter, *http.Request, *visit)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			if err := p.cop.Check(r); err != nil {
@@ -98,8 +101,30 @@ func (p *Portal) signedIn(h func(http.ResponseWriter, *http.Request, *visit)) ht
 			p.render(w, r, http.StatusForbidden, "message", v, message{Title: "Not allowed", Text: "You need the " + need + " permission for this."})
 			return
 		}
+		if err := p.allow(r, v.p.AccountID, reads); err != nil {
+			p.failed(w, r, v, err)
+			return
+		}
 		h(w, r, v)
 	})
+}
+
+// allow counts a page against the account's management limit, and a
+// read against ReadLimit, in the Manager's limiter (shared by instances
+// when it is).
+func (p *Portal) allow(r *http.Request, account string, reads bool) error {
+	checks := limit.Checks{{Name: limit.Management, ID: account, Max: httpadapter.DefaultManagementLimit}}
+	if reads {
+		checks[1] = limit.Check{Name: limit.Management, ID: account, Route: "portal reads", Max: ReadLimit}
+	}
+	st, ok, err := p.m.Limiter().Allow(r.Context(), checks, p.now())
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %w", keys.ErrUnavailable, err)
+	case !ok:
+		return &keys.RateLimitError{RateLimit: st}
+	}
+	return nil
 }
 
 // visitor is the request's principal, with a fresh CSRF cookie if it had
