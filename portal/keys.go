@@ -106,16 +106,7 @@ func (p *Portal) keyList(w http.ResponseWriter, r *http.Request, v *visit) {
 	}
 	pg.Filtered = pg.Environment != "" || pg.Status != ""
 	link := func(cursor string) string {
-		vals := url.Values{}
-		for k, v := range map[string]string{"environment": pg.Environment, "status": pg.Status, "cursor": cursor} {
-			if v != "" {
-				vals.Set(k, v)
-			}
-		}
-		if len(vals) == 0 {
-			return p.c.Path + "/keys"
-		}
-		return p.c.Path + "/keys?" + vals.Encode()
+		return p.pageURL("/keys", "environment", pg.Environment, "status", pg.Status, "cursor", cursor)
 	}
 	if list.HasMore {
 		pg.NextURL = link(list.NextCursor)

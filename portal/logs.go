@@ -78,16 +78,7 @@ func (p *Portal) logList(w http.ResponseWriter, r *http.Request, v *visit) {
 	}
 	pg.Entries = page.Data
 	link := func(cursor string) string {
-		vals := url.Values{}
-		for _, name := range []string{"key_id", "status", "start", "end"} {
-			if f.Values[name] != "" {
-				vals.Set(name, f.Values[name])
-			}
-		}
-		if cursor != "" {
-			vals.Set("cursor", cursor)
-		}
-		return p.c.Path + "/logs?" + vals.Encode()
+		return p.pageURL("/logs", "key_id", f.Values["key_id"], "status", f.Values["status"], "start", f.Values["start"], "end", f.Values["end"], "cursor", cursor)
 	}
 	if page.HasMore {
 		pg.NextURL = link(page.NextCursor)

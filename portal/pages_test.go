@@ -2,6 +2,8 @@ package portal_test
 
 import (
 	"context"
+	"fmt"
+	"html"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -338,4 +340,34 @@ func TestReadsAreLimitedPerAccount(t *testing.T) {
 	}
 	b.get("/keys", http.StatusOK)
 	other.get("/usage", http.StatusOK)
+}
+
+// TestKeysPaginate: 20 keys a page, newest first; the next page's link
+// keeps the filter and shows the rest, each key once.
+func TestKeysPaginate(t *testing.T) {
+	f := newFixture(t, nil)
+	for i := range 25 {
+		f.create("acct_a", fmt.Sprintf("key-%02d", i), "identity:read")
+	}
+	if _, err := f.m.Revoke(context.Background(), f.create("acct_a", "revoked one").ID); err != nil {
+		t.Fatal(err)
+	}
+	b := f.signedIn(f.key)
+	names := regexp.MustCompile(`data-label="Name"><a href="[^"]*">([^<]*)</a>`)
+	page := b.get("/keys?status=active", 200)
+	first := names.FindAllStringSubmatch(page, -1)
+	next := regexp.MustCompile(`<a href="([^"]*)">Next page</a>`).FindStringSubmatch(page)
+	if len(first) != 20 || first[0][1] != "key-24" || next == nil || !strings.Contains(next[1], "status=active") || !strings.Contains(next[1], "cursor=") {
+		t.Fatalf("first page: %d keys, next %v", len(first), next)
+	}
+	page = b.get(strings.TrimPrefix(html.UnescapeString(next[1]), "/portal"), 200)
+	rest := names.FindAllStringSubmatch(page, -1)
+	seen := map[string]bool{}
+	for _, m := range append(first, rest...) {
+		seen[m[1]] = true
+	}
+	// 25 keys and the signer, not the revoked one, each once.
+	if len(rest) != 6 || len(seen) != 26 || seen["revoked one"] || strings.Contains(page, "Next page") || !strings.Contains(page, "First page") {
+		t.Fatalf("second page: %d keys, %d distinct in all", len(rest), len(seen))
+	}
 }

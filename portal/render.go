@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -130,6 +131,21 @@ func (p *Portal) notFound(w http.ResponseWriter, r *http.Request, v *visit) {
 	p.render(w, r, http.StatusNotFound, "message", v, message{Title: "Not found", Text: "There is no such page, or it belongs to another account."})
 }
 
+// pageURL is the portal's page path with the query of params (name,
+// value pairs; empty values left out).
+func (p *Portal) pageURL(path string, params ...string) string {
+	vals := url.Values{}
+	for i := 0; i+1 < len(params); i += 2 {
+		if params[i+1] != "" {
+			vals.Set(params[i], params[i+1])
+		}
+	}
+	if len(vals) == 0 {
+		return p.c.Path + path
+	}
+	return p.c.Path + path + "?" + vals.Encode()
+}
+
 // fault answers a failure that is not the visitor's: the store is down
 // (503), or anything unexpected (500, logged).
 func (p *Portal) fault(w http.ResponseWriter, r *http.Request, err error) {
@@ -141,34 +157,47 @@ func (p *Portal) fault(w http.ResponseWriter, r *http.Request, err error) {
 	p.render(w, r, http.StatusInternalServerError, "message", nil, message{Title: "Something went wrong", Text: "The request failed. Try again shortly."})
 }
 
-// failed answers err for a page with no form to show it on: not found as
-// 404, a refusal in words, the rest as fault does.
+// failed answers err for a page with no form to show it on: not found
+// as 404, a refusal in words, the rest as fault does.
 func (p *Portal) failed(w http.ResponseWriter, r *http.Request, v *visit, err error) {
+	if errors.Is(err, keys.ErrNotFound) {
+		p.notFound(w, r, v)
+		return
+	}
+	var rl *keys.RateLimitError
+	if errors.As(err, &rl) {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(rl.RateLimit.RetryAfter.Seconds())))))
+	}
+	if status, title, text, ok := refusal(err); ok {
+		p.render(w, r, status, "message", v, message{Title: title, Text: text})
+		return
+	}
+	p.fault(w, r, err)
+}
+
+// refusal is how a page says the Manager (or a limit) refused: its status,
+// a title and the words; ok is false for anything else (a fault, not
+// found).
+func refusal(err error) (status int, title, text string, ok bool) {
 	var ve *keys.ValidationError
 	var pe *keys.PermissionError
-	var rl *keys.RateLimitError
 	switch {
-	case errors.Is(err, keys.ErrNotFound):
-		p.notFound(w, r, v)
 	case errors.As(err, &ve):
-		p.render(w, r, http.StatusBadRequest, "message", v, message{Title: "Not accepted", Text: ve.Message})
+		return http.StatusBadRequest, "Not accepted", ve.Message, true
 	case errors.As(err, &pe):
-		p.render(w, r, http.StatusForbidden, "message", v, message{Title: "Not allowed", Text: pe.Message})
+		return http.StatusForbidden, "Not allowed", pe.Message, true
 	case errors.Is(err, keys.ErrPermissionDenied):
-		p.render(w, r, http.StatusForbidden, "message", v, message{Title: "Not allowed", Text: "You may not do this."})
+		return http.StatusForbidden, "Not allowed", "You may not do this.", true
 	case errors.Is(err, keys.ErrIdempotencyConflict):
-		p.render(w, r, http.StatusConflict, "message", v, message{Title: "Already submitted", Text: "This form was already submitted with other values. Open the form again."})
-	case errors.As(err, &rl):
-		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(rl.RateLimit.RetryAfter.Seconds())))))
-		p.render(w, r, http.StatusTooManyRequests, "message", v, message{Title: "Too many requests",
-			Text: "Your account has loaded these pages too often this minute. Wait a moment and reload."})
+		return http.StatusConflict, "Already submitted", "This form was already submitted with other values. Open the form again.", true
+	case errors.Is(err, keys.ErrRateLimited):
+		return http.StatusTooManyRequests, "Too many requests", "Your account has loaded these pages too often this minute. Wait a moment and reload.", true
 	case errors.Is(err, keys.ErrKeyLimit):
-		p.render(w, r, http.StatusForbidden, "message", v, message{Title: "Key limit reached", Text: "Your account holds as many active keys as it may. Revoke one first."})
+		return http.StatusForbidden, "Key limit reached", "Your account holds as many active keys as it may. Revoke one first.", true
 	case errors.Is(err, keys.ErrWebhookLimit):
-		p.render(w, r, http.StatusForbidden, "message", v, message{Title: "Endpoint limit reached", Text: "Your account has as many webhook endpoints as it may."})
-	default:
-		p.fault(w, r, err)
+		return http.StatusForbidden, "Endpoint limit reached", "Your account has as many webhook endpoints as it may.", true
 	}
+	return 0, "", "", false
 }
 
 // form is a form's values as submitted, and its errors: Errors by field
@@ -185,33 +214,23 @@ func newForm() *form {
 	return &form{Values: map[string]string{}, Checked: map[string]bool{}, Errors: map[string]string{}}
 }
 
-// refuse puts err on the form: a validation error next to its field, a
-// refusal above the form. It reports false for any other error (a
-// fault, or not found), which the caller answers with failed.
+// refuse puts err on the form: a validation error of one of fields
+// next to it, any other refusal above the form. It reports false for
+// what is no refusal (a fault, or not found), which the caller answers
+// with failed.
 func (f *form) refuse(err error, fields ...string) bool {
 	var ve *keys.ValidationError
-	var pe *keys.PermissionError
-	switch {
-	case errors.As(err, &ve):
+	if errors.As(err, &ve) {
 		for _, name := range fields {
 			if ve.Param == name || strings.HasPrefix(ve.Param, name+".") || strings.HasPrefix(ve.Param, name+"[") {
 				f.Errors[name] = ve.Message
 				return true
 			}
 		}
-		f.General = ve.Message
-	case errors.As(err, &pe):
-		f.General = pe.Message
-	case errors.Is(err, keys.ErrKeyLimit):
-		f.General = "Your account holds as many active keys as it may. Revoke one first."
-	case errors.Is(err, keys.ErrWebhookLimit):
-		f.General = "Your account has as many webhook endpoints as it may."
-	case errors.Is(err, keys.ErrIdempotencyConflict):
-		f.General = "This form was already submitted with other values. Open the form again."
-	default:
-		return false
 	}
-	return true
+	_, _, text, ok := refusal(err)
+	f.General = text
+	return ok
 }
 
 // zeroTime asks the Manager for its default (the current period).
