@@ -1,8 +1,12 @@
 package portal_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -12,6 +16,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/portal"
+	"github.com/txcloud/keys/store"
 	"github.com/txcloud/keys/webhook"
 )
 
@@ -470,5 +475,42 @@ func TestHeaders(t *testing.T) {
 		if body := b.get(asset, 200); len(body) < 100 {
 			t.Errorf("%s: %d bytes", asset, len(body))
 		}
+	}
+}
+
+// markDown is a memstore whose marks cannot be read: every signed-in
+// page is a fault.
+type markDown struct{ *memstore.Store }
+
+func (markDown) Marked(context.Context, store.Digest, time.Time) (bool, error) {
+	return false, errors.New("connection refused")
+}
+
+// TestFaultsLogNoKey: a fault on a page whose path holds a key (pasted
+// where a request ID belongs) is logged by its route, never its path;
+// the visitor gets a 503 that says nothing of the cause.
+func TestFaultsLogNoKey(t *testing.T) {
+	st := markDown{memstore.New()}
+	m, err := keys.New(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	var logs bytes.Buffer
+	p, err := portal.New(m, portal.Config{Secret: secret, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, m: m, p: p, clock: &clock{now: time.Now()}}
+	f.srv = httptest.NewServer(p)
+	defer f.srv.Close()
+	key := f.create("acct_a", "owner", "developers:read", "developers:write")
+	b := f.signedIn(key)
+	body := b.get("/logs/"+string(key.Key), http.StatusServiceUnavailable)
+	if strings.Contains(body, "refused") || strings.Contains(body, string(key.Key)) {
+		t.Fatalf("the page tells the cause or the key: %.300s", body)
+	}
+	if !strings.Contains(logs.String(), "route=\"GET /portal/logs/{request_id}\"") || strings.Contains(logs.String(), string(key.Key)) || strings.Contains(logs.String(), string(key.Key)[9:30]) {
+		t.Fatalf("the log: %s", logs.String())
 	}
 }

@@ -146,14 +146,16 @@ func (p *Portal) pageURL(path string, params ...string) string {
 	return p.c.Path + path + "?" + vals.Encode()
 }
 
-// fault answers a failure that is not the visitor's: the store is down
-// (503), or anything unexpected (500, logged).
+// fault answers a failure that is not the visitor's, and logs it: the
+// store or limiter is down (503), or anything unexpected (500). The log
+// names the route's pattern, never the path: a customer may have pasted a
+// key where an ID belongs.
 func (p *Portal) fault(w http.ResponseWriter, r *http.Request, err error) {
+	p.c.Logger.ErrorContext(r.Context(), "portal: request failed", "route", r.Pattern, "error", err)
 	if errors.Is(err, keys.ErrUnavailable) {
 		p.render(w, r, http.StatusServiceUnavailable, "message", nil, message{Title: "Unavailable", Text: "The service is unavailable for a moment. Try again shortly."})
 		return
 	}
-	p.c.Logger.ErrorContext(r.Context(), "portal: request failed", "path", r.URL.Path, "error", err)
 	p.render(w, r, http.StatusInternalServerError, "message", nil, message{Title: "Something went wrong", Text: "The request failed. Try again shortly."})
 }
 
