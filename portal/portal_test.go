@@ -357,7 +357,9 @@ func TestSessionEnds(t *testing.T) {
 			f.clock.Advance(29 * time.Minute)
 			b.get("/keys", 200)
 		}
-		f.clock.Advance(25 * time.Minute) // 12 h 1 min after sign-in, active all along
+		f.clock.Advance(23 * time.Minute) // 11 h 59 min after sign-in
+		b.get("/keys", 200)
+		f.clock.Advance(time.Minute) // 12 h, active all along
 		if why := b.endedBecause(); why != "expired" {
 			t.Fatalf("ended: %q, want expired", why)
 		}
