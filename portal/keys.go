@@ -82,7 +82,7 @@ func (p *Portal) keyList(w http.ResponseWriter, r *http.Request, v *visit) {
 		f.Environment = keys.Environment(pg.Environment)
 	case "":
 	default:
-		p.failed(w, r, v, &keys.ValidationError{Param: "environment", Message: "environment is live or test"})
+		p.failed(w, r, v, errBadParam("environment", "environment is live or test"))
 		return
 	}
 	switch pg.Status {
@@ -92,7 +92,7 @@ func (p *Portal) keyList(w http.ResponseWriter, r *http.Request, v *visit) {
 		f.Revoked = new(true)
 	case "":
 	default:
-		p.failed(w, r, v, &keys.ValidationError{Param: "status", Message: "status is active or revoked"})
+		p.failed(w, r, v, errBadParam("status", "status is active or revoked"))
 		return
 	}
 	list, err := v.as.List(r.Context(), f)
@@ -217,7 +217,7 @@ func (p *Portal) keyCreate(w http.ResponseWriter, r *http.Request, v *visit) {
 	f.Nonce = r.PostFormValue("nonce")
 	f.Values["environment"] = r.PostFormValue("environment")
 	perms, ips, rate, expires, meta := readKeyForm(r, f)
-	if !validNonce(f.Nonce) {
+	if !madeByUs(f.Nonce) {
 		p.forbidden(w, r)
 		return
 	}
@@ -238,21 +238,6 @@ func (p *Portal) keyCreate(w http.ResponseWriter, r *http.Request, v *visit) {
 	}
 	p.showSecret(w, r, v, secretPage{Kind: "key", ID: created.ID, Name: created.Name, Secret: string(created.Key), Replayed: created.Replayed,
 		Link: p.c.Path + "/keys/" + url.PathEscape(created.ID)})
-}
-
-// validNonce: a form's idempotency key is what keyNew made (43
-// characters of base64url); anything else is no form of ours.
-func validNonce(s string) bool {
-	if len(s) != 43 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // secretPage shows a secret once: a created or rolled key, or a webhook
@@ -422,13 +407,13 @@ func (p *Portal) keyRevoke(w http.ResponseWriter, r *http.Request, v *visit) {
 func (p *Portal) keyRoll(w http.ResponseWriter, r *http.Request, v *visit) {
 	id := r.PathValue("id")
 	nonce := r.PostFormValue("nonce")
-	if !validNonce(nonce) {
+	if !madeByUs(nonce) {
 		p.forbidden(w, r)
 		return
 	}
 	hours, err := strconv.ParseFloat(strings.TrimSpace(r.PostFormValue("grace_hours")), 64)
 	if err != nil || hours < 0 || hours > 24*365 {
-		p.failed(w, r, v, &keys.ValidationError{Param: "grace_hours", Message: "The grace period is a number of hours, 0 or more."})
+		p.failed(w, r, v, errBadParam("grace_hours", "The grace period is a number of hours, 0 or more."))
 		return
 	}
 	created, err := v.as.Roll(r.Context(), id, time.Duration(hours*float64(time.Hour)).Round(time.Second), keys.IdempotencyKey("portal_"+nonce))

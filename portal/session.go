@@ -235,7 +235,7 @@ func (p *Portal) readSession(r *http.Request) (*session, error) {
 func (p *Portal) csrfToken(w http.ResponseWriter, r *http.Request, binding string) string {
 	c, err := r.Cookie(csrfCookie)
 	val := ""
-	if err == nil && len(c.Value) == 43 {
+	if err == nil && madeByUs(c.Value) {
 		val = c.Value
 	} else {
 		val = randomID()
@@ -281,6 +281,14 @@ func loopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// madeByUs reports whether s could be a randomID: a form's idempotency
+// key or a CSRF cookie is nothing else.
+func madeByUs(s string) bool {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	return err == nil && len(b) == 32
+}
+
+// randomID is 32 bytes from crypto/rand, base64url without padding.
 func randomID() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b) // never fails (crypto/rand's contract since Go 1.24)

@@ -50,7 +50,7 @@ var webhookFields = []string{"url", "events", "description", "environment"}
 func (p *Portal) webhookCreate(w http.ResponseWriter, r *http.Request, v *visit) {
 	f := newForm()
 	f.Nonce = r.PostFormValue("nonce")
-	if !validNonce(f.Nonce) {
+	if !madeByUs(f.Nonce) {
 		p.forbidden(w, r)
 		return
 	}
