@@ -171,6 +171,17 @@ func TestStateChangesNeedTheFormsToken(t *testing.T) {
 	if r := b.post("/keys/"+id+"/disable", url.Values{"csrf": {field(t, b.get("/keys", 200), "csrf")}}); r.status != http.StatusSeeOther {
 		t.Errorf("the new session's token: %d, want 303", r.status)
 	}
+	// A create or roll whose form nonce the portal did not make (a
+	// script's, or none) is refused: it would not be idempotent.
+	csrf := field(t, b.get("/keys", 200), "csrf")
+	for _, nonce := range []string{"", "x", strings.Repeat("A", 42), strings.Repeat("A", 44), strings.Repeat("*", 43)} {
+		if r := b.post("/keys", url.Values{"csrf": {csrf}, "nonce": {nonce}, "name": {"n"}, "environment": {"live"}}); r.status != http.StatusForbidden {
+			t.Errorf("a create with the nonce %q: %d, want 403", nonce, r.status)
+		}
+	}
+	if n := count(t, f.m, "acct_a"); n != before {
+		t.Fatalf("%d keys after refused creates, want %d", n, before)
+	}
 	// The sign-in form's token is not a session's.
 	if r := b.post("/sign-in", url.Values{"csrf": {"x"}, "key": {string(f.key.Key)}}); r.status != http.StatusForbidden {
 		t.Errorf("a sign-in with a wrong token: %d, want 403", r.status)
