@@ -193,11 +193,7 @@ func readKeyForm(r *http.Request, f *form) (perms, ips []string, rate *int, expi
 	}
 	f.Values["metadata"] = strings.TrimSpace(r.PostFormValue("metadata"))
 	if s := f.Values["metadata"]; s != "" {
-		if !json.Valid([]byte(s)) {
-			f.Errors["metadata"] = `Metadata is a JSON object, as {"team": "billing"}, or empty.`
-		} else {
-			meta = json.RawMessage(s)
-		}
+		meta = json.RawMessage(s) // the Manager checks it, and says why next to the field
 	}
 	return perms, ips, rate, expires, meta
 }
@@ -236,7 +232,7 @@ func (p *Portal) keyCreate(w http.ResponseWriter, r *http.Request, v *visit) {
 		p.failed(w, r, v, err)
 		return
 	}
-	p.showSecret(w, r, v, secretPage{Kind: "key", ID: created.ID, Name: created.Name, Secret: string(created.Key), Replayed: created.Replayed,
+	p.showSecret(w, r, v, secretPage{Kind: "key", Name: created.Name, Secret: string(created.Key), Replayed: created.Replayed,
 		Link: p.c.Path + "/keys/" + url.PathEscape(created.ID)})
 }
 
@@ -245,7 +241,7 @@ func (p *Portal) keyCreate(w http.ResponseWriter, r *http.Request, v *visit) {
 // shows no secret: it was shown on the first answer.
 type secretPage struct {
 	Kind     string // "key", "roll" or "webhook"
-	ID, Name string
+	Name     string
 	Secret   string
 	Replayed bool
 	Link     string
@@ -421,6 +417,6 @@ func (p *Portal) keyRoll(w http.ResponseWriter, r *http.Request, v *visit) {
 		p.failed(w, r, v, err)
 		return
 	}
-	p.showSecret(w, r, v, secretPage{Kind: "roll", ID: created.ID, Name: created.Name, Secret: string(created.Key), Replayed: created.Replayed,
+	p.showSecret(w, r, v, secretPage{Kind: "roll", Name: created.Name, Secret: string(created.Key), Replayed: created.Replayed,
 		Link: p.c.Path + "/keys/" + url.PathEscape(created.ID)})
 }

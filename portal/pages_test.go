@@ -115,6 +115,11 @@ func TestEmptyStatesAndFieldErrors(t *testing.T) {
 	if strings.Contains(r.body, `<p class="error-box"`) {
 		t.Error("a field's error shown above the form, not beside the field")
 	}
+	// Metadata that is not a JSON object: the Manager's words, beside the field.
+	r, _ = b.createKey(url.Values{"name": {"x"}, "environment": {"live"}, "metadata": {`{"a":`}})
+	if r.status != http.StatusBadRequest || !regexp.MustCompile(`(?s)id="metadata".*class="error" id="meta-err">metadata must be valid JSON<`).MatchString(r.body) {
+		t.Errorf("metadata that is no JSON: %d %.1500s", r.status, r.body)
+	}
 	// A permission the signer does not hold: refused in words, nothing created.
 	r, _ = b.createKey(url.Values{"name": {"x"}, "environment": {"live"}, "permissions": {"lending:write"}})
 	if r.status != http.StatusBadRequest || !strings.Contains(r.body, "lending:write") || count(t, f.m, "acct_new") != 1 {

@@ -76,7 +76,7 @@ func (p *Portal) webhookCreate(w http.ResponseWriter, r *http.Request, v *visit)
 		p.failed(w, r, v, err)
 		return
 	}
-	p.showSecret(w, r, v, secretPage{Kind: "webhook", ID: ep.ID, Name: ep.URL, Secret: string(ep.Secret), Replayed: ep.Replayed,
+	p.showSecret(w, r, v, secretPage{Kind: "webhook", Name: ep.URL, Secret: string(ep.Secret), Replayed: ep.Replayed,
 		Link: p.c.Path + "/webhooks/" + url.PathEscape(ep.ID)})
 }
 
