@@ -235,9 +235,6 @@ func (f *form) refuse(err error, fields ...string) bool {
 	return ok
 }
 
-// zeroTime asks the Manager for its default (the current period).
-var zeroTime time.Time
-
 func errBadParam(param, msg string) error {
 	return &keys.ValidationError{Param: param, Message: msg}
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/txcloud/keys/internal/sentinel"
 	"github.com/txcloud/keys/usage"
@@ -50,7 +51,7 @@ func (p *Portal) usagePage(w http.ResponseWriter, r *http.Request, v *visit) {
 		}
 		pg.KeyName = k.Name
 	}
-	series, err := v.as.KeyUsage(r.Context(), pg.KeyID, g, zeroTime, zeroTime)
+	series, err := v.as.KeyUsage(r.Context(), pg.KeyID, g, time.Time{}, time.Time{}) // the Manager's default period: a day of hours, or 30 days
 	if errors.Is(err, sentinel.ErrUsageNotKept) {
 		pg.NotKept = true
 		p.render(w, r, http.StatusOK, "usage", v, pg)
