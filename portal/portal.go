@@ -149,7 +149,15 @@ func New(m *keys.Manager, c Config) (*Portal, error) {
 		return nil, err
 	}
 	sub, _ := fs.Sub(staticFS, "static")
-	p.static = http.StripPrefix(c.Path+"/static/", http.FileServerFS(sub))
+	files := http.StripPrefix(c.Path+"/static/", http.FileServerFS(sub))
+	p.static = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") { // files only: no listing
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		files.ServeHTTP(w, r)
+	})
 	p.routes()
 	return p, nil
 }

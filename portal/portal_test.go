@@ -484,11 +484,13 @@ func TestHeaders(t *testing.T) {
 			t.Errorf("%s has inline script or style", path)
 		}
 	}
-	for _, asset := range []string{"/static/portal.css", "/static/portal.js"} {
+	for _, asset := range []string{"/static/portal.css", "/static/portal.js", "/static/favicon.svg"} {
 		if body := b.get(asset, 200); len(body) < 100 {
 			t.Errorf("%s: %d bytes", asset, len(body))
 		}
 	}
+	b.get("/static/", http.StatusNotFound) // no listing of the assets
+	b.get("/static/nosuch.js", http.StatusNotFound)
 }
 
 // markDown is a memstore whose marks cannot be read: every signed-in
