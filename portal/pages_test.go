@@ -280,8 +280,8 @@ func TestHostPrincipal(t *testing.T) {
 // account with 10,000 keys renders within 2× the time of one with 10
 // (medians of 25 renders each, interleaved, in the same run).
 func TestKeysPageCostDoesNotGrowWithTheAccount(t *testing.T) {
-	if buildtag.Race || testing.Short() {
-		t.Skip("a timing test: it runs without the race detector (.ci/run's timing step)")
+	if buildtag.Race || buildtag.Mutation || testing.Short() {
+		t.Skip("a timing test: it runs without the race detector or coverage (.ci/run's timing step)")
 	}
 	st := memstore.New()
 	f := newFixture(t, st, keys.WithMaxKeysPerAccount(20_000))
@@ -294,32 +294,39 @@ func TestKeysPageCostDoesNotGrowWithTheAccount(t *testing.T) {
 		f.create("acct_big", "key", "identity:read")
 	}
 	bs, bb := f.signedIn(small), f.signedIn(big)
-	render := func(b *browser) time.Duration {
+	render := func(b *browser, rows int) time.Duration {
 		start := time.Now()
 		page := b.get("/keys", 200)
 		d := time.Since(start)
-		if n := strings.Count(page, "<tr>"); n != 11 && n != 21 { // head + 10, or head + a page of 20
-			t.Fatalf("%d rows", n)
+		if n := strings.Count(page, "<tr>"); n != rows+1 { // the head's, and the page's
+			t.Fatalf("%d rows, want %d", n-1, rows)
 		}
 		return d
-	}
-	var s, g []time.Duration
-	for range 5 { // warm both
-		render(bs)
-		render(bb)
-	}
-	for range 25 {
-		s = append(s, render(bs))
-		g = append(g, render(bb))
 	}
 	med := func(d []time.Duration) time.Duration {
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 		return d[len(d)/2]
 	}
-	ratio := float64(med(g)) / float64(med(s))
-	t.Logf("keys page: 10 keys %v, 10,000 keys %v (median of 25): %.2f×", med(s), med(g), ratio)
-	if ratio > 2 {
-		t.Fatalf("the first page of 10,000 keys took %.2f× that of 10", ratio)
+	// A wall-clock comparison: measured again, three times at most,
+	// before it fails (the machine may be busy with something else).
+	for round := 1; ; round++ {
+		var s, g []time.Duration
+		for range 5 { // warm both
+			render(bs, 10)
+			render(bb, 20)
+		}
+		for range 25 {
+			s = append(s, render(bs, 10))
+			g = append(g, render(bb, 20))
+		}
+		ratio := float64(med(g)) / float64(med(s))
+		t.Logf("keys page: 10 keys %v, 10,000 keys %v (median of 25): %.2f×", med(s), med(g), ratio)
+		if ratio <= 2 {
+			return
+		}
+		if round == 3 {
+			t.Fatalf("the first page of 10,000 keys took %.2f× that of 10", ratio)
+		}
 	}
 }
 
