@@ -9,6 +9,7 @@ import (
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/internal/buildtag"
+	"github.com/txcloud/keys/internal/latency"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/reqlog"
 	"github.com/txcloud/keys/store"
@@ -268,12 +269,12 @@ func TestTenantLatencyWhileAnotherListsItsKeys(t *testing.T) {
 	}
 	small, big := setup(1_000), setup(100_000)
 	// window runs B's traffic (a verify, a create and a list, then a
-	// pause) for 150 ms and at least 200 rounds, and returns each
-	// operation's p50 and p99. The pause is ~1 ms on these machines, so
-	// 150 ms alone is ~140 rounds, and fewer when the machine is busy: a
-	// CI run had a window so short that its p99 was its p50 (create at
+	// pause) for 150 ms and at least latency.MinRuns rounds, and returns
+	// each operation's p50 and p99. The pause is ~1 ms on these machines,
+	// so 150 ms alone is ~140 rounds, and fewer when the machine is busy:
+	// a CI run had a window so short that its p99 was its p50 (create at
 	// 9.4µs/9.4µs), and best's minimum then set a baseline no full window
-	// could meet. At 200 rounds the p99 is the third slowest.
+	// could meet.
 	window := func(b tenantB) (p [3][2]time.Duration) {
 		var ds [3][]time.Duration
 		ops := []func(){
@@ -294,7 +295,7 @@ func TestTenantLatencyWhileAnotherListsItsKeys(t *testing.T) {
 			},
 		}
 		end := time.Now().Add(150 * time.Millisecond)
-		for n := 0; n < 200 || time.Now().Before(end); n++ {
+		for n := 0; n < latency.MinRuns || time.Now().Before(end); n++ {
 			for i, op := range ops {
 				start := time.Now()
 				op()

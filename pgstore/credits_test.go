@@ -3,7 +3,6 @@ package pgstore_test
 import (
 	"context"
 	"errors"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/credits"
 	"github.com/txcloud/keys/internal/buildtag"
+	"github.com/txcloud/keys/internal/latency"
 )
 
 // Two instances (two Managers, two pools, one database) spend one key's
@@ -127,17 +127,11 @@ func TestCreditFloodCostsFewStatements(t *testing.T) {
 		}
 	}
 	victim := func() time.Duration {
-		var ds []time.Duration
-		for end := time.Now().Add(600 * time.Millisecond); time.Now().Before(end); {
-			start := time.Now()
+		return latency.P99(600*time.Millisecond, time.Millisecond, func() {
 			if l, err := m.List(ctx, keys.ListFilter{AccountID: "acct_victim", Limit: 10}); err != nil || len(l.Data) != 10 {
 				t.Fatalf("victim's list: %v", err)
 			}
-			ds = append(ds, time.Since(start))
-			time.Sleep(time.Millisecond)
-		}
-		slices.Sort(ds)
-		return ds[len(ds)*99/100]
+		})
 	}
 	var spent atomic.Int64
 	flood := func(key string, credited bool) (stop func()) {

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/internal/buildtag"
+	"github.com/txcloud/keys/internal/latency"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/store"
 )
@@ -190,17 +190,11 @@ func TestForgedFloodLeavesOthersLatency(t *testing.T) {
 	// p99 of the legitimate tenant's List over a 700 ms window, a
 	// request every millisecond.
 	legit := func() time.Duration {
-		var ds []time.Duration
-		for end := time.Now().Add(700 * time.Millisecond); time.Now().Before(end); {
-			start := time.Now()
+		return latency.P99(700*time.Millisecond, time.Millisecond, func() {
 			if l, err := m.List(ctx, keys.ListFilter{AccountID: "acct_legit", Limit: 10}); err != nil || len(l.Data) != 10 {
 				t.Fatalf("legit list: %v", err)
 			}
-			ds = append(ds, time.Since(start))
-			time.Sleep(time.Millisecond)
-		}
-		slices.Sort(ds)
-		return ds[len(ds)*99/100]
+		})
 	}
 	// A round is an unloaded window then a flooded one; the best p99 of
 	// three rounds of each kind, so that the machine's own noise (which
