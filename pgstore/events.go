@@ -85,7 +85,7 @@ func (s *Store) writeEndpoint(ctx context.Context, w store.Write) error {
 	return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		if idem := w.Idempotency; idem != nil {
 			var n int
-			if err := tx.QueryRow(ctx, s.qIdem, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt).Scan(&n); err != nil {
+			if err := tx.QueryRow(ctx, s.qIdemEndpoint, idem.Scope[:], idem.Fingerprint[:], idem.KeyID, idem.Sealed, idem.CreatedAt, idem.ExpiresAt).Scan(&n); err != nil {
 				return err
 			}
 			if n == 0 {

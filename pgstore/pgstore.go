@@ -63,7 +63,7 @@ type Store struct {
 	logDays   logDays
 	logsSwept atomic.Int64
 
-	qLookup, qGet, qInsert, qInsertIdem, qIdem, qLookupIdem, qTouch, qReplace, qVersion, qDigests, qExpireIdem string
+	qLookup, qGet, qInsert, qInsertIdem, qIdem, qIdemEndpoint, qLookupIdem, qTouch, qReplace, qVersion, qDigests, qExpireIdem string
 
 	// Credits (credits.go): their statements, this instance's last sweep
 	// (Unix ns), the budgets it found spent, and its counters.
@@ -242,11 +242,12 @@ x AS (SELECT pg_notify($19, id) FROM p)
 ), n AS (SELECT pg_notify($1, 'd:' || encode(digest, 'hex')) FROM k)
 SELECT digest FROM k WHERE (SELECT count(*) FROM n) >= 0`)
 	s.qIdem = s.sql(`WITH idem AS (` + upsertIdem(1, "") + `) SELECT count(*) FROM idem`)
+	s.qIdemEndpoint = s.sql(`WITH idem AS (` + upsertIdemOf(1, "", "endpoint_id") + `) SELECT count(*) FROM idem`)
 	s.qDigests = s.sql(`SELECT digest FROM {{schema}}.api_keys`)
 	// Expired entries, oldest first, a chunk at a time (TouchLastUsed).
 	s.qExpireIdem = s.sql(`DELETE FROM {{schema}}.api_key_idempotency WHERE scope IN (
 	SELECT scope FROM {{schema}}.api_key_idempotency WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)`)
-	s.qLookupIdem = s.sql(`SELECT scope, fingerprint, key_id, sealed, created_at, expires_at FROM {{schema}}.api_key_idempotency WHERE scope = $1 AND expires_at > $2`)
+	s.qLookupIdem = s.sql(`SELECT scope, fingerprint, coalesce(key_id, endpoint_id), sealed, created_at, expires_at FROM {{schema}}.api_key_idempotency WHERE scope = $1 AND expires_at > $2`)
 	s.qTouch = s.sql(`UPDATE {{schema}}.api_keys AS k SET last_used = greatest(k.last_used, u.at)
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`)
 	s.qReplace = s.sql(`UPDATE {{schema}}.api_keys SET name = $2, permissions = $3, allowed_ips = $4, rate_limit = $5,
@@ -283,7 +284,11 @@ const pruneScan = `SELECT id FROM {{schema}}.api_keys WHERE account_id = $2 AND 
 // upsertIdem inserts an idempotency entry, its six parameters numbered
 // from first, when its scope is free or held by an expired entry, and
 // returns a row only then; with from, only if that CTE has a row.
-func upsertIdem(first int, from string) string {
+func upsertIdem(first int, from string) string { return upsertIdemOf(first, from, "key_id") }
+
+// upsertIdemOf is upsertIdem naming the entry's owner in column owner:
+// key_id (a key, deleted with it) or endpoint_id (a webhook endpoint).
+func upsertIdemOf(first int, from, owner string) string {
 	var ps []string
 	for i := range 6 {
 		ps = append(ps, "$"+strconv.Itoa(first+i))
@@ -291,9 +296,9 @@ func upsertIdem(first int, from string) string {
 	if from != "" {
 		from = " FROM " + from
 	}
-	return `INSERT INTO {{schema}}.api_key_idempotency AS i (scope, fingerprint, key_id, sealed, created_at, expires_at)
+	return `INSERT INTO {{schema}}.api_key_idempotency AS i (scope, fingerprint, ` + owner + `, sealed, created_at, expires_at)
 	SELECT ` + strings.Join(ps, ", ") + from + `
-	ON CONFLICT (scope) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, key_id = EXCLUDED.key_id,
+	ON CONFLICT (scope) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, key_id = EXCLUDED.key_id, endpoint_id = EXCLUDED.endpoint_id,
 		sealed = EXCLUDED.sealed, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
 	WHERE i.expires_at <= EXCLUDED.created_at
 	RETURNING 1`

@@ -280,6 +280,14 @@ CREATE TABLE {{schema}}.webhook_deliveries (
 CREATE INDEX webhook_deliveries_endpoint ON {{schema}}.webhook_deliveries (endpoint_id, created_at, id);
 CREATE INDEX webhook_deliveries_due ON {{schema}}.webhook_deliveries (next_at, id) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_created ON {{schema}}.webhook_deliveries (created_at);`,
+	// 14: an idempotency entry may name a webhook endpoint (an idempotent
+	// create or roll of its secret) instead of a key: key_id's foreign key
+	// refused every such entry. No foreign key for endpoint_id: the entry
+	// of a deleted endpoint replays its first answer until it expires, as
+	// a revoked key's does.
+	`ALTER TABLE {{schema}}.api_key_idempotency ALTER COLUMN key_id DROP NOT NULL,
+	ADD COLUMN endpoint_id text,
+	ADD CONSTRAINT api_key_idempotency_one_owner CHECK ((key_id IS NULL) <> (endpoint_id IS NULL));`,
 }
 
 // Migrate creates or upgrades the schema. It is idempotent, and safe when

@@ -79,3 +79,32 @@ func TestDeliveriesAcrossInstances(t *testing.T) {
 		}
 	}
 }
+
+// An idempotent endpoint create (the portal's form sends one every time)
+// goes in, and replays on another instance with its secret. The entry's
+// foreign key to api_keys refused every such create before migration 14.
+func TestWebhookCreateIdempotentAcrossInstances(t *testing.T) {
+	ctx := context.Background()
+	schema := freshSchema(t, newPool(t))
+	p := keys.Principal{AccountID: "acct_hooks", Subject: "key_admin", Permissions: []string{"developers:read", "developers:write"}}
+	req := webhook.EndpointCreate{URL: "http://127.0.0.1:9/hook", Events: []string{"*"}}
+	var got []*webhook.Endpoint
+	for range 2 {
+		m, err := keys.New(newStore(t, newPool(t), schema), keys.WithWebhooks(webhook.Config{AllowLoopback: true}), keys.WithPepper([]byte(strings.Repeat("p", 32))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Close(context.Background()) })
+		ep, err := m.As(p).Webhooks().Create(ctx, req, keys.IdempotencyKey("portal_hook_0001"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ep)
+		if list, err := m.As(p).Webhooks().List(ctx); err != nil || len(list.Data) != 1 {
+			t.Fatalf("endpoints: %v, %v", list, err)
+		}
+	}
+	if got[0].Replayed || !got[1].Replayed || got[1].ID != got[0].ID || got[1].Secret != got[0].Secret || got[0].Secret == "" {
+		t.Fatalf("first %s (replayed %v), then %s (replayed %v, same secret %v)", got[0].ID, got[0].Replayed, got[1].ID, got[1].Replayed, got[1].Secret == got[0].Secret)
+	}
+}

@@ -168,6 +168,28 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at, id);
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at, id) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);`,
+	// 6: an idempotency entry may name a webhook endpoint (an idempotent
+	// create or roll of its secret) instead of a key: key_id's foreign key
+	// refused every such entry. SQLite cannot drop a NOT NULL, so the
+	// table is made again. No foreign key for endpoint_id: the entry of a
+	// deleted endpoint replays its first answer until it expires, as a
+	// revoked key's does.
+	`CREATE TABLE api_key_idempotency_6 (
+	scope       BLOB    PRIMARY KEY CHECK (length(scope) = 32),
+	fingerprint BLOB    NOT NULL,
+	key_id      TEXT    REFERENCES api_keys (id) ON DELETE CASCADE,
+	endpoint_id TEXT,
+	sealed      BLOB    NOT NULL,
+	created_at  INTEGER NOT NULL,
+	expires_at  INTEGER NOT NULL,
+	CHECK ((key_id IS NULL) <> (endpoint_id IS NULL))
+) STRICT;
+INSERT INTO api_key_idempotency_6 (scope, fingerprint, key_id, sealed, created_at, expires_at)
+	SELECT scope, fingerprint, key_id, sealed, created_at, expires_at FROM api_key_idempotency;
+DROP TABLE api_key_idempotency;
+ALTER TABLE api_key_idempotency_6 RENAME TO api_key_idempotency;
+CREATE INDEX api_key_idempotency_key ON api_key_idempotency (key_id);
+CREATE INDEX api_key_idempotency_expires ON api_key_idempotency (expires_at);`,
 }
 
 // migrate creates or upgrades the schema in one transaction (BEGIN

@@ -168,9 +168,10 @@ func (s *Store) openError(err error) error {
 }
 
 // load builds the copy from the file: each record, in the order they were
-// created, with the idempotency entry that names it, if one does.
+// created, with the idempotency entry that names it, if one does; then the
+// entries that name webhook endpoints.
 func (s *Store) load(ctx context.Context) (*memstore.Store, error) {
-	entries, err := s.loadEntries(ctx)
+	entries, endpoints, err := s.loadEntries(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -192,33 +193,46 @@ func (s *Store) load(ctx context.Context) (*memstore.Store, error) {
 	if err := rows.Err(); err != nil {
 		return nil, s.openError(err)
 	}
+	for _, e := range endpoints {
+		if err := mem.Write(ctx, store.Write{Idempotency: e}); err != nil {
+			return nil, fmt.Errorf("sqlitestore: loading %s: idempotency entry of %s: %w", s.path, e.KeyID, err)
+		}
+	}
 	return mem, nil
 }
 
-// loadEntries reads the idempotency entries, by the key each names.
-func (s *Store) loadEntries(ctx context.Context) (map[string]*store.IdempotencyRecord, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT key_id, scope, fingerprint, sealed, created_at, expires_at FROM api_key_idempotency`)
+// loadEntries reads the idempotency entries: those of keys by the key
+// each names, and those of webhook endpoints.
+func (s *Store) loadEntries(ctx context.Context) (keyed map[string]*store.IdempotencyRecord, endpoints []*store.IdempotencyRecord, err error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT key_id, endpoint_id, scope, fingerprint, sealed, created_at, expires_at FROM api_key_idempotency`)
 	if err != nil {
-		return nil, s.openError(err)
+		return nil, nil, s.openError(err)
 	}
 	defer rows.Close()
-	out := map[string]*store.IdempotencyRecord{}
+	keyed = map[string]*store.IdempotencyRecord{}
 	for rows.Next() {
 		var e store.IdempotencyRecord
+		var key, endpoint sql.NullString
 		var scope, fp []byte
 		var created, expires int64
-		if err := rows.Scan(&e.KeyID, &scope, &fp, &e.Sealed, &created, &expires); err != nil {
-			return nil, fmt.Errorf("sqlitestore: loading %s: %w", s.path, err)
+		if err := rows.Scan(&key, &endpoint, &scope, &fp, &e.Sealed, &created, &expires); err != nil {
+			return nil, nil, fmt.Errorf("sqlitestore: loading %s: %w", s.path, err)
 		}
 		copy(e.Scope[:], scope)
 		copy(e.Fingerprint[:], fp)
 		e.CreatedAt, e.ExpiresAt = fromNanos(created), fromNanos(expires)
-		out[e.KeyID] = &e
+		if key.Valid {
+			e.KeyID = key.String
+			keyed[e.KeyID] = &e
+		} else {
+			e.KeyID = endpoint.String
+			endpoints = append(endpoints, &e)
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.openError(err)
+		return nil, nil, s.openError(err)
 	}
-	return out, nil
+	return keyed, endpoints, nil
 }
 
 // ErrClosed is what a Store's methods return after Close.
@@ -378,10 +392,10 @@ func (s *Store) Write(ctx context.Context, w store.Write) error {
 	if err := tx.Commit(); err != nil {
 		return err
 	}
-	// The copy keeps the records; the events and endpoints are read
-	// from the file.
+	// The copy keeps the records and the idempotency entries (an
+	// endpoint's too); the events and endpoints are read from the file.
 	w.Events, w.Endpoint, w.DeleteEndpoint = nil, nil, nil
-	if w.Insert == nil && w.Replace == nil {
+	if w.Insert == nil && w.Replace == nil && w.Idempotency == nil {
 		return nil
 	}
 	mem := s.mem.Load()
@@ -444,7 +458,11 @@ func write(ctx context.Context, tx *sql.Tx, w store.Write) ([]store.Digest, erro
 		}
 	}
 	if e := w.Idempotency; e != nil {
-		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO api_key_idempotency (scope, fingerprint, key_id, sealed, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		owner := "key_id"
+		if w.Endpoint != nil {
+			owner = "endpoint_id"
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO api_key_idempotency (scope, fingerprint, `+owner+`, sealed, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
 			e.Scope[:], e.Fingerprint[:], e.KeyID, nonNilBytes(e.Sealed), e.CreatedAt.UnixNano(), e.ExpiresAt.UnixNano()); err != nil {
 			return nil, err
 		}

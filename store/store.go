@@ -245,8 +245,9 @@ type Write struct {
 	// disabled endpoint clears it. DeleteEndpoint deletes the
 	// stored endpoint of its ID and Version (ErrStale, ErrNotFound
 	// otherwise) with its deliveries. Both need EventStore. Idempotency
-	// may be set beside an Endpoint insert (its KeyID is the endpoint's
-	// ID).
+	// may be set beside an Endpoint insert or replace (its KeyID is the
+	// endpoint's ID): refused (ErrIdempotencyKeyExists), it refuses the
+	// whole Write.
 	Endpoint       *Endpoint
 	DeleteEndpoint *Endpoint
 	// MaxEndpoints, if positive, caps an Endpoint insert's account: if it

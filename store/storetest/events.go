@@ -149,17 +149,32 @@ func testEvents(t *testing.T, s store.Store) {
 }
 
 // Endpoints: inserted, replaced by version, capped per account, deleted
-// with their deliveries.
+// with their deliveries; an idempotency entry goes in with an insert or a
+// replace, or refuses it whole.
 func testEndpoints(t *testing.T, s store.Store) {
 	es := eventStore(t, s)
 	ctx := context.Background()
 	a := "acct_" + rand.Text()[:8]
 	e1, e2 := newEndpoint(a, "*"), newEndpoint(a, "key.created", "key.revoked")
 	e2.CreatedAt = base.Add(time.Second) // Endpoints lists oldest first
-	for _, e := range []*store.Endpoint{e1, e2} {
-		if err := s.Write(ctx, store.Write{Endpoint: e.Clone(), MaxEndpoints: 2}); err != nil {
-			t.Fatal(err)
-		}
+	// e1 goes in with an idempotency entry naming it (an idempotent
+	// create); an insert whose entry's scope is taken goes in not at all.
+	created := newIdem(t, e1.ID, base)
+	taken := newEndpoint(a, "*")
+	if err := s.Write(ctx, store.Write{Endpoint: e1.Clone(), MaxEndpoints: 2, Idempotency: created}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.LookupIdempotency(ctx, created.Scope, base); err != nil || got.KeyID != e1.ID {
+		t.Fatalf("the idempotency entry of an endpoint insert: %+v, %v", got, err)
+	}
+	if err := s.Write(ctx, store.Write{Endpoint: taken, MaxEndpoints: 2, Idempotency: newIdemScope(t, created.Scope, taken.ID, base)}); !errors.Is(err, store.ErrIdempotencyKeyExists) {
+		t.Fatalf("an endpoint insert whose idempotency scope is taken: %v", err)
+	}
+	if _, err := es.Endpoint(ctx, taken.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the refused insert stored its endpoint: %v", err)
+	}
+	if err := s.Write(ctx, store.Write{Endpoint: e2.Clone(), MaxEndpoints: 2}); err != nil {
+		t.Fatal(err)
 	}
 	third := newEndpoint(a, "*")
 	if err := s.Write(ctx, store.Write{Endpoint: third, MaxEndpoints: 2, Events: []event.Event{newTestEvent(a, event.EndpointCreated, 0, "")}}); !errors.Is(err, store.ErrEndpointLimit) {
@@ -194,6 +209,30 @@ func testEndpoints(t *testing.T, s store.Store) {
 	}
 	if _, err := es.Endpoint(ctx, "we_nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown endpoint: %v", err)
+	}
+	// An idempotency entry beside a replace (a roll of the signing
+	// secret): stored with it; a second entry of its scope refuses the
+	// next replace whole, its events included.
+	entry := newIdem(t, e2.ID, base)
+	third2 := next.Clone()
+	third2.Version, third2.Secret = 3, []byte("rolled")
+	if err := s.Write(ctx, store.Write{Endpoint: third2, Idempotency: entry}); err != nil {
+		t.Fatalf("a replace with an idempotency entry: %v", err)
+	}
+	if got, err := s.LookupIdempotency(ctx, entry.Scope, base); err != nil || got.KeyID != e2.ID || string(got.Sealed) != string(entry.Sealed) {
+		t.Fatalf("the replace's idempotency entry: %+v, %v", got, err)
+	}
+	again := third2.Clone()
+	again.Version, again.Secret = 4, []byte("rolled twice")
+	if err := s.Write(ctx, store.Write{Endpoint: again, Idempotency: newIdemScope(t, entry.Scope, e2.ID, base.Add(time.Minute)),
+		Events: []event.Event{newTestEvent(a, event.EndpointUpdated, 0, "")}}); !errors.Is(err, store.ErrIdempotencyKeyExists) {
+		t.Fatalf("a replace whose idempotency scope is taken: %v", err)
+	}
+	if g, err := es.Endpoint(ctx, e2.ID); err != nil || g.Version != 3 || string(g.Secret) != "rolled" {
+		t.Fatalf("the refused replace changed the endpoint: %+v, %v", g, err)
+	}
+	if got := readEvents(t, es, store.EventQuery{AccountID: a}); len(got) != 0 {
+		t.Fatalf("the refused replace's event was stored")
 	}
 	missing := newEndpoint(a, "*")
 	missing.Version = 2

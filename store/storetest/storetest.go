@@ -334,6 +334,14 @@ func testLookupAllocatesNothing(t *testing.T, s store.Store) {
 	}
 }
 
+// newIdemScope is newIdem with the scope given.
+func newIdemScope(t *testing.T, scope store.Digest, keyID string, created time.Time) *store.IdempotencyRecord {
+	t.Helper()
+	e := newIdem(t, keyID, created)
+	e.Scope = scope
+	return e
+}
+
 func newIdem(t *testing.T, keyID string, created time.Time) *store.IdempotencyRecord {
 	t.Helper()
 	e := &store.IdempotencyRecord{KeyID: keyID, Sealed: []byte("sealed\x00bytes"), CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour)}
