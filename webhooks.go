@@ -308,7 +308,7 @@ func (w Webhooks) Update(ctx context.Context, id string, u webhook.EndpointUpdat
 			e.Enabled = *u.Enabled
 			e.DisabledReason = ""
 		}
-	})
+	}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -318,7 +318,9 @@ func (w Webhooks) Update(ctx context.Context, id string, u webhook.EndpointUpdat
 
 // change applies edit to a copy of the endpoint and stores it with an
 // event of typ, again on a fresh copy if another change got there first.
-func (w Webhooks) change(ctx context.Context, id string, typ event.Type, edit func(*store.Endpoint)) (*store.Endpoint, error) {
+// With seal, the idempotency entry it makes of the changed endpoint goes
+// in the same Write (ErrIdempotencyKeyExists if its scope is taken).
+func (w Webhooks) change(ctx context.Context, id string, typ event.Type, edit func(*store.Endpoint), seal func(*store.Endpoint) (*store.IdempotencyRecord, error)) (*store.Endpoint, error) {
 	m, c := w.s.m, w.s.c
 	for attempt := range updateAttempts {
 		if attempt > 0 {
@@ -339,12 +341,19 @@ func (w Webhooks) change(ctx context.Context, id string, typ event.Type, edit fu
 		if typ == event.EndpointDeleted {
 			wr = store.Write{DeleteEndpoint: old, Events: evs}
 		}
+		if seal != nil {
+			if wr.Idempotency, err = seal(e); err != nil {
+				return nil, err
+			}
+		}
 		switch err := m.store.Write(ctx, wr); {
 		case err == nil:
 			m.stored(ctx, evs)
 			return e, nil
 		case errors.Is(err, store.ErrStale):
 			continue
+		case errors.Is(err, store.ErrIdempotencyKeyExists):
+			return nil, err
 		case errors.Is(err, store.ErrNotFound):
 			return nil, ErrNotFound
 		default:
@@ -361,41 +370,70 @@ func (w Webhooks) Delete(ctx context.Context, id string) (err error) {
 		return err
 	}
 	defer func() { end(err) }()
-	_, err = w.change(ctx, id, event.EndpointDeleted, func(*store.Endpoint) {})
+	_, err = w.change(ctx, id, event.EndpointDeleted, func(*store.Endpoint) {}, nil)
 	return err
 }
 
 // RollSecret gives an endpoint a new signing secret, returned this once;
 // the old one keeps signing beside it (a second signature in the
 // webhook-signature header) for grace, at most 24 hours, so that the
-// receiver can switch without losing a delivery.
-func (w Webhooks) RollSecret(ctx context.Context, id string, grace time.Duration) (_ *webhook.Endpoint, err error) {
+// receiver can switch without losing a delivery. With IdempotencyKey, a
+// retry of the same request within 24 hours returns the first answer,
+// secret included, and rolls nothing: a second roll would end the grace
+// of the secret the receiver still holds.
+func (w Webhooks) RollSecret(ctx context.Context, id string, grace time.Duration, opts ...IssueOption) (_ *webhook.Endpoint, err error) {
 	ctx, end, err := w.begin(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { end(err) }()
+	idemKey, idempotent, err := issueOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	if grace < 0 || grace > maxRollSecretGrace {
 		return nil, invalid("grace_period_seconds", "the grace period must be from 0 to %d seconds", int(maxRollSecretGrace/time.Second))
 	}
-	secret, sealed, _, err := w.s.m.newWebhookSecret(id)
-	if err != nil {
-		return nil, err
-	}
-	now := w.s.m.now()
-	e, err := w.change(ctx, id, event.EndpointUpdated, func(e *store.Endpoint) {
-		e.PreviousSecret, e.PreviousUntil = e.Secret, storedTime(now.Add(grace))
-		if grace == 0 {
-			e.PreviousSecret, e.PreviousUntil = nil, time.Time{}
+	m := w.s.m
+	now := m.now()
+	run := func(seal func(*webhook.Endpoint, string) (*store.IdempotencyRecord, error)) (*webhook.Endpoint, error) {
+		secret, sealed, _, err := m.newWebhookSecret(id)
+		if err != nil {
+			return nil, err
 		}
-		e.Secret = sealed
-	})
-	if err != nil {
-		return nil, err
+		answer := func(e *store.Endpoint) *webhook.Endpoint {
+			ep := webhookOf(e)
+			ep.Secret = secret
+			return &ep
+		}
+		var sealAnswer func(*store.Endpoint) (*store.IdempotencyRecord, error)
+		if seal != nil {
+			sealAnswer = func(e *store.Endpoint) (*store.IdempotencyRecord, error) { return seal(answer(e), e.ID) }
+		}
+		e, err := w.change(ctx, id, event.EndpointUpdated, func(e *store.Endpoint) {
+			e.PreviousSecret, e.PreviousUntil = e.Secret, storedTime(now.Add(grace))
+			if grace == 0 {
+				e.PreviousSecret, e.PreviousUntil = nil, time.Time{}
+			}
+			e.Secret = sealed
+		}, sealAnswer)
+		if err != nil {
+			return nil, err
+		}
+		return answer(e), nil
 	}
-	ep := webhookOf(e)
-	ep.Secret = secret
-	return &ep, nil
+	if !idempotent {
+		return run(nil)
+	}
+	b, _ := json.Marshal(struct {
+		ID    string
+		Grace time.Duration
+	}{id, grace})
+	ep, replayed, err := withIdempotency(m, ctx, w.s.c, "POST /developers/webhooks/{id}/roll-secret", idemKey, sha256.Sum256(b), now, run)
+	if replayed {
+		ep.Replayed = true
+	}
+	return ep, err
 }
 
 // Test sends the endpoint a webhook.test event, and returns its

@@ -720,6 +720,55 @@ func TestRollSecretSignsWithBothDuringTheGrace(t *testing.T) {
 	}
 }
 
+// A roll of the signing secret with an idempotency key, sent again (a
+// client that lost the answer), returns the first answer with its secret
+// and rolls nothing more: a second roll would have ended the grace of the
+// secret the receiver still holds. Another grace or another endpoint
+// under the same key is a conflict.
+func TestRollSecretIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	st := memstore.New()
+	m := webhookManager(t, st, fast())
+	hooks := m.As(writer("acct_idem_roll")).Webhooks()
+	first, err := hooks.Create(ctx, webhook.EndpointCreate{URL: "http://127.0.0.1:9/hook", Events: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := hooks.Create(ctx, webhook.EndpointCreate{URL: "http://127.0.0.1:9/other", Events: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roll := func(id string, grace time.Duration) (*webhook.Endpoint, error) {
+		return hooks.RollSecret(ctx, id, grace, keys.IdempotencyKey("roll-secret-0001"))
+	}
+	a, err := roll(first.ID, time.Hour)
+	if err != nil || a.Replayed {
+		t.Fatalf("the roll: %v (replayed %v)", err, a != nil && a.Replayed)
+	}
+	b, err := roll(first.ID, time.Hour)
+	if err != nil || !b.Replayed || b.Secret != a.Secret || a.Secret == first.Secret {
+		t.Fatalf("the retry: %v (replayed %v, same secret %v)", err, b != nil && b.Replayed, b != nil && b.Secret == a.Secret)
+	}
+	stored, err := st.Endpoint(ctx, first.ID)
+	if err != nil || stored.Version != 2 || len(stored.PreviousSecret) == 0 {
+		t.Fatalf("after a roll and its retry: version %d, a previous secret %v (%v)", stored.Version, len(stored.PreviousSecret) > 0, err)
+	}
+	for _, c := range []struct {
+		id    string
+		grace time.Duration
+	}{{first.ID, 0}, {other.ID, time.Hour}} {
+		if _, err := roll(c.id, c.grace); !errors.Is(err, keys.ErrIdempotencyConflict) {
+			t.Fatalf("the key again for %s with %v of grace: %v", c.id, c.grace, err)
+		}
+	}
+	if s, _ := st.Endpoint(ctx, first.ID); s.Version != 2 {
+		t.Fatalf("a refused retry rolled: version %d", s.Version)
+	}
+	if s, _ := st.Endpoint(ctx, other.ID); s.Version != 1 {
+		t.Fatalf("a conflict rolled the other endpoint: version %d", s.Version)
+	}
+}
+
 // A receiver cannot make the server read without bound, nor wait without
 // bound: at most 64 KiB of an answer is read (the connection is then
 // dropped), and an attempt ends after the Timeout.

@@ -60,8 +60,10 @@ const (
 // The caller authenticates with a key (or through WithAuthenticator) and
 // sees and changes only its own account's keys: another account's key ID is
 // a 404, not a 403. It grants no permission it lacks, and a test key cannot
-// touch live keys. The POSTs accept an Idempotency-Key, honoured for 24
-// hours.
+// touch live keys. The POSTs that make a key, an endpoint or a secret
+// (create and roll a key, create an endpoint, roll its secret) accept an
+// Idempotency-Key, honoured for 24 hours; a test event or a retried
+// delivery sent twice is sent twice.
 //
 // New panics if m or an option is nil or an option refuses its value, as
 // http.Handle does for a nil handler: these are mistakes in the host's

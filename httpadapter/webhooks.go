@@ -234,10 +234,13 @@ func (a *Adapter) deleteWebhook(w http.ResponseWriter, r *http.Request, as keys.
 }
 
 func (a *Adapter) rollWebhookSecret(w http.ResponseWriter, r *http.Request, as keys.Scoped) error {
+	opts, err := issueOptions(r)
+	if err != nil {
+		return err
+	}
 	// The old secret signs beside the new one for 24 hours, unless the
 	// body says less.
 	var body []byte
-	var err error
 	if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
 		if body, err = a.jsonBody(w, r); err != nil {
 			return err
@@ -247,9 +250,12 @@ func (a *Adapter) rollWebhookSecret(w http.ResponseWriter, r *http.Request, as k
 	if err != nil {
 		return err
 	}
-	ep, err := as.Webhooks().RollSecret(r.Context(), r.PathValue("id"), grace)
+	ep, err := as.Webhooks().RollSecret(r.Context(), r.PathValue("id"), grace, opts...)
 	if err != nil {
 		return err
+	}
+	if ep.Replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	httpjson.Write(w, http.StatusOK, ep)
 	return nil

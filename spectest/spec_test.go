@@ -707,6 +707,15 @@ func TestWebhookExchanges(t *testing.T) {
 		}
 	}
 	e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/roll-secret", e.admin, `{"grace_period_seconds":86401}`, nil, 400)
+	// Idempotent: the retry replays the first secret and says so; another
+	// body under the same key is a 409.
+	first := e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/roll-secret", e.admin, `{"grace_period_seconds":60}`, idem("spec-roll-secret-1"), 200)
+	again := e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/roll-secret", e.admin, `{"grace_period_seconds":60}`, idem("spec-roll-secret-1"), 200)
+	if again.Body.String() != first.Body.String() || again.Header().Get("Idempotent-Replayed") != "true" || first.Header().Get("Idempotent-Replayed") != "" {
+		t.Fatalf("roll-secret retried: %s, then %s (Idempotent-Replayed %q)", first.Body, again.Body, again.Header().Get("Idempotent-Replayed"))
+	}
+	e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/roll-secret", e.admin, `{"grace_period_seconds":0}`, idem("spec-roll-secret-1"), 409)
+	e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/roll-secret", e.admin, "", idem("short"), 400)
 	rec = e.do(t, "POST", "/developers/webhooks/"+ep.ID+"/test", e.admin, "", nil, 202)
 	var d struct{ ID, Status string }
 	if err := json.Unmarshal(rec.Body.Bytes(), &d); err != nil || d.Status != "pending" {
