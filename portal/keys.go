@@ -240,12 +240,32 @@ func (p *Portal) keyCreate(w http.ResponseWriter, r *http.Request, v *visit) {
 // endpoint's signing secret. A replayed form (a reload, a second click)
 // shows no secret: it was shown on the first answer.
 type secretPage struct {
-	Kind     string // "key", "roll" or "webhook"
+	Kind     string // a key of secretWords
 	Name     string
 	Secret   string
 	Replayed bool
 	Link     string
+	Note     string // what else to know, beside the secret
 }
+
+// secretWording is what a secret's page calls things, by its kind.
+type secretWording struct {
+	Title, Lead, Label, Nothing, Shown, Lost, LinkText string
+}
+
+var secretWords = map[string]secretWording{
+	"key": {Title: "Key created", Lead: "The new key", Label: "API key", Nothing: "nothing new was created",
+		Shown: "the key", Lost: "roll the key", LinkText: "Go to the key"},
+	"roll": {Title: "Key rolled", Lead: "The new key", Label: "API key", Nothing: "nothing new was created",
+		Shown: "the key", Lost: "roll the key", LinkText: "Go to the key"},
+	"webhook": {Title: "Endpoint created", Lead: "The signing secret of", Label: "Signing secret", Nothing: "nothing new was created",
+		Shown: "the signing secret", Lost: "roll the endpoint's secret", LinkText: "Go to the endpoint"},
+	"webhook-roll": {Title: "Signing secret rolled", Lead: "The new signing secret of", Label: "Signing secret", Nothing: "the secret was not rolled again",
+		Shown: "the new secret", Lost: "roll the endpoint's secret", LinkText: "Go to the endpoint"},
+}
+
+// Words is the page's wording.
+func (s secretPage) Words() secretWording { return secretWords[s.Kind] }
 
 func (p *Portal) showSecret(w http.ResponseWriter, r *http.Request, v *visit, pg secretPage) {
 	status := http.StatusCreated

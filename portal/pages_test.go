@@ -2,6 +2,7 @@ package portal_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"html"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/txcloud/keys/internal/buildtag"
 	"github.com/txcloud/keys/memstore"
 	"github.com/txcloud/keys/portal"
+	"github.com/txcloud/keys/store"
 	"github.com/txcloud/keys/webhook"
 )
 
@@ -175,6 +178,122 @@ func TestWebhookCreateShowsTheSecretOnce(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestWebhookActions: an endpoint's page disables and enables it, rolls
+// its signing secret (shown once; a resubmitted form rolls nothing more),
+// retries a failed delivery, and deletes it after a confirmation page.
+func TestWebhookActions(t *testing.T) {
+	var hits atomic.Int64
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	defer recv.Close()
+	st := memstore.New()
+	f := newFixture(t, st, keys.WithWebhooks(webhook.Config{AllowLoopback: true, AllowHTTP: true, Poll: 10 * time.Millisecond,
+		Schedule: []time.Duration{10 * time.Millisecond}, Timeout: 2 * time.Second}))
+	hooks := f.m.As(keys.Principal{AccountID: "acct_a", Subject: "host", Permissions: f.m.Vocabulary()}).Webhooks()
+	ep, err := hooks.Create(context.Background(), webhook.EndpointCreate{URL: recv.URL + "/h", Events: []string{"webhook.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := f.signedIn(f.key)
+	path := "/webhooks/" + ep.ID
+	stored := func() *store.Endpoint {
+		t.Helper()
+		e, err := st.Endpoint(context.Background(), ep.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	post := func(action string, vals url.Values, status int) response {
+		t.Helper()
+		vals.Set("csrf", field(t, b.get(path, 200), "csrf"))
+		r := b.post(path+action, vals)
+		if r.status != status {
+			t.Fatalf("POST %s: %d, want %d: %.400s", action, r.status, status, r.body)
+		}
+		return r
+	}
+	// Disable, then enable.
+	if r := post("/disable", url.Values{}, http.StatusSeeOther); !strings.HasSuffix(r.location, "?done=disabled") || stored().Enabled {
+		t.Fatalf("disable: to %q, enabled %v", r.location, stored().Enabled)
+	}
+	if page := b.get(path+"?done=disabled", 200); !strings.Contains(page, "Enable endpoint") || !strings.Contains(page, "The endpoint is disabled") {
+		t.Fatalf("the disabled endpoint's page: %.1500s", page)
+	}
+	post("/enable", url.Values{}, http.StatusSeeOther)
+	if !stored().Enabled {
+		t.Fatal("enable left the endpoint disabled")
+	}
+	// Roll: the new secret once, a note on the old one's grace; the same
+	// form again rolls nothing and shows no secret.
+	version := stored().Version
+	page := b.get(path, 200)
+	roll := url.Values{"csrf": {field(t, page, "csrf")}, "nonce": {field(t, page, "nonce")}, "grace_hours": {"2"}}
+	r := b.post(path+"/roll-secret", roll)
+	sec := secretOn(r.body)
+	if r.status != http.StatusCreated || !strings.HasPrefix(sec, "whsec_") || sec == string(ep.Secret) || !strings.Contains(r.body, "Signing secret rolled") ||
+		!strings.Contains(r.body, "The previous secret also signs each delivery until") {
+		t.Fatalf("roll: %d %.1500s", r.status, r.body)
+	}
+	if e := stored(); e.Version != version+1 || len(e.PreviousSecret) == 0 {
+		t.Fatalf("after the roll: version %d (was %d), a previous secret %v", e.Version, version, len(e.PreviousSecret) > 0)
+	}
+	if again := b.post(path+"/roll-secret", roll); again.status != http.StatusOK || secretOn(again.body) != "" || strings.Contains(again.body, sec) ||
+		!strings.Contains(again.body, "the secret was not rolled again") {
+		t.Fatalf("the roll resubmitted: %d %.1500s", again.status, again.body)
+	}
+	if e := stored(); e.Version != version+1 {
+		t.Fatalf("the resubmitted roll rolled again: version %d", e.Version)
+	}
+	for _, grace := range []string{"25", "-1", "x"} {
+		page := b.get(path, 200)
+		if r := b.post(path+"/roll-secret", url.Values{"csrf": {field(t, page, "csrf")}, "nonce": {field(t, page, "nonce")}, "grace_hours": {grace}}); r.status != http.StatusBadRequest {
+			t.Errorf("a grace of %q hours: %d, want 400", grace, r.status)
+		}
+	}
+	if e := stored(); e.Version != version+1 {
+		t.Fatalf("a refused roll rolled: version %d", e.Version)
+	}
+	// A failed delivery is retried from its row.
+	post("/test", url.Values{}, http.StatusSeeOther)
+	retry := regexp.MustCompile(`action="/portal` + regexp.QuoteMeta(path) + `/deliveries/(dlv_[^/"]+)/retry"`)
+	deadline := time.Now().Add(10 * time.Second)
+	var m []string
+	for m = retry.FindStringSubmatch(page); m == nil; m = retry.FindStringSubmatch(page) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed delivery to retry: %.2000s", page)
+		}
+		time.Sleep(20 * time.Millisecond)
+		page = b.get(path, 200)
+	}
+	before := hits.Load()
+	if r := post("/deliveries/"+m[1]+"/retry", url.Values{}, http.StatusSeeOther); !strings.HasSuffix(r.location, "?done=retried") {
+		t.Fatalf("retry: to %q", r.location)
+	}
+	for hits.Load() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the retried delivery was never attempted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Delete, after a confirmation page.
+	if confirm := b.get(path+"/delete", 200); !strings.Contains(confirm, "Delete this endpoint?") || !strings.Contains(confirm, recv.URL+"/h") {
+		t.Fatalf("the confirmation: %.1500s", confirm)
+	}
+	if r := post("/delete", url.Values{}, http.StatusSeeOther); !strings.HasSuffix(r.location, "/portal/webhooks?done=deleted") {
+		t.Fatalf("delete: to %q", r.location)
+	}
+	if _, err := st.Endpoint(context.Background(), ep.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the deleted endpoint: %v", err)
+	}
+	if list := b.get("/webhooks?done=deleted", 200); !strings.Contains(list, "The endpoint is deleted") || !strings.Contains(list, "No endpoints yet") {
+		t.Fatalf("the list after the delete: %.1500s", list)
+	}
+	b.get(path, http.StatusNotFound)
 }
 
 // TestHostPrincipal: with Config.Principal, the host's session decides;

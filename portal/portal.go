@@ -221,6 +221,12 @@ func (p *Portal) routes() {
 	page("POST /webhooks", p.webhookCreate)
 	page("GET /webhooks/{id}", p.webhookShow)
 	page("POST /webhooks/{id}/test", p.webhookTest)
+	page("POST /webhooks/{id}/enable", p.webhookEnable)
+	page("POST /webhooks/{id}/disable", p.webhookDisable)
+	page("POST /webhooks/{id}/roll-secret", p.webhookRollSecret)
+	page("GET /webhooks/{id}/delete", p.webhookDeleteConfirm)
+	page("POST /webhooks/{id}/delete", p.webhookDelete)
+	page("POST /webhooks/{id}/deliveries/{delivery_id}/retry", p.webhookRetry)
 	mux.HandleFunc(base+"/", func(w http.ResponseWriter, r *http.Request) {
 		p.render(w, r, http.StatusNotFound, "message", nil, message{Title: "Not found", Text: "There is no such page."})
 	})

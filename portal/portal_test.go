@@ -109,23 +109,34 @@ func TestCreateShowsTheSecretOnceAndNeverTwice(t *testing.T) {
 // with a wrong one, or with another session's is a 403 and changes
 // nothing.
 func TestStateChangesNeedTheFormsToken(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, nil, keys.WithWebhooks(webhook.Config{AllowLoopback: true, AllowHTTP: true}))
 	b := f.signedIn(f.key)
 	other := f.signedIn(f.key) // the same key, another browser
 	target := f.create("acct_a", "target", "identity:read")
+	hooks := f.m.As(keys.Principal{AccountID: "acct_a", Subject: "host", Permissions: f.m.Vocabulary()}).Webhooks()
+	ep, err := hooks.Create(context.Background(), webhook.EndpointCreate{URL: "http://127.0.0.1:9/h", Events: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	theirs := field(t, other.get("/keys/new", 200), "csrf")
 	nonce := field(t, b.get("/keys/new", 200), "nonce")
-	id := target.ID
+	id, eid := target.ID, ep.ID
 	posts := map[string]url.Values{
-		"/keys":                    {"name": {"x"}, "environment": {"live"}, "nonce": {nonce}},
-		"/keys/" + id:              {"name": {"renamed"}},
-		"/keys/" + id + "/disable": {},
-		"/keys/" + id + "/revoke":  {},
-		"/keys/" + id + "/roll":    {"grace_hours": {"1"}, "nonce": {nonce}},
-		"/webhooks":                {"url": {"https://example.com/h"}, "events": {"*"}, "nonce": {nonce}},
-		"/sign-out":                {},
+		"/keys":                                        {"name": {"x"}, "environment": {"live"}, "nonce": {nonce}},
+		"/keys/" + id:                                  {"name": {"renamed"}},
+		"/keys/" + id + "/disable":                     {},
+		"/keys/" + id + "/revoke":                      {},
+		"/keys/" + id + "/roll":                        {"grace_hours": {"1"}, "nonce": {nonce}},
+		"/webhooks":                                    {"url": {"https://example.com/h"}, "events": {"*"}, "nonce": {nonce}},
+		"/webhooks/" + eid + "/test":                   {},
+		"/webhooks/" + eid + "/disable":                {},
+		"/webhooks/" + eid + "/roll-secret":            {"grace_hours": {"1"}, "nonce": {nonce}},
+		"/webhooks/" + eid + "/delete":                 {},
+		"/webhooks/" + eid + "/deliveries/dlv_x/retry": {},
+		"/sign-out":                                    {},
 	}
 	before := count(t, f.m, "acct_a")
+	sent, _ := hooks.Deliveries(context.Background(), eid, 10, "")
 	for path, vals := range posts {
 		for name, token := range map[string]string{"missing": "", "wrong": strings.Repeat("A", 43), "another session's": theirs} {
 			v := url.Values{}
@@ -144,8 +155,11 @@ func TestStateChangesNeedTheFormsToken(t *testing.T) {
 	if k.Name != "target" || !k.Enabled || k.RevokedAt != nil || count(t, f.m, "acct_a") != before {
 		t.Fatalf("a refused post changed something: %+v", k)
 	}
-	if eps, _ := f.m.As(keys.Principal{AccountID: "acct_a"}).Webhooks().List(context.Background()); len(eps.Data) != 0 {
-		t.Fatal("a refused post created an endpoint")
+	if eps, _ := hooks.List(context.Background()); len(eps.Data) != 1 || !eps.Data[0].Enabled || !eps.Data[0].UpdatedAt.Equal(ep.UpdatedAt) {
+		t.Fatalf("a refused post created, changed or deleted an endpoint: %+v", eps.Data)
+	}
+	if ds, _ := hooks.Deliveries(context.Background(), eid, 10, ""); len(ds.Data) != len(sent.Data) {
+		t.Fatalf("a refused post sent a test event: %d deliveries, %d before", len(ds.Data), len(sent.Data))
 	}
 	b.get("/keys", 200) // still signed in: the refused sign-out did nothing
 	// A post from another origin, with a valid token, is refused too.
@@ -202,18 +216,24 @@ func TestAnotherAccountsIDsAreNotFound(t *testing.T) {
 	}
 	page := b.get("/keys/new", 200)
 	csrf, nonce := field(t, page, "csrf"), field(t, page, "nonce")
-	for _, path := range []string{"/keys/" + theirs.ID, "/keys/" + theirs.ID + "/revoke", "/usage?key_id=" + theirs.ID, "/webhooks/" + ep.ID, "/logs/req_NOSUCHREQUEST0000000000000", "/keys/nosuch"} {
+	for _, path := range []string{"/keys/" + theirs.ID, "/keys/" + theirs.ID + "/revoke", "/usage?key_id=" + theirs.ID, "/webhooks/" + ep.ID, "/webhooks/" + ep.ID + "/delete",
+		"/logs/req_NOSUCHREQUEST0000000000000", "/keys/nosuch"} {
 		body := b.get(path, http.StatusNotFound)
 		if strings.Contains(body, "theirs") {
 			t.Errorf("%s shows the other account's key", path)
 		}
 	}
 	for path, vals := range map[string]url.Values{
-		"/keys/" + theirs.ID:              {"name": {"mine now"}},
-		"/keys/" + theirs.ID + "/disable": {},
-		"/keys/" + theirs.ID + "/revoke":  {},
-		"/keys/" + theirs.ID + "/roll":    {"grace_hours": {"0"}, "nonce": {nonce}},
-		"/webhooks/" + ep.ID + "/test":    {},
+		"/keys/" + theirs.ID:                                  {"name": {"mine now"}},
+		"/keys/" + theirs.ID + "/disable":                     {},
+		"/keys/" + theirs.ID + "/revoke":                      {},
+		"/keys/" + theirs.ID + "/roll":                        {"grace_hours": {"0"}, "nonce": {nonce}},
+		"/webhooks/" + ep.ID + "/test":                        {},
+		"/webhooks/" + ep.ID + "/disable":                     {},
+		"/webhooks/" + ep.ID + "/enable":                      {},
+		"/webhooks/" + ep.ID + "/roll-secret":                 {"grace_hours": {"0"}, "nonce": {nonce}},
+		"/webhooks/" + ep.ID + "/delete":                      {},
+		"/webhooks/" + ep.ID + "/deliveries/dlv_nosuch/retry": {},
 	} {
 		vals.Set("csrf", csrf)
 		if r := b.post(path, vals); r.status != http.StatusNotFound {
@@ -226,6 +246,9 @@ func TestAnotherAccountsIDsAreNotFound(t *testing.T) {
 	}
 	if strings.Contains(b.get("/keys", 200), theirs.ID) {
 		t.Fatal("the list shows the other account's key")
+	}
+	if got, err := f.m.As(keys.Principal{AccountID: "acct_b"}).Webhooks().Get(context.Background(), ep.ID); err != nil || !got.Enabled || !got.UpdatedAt.Equal(ep.UpdatedAt) {
+		t.Fatalf("the other account's endpoint changed: %+v, %v", got, err)
 	}
 }
 

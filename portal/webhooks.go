@@ -3,7 +3,9 @@ package portal
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/event"
@@ -13,13 +15,22 @@ import (
 // recentDeliveries is how many deliveries an endpoint's page shows.
 const recentDeliveries = 20
 
+type webhooksPage struct {
+	Endpoints []webhook.Endpoint
+	Notice    string
+}
+
 func (p *Portal) webhookList(w http.ResponseWriter, r *http.Request, v *visit) {
 	list, err := v.as.Webhooks().List(r.Context())
 	if err != nil {
 		p.failed(w, r, v, err)
 		return
 	}
-	p.render(w, r, http.StatusOK, "webhooks", v, list.Data)
+	pg := webhooksPage{Endpoints: list.Data}
+	if r.URL.Query().Get("done") == "deleted" {
+		pg.Notice = "The endpoint is deleted, with its deliveries."
+	}
+	p.render(w, r, http.StatusOK, "webhooks", v, pg)
 }
 
 type webhookFormPage struct {
@@ -84,6 +95,15 @@ type webhookPage struct {
 	Endpoint   *webhook.Endpoint
 	Deliveries []webhook.Delivery
 	Notice     string
+	Nonce      string // the roll form's idempotency key
+}
+
+// webhookNotices are what an endpoint's page says after an action.
+var webhookNotices = map[string]string{
+	"tested":   "A webhook.test event is on its way; its delivery is listed below.",
+	"enabled":  "The endpoint is enabled: it hears its events again.",
+	"disabled": "The endpoint is disabled: its events are kept, their deliveries skipped, until you enable it.",
+	"retried":  "The delivery is due again now.",
 }
 
 func (p *Portal) webhookShow(w http.ResponseWriter, r *http.Request, v *visit) {
@@ -99,11 +119,14 @@ func (p *Portal) webhookShow(w http.ResponseWriter, r *http.Request, v *visit) {
 		p.failed(w, r, v, err)
 		return
 	}
-	pg := webhookPage{Endpoint: ep, Deliveries: ds.Data}
-	if r.URL.Query().Get("done") == "tested" {
-		pg.Notice = "A webhook.test event is on its way; its delivery is listed below."
-	}
+	pg := webhookPage{Endpoint: ep, Deliveries: ds.Data, Notice: webhookNotices[r.URL.Query().Get("done")], Nonce: randomID()}
 	p.render(w, r, http.StatusOK, "webhook", v, pg)
+}
+
+// doneWebhook sends the browser back to the endpoint's page, saying what
+// was done.
+func (p *Portal) doneWebhook(w http.ResponseWriter, r *http.Request, id, what string) {
+	http.Redirect(w, r, p.c.Path+"/webhooks/"+url.PathEscape(id)+"?done="+what, http.StatusSeeOther)
 }
 
 func (p *Portal) webhookTest(w http.ResponseWriter, r *http.Request, v *visit) {
@@ -112,5 +135,79 @@ func (p *Portal) webhookTest(w http.ResponseWriter, r *http.Request, v *visit) {
 		p.failed(w, r, v, err)
 		return
 	}
-	http.Redirect(w, r, p.c.Path+"/webhooks/"+url.PathEscape(id)+"?done=tested", http.StatusSeeOther)
+	p.doneWebhook(w, r, id, "tested")
+}
+
+func (p *Portal) webhookEnable(w http.ResponseWriter, r *http.Request, v *visit) {
+	p.setEndpointEnabled(w, r, v, true)
+}
+
+func (p *Portal) webhookDisable(w http.ResponseWriter, r *http.Request, v *visit) {
+	p.setEndpointEnabled(w, r, v, false)
+}
+
+func (p *Portal) setEndpointEnabled(w http.ResponseWriter, r *http.Request, v *visit, on bool) {
+	id := r.PathValue("id")
+	if _, err := v.as.Webhooks().Update(r.Context(), id, webhook.EndpointUpdate{Enabled: &on}); err != nil {
+		p.failed(w, r, v, err)
+		return
+	}
+	p.doneWebhook(w, r, id, map[bool]string{true: "enabled", false: "disabled"}[on])
+}
+
+// webhookRollSecret gives the endpoint a new signing secret, shown once;
+// the old one signs beside it for the grace given in hours (at most 24).
+// The form's nonce makes a resubmit replay the first roll: a second roll
+// would end the grace of the secret the receiver still holds.
+func (p *Portal) webhookRollSecret(w http.ResponseWriter, r *http.Request, v *visit) {
+	id := r.PathValue("id")
+	nonce := r.PostFormValue("nonce")
+	if !madeByUs(nonce) {
+		p.forbidden(w, r)
+		return
+	}
+	hours, err := strconv.ParseFloat(strings.TrimSpace(r.PostFormValue("grace_hours")), 64)
+	if err != nil || hours < 0 || hours > 24 {
+		p.failed(w, r, v, errBadParam("grace_hours", "The grace period is a number of hours from 0 to 24."))
+		return
+	}
+	grace := time.Duration(hours * float64(time.Hour)).Round(time.Second)
+	ep, err := v.as.Webhooks().RollSecret(r.Context(), id, grace, keys.IdempotencyKey("portal_"+nonce))
+	if err != nil {
+		p.failed(w, r, v, err)
+		return
+	}
+	pg := secretPage{Kind: "webhook-roll", Name: ep.URL, Secret: string(ep.Secret), Replayed: ep.Replayed,
+		Link: p.c.Path + "/webhooks/" + url.PathEscape(ep.ID)}
+	if grace > 0 {
+		pg.Note = "The previous secret also signs each delivery until " + when(ep.UpdatedAt.Add(grace)) + ": switch your receiver to the new one before then."
+	}
+	p.showSecret(w, r, v, pg)
+}
+
+func (p *Portal) webhookDeleteConfirm(w http.ResponseWriter, r *http.Request, v *visit) {
+	ep, err := v.as.Webhooks().Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		p.failed(w, r, v, err)
+		return
+	}
+	p.render(w, r, http.StatusOK, "webhookdelete", v, ep)
+}
+
+func (p *Portal) webhookDelete(w http.ResponseWriter, r *http.Request, v *visit) {
+	if err := v.as.Webhooks().Delete(r.Context(), r.PathValue("id")); err != nil {
+		p.failed(w, r, v, err)
+		return
+	}
+	http.Redirect(w, r, p.c.Path+"/webhooks?done=deleted", http.StatusSeeOther)
+}
+
+// webhookRetry makes one of the endpoint's deliveries due now.
+func (p *Portal) webhookRetry(w http.ResponseWriter, r *http.Request, v *visit) {
+	id := r.PathValue("id")
+	if _, err := v.as.Webhooks().Retry(r.Context(), id, r.PathValue("delivery_id")); err != nil {
+		p.failed(w, r, v, err)
+		return
+	}
+	p.doneWebhook(w, r, id, "retried")
 }

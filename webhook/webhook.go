@@ -152,7 +152,7 @@ type Endpoint struct {
 	// (a create, or a roll), never again.
 	Secret Secret `json:"secret,omitempty"`
 	// Replayed is true when an idempotent retry returned the stored
-	// answer of an earlier create.
+	// answer of an earlier create or roll of the secret.
 	Replayed bool `json:"-"`
 }
 

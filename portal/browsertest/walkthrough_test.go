@@ -293,6 +293,40 @@ func TestWalkThrough(t *testing.T) {
 	}
 	textUntil(t, ctx, base+"/logs?status=401", "key_revoked")
 
+	// A webhook endpoint: added (its secret shown), its page at both
+	// widths, its secret rolled (the new one shown), deleted after the
+	// confirmation. Its deliveries fail here (no network), which is
+	// what the page's retry buttons are for.
+	step(t, ctx, "add an endpoint",
+		chromedp.Navigate(base+"/webhooks/new"),
+		chromedp.SetValue(chromedp.CSS("#url"), "https://hooks.example.com/walkthrough"),
+		chromedp.Click(`//button[text()="Add endpoint"]`),
+		visible("#secret"),
+	)
+	signing := value(t, ctx, "read the signing secret", chromedp.Value(chromedp.CSS("#secret")))
+	if !strings.HasPrefix(signing, "whsec_") {
+		t.Fatalf("the signing secret shown: %q", signing)
+	}
+	step(t, ctx, "open the endpoint", chromedp.Click(`//a[contains(text(), "Go to the endpoint")]`), visible("#grace_hours"))
+	endpoint := value(t, ctx, "the endpoint's address", chromedp.Location())
+	screenshot(t, ctx, endpoint, filepath.Join(dir, "portal-webhook"))
+	step(t, ctx, "roll its secret",
+		chromedp.Navigate(endpoint),
+		chromedp.SetValue(chromedp.CSS("#grace_hours"), "1"),
+		chromedp.Click(`//button[text()="Roll signing secret"]`),
+		chromedp.WaitVisible(`//h1[text()="Signing secret rolled"]`),
+	)
+	if again := value(t, ctx, "read the new signing secret", chromedp.Value(chromedp.CSS("#secret"))); again == signing || !strings.HasPrefix(again, "whsec_") {
+		t.Fatalf("the rolled signing secret shown: %q", again)
+	}
+	step(t, ctx, "delete it",
+		chromedp.Navigate(endpoint),
+		chromedp.Click(`//a[contains(text(), "Delete endpoint")]`),
+		chromedp.WaitVisible(`//h1[text()="Delete this endpoint?"]`),
+		chromedp.Click(`//button[text()="Delete endpoint"]`),
+		chromedp.WaitVisible(`//p[text()="The endpoint is deleted, with its deliveries."]`),
+	)
+
 	// Sign out: the portal asks to sign in again.
 	step(t, ctx, "sign out",
 		chromedp.Navigate(base+"/keys"),
