@@ -80,31 +80,43 @@ func TestDeliveriesAcrossInstances(t *testing.T) {
 	}
 }
 
-// An idempotent endpoint create (the portal's form sends one every time)
-// goes in, and replays on another instance with its secret. The entry's
+// An idempotent endpoint create and roll of its secret (the portal's
+// forms send a key every time) go in, and replay on another instance with
+// the secret. The entry's
 // foreign key to api_keys refused every such create before migration 14.
 func TestWebhookCreateIdempotentAcrossInstances(t *testing.T) {
 	ctx := context.Background()
 	schema := freshSchema(t, newPool(t))
 	p := keys.Principal{AccountID: "acct_hooks", Subject: "key_admin", Permissions: []string{"developers:read", "developers:write"}}
 	req := webhook.EndpointCreate{URL: "http://127.0.0.1:9/hook", Events: []string{"*"}}
-	var got []*webhook.Endpoint
+	var got [][2]*webhook.Endpoint
 	for range 2 {
 		m, err := keys.New(newStore(t, newPool(t), schema), keys.WithWebhooks(webhook.Config{AllowLoopback: true}), keys.WithPepper([]byte(strings.Repeat("p", 32))))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = m.Close(context.Background()) })
-		ep, err := m.As(p).Webhooks().Create(ctx, req, keys.IdempotencyKey("portal_hook_0001"))
+		hooks := m.As(p).Webhooks()
+		ep, err := hooks.Create(ctx, req, keys.IdempotencyKey("portal_hook_0001"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, ep)
-		if list, err := m.As(p).Webhooks().List(ctx); err != nil || len(list.Data) != 1 {
+		if list, err := hooks.List(ctx); err != nil || len(list.Data) != 1 {
 			t.Fatalf("endpoints: %v, %v", list, err)
 		}
+		rolled, err := hooks.RollSecret(ctx, ep.ID, time.Hour, keys.IdempotencyKey("portal_roll_0001"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, [2]*webhook.Endpoint{ep, rolled})
 	}
-	if got[0].Replayed || !got[1].Replayed || got[1].ID != got[0].ID || got[1].Secret != got[0].Secret || got[0].Secret == "" {
-		t.Fatalf("first %s (replayed %v), then %s (replayed %v, same secret %v)", got[0].ID, got[0].Replayed, got[1].ID, got[1].Replayed, got[1].Secret == got[0].Secret)
+	for i, what := range []string{"create", "roll"} {
+		a, b := got[0][i], got[1][i]
+		if a.Replayed || !b.Replayed || b.ID != a.ID || b.Secret != a.Secret || a.Secret == "" {
+			t.Fatalf("%s: first %s (replayed %v), then %s (replayed %v, same secret %v)", what, a.ID, a.Replayed, b.ID, b.Replayed, b.Secret == a.Secret)
+		}
+	}
+	if got[0][1].Secret == got[0][0].Secret {
+		t.Fatal("the roll kept the secret")
 	}
 }
