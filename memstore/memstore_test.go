@@ -365,16 +365,17 @@ func TestTenantLatencyWhileAnotherListsItsKeys(t *testing.T) {
 	// machines, 5-6 µs or 12-14 µs a window (the CPU's state after the
 	// pause, whatever A holds; it is 5 µs in most windows where A lists),
 	// and a 1.5x bound failed between them. At p99, where a preemption by
-	// A's lister on two cores lands, 2x plus 50 µs. Both are far below
-	// what the bug cost: a list scanning A's keys under the lock took
-	// 12-45 ms.
+	// A's lister on two cores lands, 2x plus 100 µs (create's p99 while A
+	// lists reached 76 µs against an idle 24 µs in a passing CI run).
+	// Both are far below what the bug cost: a list scanning A's keys
+	// under the lock took 12-45 ms, and B's create p99 868 µs here.
 	for i, n := range names {
 		for j, q := range []string{"p50", "p99"} {
 			slack := func(d time.Duration) time.Duration {
 				if j == 0 {
 					return d*2 + 10*time.Microsecond
 				}
-				return d*2 + 50*time.Microsecond
+				return d*2 + 100*time.Microsecond
 			}
 			if idle[i][j] > slack(few[i][j]) {
 				t.Errorf("B's %s %s went from %v to %v when A grew from 1,000 to 100,000 keys", n, q, few[i][j], idle[i][j])
