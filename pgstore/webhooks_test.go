@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/portalwalk"
 	"github.com/txcloud/keys/webhook"
 )
 
@@ -119,4 +120,15 @@ func TestWebhookCreateIdempotentAcrossInstances(t *testing.T) {
 	if got[0][1].Secret == got[0][0].Secret {
 		t.Fatal("the roll kept the secret")
 	}
+}
+
+// The portal's pages and forms, on PostgreSQL (portalwalk: what memstore's
+// run of it could not show).
+func TestPortalWalk(t *testing.T) {
+	m, err := keys.New(newStore(t, newPool(t), ""), keys.WithWebhooks(webhook.Config{AllowLoopback: true, AllowHTTP: true}), keys.WithPepper([]byte(strings.Repeat("p", 32))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	portalwalk.Walk(t, m)
 }

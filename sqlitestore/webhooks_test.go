@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/txcloud/keys"
+	"github.com/txcloud/keys/internal/portalwalk"
 	"github.com/txcloud/keys/webhook"
 )
 
@@ -53,4 +54,16 @@ func TestWebhookCreateIdempotentAcrossReopen(t *testing.T) {
 	if first[1].Secret == first[0].Secret {
 		t.Fatal("the roll kept the secret")
 	}
+}
+
+// The portal's pages and forms, on a file (portalwalk: what memstore's
+// run of it could not show).
+func TestPortalWalk(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "keys.db"))
+	m, err := keys.New(s, keys.WithWebhooks(webhook.Config{AllowLoopback: true, AllowHTTP: true}), keys.WithPepper([]byte(strings.Repeat("p", 32))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	portalwalk.Walk(t, m)
 }
