@@ -2,6 +2,7 @@ package portal
 
 import (
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -210,20 +211,20 @@ func parseLocal(s string) (time.Time, error) {
 
 func (p *Portal) keyCreate(w http.ResponseWriter, r *http.Request, v *visit) {
 	f := newForm()
-	f.Nonce = r.PostFormValue("nonce")
-	f.Values["environment"] = r.PostFormValue("environment")
-	perms, ips, rate, expires, meta := readKeyForm(r, f)
-	if !madeByUs(f.Nonce) {
-		p.forbidden(w, r)
+	nonce, idem, ok := p.formNonce(w, r)
+	if !ok {
 		return
 	}
+	f.Nonce = nonce
+	f.Values["environment"] = r.PostFormValue("environment")
+	perms, ips, rate, expires, meta := readKeyForm(r, f)
 	if len(f.Errors) > 0 {
 		p.render(w, r, http.StatusBadRequest, "keynew", v, p.keyFormPage(r, v, f))
 		return
 	}
 	req := keys.APIKeyCreate{Name: f.Values["name"], Environment: keys.Environment(f.Values["environment"]), Permissions: perms,
 		AllowedIPs: ips, RateLimit: rate, ExpiresAt: expires, Metadata: meta}
-	created, err := v.as.Create(r.Context(), req, keys.IdempotencyKey("portal_"+f.Nonce))
+	created, err := v.as.Create(r.Context(), req, idem)
 	if err != nil {
 		if f.refuse(err, keyFields...) {
 			p.render(w, r, http.StatusBadRequest, "keynew", v, p.keyFormPage(r, v, f))
@@ -277,11 +278,21 @@ func (p *Portal) showSecret(w http.ResponseWriter, r *http.Request, v *visit, pg
 
 // keyPage is a key's page: its details, the edit form, its actions.
 type keyPage struct {
-	Key    keyRow
-	Edit   keyFormPage
-	Notice string
-	Nonce  string // the roll form's idempotency key
+	Key      keyRow
+	Edit     keyFormPage
+	Notice   string
+	Nonce    string // the roll form's idempotency key
+	MaxGrace int    // the roll's longest grace, in hours
 }
+
+// The longest grace periods of a roll, in hours: the Manager's (a key's
+// old secret works at most 7 days after a roll, an endpoint's old secret
+// signs at most 24 hours), so that the form says them and refuses more
+// in its own words.
+const (
+	keyGraceHours      = 7 * 24
+	endpointGraceHours = 24
+)
 
 func (p *Portal) keyShow(w http.ResponseWriter, r *http.Request, v *visit) {
 	k, err := v.as.Get(r.Context(), r.PathValue("id"))
@@ -309,7 +320,7 @@ func (p *Portal) keyShow(w http.ResponseWriter, r *http.Request, v *visit) {
 }
 
 func (p *Portal) renderKey(w http.ResponseWriter, r *http.Request, v *visit, status int, k *keys.APIKey, f *form, notice string) {
-	pg := keyPage{Key: keyRow{*k, keyStatus(k, p.now())}, Edit: p.keyFormPage(r, v, f), Notice: notice, Nonce: randomID()}
+	pg := keyPage{Key: keyRow{*k, keyStatus(k, p.now())}, Edit: p.keyFormPage(r, v, f), Notice: notice, Nonce: randomID(), MaxGrace: keyGraceHours}
 	// A key may hold a permission the principal cannot grant: shown, not
 	// offered to add.
 	for _, perm := range k.Permissions {
@@ -418,21 +429,30 @@ func (p *Portal) keyRevoke(w http.ResponseWriter, r *http.Request, v *visit) {
 	p.doneKey(w, r, id, "revoked")
 }
 
+// rollForm reads a roll's form: its nonce (formNonce) and its grace
+// period, a number of hours from 0 to maxHours; anything else (NaN and
+// infinities included) is answered with a 400 here, and ok is false.
+func (p *Portal) rollForm(w http.ResponseWriter, r *http.Request, v *visit, maxHours int) (idem keys.IssueOption, grace time.Duration, ok bool) {
+	if _, idem, ok = p.formNonce(w, r); !ok {
+		return keys.IssueOption{}, 0, false
+	}
+	hours, err := strconv.ParseFloat(strings.TrimSpace(r.PostFormValue("grace_hours")), 64)
+	if err != nil || !(hours >= 0 && hours <= float64(maxHours)) {
+		p.failed(w, r, v, errBadParam("grace_hours", fmt.Sprintf("The grace period is a number of hours from 0 to %d.", maxHours)))
+		return keys.IssueOption{}, 0, false
+	}
+	return idem, time.Duration(hours * float64(time.Hour)).Round(time.Second), true
+}
+
 // keyRoll issues the key's successor, the old key working for the grace
 // period given in hours.
 func (p *Portal) keyRoll(w http.ResponseWriter, r *http.Request, v *visit) {
 	id := r.PathValue("id")
-	nonce := r.PostFormValue("nonce")
-	if !madeByUs(nonce) {
-		p.forbidden(w, r)
+	idem, grace, ok := p.rollForm(w, r, v, keyGraceHours)
+	if !ok {
 		return
 	}
-	hours, err := strconv.ParseFloat(strings.TrimSpace(r.PostFormValue("grace_hours")), 64)
-	if err != nil || hours < 0 || hours > 24*365 {
-		p.failed(w, r, v, errBadParam("grace_hours", "The grace period is a number of hours, 0 or more."))
-		return
-	}
-	created, err := v.as.Roll(r.Context(), id, time.Duration(hours*float64(time.Hour)).Round(time.Second), keys.IdempotencyKey("portal_"+nonce))
+	created, err := v.as.Roll(r.Context(), id, grace, idem)
 	if err != nil {
 		p.failed(w, r, v, err)
 		return

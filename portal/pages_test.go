@@ -180,6 +180,38 @@ func TestWebhookCreateShowsTheSecretOnce(t *testing.T) {
 	}
 }
 
+// TestKeyRollGraceBounds: a key's roll takes a grace of 0 to 168 hours
+// (the Manager's 7 days), both ends included; a hair past either end, NaN
+// and infinity are refused in the form's words and roll nothing.
+func TestKeyRollGraceBounds(t *testing.T) {
+	f := newFixture(t, nil)
+	b := f.signedIn(f.key)
+	roll := func(id, grace string) response {
+		t.Helper()
+		page := b.get("/keys/"+id, 200)
+		if !strings.Contains(page, `max="168"`) {
+			t.Fatalf("the roll form does not say its bound: %.300s", page)
+		}
+		return b.post("/keys/"+id+"/roll", url.Values{"csrf": {field(t, page, "csrf")}, "nonce": {field(t, page, "nonce")}, "grace_hours": {grace}})
+	}
+	k := f.create("acct_a", "rolled", "identity:read")
+	before := count(t, f.m, "acct_a")
+	for _, grace := range []string{"168.01", "-0.01", "NaN", "Inf", "x"} {
+		if r := roll(k.ID, grace); r.status != http.StatusBadRequest || !strings.Contains(r.body, "a number of hours from 0 to 168") {
+			t.Errorf("a grace of %q hours: %d, want 400 saying the bounds: %.300s", grace, r.status, r.body)
+		}
+	}
+	if n := count(t, f.m, "acct_a"); n != before {
+		t.Fatalf("refused rolls made %d keys", n-before)
+	}
+	for _, grace := range []string{"168", "0"} {
+		k := f.create("acct_a", "rolled at "+grace, "identity:read")
+		if r := roll(k.ID, grace); r.status != http.StatusCreated {
+			t.Fatalf("a grace of %s hours: %d, want 201: %.300s", grace, r.status, r.body)
+		}
+	}
+}
+
 // TestWebhookActions: an endpoint's page disables and enables it, rolls
 // its signing secret (shown once; a resubmitted form rolls nothing more),
 // retries a failed delivery, and deletes it after a confirmation page.
@@ -249,14 +281,27 @@ func TestWebhookActions(t *testing.T) {
 	if e := stored(); e.Version != version+1 {
 		t.Fatalf("the resubmitted roll rolled again: version %d", e.Version)
 	}
-	for _, grace := range []string{"25", "-1", "x"} {
+	// The grace is 0 to 24 hours, both ends included; a hair past
+	// either end, NaN and infinity are refused before the Manager.
+	rollWith := func(grace string) response {
 		page := b.get(path, 200)
-		if r := b.post(path+"/roll-secret", url.Values{"csrf": {field(t, page, "csrf")}, "nonce": {field(t, page, "nonce")}, "grace_hours": {grace}}); r.status != http.StatusBadRequest {
-			t.Errorf("a grace of %q hours: %d, want 400", grace, r.status)
+		return b.post(path+"/roll-secret", url.Values{"csrf": {field(t, page, "csrf")}, "nonce": {field(t, page, "nonce")}, "grace_hours": {grace}})
+	}
+	for _, grace := range []string{"24.01", "-0.01", "NaN", "Inf", "x"} {
+		if r := rollWith(grace); r.status != http.StatusBadRequest || !strings.Contains(r.body, "a number of hours from 0 to 24") {
+			t.Errorf("a grace of %q hours: %d, want 400 saying the bounds: %.300s", grace, r.status, r.body)
 		}
 	}
 	if e := stored(); e.Version != version+1 {
 		t.Fatalf("a refused roll rolled: version %d", e.Version)
+	}
+	for i, grace := range []string{"24", "0"} {
+		if r := rollWith(grace); r.status != http.StatusCreated {
+			t.Fatalf("a grace of %s hours: %d, want 201", grace, r.status)
+		}
+		if e := stored(); e.Version != version+2+int64(i) {
+			t.Fatalf("a roll with %s hours of grace: version %d", grace, e.Version)
+		}
 	}
 	// A failed delivery is retried from its row.
 	post("/test", url.Values{}, http.StatusSeeOther)

@@ -288,6 +288,19 @@ func madeByUs(s string) bool {
 	return err == nil && len(b) == 32
 }
 
+// formNonce reads the nonce of a form that creates or rolls and returns
+// it with the idempotency key it makes. A nonce the portal did not make
+// (a script's, or none) would not make the post idempotent: it is
+// answered with a 403 here, and ok is false.
+func (p *Portal) formNonce(w http.ResponseWriter, r *http.Request) (nonce string, idem keys.IssueOption, ok bool) {
+	nonce = r.PostFormValue("nonce")
+	if !madeByUs(nonce) {
+		p.forbidden(w, r)
+		return "", keys.IssueOption{}, false
+	}
+	return nonce, keys.IdempotencyKey("portal_" + nonce), true
+}
+
 // randomID is 32 bytes from crypto/rand, base64url without padding.
 func randomID() string {
 	b := make([]byte, 32)

@@ -3,11 +3,8 @@ package portal
 import (
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
-	"time"
 
-	"github.com/txcloud/keys"
 	"github.com/txcloud/keys/event"
 	"github.com/txcloud/keys/webhook"
 )
@@ -59,12 +56,12 @@ func (p *Portal) webhookNew(w http.ResponseWriter, r *http.Request, v *visit) {
 var webhookFields = []string{"url", "events", "description", "environment"}
 
 func (p *Portal) webhookCreate(w http.ResponseWriter, r *http.Request, v *visit) {
-	f := newForm()
-	f.Nonce = r.PostFormValue("nonce")
-	if !madeByUs(f.Nonce) {
-		p.forbidden(w, r)
+	nonce, idem, ok := p.formNonce(w, r)
+	if !ok {
 		return
 	}
+	f := newForm()
+	f.Nonce = nonce
 	for _, name := range []string{"url", "description", "environment"} {
 		f.Values[name] = strings.TrimSpace(r.PostFormValue(name))
 	}
@@ -78,7 +75,7 @@ func (p *Portal) webhookCreate(w http.ResponseWriter, r *http.Request, v *visit)
 		return
 	}
 	ep, err := v.as.Webhooks().Create(r.Context(), webhook.EndpointCreate{URL: f.Values["url"], Events: evs, Description: f.Values["description"],
-		Environment: f.Values["environment"]}, keys.IdempotencyKey("portal_"+f.Nonce))
+		Environment: f.Values["environment"]}, idem)
 	if err != nil {
 		if f.refuse(err, webhookFields...) {
 			p.render(w, r, http.StatusBadRequest, "webhooknew", v, p.webhookFormPage(v, f))
@@ -96,6 +93,7 @@ type webhookPage struct {
 	Deliveries []webhook.Delivery
 	Notice     string
 	Nonce      string // the roll form's idempotency key
+	MaxGrace   int    // the roll's longest grace, in hours
 }
 
 // webhookNotices are what an endpoint's page says after an action.
@@ -119,7 +117,7 @@ func (p *Portal) webhookShow(w http.ResponseWriter, r *http.Request, v *visit) {
 		p.failed(w, r, v, err)
 		return
 	}
-	pg := webhookPage{Endpoint: ep, Deliveries: ds.Data, Notice: webhookNotices[r.URL.Query().Get("done")], Nonce: randomID()}
+	pg := webhookPage{Endpoint: ep, Deliveries: ds.Data, Notice: webhookNotices[r.URL.Query().Get("done")], Nonce: randomID(), MaxGrace: endpointGraceHours}
 	p.render(w, r, http.StatusOK, "webhook", v, pg)
 }
 
@@ -161,18 +159,11 @@ func (p *Portal) setEndpointEnabled(w http.ResponseWriter, r *http.Request, v *v
 // would end the grace of the secret the receiver still holds.
 func (p *Portal) webhookRollSecret(w http.ResponseWriter, r *http.Request, v *visit) {
 	id := r.PathValue("id")
-	nonce := r.PostFormValue("nonce")
-	if !madeByUs(nonce) {
-		p.forbidden(w, r)
+	idem, grace, ok := p.rollForm(w, r, v, endpointGraceHours)
+	if !ok {
 		return
 	}
-	hours, err := strconv.ParseFloat(strings.TrimSpace(r.PostFormValue("grace_hours")), 64)
-	if err != nil || hours < 0 || hours > 24 {
-		p.failed(w, r, v, errBadParam("grace_hours", "The grace period is a number of hours from 0 to 24."))
-		return
-	}
-	grace := time.Duration(hours * float64(time.Hour)).Round(time.Second)
-	ep, err := v.as.Webhooks().RollSecret(r.Context(), id, grace, keys.IdempotencyKey("portal_"+nonce))
+	ep, err := v.as.Webhooks().RollSecret(r.Context(), id, grace, idem)
 	if err != nil {
 		p.failed(w, r, v, err)
 		return
