@@ -90,23 +90,11 @@ func TestMigrationToCreditsKeepsKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close(ctx) })
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, s.sql(`CREATE SCHEMA {{schema}}; CREATE TABLE {{schema}}.keys_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)); err != nil {
-			return err
-		}
-		for v := 1; v <= 7; v++ {
-			if _, err := tx.Exec(ctx, s.sql(migrations[v-1])); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {{schema}}.keys_migrations (version) VALUES ($1)`), v); err != nil {
-				return err
-			}
-		}
-		_, err := tx.Exec(ctx, s.sql(`INSERT INTO {{schema}}.api_keys (id, account_id, name, prefix, environment, digest, created_at, version)
-VALUES ('key_old', 'acct_old', 'before credits', 'txc_live_ab', 'live', $1, now(), 1)`), make([]byte, 32))
-		return err
-	})
-	if err != nil {
+	if err := s.migrateTo(ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, s.sql(`INSERT INTO {{schema}}.api_keys (id, account_id, name, prefix, environment, digest, created_at, version)
+VALUES ('key_old', 'acct_old', 'before credits', 'txc_live_ab', 'live', $1, now(), 1)`), make([]byte, 32)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Migrate(ctx); err != nil {

@@ -23,18 +23,10 @@ func TestMigration14KeepsEntries(t *testing.T) {
 	t.Cleanup(func() { _ = s.Close(ctx) })
 	created := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
 	scope := store.Digest{1, 2, 3}
+	if err := s.migrateTo(ctx, 13); err != nil {
+		t.Fatal(err)
+	}
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, s.sql(`CREATE SCHEMA {{schema}}; CREATE TABLE {{schema}}.keys_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)); err != nil {
-			return err
-		}
-		for v := 1; v <= 13; v++ {
-			if _, err := tx.Exec(ctx, s.sql(migrations[v-1])); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {{schema}}.keys_migrations (version) VALUES ($1)`), v); err != nil {
-				return err
-			}
-		}
 		if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {{schema}}.api_keys (id, account_id, name, prefix, environment, digest, created_at, version)
 VALUES ('key_old', 'acct_old', 'old', 'txc_live_ab', 'live', $1, now(), 1)`), make([]byte, 32)); err != nil {
 			return err

@@ -294,7 +294,11 @@ CREATE INDEX webhook_deliveries_created ON {{schema}}.webhook_deliveries (create
 // several instances run it at once: a transaction-scoped advisory lock
 // serialises them, and each migration is recorded in the same transaction
 // that applies it.
-func (s *Store) Migrate(ctx context.Context) error {
+func (s *Store) Migrate(ctx context.Context) error { return s.migrateTo(ctx, len(migrations)) }
+
+// migrateTo applies the migrations up to version last (Migrate: all of
+// them; a test: the schema an earlier version left).
+func (s *Store) migrateTo(ctx context.Context, last int) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('txcloud-keys-migrate:' || $1))`, s.schema); err != nil {
 			return err
@@ -308,7 +312,7 @@ CREATE TABLE IF NOT EXISTS {{schema}}.keys_migrations (version integer PRIMARY K
 		if err := tx.QueryRow(ctx, s.sql(`SELECT coalesce(max(version), 0) FROM {{schema}}.keys_migrations`)).Scan(&done); err != nil {
 			return err
 		}
-		for v := done + 1; v <= len(migrations); v++ {
+		for v := done + 1; v <= last; v++ {
 			if _, err := tx.Exec(ctx, s.sql(migrations[v-1])); err != nil {
 				return fmt.Errorf("pgstore: migration %d: %w", v, err)
 			}

@@ -22,16 +22,8 @@ func TestMigrationSixKeepsEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.ExecContext(ctx, `CREATE TABLE keys_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT`); err != nil {
+	if err := (&Store{db: db, path: path}).migrateTo(ctx, 5); err != nil {
 		t.Fatal(err)
-	}
-	for v := 1; v <= 5; v++ {
-		if _, err := db.ExecContext(ctx, migrations[v-1]); err != nil {
-			t.Fatalf("migration %d: %v", v, err)
-		}
-		if _, err := db.ExecContext(ctx, `INSERT INTO keys_migrations (version, applied_at) VALUES (?, 0)`, v); err != nil {
-			t.Fatal(err)
-		}
 	}
 	r := storetest.NewRecord(t)
 	created := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)

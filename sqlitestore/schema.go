@@ -194,7 +194,11 @@ CREATE INDEX api_key_idempotency_expires ON api_key_idempotency (expires_at);`,
 
 // migrate creates or upgrades the schema in one transaction (BEGIN
 // IMMEDIATE: it is a write, which takes and keeps the file's lock).
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context) error { return s.migrateTo(ctx, len(migrations)) }
+
+// migrateTo applies the migrations up to version last (migrate: all of
+// them; a test: the schema an earlier version left).
+func (s *Store) migrateTo(ctx context.Context, last int) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -210,7 +214,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	if done > len(migrations) {
 		return fmt.Errorf("sqlitestore: the file is at schema version %d, newer than this code's %d", done, len(migrations))
 	}
-	for v := done + 1; v <= len(migrations); v++ {
+	for v := done + 1; v <= last; v++ {
 		if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
 			return fmt.Errorf("sqlitestore: migration %d: %w", v, err)
 		}
