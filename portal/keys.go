@@ -233,7 +233,7 @@ func (p *Portal) keyCreate(w http.ResponseWriter, r *http.Request, v *visit) {
 		p.failed(w, r, v, err)
 		return
 	}
-	p.showSecret(w, r, v, secretPage{Kind: "key", Name: created.Name, Secret: string(created.Key), Replayed: created.Replayed,
+	p.showSecret(w, r, v, secretPage{Words: keyCreated, Name: created.Name, Secret: string(created.Key), Replayed: created.Replayed,
 		Link: p.c.Path + "/keys/" + url.PathEscape(created.ID)})
 }
 
@@ -241,7 +241,7 @@ func (p *Portal) keyCreate(w http.ResponseWriter, r *http.Request, v *visit) {
 // endpoint's signing secret. A replayed form (a reload, a second click)
 // shows no secret: it was shown on the first answer.
 type secretPage struct {
-	Kind     string // a key of secretWords
+	Words    secretWording
 	Name     string
 	Secret   string
 	Replayed bool
@@ -249,24 +249,22 @@ type secretPage struct {
 	Note     string // what else to know, beside the secret
 }
 
-// secretWording is what a secret's page calls things, by its kind.
+// secretWording is what a secret's page calls things.
 type secretWording struct {
 	Title, Lead, Label, Nothing, Shown, Lost, LinkText string
 }
 
-var secretWords = map[string]secretWording{
-	"key": {Title: "Key created", Lead: "The new key", Label: "API key", Nothing: "nothing new was created",
-		Shown: "the key", Lost: "roll the key", LinkText: "Go to the key"},
-	"roll": {Title: "Key rolled", Lead: "The new key", Label: "API key", Nothing: "nothing new was created",
-		Shown: "the key", Lost: "roll the key", LinkText: "Go to the key"},
-	"webhook": {Title: "Endpoint created", Lead: "The signing secret of", Label: "Signing secret", Nothing: "nothing new was created",
-		Shown: "the signing secret", Lost: "roll the endpoint's secret", LinkText: "Go to the endpoint"},
-	"webhook-roll": {Title: "Signing secret rolled", Lead: "The new signing secret of", Label: "Signing secret", Nothing: "the secret was not rolled again",
-		Shown: "the new secret", Lost: "roll the endpoint's secret", LinkText: "Go to the endpoint"},
-}
-
-// Words is the page's wording.
-func (s secretPage) Words() secretWording { return secretWords[s.Kind] }
+// The wording of each kind of secret page.
+var (
+	keyCreated = secretWording{Title: "Key created", Lead: "The new key", Label: "API key", Nothing: "nothing new was created",
+		Shown: "the key", Lost: "roll the key", LinkText: "Go to the key"}
+	keyRolled = secretWording{Title: "Key rolled", Lead: "The new key", Label: "API key", Nothing: "nothing new was created",
+		Shown: "the key", Lost: "roll the key", LinkText: "Go to the key"}
+	endpointCreated = secretWording{Title: "Endpoint created", Lead: "The signing secret of", Label: "Signing secret", Nothing: "nothing new was created",
+		Shown: "the signing secret", Lost: "roll the endpoint's secret", LinkText: "Go to the endpoint"}
+	endpointSecretRolled = secretWording{Title: "Signing secret rolled", Lead: "The new signing secret of", Label: "Signing secret", Nothing: "the secret was not rolled again",
+		Shown: "the new secret", Lost: "roll the endpoint's secret", LinkText: "Go to the endpoint"}
+)
 
 func (p *Portal) showSecret(w http.ResponseWriter, r *http.Request, v *visit, pg secretPage) {
 	status := http.StatusCreated
@@ -457,6 +455,6 @@ func (p *Portal) keyRoll(w http.ResponseWriter, r *http.Request, v *visit) {
 		p.failed(w, r, v, err)
 		return
 	}
-	p.showSecret(w, r, v, secretPage{Kind: "roll", Name: created.Name, Secret: string(created.Key), Replayed: created.Replayed,
+	p.showSecret(w, r, v, secretPage{Words: keyRolled, Name: created.Name, Secret: string(created.Key), Replayed: created.Replayed,
 		Link: p.c.Path + "/keys/" + url.PathEscape(created.ID)})
 }

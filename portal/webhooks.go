@@ -84,7 +84,7 @@ func (p *Portal) webhookCreate(w http.ResponseWriter, r *http.Request, v *visit)
 		p.failed(w, r, v, err)
 		return
 	}
-	p.showSecret(w, r, v, secretPage{Kind: "webhook", Name: ep.URL, Secret: string(ep.Secret), Replayed: ep.Replayed,
+	p.showSecret(w, r, v, secretPage{Words: endpointCreated, Name: ep.URL, Secret: string(ep.Secret), Replayed: ep.Replayed,
 		Link: p.c.Path + "/webhooks/" + url.PathEscape(ep.ID)})
 }
 
@@ -168,7 +168,7 @@ func (p *Portal) webhookRollSecret(w http.ResponseWriter, r *http.Request, v *vi
 		p.failed(w, r, v, err)
 		return
 	}
-	pg := secretPage{Kind: "webhook-roll", Name: ep.URL, Secret: string(ep.Secret), Replayed: ep.Replayed,
+	pg := secretPage{Words: endpointSecretRolled, Name: ep.URL, Secret: string(ep.Secret), Replayed: ep.Replayed,
 		Link: p.c.Path + "/webhooks/" + url.PathEscape(ep.ID)}
 	if grace > 0 {
 		pg.Note = "The previous secret also signs each delivery until " + when(ep.UpdatedAt.Add(grace)) + ": switch your receiver to the new one before then."
