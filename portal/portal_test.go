@@ -209,8 +209,12 @@ func TestAnotherAccountsIDsAreNotFound(t *testing.T) {
 	f := newFixture(t, nil, keys.WithWebhooks(webhook.Config{AllowLoopback: true, AllowHTTP: true}))
 	b := f.signedIn(f.key)
 	theirs := f.create("acct_b", "theirs", "identity:read")
-	ep, err := f.m.As(keys.Principal{AccountID: "acct_b", Subject: "host", Permissions: f.m.Vocabulary()}).Webhooks().Create(context.Background(),
-		webhook.EndpointCreate{URL: "http://127.0.0.1:9/h", Events: []string{"*"}})
+	hooksB := f.m.As(keys.Principal{AccountID: "acct_b", Subject: "host", Permissions: f.m.Vocabulary()}).Webhooks()
+	ep, err := hooksB.Create(context.Background(), webhook.EndpointCreate{URL: "http://127.0.0.1:9/h", Events: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delivery, err := hooksB.Test(context.Background(), ep.ID) // a delivery that exists, of their endpoint
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,16 +228,16 @@ func TestAnotherAccountsIDsAreNotFound(t *testing.T) {
 		}
 	}
 	for path, vals := range map[string]url.Values{
-		"/keys/" + theirs.ID:                                  {"name": {"mine now"}},
-		"/keys/" + theirs.ID + "/disable":                     {},
-		"/keys/" + theirs.ID + "/revoke":                      {},
-		"/keys/" + theirs.ID + "/roll":                        {"grace_hours": {"0"}, "nonce": {nonce}},
-		"/webhooks/" + ep.ID + "/test":                        {},
-		"/webhooks/" + ep.ID + "/disable":                     {},
-		"/webhooks/" + ep.ID + "/enable":                      {},
-		"/webhooks/" + ep.ID + "/roll-secret":                 {"grace_hours": {"0"}, "nonce": {nonce}},
-		"/webhooks/" + ep.ID + "/delete":                      {},
-		"/webhooks/" + ep.ID + "/deliveries/dlv_nosuch/retry": {},
+		"/keys/" + theirs.ID:                                           {"name": {"mine now"}},
+		"/keys/" + theirs.ID + "/disable":                              {},
+		"/keys/" + theirs.ID + "/revoke":                               {},
+		"/keys/" + theirs.ID + "/roll":                                 {"grace_hours": {"0"}, "nonce": {nonce}},
+		"/webhooks/" + ep.ID + "/test":                                 {},
+		"/webhooks/" + ep.ID + "/disable":                              {},
+		"/webhooks/" + ep.ID + "/enable":                               {},
+		"/webhooks/" + ep.ID + "/roll-secret":                          {"grace_hours": {"0"}, "nonce": {nonce}},
+		"/webhooks/" + ep.ID + "/delete":                               {},
+		"/webhooks/" + ep.ID + "/deliveries/" + delivery.ID + "/retry": {},
 	} {
 		vals.Set("csrf", csrf)
 		if r := b.post(path, vals); r.status != http.StatusNotFound {
